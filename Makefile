@@ -1,0 +1,38 @@
+# liblunar_intercept: the two commands a user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+LIB := target/release/liblunar_intercept.so
+export LUNAR_LIB := $(abspath $(LIB))
+
+.PHONY: all build deps test unit lint c-tests e2e demo bench clean
+
+all: build
+
+build: $(LIB)
+
+$(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
+	cargo build --release --lib
+
+deps:
+	scripts/install-deps.sh
+
+unit:
+	cargo test --release --lib --tests
+
+lint:
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+e2e: build
+	scripts/run-e2e.sh
+
+test: deps build unit lint e2e
+
+demo: deps build
+	scripts/demo.sh
+
+bench: deps build
+	scripts/bench.sh
+
+clean:
+	cargo clean
+	rm -rf c-tests/bin
