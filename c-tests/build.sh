@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Build the c-tests programs into c-tests/bin/ and check that the fortified ones
+# really import glibc's _chk entry points. Usage: c-tests/build.sh [CC]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cc="${1:-${CC:-gcc}}"
+bin="$here/bin"
+mkdir -p "$bin"
+cflags=(-O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -std=gnu11)
+
+build() { # name source [extra flags...]
+	local name="$1" src="$2"
+	shift 2
+	local out="$bin/$name"
+	# rebuild when the source, the header or this script is newer than the binary
+	if [[ -x "$out" && "$out" -nt "$here/$src" && "$out" -nt "$here/common.h" && "$out" -nt "$here/build.sh" ]]; then
+		return
+	fi
+	"$cc" "${cflags[@]}" "$@" -o "$out.tmp" "$here/$src"
+	mv -f "$out.tmp" "$out"
+}
+
+for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_move \
+	fcntl_dupfd fork_connect getpeername recvmsg_iov readv_iov sendto_null msg_peek \
+	shutdown_wr; do
+	build "$src" "$src.c"
+done
+build dup2_close_first dup2_move.c -DCLOSE_FIRST
+build fort_read fortified.c -DFORT_READ
+build fort_recv fortified.c -DFORT_RECV
+build fort_recvfrom fortified.c -DFORT_RECVFROM
+
+# The fortified programs must call the _chk symbols (else they test nothing new).
+check_import() { # binary symbol
+	if ! nm -D --undefined-only "$bin/$1" | grep -qw "$2"; then
+		echo "build.sh: $1 does not import $2" >&2
+		nm -D --undefined-only "$bin/$1" >&2
+		exit 1
+	fi
+}
+check_import fort_read __read_chk
+check_import fort_recv __recv_chk
+check_import fort_recvfrom __recvfrom_chk
+echo "c-tests built in $bin"
