@@ -1,0 +1,274 @@
+"""The c-tests programs (c-tests/*.c) under the library, in the lab's namespace.
+
+Each program drives one exact libc call pattern (one byte per send, writev, sendmsg,
+pipelining, non-blocking connect under epoll, fortified reads, dup2, fork, ...) and
+prints the origin's JSON echo of the request it received. For each program:
+
+- direct (no LD_PRELOAD): the origin answers directly, nothing Lunar about it;
+- diverted (LD_PRELOAD, HAProxy up): the request went through HAProxy, which saw
+  x-lunar-host/scheme/interceptor/req-id exactly once each, and the origin got no
+  x-lunar-* header;
+- port 8080 (not an intercepted port) under the library: direct;
+- failsafe (LD_PRELOAD, HAProxy stopped): still a 200 from the origin, direct.
+
+Nothing leaves the namespace: every address is on its loopback.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CTESTS = os.path.join(REPO, "c-tests")
+BIN = os.path.join(CTESTS, "bin")
+sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
+
+import lab as lablib  # noqa: E402
+
+HOST = "api.example.test"
+API_IP = lablib.API_IP
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+# Request bodies the POST programs send (see their sources).
+BODIES = {
+    "send_bytewise": b'{"hello":"one byte per send()","n":12345}',
+    "sendmsg_iov": b'{"via":"sendmsg","parts":2}',
+}
+
+# name -> number of responses it prints
+PROGRAMS = {
+    "send_bytewise": 1,
+    "writev_split": 1,
+    "sendmsg_iov": 1,
+    "pipeline": 2,
+    "nonblock_epoll": 1,
+    "fort_read": 1,
+    "fort_recv": 1,
+    "fort_recvfrom": 1,
+    "dup2_move": 1,
+    "dup2_close_first": 1,
+    "fcntl_dupfd": 1,
+    "fork_connect": 1,
+    "getpeername": 1,
+    "recvmsg_iov": 1,
+    "readv_iov": 1,
+    "sendto_null": 1,
+    "msg_peek": 1,
+    "shutdown_wr": 1,
+}
+# programs that read a large binary body well (exact content checked)
+BIG_BODY_PROGRAMS = ["readv_iov", "recvmsg_iov", "fort_read", "fort_recv", "nonblock_epoll",
+                     "msg_peek", "sendto_null", "send_bytewise"]
+
+
+# ---- fixtures -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def c_bins():
+    """Build c-tests/bin (build.sh also checks the _chk imports of fort_*)."""
+    r = subprocess.run([os.path.join(CTESTS, "build.sh")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert r.returncode == 0, "c-tests/build.sh failed:\n" + r.stdout.decode()
+    return BIN
+
+
+@pytest.fixture(scope="module")
+def c_lab(request):
+    """The shared lab from conftest.py when there is one, else a lab of our own."""
+    try:
+        lab = request.getfixturevalue("lab")
+        own = False
+    except pytest.FixtureLookupError:
+        lab = lablib.Lab("ctest-%d" % os.getpid())
+        lab.up()
+        own = True
+    try:
+        lab.start_haproxy()
+        yield lab
+    finally:
+        if own:
+            lab.down()
+        else:
+            lab.start_haproxy()  # leave the shared lab as we found it
+
+
+@pytest.fixture
+def haproxy_up(c_lab):
+    c_lab.start_haproxy()
+    return c_lab
+
+
+@pytest.fixture
+def haproxy_down(c_lab):
+    c_lab.stop_haproxy()
+    try:
+        yield c_lab
+    finally:
+        c_lab.start_haproxy()
+
+
+@pytest.fixture
+def need_lib(c_lab):
+    if not os.path.exists(c_lab.lib):
+        pytest.fail("library not built: %s (cargo build --release --lib)" % c_lab.lib)
+    return c_lab.lib
+
+
+# ---- helpers ------------------------------------------------------------------
+
+def run_prog(lab, name, path, preload, port="80", host=HOST, **kw):
+    argv = [os.path.join(BIN, name), host, port, path]
+    return lab.run(argv, preload=preload, debug=preload, timeout=40, **kw)
+
+
+def split_output(text):
+    """(prefix lines, [json objects]) from a program's stdout."""
+    i = text.find("{")
+    prefix = text[:i] if i >= 0 else text
+    objs, dec = [], json.JSONDecoder()
+    while i >= 0 and i < len(text):
+        obj, end = dec.raw_decode(text, i)
+        objs.append(obj)
+        j = text.find("{", end)
+        i = j
+    return [ln for ln in prefix.splitlines() if ln.strip()], objs
+
+
+def hdrs(echo, name):
+    name = name.lower()
+    return [v for k, v in echo["headers"] if k.lower() == name]
+
+
+def hdr(echo, name):
+    vs = hdrs(echo, name)
+    return vs[0] if len(vs) == 1 else (None if not vs else vs)
+
+
+def lunar_headers(echo):
+    return [k for k, _ in echo["headers"] if k.lower().startswith("x-lunar-")]
+
+
+def echoes(res, name, path, n=None):
+    """Parse and sanity-check the echo(es) a program printed."""
+    assert res.rc == 0, "%s exited %s\n%r" % (name, res.rc, res)
+    prefix, objs = split_output(res.text_out)
+    n = n or PROGRAMS[name]
+    assert len(objs) == n, "%s: expected %d JSON bodies, got %d\n%r" % (name, n, len(objs), res)
+    for e in objs:
+        assert e["path"] == path, (e, res)
+        assert e["method"] == ("POST" if name in BODIES else "GET"), e
+        if name in BODIES:
+            assert e["body_len"] == len(BODIES[name]), (e, res)
+            assert e["body_sha256"] == hashlib.sha256(BODIES[name]).hexdigest(), (e, res)
+        assert hdr(e, "x-ctest") == name, (e, res)
+        assert lunar_headers(e) == [], "origin got x-lunar-* headers: %r\n%r" % (e, res)
+    return prefix, objs
+
+
+def assert_direct(e, res, server="%s:80" % API_IP):
+    assert e["server"] == server, (e, res)
+    assert hdr(e, "x-via-haproxy") is None, "went through HAProxy: %r\n%r" % (e, res)
+    assert not [k for k, _ in e["headers"] if k.lower().startswith("x-seen-")], (e, res)
+    assert hdr(e, "host") in (HOST, "%s:%s" % (HOST, server.rsplit(":", 1)[1])), (e, res)
+
+
+def assert_diverted(e, res, host=HOST):
+    assert e["server"] == "%s:80" % API_IP, (e, res)
+    assert hdr(e, "x-via-haproxy") == "1", "not diverted through HAProxy: %r\n%r" % (e, res)
+    assert hdr(e, "x-seen-lunar-host") == host, (e, res)
+    assert hdr(e, "x-seen-lunar-scheme") == "http", (e, res)
+    inter = hdr(e, "x-seen-lunar-interceptor")
+    assert isinstance(inter, str) and "/" in inter, (e, res)
+    rid = hdr(e, "x-seen-lunar-req-id")
+    assert isinstance(rid, str) and UUID_RE.match(rid), (e, res)
+    # each x-lunar-* header exactly once on the wire to the proxy
+    counts = dict(kv.split("=", 1) for kv in hdr(e, "x-seen-lunar-counts").split(","))
+    for h in ("host", "scheme", "interceptor", "req-id"):
+        assert counts[h] == "1", "x-lunar-%s sent %s times: %r\n%r" % (h, counts[h], e, res)
+    assert counts["allow"] == "0", (e, res)
+    # the Host the application wrote reached the proxy unchanged
+    assert hdr(e, "x-seen-host") == host, (e, res)
+    return rid
+
+
+# ---- tests --------------------------------------------------------------------
+
+def test_build_fortified_imports(c_bins):
+    """The fortified programs really call glibc's _chk entry points."""
+    for prog, sym in [("fort_read", "__read_chk"), ("fort_recv", "__recv_chk"),
+                      ("fort_recvfrom", "__recvfrom_chk"), ("msg_peek", "__recv_chk")]:
+        out = subprocess.run(["nm", "-D", "--undefined-only", os.path.join(c_bins, prog)],
+                             stdout=subprocess.PIPE, check=True).stdout.decode()
+        assert re.search(r"\b%s\b" % sym, out), "%s does not import %s" % (prog, sym)
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_direct_without_library(c_bins, haproxy_up, name):
+    path = "/c/%s/direct?q=1" % name
+    res = run_prog(haproxy_up, name, path, preload=False)
+    prefix, objs = echoes(res, name, path)
+    for e in objs:
+        assert_direct(e, res)
+    if name == "getpeername":
+        assert prefix == ["connected-to %s:80" % API_IP, "peer-after-connect %s:80" % API_IP,
+                          "peer-after-response %s:80" % API_IP], res
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_diverted_through_proxy(c_bins, need_lib, haproxy_up, name):
+    path = "/c/%s/diverted?q=1" % name
+    res = run_prog(haproxy_up, name, path, preload=True)
+    prefix, objs = echoes(res, name, path)
+    rids = [assert_diverted(e, res) for e in objs]
+    assert len(set(rids)) == len(rids), "x-lunar-req-id reused across requests: %r" % rids
+    if name == "pipeline":
+        assert [hdr(e, "x-ctest-seq") for e in objs] == ["1", "2"], res
+    if name == "getpeername":
+        # a diverted socket still reports the original destination
+        assert prefix == ["connected-to %s:80" % API_IP, "peer-after-connect %s:80" % API_IP,
+                          "peer-after-response %s:80" % API_IP], res
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_not_intercepted_port_8080(c_bins, need_lib, haproxy_up, name):
+    path = "/c/%s/port8080" % name
+    res = run_prog(haproxy_up, name, path, preload=True, port="8080")
+    prefix, objs = echoes(res, name, path)
+    for e in objs:
+        assert_direct(e, res, server="%s:8080" % API_IP)
+    if name == "getpeername":
+        assert prefix[1:] == ["peer-after-connect %s:8080" % API_IP,
+                              "peer-after-response %s:8080" % API_IP], res
+
+
+@pytest.mark.parametrize("name", BIG_BODY_PROGRAMS)
+@pytest.mark.parametrize("kind", ["bytes", "chunked"])
+def test_large_response_diverted(c_bins, need_lib, haproxy_up, name, kind):
+    """300 kB (Content-Length) / 120 kB (chunked) of binary body through the proxy,
+    byte-exact."""
+    n = 300000 if kind == "bytes" else 120000
+    path = "/%s/%d" % (kind, n)
+    res = run_prog(haproxy_up, name, path, preload=True)
+    assert res.rc == 0, res
+    assert res.out == lablib.pattern_bytes(n), \
+        "%s: body differs (%d bytes, want %d)\n%r" % (name, len(res.out), n, res.err[-3000:])
+    recs = [r for r in haproxy_up.origin_log(contains=path) if hdr(r, "x-ctest") == name]
+    assert recs and hdr(recs[-1], "x-via-haproxy") == "1", recs[-1:]
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_failsafe_proxy_down(c_bins, need_lib, haproxy_down, name):
+    """HAProxy stopped: the request still gets its 200 from the origin, direct."""
+    path = "/c/%s/failsafe" % name
+    res = run_prog(haproxy_down, name, path, preload=True)
+    prefix, objs = echoes(res, name, path)
+    for e in objs:
+        assert_direct(e, res)
+    if name == "getpeername":
+        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
+                              "peer-after-response %s:80" % API_IP], res
