@@ -1,0 +1,96 @@
+//! `connect`: the moment a socket is chosen for the proxy or left alone.
+
+use super::Conn;
+use crate::policy::filter::Destination;
+use crate::proxy::socket::{connect_bounded, tcp_family};
+use crate::runtime::{self, Route};
+use crate::{addr, fdtable, names, sys};
+use libc::{c_int, sockaddr, socklen_t};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The program's `connect`.
+///
+/// # Safety
+/// `address` must point to `len` readable bytes, as for connect(2).
+pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: forwarded from our caller's contract.
+    let target = unsafe { addr::from_c(address, len) };
+    let real = || {
+        // SAFETY: the program's own arguments, unchanged.
+        unsafe { sys::connect(fd, address, len) }
+    };
+    let Some(target) = target else {
+        fdtable::remove(fd);
+        return real();
+    };
+    if let Some(conn) = fdtable::get(fd) {
+        if conn.original == target {
+            return repeated_connect(fd, &conn, real);
+        }
+    }
+    fdtable::remove(fd);
+    let Some(runtime) = runtime::get() else { return real() };
+    if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
+        return real();
+    }
+    let Some(family) = tcp_family(fd) else { return real() };
+
+    let original = addr::canonical(target);
+    let name = names::lookup(original.ip());
+    let destination = Destination { ip: original.ip(), name: name.as_deref() };
+    let (route, why) = runtime.route(&destination, None);
+    let label = name.as_deref().map_or_else(|| original.to_string(), |n| format!("{n}:{}", original.port()));
+    let conn = Arc::new(Conn::new(target, name.clone(), Route::Origin));
+    if !fdtable::insert(fd, conn.clone()) {
+        log::debug!("{label} -> direct (fd {fd} beyond the tracked range)");
+        return real();
+    }
+    let Route::Proxy(proxy) = route else {
+        log::debug!("{label} -> direct ({why})");
+        return real();
+    };
+    match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
+        Ok(()) => {
+            log::debug!("{label} -> proxy {proxy} ({why})");
+            conn.set_peer(Route::Proxy(proxy));
+            runtime.failsafe.record_success();
+            connected_as_program_expects(fd, family)
+        }
+        Err(errno) => {
+            let reason = std::io::Error::from_raw_os_error(errno);
+            runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
+            log::debug!("{label} -> direct (proxy connect failed)");
+            real()
+        }
+    }
+}
+
+/// A non-blocking program expects EINPROGRESS and then readiness; a blocking one, 0. The
+/// connection to the proxy is already up, so readiness comes at once.
+fn connected_as_program_expects(fd: c_int, _family: c_int) -> c_int {
+    // SAFETY: F_GETFL takes no argument.
+    let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
+    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+        sys::set_errno(libc::EINPROGRESS);
+        -1
+    } else {
+        0
+    }
+}
+
+/// Programs that poll a non-blocking connect by calling connect again get the kernel's
+/// answer (EALREADY, EISCONN) for the socket's real peer.
+fn repeated_connect(fd: c_int, conn: &Conn, real: impl Fn() -> c_int) -> c_int {
+    match conn.peer() {
+        Route::Origin => real(),
+        Route::Proxy(proxy) => connect_raw(fd, proxy),
+    }
+}
+
+fn connect_raw(fd: c_int, target: SocketAddr) -> c_int {
+    let family = tcp_family(fd).unwrap_or(libc::AF_INET);
+    let (storage, len) = addr::to_c(target, family);
+    // SAFETY: a valid address of the socket's family.
+    unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) }
+}

@@ -1,0 +1,81 @@
+//! One intercepted socket: where the program wanted to go, where it really is connected,
+//! and the HTTP stream engine its writes go through. Owns every syscall the library makes
+//! on behalf of the program for that fd.
+
+mod connect;
+mod lunar_headers;
+mod moving;
+mod read;
+mod write;
+
+pub use connect::connect;
+pub use read::receive;
+pub use write::send;
+
+use crate::http::RequestStream;
+use crate::runtime::Route;
+use crate::sync::SpinLock;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+pub struct Conn {
+    /// Where the program asked to connect.
+    pub original: SocketAddr,
+    /// The name the program resolved for `original`, if it did.
+    pub name: Option<String>,
+    peer: SpinLock<Route>,
+    /// Nothing more to do on this connection but pass bytes (not HTTP, a tunnel).
+    passthrough: AtomicBool,
+    /// The program has written to this connection.
+    wrote: AtomicBool,
+    /// The "server speaks first" check ran (see `read`).
+    read_checked: AtomicBool,
+    /// Odd while the socket is being moved to another peer; changes with each move, so a
+    /// reader can tell that an error it got belongs to the old peer.
+    move_epoch: AtomicU32,
+    writer: SpinLock<Writer>,
+}
+
+struct Writer {
+    requests: RequestStream,
+    /// Reused buffer for rewritten heads.
+    head_out: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(original: SocketAddr, name: Option<String>, peer: Route) -> Conn {
+        Conn {
+            original,
+            name,
+            peer: SpinLock::new(peer),
+            passthrough: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            read_checked: AtomicBool::new(false),
+            move_epoch: AtomicU32::new(0),
+            writer: SpinLock::new(Writer { requests: RequestStream::new(), head_out: Vec::new() }),
+        }
+    }
+
+    pub fn peer(&self) -> Route {
+        *self.peer.lock()
+    }
+
+    fn set_peer(&self, peer: Route) {
+        *self.peer.lock() = peer;
+    }
+
+    /// True when the program's view of the peer differs from the socket's: what
+    /// `getpeername` must hide.
+    pub fn is_diverted(&self) -> bool {
+        matches!(self.peer(), Route::Proxy(_))
+    }
+
+    fn is_passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Acquire)
+    }
+
+    pub fn after_fork_in_child(&self) {
+        self.peer.force_unlock();
+        self.writer.force_unlock();
+    }
+}

@@ -1,0 +1,167 @@
+//! The program writes: its bytes go through the request engine, which finds each request
+//! head so that Lunar's headers can be added; bodies pass 1:1.
+//!
+//! Byte counts the program sees are its own: a head is buffered until complete (those
+//! bytes are reported written at once), then sent whole with the injected lines, which are
+//! never counted; body bytes are sent as given and reported as the kernel took them.
+
+use super::{lunar_headers, Conn};
+use crate::http::{RequestHead, Step};
+use crate::policy::filter::Destination;
+use crate::proxy::socket::wait_for;
+use crate::runtime::{self, Route, Runtime};
+use crate::sys;
+use libc::c_int;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a rewritten head may wait for room in a full socket buffer. A blocking socket
+/// would wait too; this bound only keeps a wedged peer from holding the thread forever.
+const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
+/// Returns the count to report, or -1 with errno set.
+pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
+    if conn.is_passthrough() {
+        return send_raw(fd, input, flags);
+    }
+    conn.wrote.store(true, Ordering::Release);
+    let mut writer = conn.writer.lock();
+    let mut consumed = 0;
+    while consumed < input.len() {
+        let rest = &input[consumed..];
+        match writer.requests.feed(rest) {
+            Step::Buffered(n) => consumed += n,
+            Step::Pass(n) => {
+                let sent = send_raw(fd, &rest[..n], flags);
+                if sent < 0 {
+                    return if consumed > 0 { consumed as isize } else { -1 };
+                }
+                consumed += sent as usize;
+                if (sent as usize) < n {
+                    break;
+                }
+            }
+            Step::HeadComplete(n) => {
+                let before = consumed;
+                consumed += n;
+                let first_request = writer.requests.heads_completed() == 1 && !conn.is_passthrough();
+                let (route, injected) = {
+                    let head = writer.requests.head();
+                    let route = settle_route(conn, fd, &head, first_request);
+                    let injected = match (route, runtime::get()) {
+                        (Ok(Route::Proxy(_)), Some(runtime)) => {
+                            lunar_headers::for_request(&head, conn.original, conn.name.as_deref(), runtime)
+                        }
+                        _ => Vec::new(),
+                    };
+                    (route, injected)
+                };
+                if let Err(errno) = route {
+                    return fail(before, errno);
+                }
+                let mut out = std::mem::take(&mut writer.head_out);
+                out.clear();
+                writer.requests.emit_head(&injected, &mut out);
+                let result = send_all(fd, &out, flags);
+                writer.head_out = out;
+                if let Err(errno) = result {
+                    return fail(before, errno);
+                }
+            }
+            Step::NotHttp(n) => {
+                let before = consumed;
+                consumed += n;
+                let first_bytes = writer.requests.heads_completed() == 0;
+                if first_bytes && conn.is_diverted() {
+                    if let Some(runtime) = runtime::get() {
+                        log::debug!("{} -> direct (not HTTP/1.x)", label(conn));
+                        if let Err(errno) = conn.move_to(fd, Route::Origin, runtime) {
+                            return fail(before, errno);
+                        }
+                    }
+                }
+                conn.passthrough.store(true, Ordering::Release);
+                let buffered = writer.requests.take_buffered();
+                if let Err(errno) = send_all(fd, &buffered, flags) {
+                    return fail(before, errno);
+                }
+            }
+        }
+    }
+    consumed as isize
+}
+
+/// What the program sees when a send of ours failed after `reported` of its bytes were
+/// taken in this call.
+fn fail(reported: usize, errno: c_int) -> isize {
+    if reported > 0 {
+        reported as isize
+    } else {
+        sys::set_errno(errno);
+        -1
+    }
+}
+
+/// For the first request of a connection, nothing has left yet: if what the head says
+/// (its `x-lunar-allow`, its `Host`) calls for another peer than the one chosen at connect,
+/// the socket moves now. Later requests follow the connection's peer.
+fn settle_route(conn: &Conn, fd: c_int, head: &RequestHead<'_>, first_request: bool) -> Result<Route, c_int> {
+    let current = conn.peer();
+    let Some(runtime) = runtime::get() else { return Ok(current) };
+    if !first_request {
+        return Ok(current);
+    }
+    let host_name = head.host.map(lunar_headers::host_name);
+    let name = host_name.as_deref().or(conn.name.as_deref());
+    let destination = Destination { ip: crate::addr::canonical(conn.original).ip(), name };
+    let (wanted, why) = runtime.route(&destination, head.lunar_allow);
+    if same_kind(wanted, current) {
+        return Ok(current);
+    }
+    move_for_request(conn, fd, wanted, why, runtime)
+}
+
+fn move_for_request(conn: &Conn, fd: c_int, wanted: Route, why: runtime::Why, runtime: &Runtime) -> Result<Route, c_int> {
+    let ended = conn.move_to(fd, wanted, runtime)?;
+    match ended {
+        Route::Proxy(proxy) => log::debug!("{} -> proxy {proxy} ({why}; moved at first request)", label(conn)),
+        Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", label(conn)),
+    }
+    Ok(ended)
+}
+
+fn same_kind(a: Route, b: Route) -> bool {
+    matches!((a, b), (Route::Origin, Route::Origin) | (Route::Proxy(_), Route::Proxy(_)))
+}
+
+fn label(conn: &Conn) -> String {
+    let port = conn.original.port();
+    match &conn.name {
+        Some(name) => format!("{name}:{port}"),
+        None => crate::addr::canonical(conn.original).to_string(),
+    }
+}
+
+/// One send of the program's bytes, as the program asked (flags unchanged).
+fn send_raw(fd: c_int, bytes: &[u8], flags: c_int) -> isize {
+    // SAFETY: sends from a live slice.
+    unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) }
+}
+
+/// Sends all of `bytes` (a rewritten head): the program was told these bytes were written,
+/// so they must all leave, even on a non-blocking socket.
+fn send_all(fd: c_int, mut bytes: &[u8], flags: c_int) -> Result<(), c_int> {
+    let deadline = Instant::now() + HEAD_SEND_TIMEOUT;
+    while !bytes.is_empty() {
+        match send_raw(fd, bytes, flags) {
+            sent if sent >= 0 => bytes = &bytes[sent as usize..],
+            _ => match sys::errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => wait_for(fd, libc::POLLOUT, deadline)?,
+                errno => return Err(errno),
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Keeping the host program safe from us: re-entrancy, panics and errno.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as running library code until dropped, so hooks reached from our
+/// own work (logging, DNS, allocation in libc) take the real path.
+pub struct Reentry(());
+
+impl Reentry {
+    /// `None` when this thread is already inside the library, or its thread-locals are
+    /// gone (thread exit): the caller must pass the call through.
+    pub fn enter() -> Option<Reentry> {
+        INSIDE
+            .try_with(|inside| (!inside.replace(true)).then_some(Reentry(())))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Reentry {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|inside| inside.set(false));
+    }
+}
+
+/// Runs library logic for a hook. A panic never crosses into C (it would abort the host):
+/// it is logged and `fallback` decides what the program sees.
+pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(value) => value,
+        Err(_) => {
+            log::error!("internal error caught; this call is passed through");
+            fallback()
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Where connections begin: `connect`, and the calls that hand out fds (a new fd number may
+//! be one we tracked before it was closed behind our back), and `getpeername`.
+
+use super::tracked;
+use crate::guard::{shielded, Reentry};
+use crate::{addr, conn, fdtable, sys};
+use libc::{c_int, sockaddr, socklen_t};
+
+/// # Safety
+/// As connect(2).
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::connect(fd, address, len) };
+    let Some(_inside) = Reentry::enter() else { return real() };
+    // SAFETY: connect(2)'s contract on `address`.
+    shielded(|| unsafe { conn::connect(fd, address, len) }, real)
+}
+
+/// # Safety
+/// As socket(2).
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+    // SAFETY: the program's own call.
+    let fd = unsafe { sys::socket(domain, kind, protocol) };
+    fdtable::remove(fd);
+    fd
+}
+
+/// # Safety
+/// As accept(2). Accepted sockets are inbound: never tracked.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, address: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the program's own call.
+    let new_fd = unsafe { sys::accept(fd, address, len) };
+    fdtable::remove(new_fd);
+    new_fd
+}
+
+/// # Safety
+/// As accept4(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept4(fd: c_int, address: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    // SAFETY: the program's own call.
+    let new_fd = unsafe { sys::accept4(fd, address, len, flags) };
+    fdtable::remove(new_fd);
+    new_fd
+}
+
+/// # Safety
+/// As getpeername(2). A diverted socket reports where the program connected.
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, address: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::getpeername(fd, address, len) };
+    match tracked(fd) {
+        Some(conn) if conn.is_diverted() && !address.is_null() && !len.is_null() => {
+            let family = crate::proxy::socket::tcp_family(fd).unwrap_or(libc::AF_INET);
+            let (storage, full) = addr::to_c(conn.original, family);
+            // SAFETY: getpeername(2)'s contract: `len` is readable and writable and
+            // `address` has room for *len bytes; we copy at most that and report the full size.
+            unsafe {
+                let room = (*len as usize).min(full as usize);
+                std::ptr::copy_nonoverlapping((&storage as *const libc::sockaddr_storage).cast::<u8>(), address.cast::<u8>(), room);
+                *len = full;
+            }
+            0
+        }
+        _ => real(),
+    }
+}

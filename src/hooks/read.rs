@@ -1,0 +1,117 @@
+//! Every way a program reads from a socket, the fortified (`_FORTIFY_SOURCE`) entry points
+//! included: glibc does not route those through the plain symbols.
+
+use super::{on_tracked, tracked};
+use crate::{conn, sys};
+use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+/// # Safety
+/// As read(2).
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    // SAFETY: the program's own call (repeatable: it is retried only after a failure).
+    let real = || unsafe { sys::read(fd, buf, len) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As glibc's __read_chk.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::__read_chk(fd, buf, len, buflen) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As recv(2).
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::recv(fd, buf, len, flags) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As glibc's __recv_chk.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As recvfrom(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As glibc's __recvfrom_chk.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As readv(2).
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::readv(fd, iov, count) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        None => real(),
+    }
+}
+
+/// # Safety
+/// As recvmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::recvmsg(fd, msg, flags) };
+    match tracked(fd) {
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        None => real(),
+    }
+}

@@ -1,0 +1,94 @@
+//! Every way a program writes to a socket.
+
+use super::{gather, on_tracked, tracked};
+use crate::{conn, sys};
+use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+/// # Safety
+/// As write(2).
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::write(fd, buf, len) };
+    match tracked(fd) {
+        Some(conn) if len > 0 && !buf.is_null() => {
+            // SAFETY: write(2)'s contract: `buf` holds `len` readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+            on_tracked(|| conn::send(&conn, fd, bytes, 0), real)
+        }
+        _ => real(),
+    }
+}
+
+/// # Safety
+/// As send(2).
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::send(fd, buf, len, flags) };
+    match tracked(fd) {
+        Some(conn) if len > 0 && !buf.is_null() => {
+            // SAFETY: send(2)'s contract.
+            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+            on_tracked(|| conn::send(&conn, fd, bytes, flags), real)
+        }
+        _ => real(),
+    }
+}
+
+/// # Safety
+/// As sendto(2). On a connected TCP socket the address is ignored, as the kernel does.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::sendto(fd, buf, len, flags, addr, alen) };
+    match tracked(fd) {
+        Some(conn) if len > 0 && !buf.is_null() => {
+            // SAFETY: sendto(2)'s contract.
+            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+            on_tracked(|| conn::send(&conn, fd, bytes, flags), real)
+        }
+        _ => real(),
+    }
+}
+
+/// # Safety
+/// As writev(2).
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::writev(fd, iov, count) };
+    let Some(conn) = tracked(fd) else { return real() };
+    // SAFETY: writev(2)'s contract.
+    match unsafe { gather(iov, count) } {
+        Some(bytes) if !bytes.is_empty() => on_tracked(|| conn::send(&conn, fd, &bytes, 0), real),
+        _ => real(),
+    }
+}
+
+/// # Safety
+/// As sendmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::sendmsg(fd, msg, flags) };
+    let Some(conn) = tracked(fd) else { return real() };
+    // SAFETY: sendmsg(2)'s contract: `msg` is readable when non-null.
+    let Some(header) = (unsafe { msg.as_ref() }) else { return real() };
+    if header.msg_controllen > 0 {
+        // Ancillary data has no place in an HTTP stream; leave such a call alone.
+        return real();
+    }
+    // SAFETY: as above, the iovecs of a valid msghdr.
+    match unsafe { gather(header.msg_iov, header.msg_iovlen as c_int) } {
+        Some(bytes) if !bytes.is_empty() => on_tracked(|| conn::send(&conn, fd, &bytes, flags), real),
+        _ => real(),
+    }
+}

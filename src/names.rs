@@ -1,0 +1,32 @@
+//! Names the program resolved: `getaddrinfo` tells us which name an address was looked up
+//! by, so that `connect(ip)` can be judged (allow and block lists name hosts) and labelled.
+
+use crate::sync::SpinLock;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Enough for any real program's working set of API hosts; on overflow we forget all
+/// rather than grow without bound (a forgotten name only costs a less precise match until
+/// the program resolves it again).
+const CAPACITY: usize = 4096;
+
+static NAMES: SpinLock<Option<HashMap<IpAddr, String>>> = SpinLock::new(None);
+
+pub fn remember(ip: IpAddr, name: &str) {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut names = NAMES.lock();
+    let map = names.get_or_insert_with(HashMap::new);
+    if map.len() >= CAPACITY && !map.contains_key(&ip) {
+        map.clear();
+    }
+    map.insert(ip, name);
+}
+
+pub fn lookup(ip: IpAddr) -> Option<String> {
+    NAMES.lock().as_ref()?.get(&ip).cloned()
+}
+
+/// For a forked child: the parent's other threads may have held the lock.
+pub fn after_fork_in_child() {
+    NAMES.force_unlock();
+}

@@ -1,0 +1,376 @@
+//! Configuration, read once from the environment (see LUNAR-CONTRACT.md's table).
+//!
+//! Parsing is pure (`Config::from_lookup`) so it is unit-tested without touching the
+//! process environment; every malformed value produces one warning and the safe
+//! behaviour the contract names.
+
+use std::net::IpAddr;
+
+pub const DEFAULT_HANDSHAKE_PORT: u16 = 8081;
+pub const DEFAULT_COOLDOWN_ATTEMPTS: u32 = 5;
+pub const DEFAULT_COOLDOWN_SECS: u64 = 10;
+/// Lunar Proxy runs beside the application (sidecar, same node or cluster), where a connect
+/// completes in well under 10 ms; half a second leaves room for a loaded host while bounding
+/// how long a black-holed proxy can stall a program (and an event loop) before the origin.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEntry {
+    Ip(IpAddr),
+    Name(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxyAddress,
+    pub handshake_port: u16,
+    pub proxy_tls: bool,
+    pub tenant_id: String,
+    pub allow_list: Option<Vec<HostEntry>>,
+    pub block_list: Vec<HostEntry>,
+    pub cooldown_attempts: u32,
+    pub cooldown_secs: u64,
+    pub connect_timeout_ms: u64,
+    pub intercept_ports: Vec<u16>,
+    pub log_level: LogLevel,
+}
+
+/// What reading the environment gave: a configuration, or the reason the library stays inert.
+#[derive(Debug)]
+pub enum Setup {
+    Active(Box<Config>),
+    /// `LUNAR_PROXY_HOST` unset: silent, by contract.
+    Unset,
+    /// Something made diverting unsafe; the warning was already produced.
+    Disabled,
+}
+
+/// Reads the configuration with `lookup(name)`; `warn` receives each complaint once.
+pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(String)) -> (Setup, LogLevel) {
+    let log_level = parse_log_level(lookup("LUNAR_INTERCEPTOR_LOG_LEVEL"), warn);
+    let Some(raw_proxy) = lookup("LUNAR_PROXY_HOST") else {
+        return (Setup::Unset, log_level);
+    };
+    let Some(proxy) = parse_proxy_host(&raw_proxy) else {
+        warn(format!(
+            "LUNAR_PROXY_HOST={raw_proxy:?} is not host:port (no scheme); interceptor disabled"
+        ));
+        return (Setup::Disabled, log_level);
+    };
+    let number = |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
+        match lookup(name) {
+            None => default,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(value) if (min..=max).contains(&value) => value,
+                _ => {
+                    warn(format!("{name}={raw:?} is not a number in {min}..={max}; using {default}"));
+                    default
+                }
+            },
+        }
+    };
+    let handshake_port =
+        number("LUNAR_HANDSHAKE_PORT", DEFAULT_HANDSHAKE_PORT.into(), 1, 65535, warn) as u16;
+    let cooldown_attempts = number(
+        "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS",
+        DEFAULT_COOLDOWN_ATTEMPTS.into(),
+        1,
+        u32::MAX.into(),
+        warn,
+    ) as u32;
+    let cooldown_secs = number("LUNAR_EXIT_COOLDOWN_AFTER_SEC", DEFAULT_COOLDOWN_SECS, 0, 86_400 * 365, warn);
+    let connect_timeout_ms =
+        number("LUNAR_PROXY_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT_MS, 1, 600_000, warn);
+    let proxy_tls = match lookup("LUNAR_PROXY_SUPPORT_TLS").as_deref().map(str::trim) {
+        None | Some("0") | Some("") => false,
+        Some("1") => true,
+        Some(other) => {
+            warn(format!("LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"));
+            false
+        }
+    };
+    let tenant_id = lookup("LUNAR_TENANT_ID")
+        .map(|value| value.trim().to_string())
+        .filter(|value| !value.is_empty() && is_header_safe(value))
+        .unwrap_or_else(|| "unknown".to_string());
+    let intercept_ports = match lookup("LUNAR_INTERCEPT_PORTS") {
+        None => DEFAULT_PORTS.to_vec(),
+        Some(raw) => match parse_ports(&raw) {
+            Some(ports) => ports,
+            None => {
+                warn(format!("LUNAR_INTERCEPT_PORTS={raw:?} is not a list of ports; using 80,443"));
+                DEFAULT_PORTS.to_vec()
+            }
+        },
+    };
+
+    let allow_list = lookup("LUNAR_ALLOW_LIST").map(|raw| {
+        let (entries, invalid) = parse_host_list(&raw);
+        for entry in invalid {
+            warn(format!("LUNAR_ALLOW_LIST entry {entry:?} is not a host name or IP; ignored"));
+        }
+        entries
+    });
+    let mut block_list = Vec::new();
+    if let Some(raw) = lookup("LUNAR_BLOCK_LIST") {
+        if allow_list.is_some() {
+            warn("LUNAR_BLOCK_LIST is ignored because LUNAR_ALLOW_LIST is set".to_string());
+        } else {
+            let (entries, invalid) = parse_host_list(&raw);
+            if !invalid.is_empty() {
+                warn(format!(
+                    "LUNAR_BLOCK_LIST entry {:?} is not a host name or IP; interceptor disabled",
+                    invalid[0]
+                ));
+                return (Setup::Disabled, log_level);
+            }
+            block_list = entries;
+        }
+    }
+
+    let config = Config {
+        proxy,
+        handshake_port,
+        proxy_tls,
+        tenant_id,
+        allow_list,
+        block_list,
+        cooldown_attempts,
+        cooldown_secs,
+        connect_timeout_ms,
+        intercept_ports,
+        log_level,
+    };
+    (Setup::Active(Box::new(config)), log_level)
+}
+
+fn parse_log_level(raw: Option<String>, warn: &mut dyn FnMut(String)) -> LogLevel {
+    match raw.as_deref().map(|value| value.trim().to_ascii_uppercase()) {
+        None => LogLevel::Warn,
+        Some(level) => match level.as_str() {
+            "DEBUG" => LogLevel::Debug,
+            "INFO" => LogLevel::Info,
+            "WARNING" | "WARN" | "" => LogLevel::Warn,
+            "ERROR" => LogLevel::Error,
+            _ => {
+                warn(format!("LUNAR_INTERCEPTOR_LOG_LEVEL={level:?} is not DEBUG, INFO, WARNING or ERROR; using WARNING"));
+                LogLevel::Warn
+            }
+        },
+    }
+}
+
+/// `host:port` or `[v6]:port`; no scheme, no path, no extra colon.
+pub fn parse_proxy_host(raw: &str) -> Option<ProxyAddress> {
+    let raw = raw.trim();
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, port) = rest.split_once("]:")?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        (v6, port)
+    } else {
+        let (host, port) = raw.split_once(':')?;
+        if host.contains(':') || port.contains(':') {
+            return None;
+        }
+        (host, port)
+    };
+    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|&port| port != 0)?;
+    if !is_host_or_ip(host) {
+        return None;
+    }
+    Some(ProxyAddress { host: host.to_string(), port })
+}
+
+fn parse_ports(raw: &str) -> Option<Vec<u16>> {
+    let ports: Option<Vec<u16>> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<u16>().ok().filter(|&port| port != 0))
+        .collect();
+    ports.filter(|ports| !ports.is_empty())
+}
+
+/// Splits a comma-separated list into valid entries and the invalid ones.
+pub fn parse_host_list(raw: &str) -> (Vec<HostEntry>, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut invalid = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        if let Ok(ip) = part.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            entries.push(HostEntry::Ip(ip));
+        } else if is_host_name(part) {
+            entries.push(HostEntry::Name(part.to_ascii_lowercase()));
+        } else {
+            invalid.push(part.to_string());
+        }
+    }
+    (entries, invalid)
+}
+
+fn is_host_or_ip(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok() || is_host_name(host)
+}
+
+/// RFC 1123 host name (letters, digits, hyphens and dots; underscores tolerated as real
+/// DNS uses them).
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn is_header_safe(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(vars: &[(&str, &str)]) -> (Setup, LogLevel, Vec<String>) {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut warnings = Vec::new();
+        let (setup, level) = parse(|name| map.get(name).cloned(), &mut |w| warnings.push(w));
+        (setup, level, warnings)
+    }
+
+    fn active(vars: &[(&str, &str)]) -> Config {
+        match run(vars).0 {
+            Setup::Active(config) => *config,
+            other => panic!("expected active, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unset_proxy_is_silent_and_inert() {
+        let (setup, level, warnings) = run(&[]);
+        assert!(matches!(setup, Setup::Unset));
+        assert_eq!(level, LogLevel::Warn);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let config = active(&[("LUNAR_PROXY_HOST", "proxy.local:8000")]);
+        assert_eq!(config.proxy, ProxyAddress { host: "proxy.local".into(), port: 8000 });
+        assert_eq!(config.handshake_port, 8081);
+        assert!(!config.proxy_tls);
+        assert_eq!(config.tenant_id, "unknown");
+        assert!(config.allow_list.is_none());
+        assert!(config.block_list.is_empty());
+        assert_eq!(config.cooldown_attempts, 5);
+        assert_eq!(config.cooldown_secs, 10);
+        assert_eq!(config.connect_timeout_ms, 500);
+        assert_eq!(config.intercept_ports, vec![80, 443]);
+    }
+
+    #[test]
+    fn malformed_proxy_host_warns_once_and_disables() {
+        for bad in ["http://127.0.0.1:8000", "127.0.0.1", "127.0.0.1:abc", ":8000", "host:0", "a:1:2", "host:99999"] {
+            let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", bad)]);
+            assert!(matches!(setup, Setup::Disabled), "{bad}");
+            assert_eq!(warnings.len(), 1, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_proxy_host() {
+        let config = active(&[("LUNAR_PROXY_HOST", "[::1]:8000")]);
+        assert_eq!(config.proxy.host, "::1");
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = active(&[
+            ("LUNAR_PROXY_HOST", "10.0.0.5:8000"),
+            ("LUNAR_HANDSHAKE_PORT", "9081"),
+            ("LUNAR_PROXY_SUPPORT_TLS", "1"),
+            ("LUNAR_TENANT_ID", "acme"),
+            ("LUNAR_ALLOW_LIST", "api.example.com, 203.0.113.7,bad host"),
+            ("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS", "2"),
+            ("LUNAR_EXIT_COOLDOWN_AFTER_SEC", "4"),
+            ("LUNAR_PROXY_CONNECT_TIMEOUT_MS", "250"),
+            ("LUNAR_INTERCEPT_PORTS", "80,8080"),
+            ("LUNAR_INTERCEPTOR_LOG_LEVEL", "debug"),
+        ]);
+        assert_eq!(config.handshake_port, 9081);
+        assert!(config.proxy_tls);
+        assert_eq!(config.tenant_id, "acme");
+        assert_eq!(
+            config.allow_list.unwrap(),
+            vec![HostEntry::Name("api.example.com".into()), HostEntry::Ip("203.0.113.7".parse().unwrap())]
+        );
+        assert_eq!(config.cooldown_attempts, 2);
+        assert_eq!(config.cooldown_secs, 4);
+        assert_eq!(config.connect_timeout_ms, 250);
+        assert_eq!(config.intercept_ports, vec![80, 8080]);
+        assert_eq!(config.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn malformed_numbers_warn_and_use_defaults() {
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_HANDSHAKE_PORT", "x"),
+            ("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS", "-1"),
+            ("LUNAR_EXIT_COOLDOWN_AFTER_SEC", "1.5"),
+            ("LUNAR_INTERCEPT_PORTS", "80,http"),
+            ("LUNAR_PROXY_SUPPORT_TLS", "yes"),
+            ("LUNAR_INTERCEPTOR_LOG_LEVEL", "loud"),
+        ]);
+        let Setup::Active(config) = setup else { panic!() };
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert_eq!(config.handshake_port, 8081);
+        assert_eq!(config.cooldown_attempts, 5);
+        assert_eq!(config.cooldown_secs, 10);
+        assert_eq!(config.intercept_ports, vec![80, 443]);
+    }
+
+    #[test]
+    fn invalid_allow_entry_is_dropped_invalid_block_entry_disables() {
+        let (_, _, warnings) = run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_ALLOW_LIST", "ok.com,bad/x")]);
+        assert_eq!(warnings.len(), 1);
+        let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_BLOCK_LIST", "ok.com,bad/x")]);
+        assert!(matches!(setup, Setup::Disabled));
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn block_list_ignored_with_allow_list() {
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_ALLOW_LIST", "a.com"),
+            ("LUNAR_BLOCK_LIST", "b.com"),
+        ]);
+        let Setup::Active(config) = setup else { panic!() };
+        assert!(config.block_list.is_empty());
+        assert_eq!(warnings.len(), 1);
+    }
+}

@@ -1,0 +1,87 @@
+//! `GET /handshake` on the proxy (contract, "Handshake"), over a socket of our own made with
+//! the real libc functions, bounded in time.
+
+use super::socket::{connect_bounded, OwnSocket};
+use crate::sys;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Time allowed for the proxy to answer once connected.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_ANSWER: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub managed: bool,
+}
+
+pub fn run(address: SocketAddr, host_header: &str, tenant: &str, connect_timeout_ms: u64) -> Result<Answer, String> {
+    let socket = OwnSocket::open(address).map_err(|e| format!("socket: {e}"))?;
+    connect_bounded(socket.fd(), address, connect_timeout_ms).map_err(|errno| describe(errno))?;
+    let request = format!(
+        "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        crate::INTERCEPTOR
+    );
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    socket.send_all(request.as_bytes(), deadline).map_err(describe)?;
+    let answer = socket.read_to_end(MAX_ANSWER, deadline).map_err(describe)?;
+    parse_answer(&answer)
+}
+
+fn describe(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+pub fn parse_answer(bytes: &[u8]) -> Result<Answer, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let body_start = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(at)) => at,
+        _ => return Err("no valid HTTP answer".to_string()),
+    };
+    if response.code != Some(200) {
+        return Err(format!("answered HTTP {}", response.code.unwrap_or(0)));
+    }
+    Ok(Answer { managed: json_flag(&bytes[body_start..], b"managed") })
+}
+
+/// `"key": true` anywhere in a small JSON object; the proxy's answer is one flat object,
+/// and a JSON library would be the biggest dependency of a library loaded into everything.
+fn json_flag(body: &[u8], key: &[u8]) -> bool {
+    let mut quoted = Vec::with_capacity(key.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(key);
+    quoted.push(b'"');
+    let Some(at) = memchr::memmem::find(body, &quoted) else { return false };
+    let rest = &body[at + quoted.len()..];
+    let rest = trim_start(rest);
+    let Some(rest) = rest.strip_prefix(b":") else { return false };
+    trim_start(rest).starts_with(b"true")
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[skip..]
+}
+
+impl Drop for OwnSocket {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd and close it once.
+        unsafe { sys::close(self.fd()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_answers() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"managed\": true}";
+        assert_eq!(parse_answer(ok), Ok(Answer { managed: true }));
+        let no = b"HTTP/1.1 200 OK\r\n\r\n{\"managed\":false}";
+        assert_eq!(parse_answer(no), Ok(Answer { managed: false }));
+        assert!(parse_answer(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        assert!(parse_answer(b"garbage").is_err());
+    }
+}

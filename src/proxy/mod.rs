@@ -1,0 +1,178 @@
+//! Lunar Proxy as seen from here: its address (resolved lazily), and whether the
+//! handshake has said it is there.
+
+pub mod handshake;
+pub mod socket;
+
+use crate::policy::config::ProxyAddress;
+use crate::sync::SpinLock;
+use crate::sys;
+use std::ffi::CString;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+const NEVER_TRIED: u8 = 0;
+const RUNNING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+pub struct Proxy {
+    pub address: ProxyAddress,
+    handshake_port: u16,
+    state: AtomicU8,
+    managed: AtomicBool,
+    retry_at_ms: AtomicU64,
+    /// The traffic address, once resolved by a successful handshake.
+    traffic: SpinLock<Option<SocketAddr>>,
+}
+
+pub struct Settings<'a> {
+    pub tenant: &'a str,
+    pub connect_timeout_ms: u64,
+    pub retry_after_secs: u64,
+}
+
+impl Proxy {
+    pub fn new(address: ProxyAddress, handshake_port: u16) -> Self {
+        Proxy {
+            address,
+            handshake_port,
+            state: AtomicU8::new(NEVER_TRIED),
+            managed: AtomicBool::new(false),
+            retry_at_ms: AtomicU64::new(0),
+            traffic: SpinLock::new(None),
+        }
+    }
+
+    pub fn managed(&self) -> bool {
+        self.managed.load(Ordering::Acquire)
+    }
+
+    /// Whether `target` is the proxy itself (its traffic or handshake port): never diverted.
+    pub fn is_proxy(&self, target: SocketAddr) -> bool {
+        let port_matches = target.port() == self.address.port || target.port() == self.handshake_port;
+        if !port_matches {
+            return false;
+        }
+        let target_ip = crate::addr::canonical(target).ip();
+        match self.address.host.parse::<IpAddr>() {
+            Ok(ip) => ip == target_ip,
+            Err(_) => self.traffic.lock().is_some_and(|known| known.ip() == target_ip),
+        }
+    }
+
+    /// The proxy's traffic address if the handshake has succeeded; runs the handshake (in
+    /// this thread, bounded in time) when it is due. `None`: send this connection direct.
+    pub fn ready(&self, settings: &Settings<'_>, now_ms: u64) -> Option<SocketAddr> {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                READY => return *self.traffic.lock(),
+                FAILED if now_ms < self.retry_at_ms.load(Ordering::Acquire) => return None,
+                RUNNING => {
+                    if !self.wait_while_running(settings.connect_timeout_ms) {
+                        return None;
+                    }
+                }
+                seen => {
+                    if self.state.compare_exchange(seen, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        self.handshake(settings, now_ms);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Other threads wait for the one running the handshake, so a program's first
+    /// concurrent requests are all diverted; bounded by the handshake's own time limits.
+    fn wait_while_running(&self, connect_timeout_ms: u64) -> bool {
+        let give_up = crate::policy::failsafe::now_ms() + connect_timeout_ms + 3_000;
+        while self.state.load(Ordering::Acquire) == RUNNING {
+            if crate::policy::failsafe::now_ms() > give_up {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    fn handshake(&self, settings: &Settings<'_>, now_ms: u64) {
+        let outcome = self.resolve().and_then(|ip| {
+            let handshake_at = SocketAddr::new(ip, self.handshake_port);
+            let host_header = format!("{}:{}", bracketed(&self.address.host), self.handshake_port);
+            handshake::run(handshake_at, &host_header, settings.tenant, settings.connect_timeout_ms)
+                .map(|answer| (ip, answer))
+        });
+        match outcome {
+            Ok((ip, answer)) => {
+                *self.traffic.lock() = Some(SocketAddr::new(ip, self.address.port));
+                self.managed.store(answer.managed, Ordering::Release);
+                log::info!(
+                    "Lunar Proxy at {}:{} is up (managed: {})",
+                    self.address.host,
+                    self.address.port,
+                    answer.managed
+                );
+                self.state.store(READY, Ordering::Release);
+            }
+            Err(reason) => {
+                log::warn!(
+                    "Failed to communicate with Lunar Proxy at {} (handshake port {}): {}. Requests go directly to their destinations; retrying in {} s",
+                    self.address.host,
+                    self.handshake_port,
+                    reason,
+                    settings.retry_after_secs
+                );
+                self.retry_at_ms.store(now_ms + settings.retry_after_secs.max(1) * 1000, Ordering::Release);
+                self.state.store(FAILED, Ordering::Release);
+            }
+        }
+    }
+
+    fn resolve(&self) -> Result<IpAddr, String> {
+        if let Ok(ip) = self.address.host.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        resolve_name(&self.address.host).ok_or_else(|| format!("cannot resolve {}", self.address.host))
+    }
+
+    /// For a forked child: a handshake running in another thread of the parent never ends.
+    pub fn after_fork_in_child(&self) {
+        self.traffic.force_unlock();
+        let _ = self.state.compare_exchange(RUNNING, NEVER_TRIED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+fn resolve_name(name: &str) -> Option<IpAddr> {
+    let node = CString::new(name).ok()?;
+    // SAFETY: addrinfo is plain old data; zero is "no hints" for the other fields.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C string, hints and out-pointer; the list is freed below.
+    let rc = unsafe { sys::getaddrinfo(node.as_ptr(), std::ptr::null(), &hints, &mut list) };
+    if rc != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut entry = list;
+    while !entry.is_null() && found.is_none() {
+        // SAFETY: entries of a list getaddrinfo returned.
+        let info = unsafe { &*entry };
+        // SAFETY: ai_addr/ai_addrlen come from getaddrinfo.
+        found = unsafe { crate::addr::from_c(info.ai_addr, info.ai_addrlen) }.map(|a| a.ip());
+        entry = info.ai_next;
+    }
+    // SAFETY: frees the list getaddrinfo allocated, once.
+    unsafe { libc::freeaddrinfo(list) };
+    found
+}

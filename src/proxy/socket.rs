@@ -1,0 +1,167 @@
+//! Connecting with a time bound, for our own sockets and for the program's (moved) ones.
+
+use crate::addr;
+use crate::sys;
+use libc::c_int;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A socket the library opened for itself (the handshake).
+pub struct OwnSocket(c_int);
+
+impl OwnSocket {
+    pub fn open(target: SocketAddr) -> Result<OwnSocket, i32> {
+        let family = if target.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe { sys::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(sys::errno());
+        }
+        Ok(OwnSocket(fd))
+    }
+
+    pub fn fd(&self) -> c_int {
+        self.0
+    }
+
+    pub fn send_all(&self, mut bytes: &[u8], deadline: Instant) -> Result<(), i32> {
+        while !bytes.is_empty() {
+            wait_for(self.0, libc::POLLOUT, deadline)?;
+            // SAFETY: sends from a live slice on our own socket.
+            let sent = unsafe { sys::send(self.0, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            match sent {
+                n if n >= 0 => bytes = &bytes[n as usize..],
+                _ if retryable(sys::errno()) => {}
+                _ => return Err(sys::errno()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_to_end(&self, limit: usize, deadline: Instant) -> Result<Vec<u8>, i32> {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while answer.len() < limit {
+            wait_for(self.0, libc::POLLIN, deadline)?;
+            // SAFETY: reads into a local buffer of the given size.
+            let got = unsafe { sys::recv(self.0, chunk.as_mut_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT) };
+            match got {
+                0 => break,
+                n if n > 0 => answer.extend_from_slice(&chunk[..n as usize]),
+                _ if retryable(sys::errno()) => {}
+                _ => return Err(sys::errno()),
+            }
+        }
+        Ok(answer)
+    }
+}
+
+fn retryable(errno: i32) -> bool {
+    errno == libc::EINTR || errno == libc::EAGAIN
+}
+
+/// Waits until `fd` is ready for `events`, or fails with ETIMEDOUT at `deadline`.
+pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(libc::ETIMEDOUT);
+        }
+        let mut poll = libc::pollfd { fd, events, revents: 0 };
+        let millis = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            n if n > 0 => return Ok(()),
+            0 => {}
+            _ if sys::errno() == libc::EINTR => {}
+            _ => return Err(sys::errno()),
+        }
+    }
+}
+
+/// The socket's address family (AF_INET or AF_INET6), or None for anything that is not a
+/// TCP stream socket of those families.
+pub fn tcp_family(fd: c_int) -> Option<c_int> {
+    let option = |name: c_int| -> Option<c_int> {
+        let mut value: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: value/len describe a c_int-sized buffer.
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&mut value as *mut c_int).cast(), &mut len) };
+        (rc == 0).then_some(value)
+    };
+    if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return None;
+    }
+    let family = option(libc::SO_DOMAIN)?;
+    (family == libc::AF_INET || family == libc::AF_INET6).then_some(family)
+}
+
+fn socket_family(fd: c_int, target: SocketAddr) -> c_int {
+    tcp_family(fd).unwrap_or(if target.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 })
+}
+
+/// Connects `fd` to `target` within `timeout_ms`, whatever the socket's blocking mode, and
+/// leaves the mode as it found it. On error the socket is left unconnected (a timed-out
+/// attempt is dissolved), ready for another connect.
+pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result<(), i32> {
+    // SAFETY: F_GETFL takes no argument.
+    let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
+    let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
+    if was_blocking {
+        // A blocking connect cannot be bounded otherwise; the flag is restored before the
+        // program can see this socket again (it is inside its own connect call).
+        // SAFETY: F_SETFL with flags read just above.
+        unsafe { sys::fcntl(fd, libc::F_SETFL, (flags | libc::O_NONBLOCK) as libc::c_ulong) };
+    }
+    let result = connect_nonblocking(fd, target, timeout_ms);
+    if was_blocking {
+        // SAFETY: restores the flags read above.
+        unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
+    }
+    if result.is_err() {
+        disconnect(fd);
+    }
+    result
+}
+
+fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result<(), i32> {
+    let (storage, len) = addr::to_c(target, socket_family(fd, target));
+    let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    loop {
+        // SAFETY: storage/len form a valid address of the socket's family.
+        let rc = unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        match sys::errno() {
+            libc::EINTR => continue,
+            libc::EINPROGRESS | libc::EALREADY => break,
+            // The previous association may still be closing after AF_UNSPEC.
+            libc::EBUSY if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            errno => return Err(errno),
+        }
+    }
+    wait_for(fd, libc::POLLOUT, deadline)?;
+    let mut error: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: error/len describe a c_int-sized buffer.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut error as *mut c_int).cast(), &mut len) };
+    match (rc, error) {
+        (0, 0) => Ok(()),
+        (0, error) => Err(error),
+        _ => Err(sys::errno()),
+    }
+}
+
+/// Dissolves the socket's association (verified on Linux: the same fd can connect again,
+/// keeping its epoll registrations, flags and options).
+pub fn disconnect(fd: c_int) {
+    // SAFETY: sockaddr with AF_UNSPEC is the documented way to dissolve an association.
+    let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: a valid sockaddr of its own size.
+    unsafe { sys::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+}

@@ -1,0 +1,80 @@
+//! The real libc functions behind our hooks.
+//!
+//! Our exported `connect`, `write`, ... shadow libc's for the whole process, including
+//! for this library's own calls: calling `libc::write` here would re-enter our hook. Every
+//! call this library makes to a hooked function goes through this module instead, which
+//! looks the next definition up once with `dlsym(RTLD_NEXT, …)` and keeps it in an atomic
+//! (no lock, safe to race: every thread stores the same value).
+
+use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
+    let cached = slot.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT is valid in a shared object.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
+    // glibc exports every name we ask for; a libc without one cannot run this program
+    // with or without us, so there is no sensible fallback to keep.
+    assert!(found != 0, "liblunar_intercept: libc lacks a hooked symbol");
+    slot.store(found, Ordering::Relaxed);
+    found
+}
+
+/// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME.
+macro_rules! real {
+    ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
+        #[inline]
+        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+            static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+            let address = resolve(&ADDRESS, concat!(stringify!($name), "\0").as_bytes());
+            // SAFETY: the symbol is libc's function of this exact C signature.
+            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+            // SAFETY: the caller upholds the libc function's contract.
+            unsafe { function($($arg),*) }
+        }
+    )*};
+}
+
+real! {
+    fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int;
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
+    fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t;
+    fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t;
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t;
+    fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t;
+    fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t;
+    fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t;
+    fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+    fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t;
+    fn close(fd: c_int) -> c_int;
+    fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
+    fn shutdown(fd: c_int, how: c_int) -> c_int;
+    fn dup(fd: c_int) -> c_int;
+    fn dup2(fd: c_int, new_fd: c_int) -> c_int;
+    fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int;
+    fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int;
+    fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int;
+}
+
+/// The calling thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(value: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = value }
+}
