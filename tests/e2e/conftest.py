@@ -1,0 +1,253 @@
+"""Shared fixtures for the end-to-end tests: the lab, the clients, assertions.
+
+Run with /usr/bin/python3 -m pytest tests/e2e (scripts/run-e2e.sh). Everything
+runs inside a network namespace made for the session (tests/lab/lab.py).
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CLIENT_DIR = os.path.join(HERE, "clients")
+sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
+
+import lab as labmod  # noqa: E402
+
+PY = "/usr/bin/python3"
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def cargo_version():
+    with open(os.path.join(REPO, "Cargo.toml")) as f:
+        in_pkg = False
+        for line in f:
+            s = line.strip()
+            if s.startswith("["):
+                in_pkg = s == "[package]"
+            elif in_pkg and s.startswith("version"):
+                return s.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("no version in Cargo.toml")
+
+
+VERSION = cargo_version()
+INTERCEPTOR = "lunar-preload-interceptor/" + VERSION
+
+
+# ---- the lab -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def lab():
+    name = "lunar-e2e-%d" % os.getpid()
+    lb = labmod.Lab(name)
+    lb.install_cleanup()
+    try:
+        lb.up()
+        yield lb
+    finally:
+        lb.down()
+
+
+@pytest.fixture
+def need_lib(lab):
+    if not os.path.exists(lab.lib):
+        pytest.fail("library not built: %s (make build)" % lab.lib)
+    return lab.lib
+
+
+@pytest.fixture
+def tag(request):
+    """A unique path prefix for this test's requests: /t/<test>/<uuid>."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:60]
+    return "/t/%s/%s" % (name, uuid.uuid4().hex[:10])
+
+
+# ---- clients -----------------------------------------------------------------------
+
+CLIENTS = ["curl", "wget", "py_httpclient", "py_urllib", "node_http",
+           "java_httpclient", "java_urlconnection", "perl_tiny"]
+JAVA_OPTS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Xss512k"]
+
+# what a client cannot do at all (scenario -> reason)
+CANNOT = {
+    ("wget", "chunked"): "wget cannot send a chunked request body",
+    ("py_urllib", "keepalive"): "urllib.request opens a new connection for every request",
+}
+
+
+@pytest.fixture(scope="session")
+def java_classes(tmp_path_factory):
+    """Compile the Java clients once per session (javac, not in the namespace)."""
+    if not shutil.which("javac"):
+        return None
+    out = str(tmp_path_factory.mktemp("java-clients"))
+    srcs = [os.path.join(CLIENT_DIR, f) for f in ("JavaHttpClient.java", "JavaUrlConnection.java")]
+    r = subprocess.run(["javac", "-d", out] + srcs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("javac failed:\n" + r.stdout.decode())
+    return out
+
+
+class Client:
+    def __init__(self, name, lab, java_classes, tmpdir):
+        self.name = name
+        self.lab = lab
+        self.java_classes = java_classes
+        self.tmpdir = tmpdir
+
+    def skip_if_cannot(self, scenario):
+        reason = CANNOT.get((self.name, scenario))
+        if reason:
+            pytest.skip(reason)
+
+    def argv(self, method, url, data_file=None, headers=(), repeat=1, chunked=False):
+        n = self.name
+        if n == "curl":
+            base = [os.path.join(CLIENT_DIR, "curl.sh")]
+        elif n == "wget":
+            base = [os.path.join(CLIENT_DIR, "wget.sh")]
+        elif n in ("py_httpclient", "py_urllib"):
+            base = [PY, os.path.join(CLIENT_DIR, n + ".py")]
+        elif n == "node_http":
+            base = ["/usr/bin/node", os.path.join(CLIENT_DIR, "node_http.js")]
+        elif n.startswith("java_"):
+            if not self.java_classes:
+                pytest.skip("no javac")
+            cls = "JavaHttpClient" if n == "java_httpclient" else "JavaUrlConnection"
+            base = ["java"] + JAVA_OPTS + ["-cp", self.java_classes, cls]
+        elif n == "perl_tiny":
+            base = ["/usr/bin/perl", os.path.join(CLIENT_DIR, "perl_tiny.pl")]
+        else:
+            raise ValueError(n)
+        argv = base + [method, url]
+        if data_file:
+            argv += ["--data-file", data_file]
+        for h in headers:
+            argv += ["--header", h]
+        if repeat != 1:
+            argv += ["--repeat", str(repeat)]
+        if chunked:
+            argv.append("--chunked")
+        return argv
+
+    def run(self, method, url, data=None, headers=(), repeat=1, chunked=False, env=None,
+            preload=True, proxy=True, debug=True, timeout=60):
+        data_file = None
+        if data is not None:
+            data_file = os.path.join(self.tmpdir, "body-%s.bin" % uuid.uuid4().hex[:8])
+            with open(data_file, "wb") as f:
+                f.write(data)
+        argv = self.argv(method, url, data_file, headers, repeat, chunked)
+        return self.lab.run(argv, env=env, preload=preload, proxy=proxy, debug=debug, timeout=timeout)
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request, lab, java_classes, tmp_path):
+    return Client(request.param, lab, java_classes, str(tmp_path))
+
+
+def make_client(name, lab, java_classes, tmpdir):
+    return Client(name, lab, java_classes, tmpdir)
+
+
+# ---- reading what arrived ---------------------------------------------------------------
+
+def echoes(res):
+    """The origin echo JSON objects in a client's stdout (one per line)."""
+    out = []
+    for line in res.out.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            raise AssertionError("client stdout is not origin JSON: %r\n%s" % (line[:300], describe(res)))
+    return out
+
+
+def one_echo(res):
+    e = echoes(res)
+    assert len(e) == 1, "expected one response body, got %d\n%s" % (len(e), describe(res))
+    return e[0]
+
+
+def hdrs(echo, name):
+    """Values of header `name` (case-insensitive) the origin received, in order."""
+    n = name.lower()
+    return [v for k, v in echo["headers"] if k.lower() == n]
+
+
+def hdr(echo, name):
+    v = hdrs(echo, name)
+    return v[0] if v else None
+
+
+def describe(res, lab=None):
+    s = "argv: %s\nrc: %s\nstdout: %r\nstderr:\n%s" % (
+        " ".join(res.argv or []), res.rc, res.out[:1500], res.text_err[-6000:])
+    return s
+
+
+def assert_ok(res):
+    assert res.rc == 0, "client failed\n" + describe(res)
+
+
+def assert_proxied(echo, res, lunar_host, managed_tenant=None, origin=None, path=None):
+    """The request went through HAProxy with every header right."""
+    ctx = "\norigin saw: %s\n%s" % (json.dumps(echo["headers"]), describe(res))
+    assert hdr(echo, "x-via-haproxy") == "1", "request did not go through the proxy" + ctx
+    assert hdr(echo, "x-seen-lunar-host") == lunar_host, "x-lunar-host" + ctx
+    assert hdr(echo, "x-seen-lunar-scheme") == "http", "x-lunar-scheme" + ctx
+    assert hdr(echo, "x-seen-lunar-interceptor") == INTERCEPTOR, "x-lunar-interceptor" + ctx
+    rid = hdr(echo, "x-seen-lunar-req-id")
+    assert rid is not None and UUID4.match(rid), "x-lunar-req-id not a UUID v4: %r%s" % (rid, ctx)
+    counts = dict(kv.split("=") for kv in hdr(echo, "x-seen-lunar-counts").split(","))
+    want = {"host": "1", "scheme": "1", "interceptor": "1", "req-id": "1",
+            "tenant-id": "1" if managed_tenant else "0", "allow": "0", "sequence-id": "0"}
+    assert counts == want, "x-lunar-* header counts at the proxy %s != %s%s" % (counts, want, ctx)
+    if managed_tenant:
+        assert hdr(echo, "x-seen-lunar-tenant-id") == managed_tenant, "tenant" + ctx
+    else:
+        assert hdr(echo, "x-seen-lunar-tenant-id") is None, "tenant header while unmanaged" + ctx
+    assert not [k for k, _ in echo["headers"] if k.lower().startswith("x-lunar-")], \
+        "x-lunar-* header reached the origin" + ctx
+    assert hdrs(echo, "host") == [lunar_host], "Host at origin" + ctx
+    if origin:
+        assert echo["server"] == origin, "wrong origin" + ctx
+    if path:
+        assert echo["path"] == path, "path" + ctx
+    return rid
+
+
+def assert_direct(echo, res, origin=None, path=None):
+    """The request reached the origin without any proxy and without x-lunar-* headers."""
+    ctx = "\norigin saw: %s\n%s" % (json.dumps(echo["headers"]), describe(res))
+    assert hdr(echo, "x-via-haproxy") is None and hdr(echo, "x-via-testproxy") is None, \
+        "request went through a proxy, expected direct" + ctx
+    bad = [k for k, _ in echo["headers"] if k.lower().startswith(("x-lunar-", "x-seen-"))]
+    assert not bad, "unexpected headers at origin: %s%s" % (bad, ctx)
+    if origin:
+        assert echo["server"] == origin, "wrong origin" + ctx
+    if path:
+        assert echo["path"] == path, "path" + ctx
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def debug_lines(res, word=None):
+    """The library's log lines on stderr ([lunar] ...), optionally only those
+    containing `word`."""
+    lines = [ln for ln in res.text_err.splitlines() if "lunar" in ln.lower()]
+    if word:
+        lines = [ln for ln in lines if word in ln]
+    return lines

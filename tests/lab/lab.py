@@ -1,0 +1,797 @@
+#!/usr/bin/env python3
+"""The liblunar_intercept test lab: a network namespace with origins and proxies.
+
+Python 3 stdlib only. Usable as a module (``from lab import Lab``) and as a CLI:
+
+    python3 tests/lab/lab.py up   --name NAME [--managed]
+    python3 tests/lab/lab.py down --name NAME
+    python3 tests/lab/lab.py env  --name NAME        # shell exports
+    python3 tests/lab/lab.py status --name NAME
+    python3 tests/lab/lab.py run  --name NAME [--no-preload] [--debug] -- CMD...
+    python3 tests/lab/lab.py mode --name NAME MODE   # test proxy mode
+    python3 tests/lab/lab.py gc                       # remove labs whose owner died
+
+Nothing leaves the namespace: every server binds an address on the namespace's
+loopback (203.0.113.0/24 TEST-NET-3 and 127/8), names live in
+/etc/netns/NAME/hosts, and the namespace has no other interface or route.
+See tests/lab/README.md for the layout.
+"""
+import argparse
+import atexit
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PY = "/usr/bin/python3"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+DEFAULT_LIB = os.path.join(REPO, "target", "release", "liblunar_intercept.so")
+
+# --- addresses -----------------------------------------------------------------
+API_IP = "203.0.113.10"        # api.example.test: HTTP origin on :80 and :8080
+OTHER_IP = "203.0.113.11"      # other.example.test: HTTP origin on :80
+ECHO_IP = "203.0.113.12"       # echo.example.test: client-speaks-first echo on :80
+BANNER_IP = "203.0.113.13"     # banner.example.test: server-speaks-first on :80
+DOWN_IP = "203.0.113.14"       # down.example.test: address up, nothing listening
+INTERNAL_IP = "127.0.0.2"      # internal.test: HTTP origin on :80
+NS_ADDRS = [API_IP, OTHER_IP, ECHO_IP, BANNER_IP, DOWN_IP]
+
+HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
+::1 localhost ip6-localhost ip6-loopback
+127.0.0.2 internal.test
+203.0.113.10 api.example.test
+203.0.113.11 other.example.test
+203.0.113.12 echo.example.test
+203.0.113.13 banner.example.test
+203.0.113.14 down.example.test
+"""
+# Nothing listens on 127.0.0.1:53 in the namespace: lookups of other names fail
+# at once (port unreachable) instead of reaching any outside resolver.
+RESOLV_FILE = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+
+# Proxy ports (all on 127.0.0.1 in the namespace)
+HAPROXY_TRAFFIC = 8000
+HAPROXY_HANDSHAKE = 8081           # {"managed": <lab's managed flag>}
+HAPROXY_HANDSHAKE_MANAGED = 8082   # always {"managed": true}
+HAPROXY_HANDSHAKE_UNMANAGED = 8083  # always {"managed": false}
+HAPROXY_HEALTH = 8040
+TESTPROXY_TRAFFIC = 9000
+TESTPROXY_CONTROL = 9001
+TESTPROXY_HANDSHAKE = 9081
+PROXY_HOST = "127.0.0.1:%d" % HAPROXY_TRAFFIC
+
+# x-lunar-host value -> origin ip:port, for HAProxy and the test proxy.
+# (":80" forms are accepted too, so that a wrong x-lunar-host still reaches the
+# origin and the test can report the exact value the proxy saw.)
+ROUTES = {}
+for _name, _ip, _ports in [
+    ("api.example.test", API_IP, (80, 8080)),
+    ("other.example.test", OTHER_IP, (80,)),
+    ("internal.test", INTERNAL_IP, (80,)),
+    ("down.example.test", DOWN_IP, (80,)),
+    ("echo.example.test", ECHO_IP, (80,)),
+    ("banner.example.test", BANNER_IP, (80,)),
+]:
+    for _host in (_name, _ip):
+        for _p in _ports:
+            if _p == 80:
+                ROUTES[_host] = "%s:80" % _ip
+                ROUTES["%s:80" % _host] = "%s:80" % _ip
+            else:
+                ROUTES["%s:%d" % (_host, _p)] = "%s:%d" % (_ip, _p)
+
+# origin services: name -> (kind, bind)
+ORIGINS = {
+    "origin-api": ("http", "%s:80" % API_IP),
+    "origin-api-8080": ("http", "%s:8080" % API_IP),
+    "origin-other": ("http", "%s:80" % OTHER_IP),
+    "origin-internal": ("http", "%s:80" % INTERNAL_IP),
+    "line-echo": ("echo", "%s:80" % ECHO_IP),
+    "line-banner": ("banner", "%s:80" % BANNER_IP),
+}
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def pattern_bytes(n):
+    """Content of the origins' GET /bytes/N (and /chunked/N)."""
+    pat = bytes(range(251))
+    return (pat * (n // 251 + 1))[:n]
+
+
+def _sanitized_env():
+    drop = {"LD_PRELOAD", "LD_LIBRARY_PATH", "http_proxy", "https_proxy", "no_proxy",
+            "all_proxy", "ftp_proxy", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "NODE_OPTIONS",
+            "PYTHONPATH", "PYTHONHOME", "PERL5LIB", "PERL5OPT", "CURL_HOME", "WGETRC"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LUNAR_") and k not in drop and k.lower() not in drop}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
+class Result(tuple):
+    """(rc, out, err) with out/err as bytes; .text_out / .text_err decoded."""
+
+    def __new__(cls, rc, out, err, argv=None, elapsed=0.0):
+        r = super().__new__(cls, (rc, out, err))
+        r.argv = argv
+        r.elapsed = elapsed
+        return r
+
+    rc = property(lambda s: s[0])
+    out = property(lambda s: s[1])
+    err = property(lambda s: s[2])
+    text_out = property(lambda s: s[1].decode("utf-8", "replace"))
+    text_err = property(lambda s: s[2].decode("utf-8", "replace"))
+
+    def __repr__(self):
+        return "Result(rc=%r, out=%r, err=%r)" % (self.rc, self.out[:2000], self.err[:4000])
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class Lab:
+    """One lab: network namespace NAME, state in /tmp/lunar-lab-NAME/."""
+
+    def __init__(self, name, managed=False, lib=None):
+        if not name or "/" in name or len(name) > 64:
+            raise ValueError("bad lab name %r" % name)
+        self.name = name
+        self.managed = managed
+        self.lib = lib or os.environ.get("LUNAR_LIB") or DEFAULT_LIB
+        self.dir = "/tmp/lunar-lab-%s" % name
+        self.etc = "/etc/netns/%s" % name
+        self.state_file = os.path.join(self.dir, "state.json")
+        self.origin_log_path = os.path.join(self.dir, "origin.log")
+        self.haproxy_log_path = os.path.join(self.dir, "haproxy.log")
+        self.procs = {}     # service -> Popen (services this object started)
+        self.extra = []     # background processes started by spawn()
+        self._down_done = False
+        self._lock = threading.Lock()
+
+    # ---- state -------------------------------------------------------------
+    def _load_state(self):
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {"pids": {}}
+
+    def _save_state(self, st):
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f, indent=1)
+        os.rename(tmp, self.state_file)
+
+    def _set_pid(self, svc, pid):
+        with self._lock:
+            st = self._load_state()
+            st.setdefault("pids", {})
+            if pid is None:
+                st["pids"].pop(svc, None)
+            else:
+                st["pids"][svc] = pid
+            self._save_state(st)
+
+    @property
+    def netns_path(self):
+        return "/run/netns/%s" % self.name
+
+    def exists(self):
+        return os.path.exists(self.netns_path)
+
+    # ---- helpers -------------------------------------------------------------
+    def _ip(self, *args, check=True):
+        r = subprocess.run(["ip"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check and r.returncode != 0:
+            raise LabError("ip %s: %s" % (" ".join(args), r.stderr.decode().strip()))
+        return r
+
+    def exec_prefix(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def in_ns(self, fn, *args, **kw):
+        """Run fn(*args, **kw) in a helper thread that has entered the namespace
+        (setns on that thread only). Use IP addresses: /etc/hosts there is the host's."""
+        box = {}
+
+        def target():
+            fd = os.open(self.netns_path, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    box["e"] = OSError(e, "setns: " + os.strerror(e))
+                    return
+            finally:
+                os.close(fd)
+            try:
+                box["v"] = fn(*args, **kw)
+            except BaseException as e:  # noqa: B902 - re-raised in caller
+                box["e"] = e
+
+        t = threading.Thread(target=target, daemon=True)
+        t.start()
+        t.join()
+        if "e" in box:
+            raise box["e"]
+        return box.get("v")
+
+    def port_open(self, ip, port, timeout=0.3):
+        def probe():
+            try:
+                with socket.create_connection((ip, port), timeout=timeout):
+                    return True
+            except OSError:
+                return False
+        return self.in_ns(probe)
+
+    def wait_port(self, ip, port, up=True, timeout=10.0, proc=None):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.port_open(ip, port) == up:
+                return
+            if proc is not None and up and proc.poll() is not None:
+                raise LabError("process for %s:%d exited with %s" % (ip, port, proc.returncode))
+            time.sleep(0.05)
+        raise LabError("%s:%d did not become %s" % (ip, port, "ready" if up else "closed"))
+
+    def http(self, method, ip, port, path, body=None, headers=None, timeout=10):
+        """Plain HTTP request from inside the namespace, without the library.
+        Returns (status, [[k, v]...], body bytes)."""
+        def do():
+            c = http.client.HTTPConnection(ip, port, timeout=timeout)
+            try:
+                c.request(method, path, body=body, headers=headers or {})
+                r = c.getresponse()
+                return r.status, [list(h) for h in r.getheaders()], r.read()
+            finally:
+                c.close()
+        return self.in_ns(do)
+
+    # ---- lifecycle -----------------------------------------------------------
+    def up(self):
+        if self.exists():
+            raise LabError("namespace %s already exists (lab.py down --name %s)" % (self.name, self.name))
+        os.makedirs(self.dir, exist_ok=True)
+        self._save_state({"name": self.name, "owner_pid": os.getpid(), "managed": self.managed,
+                          "lib": self.lib, "pids": {}, "created": time.time()})
+        try:
+            self._ip("netns", "add", self.name)
+            os.makedirs(self.etc, exist_ok=True)
+            with open(os.path.join(self.etc, "hosts"), "w") as f:
+                f.write(HOSTS_FILE)
+            with open(os.path.join(self.etc, "resolv.conf"), "w") as f:
+                f.write(RESOLV_FILE)
+            self._ip("-n", self.name, "link", "set", "lo", "up")
+            for a in NS_ADDRS:
+                self._ip("-n", self.name, "addr", "add", a + "/32", "dev", "lo")
+            with open(os.path.join(self.dir, "routes.json"), "w") as f:
+                json.dump(ROUTES, f, indent=1)
+            self._write_haproxy_files()
+            self.start_origins()
+            self.start_haproxy()
+            self.start_testproxy()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _popen_service(self, svc, argv, logname=None):
+        log = open(os.path.join(self.dir, logname or (svc + ".out")), "ab")
+        try:
+            p = subprocess.Popen(self.exec_prefix() + argv, stdin=subprocess.DEVNULL,
+                                 stdout=log, stderr=subprocess.STDOUT, env=_sanitized_env(),
+                                 start_new_session=True, cwd=self.dir)
+        finally:
+            log.close()
+        self.procs[svc] = p
+        self._set_pid(svc, p.pid)
+        return p
+
+    def _wait_ready_file(self, svc, path, proc, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if os.path.exists(path):
+                return
+            if proc.poll() is not None:
+                out = self._tail(svc + ".out")
+                raise LabError("%s exited (%s): %s" % (svc, proc.returncode, out))
+            time.sleep(0.02)
+        raise LabError("%s not ready after %.0fs" % (svc, timeout))
+
+    def _tail(self, fname, n=3000):
+        try:
+            with open(os.path.join(self.dir, fname), "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def start_origins(self):
+        procs = []
+        for svc, (kind, bind) in ORIGINS.items():
+            ready = os.path.join(self.dir, svc + ".ready")
+            if os.path.exists(ready):
+                os.unlink(ready)
+            p = self._popen_service(svc, [PY, os.path.join(HERE, "origin.py"), "--kind", kind,
+                                          "--bind", bind, "--log", self.origin_log_path,
+                                          "--ready", ready])
+            procs.append((svc, ready, p))
+        for svc, ready, p in procs:
+            self._wait_ready_file(svc, ready, p)
+
+    def _write_haproxy_files(self):
+        with open(os.path.join(self.dir, "hosts_ip.map"), "w") as f:
+            for k, v in sorted(ROUTES.items()):
+                f.write("%s %s\n" % (k, v.rsplit(":", 1)[0]))
+        with open(os.path.join(self.dir, "hosts_port.map"), "w") as f:
+            for k, v in sorted(ROUTES.items()):
+                f.write("%s %s\n" % (k, v.rsplit(":", 1)[1]))
+        for code, reason, lerr, text in [(503, "Service Unavailable", 2, "endpoint cannot be reached"),
+                                         (502, "Bad Gateway", 2, "endpoint cannot be reached"),
+                                         (504, "Gateway Timeout", 3, "gateway timeout")]:
+            body = text + "\n"
+            with open(os.path.join(self.dir, "err%d.http" % code), "w") as f:
+                f.write("HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\nx-lunar-error: %d\r\n"
+                        "cache-control: no-cache\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                        % (code, reason, lerr, len(body), body))
+        with open(os.path.join(self.dir, "haproxy.cfg"), "w") as f:
+            f.write(self.haproxy_config())
+
+    def haproxy_config(self):
+        d = self.dir
+        seen = "".join(
+            "    http-request set-header x-seen-lunar-%s %%[req.fhdr(x-lunar-%s)] "
+            "if { req.hdr(x-lunar-%s) -m found }\n" % (h, h, h)
+            for h in ("host", "scheme", "interceptor", "req-id", "tenant-id", "sequence-id"))
+        counts = ",".join("%s=%%[req.hdr_cnt(x-lunar-%s)]" % (h, h)
+                          for h in ("host", "scheme", "interceptor", "req-id", "tenant-id",
+                                    "allow", "sequence-id"))
+
+        def hs(port, managed, name):
+            return """
+frontend {name}
+    bind 127.0.0.1:{port}
+    capture request header x-lunar-tenant-id len 64
+    capture request header x-lunar-interceptor len 100
+    http-request return status 200 content-type application/json string '{{"managed": {m}}}' if {{ path /handshake }}
+    http-request return status 404 content-type text/plain string "not found"
+""".format(name=name, port=port, m="true" if managed else "false")
+
+        return """# generated by tests/lab/lab.py for lab {name}
+global
+    log stdout format raw local0 info
+    maxconn 4000
+    nbthread 2
+
+defaults
+    mode http
+    log global
+    option httplog
+    option dontlognull
+    option http-keep-alive
+    timeout connect 2s
+    timeout client 30s
+    timeout server 15s
+    timeout http-request 10s
+    timeout http-keep-alive 30s
+    retries 1
+    errorfile 502 {d}/err502.http
+    errorfile 503 {d}/err503.http
+    errorfile 504 {d}/err504.http
+
+frontend lunar_traffic
+    bind 127.0.0.1:{traffic}
+    capture request header x-lunar-host len 100
+    capture request header x-lunar-req-id len 64
+    http-request return status 401 content-type text/plain hdr x-lunar-error 1 string "missing x-lunar-host" if !{{ req.hdr(x-lunar-host) -m found }}
+    http-request set-var(txn.dst_ip) req.hdr(x-lunar-host),lower,map_str({d}/hosts_ip.map)
+    http-request set-var(txn.dst_port) req.hdr(x-lunar-host),lower,map_str_int({d}/hosts_port.map)
+    http-request return status 503 content-type text/plain hdr x-lunar-error 5 string "could not resolve host" if !{{ var(txn.dst_ip) -m found }}
+    http-request set-header x-seen-lunar-counts "{counts}"
+{seen}    http-request set-header x-seen-host %[req.fhdr(host)]
+    http-request set-header x-seen-src %[src]:%[src_port]
+    http-request set-header Host %[req.hdr(x-lunar-host)]
+    http-request del-header x-lunar- -m beg
+    http-request add-header x-via-haproxy 1
+    default_backend origins
+
+backend origins
+    http-request set-dst var(txn.dst_ip)
+    http-request set-dst-port var(txn.dst_port)
+    server origin 0.0.0.0:0
+{hs1}{hs2}{hs3}
+frontend lunar_health
+    bind 127.0.0.1:{health}
+    http-request return status 200 content-type text/plain string "proxy is up" if {{ path /healthcheck }}
+    http-request return status 404 content-type text/plain string "not found"
+""".format(name=self.name, d=d, traffic=HAPROXY_TRAFFIC, counts=counts, seen=seen,
+           health=HAPROXY_HEALTH,
+           hs1=hs(HAPROXY_HANDSHAKE, self.managed, "lunar_handshake"),
+           hs2=hs(HAPROXY_HANDSHAKE_MANAGED, True, "lunar_handshake_managed"),
+           hs3=hs(HAPROXY_HANDSHAKE_UNMANAGED, False, "lunar_handshake_unmanaged"))
+
+    def check_haproxy_config(self):
+        r = subprocess.run([HAPROXY, "-c", "-f", os.path.join(self.dir, "haproxy.cfg")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise LabError("haproxy -c failed:\n" + r.stdout.decode())
+
+    def start_haproxy(self):
+        if self.haproxy_running():
+            return
+        self.check_haproxy_config()
+        p = self._popen_service("haproxy", [HAPROXY, "-db", "-f", os.path.join(self.dir, "haproxy.cfg")],
+                                logname="haproxy.log")
+        for port in (HAPROXY_TRAFFIC, HAPROXY_HANDSHAKE, HAPROXY_HEALTH):
+            self.wait_port("127.0.0.1", port, proc=p)
+
+    def stop_haproxy(self):
+        self._stop_service("haproxy")
+        for port in (HAPROXY_TRAFFIC, HAPROXY_HANDSHAKE):
+            self.wait_port("127.0.0.1", port, up=False)
+
+    def haproxy_running(self):
+        return self._svc_alive("haproxy")
+
+    def start_testproxy(self, mode="pass"):
+        if self._svc_alive("testproxy"):
+            return
+        ready = os.path.join(self.dir, "testproxy.ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        p = self._popen_service("testproxy", [
+            PY, os.path.join(HERE, "testproxy.py"),
+            "--bind", "127.0.0.1:%d" % TESTPROXY_TRAFFIC,
+            "--control", "127.0.0.1:%d" % TESTPROXY_CONTROL,
+            "--handshake", "127.0.0.1:%d" % TESTPROXY_HANDSHAKE,
+            "--hosts", os.path.join(self.dir, "routes.json"), "--mode", mode,
+            "--ready", ready])
+        self._wait_ready_file("testproxy", ready, p)
+
+    def stop_testproxy(self):
+        self._stop_service("testproxy")
+
+    def _svc_alive(self, svc):
+        p = self.procs.get(svc)
+        if p is not None:
+            return p.poll() is None
+        pid = self._load_state().get("pids", {}).get(svc)
+        return bool(pid) and self._pid_in_ns(pid)
+
+    def _ns_inode(self):
+        try:
+            return os.stat(self.netns_path).st_ino
+        except OSError:
+            return None
+
+    def _pid_in_ns(self, pid):
+        """True if pid is alive and its network namespace is this lab's."""
+        ino = self._ns_inode()
+        try:
+            return ino is not None and os.stat("/proc/%d/ns/net" % pid).st_ino == ino
+        except OSError:
+            return False
+
+    def _kill_pid(self, pid, proc=None, grace=3.0):
+        """Stop one process we started: SIGTERM, then SIGKILL. Only if it is in our netns
+        (a recycled PID belonging to someone else is left alone)."""
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            return
+        if not self._pid_in_ns(pid):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            if not os.path.exists("/proc/%d" % pid) or self._is_zombie(pid):
+                return
+            time.sleep(0.05)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _is_zombie(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    def _stop_service(self, svc):
+        p = self.procs.pop(svc, None)
+        pid = self._load_state().get("pids", {}).get(svc)
+        if p is not None:
+            self._kill_pid(p.pid, p)
+        elif pid:
+            self._kill_pid(pid)
+        self._set_pid(svc, None)
+
+    def down(self):
+        """Stop everything, delete the namespace, /etc/netns/NAME and the state dir.
+        Safe to call more than once and from another process (CLI)."""
+        if self._down_done:
+            return
+        self._down_done = True
+        errors = []
+        for p in list(self.extra):
+            try:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                errors.append(str(e))
+        st = self._load_state()
+        for svc in list(self.procs) + [s for s in st.get("pids", {}) if s not in self.procs]:
+            try:
+                self._stop_service(svc)
+            except Exception as e:  # keep going: the namespace must go
+                errors.append("%s: %s" % (svc, e))
+        # safety net: anything still running inside our namespace (started by us or by
+        # tests through run/spawn) is stopped by its PID.
+        if self.exists():
+            for _ in range(3):
+                r = self._ip("netns", "pids", self.name, check=False)
+                pids = [int(x) for x in r.stdout.split()] if r.returncode == 0 else []
+                pids = [p for p in pids if p != os.getpid()]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.2)
+            r = self._ip("netns", "del", self.name, check=False)
+            if r.returncode != 0:
+                errors.append("netns del: " + r.stderr.decode())
+        shutil.rmtree(self.etc, ignore_errors=True)
+        if os.environ.get("LUNAR_LAB_KEEP_STATE") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            sys.stderr.write("lab %s down: %s\n" % (self.name, "; ".join(errors)))
+
+    def install_cleanup(self):
+        """atexit + SIGTERM/SIGHUP handlers that bring this lab down (for owners)."""
+        atexit.register(self.down)
+
+        def on_signal(signum, frame):
+            raise KeyboardInterrupt("signal %d" % signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                    signal.signal(sig, on_signal)
+            except (ValueError, OSError):
+                pass  # not the main thread
+
+    # ---- running programs in the lab -------------------------------------------
+    def env(self, extra=None, preload=True, proxy=True, debug=False):
+        """The environment a program gets in run(): sanitized, plus the library's
+        settings. extra values of None remove a variable."""
+        env = _sanitized_env()
+        if preload:
+            env["LD_PRELOAD"] = self.lib
+        if proxy:
+            env["LUNAR_PROXY_HOST"] = PROXY_HOST
+        if debug:
+            env["LUNAR_INTERCEPTOR_LOG_LEVEL"] = "DEBUG"
+        for k, v in (extra or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
+
+    def argv(self, cmd, env):
+        """ip netns exec NAME [env LD_PRELOAD=...] cmd: `ip` itself never gets the
+        library, the program and its children do."""
+        argv = self.exec_prefix()
+        if "LD_PRELOAD" in env:
+            argv += ["/usr/bin/env", "LD_PRELOAD=" + env["LD_PRELOAD"]]
+        return argv + list(cmd)
+
+    def run(self, cmd, env=None, preload=True, proxy=True, debug=False, timeout=60,
+            input=None, cwd=None):
+        """Run cmd inside the namespace (LD_PRELOAD=LUNAR_LIB unless preload=False,
+        LUNAR_PROXY_HOST=127.0.0.1:8000 unless proxy=False, DEBUG log if debug).
+        Returns Result (rc, out bytes, err bytes). On timeout the process group is
+        killed and rc is -9 with a note on err."""
+        full = self.env(env, preload=preload, proxy=proxy, debug=debug)
+        pre = full.pop("LD_PRELOAD", None)
+        argv = self.exec_prefix() + (["/usr/bin/env", "LD_PRELOAD=" + pre] if pre else []) + list(cmd)
+        t0 = time.time()
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full, cwd=cwd,
+                             start_new_session=True)
+        try:
+            out, err = p.communicate(input=input, timeout=timeout)
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, err = p.communicate()
+            rc = -9
+            err += b"\n[lab] timeout after %ss: killed\n" % str(timeout).encode()
+        return Result(rc, out, err, argv, time.time() - t0)
+
+    def spawn(self, cmd, env=None, preload=True, proxy=True, debug=False, stdout=None,
+              stderr=None, cwd=None):
+        """Start cmd in the background inside the namespace; stopped by down() or by
+        lab.stop(p). Returns the Popen (own process group)."""
+        full = self.env(env, preload=preload, proxy=proxy, debug=debug)
+        pre = full.pop("LD_PRELOAD", None)
+        argv = self.exec_prefix() + (["/usr/bin/env", "LD_PRELOAD=" + pre] if pre else []) + list(cmd)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                             stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                             stderr=stderr if stderr is not None else subprocess.DEVNULL,
+                             env=full, cwd=cwd, start_new_session=True)
+        self.extra.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=5):
+        """Stop a process started by spawn() (its process group), SIGKILL after timeout."""
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+            except ProcessLookupError:
+                pass
+        if p in self.extra:
+            self.extra.remove(p)
+        return p.returncode
+
+    # ---- observing ------------------------------------------------------------
+    def origin_log(self, contains=None):
+        """Every request the origins logged (list of dicts), optionally only those whose
+        path contains `contains`."""
+        recs = []
+        try:
+            with open(self.origin_log_path, "rb") as f:
+                for line in f:
+                    try:
+                        recs.append(json.loads(line))
+                    except ValueError:
+                        pass
+        except OSError:
+            pass
+        if contains is not None:
+            recs = [r for r in recs if contains in r.get("path", "")]
+        return recs
+
+    def haproxy_log(self):
+        try:
+            with open(self.haproxy_log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def set_mode(self, mode):
+        """Set the test proxy's mode (see testproxy.py)."""
+        st, _, body = self.http("POST", "127.0.0.1", TESTPROXY_CONTROL, "/mode", body=mode.encode())
+        if st != 200:
+            raise LabError("testproxy mode %r: %s %s" % (mode, st, body))
+
+    def set_testproxy_handshake(self, what):
+        """managed | unmanaged | error:<status> | hang | close"""
+        st, _, body = self.http("POST", "127.0.0.1", TESTPROXY_CONTROL, "/handshake", body=what.encode())
+        if st != 200:
+            raise LabError("testproxy handshake %r: %s %s" % (what, st, body))
+
+    def testproxy_log(self):
+        st, _, body = self.http("GET", "127.0.0.1", TESTPROXY_CONTROL, "/log")
+        return json.loads(body)
+
+    def testproxy_reset_log(self):
+        self.http("POST", "127.0.0.1", TESTPROXY_CONTROL, "/reset-log", body=b"")
+
+    def shell_exports(self):
+        return "\n".join([
+            "export LUNAR_LAB_NS=%s" % self.name,
+            "export LUNAR_LAB_STATE=%s" % self.dir,
+            "export LUNAR_LIB=%s" % self.lib,
+            "export LUNAR_PROXY_HOST=%s" % PROXY_HOST,
+            "export LUNAR_LAB_EXEC='ip netns exec %s'" % self.name,
+            "# run a program in the lab with the library:",
+            "#   $LUNAR_LAB_EXEC env LD_PRELOAD=$LUNAR_LIB curl -s http://api.example.test/",
+        ])
+
+
+def gc():
+    """Remove labs (lunar-*) whose owner process is gone."""
+    removed = []
+    for d in sorted(os.listdir("/tmp")):
+        if not d.startswith("lunar-lab-"):
+            continue
+        name = d[len("lunar-lab-"):]
+        try:
+            with open(os.path.join("/tmp", d, "state.json")) as f:
+                owner = json.load(f).get("owner_pid")
+        except (OSError, ValueError):
+            owner = 0  # no state: a half-made lab
+        if owner is None or os.path.exists("/proc/%d" % owner):
+            continue  # detached (CLI) lab, or its owner is alive
+        Lab(name).down()
+        removed.append(name)
+    return removed
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for c in ("up", "down", "env", "status", "run", "mode"):
+        sp = sub.add_parser(c)
+        sp.add_argument("--name", required=True)
+        if c == "up":
+            sp.add_argument("--managed", action="store_true")
+        if c == "run":
+            sp.add_argument("--no-preload", action="store_true")
+            sp.add_argument("--no-proxy", action="store_true")
+            sp.add_argument("--debug", action="store_true")
+            sp.add_argument("--timeout", type=float, default=60)
+            sp.add_argument("command", nargs=argparse.REMAINDER)
+        if c == "mode":
+            sp.add_argument("mode")
+    sub.add_parser("gc")
+    a = ap.parse_args(argv)
+    if a.cmd == "gc":
+        print("\n".join(gc()))
+        return 0
+    lab = Lab(a.name, managed=getattr(a, "managed", False))
+    if a.cmd == "up":
+        lab.up()
+        # owner is this CLI process, which exits now: record the lab as detached
+        st = lab._load_state()
+        st["owner_pid"] = None
+        lab._save_state(st)
+        print(lab.shell_exports())
+    elif a.cmd == "down":
+        lab.down()
+    elif a.cmd == "env":
+        print(lab.shell_exports())
+    elif a.cmd == "status":
+        st = lab._load_state()
+        print("namespace %s: %s" % (lab.name, "present" if lab.exists() else "absent"))
+        for svc, pid in sorted(st.get("pids", {}).items()):
+            print("  %-16s pid %-7s %s" % (svc, pid, "running" if lab._pid_in_ns(pid) else "DEAD"))
+    elif a.cmd == "mode":
+        lab.set_mode(a.mode)
+    elif a.cmd == "run":
+        cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+        r = lab.run(cmd, preload=not a.no_preload, proxy=not a.no_proxy, debug=a.debug,
+                    timeout=a.timeout)
+        sys.stdout.buffer.write(r.out)
+        sys.stderr.buffer.write(r.err)
+        return r.rc if r.rc >= 0 else 124
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Lab origin servers (Python 3 stdlib only).
+
+kinds:
+  http    threaded HTTP/1.1 echo server (keep-alive, Content-Length and chunked
+          request bodies, Expect: 100-continue, HEAD). Answers every request with
+          one line of JSON (ending in "\\n"):
+            {"server": "ip:port", "method", "path", "version", "headers": [[name,
+             value], ...] (as received, in order), "body_sha256", "body_len",
+             "chunked": bool, "peer": "ip:port", "conn_seq": n}
+          Special paths:
+            /bytes/N     N deterministic bytes (see pattern_bytes), Content-Length
+            /chunked/N   N deterministic bytes sent with chunked encoding
+            /status/N    the echo JSON with status N
+            /delay/MS    the echo JSON after MS milliseconds
+            /close       the echo JSON, then the connection is closed
+          Every request is logged as one JSON line to --log.
+  echo    client-speaks-first binary protocol: every byte received is sent back.
+  banner  server-speaks-first line protocol: "220 <name> ready\\r\\n" on connect,
+          then "250 <line>" for every line, "221 bye" and close on "QUIT".
+"""
+import argparse
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PATTERN = bytes(range(251))
+
+
+def pattern_bytes(n):
+    """The deterministic content of /bytes/N: bytes 0..250 repeated."""
+    reps = n // len(PATTERN) + 1
+    return (PATTERN * reps)[:n]
+
+
+class Log:
+    def __init__(self, path):
+        # one O_APPEND write per record: several servers share one log file
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+
+    def write(self, rec):
+        if self.fd is None:
+            return
+        rec["t"] = time.time()
+        os.write(self.fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lab-origin/1"
+    sys_version = ""
+
+    def setup(self):
+        super().setup()
+        self.conn_seq = 0
+
+    def log_message(self, fmt, *args):  # quiet: the JSON log is the record
+        pass
+
+    def _read_body(self):
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise ConnectionError("eof in chunk size")
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # trailers until empty line
+                    while True:
+                        t = self.rfile.readline(65537)
+                        if t in (b"\r\n", b"\n", b""):
+                            break
+                    break
+                data = self.rfile.read(size)
+                if len(data) != size:
+                    raise ConnectionError("eof in chunk")
+                parts.append(data)
+                self.rfile.readline(3)  # CRLF after chunk
+            return b"".join(parts), True
+        cl = self.headers.get("Content-Length")
+        if cl is not None:
+            n = int(cl)
+            data = self.rfile.read(n) if n else b""
+            if len(data) != n:
+                raise ConnectionError("eof in body")
+            return data, False
+        return b"", False
+
+    def _handle(self):
+        self.conn_seq += 1
+        try:
+            body, chunked = self._read_body()
+        except (ConnectionError, ValueError) as e:
+            self.server.log.write({"server": self.server.name, "error": str(e),
+                                   "method": self.command, "path": self.path})
+            self.close_connection = True
+            return
+        srv = self.server.name
+        peer = "%s:%d" % self.client_address[:2]
+        rec = {
+            "server": srv,
+            "method": self.command,
+            "path": self.path,
+            "version": self.request_version,
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_len": len(body),
+            "chunked": chunked,
+            "peer": peer,
+            "conn_seq": self.conn_seq,
+        }
+        self.server.log.write(dict(rec))
+        path = self.path.split("?", 1)[0]
+        status = 200
+        payload = None
+        chunked_out = False
+        close = False
+        ctype = "application/json"
+        try:
+            if path.startswith("/bytes/"):
+                payload = pattern_bytes(int(path[len("/bytes/"):]))
+                ctype = "application/octet-stream"
+            elif path.startswith("/chunked/"):
+                payload = pattern_bytes(int(path[len("/chunked/"):]))
+                ctype = "application/octet-stream"
+                chunked_out = True
+            elif path.startswith("/status/"):
+                status = int(path[len("/status/"):])
+            elif path.startswith("/delay/"):
+                time.sleep(int(path[len("/delay/"):]) / 1000.0)
+            elif path == "/close":
+                close = True
+        except ValueError:
+            status = 400
+        if payload is None:
+            payload = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Origin", srv)
+        if chunked_out:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return
+        if chunked_out:
+            for i in range(0, len(payload), 1000):
+                c = payload[i:i + 1000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class HTTPOrigin(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def server_bind(self):
+        # HTTPServer.server_bind would do a reverse DNS lookup (getfqdn)
+        socketserver.TCPServer.server_bind(self)
+
+
+class EchoLine(socketserver.BaseRequestHandler):
+    def handle(self):
+        s = self.request
+        total = 0
+        while True:
+            try:
+                d = s.recv(65536)
+            except OSError:
+                break
+            if not d:
+                break
+            total += len(d)
+            s.sendall(d)
+        self.server.log.write({"server": self.server.name, "kind": "echo",
+                               "peer": "%s:%d" % self.client_address[:2], "bytes": total})
+
+
+class BannerLine(socketserver.StreamRequestHandler):
+    def handle(self):
+        lines = []
+        self.wfile.write(b"220 %s ready\r\n" % self.server.banner.encode())
+        self.wfile.flush()
+        while True:
+            line = self.rfile.readline(65536)
+            if not line:
+                break
+            text = line.rstrip(b"\r\n")
+            lines.append(text.decode("latin-1"))
+            if text.upper() == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                self.wfile.flush()
+                break
+            self.wfile.write(b"250 " + text + b"\r\n")
+            self.wfile.flush()
+        self.server.log.write({"server": self.server.name, "kind": "banner",
+                               "peer": "%s:%d" % self.client_address[:2], "lines": lines})
+
+
+class LineServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kind", choices=["http", "echo", "banner"], default="http")
+    ap.add_argument("--bind", required=True, help="ip:port")
+    ap.add_argument("--log", default=None)
+    ap.add_argument("--ready", default=None, help="file written once listening")
+    ap.add_argument("--banner", default="banner.example.test")
+    a = ap.parse_args()
+    ip, port = a.bind.rsplit(":", 1)
+    ip = ip.strip("[]")
+    if a.kind == "http":
+        cls, handler = HTTPOrigin, EchoHandler
+    else:
+        cls, handler = LineServer, (EchoLine if a.kind == "echo" else BannerLine)
+    if ":" in ip:
+        cls = type(cls.__name__ + "6", (cls,), {"address_family": socket.AF_INET6})
+    srv = cls((ip, int(port)), handler)
+    srv.name = a.bind
+    srv.banner = a.banner
+    srv.log = Log(a.log)
+    if a.ready:
+        with open(a.ready + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(a.ready + ".tmp", a.ready)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
