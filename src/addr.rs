@@ -24,7 +24,12 @@ pub unsafe fn from_c(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr
             // SAFETY: as above, for sockaddr_in6.
             let v6 = unsafe { std::ptr::read_unaligned(addr as *const sockaddr_in6) };
             let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(v6.sin6_port), v6.sin6_flowinfo, v6.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -57,7 +62,13 @@ pub fn to_c(target: SocketAddr, socket_family: i32) -> (sockaddr_storage, sockle
             out.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
             std::mem::size_of::<sockaddr_in>() as socklen_t
         }
-        SocketAddr::V6(v6) => as_v6(*v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id(), &mut storage),
+        SocketAddr::V6(v6) => as_v6(
+            *v6.ip(),
+            v6.port(),
+            v6.flowinfo(),
+            v6.scope_id(),
+            &mut storage,
+        ),
     };
     (storage, len)
 }

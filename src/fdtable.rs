@@ -21,10 +21,13 @@ struct Slot {
     conn: SpinLock<Option<Arc<Conn>>>,
 }
 
-static SLOTS: [AtomicPtr<Slot>; MAX_TRACKED_FD] = [const { AtomicPtr::new(null_mut()) }; MAX_TRACKED_FD];
+static SLOTS: [AtomicPtr<Slot>; MAX_TRACKED_FD] =
+    [const { AtomicPtr::new(null_mut()) }; MAX_TRACKED_FD];
 
 fn slot(fd: i32) -> Option<&'static Slot> {
-    let pointer = SLOTS.get(usize::try_from(fd).ok()?)?.load(Ordering::Acquire);
+    let pointer = SLOTS
+        .get(usize::try_from(fd).ok()?)?
+        .load(Ordering::Acquire);
     // SAFETY: non-null slots are leaked boxes that are never freed.
     unsafe { pointer.as_ref() }
 }
@@ -34,7 +37,10 @@ fn slot_or_new(fd: i32) -> Option<&'static Slot> {
     if let Some(existing) = slot(fd) {
         return Some(existing);
     }
-    let fresh = Box::into_raw(Box::new(Slot { tracked: AtomicBool::new(false), conn: SpinLock::new(None) }));
+    let fresh = Box::into_raw(Box::new(Slot {
+        tracked: AtomicBool::new(false),
+        conn: SpinLock::new(None),
+    }));
     match cell.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Some(slot(fd).expect("just stored")),
         Err(_) => {
@@ -57,7 +63,9 @@ pub fn get(fd: i32) -> Option<Arc<Conn>> {
 
 /// Starts tracking `fd` (false when the fd number is beyond the table).
 pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
-    let Some(slot) = slot_or_new(fd) else { return false };
+    let Some(slot) = slot_or_new(fd) else {
+        return false;
+    };
     let previous = slot.conn.lock().replace(conn);
     slot.tracked.store(true, Ordering::Release);
     drop(previous);

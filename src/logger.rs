@@ -26,7 +26,13 @@ impl Log for StderrLogger {
         };
         // One write per line so lines of concurrent threads and processes do not interleave.
         let mut line = Vec::with_capacity(128);
-        let _ = writeln!(line, "[lunar-intercept {}] {}: {}", std::process::id(), level, record.args());
+        let _ = writeln!(
+            line,
+            "[lunar-intercept {}] {}: {}",
+            std::process::id(),
+            level,
+            record.args()
+        );
         // SAFETY: writes a buffer we own to fd 2 with libc's own write.
         unsafe { crate::sys::write(2, line.as_ptr().cast(), line.len()) };
     }

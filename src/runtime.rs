@@ -35,7 +35,9 @@ fn build() -> Option<Runtime> {
     for warning in warnings {
         log::warn!("{warning}");
     }
-    let Setup::Active(config) = setup else { return None };
+    let Setup::Active(config) = setup else {
+        return None;
+    };
     crate::fork::install_handlers();
     log::debug!(
         "active: proxy {}:{}, ports {:?}, cooldown after {} failures for {} s",
@@ -82,10 +84,18 @@ impl Runtime {
         self.config.intercept_ports.contains(&port)
     }
 
-    /// The filter, then the failsafe, then the proxy's handshake.
-    pub fn route(&self, destination: &Destination<'_>, header: Option<bool>) -> (Route, Why) {
-        let lists = Lists { allow: self.config.allow_list.as_deref(), block: &self.config.block_list };
-        let reason = match filter::judge(&lists, destination, header) {
+    /// The traffic filter alone: what this destination should do when the proxy is well.
+    pub fn judge(&self, destination: &Destination<'_>, header: Option<bool>) -> Verdict {
+        let lists = Lists {
+            allow: self.config.allow_list.as_deref(),
+            block: &self.config.block_list,
+        };
+        filter::judge(&lists, destination, header)
+    }
+
+    /// The filter's verdict, then the failsafe, then the proxy's handshake.
+    pub fn route(&self, verdict: Verdict) -> (Route, Why) {
+        let reason = match verdict {
             Verdict::Direct(reason) => return (Route::Origin, Why::Filter(reason)),
             Verdict::Divert(reason) => reason,
         };

@@ -26,6 +26,10 @@ fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
 /// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME.
 macro_rules! real {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
+        /// libc's own function of this name.
+        ///
+        /// # Safety
+        /// As the libc function's contract.
         #[inline]
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
             static ADDRESS: AtomicUsize = AtomicUsize::new(0);

@@ -1,7 +1,7 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
 use super::Conn;
-use crate::policy::filter::Destination;
+use crate::policy::filter::{Destination, Verdict};
 use crate::proxy::socket::{connect_bounded, tcp_family};
 use crate::runtime::{self, Route};
 use crate::{addr, fdtable, names, sys};
@@ -30,18 +30,33 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         }
     }
     fdtable::remove(fd);
-    let Some(runtime) = runtime::get() else { return real() };
+    let Some(runtime) = runtime::get() else {
+        return real();
+    };
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
         return real();
     }
-    let Some(family) = tcp_family(fd) else { return real() };
+    let Some(family) = tcp_family(fd) else {
+        return real();
+    };
 
     let original = addr::canonical(target);
     let name = names::lookup(original.ip());
-    let destination = Destination { ip: original.ip(), name: name.as_deref() };
-    let (route, why) = runtime.route(&destination, None);
-    let label = name.as_deref().map_or_else(|| original.to_string(), |n| format!("{n}:{}", original.port()));
-    let conn = Arc::new(Conn::new(target, name.clone(), Route::Origin));
+    let destination = Destination {
+        ip: original.ip(),
+        name: name.as_deref(),
+    };
+    let verdict = runtime.judge(&destination, None);
+    let (route, why) = runtime.route(verdict);
+    let label = name.as_deref().map_or_else(
+        || original.to_string(),
+        |n| format!("{n}:{}", original.port()),
+    );
+    let conn = Arc::new(Conn::new(
+        target,
+        name.clone(),
+        matches!(verdict, Verdict::Divert(_)),
+    ));
     if !fdtable::insert(fd, conn.clone()) {
         log::debug!("{label} -> direct (fd {fd} beyond the tracked range)");
         return real();

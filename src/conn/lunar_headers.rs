@@ -8,7 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 const SCHEME_DEFAULT_PORT: u16 = 80;
 
 /// Complete header lines, each ending CRLF, to insert after the request line.
-pub fn for_request(head: &RequestHead<'_>, original: SocketAddr, name: Option<&str>, runtime: &Runtime) -> Vec<u8> {
+pub fn for_request(
+    head: &RequestHead<'_>,
+    original: SocketAddr,
+    name: Option<&str>,
+    runtime: &Runtime,
+) -> Vec<u8> {
     let mut lines = String::with_capacity(256);
     let host = lunar_host(head.host, original, name);
     let _ = write!(lines, "x-lunar-host: {host}\r\n");
@@ -63,7 +68,9 @@ pub fn split_authority(value: &str, default: u16) -> (String, u16) {
 /// The bare lower-case host name of a `Host` value, as the filter matches it.
 pub fn host_name(value: &str) -> String {
     let (host, _) = split_authority(value, 0);
-    host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -77,14 +84,35 @@ mod tests {
     #[test]
     fn port_only_when_not_default() {
         let original = addr("203.0.113.10:80");
-        assert_eq!(lunar_host(Some("api.example.test"), original, None), "api.example.test");
-        assert_eq!(lunar_host(Some("api.example.test:80"), original, None), "api.example.test");
-        assert_eq!(lunar_host(Some("api.example.test:8080"), original, None), "api.example.test:8080");
-        assert_eq!(lunar_host(None, original, Some("api.example.test")), "api.example.test");
+        assert_eq!(
+            lunar_host(Some("api.example.test"), original, None),
+            "api.example.test"
+        );
+        assert_eq!(
+            lunar_host(Some("api.example.test:80"), original, None),
+            "api.example.test"
+        );
+        assert_eq!(
+            lunar_host(Some("api.example.test:8080"), original, None),
+            "api.example.test:8080"
+        );
+        assert_eq!(
+            lunar_host(None, original, Some("api.example.test")),
+            "api.example.test"
+        );
         assert_eq!(lunar_host(None, original, None), "203.0.113.10");
-        assert_eq!(lunar_host(None, addr("203.0.113.10:8080"), None), "203.0.113.10:8080");
-        assert_eq!(lunar_host(None, addr("[2001:db8::1]:80"), None), "[2001:db8::1]");
-        assert_eq!(lunar_host(Some("[2001:db8::1]:81"), original, None), "[2001:db8::1]:81");
+        assert_eq!(
+            lunar_host(None, addr("203.0.113.10:8080"), None),
+            "203.0.113.10:8080"
+        );
+        assert_eq!(
+            lunar_host(None, addr("[2001:db8::1]:80"), None),
+            "[2001:db8::1]"
+        );
+        assert_eq!(
+            lunar_host(Some("[2001:db8::1]:81"), original, None),
+            "[2001:db8::1]:81"
+        );
     }
 
     #[test]

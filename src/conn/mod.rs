@@ -23,6 +23,9 @@ pub struct Conn {
     pub original: SocketAddr,
     /// The name the program resolved for `original`, if it did.
     pub name: Option<String>,
+    /// What the traffic filter said at connect (before the failsafe had its say): a
+    /// request head that changes this verdict moves the socket.
+    filter_diverts: bool,
     peer: SpinLock<Route>,
     /// Nothing more to do on this connection but pass bytes (not HTTP, a tunnel).
     passthrough: AtomicBool,
@@ -43,16 +46,21 @@ struct Writer {
 }
 
 impl Conn {
-    pub fn new(original: SocketAddr, name: Option<String>, peer: Route) -> Conn {
+    /// A connection to `original`, not (yet) diverted.
+    pub fn new(original: SocketAddr, name: Option<String>, filter_diverts: bool) -> Conn {
         Conn {
             original,
             name,
-            peer: SpinLock::new(peer),
+            filter_diverts,
+            peer: SpinLock::new(Route::Origin),
             passthrough: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             read_checked: AtomicBool::new(false),
             move_epoch: AtomicU32::new(0),
-            writer: SpinLock::new(Writer { requests: RequestStream::new(), head_out: Vec::new() }),
+            writer: SpinLock::new(Writer {
+                requests: RequestStream::new(),
+                head_out: Vec::new(),
+            }),
         }
     }
 

@@ -23,17 +23,19 @@ impl Conn {
         self.move_epoch.fetch_add(1, Ordering::AcqRel);
         disconnect(fd);
         let result = match to {
-            Route::Proxy(proxy) => match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
-                Ok(()) => {
-                    runtime.failsafe.record_success();
-                    Ok(to)
+            Route::Proxy(proxy) => {
+                match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
+                    Ok(()) => {
+                        runtime.failsafe.record_success();
+                        Ok(to)
+                    }
+                    Err(errno) => {
+                        let reason = std::io::Error::from_raw_os_error(errno);
+                        runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
+                        self.connect_origin(fd)
+                    }
                 }
-                Err(errno) => {
-                    let reason = std::io::Error::from_raw_os_error(errno);
-                    runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
-                    self.connect_origin(fd)
-                }
-            },
+            }
             Route::Origin => self.connect_origin(fd),
         };
         if let Ok(route) = result {

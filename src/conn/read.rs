@@ -17,7 +17,12 @@ pub fn receive(conn: &Conn, fd: c_int, flags: c_int, mut real: impl FnMut() -> i
     loop {
         let epoch = conn.epoch();
         let got = real();
-        let lost_peer = got == 0 || (got < 0 && matches!(sys::errno(), libc::ECONNRESET | libc::ENOTCONN | libc::EPIPE));
+        let lost_peer = got == 0
+            || (got < 0
+                && matches!(
+                    sys::errno(),
+                    libc::ECONNRESET | libc::ENOTCONN | libc::EPIPE
+                ));
         if !lost_peer || !conn.moved_since(epoch) {
             return got;
         }
@@ -40,13 +45,18 @@ fn server_speaks_first_check(conn: &Conn, fd: c_int, flags: c_int) {
     if !conn.is_diverted() || is_nonblocking(fd, flags) {
         return;
     }
-    let Some(runtime) = runtime::get() else { return };
+    let Some(runtime) = runtime::get() else {
+        return;
+    };
     let _writer = conn.writer.lock();
     if conn.wrote.load(Ordering::Acquire) {
         return;
     }
     if conn.move_to(fd, Route::Origin, runtime).is_ok() {
-        log::debug!("{} -> direct (server speaks first: not HTTP)", conn.original);
+        log::debug!(
+            "{} -> direct (server speaks first: not HTTP)",
+            conn.original
+        );
         conn.passthrough.store(true, Ordering::Release);
     }
 }

@@ -7,7 +7,7 @@
 
 use super::{lunar_headers, Conn};
 use crate::http::{RequestHead, Step};
-use crate::policy::filter::Destination;
+use crate::policy::filter::{Destination, Verdict};
 use crate::proxy::socket::wait_for;
 use crate::runtime::{self, Route, Runtime};
 use crate::sys;
@@ -45,14 +45,18 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
             Step::HeadComplete(n) => {
                 let before = consumed;
                 consumed += n;
-                let first_request = writer.requests.heads_completed() == 1 && !conn.is_passthrough();
+                let first_request =
+                    writer.requests.heads_completed() == 1 && !conn.is_passthrough();
                 let (route, injected) = {
                     let head = writer.requests.head();
                     let route = settle_route(conn, fd, &head, first_request);
                     let injected = match (route, runtime::get()) {
-                        (Ok(Route::Proxy(_)), Some(runtime)) => {
-                            lunar_headers::for_request(&head, conn.original, conn.name.as_deref(), runtime)
-                        }
+                        (Ok(Route::Proxy(_)), Some(runtime)) => lunar_headers::for_request(
+                            &head,
+                            conn.original,
+                            conn.name.as_deref(),
+                            runtime,
+                        ),
                         _ => Vec::new(),
                     };
                     (route, injected)
@@ -106,33 +110,59 @@ fn fail(reported: usize, errno: c_int) -> isize {
 /// For the first request of a connection, nothing has left yet: if what the head says
 /// (its `x-lunar-allow`, its `Host`) calls for another peer than the one chosen at connect,
 /// the socket moves now. Later requests follow the connection's peer.
-fn settle_route(conn: &Conn, fd: c_int, head: &RequestHead<'_>, first_request: bool) -> Result<Route, c_int> {
+fn settle_route(
+    conn: &Conn,
+    fd: c_int,
+    head: &RequestHead<'_>,
+    first_request: bool,
+) -> Result<Route, c_int> {
     let current = conn.peer();
-    let Some(runtime) = runtime::get() else { return Ok(current) };
+    let Some(runtime) = runtime::get() else {
+        return Ok(current);
+    };
     if !first_request {
         return Ok(current);
     }
     let host_name = head.host.map(lunar_headers::host_name);
     let name = host_name.as_deref().or(conn.name.as_deref());
-    let destination = Destination { ip: crate::addr::canonical(conn.original).ip(), name };
-    let (wanted, why) = runtime.route(&destination, head.lunar_allow);
+    let destination = Destination {
+        ip: crate::addr::canonical(conn.original).ip(),
+        name,
+    };
+    let verdict = runtime.judge(&destination, head.lunar_allow);
+    if matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
+        return Ok(current);
+    }
+    let (wanted, why) = runtime.route(verdict);
     if same_kind(wanted, current) {
         return Ok(current);
     }
     move_for_request(conn, fd, wanted, why, runtime)
 }
 
-fn move_for_request(conn: &Conn, fd: c_int, wanted: Route, why: runtime::Why, runtime: &Runtime) -> Result<Route, c_int> {
+fn move_for_request(
+    conn: &Conn,
+    fd: c_int,
+    wanted: Route,
+    why: runtime::Why,
+    runtime: &Runtime,
+) -> Result<Route, c_int> {
     let ended = conn.move_to(fd, wanted, runtime)?;
     match ended {
-        Route::Proxy(proxy) => log::debug!("{} -> proxy {proxy} ({why}; moved at first request)", label(conn)),
+        Route::Proxy(proxy) => log::debug!(
+            "{} -> proxy {proxy} ({why}; moved at first request)",
+            label(conn)
+        ),
         Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", label(conn)),
     }
     Ok(ended)
 }
 
 fn same_kind(a: Route, b: Route) -> bool {
-    matches!((a, b), (Route::Origin, Route::Origin) | (Route::Proxy(_), Route::Proxy(_)))
+    matches!(
+        (a, b),
+        (Route::Origin, Route::Origin) | (Route::Proxy(_), Route::Proxy(_))
+    )
 }
 
 fn label(conn: &Conn) -> String {

@@ -12,7 +12,9 @@ use libc::{c_int, sockaddr, socklen_t};
 pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::connect(fd, address, len) };
-    let Some(_inside) = Reentry::enter() else { return real() };
+    let Some(_inside) = Reentry::enter() else {
+        return real();
+    };
     // SAFETY: connect(2)'s contract on `address`.
     shielded(|| unsafe { conn::connect(fd, address, len) }, real)
 }
@@ -40,7 +42,12 @@ pub unsafe extern "C" fn accept(fd: c_int, address: *mut sockaddr, len: *mut soc
 /// # Safety
 /// As accept4(2).
 #[no_mangle]
-pub unsafe extern "C" fn accept4(fd: c_int, address: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    address: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::accept4(fd, address, len, flags) };
     fdtable::remove(new_fd);
@@ -50,7 +57,11 @@ pub unsafe extern "C" fn accept4(fd: c_int, address: *mut sockaddr, len: *mut so
 /// # Safety
 /// As getpeername(2). A diverted socket reports where the program connected.
 #[no_mangle]
-pub unsafe extern "C" fn getpeername(fd: c_int, address: *mut sockaddr, len: *mut socklen_t) -> c_int {
+pub unsafe extern "C" fn getpeername(
+    fd: c_int,
+    address: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::getpeername(fd, address, len) };
     match tracked(fd) {
@@ -61,7 +72,11 @@ pub unsafe extern "C" fn getpeername(fd: c_int, address: *mut sockaddr, len: *mu
             // `address` has room for *len bytes; we copy at most that and report the full size.
             unsafe {
                 let room = (*len as usize).min(full as usize);
-                std::ptr::copy_nonoverlapping((&storage as *const libc::sockaddr_storage).cast::<u8>(), address.cast::<u8>(), room);
+                std::ptr::copy_nonoverlapping(
+                    (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+                    address.cast::<u8>(),
+                    room,
+                );
                 *len = full;
             }
             0

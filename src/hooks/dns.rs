@@ -36,7 +36,9 @@ unsafe fn observe(node: *const c_char, mut list: *const addrinfo) {
         return;
     }
     // SAFETY: the caller's contract.
-    let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return };
+    let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else {
+        return;
+    };
     if name.parse::<IpAddr>().is_ok() {
         return;
     }

@@ -16,7 +16,9 @@ use libc::c_int;
 /// program's errno kept on success. `real` is the program's call, unchanged, taken when we
 /// are re-entered or when our code fails.
 fn on_tracked(work: impl FnOnce() -> isize, real: impl FnOnce() -> isize) -> isize {
-    let Some(_inside) = Reentry::enter() else { return real() };
+    let Some(_inside) = Reentry::enter() else {
+        return real();
+    };
     let saved = sys::errno();
     let result = shielded(work, real);
     if result >= 0 {
@@ -42,7 +44,9 @@ unsafe fn gather(iov: *const libc::iovec, count: c_int) -> Option<Vec<u8>> {
             return None;
         }
         // SAFETY: as above.
-        bytes.extend_from_slice(unsafe { std::slice::from_raw_parts(part.iov_base as *const u8, part.iov_len) });
+        bytes.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(part.iov_base as *const u8, part.iov_len)
+        });
     }
     Some(bytes)
 }

@@ -65,7 +65,9 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::writev(fd, iov, count) };
-    let Some(conn) = tracked(fd) else { return real() };
+    let Some(conn) = tracked(fd) else {
+        return real();
+    };
     // SAFETY: writev(2)'s contract.
     match unsafe { gather(iov, count) } {
         Some(bytes) if !bytes.is_empty() => on_tracked(|| conn::send(&conn, fd, &bytes, 0), real),
@@ -79,16 +81,22 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::sendmsg(fd, msg, flags) };
-    let Some(conn) = tracked(fd) else { return real() };
+    let Some(conn) = tracked(fd) else {
+        return real();
+    };
     // SAFETY: sendmsg(2)'s contract: `msg` is readable when non-null.
-    let Some(header) = (unsafe { msg.as_ref() }) else { return real() };
+    let Some(header) = (unsafe { msg.as_ref() }) else {
+        return real();
+    };
     if header.msg_controllen > 0 {
         // Ancillary data has no place in an HTTP stream; leave such a call alone.
         return real();
     }
     // SAFETY: as above, the iovecs of a valid msghdr.
     match unsafe { gather(header.msg_iov, header.msg_iovlen as c_int) } {
-        Some(bytes) if !bytes.is_empty() => on_tracked(|| conn::send(&conn, fd, &bytes, flags), real),
+        Some(bytes) if !bytes.is_empty() => {
+            on_tracked(|| conn::send(&conn, fd, &bytes, flags), real)
+        }
         _ => real(),
     }
 }

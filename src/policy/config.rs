@@ -61,7 +61,10 @@ pub enum Setup {
 }
 
 /// Reads the configuration with `lookup(name)`; `warn` receives each complaint once.
-pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(String)) -> (Setup, LogLevel) {
+pub fn parse(
+    lookup: impl Fn(&str) -> Option<String>,
+    warn: &mut dyn FnMut(String),
+) -> (Setup, LogLevel) {
     let log_level = parse_log_level(lookup("LUNAR_INTERCEPTOR_LOG_LEVEL"), warn);
     let Some(raw_proxy) = lookup("LUNAR_PROXY_HOST") else {
         return (Setup::Unset, log_level);
@@ -72,20 +75,28 @@ pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(Strin
         ));
         return (Setup::Disabled, log_level);
     };
-    let number = |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
-        match lookup(name) {
-            None => default,
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(value) if (min..=max).contains(&value) => value,
-                _ => {
-                    warn(format!("{name}={raw:?} is not a number in {min}..={max}; using {default}"));
-                    default
-                }
-            },
-        }
-    };
-    let handshake_port =
-        number("LUNAR_HANDSHAKE_PORT", DEFAULT_HANDSHAKE_PORT.into(), 1, 65535, warn) as u16;
+    let number =
+        |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
+            match lookup(name) {
+                None => default,
+                Some(raw) => match raw.trim().parse::<u64>() {
+                    Ok(value) if (min..=max).contains(&value) => value,
+                    _ => {
+                        warn(format!(
+                            "{name}={raw:?} is not a number in {min}..={max}; using {default}"
+                        ));
+                        default
+                    }
+                },
+            }
+        };
+    let handshake_port = number(
+        "LUNAR_HANDSHAKE_PORT",
+        DEFAULT_HANDSHAKE_PORT.into(),
+        1,
+        65535,
+        warn,
+    ) as u16;
     let cooldown_attempts = number(
         "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS",
         DEFAULT_COOLDOWN_ATTEMPTS.into(),
@@ -93,14 +104,27 @@ pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(Strin
         u32::MAX.into(),
         warn,
     ) as u32;
-    let cooldown_secs = number("LUNAR_EXIT_COOLDOWN_AFTER_SEC", DEFAULT_COOLDOWN_SECS, 0, 86_400 * 365, warn);
-    let connect_timeout_ms =
-        number("LUNAR_PROXY_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT_MS, 1, 600_000, warn);
+    let cooldown_secs = number(
+        "LUNAR_EXIT_COOLDOWN_AFTER_SEC",
+        DEFAULT_COOLDOWN_SECS,
+        0,
+        86_400 * 365,
+        warn,
+    );
+    let connect_timeout_ms = number(
+        "LUNAR_PROXY_CONNECT_TIMEOUT_MS",
+        DEFAULT_CONNECT_TIMEOUT_MS,
+        1,
+        600_000,
+        warn,
+    );
     let proxy_tls = match lookup("LUNAR_PROXY_SUPPORT_TLS").as_deref().map(str::trim) {
         None | Some("0") | Some("") => false,
         Some("1") => true,
         Some(other) => {
-            warn(format!("LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"));
+            warn(format!(
+                "LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"
+            ));
             false
         }
     };
@@ -113,7 +137,9 @@ pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(Strin
         Some(raw) => match parse_ports(&raw) {
             Some(ports) => ports,
             None => {
-                warn(format!("LUNAR_INTERCEPT_PORTS={raw:?} is not a list of ports; using 80,443"));
+                warn(format!(
+                    "LUNAR_INTERCEPT_PORTS={raw:?} is not a list of ports; using 80,443"
+                ));
                 DEFAULT_PORTS.to_vec()
             }
         },
@@ -122,7 +148,9 @@ pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(Strin
     let allow_list = lookup("LUNAR_ALLOW_LIST").map(|raw| {
         let (entries, invalid) = parse_host_list(&raw);
         for entry in invalid {
-            warn(format!("LUNAR_ALLOW_LIST entry {entry:?} is not a host name or IP; ignored"));
+            warn(format!(
+                "LUNAR_ALLOW_LIST entry {entry:?} is not a host name or IP; ignored"
+            ));
         }
         entries
     });
@@ -160,7 +188,10 @@ pub fn parse(lookup: impl Fn(&str) -> Option<String>, warn: &mut dyn FnMut(Strin
 }
 
 fn parse_log_level(raw: Option<String>, warn: &mut dyn FnMut(String)) -> LogLevel {
-    match raw.as_deref().map(|value| value.trim().to_ascii_uppercase()) {
+    match raw
+        .as_deref()
+        .map(|value| value.trim().to_ascii_uppercase())
+    {
         None => LogLevel::Warn,
         Some(level) => match level.as_str() {
             "DEBUG" => LogLevel::Debug,
@@ -196,7 +227,10 @@ pub fn parse_proxy_host(raw: &str) -> Option<ProxyAddress> {
     if !is_host_or_ip(host) {
         return None;
     }
-    Some(ProxyAddress { host: host.to_string(), port })
+    Some(ProxyAddress {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn parse_ports(raw: &str) -> Option<Vec<u16>> {
@@ -213,8 +247,16 @@ fn parse_ports(raw: &str) -> Option<Vec<u16>> {
 pub fn parse_host_list(raw: &str) -> (Vec<HostEntry>, Vec<String>) {
     let mut entries = Vec::new();
     let mut invalid = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|part| !part.is_empty()) {
-        if let Ok(ip) = part.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    for part in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        if let Ok(ip) = part
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             entries.push(HostEntry::Ip(ip));
         } else if is_host_name(part) {
             entries.push(HostEntry::Name(part.to_ascii_lowercase()));
@@ -240,12 +282,16 @@ pub fn is_host_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 fn is_header_safe(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 #[cfg(test)]
@@ -254,8 +300,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn run(vars: &[(&str, &str)]) -> (Setup, LogLevel, Vec<String>) {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut warnings = Vec::new();
         let (setup, level) = parse(|name| map.get(name).cloned(), &mut |w| warnings.push(w));
         (setup, level, warnings)
@@ -279,7 +327,13 @@ mod tests {
     #[test]
     fn defaults() {
         let config = active(&[("LUNAR_PROXY_HOST", "proxy.local:8000")]);
-        assert_eq!(config.proxy, ProxyAddress { host: "proxy.local".into(), port: 8000 });
+        assert_eq!(
+            config.proxy,
+            ProxyAddress {
+                host: "proxy.local".into(),
+                port: 8000
+            }
+        );
         assert_eq!(config.handshake_port, 8081);
         assert!(!config.proxy_tls);
         assert_eq!(config.tenant_id, "unknown");
@@ -293,7 +347,15 @@ mod tests {
 
     #[test]
     fn malformed_proxy_host_warns_once_and_disables() {
-        for bad in ["http://127.0.0.1:8000", "127.0.0.1", "127.0.0.1:abc", ":8000", "host:0", "a:1:2", "host:99999"] {
+        for bad in [
+            "http://127.0.0.1:8000",
+            "127.0.0.1",
+            "127.0.0.1:abc",
+            ":8000",
+            "host:0",
+            "a:1:2",
+            "host:99999",
+        ] {
             let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", bad)]);
             assert!(matches!(setup, Setup::Disabled), "{bad}");
             assert_eq!(warnings.len(), 1, "{bad}");
@@ -325,7 +387,10 @@ mod tests {
         assert_eq!(config.tenant_id, "acme");
         assert_eq!(
             config.allow_list.unwrap(),
-            vec![HostEntry::Name("api.example.com".into()), HostEntry::Ip("203.0.113.7".parse().unwrap())]
+            vec![
+                HostEntry::Name("api.example.com".into()),
+                HostEntry::Ip("203.0.113.7".parse().unwrap())
+            ]
         );
         assert_eq!(config.cooldown_attempts, 2);
         assert_eq!(config.cooldown_secs, 4);
@@ -345,7 +410,9 @@ mod tests {
             ("LUNAR_PROXY_SUPPORT_TLS", "yes"),
             ("LUNAR_INTERCEPTOR_LOG_LEVEL", "loud"),
         ]);
-        let Setup::Active(config) = setup else { panic!() };
+        let Setup::Active(config) = setup else {
+            panic!()
+        };
         assert_eq!(warnings.len(), 6, "{warnings:?}");
         assert_eq!(config.handshake_port, 8081);
         assert_eq!(config.cooldown_attempts, 5);
@@ -355,9 +422,15 @@ mod tests {
 
     #[test]
     fn invalid_allow_entry_is_dropped_invalid_block_entry_disables() {
-        let (_, _, warnings) = run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_ALLOW_LIST", "ok.com,bad/x")]);
+        let (_, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_ALLOW_LIST", "ok.com,bad/x"),
+        ]);
         assert_eq!(warnings.len(), 1);
-        let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_BLOCK_LIST", "ok.com,bad/x")]);
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_BLOCK_LIST", "ok.com,bad/x"),
+        ]);
         assert!(matches!(setup, Setup::Disabled));
         assert_eq!(warnings.len(), 1);
     }
@@ -369,7 +442,9 @@ mod tests {
             ("LUNAR_ALLOW_LIST", "a.com"),
             ("LUNAR_BLOCK_LIST", "b.com"),
         ]);
-        let Setup::Active(config) = setup else { panic!() };
+        let Setup::Active(config) = setup else {
+            panic!()
+        };
         assert!(config.block_list.is_empty());
         assert_eq!(warnings.len(), 1);
     }

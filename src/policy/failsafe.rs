@@ -44,7 +44,8 @@ impl Failsafe {
         if count >= self.attempts || self.probation.load(Ordering::Acquire) {
             self.consecutive.store(0, Ordering::Release);
             self.probation.store(true, Ordering::Release);
-            self.cooldown_until.store(now_ms + self.cooldown_ms.max(1), Ordering::Release);
+            self.cooldown_until
+                .store(now_ms + self.cooldown_ms.max(1), Ordering::Release);
             Outcome::CooldownStarted
         } else {
             Outcome::Counted(count)
@@ -63,7 +64,10 @@ impl Failsafe {
 
 /// Milliseconds on the monotonic clock.
 pub fn now_ms() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000

@@ -74,7 +74,9 @@ pub fn judge(lists: &Lists<'_>, destination: &Destination<'_>, header: Option<bo
 fn matches_any(entries: &[HostEntry], destination: &Destination<'_>) -> bool {
     entries.iter().any(|entry| match entry {
         HostEntry::Ip(ip) => canonical(*ip) == canonical(destination.ip),
-        HostEntry::Name(name) => destination.name.is_some_and(|seen| seen.eq_ignore_ascii_case(name)),
+        HostEntry::Name(name) => destination
+            .name
+            .is_some_and(|seen| seen.eq_ignore_ascii_case(name)),
     })
 }
 
@@ -95,7 +97,11 @@ pub fn is_internal(ip: IpAddr) -> bool {
 
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
     let [a, b, ..] = ip.octets();
-    a == 10 || a == 127 || (a == 172 && (16..32).contains(&b)) || (a == 192 && b == 168) || (a == 169 && b == 254)
+    a == 10
+        || a == 127
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 168)
+        || (a == 169 && b == 254)
 }
 
 fn is_internal_v6(ip: Ipv6Addr) -> bool {
@@ -109,7 +115,10 @@ mod tests {
     use crate::policy::config::parse_host_list;
 
     fn dest(ip: &str, name: Option<&'static str>) -> Destination<'static> {
-        Destination { ip: ip.parse().unwrap(), name }
+        Destination {
+            ip: ip.parse().unwrap(),
+            name,
+        }
     }
 
     fn list(raw: &str) -> Vec<HostEntry> {
@@ -118,42 +127,132 @@ mod tests {
 
     #[test]
     fn external_default() {
-        let lists = Lists { allow: None, block: &[] };
-        assert_eq!(judge(&lists, &dest("203.0.113.10", None), None), Verdict::Divert(Reason::External));
-        for internal in ["10.1.2.3", "127.0.0.1", "172.16.0.1", "172.31.255.1", "192.168.1.1", "169.254.1.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
-            assert_eq!(judge(&lists, &dest(internal, None), None), Verdict::Direct(Reason::Internal), "{internal}");
+        let lists = Lists {
+            allow: None,
+            block: &[],
+        };
+        assert_eq!(
+            judge(&lists, &dest("203.0.113.10", None), None),
+            Verdict::Divert(Reason::External)
+        );
+        for internal in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "172.16.0.1",
+            "172.31.255.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert_eq!(
+                judge(&lists, &dest(internal, None), None),
+                Verdict::Direct(Reason::Internal),
+                "{internal}"
+            );
         }
-        for external in ["172.15.0.1", "172.32.0.1", "8.8.8.8", "2001:db8::1", "::ffff:203.0.113.1"] {
-            assert_eq!(judge(&lists, &dest(external, None), None), Verdict::Divert(Reason::External), "{external}");
+        for external in [
+            "172.15.0.1",
+            "172.32.0.1",
+            "8.8.8.8",
+            "2001:db8::1",
+            "::ffff:203.0.113.1",
+        ] {
+            assert_eq!(
+                judge(&lists, &dest(external, None), None),
+                Verdict::Divert(Reason::External),
+                "{external}"
+            );
         }
     }
 
     #[test]
     fn allow_list_only_and_includes_internal() {
         let allow = list("api.example.test,127.0.0.2");
-        let lists = Lists { allow: Some(&allow), block: &[] };
-        assert_eq!(judge(&lists, &dest("203.0.113.10", Some("api.example.test")), None), Verdict::Divert(Reason::AllowList));
-        assert_eq!(judge(&lists, &dest("203.0.113.10", Some("API.Example.Test")), None), Verdict::Divert(Reason::AllowList));
-        assert_eq!(judge(&lists, &dest("127.0.0.2", None), None), Verdict::Divert(Reason::AllowList));
-        assert_eq!(judge(&lists, &dest("::ffff:127.0.0.2", None), None), Verdict::Divert(Reason::AllowList));
-        assert_eq!(judge(&lists, &dest("203.0.113.11", Some("other.example.test")), None), Verdict::Direct(Reason::NotInAllowList));
+        let lists = Lists {
+            allow: Some(&allow),
+            block: &[],
+        };
+        assert_eq!(
+            judge(
+                &lists,
+                &dest("203.0.113.10", Some("api.example.test")),
+                None
+            ),
+            Verdict::Divert(Reason::AllowList)
+        );
+        assert_eq!(
+            judge(
+                &lists,
+                &dest("203.0.113.10", Some("API.Example.Test")),
+                None
+            ),
+            Verdict::Divert(Reason::AllowList)
+        );
+        assert_eq!(
+            judge(&lists, &dest("127.0.0.2", None), None),
+            Verdict::Divert(Reason::AllowList)
+        );
+        assert_eq!(
+            judge(&lists, &dest("::ffff:127.0.0.2", None), None),
+            Verdict::Divert(Reason::AllowList)
+        );
+        assert_eq!(
+            judge(
+                &lists,
+                &dest("203.0.113.11", Some("other.example.test")),
+                None
+            ),
+            Verdict::Direct(Reason::NotInAllowList)
+        );
     }
 
     #[test]
     fn block_list() {
         let block = list("other.example.test,203.0.113.12");
-        let lists = Lists { allow: None, block: &block };
-        assert_eq!(judge(&lists, &dest("203.0.113.11", Some("other.example.test")), None), Verdict::Direct(Reason::BlockList));
-        assert_eq!(judge(&lists, &dest("203.0.113.12", None), None), Verdict::Direct(Reason::BlockList));
-        assert_eq!(judge(&lists, &dest("203.0.113.10", Some("api.example.test")), None), Verdict::Divert(Reason::External));
+        let lists = Lists {
+            allow: None,
+            block: &block,
+        };
+        assert_eq!(
+            judge(
+                &lists,
+                &dest("203.0.113.11", Some("other.example.test")),
+                None
+            ),
+            Verdict::Direct(Reason::BlockList)
+        );
+        assert_eq!(
+            judge(&lists, &dest("203.0.113.12", None), None),
+            Verdict::Direct(Reason::BlockList)
+        );
+        assert_eq!(
+            judge(
+                &lists,
+                &dest("203.0.113.10", Some("api.example.test")),
+                None
+            ),
+            Verdict::Divert(Reason::External)
+        );
     }
 
     #[test]
     fn header_decides_first() {
         let block = list("api.example.test");
-        let lists = Lists { allow: None, block: &block };
+        let lists = Lists {
+            allow: None,
+            block: &block,
+        };
         let api = dest("203.0.113.10", Some("api.example.test"));
-        assert_eq!(judge(&lists, &api, Some(true)), Verdict::Divert(Reason::HeaderAllow));
-        assert_eq!(judge(&lists, &dest("203.0.113.9", None), Some(false)), Verdict::Direct(Reason::HeaderDeny));
+        assert_eq!(
+            judge(&lists, &api, Some(true)),
+            Verdict::Divert(Reason::HeaderAllow)
+        );
+        assert_eq!(
+            judge(&lists, &dest("203.0.113.9", None), Some(false)),
+            Verdict::Direct(Reason::HeaderDeny)
+        );
     }
 }

@@ -15,15 +15,22 @@ pub struct Answer {
     pub managed: bool,
 }
 
-pub fn run(address: SocketAddr, host_header: &str, tenant: &str, connect_timeout_ms: u64) -> Result<Answer, String> {
+pub fn run(
+    address: SocketAddr,
+    host_header: &str,
+    tenant: &str,
+    connect_timeout_ms: u64,
+) -> Result<Answer, String> {
     let socket = OwnSocket::open(address).map_err(|e| format!("socket: {e}"))?;
-    connect_bounded(socket.fd(), address, connect_timeout_ms).map_err(|errno| describe(errno))?;
+    connect_bounded(socket.fd(), address, connect_timeout_ms).map_err(describe)?;
     let request = format!(
         "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         crate::INTERCEPTOR
     );
     let deadline = Instant::now() + ANSWER_TIMEOUT;
-    socket.send_all(request.as_bytes(), deadline).map_err(describe)?;
+    socket
+        .send_all(request.as_bytes(), deadline)
+        .map_err(describe)?;
     let answer = socket.read_to_end(MAX_ANSWER, deadline).map_err(describe)?;
     parse_answer(&answer)
 }
@@ -42,7 +49,9 @@ pub fn parse_answer(bytes: &[u8]) -> Result<Answer, String> {
     if response.code != Some(200) {
         return Err(format!("answered HTTP {}", response.code.unwrap_or(0)));
     }
-    Ok(Answer { managed: json_flag(&bytes[body_start..], b"managed") })
+    Ok(Answer {
+        managed: json_flag(&bytes[body_start..], b"managed"),
+    })
 }
 
 /// `"key": true` anywhere in a small JSON object; the proxy's answer is one flat object,
@@ -52,10 +61,14 @@ fn json_flag(body: &[u8], key: &[u8]) -> bool {
     quoted.push(b'"');
     quoted.extend_from_slice(key);
     quoted.push(b'"');
-    let Some(at) = memchr::memmem::find(body, &quoted) else { return false };
+    let Some(at) = memchr::memmem::find(body, &quoted) else {
+        return false;
+    };
     let rest = &body[at + quoted.len()..];
     let rest = trim_start(rest);
-    let Some(rest) = rest.strip_prefix(b":") else { return false };
+    let Some(rest) = rest.strip_prefix(b":") else {
+        return false;
+    };
     trim_start(rest).starts_with(b"true")
 }
 

@@ -51,14 +51,18 @@ impl Proxy {
 
     /// Whether `target` is the proxy itself (its traffic or handshake port): never diverted.
     pub fn is_proxy(&self, target: SocketAddr) -> bool {
-        let port_matches = target.port() == self.address.port || target.port() == self.handshake_port;
+        let port_matches =
+            target.port() == self.address.port || target.port() == self.handshake_port;
         if !port_matches {
             return false;
         }
         let target_ip = crate::addr::canonical(target).ip();
         match self.address.host.parse::<IpAddr>() {
             Ok(ip) => ip == target_ip,
-            Err(_) => self.traffic.lock().is_some_and(|known| known.ip() == target_ip),
+            Err(_) => self
+                .traffic
+                .lock()
+                .is_some_and(|known| known.ip() == target_ip),
         }
     }
 
@@ -75,7 +79,11 @@ impl Proxy {
                     }
                 }
                 seen => {
-                    if self.state.compare_exchange(seen, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    if self
+                        .state
+                        .compare_exchange(seen, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
                         self.handshake(settings, now_ms);
                     }
                 }
@@ -100,8 +108,13 @@ impl Proxy {
         let outcome = self.resolve().and_then(|ip| {
             let handshake_at = SocketAddr::new(ip, self.handshake_port);
             let host_header = format!("{}:{}", bracketed(&self.address.host), self.handshake_port);
-            handshake::run(handshake_at, &host_header, settings.tenant, settings.connect_timeout_ms)
-                .map(|answer| (ip, answer))
+            handshake::run(
+                handshake_at,
+                &host_header,
+                settings.tenant,
+                settings.connect_timeout_ms,
+            )
+            .map(|answer| (ip, answer))
         });
         match outcome {
             Ok((ip, answer)) => {
@@ -123,7 +136,10 @@ impl Proxy {
                     reason,
                     settings.retry_after_secs
                 );
-                self.retry_at_ms.store(now_ms + settings.retry_after_secs.max(1) * 1000, Ordering::Release);
+                self.retry_at_ms.store(
+                    now_ms + settings.retry_after_secs.max(1) * 1000,
+                    Ordering::Release,
+                );
                 self.state.store(FAILED, Ordering::Release);
             }
         }
@@ -133,13 +149,16 @@ impl Proxy {
         if let Ok(ip) = self.address.host.parse::<IpAddr>() {
             return Ok(ip);
         }
-        resolve_name(&self.address.host).ok_or_else(|| format!("cannot resolve {}", self.address.host))
+        resolve_name(&self.address.host)
+            .ok_or_else(|| format!("cannot resolve {}", self.address.host))
     }
 
     /// For a forked child: a handshake running in another thread of the parent never ends.
     pub fn after_fork_in_child(&self) {
         self.traffic.force_unlock();
-        let _ = self.state.compare_exchange(RUNNING, NEVER_TRIED, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.state
+                .compare_exchange(RUNNING, NEVER_TRIED, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 

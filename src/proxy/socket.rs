@@ -11,7 +11,11 @@ pub struct OwnSocket(c_int);
 
 impl OwnSocket {
     pub fn open(target: SocketAddr) -> Result<OwnSocket, i32> {
-        let family = if target.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let family = if target.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         // SAFETY: plain socket(2) call.
         let fd = unsafe { sys::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -28,7 +32,14 @@ impl OwnSocket {
         while !bytes.is_empty() {
             wait_for(self.0, libc::POLLOUT, deadline)?;
             // SAFETY: sends from a live slice on our own socket.
-            let sent = unsafe { sys::send(self.0, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            let sent = unsafe {
+                sys::send(
+                    self.0,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
             match sent {
                 n if n >= 0 => bytes = &bytes[n as usize..],
                 _ if retryable(sys::errno()) => {}
@@ -44,7 +55,14 @@ impl OwnSocket {
         while answer.len() < limit {
             wait_for(self.0, libc::POLLIN, deadline)?;
             // SAFETY: reads into a local buffer of the given size.
-            let got = unsafe { sys::recv(self.0, chunk.as_mut_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT) };
+            let got = unsafe {
+                sys::recv(
+                    self.0,
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             match got {
                 0 => break,
                 n if n > 0 => answer.extend_from_slice(&chunk[..n as usize]),
@@ -67,7 +85,11 @@ pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
         if left.is_zero() {
             return Err(libc::ETIMEDOUT);
         }
-        let mut poll = libc::pollfd { fd, events, revents: 0 };
+        let mut poll = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         let millis = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
         // SAFETY: one valid pollfd.
         match unsafe { libc::poll(&mut poll, 1, millis) } {
@@ -86,7 +108,15 @@ pub fn tcp_family(fd: c_int) -> Option<c_int> {
         let mut value: c_int = 0;
         let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
         // SAFETY: value/len describe a c_int-sized buffer.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&mut value as *mut c_int).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut c_int).cast(),
+                &mut len,
+            )
+        };
         (rc == 0).then_some(value)
     };
     if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
@@ -97,7 +127,11 @@ pub fn tcp_family(fd: c_int) -> Option<c_int> {
 }
 
 fn socket_family(fd: c_int, target: SocketAddr) -> c_int {
-    tcp_family(fd).unwrap_or(if target.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 })
+    tcp_family(fd).unwrap_or(if target.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    })
 }
 
 /// Connects `fd` to `target` within `timeout_ms`, whatever the socket's blocking mode, and
@@ -111,7 +145,13 @@ pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
         // A blocking connect cannot be bounded otherwise; the flag is restored before the
         // program can see this socket again (it is inside its own connect call).
         // SAFETY: F_SETFL with flags read just above.
-        unsafe { sys::fcntl(fd, libc::F_SETFL, (flags | libc::O_NONBLOCK) as libc::c_ulong) };
+        unsafe {
+            sys::fcntl(
+                fd,
+                libc::F_SETFL,
+                (flags | libc::O_NONBLOCK) as libc::c_ulong,
+            )
+        };
     }
     let result = connect_nonblocking(fd, target, timeout_ms);
     if was_blocking {
@@ -129,7 +169,8 @@ fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
     loop {
         // SAFETY: storage/len form a valid address of the socket's family.
-        let rc = unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+        let rc =
+            unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
         if rc == 0 {
             return Ok(());
         }
@@ -148,7 +189,15 @@ fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
     let mut error: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: error/len describe a c_int-sized buffer.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut error as *mut c_int).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut c_int).cast(),
+            &mut len,
+        )
+    };
     match (rc, error) {
         (0, 0) => Ok(()),
         (0, error) => Err(error),
@@ -163,5 +212,11 @@ pub fn disconnect(fd: c_int) {
     let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
     unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
     // SAFETY: a valid sockaddr of its own size.
-    unsafe { sys::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+    unsafe {
+        sys::connect(
+            fd,
+            &unspec,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
 }
