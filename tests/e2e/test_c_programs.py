@@ -272,3 +272,68 @@ def test_failsafe_proxy_down(c_bins, need_lib, haproxy_down, name):
     if name == "getpeername":
         assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
                               "peer-after-response %s:80" % API_IP], res
+
+
+# ---- proxy faults (the lab's scriptable test proxy on 127.0.0.1:9000) ------------
+
+TESTPROXY_ENV = {
+    "LUNAR_PROXY_HOST": "127.0.0.1:%d" % lablib.TESTPROXY_TRAFFIC,
+    "LUNAR_HANDSHAKE_PORT": str(lablib.TESTPROXY_HANDSHAKE),
+    "LUNAR_PROXY_CONNECT_TIMEOUT_MS": "300",
+}
+
+
+@pytest.fixture
+def testproxy(c_lab):
+    """Set the test proxy's mode with testproxy(mode); back to pass afterwards."""
+    c_lab.start_testproxy()
+
+    def set_mode(mode):
+        c_lab.set_mode(mode)
+        return c_lab
+    try:
+        yield set_mode
+    finally:
+        c_lab.set_mode("pass")
+        c_lab.wait_port("127.0.0.1", lablib.TESTPROXY_TRAFFIC, timeout=10)
+
+
+FAULT_MODES = ["error:2", "error:10", "close", "reset", "down", "blackhole"]
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+@pytest.mark.parametrize("mode", FAULT_MODES)
+def test_proxy_fault_falls_back_to_origin(c_bins, need_lib, testproxy, mode, name):
+    """Whatever the proxy does wrong, the program gets the origin's 200 and never
+    sees the proxy's error; the origin gets the original request, no x-lunar-*."""
+    lab = testproxy(mode)
+    path = "/c/%s/fault-%s" % (name, mode.replace(":", "-"))
+    res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
+    prefix, objs = echoes(res, name, path)
+    for e in objs:
+        assert_direct(e, res)
+        assert hdr(e, "x-via-testproxy") is None, (e, res)
+    if name == "getpeername":
+        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
+                              "peer-after-response %s:80" % API_IP], res
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
+    """The proxy answers 429 + x-lunar-retry-after/x-lunar-sequence-id twice: the
+    library retries (same req-id, with the sequence id) and the program only sees
+    the final 200."""
+    lab = testproxy("retry:0.05:2")
+    lab.testproxy_reset_log()
+    path = "/c/%s/retry" % name
+    res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
+    prefix, objs = echoes(res, name, path)
+    first = objs[0]
+    assert hdr(first, "x-via-testproxy") == "1", (first, res)
+    assert hdr(first, "x-seen-lunar-host") == HOST, (first, res)
+    assert hdr(first, "x-seen-lunar-sequence-id"), "final try carried no sequence id: %r" % first
+    traffic = [r for r in lab.testproxy_log()
+               if r.get("kind") == "traffic" and r.get("path") == path]
+    rids = [hdr(r, "x-lunar-req-id") for r in traffic]
+    assert len(traffic) >= 3, traffic
+    assert len(set(rids[:3])) == 1, "retries must keep the req-id: %r" % rids
