@@ -6,17 +6,46 @@ use std::path::PathBuf;
 
 /// Every symbol the library exports. Keep in step with `src/hooks/`.
 const HOOKED: &[&str] = &[
-    "connect", "socket", "accept", "accept4", "getpeername", "getaddrinfo",
-    "write", "send", "sendto", "writev", "sendmsg",
-    "read", "__read_chk", "recv", "__recv_chk", "recvfrom", "__recvfrom_chk", "readv", "recvmsg",
-    "close", "close_range", "dup", "dup2", "dup3", "fcntl", "fcntl64",
+    "connect",
+    "socket",
+    "accept",
+    "accept4",
+    "getpeername",
+    "getaddrinfo",
+    "write",
+    "send",
+    "sendto",
+    "writev",
+    "sendmsg",
+    "read",
+    "__read_chk",
+    "recv",
+    "__recv_chk",
+    "recvfrom",
+    "__recvfrom_chk",
+    "readv",
+    "recvmsg",
+    "close",
+    "close_range",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "fcntl64",
 ];
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let script = out.join("exports.map");
     let globals: String = HOOKED.iter().map(|name| format!("    {name};\n")).collect();
-    std::fs::write(&script, format!("{{\n  global:\n{globals}  local:\n    *;\n}};\n")).expect("write version script");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", script.display());
+    std::fs::write(
+        &script,
+        format!("{{\n  global:\n{globals}  local:\n    *;\n}};\n"),
+    )
+    .expect("write version script");
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        script.display()
+    );
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -31,6 +31,8 @@ pub struct Conn {
     passthrough: AtomicBool,
     /// The program has written to this connection.
     wrote: AtomicBool,
+    /// `still_a_socket` confirmed the fd.
+    verified: AtomicBool,
     /// The "server speaks first" check ran (see `read`).
     read_checked: AtomicBool,
     /// Odd while the socket is being moved to another peer; changes with each move, so a
@@ -55,6 +57,7 @@ impl Conn {
             peer: SpinLock::new(Route::Origin),
             passthrough: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
+            verified: AtomicBool::new(false),
             read_checked: AtomicBool::new(false),
             move_epoch: AtomicU32::new(0),
             writer: SpinLock::new(Writer {
@@ -80,6 +83,23 @@ impl Conn {
 
     fn is_passthrough(&self) -> bool {
         self.passthrough.load(Ordering::Acquire)
+    }
+
+    /// Checked before the first write (and the first read): a program can close an fd
+    /// behind our back (glibc-internal closes, raw syscalls we do not see) and get the
+    /// number back for a file or pipe. Such a connection is forgotten and left alone.
+    fn still_a_socket(&self, fd: i32) -> bool {
+        if self.verified.load(Ordering::Acquire) {
+            return true;
+        }
+        let ok = crate::proxy::socket::tcp_family(fd).is_some();
+        if ok {
+            self.verified.store(true, Ordering::Release);
+        } else {
+            self.passthrough.store(true, Ordering::Release);
+            crate::fdtable::remove(fd);
+        }
+        ok
     }
 
     pub fn after_fork_in_child(&self) {

@@ -42,7 +42,7 @@ fn server_speaks_first_check(conn: &Conn, fd: c_int, flags: c_int) {
     if conn.wrote.load(Ordering::Acquire) || conn.read_checked.swap(true, Ordering::AcqRel) {
         return;
     }
-    if !conn.is_diverted() || is_nonblocking(fd, flags) {
+    if !conn.is_diverted() || is_nonblocking(fd, flags) || !conn.still_a_socket(fd) {
         return;
     }
     let Some(runtime) = runtime::get() else {

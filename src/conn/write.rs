@@ -20,11 +20,16 @@ use std::time::{Duration, Instant};
 const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
-/// Returns the count to report, or -1 with errno set.
-pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
-    if conn.is_passthrough() {
-        return send_raw(fd, input, flags);
+/// Returns the count to report (or -1 with errno set), or `None` when the program's own
+/// call should run unchanged (a connection we only pass through).
+pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
+    if conn.is_passthrough() || !conn.still_a_socket(fd) {
+        return None;
     }
+    Some(send_tracked(conn, fd, input, flags))
+}
+
+fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
     conn.wrote.store(true, Ordering::Release);
     let mut writer = conn.writer.lock();
     let mut consumed = 0;

@@ -1,7 +1,7 @@
 //! Keeping the fd table true: closing and duplicating descriptors.
 
 use crate::{fdtable, sys};
-use libc::{c_int, c_uint, c_ulong};
+use libc::{c_int, c_long, c_uint, c_ulong};
 
 /// # Safety
 /// As close(2).
@@ -87,4 +87,50 @@ fn after_fcntl(fd: c_int, cmd: c_int, result: c_int) {
     if (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && result >= 0 {
         fdtable::copy(fd, result);
     }
+}
+
+/// `syscall` is variadic; its arguments travel in registers as fixed ones would (see
+/// `fcntl`), so all six are taken and passed on. Only closes matter to us: libuv closes
+/// with `syscall(SYS_close, fd)`, which never reaches the `close` symbol.
+///
+/// # Safety
+/// As syscall(2).
+#[no_mangle]
+pub unsafe extern "C" fn syscall(
+    number: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
+    match number {
+        libc::SYS_close => fdtable::remove(a1 as c_int),
+        libc::SYS_close_range if a3 & libc::CLOSE_RANGE_CLOEXEC as c_long == 0 => {
+            fdtable::remove_range(a1 as c_uint, a2 as c_uint)
+        }
+        _ => {}
+    }
+    // SAFETY: the program's own call, every argument as given.
+    unsafe { sys::syscall(number, a1, a2, a3, a4, a5, a6) }
+}
+
+/// # Safety
+/// As socketpair(2).
+#[no_mangle]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    kind: c_int,
+    protocol: c_int,
+    fds: *mut c_int,
+) -> c_int {
+    // SAFETY: the program's own call.
+    let rc = unsafe { sys::socketpair(domain, kind, protocol, fds) };
+    if rc == 0 {
+        // SAFETY: on success the kernel filled both slots.
+        let pair = unsafe { [*fds, *fds.add(1)] };
+        pair.into_iter().for_each(fdtable::remove);
+    }
+    rc
 }

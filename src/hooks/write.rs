@@ -14,7 +14,10 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
         Some(conn) if len > 0 && !buf.is_null() => {
             // SAFETY: write(2)'s contract: `buf` holds `len` readable bytes.
             let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(|| conn::send(&conn, fd, bytes, 0), real)
+            on_tracked(
+                || conn::send(&conn, fd, bytes, 0).unwrap_or_else(real),
+                real,
+            )
         }
         _ => real(),
     }
@@ -30,7 +33,10 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         Some(conn) if len > 0 && !buf.is_null() => {
             // SAFETY: send(2)'s contract.
             let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(|| conn::send(&conn, fd, bytes, flags), real)
+            on_tracked(
+                || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
+                real,
+            )
         }
         _ => real(),
     }
@@ -53,7 +59,10 @@ pub unsafe extern "C" fn sendto(
         Some(conn) if len > 0 && !buf.is_null() => {
             // SAFETY: sendto(2)'s contract.
             let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(|| conn::send(&conn, fd, bytes, flags), real)
+            on_tracked(
+                || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
+                real,
+            )
         }
         _ => real(),
     }
@@ -70,7 +79,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
     };
     // SAFETY: writev(2)'s contract.
     match unsafe { gather(iov, count) } {
-        Some(bytes) if !bytes.is_empty() => on_tracked(|| conn::send(&conn, fd, &bytes, 0), real),
+        Some(bytes) if !bytes.is_empty() => on_tracked(
+            || conn::send(&conn, fd, &bytes, 0).unwrap_or_else(real),
+            real,
+        ),
         _ => real(),
     }
 }
@@ -94,9 +106,10 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     }
     // SAFETY: as above, the iovecs of a valid msghdr.
     match unsafe { gather(header.msg_iov, header.msg_iovlen as c_int) } {
-        Some(bytes) if !bytes.is_empty() => {
-            on_tracked(|| conn::send(&conn, fd, &bytes, flags), real)
-        }
+        Some(bytes) if !bytes.is_empty() => on_tracked(
+            || conn::send(&conn, fd, &bytes, flags).unwrap_or_else(real),
+            real,
+        ),
         _ => real(),
     }
 }
