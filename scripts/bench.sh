@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# make bench: what the library costs, as RATIOS measured in one run (never asserts).
+#
+#  (a) wrk through the library (LD_PRELOAD; wrk -> http://api.example.test/, diverted
+#      to HAProxy, headers injected by the library) vs wrk "direct mode" (no library;
+#      wrk -> http://127.0.0.1:8000/ with the x-lunar-* headers written by hand),
+#      both against the same HAProxy and the same origin;
+#  (b) wrk to a server on a port the library does not intercept (api.example.test:8080)
+#      with and without the library;
+#  (c) /bin/true start-up with and without LD_PRELOAD (hyperfine).
+#
+# Everything runs inside a lab network namespace made for the run (tests/lab/lab.py);
+# the lab's Python origins on 203.0.113.10:80 and :8080 are replaced by nginx (our own
+# minimal config in a temp dir), so that the origin is not the bottleneck. Every
+# process started here is stopped by its PID and the namespace removed, even on failure.
+#
+# Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (pairs, default 3),
+# BENCH_CONNS (default 32), BENCH_THREADS (default 2), BENCH_RUNS (hyperfine runs,
+# default 1000), LUNAR_LIB (library path). Output: a table on stdout and target/bench.txt.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+LIB="${LUNAR_LIB:-$REPO/target/release/liblunar_intercept.so}"
+DUR="${BENCH_DURATION:-5}"
+REPS="${BENCH_REPS:-3}"
+CONNS="${BENCH_CONNS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+RUNS="${BENCH_RUNS:-1000}"
+PY=/usr/bin/python3
+LABPY="$REPO/tests/lab/lab.py"
+NAME="bench-$$"
+API_IP=203.0.113.10
+OUT="$REPO/target/bench.txt"
+
+for tool in wrk hyperfine nginx haproxy ip; do
+	command -v "$tool" >/dev/null || { echo "bench.sh: $tool missing (make deps)" >&2; exit 1; }
+done
+[[ -f "$LIB" ]] || { echo "bench.sh: $LIB missing (make build)" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "bench.sh: needs root (network namespace)" >&2; exit 1; }
+
+TMP="$(mktemp -d /tmp/lunar-bench.XXXXXX)"
+chmod 755 "$TMP" # nginx workers (not root) read www/ below it
+NGINX_PID=""
+LAB_UP=0
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+		kill -TERM "$NGINX_PID" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$NGINX_PID" 2>/dev/null
+	fi
+	if [[ $LAB_UP -eq 1 ]]; then
+		"$PY" "$LABPY" down --name "$NAME"
+	fi
+	rm -rf "$TMP"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+in_ns() { ip netns exec "$NAME" "$@"; }
+
+# ---- lab, with nginx in place of the Python origins on the API address -----------
+say "bench: bringing lab $NAME up"
+LAB_UP=1
+"$PY" "$LABPY" up --name "$NAME" >/dev/null
+STATE="/tmp/lunar-lab-$NAME/state.json"
+
+stop_lab_service() { # svc: stop one lab service by the PID the lab recorded
+	local pid
+	pid="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pids"].get(sys.argv[2], ""))' "$STATE" "$1")"
+	[[ -n "$pid" ]] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+stop_lab_service origin-api
+stop_lab_service origin-api-8080
+
+mkdir -p "$TMP/www" "$TMP/tmp"
+printf '{"server":"nginx-bench","ok":true,"pad":"%s"}\n' "$(printf 'x%.0s' $(seq 64))" >"$TMP/www/index.json"
+cat >"$TMP/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $TMP/tmp/body;
+    proxy_temp_path $TMP/tmp/proxy;
+    fastcgi_temp_path $TMP/tmp/fastcgi;
+    uwsgi_temp_path $TMP/tmp/uwsgi;
+    scgi_temp_path $TMP/tmp/scgi;
+    default_type application/json;
+    server {
+        listen $API_IP:80 reuseport;
+        listen $API_IP:8080 reuseport;
+        root $TMP/www;
+        index index.json;
+    }
+}
+EOF
+# ip netns exec execs nginx: $! is nginx's master PID.
+ip netns exec "$NAME" nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
+NGINX_PID=$!
+for _ in $(seq 100); do
+	in_ns curl -s -o /dev/null --max-time 1 "http://$API_IP:8080/" && break
+	kill -0 "$NGINX_PID" 2>/dev/null || { cat "$TMP/nginx.out" "$TMP/nginx-error.log" >&2; exit 1; }
+	sleep 0.05
+done
+
+# ---- sanity: the library really diverts, the direct mode really reaches the origin --
+LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=127.0.0.1:8000")
+check=$(in_ns "${LIBENV[@]}" LUNAR_INTERCEPTOR_LOG_LEVEL=DEBUG curl -s -w '\n%{http_code}' http://api.example.test/ 2>"$TMP/check.err" || true)
+if [[ "${check##*$'\n'}" != 200 ]] || ! grep -q 'nginx-bench' <<<"$check"; then
+	say "bench: request through the library failed:"; say "$check"; cat "$TMP/check.err" >&2; exit 1
+fi
+if ! grep -qi 'proxy' "$TMP/check.err"; then
+	say "bench: warning: the library's DEBUG log does not mention the proxy:"; cat "$TMP/check.err" >&2
+fi
+direct=$(in_ns curl -s -w '\n%{http_code}' -H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http' http://127.0.0.1:8000/)
+[[ "${direct##*$'\n'}" == 200 ]] || { say "bench: direct mode through HAProxy failed: $direct"; exit 1; }
+hap_before=$(wc -l <"/tmp/lunar-lab-$NAME/haproxy.log")
+
+# ---- wrk ----------------------------------------------------------------------
+WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
+DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
+
+# run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx" to $TMP/wrk.tsv
+run_wrk() {
+	local label="$1"
+	shift
+	local out="$TMP/wrk-$label-$RANDOM.txt"
+	in_ns "$@" >"$out" 2>&1 || true
+	awk -v label="$label" '
+		function ms(v) {
+			if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+			if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+			if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+			return v + 0
+		}
+		/^ +Latency / && !lat { lat = ms($2) }
+		/^ +99%/ { p99 = ms($2) }
+		/Requests\/sec:/ { rps = $2 }
+		/Socket errors:/ { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
+		/Non-2xx or 3xx responses:/ { non2xx = $5 }
+		END { printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx }
+	' "$out" >>"$TMP/wrk.tsv"
+	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  errors %d  non-2xx %d", $1, $2, $3, $4, $5, $6}')"
+}
+
+: >"$TMP/wrk.tsv"
+say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s, $REPS alternating pairs each"
+for i in $(seq "$REPS"); do
+	say " pair $i"
+	# (a) library vs direct mode, same HAProxy, same nginx behind it.
+	if ((i % 2)); then
+		run_wrk a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/
+		run_wrk a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://127.0.0.1:8000/
+	else
+		run_wrk a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://127.0.0.1:8000/
+		run_wrk a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/
+	fi
+	# (b) not an intercepted port: straight to nginx, with and without the library.
+	if ((i % 2)); then
+		run_wrk b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/
+		run_wrk b_nolib "${WRK[@]}" http://api.example.test:8080/
+	else
+		run_wrk b_nolib "${WRK[@]}" http://api.example.test:8080/
+		run_wrk b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/
+	fi
+done
+hap_after=$(wc -l <"/tmp/lunar-lab-$NAME/haproxy.log")
+
+# ---- hyperfine: /bin/true start-up ------------------------------------------------
+say "bench: hyperfine /bin/true, $RUNS runs each"
+in_ns hyperfine -N --style none --warmup 50 --runs "$RUNS" --export-json "$TMP/hf.json" \
+	'/usr/bin/env /bin/true' \
+	"/usr/bin/env LD_PRELOAD=$LIB LUNAR_PROXY_HOST=127.0.0.1:8000 /bin/true" >/dev/null 2>"$TMP/hf.err" ||
+	{ cat "$TMP/hf.err" >&2; exit 1; }
+
+# ---- report ---------------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+"$PY" - "$TMP/wrk.tsv" "$TMP/hf.json" "$LIB" "$DUR" "$THREADS" "$CONNS" "$REPS" "$RUNS" \
+	"$((hap_after - hap_before))" >"$OUT" <<'EOF'
+import json, statistics, sys, time, platform
+tsv, hf, lib, dur, threads, conns, reps, runs, hap_lines = sys.argv[1:]
+rows = {}
+for line in open(tsv):
+    label, rps, lat, p99, err, non2xx = line.rstrip("\n").split("\t")
+    rows.setdefault(label, []).append((float(rps), float(lat), float(p99), int(err), int(non2xx)))
+
+def med(label, i):
+    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0)]))
+
+def pair_ratio(a, b, i=0):
+    ra, rb = rows.get(a, []), rows.get(b, [])
+    vals = [x[i] / y[i] for x, y in zip(ra, rb) if y[i]]
+    return statistics.median(vals) if vals else float("nan")
+
+def errs(label):
+    return sum(r[3] + r[4] for r in rows.get(label, []))
+
+h = json.load(open(hf))["results"]
+t0, t1 = h[0]["mean"], h[1]["mean"]
+s0, s1 = h[0]["stddev"], h[1]["stddev"]
+print("liblunar_intercept benchmark  %s  %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), platform.node()))
+print("library: %s" % lib)
+print("wrk -t%s -c%s -d%ss, %s alternating pairs, median of per-pair ratios; origin: nginx (static file)"
+      % (threads, conns, dur, reps))
+print()
+print("%-58s %12s %12s %8s" % ("measure", "with lib", "baseline", "ratio"))
+print("-" * 94)
+print("%-58s %12.0f %12.0f %8.3f" % ("(a) req/s: library->HAProxy vs direct mode->HAProxy",
+      med("a_lib", 0), med("a_direct", 0), pair_ratio("a_lib", "a_direct")))
+print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("a_lib", 1), med("a_direct", 1),
+      pair_ratio("a_lib", "a_direct", 1)))
+print("%-58s %12.3f %12.3f %8.3f" % ("    p99 latency ms", med("a_lib", 2), med("a_direct", 2),
+      pair_ratio("a_lib", "a_direct", 2)))
+print("%-58s %12.0f %12.0f %8.3f" % ("(b) req/s: untracked port :8080, library vs none",
+      med("b_lib", 0), med("b_nolib", 0), pair_ratio("b_lib", "b_nolib")))
+print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("b_lib", 1), med("b_nolib", 1),
+      pair_ratio("b_lib", "b_nolib", 1)))
+print("%-58s %12.1f %12.1f %8.3f" % ("(c) /bin/true start-up us (mean of %s runs)" % runs,
+      t1 * 1e6, t0 * 1e6, t1 / t0))
+print("%-58s %+12.1f %12s" % ("    difference us (stddev lib %.1f, none %.1f)" % (s1 * 1e6, s0 * 1e6),
+      (t1 - t0) * 1e6, ""))
+print()
+print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d; "
+      "HAProxy log lines during wrk: %s" % (errs("a_lib"), errs("a_direct"), errs("b_lib"),
+                                           errs("b_nolib"), hap_lines))
+print("ratio: throughput with/without (1.0 = no cost); latency with/without (1.0 = no cost)")
+EOF
+cat "$OUT"
+say "bench: written to $OUT"
