@@ -337,3 +337,20 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
     rids = [hdr(r, "x-lunar-req-id") for r in traffic]
     assert len(traffic) >= 3, traffic
     assert len(set(rids[:3])) == 1, "retries must keep the req-id: %r" % rids
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
+    """The handshake succeeds (test proxy's handshake port) but the traffic port
+    refuses: the connect-time fallback, not the 'library disabled' path."""
+    haproxy_down.start_testproxy()
+    path = "/c/%s/refused" % name
+    env = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % lablib.HAPROXY_TRAFFIC,
+           "LUNAR_HANDSHAKE_PORT": str(lablib.TESTPROXY_HANDSHAKE)}
+    res = run_prog(haproxy_down, name, path, preload=True, env=env)
+    prefix, objs = echoes(res, name, path)
+    for e in objs:
+        assert_direct(e, res)
+    if name == "getpeername":
+        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
+                              "peer-after-response %s:80" % API_IP], res
