@@ -32,7 +32,7 @@ import lab as lablib  # noqa: E402
 
 HOST = "api.example.test"
 API_IP = lablib.API_IP
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 # Request bodies the POST programs send (see their sources).
 BODIES = {
@@ -114,8 +114,9 @@ def haproxy_down(c_lab):
 
 @pytest.fixture
 def need_lib(c_lab):
+    """(conftest.py has the same; this one keeps the file runnable on its own)"""
     if not os.path.exists(c_lab.lib):
-        pytest.fail("library not built: %s (cargo build --release --lib)" % c_lab.lib)
+        pytest.fail("library not built: %s (make build)" % c_lab.lib)
     return c_lab.lib
 
 
@@ -183,7 +184,7 @@ def assert_diverted(e, res, host=HOST):
     assert hdr(e, "x-seen-lunar-host") == host, (e, res)
     assert hdr(e, "x-seen-lunar-scheme") == "http", (e, res)
     inter = hdr(e, "x-seen-lunar-interceptor")
-    assert isinstance(inter, str) and "/" in inter, (e, res)
+    assert isinstance(inter, str) and inter.startswith("lunar-preload-interceptor/"), (e, res)
     rid = hdr(e, "x-seen-lunar-req-id")
     assert isinstance(rid, str) and UUID_RE.match(rid), (e, res)
     # each x-lunar-* header exactly once on the wire to the proxy
