@@ -1,0 +1,223 @@
+//! The request side: the bytes an application writes, one message after the
+//! other, with each head held back until it is complete so it can be
+//! rewritten, and every body passed through untouched.
+
+use super::framing::{Body, Framing, Progress};
+use super::head::{self, ParsedHead, RequestHead};
+use super::reqline::{RequestLine, Verdict};
+use super::scan::EndScan;
+use super::MAX_HEAD;
+
+/// What a prefix of the input offered to [`RequestStream::feed`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `n` bytes of input belong to a body, a tunnel or a non-HTTP stream:
+    /// send them unchanged, 1:1.
+    Pass(usize),
+    /// `n` bytes were taken into the head buffer; the head is not complete
+    /// yet; nothing to send now.
+    Buffered(usize),
+    /// The head completed after taking `n` more bytes of input into the
+    /// buffer: call `head()` then `emit_head()`.
+    HeadComplete(usize),
+    /// The stream is not HTTP/1.x: `n` input bytes were taken into the buffer
+    /// (may be 0); call `take_buffered()` and send those bytes unchanged;
+    /// every later byte passes.
+    NotHttp(usize),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a head (the buffer is empty between messages).
+    Head {
+        line: RequestLine,
+        scan: EndScan,
+    },
+    /// A complete head waits for `emit_head`.
+    Ready(ParsedHead),
+    Body {
+        body: Body,
+        then_tunnel: bool,
+    },
+    /// Everything passes, for good: not HTTP, a tunnel, or framing we
+    /// cannot follow.
+    Passthrough,
+}
+
+impl State {
+    fn new_head() -> Self {
+        State::Head {
+            line: RequestLine::default(),
+            scan: EndScan::default(),
+        }
+    }
+}
+
+/// Follows the request stream of one connection. Sans-IO: it is told what
+/// the application writes and says what to send.
+#[derive(Debug)]
+pub struct RequestStream {
+    state: State,
+    /// The head being collected, a complete head until it is emitted, or
+    /// what was held when the stream turned out not to be HTTP.
+    buf: Vec<u8>,
+    heads: u64,
+}
+
+impl Default for RequestStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestStream {
+    pub fn new() -> Self {
+        Self {
+            state: State::new_head(),
+            buf: Vec::new(),
+            heads: 0,
+        }
+    }
+
+    /// Offer bytes the application wants to write. Consumes a prefix of
+    /// `input` and says what it is; the caller calls again with the rest.
+    ///
+    /// Must not be called between `HeadComplete` and `emit_head`; if it is,
+    /// the stream gives up on HTTP and answers `NotHttp(0)`, so the held
+    /// head goes out unchanged rather than being lost.
+    pub fn feed(&mut self, input: &[u8]) -> Step {
+        if input.is_empty() {
+            return Step::Pass(0);
+        }
+        match &mut self.state {
+            State::Passthrough => Step::Pass(input.len()),
+            State::Ready(_) => self.not_http(0),
+            State::Body { body, then_tunnel } => match body.advance(input) {
+                Progress::More => Step::Pass(input.len()),
+                Progress::Done(n) => {
+                    self.state = if *then_tunnel {
+                        State::Passthrough
+                    } else {
+                        State::new_head()
+                    };
+                    Step::Pass(n)
+                }
+                Progress::Error => {
+                    self.state = State::Passthrough;
+                    Step::Pass(input.len())
+                }
+            },
+            State::Head { line, scan } => {
+                // A head may not grow past MAX_HEAD, so never look further.
+                let room = MAX_HEAD - self.buf.len();
+                let window = &input[..input.len().min(room)];
+                if !line.is_done() {
+                    match line.advance(window) {
+                        Verdict::Invalid => return self.not_http(0),
+                        Verdict::NeedMore => return self.hold(window),
+                        Verdict::Done(n) => *scan = EndScan::starting_at(self.buf.len() + n - 1),
+                    }
+                }
+                match scan.find(&self.buf, window) {
+                    Some(end) => {
+                        let n = end - self.buf.len();
+                        self.buf.extend_from_slice(&window[..n]);
+                        self.complete(n)
+                    }
+                    None => self.hold(window),
+                }
+            }
+        }
+    }
+
+    /// Keeps `bytes` of an incomplete head.
+    fn hold(&mut self, bytes: &[u8]) -> Step {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= MAX_HEAD {
+            return self.not_http(bytes.len());
+        }
+        Step::Buffered(bytes.len())
+    }
+
+    fn complete(&mut self, n: usize) -> Step {
+        match head::parse(&self.buf) {
+            Some(parsed) => {
+                self.heads += 1;
+                self.state = State::Ready(parsed);
+                Step::HeadComplete(n)
+            }
+            None => self.not_http(n),
+        }
+    }
+
+    fn not_http(&mut self, n: usize) -> Step {
+        self.state = State::Passthrough;
+        Step::NotHttp(n)
+    }
+
+    /// Valid right after `Step::HeadComplete`: the parsed head. At any other
+    /// time it is an empty head (empty method and target, no fields).
+    pub fn head(&self) -> RequestHead<'_> {
+        match &self.state {
+            State::Ready(parsed) => parsed.view(&self.buf),
+            _ => RequestHead::EMPTY,
+        }
+    }
+
+    /// Right after `Step::HeadComplete`: appends the head to send to `out`:
+    /// the request line exactly as received, then `injected` (complete field
+    /// lines, each ending in CRLF; may be empty), then the original field
+    /// lines except every `x-lunar-allow`, then the blank line. The stream
+    /// then follows this request's body. Does nothing at any other time.
+    pub fn emit_head(&mut self, injected: &[u8], out: &mut Vec<u8>) {
+        let State::Ready(parsed) = &self.state else {
+            return;
+        };
+        parsed.emit(&self.buf, injected, out);
+        let tunnel = parsed.upgrade();
+        self.state = match (parsed.framing(), Body::new(parsed.framing())) {
+            (Framing::Invalid, _) => State::Passthrough,
+            (_, Some(body)) => State::Body {
+                body,
+                then_tunnel: tunnel,
+            },
+            (_, None) if tunnel => State::Passthrough,
+            (_, None) => State::new_head(),
+        };
+        self.buf.clear();
+    }
+
+    /// After `Step::NotHttp`: takes the bytes held so far, to be sent
+    /// unchanged. Every later `feed` returns `Pass`. Called at any other time
+    /// it gives up on HTTP the same way (the held bytes are still not lost).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.state = State::Passthrough;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Bytes held in an incomplete (or not yet emitted) head: reported to the
+    /// application as written, not yet sent.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Number of request heads completed so far on this stream.
+    pub fn heads_completed(&self) -> u64 {
+        self.heads
+    }
+
+    /// True while no byte of a new head is held and no body is in progress.
+    pub fn at_message_boundary(&self) -> bool {
+        matches!(self.state, State::Head { .. }) && self.buf.is_empty()
+    }
+
+    /// True once everything passes through for good (not HTTP, an
+    /// Upgrade/CONNECT tunnel, a framing error).
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self.state, State::Passthrough)
+    }
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;
