@@ -9,7 +9,7 @@
 use crate::conn::Conn;
 use crate::sync::SpinLock;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Fds at or above this are never tracked (their connections go direct, untouched). Covers
@@ -23,6 +23,14 @@ struct Slot {
 
 static SLOTS: [AtomicPtr<Slot>; MAX_TRACKED_FD] =
     [const { AtomicPtr::new(null_mut()) }; MAX_TRACKED_FD];
+
+/// How many fds are tracked now: calls that take many fds at once (poll, select) look
+/// at them only when this is not zero.
+static TRACKED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn any_tracked() -> bool {
+    TRACKED_COUNT.load(Ordering::Acquire) != 0
+}
 
 fn slot(fd: i32) -> Option<&'static Slot> {
     let pointer = SLOTS
@@ -67,7 +75,9 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
         return false;
     };
     let previous = slot.conn.lock().replace(conn);
-    slot.tracked.store(true, Ordering::Release);
+    if !slot.tracked.swap(true, Ordering::AcqRel) {
+        TRACKED_COUNT.fetch_add(1, Ordering::AcqRel);
+    }
     drop(previous);
     true
 }
@@ -78,6 +88,7 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
 pub fn remove(fd: i32) {
     if let Some(slot) = slot(fd) {
         if slot.tracked.swap(false, Ordering::AcqRel) {
+            TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
             let previous = slot.conn.lock().take();
             drop(previous);
         }

@@ -44,7 +44,10 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
     if target.port() == HTTPS_PORT {
         // Diverting https needs the program's TLS library (a later stage); until then
         // its TLS goes end to end, untouched.
-        log::debug!("{} -> direct (https not intercepted yet)", addr::canonical(target));
+        log::debug!(
+            "{} -> direct (https not intercepted yet)",
+            addr::canonical(target)
+        );
         return real();
     }
 

@@ -9,7 +9,7 @@ mod read;
 mod write;
 
 pub use connect::connect;
-pub use read::receive;
+pub use read::{reads_before_writing, receive};
 pub use write::send;
 
 use crate::http::RequestStream;
@@ -33,8 +33,6 @@ pub struct Conn {
     wrote: AtomicBool,
     /// `still_a_socket` confirmed the fd.
     verified: AtomicBool,
-    /// The "server speaks first" check ran (see `read`).
-    read_checked: AtomicBool,
     /// Odd while the socket is being moved to another peer; changes with each move, so a
     /// reader can tell that an error it got belongs to the old peer.
     move_epoch: AtomicU32,
@@ -58,7 +56,6 @@ impl Conn {
             passthrough: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             verified: AtomicBool::new(false),
-            read_checked: AtomicBool::new(false),
             move_epoch: AtomicU32::new(0),
             writer: SpinLock::new(Writer {
                 requests: RequestStream::new(),
@@ -100,6 +97,15 @@ impl Conn {
             crate::fdtable::remove(fd);
         }
         ok
+    }
+
+    /// `name:port` when the program resolved a name, else `ip:port`: for log lines.
+    pub fn label(&self) -> String {
+        let port = self.original.port();
+        match &self.name {
+            Some(name) => format!("{name}:{port}"),
+            None => crate::addr::canonical(self.original).to_string(),
+        }
     }
 
     pub fn after_fork_in_child(&self) {

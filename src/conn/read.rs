@@ -13,7 +13,9 @@ pub fn receive(conn: &Conn, fd: c_int, flags: c_int, mut real: impl FnMut() -> i
     if conn.is_passthrough() {
         return real();
     }
-    server_speaks_first_check(conn, fd, flags);
+    if !conn.wrote.load(Ordering::Acquire) && !is_nonblocking(fd, flags) {
+        reads_before_writing(conn, fd);
+    }
     loop {
         let epoch = conn.epoch();
         let got = real();
@@ -35,30 +37,27 @@ pub fn receive(conn: &Conn, fd: c_int, flags: c_int, mut real: impl FnMut() -> i
     }
 }
 
-/// An HTTP client writes before it reads. A blocking read on a diverted socket before any
-/// write means a protocol whose server speaks first (SMTP-like): the proxy would never
-/// answer, so the socket goes to its original destination and is left alone.
-fn server_speaks_first_check(conn: &Conn, fd: c_int, flags: c_int) {
-    if conn.wrote.load(Ordering::Acquire) || conn.read_checked.swap(true, Ordering::AcqRel) {
+/// An HTTP client writes before it reads. A program that waits to read from a diverted
+/// socket before it wrote anything (a blocking read, or poll/select for input alone)
+/// speaks a protocol whose server talks first: the proxy would never answer, so the
+/// socket goes to its original destination and is left alone.
+pub fn reads_before_writing(conn: &Conn, fd: c_int) {
+    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
         return;
     }
-    if !conn.is_diverted() || is_nonblocking(fd, flags) || !conn.still_a_socket(fd) {
+    if !conn.still_a_socket(fd) {
         return;
     }
     let Some(runtime) = runtime::get() else {
         return;
     };
     let _writer = conn.writer.lock();
-    if conn.wrote.load(Ordering::Acquire) {
+    if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
         return;
     }
-    if conn.move_to(fd, Route::Origin, runtime).is_ok() {
-        log::debug!(
-            "{} -> direct (server speaks first: not HTTP)",
-            conn.original
-        );
-        conn.passthrough.store(true, Ordering::Release);
-    }
+    log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
+    conn.passthrough.store(true, Ordering::Release);
+    let _ = conn.move_to(fd, Route::Origin, runtime);
 }
 
 fn is_nonblocking(fd: c_int, flags: c_int) -> bool {

@@ -84,7 +84,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 let first_bytes = writer.requests.heads_completed() == 0;
                 if first_bytes && conn.is_diverted() {
                     if let Some(runtime) = runtime::get() {
-                        log::debug!("{} -> direct (not HTTP/1.x)", label(conn));
+                        log::debug!("{} -> direct (not HTTP/1.x)", conn.label());
                         if let Err(errno) = conn.move_to(fd, Route::Origin, runtime) {
                             return fail(before, errno);
                         }
@@ -156,9 +156,9 @@ fn move_for_request(
     match ended {
         Route::Proxy(proxy) => log::debug!(
             "{} -> proxy {proxy} ({why}; moved at first request)",
-            label(conn)
+            conn.label()
         ),
-        Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", label(conn)),
+        Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", conn.label()),
     }
     Ok(ended)
 }
@@ -168,14 +168,6 @@ fn same_kind(a: Route, b: Route) -> bool {
         (a, b),
         (Route::Origin, Route::Origin) | (Route::Proxy(_), Route::Proxy(_))
     )
-}
-
-fn label(conn: &Conn) -> String {
-    let port = conn.original.port();
-    match &conn.name {
-        Some(name) => format!("{name}:{port}"),
-        None => crate::addr::canonical(conn.original).to_string(),
-    }
 }
 
 /// One send of the program's bytes, as the program asked (flags unchanged).

@@ -5,6 +5,7 @@ mod connect;
 mod dns;
 mod fds;
 mod read;
+mod wait;
 mod write;
 
 use crate::conn::Conn;

@@ -92,7 +92,7 @@ pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
         };
         let millis = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
         // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut poll, 1, millis) } {
+        match unsafe { sys::poll(&mut poll, 1, millis) } {
             n if n > 0 => return Ok(()),
             0 => {}
             _ if sys::errno() == libc::EINTR => {}
