@@ -22,10 +22,17 @@ build() { # name source [extra flags...]
 
 for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_move \
 	fcntl_dupfd fork_connect getpeername recvmsg_iov readv_iov sendto_null msg_peek \
-	shutdown_wr; do
+	shutdown_wr keepalive_seq; do
 	build "$src" "$src.c"
 done
+build threads threads.c -pthread
 build dup2_close_first dup2_move.c -DCLOSE_FIRST
+build dup3_move dup2_move.c -DUSE_DUP3
+build dup_move dup2_move.c -DUSE_DUP
+build fd_reuse_close fd_reuse.c
+build fd_reuse_syscall fd_reuse.c -DCLOSE_SYSCALL
+build fd_reuse_close_range fd_reuse.c -DCLOSE_RANGE
+build fd_reuse_dup2 fd_reuse.c -DCLOSE_NONE
 build fort_read fortified.c -DFORT_READ
 build fort_recv fortified.c -DFORT_RECV
 build fort_recvfrom fortified.c -DFORT_RECVFROM

@@ -34,33 +34,53 @@ HOST = "api.example.test"
 API_IP = lablib.API_IP
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
-# Request bodies the POST programs send (see their sources).
-BODIES = {
-    "send_bytewise": b'{"hello":"one byte per send()","n":12345}',
-    "sendmsg_iov": b'{"via":"sendmsg","parts":2}',
-}
+OTHER_HOST = "other.example.test"
+OTHER_IP = lablib.OTHER_IP
 
-# name -> number of responses it prints
+# Request bodies the POST programs send (see their sources).
+BYTEWISE_BODY = b'{"hello":"one byte per send()","n":12345}'
+SENDMSG_BODY = b'{"via":"sendmsg","parts":2}'
+KEEPALIVE_BODY = b'{"keepalive":"second request"}'
+
+
+def spec(method="GET", body=None, host=HOST, ip=API_IP):
+    """What one response body printed by a program must show."""
+    return {"method": method, "body": body, "host": host, "ip": ip}
+
+
+FD_REUSE = ["fd_reuse_close", "fd_reuse_syscall", "fd_reuse_close_range", "fd_reuse_dup2"]
+
+# program -> the responses it prints, in order (threads: in any order)
 PROGRAMS = {
-    "send_bytewise": 1,
-    "writev_split": 1,
-    "sendmsg_iov": 1,
-    "pipeline": 2,
-    "nonblock_epoll": 1,
-    "fort_read": 1,
-    "fort_recv": 1,
-    "fort_recvfrom": 1,
-    "dup2_move": 1,
-    "dup2_close_first": 1,
-    "fcntl_dupfd": 1,
-    "fork_connect": 1,
-    "getpeername": 1,
-    "recvmsg_iov": 1,
-    "readv_iov": 1,
-    "sendto_null": 1,
-    "msg_peek": 1,
-    "shutdown_wr": 1,
+    "send_bytewise": [spec("POST", BYTEWISE_BODY)],
+    "writev_split": [spec()],
+    "sendmsg_iov": [spec("POST", SENDMSG_BODY)],
+    "pipeline": [spec(), spec()],
+    "keepalive_seq": [spec(), spec("POST", KEEPALIVE_BODY), spec()],
+    "nonblock_epoll": [spec()],
+    "fort_read": [spec()],
+    "fort_recv": [spec()],
+    "fort_recvfrom": [spec()],
+    "dup2_move": [spec()],
+    "dup2_close_first": [spec()],
+    "dup3_move": [spec()],
+    "dup_move": [spec()],
+    "fcntl_dupfd": [spec()],
+    "fork_connect": [spec()],
+    "getpeername": [spec()],
+    "recvmsg_iov": [spec()],
+    "readv_iov": [spec()],
+    "sendto_null": [spec()],
+    "msg_peek": [spec()],
+    "shutdown_wr": [spec()],
+    "threads": [spec()] * 32,
 }
+# fd reuse: first request to api.example.test, second on the same fd number to
+# other.example.test (argv[4], argv[5])
+for _n in FD_REUSE:
+    PROGRAMS[_n] = [spec(), spec(host=OTHER_HOST, ip=OTHER_IP)]
+EXTRA_ARGS = {n: [OTHER_HOST, "80"] for n in FD_REUSE}
+
 # programs that read a large binary body well (exact content checked)
 BIG_BODY_PROGRAMS = ["readv_iov", "recvmsg_iov", "fort_read", "fort_recv", "nonblock_epoll",
                      "msg_peek", "sendto_null", "send_bytewise"]
@@ -122,8 +142,9 @@ def need_lib(c_lab):
 
 # ---- helpers ------------------------------------------------------------------
 
-def run_prog(lab, name, path, preload, port="80", host=HOST, **kw):
+def run_prog(lab, name, path, preload, port="80", host=HOST, extra=None, **kw):
     argv = [os.path.join(BIN, name), host, port, path]
+    argv += EXTRA_ARGS.get(name, []) if extra is None else extra
     return lab.run(argv, preload=preload, debug=preload, timeout=40, **kw)
 
 
@@ -154,32 +175,43 @@ def lunar_headers(echo):
     return [k for k, _ in echo["headers"] if k.lower().startswith("x-lunar-")]
 
 
-def echoes(res, name, path, n=None):
-    """Parse and sanity-check the echo(es) a program printed."""
+def echoes(res, name, path, specs=None):
+    """Parse and sanity-check the echo(es) a program printed against its specs.
+    Returns (prefix lines, [(echo, spec)])."""
     assert res.rc == 0, "%s exited %s\n%r" % (name, res.rc, res)
     prefix, objs = split_output(res.text_out)
-    n = n or PROGRAMS[name]
-    assert len(objs) == n, "%s: expected %d JSON bodies, got %d\n%r" % (name, n, len(objs), res)
-    for e in objs:
+    specs = specs or PROGRAMS[name]
+    assert len(objs) == len(specs), \
+        "%s: expected %d JSON bodies, got %d\n%r" % (name, len(specs), len(objs), res)
+    for e, sp in zip(objs, specs):
         assert e["path"] == path, (e, res)
-        assert e["method"] == ("POST" if name in BODIES else "GET"), e
-        if name in BODIES:
-            assert e["body_len"] == len(BODIES[name]), (e, res)
-            assert e["body_sha256"] == hashlib.sha256(BODIES[name]).hexdigest(), (e, res)
+        assert e["method"] == sp["method"], (e, res)
+        if sp["body"] is not None:
+            assert e["body_len"] == len(sp["body"]), (e, res)
+            assert e["body_sha256"] == hashlib.sha256(sp["body"]).hexdigest(), (e, res)
+        else:
+            assert e["body_len"] == 0, (e, res)
         assert hdr(e, "x-ctest") == name, (e, res)
         assert lunar_headers(e) == [], "origin got x-lunar-* headers: %r\n%r" % (e, res)
-    return prefix, objs
+    if len(objs) > 1 and name != "threads":
+        seqs = [hdr(e, "x-ctest-seq") for e in objs]
+        assert seqs == [str(i + 1) for i in range(len(objs))], (seqs, res)
+    return prefix, list(zip(objs, specs))
 
 
-def assert_direct(e, res, server="%s:80" % API_IP):
+def assert_direct(e, res, sp, port="80"):
+    server = "%s:%s" % (sp["ip"], port)
     assert e["server"] == server, (e, res)
     assert hdr(e, "x-via-haproxy") is None, "went through HAProxy: %r\n%r" % (e, res)
+    assert hdr(e, "x-via-testproxy") is None, "went through the test proxy: %r\n%r" % (e, res)
     assert not [k for k, _ in e["headers"] if k.lower().startswith("x-seen-")], (e, res)
-    assert hdr(e, "host") in (HOST, "%s:%s" % (HOST, server.rsplit(":", 1)[1])), (e, res)
+    want_host = sp["host"] if port == "80" else "%s:%s" % (sp["host"], port)
+    assert hdrs(e, "host") == [want_host], (e, res)
 
 
-def assert_diverted(e, res, host=HOST):
-    assert e["server"] == "%s:80" % API_IP, (e, res)
+def assert_diverted(e, res, sp):
+    host = sp["host"]
+    assert e["server"] == "%s:80" % sp["ip"], (e, res)
     assert hdr(e, "x-via-haproxy") == "1", "not diverted through HAProxy: %r\n%r" % (e, res)
     assert hdr(e, "x-seen-lunar-host") == host, (e, res)
     assert hdr(e, "x-seen-lunar-scheme") == "http", (e, res)
@@ -194,7 +226,16 @@ def assert_diverted(e, res, host=HOST):
     assert counts["allow"] == "0", (e, res)
     # the Host the application wrote reached the proxy unchanged
     assert hdr(e, "x-seen-host") == host, (e, res)
+    assert hdrs(e, "host") == [host], (e, res)
     return rid
+
+
+def assert_peers(name, prefix, res, port="80"):
+    if name == "getpeername":
+        # a diverted socket still reports the original destination
+        assert prefix == ["connected-to %s:%s" % (API_IP, port),
+                          "peer-after-connect %s:%s" % (API_IP, port),
+                          "peer-after-response %s:%s" % (API_IP, port)], res
 
 
 # ---- tests --------------------------------------------------------------------
@@ -212,39 +253,43 @@ def test_build_fortified_imports(c_bins):
 def test_direct_without_library(c_bins, haproxy_up, name):
     path = "/c/%s/direct?q=1" % name
     res = run_prog(haproxy_up, name, path, preload=False)
-    prefix, objs = echoes(res, name, path)
-    for e in objs:
-        assert_direct(e, res)
-    if name == "getpeername":
-        assert prefix == ["connected-to %s:80" % API_IP, "peer-after-connect %s:80" % API_IP,
-                          "peer-after-response %s:80" % API_IP], res
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_peers(name, prefix, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_diverted_through_proxy(c_bins, need_lib, haproxy_up, name):
     path = "/c/%s/diverted?q=1" % name
     res = run_prog(haproxy_up, name, path, preload=True)
-    prefix, objs = echoes(res, name, path)
-    rids = [assert_diverted(e, res) for e in objs]
+    prefix, pairs = echoes(res, name, path)
+    rids = [assert_diverted(e, res, sp) for e, sp in pairs]
     assert len(set(rids)) == len(rids), "x-lunar-req-id reused across requests: %r" % rids
-    if name == "pipeline":
-        assert [hdr(e, "x-ctest-seq") for e in objs] == ["1", "2"], res
-    if name == "getpeername":
-        # a diverted socket still reports the original destination
-        assert prefix == ["connected-to %s:80" % API_IP, "peer-after-connect %s:80" % API_IP,
-                          "peer-after-response %s:80" % API_IP], res
+    assert_peers(name, prefix, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_not_intercepted_port_8080(c_bins, need_lib, haproxy_up, name):
     path = "/c/%s/port8080" % name
-    res = run_prog(haproxy_up, name, path, preload=True, port="8080")
-    prefix, objs = echoes(res, name, path)
-    for e in objs:
-        assert_direct(e, res, server="%s:8080" % API_IP)
-    if name == "getpeername":
-        assert prefix[1:] == ["peer-after-connect %s:8080" % API_IP,
-                              "peer-after-response %s:8080" % API_IP], res
+    extra = [HOST, "8080"] if name in FD_REUSE else None
+    specs = [spec(sp["method"], sp["body"]) for sp in PROGRAMS[name]]
+    res = run_prog(haproxy_up, name, path, preload=True, port="8080", extra=extra)
+    prefix, pairs = echoes(res, name, path, specs)
+    for e, sp in pairs:
+        assert_direct(e, res, sp, port="8080")
+    assert_peers(name, prefix, res, port="8080")
+
+
+@pytest.mark.parametrize("name", FD_REUSE)
+def test_fd_reuse_then_untracked_port(c_bins, need_lib, haproxy_up, name):
+    """A diverted socket's fd number, reused (after a close the library may not
+    see) for a connection to a port that is not intercepted: that one is direct."""
+    path = "/c/%s/reuse8080" % name
+    res = run_prog(haproxy_up, name, path, preload=True, extra=[HOST, "8080"])
+    prefix, pairs = echoes(res, name, path, [spec(), spec()])
+    assert_diverted(pairs[0][0], res, pairs[0][1])
+    assert_direct(pairs[1][0], res, pairs[1][1], port="8080")
 
 
 @pytest.mark.parametrize("name", BIG_BODY_PROGRAMS)
@@ -267,12 +312,10 @@ def test_failsafe_proxy_down(c_bins, need_lib, haproxy_down, name):
     """HAProxy stopped: the request still gets its 200 from the origin, direct."""
     path = "/c/%s/failsafe" % name
     res = run_prog(haproxy_down, name, path, preload=True)
-    prefix, objs = echoes(res, name, path)
-    for e in objs:
-        assert_direct(e, res)
-    if name == "getpeername":
-        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
-                              "peer-after-response %s:80" % API_IP], res
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_peers(name, prefix, res)
 
 
 # ---- proxy faults (the lab's scriptable test proxy on 127.0.0.1:9000) ------------
@@ -310,13 +353,10 @@ def test_proxy_fault_falls_back_to_origin(c_bins, need_lib, testproxy, mode, nam
     lab = testproxy(mode)
     path = "/c/%s/fault-%s" % (name, mode.replace(":", "-"))
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
-    prefix, objs = echoes(res, name, path)
-    for e in objs:
-        assert_direct(e, res)
-        assert hdr(e, "x-via-testproxy") is None, (e, res)
-    if name == "getpeername":
-        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
-                              "peer-after-response %s:80" % API_IP], res
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_peers(name, prefix, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
@@ -328,16 +368,23 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
     lab.testproxy_reset_log()
     path = "/c/%s/retry" % name
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
-    prefix, objs = echoes(res, name, path)
-    first = objs[0]
-    assert hdr(first, "x-via-testproxy") == "1", (first, res)
-    assert hdr(first, "x-seen-lunar-host") == HOST, (first, res)
-    assert hdr(first, "x-seen-lunar-sequence-id"), "final try carried no sequence id: %r" % first
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert hdr(e, "x-via-testproxy") == "1", (e, res)
+        assert hdr(e, "x-seen-lunar-host") == sp["host"], (e, res)
     traffic = [r for r in lab.testproxy_log()
                if r.get("kind") == "traffic" and r.get("path") == path]
-    rids = [hdr(r, "x-lunar-req-id") for r in traffic]
-    assert len(traffic) >= 3, traffic
-    assert len(set(rids[:3])) == 1, "retries must keep the req-id: %r" % rids
+    by_rid = {}
+    for r in traffic:
+        by_rid.setdefault(hdr(r, "x-lunar-req-id"), []).append(r)
+    retried = [rs for rs in by_rid.values() if len(rs) > 1]
+    assert len(retried) == 1 and len(retried[0]) == 3, \
+        "want one request tried 3 times with one req-id: %r\n%r" % (
+            {k: len(v) for k, v in by_rid.items()}, res)
+    seq = [hdr(r, "x-lunar-sequence-id") for r in retried[0]]
+    assert seq[0] is None and seq[1] and seq[2], "sequence ids on the tries: %r" % seq
+    final = [e for e, _ in pairs if hdr(e, "x-seen-lunar-req-id") == hdr(retried[0][0], "x-lunar-req-id")]
+    assert final and hdr(final[0], "x-seen-lunar-sequence-id") == seq[2], (final, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
@@ -349,9 +396,7 @@ def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
     env = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % lablib.HAPROXY_TRAFFIC,
            "LUNAR_HANDSHAKE_PORT": str(lablib.TESTPROXY_HANDSHAKE)}
     res = run_prog(haproxy_down, name, path, preload=True, env=env)
-    prefix, objs = echoes(res, name, path)
-    for e in objs:
-        assert_direct(e, res)
-    if name == "getpeername":
-        assert prefix[1:] == ["peer-after-connect %s:80" % API_IP,
-                              "peer-after-response %s:80" % API_IP], res
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_peers(name, prefix, res)
