@@ -1,0 +1,284 @@
+"""Failsafe: the proxy down, cooldown timing, recovery, and proxy faults played by
+the scriptable test proxy. The application must never see a proxy failure."""
+import json
+import os
+import random
+import re
+import time
+
+import pytest
+
+from conftest import (CLIENT_DIR, PY, assert_direct, assert_ok, assert_proxied, describe,
+                      hdr, labmod, make_client, one_echo, sha256)
+
+API = "203.0.113.10:80"
+COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
+TESTPROXY_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
+                 "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
+
+
+@pytest.fixture(scope="class")
+def haproxy_stopped(lab):
+    lab.stop_haproxy()
+    try:
+        yield lab
+    finally:
+        lab.start_haproxy()
+
+
+@pytest.fixture
+def haproxy_restored(lab):
+    """For tests that stop/start HAProxy themselves: it is up before and after."""
+    lab.start_haproxy()
+    try:
+        yield lab
+    finally:
+        lab.start_haproxy()
+
+
+@pytest.mark.usefixtures("haproxy_stopped")
+class TestProxyDown:
+    def test_get_succeeds_from_origin(self, client, need_lib, tag):
+        res = client.run("GET", "http://api.example.test" + tag)
+        assert_ok(res)
+        assert_direct(one_echo(res), res, origin=API, path=tag)
+        assert len(client.lab.origin_log(contains=tag)) == 1
+
+    def test_post_succeeds_from_origin(self, client, need_lib, tag):
+        body = random.Random(3).randbytes(200000)
+        res = client.run("POST", "http://api.example.test" + tag, data=body,
+                         headers=["Content-Type: application/octet-stream"])
+        assert_ok(res)
+        e = one_echo(res)
+        assert_direct(e, res, origin=API, path=tag)
+        assert e["body_sha256"] == sha256(body)
+
+    def test_keepalive_succeeds_from_origin(self, client, need_lib, tag):
+        client.skip_if_cannot("keepalive")
+        res = client.run("GET", "http://api.example.test" + tag, repeat=3)
+        assert_ok(res)
+        es = [json.loads(ln) for ln in res.out.splitlines() if ln.strip()]
+        assert len(es) == 3
+        for e in es:
+            assert_direct(e, res, origin=API, path=tag)
+
+
+# ---- cooldown timing within one process ----------------------------------------------
+
+def _spawn_loop(lab, tmp_path, url, count, interval, env):
+    out = open(os.path.join(str(tmp_path), "loop.out"), "wb")
+    err = open(os.path.join(str(tmp_path), "loop.err"), "wb")
+    p = lab.spawn([PY, os.path.join(CLIENT_DIR, "py_loop.py"), url, str(count), str(interval)],
+                  env=env, debug=True, stdout=out, stderr=err)
+    out.close(), err.close()
+    return p
+
+
+def _read_loop(tmp_path):
+    with open(os.path.join(str(tmp_path), "loop.out"), "rb") as f:
+        recs = [json.loads(ln) for ln in f if ln.strip()]
+    with open(os.path.join(str(tmp_path), "loop.err"), "rb") as f:
+        err = f.read().decode("utf-8", "replace")
+    # the library's lines after "[client] request I" belong to request I
+    blocks, cur = {}, None
+    for ln in err.splitlines():
+        m = re.match(r"\[client\] request (\d+) ", ln)
+        if m:
+            cur = int(m.group(1))
+            blocks[cur] = []
+        elif cur is not None:
+            blocks[cur].append(ln)
+    for r in recs:
+        r["log"] = blocks.get(r["i"], [])
+        # tried the proxy: routed to it, or a proxy failure reported for this request
+        r["tried_proxy"] = any("-> proxy" in ln or ("proxy" in ln.lower() and "fail" in ln.lower())
+                               for ln in r["log"])
+        r["cooldown"] = any("-> direct" in ln and "cooldown" in ln for ln in r["log"])
+    return recs, err
+
+
+def _wait_for_request(tmp_path, i, timeout=20):
+    path = os.path.join(str(tmp_path), "loop.err")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(path, "rb") as f:
+            if b"[client] request %d " % i in f.read():
+                return
+        time.sleep(0.02)
+    raise AssertionError("loop never reached request %d" % i)
+
+
+def _summary(recs):
+    return "\n".join("%2d t=%.2f status=%s via_proxy=%s tried_proxy=%s cooldown=%s | %s" % (
+        r["i"], r["t"], r.get("status"), r.get("via_proxy"), r["tried_proxy"], r["cooldown"],
+        " / ".join(ln.split("DEBUG: ")[-1] for ln in r["log"])) for r in recs)
+
+
+def test_cooldown_after_proxy_stops(lab, need_lib, tag, tmp_path, haproxy_restored):
+    """HAProxy up at start, stopped mid-run (and left down): the next 2 requests try the
+    proxy and fall back to the origin, then ~3 s of `direct (cooldown)`, then a single
+    new attempt that fails starts another cooldown. Every request gets its 200."""
+    p = _spawn_loop(lab, tmp_path, "http://api.example.test" + tag, 40, 0.2, COOLDOWN_ENV)
+    try:
+        _wait_for_request(tmp_path, 3)
+        lab.stop_haproxy()
+        ts_stop = time.time()
+        rc = p.wait(60)
+    finally:
+        lab.stop(p)
+    recs, err = _read_loop(tmp_path)
+    info = _summary(recs) + "\n--- stderr ---\n" + err[-5000:]
+    assert rc == 0, "the loop saw a failure\n" + info
+    assert len(recs) == 40 and all(r.get("status") == 200 for r in recs), info
+    before = [r for r in recs if r["ts_end"] < ts_stop]
+    after = [r for r in recs if r["ts"] > ts_stop]
+    assert before and all(r["via_proxy"] for r in before), "before the stop: via proxy\n" + info
+    assert all(not r["via_proxy"] for r in after), info
+    # the first two requests after the stop tried the proxy, then fell back
+    assert after[0]["tried_proxy"] and after[1]["tried_proxy"], \
+        "the 2 requests after the stop should try the proxy\n" + info
+    assert not after[0]["cooldown"] and not after[1]["cooldown"], info
+    ts_cool = after[1]["ts_end"]  # the second failure starts the cooldown
+    rest = after[2:]
+    # cooldown: direct without trying the proxy for ~3 s
+    in_cool = [r for r in rest if r["ts"] < ts_cool + 3.0 - 0.15]
+    assert in_cool and all(r["cooldown"] and not r["tried_proxy"] for r in in_cool), \
+        "requests within 3 s after the 2nd failure must go direct (cooldown)\n" + info
+    # then one attempt, which fails, and a new cooldown at once
+    nxt = [r for r in rest if r["tried_proxy"]]
+    assert nxt, "no new proxy attempt after the cooldown\n" + info
+    gap = nxt[0]["ts"] - ts_cool
+    assert 3.0 - 0.15 <= gap <= 3.0 + 0.2 + 0.4, "cooldown lasted %.2f s, expected ~3 s\n%s" % (gap, info)
+    later = [r for r in rest if r["i"] > nxt[0]["i"] and r["ts"] < nxt[0]["ts_end"] + 2.5]
+    assert later and all(r["cooldown"] and not r["tried_proxy"] for r in later), \
+        "a single failure after a cooldown must start another cooldown\n" + info
+
+
+def test_recovery_after_proxy_restart(lab, need_lib, tag, tmp_path, haproxy_restored):
+    """HAProxy stopped mid-run, restarted during the cooldown: once the cooldown is
+    over, requests go through the proxy again."""
+    p = _spawn_loop(lab, tmp_path, "http://api.example.test" + tag, 35, 0.2, COOLDOWN_ENV)
+    try:
+        _wait_for_request(tmp_path, 2)
+        lab.stop_haproxy()
+        ts_stop = time.time()
+        time.sleep(1.5)
+        lab.start_haproxy()
+        ts_start = time.time()
+        rc = p.wait(60)
+    finally:
+        lab.stop(p)
+    recs, err = _read_loop(tmp_path)
+    info = _summary(recs) + "\n--- stderr ---\n" + err[-5000:]
+    assert rc == 0, "the loop saw a failure\n" + info
+    assert all(r.get("status") == 200 for r in recs), info
+    after = [r for r in recs if r["ts"] > ts_stop]
+    assert after[0]["tried_proxy"] and after[1]["tried_proxy"], info
+    ts_cool = after[1]["ts_end"]
+    assert ts_start < ts_cool + 3.0, "HAProxy restarted too late for this test (slow machine?)"
+    post = [r for r in after if r["ts"] > ts_cool + 3.0 + 0.3]
+    assert post and all(r["via_proxy"] for r in post), \
+        "after the cooldown, requests must go through the restarted proxy\n" + info
+    first = next(r for r in after[2:] if r["via_proxy"])
+    assert first["ts"] - ts_cool >= 3.0 - 0.15, "proxy used again before the cooldown ended\n" + info
+    for r in post:
+        assert_proxied(r["echo"], type("R", (), {"argv": [], "rc": 0, "out": b"", "text_err": err})(),
+                       "api.example.test", origin=API)
+
+
+def test_proxy_down_from_start_then_up(lab, need_lib, tag, tmp_path, haproxy_restored):
+    """HAProxy down when the process starts: everything goes direct (status 200); once
+    HAProxy is up, the process uses it within about one cooldown period."""
+    lab.stop_haproxy()
+    p = _spawn_loop(lab, tmp_path, "http://api.example.test" + tag, 35, 0.2, COOLDOWN_ENV)
+    try:
+        _wait_for_request(tmp_path, 4)
+        lab.start_haproxy()
+        ts_up = time.time()
+        rc = p.wait(60)
+    finally:
+        lab.stop(p)
+    recs, err = _read_loop(tmp_path)
+    info = _summary(recs) + "\n--- stderr ---\n" + err[-5000:]
+    assert rc == 0, "the loop saw a failure\n" + info
+    assert all(r.get("status") == 200 for r in recs), info
+    assert all(not r["via_proxy"] for r in recs if r["ts_end"] < ts_up), info
+    late = [r for r in recs if r["ts"] > ts_up + 3.0 + 0.5]
+    assert late and all(r["via_proxy"] for r in late), \
+        "HAProxy up again, but requests > 3.5 s later still go direct\n" + info
+
+
+# ---- proxy faults (scriptable test proxy) ------------------------------------------------
+
+@pytest.fixture
+def testproxy(lab):
+    lab.start_testproxy()
+    lab.set_mode("pass")
+    lab.testproxy_reset_log()
+    try:
+        yield lab
+    finally:
+        lab.set_mode("pass")
+
+
+# fault modes run with a subset of the clients (time budget): one per language runtime
+FAULT_CLIENTS = ["curl", "py_httpclient", "node_http", "java_httpclient", "perl_tiny"]
+
+
+@pytest.fixture(params=FAULT_CLIENTS)
+def fclient(request, lab, java_classes, tmp_path):
+    return make_client(request.param, lab, java_classes, str(tmp_path))
+
+# Falling back after the proxy answered x-lunar-error or closed/reset the connection,
+# and the retry protocol, are the next issue's work: expected to fail until then
+# (non-strict, so they show as XPASS once the library does it).
+NEXT_ISSUE = pytest.mark.xfail(
+    strict=False, reason="next issue: fallback on x-lunar-error / proxy close or reset, retry protocol")
+
+
+@NEXT_ISSUE
+@pytest.mark.parametrize("mode", ["error:2", "error:5", "close", "reset", "down"])
+def test_proxy_fault_falls_back_to_origin(fclient, need_lib, tag, testproxy, mode):
+    testproxy.set_mode(mode)
+    body = b'{"fault": "%s"}' % mode.encode()
+    res = fclient.run("POST", "http://api.example.test" + tag, data=body, env=TESTPROXY_ENV,
+                     headers=["Content-Type: application/json"])
+    assert_ok(res)
+    e = one_echo(res)
+    assert_direct(e, res, origin=API, path=tag)
+    assert e["body_sha256"] == sha256(body), "fallback body differs"
+    recs = testproxy.origin_log(contains=tag)
+    assert len(recs) == 1, "origin got %d requests, expected the one fallback\n%s" % (len(recs), describe(res))
+    seen = [r for r in testproxy.testproxy_log() if r.get("kind") == "traffic"]
+    assert seen, "the request never reached the test proxy"
+
+
+def test_proxy_pass_mode_like_haproxy(fclient, need_lib, tag, testproxy):
+    res = fclient.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
+    assert_ok(res)
+    e = one_echo(res)
+    assert hdr(e, "x-via-testproxy") == "1", describe(res)
+    assert hdr(e, "x-seen-lunar-host") == "api.example.test"
+
+
+@NEXT_ISSUE
+def test_retry_after_protocol(fclient, need_lib, tag, testproxy):
+    testproxy.set_mode("retry:0.3:2")
+    t0 = time.time()
+    res = fclient.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
+    elapsed = time.time() - t0
+    assert_ok(res)
+    e = one_echo(res)
+    assert hdr(e, "x-via-testproxy") == "1", "final response should come through the proxy\n" + describe(res)
+    log = [r for r in testproxy.testproxy_log() if r.get("kind") == "traffic" and r.get("path") == tag]
+    assert len(log) == 3, "expected 2 retries (3 requests at the proxy), got %d\n%s" % (len(log), describe(res))
+
+    def h(r, name):
+        return [v for k, v in r["headers"] if k.lower() == name]
+    rids = {h(r, "x-lunar-req-id")[0] for r in log}
+    assert len(rids) == 1, "req-id changed across retries: %s" % rids
+    assert h(log[0], "x-lunar-sequence-id") == [], "first attempt carries a sequence id"
+    assert h(log[1], "x-lunar-sequence-id") and h(log[2], "x-lunar-sequence-id"), \
+        "retries must carry x-lunar-sequence-id"
+    assert elapsed >= 0.6, "retries did not wait x-lunar-retry-after"
+    assert b"x-lunar-sequence-id" not in res.out.lower()
