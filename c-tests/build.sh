@@ -26,6 +26,11 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 	build "$src" "$src.c"
 done
 build threads threads.c -pthread
+build nonblock_epoll_et nonblock_epoll.c -DWAIT_EPOLLET
+build nonblock_poll nonblock_epoll.c -DWAIT_POLL
+build nonblock_select nonblock_epoll.c -DWAIT_SELECT
+build nonblock_epoll_post nonblock_epoll.c -DPOST_BYTES=2000000
+build nonblock_epoll_et_post nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000
 build dup2_close_first dup2_move.c -DCLOSE_FIRST
 build dup3_move dup2_move.c -DUSE_DUP3
 build dup_move dup2_move.c -DUSE_DUP

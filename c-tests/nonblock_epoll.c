@@ -1,8 +1,18 @@
-/* Event-loop style: O_NONBLOCK socket, connect() -> EINPROGRESS, epoll for EPOLLOUT,
- * getsockopt(SO_ERROR), then non-blocking write()/read() driven by epoll, with
- * EAGAIN handling and short writes. */
+/* Event-loop style: O_NONBLOCK socket, connect() -> EINPROGRESS, wait for
+ * writability, getsockopt(SO_ERROR), then non-blocking write()/read() driven by the
+ * readiness API, with EAGAIN handling and short writes. The wait is only entered after
+ * EINPROGRESS/EAGAIN, as an edge-triggered loop must.
+ *   default        epoll, level-triggered, EPOLL_CTL_MOD to the wanted events (libuv)
+ *   -DWAIT_EPOLLET epoll, edge-triggered, registered once for IN|OUT|RDHUP|ET
+ *   -DWAIT_POLL    poll() (curl)
+ *   -DWAIT_SELECT  select() (wget, perl)
+ *   -DPOST_BYTES=N POST a body of N bytes (0..250 repeated, like the lab origin's
+ *                  /bytes/N) instead of a GET, with SO_SNDBUF set to 16 KiB, so
+ *                  that write() meets EAGAIN and short writes */
 #include "common.h"
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <time.h>
 
 #define DEADLINE_MS 20000
@@ -14,16 +24,83 @@ static long now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Wait for `want` on fd; returns the events seen. */
+#if defined(WAIT_POLL)
+#define WAIT_NAME "poll"
+#elif defined(WAIT_SELECT)
+#define WAIT_NAME "select"
+#elif defined(WAIT_EPOLLET)
+#define WAIT_NAME "epoll-et"
+#else
+#define WAIT_NAME "epoll"
+#endif
+
+/* Wait until fd is ready for `want` (EPOLLIN/EPOLLOUT bits); returns the events
+ * seen, in epoll bits. */
 static unsigned wait_for(int ep, int fd, unsigned want, long deadline)
 {
-	struct epoll_event ev = {.events = want, .data.fd = fd};
-	if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0)
-		die("epoll_ctl MOD:");
 	for (;;) {
 		long left = deadline - now_ms();
 		if (left <= 0)
-			die("timed out waiting for events 0x%x", want);
+			die("timed out waiting for events 0x%x (%s)", want, WAIT_NAME);
+#if defined(WAIT_POLL)
+		(void)ep;
+		struct pollfd p = {.fd = fd, .events = 0};
+		if (want & EPOLLIN)
+			p.events |= POLLIN;
+		if (want & EPOLLOUT)
+			p.events |= POLLOUT;
+		int n = poll(&p, 1, (int)left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll:");
+		}
+		if (n == 1) {
+			unsigned ev = 0;
+			if (p.revents & POLLIN)
+				ev |= EPOLLIN;
+			if (p.revents & POLLOUT)
+				ev |= EPOLLOUT;
+			if (p.revents & POLLERR)
+				ev |= EPOLLERR;
+			if (p.revents & POLLHUP)
+				ev |= EPOLLHUP;
+			return ev;
+		}
+#elif defined(WAIT_SELECT)
+		(void)ep;
+		if (fd >= FD_SETSIZE)
+			die("fd %d too large for select", fd);
+		fd_set r, w;
+		FD_ZERO(&r);
+		FD_ZERO(&w);
+		if (want & EPOLLIN)
+			FD_SET(fd, &r);
+		if (want & EPOLLOUT)
+			FD_SET(fd, &w);
+		struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+		int n = select(fd + 1, &r, &w, NULL, &tv);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("select:");
+		}
+		if (n > 0) {
+			unsigned ev = 0;
+			if (FD_ISSET(fd, &r))
+				ev |= EPOLLIN;
+			if (FD_ISSET(fd, &w))
+				ev |= EPOLLOUT;
+			return ev;
+		}
+#else
+#if defined(WAIT_EPOLLET)
+		(void)fd;
+#else
+		struct epoll_event ev = {.events = want, .data.fd = fd};
+		if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0)
+			die("epoll_ctl MOD:");
+#endif
 		struct epoll_event out;
 		int n = epoll_wait(ep, &out, 1, (int)left);
 		if (n < 0) {
@@ -31,8 +108,10 @@ static unsigned wait_for(int ep, int fd, unsigned want, long deadline)
 				continue;
 			die("epoll_wait:");
 		}
-		if (n == 1)
+		/* edge-triggered: an edge for the other direction is not what we wait for */
+		if (n == 1 && (out.events & (want | EPOLLERR | EPOLLHUP)))
 			return out.events;
+#endif
 	}
 }
 
@@ -42,21 +121,44 @@ int main(int argc, char **argv)
 	ctest_init(argc, argv, &a);
 	long deadline = now_ms() + DEADLINE_MS;
 	size_t len;
+#ifdef POST_BYTES
+	char *body = malloc(POST_BYTES);
+	if (!body)
+		die("out of memory");
+	for (size_t i = 0; i < POST_BYTES; i++)
+		body[i] = (char)(i % 251);
+	char *req = build_request(&a, "POST", a.path, "Content-Type: application/octet-stream\r\n",
+				  body, POST_BYTES, &len);
+	free(body);
+#else
 	char *req = build_request(&a, "GET", a.path, NULL, NULL, 0, &len);
+#endif
 
 	struct addrinfo *res = resolve(&a);
 	int fd = socket(res->ai_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		die("socket:");
+#ifdef POST_BYTES
+	int sndbuf = 16384;
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) < 0)
+		die("setsockopt SO_SNDBUF:");
+#endif
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		die("fcntl O_NONBLOCK:");
-	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int ep = -1;
+#if !defined(WAIT_POLL) && !defined(WAIT_SELECT)
+	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		die("epoll_create1:");
+#if defined(WAIT_EPOLLET)
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.fd = fd};
+#else
 	struct epoll_event ev = {.events = 0, .data.fd = fd};
+#endif
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
 		die("epoll_ctl ADD:");
+#endif
 
 	int rc = connect(fd, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
@@ -72,7 +174,7 @@ int main(int argc, char **argv)
 			errno = err;
 			die("connect failed (events 0x%x):", evs);
 		}
-		note("connect EINPROGRESS, then writable (events 0x%x)", evs);
+		note("connect EINPROGRESS, then writable (events 0x%x, %s)", evs, WAIT_NAME);
 	} else {
 		die("connect:");
 	}
@@ -125,7 +227,8 @@ int main(int argc, char **argv)
 	int exit_rc = finish_response(&r);
 	free_response(&r);
 	free(rb.data);
-	close(ep);
+	if (ep >= 0)
+		close(ep);
 	close(fd);
 	return exit_rc;
 }

@@ -41,6 +41,7 @@ OTHER_IP = lablib.OTHER_IP
 BYTEWISE_BODY = b'{"hello":"one byte per send()","n":12345}'
 SENDMSG_BODY = b'{"via":"sendmsg","parts":2}'
 KEEPALIVE_BODY = b'{"keepalive":"second request"}'
+BIG_POST_BODY = lablib.pattern_bytes(2000000)  # nonblock_*_post (-DPOST_BYTES)
 
 
 def spec(method="GET", body=None, host=HOST, ip=API_IP):
@@ -58,6 +59,11 @@ PROGRAMS = {
     "pipeline": [spec(), spec()],
     "keepalive_seq": [spec(), spec("POST", KEEPALIVE_BODY), spec()],
     "nonblock_epoll": [spec()],
+    "nonblock_epoll_et": [spec()],
+    "nonblock_poll": [spec()],
+    "nonblock_select": [spec()],
+    "nonblock_epoll_post": [spec("POST", BIG_POST_BODY)],
+    "nonblock_epoll_et_post": [spec("POST", BIG_POST_BODY)],
     "fort_read": [spec()],
     "fort_recv": [spec()],
     "fort_recvfrom": [spec()],
@@ -83,7 +89,8 @@ EXTRA_ARGS = {n: [OTHER_HOST, "80"] for n in FD_REUSE}
 
 # programs that read a large binary body well (exact content checked)
 BIG_BODY_PROGRAMS = ["readv_iov", "recvmsg_iov", "fort_read", "fort_recv", "nonblock_epoll",
-                     "msg_peek", "sendto_null", "send_bytewise"]
+                     "nonblock_epoll_et", "nonblock_poll", "nonblock_select", "msg_peek",
+                     "sendto_null", "send_bytewise"]
 
 
 # ---- fixtures -----------------------------------------------------------------
