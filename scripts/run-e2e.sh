@@ -20,7 +20,15 @@ if ! /usr/bin/python3 -c 'import pytest' 2>/dev/null; then
     exit 1
 fi
 # labs left behind by a killed run (owner process gone) are removed first
-/usr/bin/python3 tests/lab/lab.py gc >/dev/null || true
+/usr/bin/python3 tests/lab/lab.py gc --prefix lunar-e2e- >/dev/null || true
 
+# extra args pass through; when one of them names a test file or directory, only
+# that is run (scripts/run-e2e.sh tests/e2e/test_edge.py -x), else all of tests/e2e
+target=(tests/e2e)
+for a in "$@"; do
+    case "$a" in
+        tests/*) target=() ;;
+    esac
+done
 export PYTHONDONTWRITEBYTECODE=1
-exec /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"
+exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "${target[@]}" "$@"

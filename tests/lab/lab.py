@@ -42,8 +42,12 @@ OTHER_IP = "203.0.113.11"      # other.example.test: HTTP origin on :80
 ECHO_IP = "203.0.113.12"       # echo.example.test: client-speaks-first echo on :80
 BANNER_IP = "203.0.113.13"     # banner.example.test: server-speaks-first on :80
 DOWN_IP = "203.0.113.14"       # down.example.test: address up, nothing listening
+SPARE_IP = "203.0.113.15"      # spare.example.test: nothing listening, free for tests
 INTERNAL_IP = "127.0.0.2"      # internal.test: HTTP origin on :80
-NS_ADDRS = [API_IP, OTHER_IP, ECHO_IP, BANNER_IP, DOWN_IP]
+API6_IP = "2001:db8::10"       # api6.example.test: HTTP origin on [2001:db8::10]:80
+INTERNAL6_IP = "::1"           # HTTP origin on [::1]:80
+NS_ADDRS = [API_IP, OTHER_IP, ECHO_IP, BANNER_IP, DOWN_IP, SPARE_IP]
+NS_ADDRS6 = [API6_IP]
 
 HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
 ::1 localhost ip6-localhost ip6-loopback
@@ -53,6 +57,8 @@ HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
 203.0.113.12 echo.example.test
 203.0.113.13 banner.example.test
 203.0.113.14 down.example.test
+203.0.113.15 spare.example.test
+2001:db8::10 api6.example.test
 """
 # Nothing listens on 127.0.0.1:53 in the namespace: lookups of other names fail
 # at once (port unreachable) instead of reaching any outside resolver.
@@ -80,14 +86,17 @@ for _name, _ip, _ports in [
     ("down.example.test", DOWN_IP, (80,)),
     ("echo.example.test", ECHO_IP, (80,)),
     ("banner.example.test", BANNER_IP, (80,)),
+    ("api6.example.test", API6_IP, (80,)),
+    (None, INTERNAL6_IP, (80,)),
 ]:
-    for _host in (_name, _ip):
+    _lit = "[%s]" % _ip if ":" in _ip else _ip
+    for _host in ([_name] if _name else []) + [_lit]:
         for _p in _ports:
             if _p == 80:
-                ROUTES[_host] = "%s:80" % _ip
-                ROUTES["%s:80" % _host] = "%s:80" % _ip
+                ROUTES[_host] = "%s:80" % _lit
+                ROUTES["%s:80" % _host] = "%s:80" % _lit
             else:
-                ROUTES["%s:%d" % (_host, _p)] = "%s:%d" % (_ip, _p)
+                ROUTES["%s:%d" % (_host, _p)] = "%s:%d" % (_lit, _p)
 
 # origin services: name -> (kind, bind)
 ORIGINS = {
@@ -95,6 +104,8 @@ ORIGINS = {
     "origin-api-8080": ("http", "%s:8080" % API_IP),
     "origin-other": ("http", "%s:80" % OTHER_IP),
     "origin-internal": ("http", "%s:80" % INTERNAL_IP),
+    "origin-api6": ("http", "[%s]:80" % API6_IP),
+    "origin-internal6": ("http", "[%s]:80" % INTERNAL6_IP),
     "line-echo": ("echo", "%s:80" % ECHO_IP),
     "line-banner": ("banner", "%s:80" % BANNER_IP),
 }
@@ -277,6 +288,8 @@ class Lab:
             self._ip("-n", self.name, "link", "set", "lo", "up")
             for a in NS_ADDRS:
                 self._ip("-n", self.name, "addr", "add", a + "/32", "dev", "lo")
+            for a in NS_ADDRS6:
+                self._ip("-n", self.name, "addr", "add", a + "/128", "dev", "lo", "nodad")
             with open(os.path.join(self.dir, "routes.json"), "w") as f:
                 json.dump(ROUTES, f, indent=1)
             self._write_haproxy_files()
@@ -334,7 +347,7 @@ class Lab:
     def _write_haproxy_files(self):
         with open(os.path.join(self.dir, "hosts_ip.map"), "w") as f:
             for k, v in sorted(ROUTES.items()):
-                f.write("%s %s\n" % (k, v.rsplit(":", 1)[0]))
+                f.write("%s %s\n" % (k, v.rsplit(":", 1)[0].strip("[]")))
         with open(os.path.join(self.dir, "hosts_port.map"), "w") as f:
             for k, v in sorted(ROUTES.items()):
                 f.write("%s %s\n" % (k, v.rsplit(":", 1)[1]))
@@ -724,11 +737,12 @@ frontend lunar_health
         ])
 
 
-def gc():
-    """Remove labs (lunar-*) whose owner process is gone."""
+def gc(prefix=""):
+    """Remove labs (state in /tmp/lunar-lab-NAME) whose NAME starts with prefix and
+    whose owner process is gone. Labs made by the CLI `up` have no owner: kept."""
     removed = []
     for d in sorted(os.listdir("/tmp")):
-        if not d.startswith("lunar-lab-"):
+        if not d.startswith("lunar-lab-" + prefix):
             continue
         name = d[len("lunar-lab-"):]
         try:
@@ -759,10 +773,11 @@ def main(argv=None):
             sp.add_argument("command", nargs=argparse.REMAINDER)
         if c == "mode":
             sp.add_argument("mode")
-    sub.add_parser("gc")
+    sp = sub.add_parser("gc")
+    sp.add_argument("--prefix", default="", help="only labs whose name starts with this")
     a = ap.parse_args(argv)
     if a.cmd == "gc":
-        print("\n".join(gc()))
+        print("\n".join(gc(a.prefix)))
         return 0
     lab = Lab(a.name, managed=getattr(a, "managed", False))
     if a.cmd == "up":

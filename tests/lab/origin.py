@@ -33,6 +33,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PATTERN = bytes(range(251))
 
 
+def fmt_addr(addr):
+    host, port = addr[0], addr[1]
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
 def pattern_bytes(n):
     """The deterministic content of /bytes/N: bytes 0..250 repeated."""
     reps = n // len(PATTERN) + 1
@@ -104,7 +109,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         srv = self.server.name
-        peer = "%s:%d" % self.client_address[:2]
+        peer = fmt_addr(self.client_address)
         rec = {
             "server": srv,
             "method": self.command,
@@ -190,7 +195,7 @@ class EchoLine(socketserver.BaseRequestHandler):
             total += len(d)
             s.sendall(d)
         self.server.log.write({"server": self.server.name, "kind": "echo",
-                               "peer": "%s:%d" % self.client_address[:2], "bytes": total})
+                               "peer": fmt_addr(self.client_address), "bytes": total})
 
 
 class BannerLine(socketserver.StreamRequestHandler):
@@ -211,7 +216,7 @@ class BannerLine(socketserver.StreamRequestHandler):
             self.wfile.write(b"250 " + text + b"\r\n")
             self.wfile.flush()
         self.server.log.write({"server": self.server.name, "kind": "banner",
-                               "peer": "%s:%d" % self.client_address[:2], "lines": lines})
+                               "peer": fmt_addr(self.client_address), "lines": lines})
 
 
 class LineServer(socketserver.ThreadingTCPServer):

@@ -24,7 +24,7 @@ function once() {
   return new Promise((resolve, reject) => {
     const h = Object.assign({}, headers);
     if (body !== null && !chunked) h['Content-Length'] = body.length;
-    const req = http.request({ host: url.hostname, port: url.port || 80, path: url.pathname + url.search,
+    const req = http.request({ host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port || 80, path: url.pathname + url.search,
                                method, headers: h, agent }, (res) => {
       const parts = [];
       res.on('data', (d) => parts.push(d));
