@@ -74,6 +74,7 @@ PROGRAMS = {
     "fcntl_dupfd": [spec()],
     "fork_connect": [spec()],
     "getpeername": [spec()],
+    "v4mapped": [spec()],
     "recvmsg_iov": [spec()],
     "readv_iov": [spec()],
     "sendto_null": [spec()],
@@ -243,6 +244,10 @@ def assert_peers(name, prefix, res, port="80"):
         assert prefix == ["connected-to %s:%s" % (API_IP, port),
                           "peer-after-connect %s:%s" % (API_IP, port),
                           "peer-after-response %s:%s" % (API_IP, port)], res
+    if name == "v4mapped":
+        # AF_INET6 socket connected to ::ffff:203.0.113.10 (what Java does)
+        assert prefix == ["peer-after-connect [::ffff:%s]:%s" % (API_IP, port),
+                          "peer-after-response [::ffff:%s]:%s" % (API_IP, port)], res
 
 
 # ---- tests --------------------------------------------------------------------
