@@ -13,6 +13,8 @@ pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked,
+    /// Responses only: the body is everything until the connection closes.
+    UntilClose,
     /// Conflicting or malformed framing headers.
     Invalid,
 }
@@ -93,6 +95,25 @@ impl FramingHeaders {
             (Some(n), false) => Framing::Length(n),
         }
     }
+
+    /// The framing of a response, before its status code and the request
+    /// method are considered (RFC 9112 §6.3 items 4 to 8).
+    pub(crate) fn response_framing(&self, minor_version: u8) -> Framing {
+        if self.transfer_encoding {
+            // HTTP/1.0 framing with Transfer-Encoding is faulty (§6.1); like
+            // a last coding other than chunked it leaves only the close.
+            if minor_version == 0 || !self.last_is_chunked || self.chunked_count != 1 {
+                return Framing::UntilClose;
+            }
+            return Framing::Chunked;
+        }
+        match (self.content_length, self.content_length_bad) {
+            (_, true) => Framing::Invalid,
+            (Some(0), false) => Framing::Empty,
+            (Some(n), false) => Framing::Length(n),
+            (None, false) => Framing::UntilClose,
+        }
+    }
 }
 
 /// Follows one body to its end.
@@ -117,7 +138,7 @@ impl Body {
         match framing {
             Framing::Length(n) => Some(Body::Length(n)),
             Framing::Chunked => Some(Body::Chunked(ChunkedDecoder::default())),
-            Framing::Empty | Framing::Invalid => None,
+            Framing::Empty | Framing::UntilClose | Framing::Invalid => None,
         }
     }
 
@@ -223,6 +244,37 @@ mod tests {
         assert_eq!(
             framing(&[("Transfer-Encoding", "chunked")], 0),
             Framing::Invalid
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let response = |headers: &[(&str, &str)], minor| {
+            let mut f = FramingHeaders::default();
+            for (name, value) in headers {
+                if name.eq_ignore_ascii_case("content-length") {
+                    f.content_length(value.as_bytes());
+                } else {
+                    f.transfer_encoding(value.as_bytes());
+                }
+            }
+            f.response_framing(minor)
+        };
+        assert_eq!(response(&[], 1), Framing::UntilClose);
+        assert_eq!(response(&[("Content-Length", "0")], 1), Framing::Empty);
+        assert_eq!(response(&[("Content-Length", "9")], 0), Framing::Length(9));
+        assert_eq!(response(&[("Content-Length", "x")], 1), Framing::Invalid);
+        assert_eq!(
+            response(&[("Transfer-Encoding", "chunked")], 1),
+            Framing::Chunked
+        );
+        assert_eq!(
+            response(&[("Transfer-Encoding", "gzip")], 1),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            response(&[("Transfer-Encoding", "chunked")], 0),
+            Framing::UntilClose
         );
     }
 

@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use memchr::memchr;
 
+use super::fields::{copy_without, field_line, span};
 use super::framing::{trim_ows, Framing, FramingHeaders};
 
 /// The parts of a request head the connection layer decides on. Borrows the
@@ -81,16 +82,6 @@ pub(crate) fn parse(head: &[u8]) -> Option<ParsedHead> {
     }
 }
 
-/// Where `part`, a slice httparse took from `head`, lies in it. Empty parts
-/// may point anywhere, so they get an empty range.
-fn span(head: &[u8], part: &[u8]) -> Range<usize> {
-    if part.is_empty() {
-        return 0..0;
-    }
-    let start = part.as_ptr() as usize - head.as_ptr() as usize;
-    start..start + part.len()
-}
-
 fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> {
     let method = span(head, request.method?.as_bytes());
     let target = span(head, request.path?.as_bytes());
@@ -125,11 +116,7 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
                     _ => None,
                 };
             }
-            // A field line has no LF before its own line ending.
-            let start = span(head, name.as_bytes()).start;
-            let name_end = start + name.len();
-            let end = name_end + memchr(b'\n', &head[name_end..])? + 1;
-            parsed.removed.push(start..end);
+            parsed.removed.push(field_line(head, name)?);
         } else if name.eq_ignore_ascii_case("upgrade") {
             parsed.upgrade = true;
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -174,12 +161,7 @@ impl ParsedHead {
         out.reserve(head.len() + injected.len());
         out.extend_from_slice(&head[..self.line_end]);
         out.extend_from_slice(injected);
-        let mut pos = self.line_end;
-        for line in &self.removed {
-            out.extend_from_slice(&head[pos..line.start]);
-            pos = line.end;
-        }
-        out.extend_from_slice(&head[pos..]);
+        copy_without(head, self.line_end, &self.removed, out);
     }
 }
 

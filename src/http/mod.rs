@@ -7,19 +7,27 @@
 //! every possible split of the input.
 
 mod chunked;
+mod collect;
+mod fields;
 mod framing;
 mod head;
 mod reqline;
 mod request;
+mod response;
+mod response_head;
 mod scan;
+mod statusline;
 
 #[cfg(test)]
 mod testutil;
 
 pub use head::RequestHead;
 pub use request::{RequestStream, Step};
+pub use response::ResponseStream;
+pub use response_head::{ResponseHead, Retry};
 
-/// Largest request head buffered while waiting for its end. A head that has not
-/// ended within this many bytes is treated as "not HTTP" and passed through, so
-/// a stream that merely looks like HTTP cannot make us hold unbounded memory.
+/// Largest message head (request or response) buffered while waiting for its
+/// end. A head that has not ended within this many bytes is treated as "not
+/// HTTP" and passed through, so a stream that merely looks like HTTP cannot
+/// make us hold unbounded memory.
 pub const MAX_HEAD: usize = 64 * 1024;

@@ -8,6 +8,8 @@
 //! The grammar is the one httparse accepts with its default configuration, so
 //! a line that passes here is not refused by httparse for its request line.
 
+use super::collect::{StartLine, Verdict};
+
 /// RFC 9110 `tchar`, the characters of a method token.
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -38,16 +40,6 @@ enum State {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Every byte given can still be part of a request line.
-    NeedMore,
-    /// The request line ended; the value is the index just past its LF.
-    Done(usize),
-    /// These bytes can never be a request line.
-    Invalid,
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct RequestLine {
     state: State,
@@ -61,14 +53,12 @@ impl Default for RequestLine {
     }
 }
 
-impl RequestLine {
-    pub(crate) fn is_done(&self) -> bool {
+impl StartLine for RequestLine {
+    fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// Judges the next bytes of the stream. After `Done` or `Invalid` the
-    /// bytes past that point are not looked at.
-    pub(crate) fn advance(&mut self, input: &[u8]) -> Verdict {
+    fn advance(&mut self, input: &[u8]) -> Verdict {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];

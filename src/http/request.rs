@@ -2,11 +2,10 @@
 //! other, with each head held back until it is complete so it can be
 //! rewritten, and every body passed through untouched.
 
+use super::collect::{Collected, HeadCollector};
 use super::framing::{Body, Framing, Progress};
 use super::head::{self, ParsedHead, RequestHead};
-use super::reqline::{RequestLine, Verdict};
-use super::scan::EndScan;
-use super::MAX_HEAD;
+use super::reqline::RequestLine;
 
 /// What a prefix of the input offered to [`RequestStream::feed`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +28,7 @@ pub enum Step {
 #[derive(Debug)]
 enum State {
     /// Collecting a head (the buffer is empty between messages).
-    Head {
-        line: RequestLine,
-        scan: EndScan,
-    },
+    Head(HeadCollector<RequestLine>),
     /// A complete head waits for `emit_head`.
     Ready(ParsedHead),
     Body {
@@ -46,10 +42,7 @@ enum State {
 
 impl State {
     fn new_head() -> Self {
-        State::Head {
-            line: RequestLine::default(),
-            scan: EndScan::default(),
-        }
+        State::Head(HeadCollector::default())
     }
 }
 
@@ -107,36 +100,12 @@ impl RequestStream {
                     Step::Pass(input.len())
                 }
             },
-            State::Head { line, scan } => {
-                // A head may not grow past MAX_HEAD, so never look further.
-                let room = MAX_HEAD - self.buf.len();
-                let window = &input[..input.len().min(room)];
-                if !line.is_done() {
-                    match line.advance(window) {
-                        Verdict::Invalid => return self.not_http(0),
-                        Verdict::NeedMore => return self.hold(window),
-                        Verdict::Done(n) => *scan = EndScan::starting_at(self.buf.len() + n - 1),
-                    }
-                }
-                match scan.find(&self.buf, window) {
-                    Some(end) => {
-                        let n = end - self.buf.len();
-                        self.buf.extend_from_slice(&window[..n]);
-                        self.complete(n)
-                    }
-                    None => self.hold(window),
-                }
-            }
+            State::Head(collector) => match collector.feed(&mut self.buf, input) {
+                Collected::More(n) => Step::Buffered(n),
+                Collected::Complete(n) => self.complete(n),
+                Collected::NotHttp(n) => self.not_http(n),
+            },
         }
-    }
-
-    /// Keeps `bytes` of an incomplete head.
-    fn hold(&mut self, bytes: &[u8]) -> Step {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= MAX_HEAD {
-            return self.not_http(bytes.len());
-        }
-        Step::Buffered(bytes.len())
     }
 
     fn complete(&mut self, n: usize) -> Step {
@@ -208,7 +177,7 @@ impl RequestStream {
 
     /// True while no byte of a new head is held and no body is in progress.
     pub fn at_message_boundary(&self) -> bool {
-        matches!(self.state, State::Head { .. }) && self.buf.is_empty()
+        matches!(self.state, State::Head(_)) && self.buf.is_empty()
     }
 
     /// True once everything passes through for good (not HTTP, an

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::super::testutil::{bytewise, drive, valid_stream, Driven, INJECT};
+use super::super::MAX_HEAD;
 use super::*;
 
 const I: &[u8] = b"I: 1\r\n";

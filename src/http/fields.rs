@@ -1,0 +1,36 @@
+//! Byte ranges of the parts of a head that httparse hands back as slices,
+//! so a head can be written back byte for byte with some field lines left out.
+
+use std::ops::Range;
+
+use memchr::memchr;
+
+/// Where `part`, a slice httparse took from `head`, lies in it. Empty parts
+/// may point anywhere, so they get an empty range.
+pub(crate) fn span(head: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - head.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The whole field line whose name is `name`, line ending included. A field
+/// line has no LF before its own line ending, so the first one after the
+/// name ends it.
+pub(crate) fn field_line(head: &[u8], name: &str) -> Option<Range<usize>> {
+    let start = span(head, name.as_bytes()).start;
+    let name_end = start + name.len();
+    let end = name_end + memchr(b'\n', head.get(name_end..)?)? + 1;
+    Some(start..end)
+}
+
+/// Appends `head[from..]` without the `removed` ranges (in order, past `from`).
+pub(crate) fn copy_without(head: &[u8], from: usize, removed: &[Range<usize>], out: &mut Vec<u8>) {
+    let mut pos = from;
+    for line in removed {
+        out.extend_from_slice(&head[pos..line.start]);
+        pos = line.end;
+    }
+    out.extend_from_slice(&head[pos..]);
+}
