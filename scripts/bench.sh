@@ -38,14 +38,14 @@ done
 [[ -f "$LIB" ]] || { echo "bench.sh: $LIB missing (make build)" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || { echo "bench.sh: needs root (network namespace)" >&2; exit 1; }
 
-TMP="$(mktemp -d /tmp/lunar-bench.XXXXXX)"
-chmod 755 "$TMP" # nginx workers (not root) read www/ below it
+TMP=""
 NGINX_PID=""
 LAB_UP=0
 
 cleanup() {
 	local rc=$?
 	set +e
+	trap '' INT TERM # finish cleaning up even if signalled again
 	if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
 		kill -TERM "$NGINX_PID" 2>/dev/null
 		for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
@@ -54,11 +54,13 @@ cleanup() {
 	if [[ $LAB_UP -eq 1 ]]; then
 		"$PY" "$LABPY" down --name "$NAME"
 	fi
-	rm -rf "$TMP"
+	[[ -n "$TMP" ]] && rm -rf "$TMP"
 	exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+TMP="$(mktemp -d /tmp/lunar-bench.XXXXXX)"
+chmod 755 "$TMP" # nginx workers (not root) read www/ below it
 
 say() { printf '%s\n' "$*" >&2; }
 in_ns() { ip netns exec "$NAME" "$@"; }

@@ -19,20 +19,22 @@ PROXY=127.0.0.1:8000
 [[ $(id -u) -eq 0 ]] || { echo "demo.sh: needs root (network namespace)" >&2; exit 1; }
 [[ -f "$LIB" ]] || { echo "demo.sh: $LIB missing: run make build" >&2; exit 1; }
 
-TMP="$(mktemp -d /tmp/lunar-demo.XXXXXX)"
+TMP=""
 LAB_UP=0
 cleanup() {
 	local rc=$?
 	set +e
+	trap '' INT TERM # finish cleaning up even if signalled again
 	if [[ $LAB_UP -eq 1 ]]; then
 		printf '\n%s\n' "Cleaning up: stopping the lab's processes, deleting namespace $NAME."
 		"$PY" "$LABPY" down --name "$NAME"
 	fi
-	rm -rf "$TMP"
+	[[ -n "$TMP" ]] && rm -rf "$TMP"
 	exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+TMP="$(mktemp -d /tmp/lunar-demo.XXXXXX)"
 
 if [[ -t 1 ]]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' Y=$'\e[33m' N=$'\e[0m'; else B="" D="" G="" Y="" N=""; fi
 title() { printf '\n%s== %s ==%s\n' "$B" "$*" "$N"; }
