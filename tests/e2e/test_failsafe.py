@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import (CLIENT_DIR, PY, assert_direct, assert_ok, assert_proxied, describe,
-                      hdr, labmod, make_client, one_echo, sha256)
+                      hdr, labmod, one_echo, sha256)
 
 API = "203.0.113.10:80"
 COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
@@ -221,28 +221,12 @@ def testproxy(lab):
         lab.set_mode("pass")
 
 
-# fault modes run with a subset of the clients (time budget): one per language runtime
-FAULT_CLIENTS = ["curl", "py_httpclient", "node_http", "java_httpclient", "perl_tiny"]
-
-
-@pytest.fixture(params=FAULT_CLIENTS)
-def fclient(request, lab, java_classes, tmp_path):
-    return make_client(request.param, lab, java_classes, str(tmp_path))
-
-# Falling back after the proxy answered x-lunar-error or closed/reset the connection,
-# and the retry protocol, are the next issue's work: expected to fail until then
-# (non-strict, so they show as XPASS once the library does it).
-NEXT_ISSUE = pytest.mark.xfail(
-    strict=False, reason="next issue: fallback on x-lunar-error / proxy close or reset, retry protocol")
-
-
-@NEXT_ISSUE
 @pytest.mark.parametrize("mode", ["error:2", "error:5", "close", "reset", "down"])
-def test_proxy_fault_falls_back_to_origin(fclient, need_lib, tag, testproxy, mode):
+def test_proxy_fault_falls_back_to_origin(client, need_lib, tag, testproxy, mode):
     testproxy.set_mode(mode)
     body = b'{"fault": "%s"}' % mode.encode()
-    res = fclient.run("POST", "http://api.example.test" + tag, data=body, env=TESTPROXY_ENV,
-                     headers=["Content-Type: application/json"])
+    res = client.run("POST", "http://api.example.test" + tag, data=body, env=TESTPROXY_ENV,
+                      headers=["Content-Type: application/json"])
     assert_ok(res)
     e = one_echo(res)
     assert_direct(e, res, origin=API, path=tag)
@@ -253,19 +237,18 @@ def test_proxy_fault_falls_back_to_origin(fclient, need_lib, tag, testproxy, mod
     assert seen, "the request never reached the test proxy"
 
 
-def test_proxy_pass_mode_like_haproxy(fclient, need_lib, tag, testproxy):
-    res = fclient.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
+def test_proxy_pass_mode_like_haproxy(client, need_lib, tag, testproxy):
+    res = client.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
     assert_ok(res)
     e = one_echo(res)
     assert hdr(e, "x-via-testproxy") == "1", describe(res)
     assert hdr(e, "x-seen-lunar-host") == "api.example.test"
 
 
-@NEXT_ISSUE
-def test_retry_after_protocol(fclient, need_lib, tag, testproxy):
+def test_retry_after_protocol(client, need_lib, tag, testproxy):
     testproxy.set_mode("retry:0.3:2")
     t0 = time.time()
-    res = fclient.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
+    res = client.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV)
     elapsed = time.time() - t0
     assert_ok(res)
     e = one_echo(res)
