@@ -109,8 +109,9 @@ def _wait_for_request(tmp_path, i, timeout=20):
 
 
 def _summary(recs):
-    return "\n".join("%2d t=%.2f status=%s via_proxy=%s tried_proxy=%s cooldown=%s | %s" % (
-        r["i"], r["t"], r.get("status"), r.get("via_proxy"), r["tried_proxy"], r["cooldown"],
+    return "\n".join("%2d t=%.2f..%.2f status=%s%s via_proxy=%s tried_proxy=%s cooldown=%s | %s" % (
+        r["i"], r["t"], r["t_end"], r.get("status"), " error=" + r["error"] if "error" in r else "",
+        r.get("via_proxy"), r["tried_proxy"], r["cooldown"],
         " / ".join(ln.split("DEBUG: ")[-1] for ln in r["log"])) for r in recs)
 
 
