@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import (CLIENT_DIR, PY, assert_direct, assert_ok, assert_proxied, describe,
-                      hdr, labmod, one_echo, sha256)
+                      hdr, labmod, make_client, one_echo, sha256)
 
 API = "203.0.113.10:80"
 COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
@@ -266,3 +266,62 @@ def test_retry_after_protocol(client, need_lib, tag, testproxy):
         "retries must carry x-lunar-sequence-id"
     assert elapsed >= 0.6, "retries did not wait x-lunar-retry-after"
     assert b"x-lunar-sequence-id" not in res.out.lower()
+
+
+def test_proxy_blackhole_connect_falls_back_quickly(client, need_lib, tag, testproxy):
+    """The proxy's traffic port never completes a connect (SYNs dropped): the request
+    still reaches the origin, within a few seconds."""
+    testproxy.set_mode("blackhole")
+    t0 = time.time()
+    res = client.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV, timeout=40)
+    elapsed = time.time() - t0
+    assert_ok(res)
+    assert_direct(one_echo(res), res, origin=API, path=tag)
+    assert elapsed < 8, "fallback from an unreachable proxy took %.1f s" % elapsed
+
+
+@pytest.fixture
+def testproxy_handshake(lab):
+    lab.start_testproxy()
+    try:
+        yield lab.set_testproxy_handshake
+    finally:
+        lab.set_testproxy_handshake("unmanaged")
+
+
+@pytest.mark.parametrize("answer", ["error:500", "hang", "close"])
+@pytest.mark.parametrize("cname", ["curl", "py_httpclient", "node_http"])
+def test_handshake_failure_means_direct(lab, java_classes, tmp_path, need_lib, tag,
+                                        testproxy_handshake, answer, cname):
+    """A failed handshake (HTTP error, no answer, connection closed): every request
+    goes direct, one warning at the default log level, nothing on stdout."""
+    testproxy_handshake(answer)
+    c = make_client(cname, lab, java_classes, str(tmp_path))
+    t0 = time.time()
+    res = c.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV, debug=False, timeout=40)
+    elapsed = time.time() - t0
+    assert_ok(res)
+    assert_direct(one_echo(res), res, origin=API, path=tag)
+    lines = [ln for ln in res.text_err.splitlines() if ln.strip()]
+    assert len(lines) == 1, "expected one warning line, got %r" % lines
+    assert elapsed < 8, "a hanging handshake delayed the request %.1f s" % elapsed
+    assert not [r for r in lab.testproxy_log() if r.get("kind") == "traffic" and r.get("path") == tag]
+
+
+def test_managed_via_testproxy_handshake(lab, need_lib, tag, testproxy, testproxy_handshake):
+    """The handshake carries x-lunar-tenant-id; managed -> every diverted request
+    carries it too."""
+    testproxy_handshake("managed")
+    res = lab.run(["curl", "-sS", "http://api.example.test" + tag, "http://api.example.test" + tag],
+                  env=dict(TESTPROXY_ENV, LUNAR_TENANT_ID="tenant-tp-5"), debug=True)
+    assert_ok(res)
+    log = lab.testproxy_log()
+    hs = [r for r in log if r.get("kind") == "handshake" and r["path"].startswith("/handshake")]
+    assert hs, "no handshake reached the test proxy\n" + describe(res)
+    hsh = dict((k.lower(), v) for k, v in hs[-1]["headers"])
+    assert hsh.get("x-lunar-tenant-id") == "tenant-tp-5", hs[-1]["headers"]
+    traffic = [r for r in log if r.get("kind") == "traffic" and r.get("path") == tag]
+    assert len(traffic) == 2, describe(res)
+    for r in traffic:
+        h = dict((k.lower(), v) for k, v in r["headers"])
+        assert h.get("x-lunar-tenant-id") == "tenant-tp-5", r["headers"]
