@@ -750,7 +750,7 @@ def gc(prefix=""):
                 owner = json.load(f).get("owner_pid")
         except (OSError, ValueError):
             owner = 0  # no state: a half-made lab
-        if owner is None or os.path.exists("/proc/%d" % owner):
+        if owner is None or (os.path.exists("/proc/%d" % owner) and not Lab._is_zombie(owner)):
             continue  # detached (CLI) lab, or its owner is alive
         Lab(name).down()
         removed.append(name)
