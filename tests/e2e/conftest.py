@@ -71,8 +71,8 @@ def tag(request):
 
 # ---- clients -----------------------------------------------------------------------
 
-CLIENTS = ["curl", "wget", "py_httpclient", "py_urllib", "node_http",
-           "java_httpclient", "java_urlconnection", "perl_tiny"]
+CLIENTS = ["curl", "wget", "py_httpclient", "py_urllib", "py_asyncio", "node_http",
+           "node_fetch", "java_httpclient", "java_urlconnection", "perl_tiny"]
 JAVA_OPTS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Xss512k"]
 
 # what a client cannot do at all (scenario -> reason)
@@ -113,10 +113,10 @@ class Client:
             base = [os.path.join(CLIENT_DIR, "curl.sh")]
         elif n == "wget":
             base = [os.path.join(CLIENT_DIR, "wget.sh")]
-        elif n in ("py_httpclient", "py_urllib"):
+        elif n in ("py_httpclient", "py_urllib", "py_asyncio"):
             base = [PY, os.path.join(CLIENT_DIR, n + ".py")]
-        elif n == "node_http":
-            base = ["/usr/bin/node", os.path.join(CLIENT_DIR, "node_http.js")]
+        elif n in ("node_http", "node_fetch"):
+            base = ["/usr/bin/node", os.path.join(CLIENT_DIR, n + ".js")]
         elif n.startswith("java_"):
             if not self.java_classes:
                 pytest.skip("no javac")
