@@ -67,6 +67,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         target,
         name.clone(),
         matches!(verdict, Verdict::Divert(_)),
+        runtime.config.replay_max_bytes,
     ));
     if !fdtable::insert(fd, conn.clone()) {
         log::debug!("{label} -> direct (fd {fd} beyond the tracked range)");
@@ -80,7 +81,6 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         Ok(()) => {
             log::debug!("{label} -> proxy {proxy} ({why})");
             conn.set_peer(Route::Proxy(proxy));
-            runtime.failsafe.record_success();
             connected_as_program_expects(fd, family)
         }
         Err(errno) => {

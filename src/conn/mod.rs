@@ -2,12 +2,17 @@
 //! and the HTTP stream engine its writes go through. Owns every syscall the library makes
 //! on behalf of the program for that fd.
 
+mod app_buffer;
 mod connect;
+mod inflight;
 mod lunar_headers;
 mod moving;
 mod read;
+mod recovery;
+mod responses;
 mod write;
 
+pub use app_buffer::AppBuffer;
 pub use connect::connect;
 pub use read::{reads_before_writing, receive};
 pub use write::send;
@@ -15,6 +20,7 @@ pub use write::send;
 use crate::http::RequestStream;
 use crate::runtime::Route;
 use crate::sync::SpinLock;
+use responses::Responses;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -37,6 +43,10 @@ pub struct Conn {
     /// reader can tell that an error it got belongs to the old peer.
     move_epoch: AtomicU32,
     writer: SpinLock<Writer>,
+    /// The proxy's answers and the copies of the requests they answer.
+    responses: SpinLock<Responses>,
+    /// A recovery thread owns the socket; the program's reads answer EAGAIN meanwhile.
+    busy: AtomicBool,
 }
 
 struct Writer {
@@ -47,7 +57,12 @@ struct Writer {
 
 impl Conn {
     /// A connection to `original`, not (yet) diverted.
-    pub fn new(original: SocketAddr, name: Option<String>, filter_diverts: bool) -> Conn {
+    pub fn new(
+        original: SocketAddr,
+        name: Option<String>,
+        filter_diverts: bool,
+        replay_cap: usize,
+    ) -> Conn {
         Conn {
             original,
             name,
@@ -61,6 +76,8 @@ impl Conn {
                 requests: RequestStream::new(),
                 head_out: Vec::new(),
             }),
+            responses: SpinLock::new(Responses::new(replay_cap)),
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -70,6 +87,8 @@ impl Conn {
 
     fn set_peer(&self, peer: Route) {
         *self.peer.lock() = peer;
+        // Only the proxy's answers are checked; the copies stay until a replay took them.
+        self.responses.lock().checking = matches!(peer, Route::Proxy(_));
     }
 
     /// True when the program's view of the peer differs from the socket's: what
@@ -111,5 +130,8 @@ impl Conn {
     pub fn after_fork_in_child(&self) {
         self.peer.force_unlock();
         self.writer.force_unlock();
+        self.responses.force_unlock();
+        // A recovery thread of the parent does not exist here.
+        self.busy.store(false, Ordering::Release);
     }
 }

@@ -3,32 +3,28 @@
 //! fresh socket would silently leave the program's epoll sets).
 
 use super::Conn;
-use crate::proxy::socket::{connect_bounded, disconnect};
+use crate::proxy::socket::{connect_bounded, connect_finish, connect_start, disconnect};
 use crate::runtime::{Route, Runtime};
 use libc::c_int;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// An origin that takes longer than this to accept is treated as down; the program gets
 /// the connect error as its write's error.
 const ORIGIN_CONNECT_TIMEOUT_MS: u64 = 30_000;
 
 impl Conn {
-    /// Moves the socket to `to`. If the proxy cannot be reached the socket goes to the
+    /// Moves the socket to `to` (a fresh connection even when it is there already). If the proxy cannot be reached the socket goes to the
     /// original destination instead (a counted failsafe failure). Returns where it ended,
     /// or the errno of a failed connect to the original destination.
     pub(super) fn move_to(&self, fd: c_int, to: Route, runtime: &Runtime) -> Result<Route, c_int> {
-        if self.peer() == to {
-            return Ok(to);
-        }
         self.move_epoch.fetch_add(1, Ordering::AcqRel);
         disconnect(fd);
         let result = match to {
             Route::Proxy(proxy) => {
                 match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
-                    Ok(()) => {
-                        runtime.failsafe.record_success();
-                        Ok(to)
-                    }
+                    Ok(()) => Ok(to),
                     Err(errno) => {
                         let reason = std::io::Error::from_raw_os_error(errno);
                         runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
@@ -47,6 +43,48 @@ impl Conn {
 
     fn connect_origin(&self, fd: c_int) -> Result<Route, c_int> {
         connect_bounded(fd, self.original, ORIGIN_CONNECT_TIMEOUT_MS).map(|()| Route::Origin)
+    }
+
+    /// The first half of a move, for a non-blocking socket whose program waits in its
+    /// poller: dissolve and start the new connect, without waiting. Done in the program's
+    /// own thread (inside its read), so its poller never sees the socket between peers:
+    /// when it looks again the socket is connecting, which raises no event.
+    pub(super) fn begin_move(&self, fd: c_int, to: SocketAddr) -> Result<(), c_int> {
+        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        disconnect(fd);
+        let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);
+        let started = connect_start(fd, to, deadline).map(|_| ());
+        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        started
+    }
+
+    /// The second half: wait until the connect started by `begin_move` is done. A proxy
+    /// that fails now sends the socket to the original destination (blocking this helper
+    /// thread, not the program).
+    pub(super) fn finish_move(
+        &self,
+        fd: c_int,
+        to: Route,
+        runtime: &Runtime,
+    ) -> Result<Route, c_int> {
+        let timeout_ms = match to {
+            Route::Proxy(_) => runtime.config.connect_timeout_ms,
+            Route::Origin => ORIGIN_CONNECT_TIMEOUT_MS,
+        };
+        let finished = connect_finish(fd, Instant::now() + Duration::from_millis(timeout_ms));
+        let result = match (finished, to) {
+            (Ok(()), _) => Ok(to),
+            (Err(errno), Route::Proxy(proxy)) => {
+                let reason = std::io::Error::from_raw_os_error(errno);
+                runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
+                self.move_to(fd, Route::Origin, runtime)
+            }
+            (Err(errno), Route::Origin) => Err(errno),
+        };
+        if let Ok(route) = result {
+            self.set_peer(route);
+        }
+        result
     }
 
     /// Whether a read that began at `epoch` may have seen the old peer go away.

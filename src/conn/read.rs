@@ -1,24 +1,81 @@
 //! The program reads. Responses pass through unchanged; two things need care: a protocol
 //! whose server speaks first, and errors left over from a peer we moved away from.
 
-use super::Conn;
+use super::recovery::{self, Recovery, Started};
+use super::responses::{check_next, Next};
+use super::{AppBuffer, Conn};
 use crate::runtime::{self, Route};
 use crate::sys;
 use libc::c_int;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
-/// a tracked fd; `real` performs the program's own call.
-pub fn receive(conn: &Conn, fd: c_int, flags: c_int, mut real: impl FnMut() -> isize) -> isize {
+/// a tracked fd, into `buffer`; `real` performs the program's own call.
+pub fn receive(
+    conn: &Arc<Conn>,
+    fd: c_int,
+    flags: c_int,
+    buffer: AppBuffer,
+    mut real: impl FnMut() -> isize,
+) -> isize {
     if conn.is_passthrough() {
         return real();
     }
-    if !conn.wrote.load(Ordering::Acquire) && !is_nonblocking(fd, flags) {
+    let nonblocking = || is_nonblocking(fd, flags);
+    if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
         reads_before_writing(conn, fd);
     }
+    let peek = flags & libc::MSG_PEEK != 0;
     loop {
+        if conn.busy.load(Ordering::Acquire) {
+            if nonblocking() {
+                sys::set_errno(libc::EAGAIN);
+                return -1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        if let Some(count) = conn.serve_held(buffer, peek) {
+            return count;
+        }
+        let recovery = match check_next(conn, fd) {
+            Next::Deliver => None,
+            Next::Held => continue,
+            Next::NotYet if nonblocking() => {
+                sys::set_errno(libc::EAGAIN);
+                return -1;
+            }
+            Next::NotYet => {
+                // The rest of the head is on its way; a peeked socket stays readable, so
+                // poll would not wait for it.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            Next::Replay(why) => Some(Recovery::Replay(why)),
+            Next::Retry { after, sequence_id } => Some(Recovery::Retry { after, sequence_id }),
+        };
+        if let Some(recovery) = recovery {
+            match recovery::start(conn, fd, recovery, nonblocking()) {
+                // The answer to the resent request gets the same scrutiny.
+                Started::Done => continue,
+                Started::NotPossible => {}
+                Started::InBackground => {
+                    sys::set_errno(libc::EAGAIN);
+                    return -1;
+                }
+                Started::Failed(errno) => {
+                    sys::set_errno(errno);
+                    return -1;
+                }
+            }
+        }
         let epoch = conn.epoch();
         let got = real();
+        if got > 0 && !peek {
+            conn.track_delivered(buffer, got as usize);
+        }
         let lost_peer = got == 0
             || (got < 0
                 && matches!(
@@ -30,7 +87,7 @@ pub fn receive(conn: &Conn, fd: c_int, flags: c_int, mut real: impl FnMut() -> i
         }
         // The old peer's end surfaced in a read that raced our move; the new peer is
         // the program's connection now.
-        if is_nonblocking(fd, flags) {
+        if nonblocking() {
             sys::set_errno(libc::EAGAIN);
             return -1;
         }

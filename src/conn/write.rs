@@ -5,7 +5,7 @@
 //! bytes are reported written at once), then sent whole with the injected lines, which are
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
-use super::{lunar_headers, Conn};
+use super::{lunar_headers, recovery, Conn};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
 use crate::proxy::socket::wait_for;
@@ -35,14 +35,37 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
     let mut consumed = 0;
     while consumed < input.len() {
         let rest = &input[consumed..];
+        // Body bytes the kernel does not take will be offered again by the program: the
+        // engine must not count them now. Between heads the snapshot costs no allocation.
+        let before_feed = (writer.requests.buffered_len() == 0).then(|| writer.requests.clone());
         match writer.requests.feed(rest) {
             Step::Buffered(n) => consumed += n,
             Step::Pass(n) => {
                 let sent = send_raw(fd, &rest[..n], flags);
+                let taken = sent.max(0) as usize;
+                if taken < n {
+                    if let Some(snapshot) = before_feed {
+                        writer.requests = snapshot;
+                        if taken > 0 {
+                            writer.requests.feed(&rest[..taken]);
+                        }
+                    }
+                }
                 if sent < 0 {
-                    return if consumed > 0 { consumed as isize } else { -1 };
+                    let errno = sys::errno();
+                    if recovery::rescue_send(conn, fd, errno) {
+                        continue;
+                    }
+                    return fail(consumed, errno);
                 }
                 consumed += sent as usize;
+                if conn.is_diverted() {
+                    let mut responses = conn.responses.lock();
+                    responses.inflight.append(&rest[..sent as usize]);
+                    if writer.requests.at_message_boundary() {
+                        responses.inflight.end_request();
+                    }
+                }
                 if (sent as usize) < n {
                     break;
                 }
@@ -52,8 +75,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 consumed += n;
                 let first_request =
                     writer.requests.heads_completed() == 1 && !conn.is_passthrough();
-                let (route, injected) = {
+                let (route, injected, method) = {
                     let head = writer.requests.head();
+                    let method = head.method.to_string();
                     let route = settle_route(conn, fd, &head, first_request);
                     let injected = match (route, runtime::get()) {
                         (Ok(Route::Proxy(_)), Some(runtime)) => lunar_headers::for_request(
@@ -64,7 +88,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                         ),
                         _ => Vec::new(),
                     };
-                    (route, injected)
+                    (route, injected, method)
                 };
                 if let Err(errno) = route {
                     return fail(before, errno);
@@ -72,10 +96,21 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 let mut out = std::mem::take(&mut writer.head_out);
                 out.clear();
                 writer.requests.emit_head(&injected, &mut out);
+                if matches!(route, Ok(Route::Proxy(_))) {
+                    // Recorded before the head leaves: its answer may be read at once.
+                    let mut responses = conn.responses.lock();
+                    responses.tracker.push_request(&method);
+                    responses.inflight.start(&method, &out, &injected);
+                    if writer.requests.at_message_boundary() {
+                        responses.inflight.end_request();
+                    }
+                }
                 let result = send_all(fd, &out, flags);
                 writer.head_out = out;
                 if let Err(errno) = result {
-                    return fail(before, errno);
+                    if !recovery::rescue_send(conn, fd, errno) {
+                        return fail(before, errno);
+                    }
                 }
             }
             Step::NotHttp(n) => {
@@ -178,7 +213,7 @@ fn send_raw(fd: c_int, bytes: &[u8], flags: c_int) -> isize {
 
 /// Sends all of `bytes` (a rewritten head): the program was told these bytes were written,
 /// so they must all leave, even on a non-blocking socket.
-fn send_all(fd: c_int, mut bytes: &[u8], flags: c_int) -> Result<(), c_int> {
+pub(super) fn send_all(fd: c_int, mut bytes: &[u8], flags: c_int) -> Result<(), c_int> {
     let deadline = Instant::now() + HEAD_SEND_TIMEOUT;
     while !bytes.is_empty() {
         match send_raw(fd, bytes, flags) {

@@ -2,7 +2,8 @@
 //! included: glibc does not route those through the plain symbols.
 
 use super::{on_tracked, tracked};
-use crate::{conn, sys};
+use crate::conn::{self, AppBuffer};
+use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
@@ -12,7 +13,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
     // SAFETY: the program's own call (repeatable: it is retried only after a failure).
     let real = || unsafe { sys::read(fd, buf, len) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, flat(buf, len), real), real),
         None => real(),
     }
 }
@@ -29,7 +30,7 @@ pub unsafe extern "C" fn __read_chk(
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__read_chk(fd, buf, len, buflen) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, flat(buf, len), real), real),
         None => real(),
     }
 }
@@ -41,7 +42,10 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
     // SAFETY: the program's own call.
     let real = || unsafe { sys::recv(fd, buf, len, flags) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        Some(conn) => on_tracked(
+            || conn::receive(&conn, fd, flags, flat(buf, len), real),
+            real,
+        ),
         None => real(),
     }
 }
@@ -59,7 +63,10 @@ pub unsafe extern "C" fn __recv_chk(
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        Some(conn) => on_tracked(
+            || conn::receive(&conn, fd, flags, flat(buf, len), real),
+            real,
+        ),
         None => real(),
     }
 }
@@ -78,7 +85,10 @@ pub unsafe extern "C" fn recvfrom(
     // SAFETY: the program's own call.
     let real = || unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        Some(conn) => on_tracked(
+            || conn::receive(&conn, fd, flags, flat(buf, len), real),
+            real,
+        ),
         None => real(),
     }
 }
@@ -98,7 +108,10 @@ pub unsafe extern "C" fn __recvfrom_chk(
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        Some(conn) => on_tracked(
+            || conn::receive(&conn, fd, flags, flat(buf, len), real),
+            real,
+        ),
         None => real(),
     }
 }
@@ -110,7 +123,10 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
     // SAFETY: the program's own call.
     let real = || unsafe { sys::readv(fd, iov, count) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, real), real),
+        Some(conn) => on_tracked(
+            || conn::receive(&conn, fd, 0, scattered(iov, count), real),
+            real,
+        ),
         None => real(),
     }
 }
@@ -122,7 +138,37 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     // SAFETY: the program's own call.
     let real = || unsafe { sys::recvmsg(fd, msg, flags) };
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, real), real),
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, message(msg), real), real),
         None => real(),
+    }
+}
+
+fn flat(data: *mut c_void, len: size_t) -> AppBuffer {
+    AppBuffer::Flat {
+        data: data.cast(),
+        len,
+    }
+}
+
+fn scattered(parts: *const iovec, count: c_int) -> AppBuffer {
+    AppBuffer::Scattered {
+        parts,
+        count: count.max(0) as usize,
+    }
+}
+
+// msg_iovlen is size_t in glibc and int elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn message(msg: *mut msghdr) -> AppBuffer {
+    // SAFETY: recvmsg(2)'s contract: `msg` is readable when non-null.
+    match unsafe { msg.as_ref() } {
+        Some(header) => AppBuffer::Scattered {
+            parts: header.msg_iov,
+            count: header.msg_iovlen as usize,
+        },
+        None => AppBuffer::Scattered {
+            parts: std::ptr::null(),
+            count: 0,
+        },
     }
 }

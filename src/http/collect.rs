@@ -36,7 +36,7 @@ pub(crate) enum Collected {
     NotHttp(usize),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct HeadCollector<L> {
     line: L,
     scan: EndScan,

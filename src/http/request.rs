@@ -25,7 +25,7 @@ pub enum Step {
     NotHttp(usize),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     /// Collecting a head (the buffer is empty between messages).
     Head(HeadCollector<RequestLine>),
@@ -48,7 +48,9 @@ impl State {
 
 /// Follows the request stream of one connection. Sans-IO: it is told what
 /// the application writes and says what to send.
-#[derive(Debug)]
+/// Cloning is cheap between heads (the buffer is empty then): the connection layer
+/// snapshots the stream before offering bytes the kernel may not take.
+#[derive(Debug, Clone)]
 pub struct RequestStream {
     state: State,
     /// The head being collected, a complete head until it is emitted, or

@@ -14,6 +14,10 @@ pub const DEFAULT_COOLDOWN_SECS: u64 = 10;
 /// how long a black-holed proxy can stall a program (and an event loop) before the origin.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+/// A request is kept until its response starts, so that a proxy failure can be hidden by
+/// sending it again; 1 MiB covers nearly every API call (JSON bodies, small uploads) while
+/// bounding memory per connection. Larger requests are still proxied, just not replayable.
+pub const DEFAULT_REPLAY_MAX_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyAddress {
@@ -46,6 +50,7 @@ pub struct Config {
     pub cooldown_attempts: u32,
     pub cooldown_secs: u64,
     pub connect_timeout_ms: u64,
+    pub replay_max_bytes: usize,
     pub intercept_ports: Vec<u16>,
     pub log_level: LogLevel,
 }
@@ -118,6 +123,13 @@ pub fn parse(
         600_000,
         warn,
     );
+    let replay_max_bytes = number(
+        "LUNAR_REPLAY_MAX_BYTES",
+        DEFAULT_REPLAY_MAX_BYTES,
+        0,
+        1 << 32,
+        warn,
+    ) as usize;
     let proxy_tls = match lookup("LUNAR_PROXY_SUPPORT_TLS").as_deref().map(str::trim) {
         None | Some("0") | Some("") => false,
         Some("1") => true,
@@ -181,6 +193,7 @@ pub fn parse(
         cooldown_attempts,
         cooldown_secs,
         connect_timeout_ms,
+        replay_max_bytes,
         intercept_ports,
         log_level,
     };
@@ -342,6 +355,7 @@ mod tests {
         assert_eq!(config.cooldown_attempts, 5);
         assert_eq!(config.cooldown_secs, 10);
         assert_eq!(config.connect_timeout_ms, 500);
+        assert_eq!(config.replay_max_bytes, 1024 * 1024);
         assert_eq!(config.intercept_ports, vec![80, 443]);
     }
 
@@ -379,6 +393,7 @@ mod tests {
             ("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS", "2"),
             ("LUNAR_EXIT_COOLDOWN_AFTER_SEC", "4"),
             ("LUNAR_PROXY_CONNECT_TIMEOUT_MS", "250"),
+            ("LUNAR_REPLAY_MAX_BYTES", "2048"),
             ("LUNAR_INTERCEPT_PORTS", "80,8080"),
             ("LUNAR_INTERCEPTOR_LOG_LEVEL", "debug"),
         ]);
@@ -395,6 +410,7 @@ mod tests {
         assert_eq!(config.cooldown_attempts, 2);
         assert_eq!(config.cooldown_secs, 4);
         assert_eq!(config.connect_timeout_ms, 250);
+        assert_eq!(config.replay_max_bytes, 2048);
         assert_eq!(config.intercept_ports, vec![80, 8080]);
         assert_eq!(config.log_level, LogLevel::Debug);
     }

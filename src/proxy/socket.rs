@@ -165,26 +165,38 @@ pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
 }
 
 fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result<(), i32> {
-    let (storage, len) = addr::to_c(target, socket_family(fd, target));
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    if connect_start(fd, target, deadline)? {
+        return Ok(());
+    }
+    connect_finish(fd, deadline)
+}
+
+/// Starts connecting a non-blocking socket: `true` when already connected, `false` when
+/// the connect is under way (finish it with `connect_finish`).
+pub fn connect_start(fd: c_int, target: SocketAddr, deadline: Instant) -> Result<bool, i32> {
+    let (storage, len) = addr::to_c(target, socket_family(fd, target));
     loop {
         // SAFETY: storage/len form a valid address of the socket's family.
         let rc =
             unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         match sys::errno() {
             libc::EINTR => continue,
-            libc::EINPROGRESS | libc::EALREADY => break,
+            libc::EINPROGRESS | libc::EALREADY => return Ok(false),
             // The previous association may still be closing after AF_UNSPEC.
             libc::EBUSY if Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(1));
-                continue;
             }
             errno => return Err(errno),
         }
     }
+}
+
+/// Waits for a connect under way to succeed or fail.
+pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
     wait_for(fd, libc::POLLOUT, deadline)?;
     let mut error: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
@@ -206,7 +218,9 @@ fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
 }
 
 /// Dissolves the socket's association (verified on Linux: the same fd can connect again,
-/// keeping its epoll registrations, flags and options).
+/// keeping its epoll registrations, flags and options). Dissolving an established
+/// connection leaves ECONNRESET pending on the socket, which a poller would report as
+/// EPOLLERR and the program's next read would return: it is taken here, at once.
 pub fn disconnect(fd: c_int) {
     // SAFETY: sockaddr with AF_UNSPEC is the documented way to dissolve an association.
     let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
@@ -217,6 +231,18 @@ pub fn disconnect(fd: c_int) {
             fd,
             &unspec,
             std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    let mut pending: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: pending/len describe a c_int-sized buffer; reading SO_ERROR clears it.
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut pending as *mut c_int).cast(),
+            &mut len,
         )
     };
 }

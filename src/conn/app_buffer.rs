@@ -1,0 +1,67 @@
+//! The memory a program handed to a read call, flat (read, recv) or scattered (readv,
+//! recvmsg), so the library can see what the read delivered and, rarely, deliver bytes of
+//! its own (a response head with a header removed).
+
+use libc::iovec;
+
+#[derive(Clone, Copy)]
+pub enum AppBuffer {
+    Flat { data: *mut u8, len: usize },
+    Scattered { parts: *const iovec, count: usize },
+}
+
+impl AppBuffer {
+    fn parts(&self) -> Vec<(*mut u8, usize)> {
+        match *self {
+            AppBuffer::Flat { data, len } => vec![(data, len)],
+            AppBuffer::Scattered { parts, count } if !parts.is_null() => {
+                // SAFETY: the read call's contract: `parts` holds `count` iovecs.
+                let parts = unsafe { std::slice::from_raw_parts(parts, count) };
+                parts
+                    .iter()
+                    .map(|part| (part.iov_base as *mut u8, part.iov_len))
+                    .collect()
+            }
+            AppBuffer::Scattered { .. } => Vec::new(),
+        }
+    }
+
+    /// Calls `sink` with the first `count` bytes a successful read put in the buffer.
+    ///
+    /// # Safety
+    /// The buffer must be the one the read call was given, and `count` what it returned.
+    pub unsafe fn delivered(&self, mut count: usize, mut sink: impl FnMut(&[u8])) {
+        for (data, len) in self.parts() {
+            if count == 0 {
+                break;
+            }
+            let take = len.min(count);
+            if take > 0 && !data.is_null() {
+                // SAFETY: the kernel just wrote `take` bytes there.
+                sink(unsafe { std::slice::from_raw_parts(data, take) });
+            }
+            count -= take;
+        }
+    }
+
+    /// Copies as much of `bytes` as fits; returns how much did.
+    ///
+    /// # Safety
+    /// The buffer must be writable memory of the sizes the program gave.
+    pub unsafe fn fill(&self, mut bytes: &[u8]) -> usize {
+        let mut copied = 0;
+        for (data, len) in self.parts() {
+            if bytes.is_empty() {
+                break;
+            }
+            let take = len.min(bytes.len());
+            if take > 0 && !data.is_null() {
+                // SAFETY: the program's buffer has room for `len >= take` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, take) };
+                copied += take;
+                bytes = &bytes[take..];
+            }
+        }
+        copied
+    }
+}

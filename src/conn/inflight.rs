@@ -1,0 +1,220 @@
+//! Copies of the requests sent through the proxy whose responses have not been read yet:
+//! what a replay to the original destination, or a retry through the proxy, sends again.
+//!
+//! Each copy is the request as it went to the proxy (Lunar's lines included); the form for
+//! the original destination is derived by cutting those lines out again.
+
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+struct RequestCopy {
+    method: String,
+    /// The request as sent to the proxy, head and body so far.
+    wire: Vec<u8>,
+    /// Where Lunar's lines sit in `wire`.
+    injected_at: usize,
+    injected_len: usize,
+    /// Its body outgrew the replay cap: the copy is useless.
+    overflowed: bool,
+}
+
+impl RequestCopy {
+    fn direct(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.wire[..self.injected_at]);
+        out.extend_from_slice(&self.wire[self.injected_at + self.injected_len..]);
+    }
+
+    fn with_sequence_id(&self, sequence_id: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.wire[..self.injected_at]);
+        out.extend_from_slice(b"x-lunar-sequence-id: ");
+        out.extend_from_slice(sequence_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.wire[self.injected_at..]);
+    }
+}
+
+#[derive(Debug)]
+pub struct InFlight {
+    copies: VecDeque<RequestCopy>,
+    /// The newest copy is still being written by the program.
+    writing: bool,
+    /// Bytes one request copy may hold (LUNAR_REPLAY_MAX_BYTES).
+    cap: usize,
+}
+
+impl InFlight {
+    pub fn new(cap: usize) -> Self {
+        InFlight {
+            copies: VecDeque::new(),
+            writing: false,
+            cap,
+        }
+    }
+
+    /// A new request went out: `head` as sent, with `injected` (Lunar's lines) inside it.
+    pub fn start(&mut self, method: &str, head: &[u8], injected: &[u8]) {
+        let injected_at = memchr::memmem::find(head, injected).unwrap_or(head.len());
+        let injected_len = if injected_at == head.len() {
+            0
+        } else {
+            injected.len()
+        };
+        let overflowed = head.len() > self.cap;
+        let wire = if overflowed {
+            Vec::new()
+        } else {
+            head.to_vec()
+        };
+        self.copies.push_back(RequestCopy {
+            method: method.to_string(),
+            wire,
+            injected_at,
+            injected_len,
+            overflowed,
+        });
+        self.writing = true;
+    }
+
+    /// Body bytes of the newest request went out.
+    pub fn append(&mut self, bytes: &[u8]) {
+        if !self.writing {
+            return;
+        }
+        if let Some(copy) = self.copies.back_mut() {
+            if copy.overflowed {
+                return;
+            }
+            if copy.wire.len() + bytes.len() > self.cap {
+                copy.overflowed = true;
+                copy.wire = Vec::new();
+            } else {
+                copy.wire.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// The newest request is completely written.
+    pub fn end_request(&mut self) {
+        self.writing = false;
+    }
+
+    /// The oldest request's final response has been read: it will never be sent again.
+    pub fn answered(&mut self) {
+        if self.copies.len() == 1 {
+            self.writing = false;
+        }
+        self.copies.pop_front();
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty()
+    }
+
+    /// Every unanswered request can be sent again.
+    pub fn replayable(&self) -> bool {
+        self.copies.iter().all(|copy| !copy.overflowed)
+    }
+
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.copies.iter().map(|copy| copy.method.as_str())
+    }
+
+    /// The unanswered requests as the program wrote them (for the original destination).
+    pub fn direct_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.copies.iter().for_each(|copy| copy.direct(&mut out));
+        out
+    }
+
+    /// The unanswered requests for the proxy again, the first carrying the sequence id.
+    pub fn retry_bytes(&self, sequence_id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (index, copy) in self.copies.iter().enumerate() {
+            if index == 0 {
+                copy.with_sequence_id(sequence_id, &mut out);
+            } else {
+                out.extend_from_slice(&copy.wire);
+            }
+        }
+        out
+    }
+
+    /// After a move to the original destination there is nothing left to replay.
+    pub fn clear(&mut self) {
+        self.copies.clear();
+        self.writing = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INJECTED: &[u8] = b"x-lunar-host: a.test\r\nx-lunar-req-id: 1\r\n";
+
+    fn wire(head_rest: &str) -> Vec<u8> {
+        let mut head = b"POST /p HTTP/1.1\r\n".to_vec();
+        head.extend_from_slice(INJECTED);
+        head.extend_from_slice(head_rest.as_bytes());
+        head
+    }
+
+    #[test]
+    fn direct_form_drops_lunar_lines_and_keeps_the_body() {
+        let mut inflight = InFlight::new(1024);
+        inflight.start(
+            "POST",
+            &wire("Host: a.test\r\nContent-Length: 5\r\n\r\n"),
+            INJECTED,
+        );
+        inflight.append(b"hel");
+        inflight.append(b"lo");
+        inflight.end_request();
+        assert_eq!(
+            inflight.direct_bytes(),
+            b"POST /p HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"
+        );
+        let retry = inflight.retry_bytes("42");
+        assert!(retry.starts_with(
+            b"POST /p HTTP/1.1\r\nx-lunar-sequence-id: 42\r\nx-lunar-host: a.test\r\n"
+        ));
+        assert!(retry.ends_with(b"\r\n\r\nhello"));
+    }
+
+    #[test]
+    fn pipelined_copies_leave_in_order() {
+        let mut inflight = InFlight::new(1024);
+        inflight.start("GET", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.end_request();
+        inflight.start("HEAD", &wire("Host: b\r\n\r\n"), INJECTED);
+        inflight.end_request();
+        assert_eq!(inflight.methods().collect::<Vec<_>>(), ["GET", "HEAD"]);
+        inflight.answered();
+        assert_eq!(
+            inflight.direct_bytes(),
+            b"POST /p HTTP/1.1\r\nHost: b\r\n\r\n"
+        );
+        inflight.answered();
+        assert!(inflight.is_empty());
+    }
+
+    #[test]
+    fn over_the_cap_is_not_replayable() {
+        let mut inflight = InFlight::new(100);
+        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.append(&[b'x'; 60]);
+        assert!(!inflight.replayable());
+        inflight.answered();
+        assert!(inflight.replayable());
+    }
+
+    #[test]
+    fn bytes_after_an_early_answer_are_not_kept() {
+        let mut inflight = InFlight::new(1024);
+        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.answered();
+        inflight.append(b"late body");
+        assert!(inflight.is_empty());
+    }
+}

@@ -1,0 +1,209 @@
+//! Hiding a proxy failure, and honouring the proxy's retry protocol.
+//!
+//! Replay: the same fd moves to the original destination and the unanswered requests go
+//! there as the program wrote them. Retry: the same fd gets a fresh proxy connection and,
+//! after the delay the proxy asked for, the requests go again with `x-lunar-sequence-id`.
+//!
+//! A blocking program is waiting inside its read: the work happens right there. A
+//! non-blocking program waits in poll/epoll and will not call us until data arrives, and
+//! must not have its thread held for a retry delay: the work goes to a short-lived thread
+//! of its own, while the program's reads answer EAGAIN; the answer then arrives on the
+//! program's own fd and wakes it as any response would.
+
+use super::Conn;
+use crate::runtime::{self, Route, Runtime};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) enum Recovery {
+    Replay(String),
+    Retry {
+        after: Duration,
+        sequence_id: String,
+    },
+}
+
+pub(super) enum Started {
+    /// Done in this thread: read on.
+    Done,
+    /// A helper thread owns the connection until it has resent.
+    InBackground,
+    /// Cannot be hidden (e.g. the request outgrew the replay copy): deliver as it is.
+    NotPossible,
+    /// The socket could not be reconnected: the program sees this errno.
+    Failed(i32),
+}
+
+pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: bool) -> Started {
+    let Some(runtime) = runtime::get() else {
+        return Started::NotPossible;
+    };
+    if !conn.responses.lock().inflight.replayable() {
+        let what = match &recovery {
+            Recovery::Replay(why) => format!("Lunar Proxy failed ({why})"),
+            Recovery::Retry { .. } => "Lunar Proxy asked for a retry".to_string(),
+        };
+        log::warn!(
+            "{what} but the request to {} is larger than LUNAR_REPLAY_MAX_BYTES ({} bytes) and cannot be sent again; the program sees the proxy's answer",
+            conn.label(),
+            runtime.config.replay_max_bytes
+        );
+        if let Recovery::Replay(why) = &recovery {
+            runtime.proxy_failed(why);
+        }
+        conn.responses.lock().stop_checking();
+        return Started::NotPossible;
+    }
+    if !nonblocking {
+        return match run(conn, fd, recovery, runtime) {
+            Ok(()) => Started::Done,
+            Err(errno) => Started::Failed(errno),
+        };
+    }
+    let (target, route) = match &recovery {
+        Recovery::Replay(_) => (conn.original, Route::Origin),
+        Recovery::Retry { .. } => match conn.peer() {
+            Route::Proxy(proxy) => (proxy, Route::Proxy(proxy)),
+            Route::Origin => (conn.original, Route::Origin),
+        },
+    };
+    if let Recovery::Replay(why) = &recovery {
+        runtime.proxy_failed(why);
+        log::debug!(
+            "{} -> direct (replaying after a proxy failure)",
+            conn.label()
+        );
+    }
+    conn.busy.store(true, Ordering::Release);
+    if let Err(errno) = conn.begin_move(fd, target) {
+        conn.busy.store(false, Ordering::Release);
+        return Started::Failed(errno);
+    }
+    let job_conn = conn.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lunar-recovery".into())
+        .spawn(move || {
+            let _inside = crate::guard::Reentry::enter();
+            let _writer = job_conn.writer.lock();
+            let outcome = job_conn.finish_move(fd, route, runtime).and_then(|ended| {
+                match (recovery, ended) {
+                    (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
+                        std::thread::sleep(after);
+                        resend_retry(&job_conn, fd, &sequence_id)
+                    }
+                    _ => resend_direct(&job_conn, fd),
+                }
+            });
+            if let Err(errno) = outcome {
+                log::warn!(
+                    "could not resend to {}: {}",
+                    job_conn.label(),
+                    std::io::Error::from_raw_os_error(errno)
+                );
+            }
+            job_conn.busy.store(false, Ordering::Release);
+        });
+    match spawned {
+        Ok(_) => Started::InBackground,
+        Err(_) => {
+            conn.busy.store(false, Ordering::Release);
+            Started::NotPossible
+        }
+    }
+}
+
+/// A send to the proxy failed with `errno` while the program was writing its request
+/// (the proxy reset or closed the connection): when that is a proxy failure and the
+/// request can be sent again, the socket moves to the original destination, what was sent
+/// so far goes there, and the program's write goes on. The caller holds the writer lock.
+pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
+    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || !conn.is_diverted() {
+        return false;
+    }
+    let Some(runtime) = runtime::get() else {
+        return false;
+    };
+    let reason = std::io::Error::from_raw_os_error(errno);
+    runtime.proxy_failed(&format!("proxy connection lost while sending: {reason}"));
+    if !conn.responses.lock().inflight.replayable() {
+        log::warn!(
+            "the request to {} is larger than LUNAR_REPLAY_MAX_BYTES and cannot be sent again; the program sees the error",
+            conn.label()
+        );
+        return false;
+    }
+    log::debug!(
+        "{} -> direct (replaying after a proxy failure)",
+        conn.label()
+    );
+    conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_direct(conn, fd).is_ok()
+}
+
+fn run(conn: &Conn, fd: i32, recovery: Recovery, runtime: &Runtime) -> Result<(), i32> {
+    // Program writes wait until the unanswered requests are resent, so order is kept.
+    let _writer = conn.writer.lock();
+    match recovery {
+        Recovery::Replay(why) => {
+            runtime.proxy_failed(&why);
+            replay_to_origin(conn, fd, runtime)
+        }
+        Recovery::Retry { after, sequence_id } => {
+            let Route::Proxy(proxy) = conn.peer() else {
+                return replay_to_origin(conn, fd, runtime);
+            };
+            let resume_at = Instant::now() + after;
+            // Reconnect first: a socket left unconnected during the wait would show the
+            // program's poller a hang-up over and over.
+            if conn.move_to(fd, Route::Proxy(proxy), runtime)? == Route::Origin {
+                return resend_direct(conn, fd);
+            }
+            std::thread::sleep(resume_at.saturating_duration_since(Instant::now()));
+            resend_retry(conn, fd, &sequence_id)
+        }
+    }
+}
+
+fn resend_retry(conn: &Conn, fd: i32, sequence_id: &str) -> Result<(), i32> {
+    log::debug!(
+        "{} -> proxy (retry, x-lunar-sequence-id: {sequence_id})",
+        conn.label()
+    );
+    let bytes = {
+        let mut responses = conn.responses.lock();
+        responses.restart_tracking();
+        responses.inflight.retry_bytes(sequence_id)
+    };
+    ready_for_the_answer(conn);
+    send_all(fd, &bytes)
+}
+
+fn replay_to_origin(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> {
+    log::debug!(
+        "{} -> direct (replaying after a proxy failure)",
+        conn.label()
+    );
+    conn.move_to(fd, Route::Origin, runtime)?;
+    resend_direct(conn, fd)
+}
+
+fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
+    let bytes = {
+        let mut responses = conn.responses.lock();
+        let bytes = responses.inflight.direct_bytes();
+        responses.stop_checking();
+        bytes
+    };
+    ready_for_the_answer(conn);
+    send_all(fd, &bytes)
+}
+
+/// The answer can arrive as soon as the request leaves, and an edge-triggered poller
+/// reports it once: from here on the program's reads must reach the socket.
+fn ready_for_the_answer(conn: &Conn) {
+    conn.busy.store(false, Ordering::Release);
+}
+
+fn send_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    super::write::send_all(fd, bytes, libc::MSG_NOSIGNAL)
+}
