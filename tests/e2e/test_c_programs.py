@@ -420,3 +420,27 @@ def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+
+
+RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
+                   "nonblock_epoll_post", "fd_reuse_syscall", "send_bytewise", "msg_peek"]
+
+
+@pytest.mark.parametrize("name", RANDOM_PROGRAMS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_proxy_random_faults(c_bins, need_lib, testproxy, seed, name):
+    """Per proxy connection, the test proxy picks pass/down/error:2/close at random;
+    cooldown is kept out of the way so that every request meets the proxy: each
+    response is the origin's, through the proxy (headers right) or direct."""
+    lab = testproxy("random:%d" % seed)
+    path = "/c/%s/random-%d" % (name, seed)
+    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="1000")
+    res = run_prog(lab, name, path, preload=True, env=env)
+    prefix, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        if hdr(e, "x-via-testproxy") == "1":
+            assert e["server"] == "%s:80" % sp["ip"], (e, res)
+            assert hdr(e, "x-seen-lunar-host") == sp["host"], (e, res)
+            assert UUID_RE.match(hdr(e, "x-seen-lunar-req-id") or ""), (e, res)
+        else:
+            assert_direct(e, res, sp)
