@@ -11,6 +11,7 @@ const HOOKED: &[&str] = &[
     "accept",
     "accept4",
     "getpeername",
+    "getsockopt",
     "getaddrinfo",
     "write",
     "send",

@@ -13,7 +13,7 @@ mod responses;
 mod write;
 
 pub use app_buffer::AppBuffer;
-pub use connect::connect;
+pub use connect::{connect, connect_error_seen, proxy_hung_up};
 pub use read::{reads_before_writing, receive};
 pub use write::send;
 

@@ -84,3 +84,32 @@ pub unsafe extern "C" fn getpeername(
         _ => real(),
     }
 }
+
+/// # Safety
+/// As getsockopt(2). A program learns how its non-blocking connect ended from SO_ERROR: a
+/// proxy that accepted and then reset shows there first, and is a proxy failure like any.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut libc::c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: the program's own call.
+    let rc = unsafe { sys::getsockopt(fd, level, name, value, len) };
+    if rc != 0 || level != libc::SOL_SOCKET || name != libc::SO_ERROR || value.is_null() {
+        return rc;
+    }
+    let Some(conn) = tracked(fd) else { return rc };
+    // SAFETY: SO_ERROR succeeded, so `value` holds a c_int.
+    let error = unsafe { *(value as *mut c_int) };
+    if error == 0 {
+        return rc;
+    }
+    let Some(_inside) = Reentry::enter() else { return rc };
+    let seen = shielded(|| conn::connect_error_seen(&conn, fd, error), || error);
+    // SAFETY: as above.
+    unsafe { *(value as *mut c_int) = seen };
+    rc
+}

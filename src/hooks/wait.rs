@@ -49,6 +49,41 @@ unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set) 
     }
 }
 
+/// After a wait: a diverted socket that reports a hang-up or error before the program
+/// wrote anything lost its proxy (accepted, then reset). It moves to the original
+/// destination, and the program is shown that connection's readiness instead.
+///
+/// # Safety
+/// `fds` points to `count` pollfds, as for poll(2); `ready` is what the wait returned.
+unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int {
+    if ready <= 0 || fds.is_null() || !fdtable::any_tracked() {
+        return ready;
+    }
+    // SAFETY: poll(2)'s contract.
+    let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
+    let mut ready = ready;
+    for entry in entries.iter_mut() {
+        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 {
+            continue;
+        }
+        let Some(conn) = tracked(entry.fd) else { continue };
+        let Some(_inside) = Reentry::enter() else { continue };
+        let saved = sys::errno();
+        let moved = crate::guard::shielded(|| conn::proxy_hung_up(&conn, entry.fd), || false);
+        if moved {
+            let mut fresh = pollfd { fd: entry.fd, events: entry.events, revents: 0 };
+            // SAFETY: one valid pollfd, no waiting.
+            unsafe { sys::poll(&mut fresh, 1, 0) };
+            if fresh.revents == 0 {
+                ready -= 1;
+            }
+            entry.revents = fresh.revents;
+        }
+        sys::set_errno(saved);
+    }
+    ready
+}
+
 /// # Safety
 /// As poll(2).
 #[no_mangle]
@@ -56,7 +91,8 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -
     // SAFETY: the program's own arguments.
     unsafe {
         scan_pollfds(fds, count);
-        sys::poll(fds, count, timeout)
+        let ready = sys::poll(fds, count, timeout);
+        review_pollfds(fds, count, ready)
     }
 }
 
@@ -72,7 +108,8 @@ pub unsafe extern "C" fn ppoll(
     // SAFETY: the program's own arguments.
     unsafe {
         scan_pollfds(fds, count);
-        sys::ppoll(fds, count, timeout, mask)
+        let ready = sys::ppoll(fds, count, timeout, mask);
+        review_pollfds(fds, count, ready)
     }
 }
 

@@ -109,7 +109,7 @@ pub fn tcp_family(fd: c_int) -> Option<c_int> {
         let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
         // SAFETY: value/len describe a c_int-sized buffer.
         let rc = unsafe {
-            libc::getsockopt(
+            sys::getsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 name,
@@ -202,7 +202,7 @@ pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: error/len describe a c_int-sized buffer.
     let rc = unsafe {
-        libc::getsockopt(
+        sys::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_ERROR,
@@ -237,7 +237,7 @@ pub fn disconnect(fd: c_int) {
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: pending/len describe a c_int-sized buffer; reading SO_ERROR clears it.
     unsafe {
-        libc::getsockopt(
+        sys::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_ERROR,
