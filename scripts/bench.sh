@@ -136,12 +136,22 @@ WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
 DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
 	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 
-# run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx" to $TMP/wrk.tsv
+# Runs a command and prints the CPU time (user+sys) it used, from wait4's rusage:
+# wrk's CPU per request shows the library's cost even when the 2 cores are shared with
+# HAProxy and nginx (throughput alone is bounded by all three).
+CPU_WRAP='import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, _, ru = os.wait4(p.pid, 0)
+sys.stdout.flush()
+print("CPU_SECONDS %.6f" % (ru.ru_utime + ru.ru_stime))'
+
+# run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx cpu_us_per_req"
+# to $TMP/wrk.tsv
 run_wrk() {
 	local label="$1"
 	shift
 	local out="$TMP/wrk-$label-$RANDOM.txt"
-	in_ns "$@" >"$out" 2>&1 || true
+	in_ns "$PY" -c "$CPU_WRAP" "$@" >"$out" 2>&1 || true
 	awk -v label="$label" '
 		function ms(v) {
 			if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
@@ -154,9 +164,14 @@ run_wrk() {
 		/Requests\/sec:/ { rps = $2 }
 		/Socket errors:/ { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
 		/Non-2xx or 3xx responses:/ { non2xx = $5 }
-		END { printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx }
+		/ requests in / { reqs = $1 }
+		/^CPU_SECONDS / { cpu = $2 }
+		END {
+			cpr = reqs > 0 ? cpu * 1e6 / reqs : 0
+			printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx, cpr
+		}
 	' "$out" >>"$TMP/wrk.tsv"
-	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  errors %d  non-2xx %d", $1, $2, $3, $4, $5, $6}')"
+	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  wrk cpu %.2f us/req  errors %d  non-2xx %d", $1, $2, $3, $4, $7, $5, $6}')"
 }
 
 : >"$TMP/wrk.tsv"
@@ -197,11 +212,12 @@ import json, statistics, sys, time, platform
 tsv, hf, lib, dur, threads, conns, reps, runs, hap_lines = sys.argv[1:]
 rows = {}
 for line in open(tsv):
-    label, rps, lat, p99, err, non2xx = line.rstrip("\n").split("\t")
-    rows.setdefault(label, []).append((float(rps), float(lat), float(p99), int(err), int(non2xx)))
+    label, rps, lat, p99, err, non2xx, cpr = line.rstrip("\n").split("\t")
+    rows.setdefault(label, []).append((float(rps), float(lat), float(p99), int(err), int(non2xx),
+                                       float(cpr)))
 
 def med(label, i):
-    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0)]))
+    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0, 0)]))
 
 def pair_ratio(a, b, i=0):
     ra, rb = rows.get(a, []), rows.get(b, [])
@@ -227,10 +243,14 @@ print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("a_lib", 1), med(
       pair_ratio("a_lib", "a_direct", 1)))
 print("%-58s %12.3f %12.3f %8.3f" % ("    p99 latency ms", med("a_lib", 2), med("a_direct", 2),
       pair_ratio("a_lib", "a_direct", 2)))
+print("%-58s %12.2f %12.2f %8.3f" % ("    wrk CPU us per request (user+sys)", med("a_lib", 5),
+      med("a_direct", 5), pair_ratio("a_lib", "a_direct", 5)))
 print("%-58s %12.0f %12.0f %8.3f" % ("(b) req/s: untracked port :8080, library vs none",
       med("b_lib", 0), med("b_nolib", 0), pair_ratio("b_lib", "b_nolib")))
 print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("b_lib", 1), med("b_nolib", 1),
       pair_ratio("b_lib", "b_nolib", 1)))
+print("%-58s %12.2f %12.2f %8.3f" % ("    wrk CPU us per request (user+sys)", med("b_lib", 5),
+      med("b_nolib", 5), pair_ratio("b_lib", "b_nolib", 5)))
 print("%-58s %12.1f %12.1f %8.3f" % ("(c) /bin/true start-up us (mean of %s runs)" % runs,
       t1 * 1e6, t0 * 1e6, t1 / t0))
 print("%-58s %+12.1f %12s" % ("    difference us (stddev lib %.1f, none %.1f)" % (s1 * 1e6, s0 * 1e6),
@@ -239,7 +259,7 @@ print()
 print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d; "
       "HAProxy log lines during wrk: %s" % (errs("a_lib"), errs("a_direct"), errs("b_lib"),
                                            errs("b_nolib"), hap_lines))
-print("ratio: throughput with/without (1.0 = no cost); latency with/without (1.0 = no cost)")
+print("ratio: with/without; throughput 1.0 = no cost, latency and CPU 1.0 = no cost (higher = costlier)")
 EOF
 cat "$OUT"
 say "bench: written to $OUT"
