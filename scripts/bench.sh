@@ -255,6 +255,9 @@ print("%-58s %12.1f %12.1f %8.3f" % ("(c) /bin/true start-up us (mean of %s runs
       t1 * 1e6, t0 * 1e6, t1 / t0))
 print("%-58s %+12.1f %12s" % ("    difference us (stddev lib %.1f, none %.1f)" % (s1 * 1e6, s0 * 1e6),
       (t1 - t0) * 1e6, ""))
+m0, m1 = h[0]["median"], h[1]["median"]
+print("%-58s %12.1f %12.1f %8.3f" % ("    median us (less sensitive to a busy machine)", m1 * 1e6,
+      m0 * 1e6, m1 / m0))
 print()
 print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d; "
       "HAProxy log lines during wrk: %s" % (errs("a_lib"), errs("a_direct"), errs("b_lib"),
