@@ -322,3 +322,20 @@ def test_managed_via_testproxy_handshake(lab, need_lib, tag, testproxy, testprox
     for r in traffic:
         h = dict((k.lower(), v) for k, v in r["headers"])
         assert h.get("x-lunar-tenant-id") == "tenant-tp-5", r["headers"]
+
+
+@pytest.mark.parametrize("cname", ["py_asyncio", "node_http", "node_fetch", "java_httpclient"])
+def test_proxy_rst_at_accept_nonblocking_clients_repeated(lab, java_classes, tmp_path, need_lib,
+                                                          tag, testproxy, cname):
+    """The proxy accepts and resets at once (`down`), 8 fresh processes in a row, with
+    non-blocking clients (connect completion read via poll/epoll + SO_ERROR): each
+    must get the origin's answer. (A single run catches a timing-dependent failure
+    only now and then.)"""
+    testproxy.set_mode("down")
+    c = make_client(cname, lab, java_classes, str(tmp_path))
+    bad = []
+    for i in range(8):
+        res = c.run("GET", "http://api.example.test%s/%d" % (tag, i), env=TESTPROXY_ENV)
+        if res.rc != 0 or b'"server":"203.0.113.10:80"' not in res.out:
+            bad.append(describe(res))
+    assert not bad, "%d of 8 runs failed; first:\n%s" % (len(bad), bad[0])
