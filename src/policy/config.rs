@@ -70,6 +70,8 @@ pub fn parse(
     lookup: impl Fn(&str) -> Option<String>,
     warn: &mut dyn FnMut(String),
 ) -> (Setup, LogLevel) {
+    // `NAME=` (an env file or compose file easily leaves one) means unset.
+    let lookup = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
     let log_level = parse_log_level(lookup("LUNAR_INTERCEPTOR_LOG_LEVEL"), warn);
     let Some(raw_proxy) = lookup("LUNAR_PROXY_HOST") else {
         return (Setup::Unset, log_level);
@@ -449,6 +451,18 @@ mod tests {
         ]);
         assert!(matches!(setup, Setup::Disabled));
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", "")]);
+        assert!(matches!(setup, Setup::Unset));
+        assert!(warnings.is_empty());
+        let (setup, _, warnings) =
+            run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_ALLOW_LIST", " "), ("LUNAR_BLOCK_LIST", "")]);
+        let Setup::Active(config) = setup else { panic!() };
+        assert!(config.allow_list.is_none());
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]
