@@ -397,10 +397,17 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
     assert retries == 2, "want 2 retries in all, keeping the req-id: %r\n%r" % (
         {k: len(v) for k, v in by_rid.items()}, res)
     final_by_rid = {hdr(e, "x-seen-lunar-req-id"): e for e, _ in pairs}
+    first_rid = hdr(traffic[0], "x-lunar-req-id") if traffic else None
     for rid, rs in by_rid.items():
         if len(rs) < 2:
             continue
         seq = [hdr(r, "x-lunar-sequence-id") for r in rs]
+        if name == "pipeline" and rid != first_rid:
+            # Documented limit (README): a retry answer to the first of pipelined
+            # requests resends the ones behind it as new requests, without the
+            # sequence id the proxy gave them in answers that were never read.
+            assert seq == [None, None], "pipelined follower tries: %r" % seq
+            continue
         assert seq[0] is None and all(seq[1:]), "sequence ids on the tries: %r" % seq
         final = final_by_rid.get(rid)
         assert final is not None, "no response for the retried req-id %s\n%r" % (rid, res)
