@@ -30,6 +30,16 @@ function streamOf(buf) {
   });
 }
 
+// If the event loop empties while a request is pending (no socket handle left
+// alive), Node would exit 0 silently: report it as the failure it is.
+let finished = false;
+process.on('exit', (code) => {
+  if (!finished && code === 0) {
+    process.stderr.write('node_fetch.js: event loop ended before all responses arrived\n');
+    process.exitCode = 1;
+  }
+});
+
 (async () => {
   let rc = 0;
   for (let i = 0; i < repeat; i++) {
@@ -49,5 +59,6 @@ function streamOf(buf) {
     await new Promise((res) => process.stdout.write(b, res));
     if (r.status < 200 || r.status >= 300) { process.stderr.write(`status ${r.status}\n`); rc = 1; }
   }
+  finished = true;
   process.exit(rc);
-})().catch((e) => { process.stderr.write(`node_fetch.js: ${e.stack || e} ${e.cause ? e.cause.stack || e.cause : ''}\n`); process.exit(1); });
+})().catch((e) => { process.stderr.write(`node_fetch.js: ${e.stack || e} ${e.cause ? e.cause.stack || e.cause : ''}\n`); finished = true; process.exit(1); });

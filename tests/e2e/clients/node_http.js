@@ -41,6 +41,16 @@ function once() {
   });
 }
 
+// If the event loop empties while a request is pending (no socket handle left
+// alive), Node would exit 0 silently: report it as the failure it is.
+let finished = false;
+process.on('exit', (code) => {
+  if (!finished && code === 0) {
+    process.stderr.write('node_http.js: event loop ended before all responses arrived\n');
+    process.exitCode = 1;
+  }
+});
+
 (async () => {
   let rc = 0;
   for (let i = 0; i < repeat; i++) {
@@ -49,5 +59,6 @@ function once() {
     if (r.status < 200 || r.status >= 300) { process.stderr.write(`status ${r.status}\n`); rc = 1; }
   }
   agent.destroy();
+  finished = true;
   process.exitCode = rc;
-})().catch((e) => { process.stderr.write(`node_http.js: ${e.stack || e}\n`); process.exitCode = 1; agent.destroy(); });
+})().catch((e) => { process.stderr.write(`node_http.js: ${e.stack || e}\n`); finished = true; process.exitCode = 1; agent.destroy(); });
