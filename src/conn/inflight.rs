@@ -51,14 +51,11 @@ impl InFlight {
         }
     }
 
-    /// A new request went out: `head` as sent, with `injected` (Lunar's lines) inside it.
-    pub fn start(&mut self, method: &str, head: &[u8], injected: &[u8]) {
-        let injected_at = memchr::memmem::find(head, injected).unwrap_or(head.len());
-        let injected_len = if injected_at == head.len() {
-            0
-        } else {
-            injected.len()
-        };
+    /// A new request went out: `head` as sent, with Lunar's lines (`injected_len` bytes)
+    /// inserted right after its request line.
+    pub fn start(&mut self, method: &str, head: &[u8], injected_len: usize) {
+        let injected_len = injected_len.min(head.len());
+        let injected_at = request_line_end(head).min(head.len() - injected_len);
         let overflowed = head.len() > self.cap;
         let wire = if overflowed {
             Vec::new()
@@ -147,6 +144,20 @@ impl InFlight {
     }
 }
 
+/// Where the request line ends (after its LF); empty lines before it (RFC 9112 §2.2
+/// tolerates them) are skipped.
+fn request_line_end(head: &[u8]) -> usize {
+    let mut start = 0;
+    while let Some(offset) = memchr::memchr(b'\n', &head[start..]) {
+        let line = &head[start..start + offset];
+        start += offset + 1;
+        if !(line.is_empty() || line == b"\r") {
+            return start;
+        }
+    }
+    head.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +177,7 @@ mod tests {
         inflight.start(
             "POST",
             &wire("Host: a.test\r\nContent-Length: 5\r\n\r\n"),
-            INJECTED,
+            INJECTED.len(),
         );
         inflight.append(b"hel");
         inflight.append(b"lo");
@@ -185,9 +196,9 @@ mod tests {
     #[test]
     fn pipelined_copies_leave_in_order() {
         let mut inflight = InFlight::new(1024);
-        inflight.start("GET", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.start("GET", &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.end_request();
-        inflight.start("HEAD", &wire("Host: b\r\n\r\n"), INJECTED);
+        inflight.start("HEAD", &wire("Host: b\r\n\r\n"), INJECTED.len());
         inflight.end_request();
         assert_eq!(inflight.methods().collect::<Vec<_>>(), ["GET", "HEAD"]);
         inflight.answered();
@@ -200,9 +211,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_lines_before_the_request_line_are_kept_out_of_the_way() {
+        let mut inflight = InFlight::new(1024);
+        let mut head = b"\r\n\nGET / HTTP/1.1\r\n".to_vec();
+        head.extend_from_slice(INJECTED);
+        head.extend_from_slice(b"Host: a\r\n\r\n");
+        inflight.start("GET", &head, INJECTED.len());
+        assert_eq!(inflight.direct_bytes(), b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
     fn over_the_cap_is_not_replayable() {
         let mut inflight = InFlight::new(100);
-        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.append(&[b'x'; 60]);
         assert!(!inflight.replayable());
         inflight.answered();
@@ -212,7 +233,7 @@ mod tests {
     #[test]
     fn bytes_after_an_early_answer_are_not_kept() {
         let mut inflight = InFlight::new(1024);
-        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED);
+        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.answered();
         inflight.append(b"late body");
         assert!(inflight.is_empty());

@@ -21,6 +21,9 @@ pub(super) struct Responses {
     pub checking: bool,
     /// A head we rewrote, waiting for the program's next read.
     pub held: Vec<u8>,
+    /// Bytes of a head the tracker read from a peek: the program's reads of them are
+    /// not fed again.
+    pub already_tracked: usize,
 }
 
 impl Responses {
@@ -30,12 +33,14 @@ impl Responses {
             inflight: InFlight::new(replay_cap),
             checking: false,
             held: Vec::new(),
+            already_tracked: 0,
         }
     }
 
     /// A fresh tracker that expects the answers to the requests still in flight.
     pub fn restart_tracking(&mut self) {
         self.tracker = ResponseStream::new();
+        self.already_tracked = 0;
         let methods: Vec<String> = self.inflight.methods().map(str::to_string).collect();
         methods
             .iter()
@@ -47,6 +52,7 @@ impl Responses {
         self.checking = false;
         self.inflight.clear();
         self.tracker = ResponseStream::new();
+        self.already_tracked = 0;
     }
 }
 
@@ -77,17 +83,13 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
             return Next::Deliver;
         }
     }
-    let mut window = vec![0u8; 16 * 1024];
+    // Nearly every head fits the first window; a larger one gets a second look.
+    let mut small = [0u8; 4096];
+    let mut large = Vec::new();
     loop {
-        // SAFETY: peeks into our own buffer.
-        let got = unsafe {
-            sys::recv(
-                fd,
-                window.as_mut_ptr().cast(),
-                window.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
+        let window: &mut [u8] = if large.is_empty() { &mut small } else { &mut large };
+        // SAFETY: peeks into our own buffer of that length.
+        let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         if got == 0 {
             return Next::Replay("proxy closed the connection before answering".to_string());
         }
@@ -100,24 +102,17 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
                 _ => Next::Deliver,
             };
         }
+        let full_window = got as usize == window.len();
         let peeked = &window[..got as usize];
         let mut responses = conn.responses.lock();
-        let mut probe = ResponseStream::new();
-        responses
-            .inflight
-            .methods()
-            .take(1)
-            .for_each(|method| probe.push_request(method));
+        let mut probe = responses.tracker.clone();
         match probe.feed(peeked) {
-            Step::Buffered(_) if peeked.len() == window.len() && window.len() < MAX_HEAD + 1 => {
+            Step::Buffered(_) if full_window && large.len() <= MAX_HEAD => {
                 drop(responses);
-                window.resize((window.len() * 2).min(MAX_HEAD + 1), 0);
-                continue;
+                large.resize(MAX_HEAD + 1, 0);
             }
             Step::Buffered(_) => return Next::NotYet,
-            Step::HeadComplete(head_len) => {
-                return judge_head(conn, fd, &mut responses, &mut probe, head_len)
-            }
+            Step::HeadComplete(head_len) => return judge_head(fd, &mut responses, probe, head_len),
             Step::NotHttp(_) | Step::Pass(_) => {
                 responses.stop_checking();
                 return Next::Deliver;
@@ -126,19 +121,12 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
     }
 }
 
-fn judge_head(
-    conn: &Conn,
-    fd: i32,
-    responses: &mut Responses,
-    probe: &mut ResponseStream,
-    head_len: usize,
-) -> Next {
+/// `probe` is the tracker having read the peeked head (`head_len` bytes) that the program
+/// has not read yet.
+fn judge_head(fd: i32, responses: &mut Responses, mut probe: ResponseStream, head_len: usize) -> Next {
     let head = probe.head();
     if let Some(code) = head.lunar_error {
-        return Next::Replay(format!(
-            "x-lunar-error: {code} ({})",
-            lunar_error_meaning(code)
-        ));
+        return Next::Replay(format!("x-lunar-error: {code} ({})", lunar_error_meaning(code)));
     }
     if let Some(retry) = head.retry {
         return Next::Retry {
@@ -151,27 +139,37 @@ fn judge_head(
             runtime.failsafe.record_success();
         }
     }
-    let mut stripped = Vec::with_capacity(head_len);
-    probe.emit_head(&mut stripped);
-    if stripped.len() == head_len {
-        return Next::Deliver;
+    let answered_before = probe.responses_completed();
+    let next = if head.carries_sequence_id {
+        // Take the head from the kernel; the program gets it without the header.
+        let mut taken = vec![0u8; head_len];
+        // SAFETY: reads into our own buffer; the bytes are there (peeked).
+        let got = unsafe { sys::recv(fd, taken.as_mut_ptr().cast(), head_len, libc::MSG_DONTWAIT) };
+        if got != head_len as isize {
+            responses.stop_checking();
+            return Next::Deliver;
+        }
+        probe.emit_head(&mut responses.held);
+        Next::Held
+    } else {
+        // The program reads the head itself; the tracker has seen it already.
+        probe.skip_head();
+        responses.already_tracked = head_len;
+        Next::Deliver
+    };
+    if probe.responses_completed() > answered_before {
+        responses.inflight.answered();
     }
-    // The head carries x-lunar-sequence-id without a usable retry: take it, give the
-    // program the head without it.
-    let mut taken = vec![0u8; head_len];
-    // SAFETY: reads into our own buffer; the bytes are known to be there (peeked).
-    let got = unsafe { sys::recv(fd, taken.as_mut_ptr().cast(), head_len, libc::MSG_DONTWAIT) };
-    if got != head_len as isize {
-        return Next::Deliver;
-    }
-    conn.track(responses, &taken);
-    responses.held = stripped;
-    Next::Held
+    responses.tracker = probe;
+    next
 }
 
 impl Conn {
     /// Feeds bytes the program received to the response tracker.
     pub(super) fn track(&self, responses: &mut Responses, mut bytes: &[u8]) {
+        let seen = responses.already_tracked.min(bytes.len());
+        responses.already_tracked -= seen;
+        bytes = &bytes[seen..];
         while !bytes.is_empty() && responses.checking {
             let answered_before = responses.tracker.responses_completed();
             let taken = match responses.tracker.feed(bytes) {

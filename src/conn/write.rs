@@ -100,7 +100,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                     // Recorded before the head leaves: its answer may be read at once.
                     let mut responses = conn.responses.lock();
                     responses.tracker.push_request(&method);
-                    responses.inflight.start(&method, &out, &injected);
+                    responses.inflight.start(&method, &out, injected.len());
                     if writer.requests.at_message_boundary() {
                         responses.inflight.end_request();
                     }

@@ -22,7 +22,7 @@ enum Asked {
     Other,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Head(HeadCollector<StatusLine>),
     Ready(ParsedResponse),
@@ -41,8 +41,10 @@ impl State {
 }
 
 /// Follows the response stream of one connection. Sans-IO: it is told what
-/// was read and says what the bytes are.
-#[derive(Debug)]
+/// was read and says what the bytes are. Cloning is cheap at a message
+/// boundary (empty buffer): the connection layer probes a peeked head on a
+/// clone.
+#[derive(Debug, Clone)]
 pub struct ResponseStream {
     state: State,
     buf: Vec<u8>,

@@ -26,6 +26,8 @@ pub struct ResponseHead<'a> {
     pub retry: Option<Retry<'a>>,
     /// A 1xx other than 101: the final response to the same request follows.
     pub informational: bool,
+    /// Has `x-lunar-sequence-id` lines, which the application must not see.
+    pub carries_sequence_id: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +45,7 @@ impl ResponseHead<'_> {
         lunar_error: None,
         retry: None,
         informational: false,
+        carries_sequence_id: false,
     };
 }
 
@@ -149,6 +152,7 @@ impl ParsedResponse {
                 sequence_id: text(id),
             }),
             informational: self.informational(),
+            carries_sequence_id: !self.removed.is_empty(),
         }
     }
 
