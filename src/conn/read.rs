@@ -82,6 +82,18 @@ pub fn receive(
                     sys::errno(),
                     libc::ECONNRESET | libc::ENOTCONN | libc::EPIPE
                 ));
+        if lost_peer && !conn.wrote.load(Ordering::Acquire) && conn.is_diverted() {
+            // The proxy dropped the connection before the program wrote anything (an
+            // event loop reads as soon as it is connected): a connect-level failure.
+            if super::connect_error_seen(conn, fd, libc::ECONNRESET) == 0 {
+                if nonblocking() {
+                    sys::set_errno(libc::EAGAIN);
+                    return -1;
+                }
+                continue;
+            }
+            return got;
+        }
         if !lost_peer || !conn.moved_since(epoch) {
             return got;
         }
