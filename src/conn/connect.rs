@@ -125,14 +125,21 @@ fn connect_raw(fd: c_int, target: SocketAddr) -> c_int {
 /// refusal on a diverted socket is the proxy failing: the socket moves to the original
 /// destination and the program sees the outcome of that connect instead.
 pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
-    let proxy_lost = matches!(error, libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED);
+    let proxy_lost = matches!(
+        error,
+        libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED
+    );
     if !proxy_lost || !conn.is_diverted() || conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
         return error;
     }
-    let Some(runtime) = runtime::get() else { return error };
+    let Some(runtime) = runtime::get() else {
+        return error;
+    };
     let _writer = conn.writer.lock();
     let reason = std::io::Error::from_raw_os_error(error);
-    runtime.proxy_failed(&format!("proxy connection lost before the request: {reason}"));
+    runtime.proxy_failed(&format!(
+        "proxy connection lost before the request: {reason}"
+    ));
     log::debug!("{} -> direct (proxy connection lost)", conn.label());
     match conn.move_to(fd, Route::Origin, runtime) {
         Ok(_) => 0,
@@ -150,6 +157,14 @@ pub fn proxy_hung_up(conn: &Conn, fd: c_int) -> bool {
     let mut error: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: error/len describe a c_int-sized buffer.
-    unsafe { sys::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut error as *mut c_int).cast(), &mut len) };
+    unsafe {
+        sys::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut c_int).cast(),
+            &mut len,
+        )
+    };
     connect_error_seen(conn, fd, if error == 0 { libc::ECONNRESET } else { error }) == 0
 }

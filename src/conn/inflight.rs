@@ -217,7 +217,10 @@ mod tests {
         head.extend_from_slice(INJECTED);
         head.extend_from_slice(b"Host: a\r\n\r\n");
         inflight.start("GET", &head, INJECTED.len());
-        assert_eq!(inflight.direct_bytes(), b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            inflight.direct_bytes(),
+            b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
     }
 
     #[test]

@@ -87,9 +87,20 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
     let mut small = [0u8; 4096];
     let mut large = Vec::new();
     loop {
-        let window: &mut [u8] = if large.is_empty() { &mut small } else { &mut large };
+        let window: &mut [u8] = if large.is_empty() {
+            &mut small
+        } else {
+            &mut large
+        };
         // SAFETY: peeks into our own buffer of that length.
-        let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        let got = unsafe {
+            sys::recv(
+                fd,
+                window.as_mut_ptr().cast(),
+                window.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
         if got == 0 {
             return Next::Replay("proxy closed the connection before answering".to_string());
         }
@@ -123,10 +134,18 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
 
 /// `probe` is the tracker having read the peeked head (`head_len` bytes) that the program
 /// has not read yet.
-fn judge_head(fd: i32, responses: &mut Responses, mut probe: ResponseStream, head_len: usize) -> Next {
+fn judge_head(
+    fd: i32,
+    responses: &mut Responses,
+    mut probe: ResponseStream,
+    head_len: usize,
+) -> Next {
     let head = probe.head();
     if let Some(code) = head.lunar_error {
-        return Next::Replay(format!("x-lunar-error: {code} ({})", lunar_error_meaning(code)));
+        return Next::Replay(format!(
+            "x-lunar-error: {code} ({})",
+            lunar_error_meaning(code)
+        ));
     }
     if let Some(retry) = head.retry {
         return Next::Retry {

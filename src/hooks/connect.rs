@@ -107,7 +107,9 @@ pub unsafe extern "C" fn getsockopt(
     if error == 0 {
         return rc;
     }
-    let Some(_inside) = Reentry::enter() else { return rc };
+    let Some(_inside) = Reentry::enter() else {
+        return rc;
+    };
     let seen = shielded(|| conn::connect_error_seen(&conn, fd, error), || error);
     // SAFETY: as above.
     unsafe { *(value as *mut c_int) = seen };

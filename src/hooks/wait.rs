@@ -66,12 +66,20 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
         if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 {
             continue;
         }
-        let Some(conn) = tracked(entry.fd) else { continue };
-        let Some(_inside) = Reentry::enter() else { continue };
+        let Some(conn) = tracked(entry.fd) else {
+            continue;
+        };
+        let Some(_inside) = Reentry::enter() else {
+            continue;
+        };
         let saved = sys::errno();
         let moved = crate::guard::shielded(|| conn::proxy_hung_up(&conn, entry.fd), || false);
         if moved {
-            let mut fresh = pollfd { fd: entry.fd, events: entry.events, revents: 0 };
+            let mut fresh = pollfd {
+                fd: entry.fd,
+                events: entry.events,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd, no waiting.
             unsafe { sys::poll(&mut fresh, 1, 0) };
             if fresh.revents == 0 {

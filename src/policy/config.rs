@@ -458,9 +458,14 @@ mod tests {
         let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", "")]);
         assert!(matches!(setup, Setup::Unset));
         assert!(warnings.is_empty());
-        let (setup, _, warnings) =
-            run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_ALLOW_LIST", " "), ("LUNAR_BLOCK_LIST", "")]);
-        let Setup::Active(config) = setup else { panic!() };
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_ALLOW_LIST", " "),
+            ("LUNAR_BLOCK_LIST", ""),
+        ]);
+        let Setup::Active(config) = setup else {
+            panic!()
+        };
         assert!(config.allow_list.is_none());
         assert!(warnings.is_empty(), "{warnings:?}");
     }
