@@ -264,5 +264,24 @@ print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d;
                                            errs("b_nolib"), hap_lines))
 print("ratio: with/without; throughput 1.0 = no cost, latency and CPU 1.0 = no cost (higher = costlier)")
 EOF
+# (d) the untracked fast path, in instructions: callgrind counts user-space instructions
+# only, so (with - without) / calls is exactly what a hook adds to a call on an fd the
+# library does not track (write, recv and close, 100000 each).
+if command -v valgrind >/dev/null; then
+	FAST="$REPO/c-tests/bin/fastpath"
+	gcc -O2 -o "$FAST" "$REPO/c-tests/bench/fastpath.c"
+	count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | awk '/Collected/ {print $4}'; }
+	calls=100000
+	base0=$(count "$FAST" 0); base=$(count "$FAST" $calls)
+	with0=$(LD_PRELOAD="$LIB" count "$FAST" 0); with=$(LD_PRELOAD="$LIB" count "$FAST" $calls)
+	"$PY" - "$base0" "$base" "$with0" "$with" "$calls" >>"$OUT" <<'EOF2'
+import sys
+b0, b, w0, w, n = (int(x) for x in sys.argv[1:])
+per_call = ((w - w0) - (b - b0)) / (3 * n)
+print()
+print("(d) untracked fast path (callgrind, user-space instructions): %.1f added per hooked call"
+      " (write/recv/close on fds never tracked); library load: %+d instructions" % (per_call, w0 - b0))
+EOF2
+fi
 cat "$OUT"
 say "bench: written to $OUT"

@@ -15,7 +15,7 @@ fi
 PKGS=(
     haproxy nginx-light wrk hyperfine curl wget iproute2 strace
     gcc libc6-dev make python3 python3-pytest perl libhttp-tiny-perl
-    procps
+    procps valgrind
 )
 
 missing=()

@@ -84,8 +84,16 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
 
 /// Stops tracking `fd`. Called BEFORE the real close: once closed, the number can be
 /// handed to another thread's new socket at once.
-#[inline]
+#[inline(always)]
 pub fn remove(fd: i32) {
+    if maybe_tracked(fd) {
+        forget(fd);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn forget(fd: i32) {
     if let Some(slot) = slot(fd) {
         if slot.tracked.swap(false, Ordering::AcqRel) {
             TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
@@ -122,5 +130,15 @@ pub fn after_fork_in_child() {
                 conn.after_fork_in_child();
             }
         }
+    }
+}
+
+/// Whether `fd` may be tracked: false for every fd never tracked. One atomic load; the
+/// hooks' untracked path is this and the real call.
+#[inline(always)]
+pub fn maybe_tracked(fd: i32) -> bool {
+    match SLOTS.get(fd as u32 as usize) {
+        Some(cell) => !cell.load(Ordering::Relaxed).is_null(),
+        None => false,
     }
 }

@@ -9,11 +9,10 @@
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Looks `name` up in the libraries after ours and caches it in `slot`.
+#[cold]
+#[inline(never)]
 fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
-    let cached = slot.load(Ordering::Relaxed);
-    if cached != 0 {
-        return cached;
-    }
     // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT is valid in a shared object.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
     // glibc exports every name we ask for; a libc without one cannot run this program
@@ -23,7 +22,9 @@ fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
     found
 }
 
-/// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME.
+/// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME. The cached path is
+/// a load and a tail call; the first call resolves in a cold function of its own, so the
+/// hot one needs no registers saved.
 macro_rules! real {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
         /// libc's own function of this name.
@@ -33,11 +34,25 @@ macro_rules! real {
         #[inline]
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
             static ADDRESS: AtomicUsize = AtomicUsize::new(0);
-            let address = resolve(&ADDRESS, concat!(stringify!($name), "\0").as_bytes());
-            // SAFETY: the symbol is libc's function of this exact C signature.
-            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
-            // SAFETY: the caller upholds the libc function's contract.
-            unsafe { function($($arg),*) }
+            #[cold]
+            #[inline(never)]
+            unsafe fn first_call($($arg: $ty),*) -> $ret {
+                let address = resolve(&ADDRESS, concat!(stringify!($name), "\0").as_bytes());
+                // SAFETY: the symbol is libc's function of this exact C signature.
+                let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+                // SAFETY: the caller upholds the libc function's contract.
+                unsafe { function($($arg),*) }
+            }
+            match ADDRESS.load(Ordering::Relaxed) {
+                // SAFETY: the caller upholds the libc function's contract.
+                0 => unsafe { first_call($($arg),*) },
+                address => {
+                    // SAFETY: the cached symbol is libc's function of this exact C signature.
+                    let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+                    // SAFETY: the caller upholds the libc function's contract.
+                    unsafe { function($($arg),*) }
+                }
+            }
         }
     )*};
 }

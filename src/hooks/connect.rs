@@ -64,6 +64,9 @@ pub unsafe extern "C" fn getpeername(
 ) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::getpeername(fd, address, len) };
+    if !fdtable::maybe_tracked(fd) {
+        return real();
+    }
     match tracked(fd) {
         Some(conn) if conn.is_diverted() && !address.is_null() && !len.is_null() => {
             let family = crate::proxy::socket::tcp_family(fd).unwrap_or(libc::AF_INET);
@@ -98,7 +101,12 @@ pub unsafe extern "C" fn getsockopt(
 ) -> c_int {
     // SAFETY: the program's own call.
     let rc = unsafe { sys::getsockopt(fd, level, name, value, len) };
-    if rc != 0 || level != libc::SOL_SOCKET || name != libc::SO_ERROR || value.is_null() {
+    if !fdtable::maybe_tracked(fd)
+        || rc != 0
+        || level != libc::SOL_SOCKET
+        || name != libc::SO_ERROR
+        || value.is_null()
+    {
         return rc;
     }
     let Some(conn) = tracked(fd) else { return rc };

@@ -3,13 +3,28 @@
 
 use super::{on_tracked, tracked};
 use crate::conn::{self, AppBuffer};
-use crate::sys;
+use crate::{fdtable, sys};
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
 /// As read(2).
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { read_tracked(fd, buf, len) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::read(fd, buf, len) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `read`.
+#[cold]
+#[inline(never)]
+unsafe fn read_tracked(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     // SAFETY: the program's own call (repeatable: it is retried only after a failure).
     let real = || unsafe { sys::read(fd, buf, len) };
     match tracked(fd) {
@@ -27,6 +42,21 @@ pub unsafe extern "C" fn __read_chk(
     len: size_t,
     buflen: size_t,
 ) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { __read_chk_tracked(fd, buf, len, buflen) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::__read_chk(fd, buf, len, buflen) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `__read_chk`.
+#[cold]
+#[inline(never)]
+unsafe fn __read_chk_tracked(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__read_chk(fd, buf, len, buflen) };
     match tracked(fd) {
@@ -39,6 +69,21 @@ pub unsafe extern "C" fn __read_chk(
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { recv_tracked(fd, buf, len, flags) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::recv(fd, buf, len, flags) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `recv`.
+#[cold]
+#[inline(never)]
+unsafe fn recv_tracked(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::recv(fd, buf, len, flags) };
     match tracked(fd) {
@@ -60,6 +105,27 @@ pub unsafe extern "C" fn __recv_chk(
     buflen: size_t,
     flags: c_int,
 ) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { __recv_chk_tracked(fd, buf, len, buflen, flags) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `__recv_chk`.
+#[cold]
+#[inline(never)]
+unsafe fn __recv_chk_tracked(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) };
     match tracked(fd) {
@@ -75,6 +141,28 @@ pub unsafe extern "C" fn __recv_chk(
 /// As recvfrom(2).
 #[no_mangle]
 pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { recvfrom_tracked(fd, buf, len, flags, addr, alen) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `recvfrom`.
+#[cold]
+#[inline(never)]
+unsafe fn recvfrom_tracked(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -105,6 +193,29 @@ pub unsafe extern "C" fn __recvfrom_chk(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { __recvfrom_chk_tracked(fd, buf, len, buflen, flags, addr, alen) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `__recvfrom_chk`.
+#[cold]
+#[inline(never)]
+unsafe fn __recvfrom_chk_tracked(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) };
     match tracked(fd) {
@@ -120,6 +231,21 @@ pub unsafe extern "C" fn __recvfrom_chk(
 /// As readv(2).
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { readv_tracked(fd, iov, count) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::readv(fd, iov, count) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `readv`.
+#[cold]
+#[inline(never)]
+unsafe fn readv_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::readv(fd, iov, count) };
     match tracked(fd) {
@@ -135,6 +261,21 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 /// As recvmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { recvmsg_tracked(fd, msg, flags) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::recvmsg(fd, msg, flags) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `recvmsg`.
+#[cold]
+#[inline(never)]
+unsafe fn recvmsg_tracked(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::recvmsg(fd, msg, flags) };
     match tracked(fd) {

@@ -1,13 +1,28 @@
 //! Every way a program writes to a socket.
 
 use super::{gather, on_tracked, tracked};
-use crate::{conn, sys};
+use crate::{conn, fdtable, sys};
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
 /// As write(2).
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { write_tracked(fd, buf, len) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::write(fd, buf, len) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `write`.
+#[cold]
+#[inline(never)]
+unsafe fn write_tracked(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::write(fd, buf, len) };
     match tracked(fd) {
@@ -27,6 +42,21 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 /// As send(2).
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { send_tracked(fd, buf, len, flags) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::send(fd, buf, len, flags) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `send`.
+#[cold]
+#[inline(never)]
+unsafe fn send_tracked(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::send(fd, buf, len, flags) };
     match tracked(fd) {
@@ -53,6 +83,28 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { sendto_tracked(fd, buf, len, flags, addr, alen) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::sendto(fd, buf, len, flags, addr, alen) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `sendto`.
+#[cold]
+#[inline(never)]
+unsafe fn sendto_tracked(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::sendto(fd, buf, len, flags, addr, alen) };
     match tracked(fd) {
@@ -72,6 +124,21 @@ pub unsafe extern "C" fn sendto(
 /// As writev(2).
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { writev_tracked(fd, iov, count) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::writev(fd, iov, count) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `writev`.
+#[cold]
+#[inline(never)]
+unsafe fn writev_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::writev(fd, iov, count) };
     let Some(conn) = tracked(fd) else {
@@ -91,6 +158,21 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 /// As sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { sendmsg_tracked(fd, msg, flags) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::sendmsg(fd, msg, flags) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `sendmsg`.
+#[cold]
+#[inline(never)]
+unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::sendmsg(fd, msg, flags) };
     let Some(conn) = tracked(fd) else {
