@@ -2,7 +2,7 @@
 
 use super::Conn;
 use crate::policy::filter::{Destination, Verdict};
-use crate::proxy::socket::{connect_bounded, tcp_family};
+use crate::proxy::socket::{connect_bounded, socket_option, tcp_family};
 use crate::runtime::{self, Route};
 use crate::{addr, fdtable, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
@@ -154,17 +154,6 @@ pub fn proxy_hung_up(conn: &Conn, fd: c_int) -> bool {
     if !conn.is_diverted() || conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
         return false;
     }
-    let mut error: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: error/len describe a c_int-sized buffer.
-    unsafe {
-        sys::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut c_int).cast(),
-            &mut len,
-        )
-    };
+    let error = socket_option(fd, libc::SO_ERROR).unwrap_or(0);
     connect_error_seen(conn, fd, if error == 0 { libc::ECONNRESET } else { error }) == 0
 }

@@ -104,25 +104,10 @@ pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
 /// The socket's address family (AF_INET or AF_INET6), or None for anything that is not a
 /// TCP stream socket of those families.
 pub fn tcp_family(fd: c_int) -> Option<c_int> {
-    let option = |name: c_int| -> Option<c_int> {
-        let mut value: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-        // SAFETY: value/len describe a c_int-sized buffer.
-        let rc = unsafe {
-            sys::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut value as *mut c_int).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then_some(value)
-    };
-    if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
+    if socket_option(fd, libc::SO_TYPE)? != libc::SOCK_STREAM {
         return None;
     }
-    let family = option(libc::SO_DOMAIN)?;
+    let family = socket_option(fd, libc::SO_DOMAIN)?;
     (family == libc::AF_INET || family == libc::AF_INET6).then_some(family)
 }
 
@@ -198,23 +183,29 @@ pub fn connect_start(fd: c_int, target: SocketAddr, deadline: Instant) -> Result
 /// Waits for a connect under way to succeed or fail.
 pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
     wait_for(fd, libc::POLLOUT, deadline)?;
-    let mut error: c_int = 0;
+    match socket_option(fd, libc::SO_ERROR) {
+        Some(0) => Ok(()),
+        Some(error) => Err(error),
+        None => Err(sys::errno()),
+    }
+}
+
+/// An integer option of the socket level; `None` when the call fails. Reading SO_ERROR
+/// takes (clears) the pending error.
+pub fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: error/len describe a c_int-sized buffer.
+    // SAFETY: value/len describe a c_int-sized buffer.
     let rc = unsafe {
         sys::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut c_int).cast(),
+            name,
+            (&mut value as *mut c_int).cast(),
             &mut len,
         )
     };
-    match (rc, error) {
-        (0, 0) => Ok(()),
-        (0, error) => Err(error),
-        _ => Err(sys::errno()),
-    }
+    (rc == 0).then_some(value)
 }
 
 /// Dissolves the socket's association (verified on Linux: the same fd can connect again,
@@ -233,16 +224,5 @@ pub fn disconnect(fd: c_int) {
             std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
         )
     };
-    let mut pending: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: pending/len describe a c_int-sized buffer; reading SO_ERROR clears it.
-    unsafe {
-        sys::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut pending as *mut c_int).cast(),
-            &mut len,
-        )
-    };
+    socket_option(fd, libc::SO_ERROR);
 }
