@@ -34,6 +34,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
     let mut writer = conn.writer.lock();
     let mut consumed = 0;
     while consumed < input.len() {
+        // A proxy that drops the connection is ours to hide, not a SIGPIPE for a program
+        // that never chose to talk to it.
+        let flags = if conn.is_diverted() { flags | libc::MSG_NOSIGNAL } else { flags };
         let rest = &input[consumed..];
         // Body bytes the kernel does not take will be offered again by the program: the
         // engine must not count them now. Between heads the snapshot costs no allocation.
