@@ -129,7 +129,7 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     let _ = conn.move_to(fd, Route::Origin, runtime);
 }
 
-fn is_nonblocking(fd: c_int, flags: c_int) -> bool {
+pub(super) fn is_nonblocking(fd: c_int, flags: c_int) -> bool {
     if flags & libc::MSG_DONTWAIT != 0 {
         return true;
     }

@@ -39,6 +39,13 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
     let Some(runtime) = runtime::get() else {
         return Started::NotPossible;
     };
+    // Program writes wait until the unanswered requests are resent, so order is kept; and
+    // a writer thread that met the same failure (Java writes and reads on two threads)
+    // may have recovered already: then there is nothing left to do but read on.
+    let _writer = conn.writer.lock();
+    if !conn.is_diverted() {
+        return Started::Done;
+    }
     if !conn.responses.lock().inflight.replayable() {
         let what = match &recovery {
             Recovery::Replay(why) => format!("Lunar Proxy failed ({why})"),
@@ -140,9 +147,8 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
     conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_direct(conn, fd).is_ok()
 }
 
+/// Recovers in the calling thread, which holds the writer lock.
 fn run(conn: &Conn, fd: i32, recovery: Recovery, runtime: &Runtime) -> Result<(), i32> {
-    // Program writes wait until the unanswered requests are resent, so order is kept.
-    let _writer = conn.writer.lock();
     match recovery {
         Recovery::Replay(why) => {
             runtime.proxy_failed(&why);

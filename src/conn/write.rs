@@ -5,6 +5,7 @@
 //! bytes are reported written at once), then sent whole with the injected lines, which are
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
+use super::read::is_nonblocking;
 use super::{lunar_headers, recovery, Conn};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
@@ -32,11 +33,26 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize>
 fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
     conn.wrote.store(true, Ordering::Release);
     let mut writer = conn.writer.lock();
+    // A recovery thread is resending the unanswered requests: what the program writes
+    // now must follow them.
+    while conn.busy.load(Ordering::Acquire) {
+        drop(writer);
+        if is_nonblocking(fd, flags) {
+            sys::set_errno(libc::EAGAIN);
+            return -1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        writer = conn.writer.lock();
+    }
     let mut consumed = 0;
     while consumed < input.len() {
         // A proxy that drops the connection is ours to hide, not a SIGPIPE for a program
         // that never chose to talk to it.
-        let flags = if conn.is_diverted() { flags | libc::MSG_NOSIGNAL } else { flags };
+        let flags = if conn.is_diverted() {
+            flags | libc::MSG_NOSIGNAL
+        } else {
+            flags
+        };
         let rest = &input[consumed..];
         // Body bytes the kernel does not take will be offered again by the program: the
         // engine must not count them now. Between heads the snapshot costs no allocation.
