@@ -136,6 +136,13 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
         return error;
     };
     let _writer = conn.writer.lock();
+    // Another thread of the program may have met the failure first, while we waited.
+    if !conn.is_diverted() {
+        return 0;
+    }
+    if conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
+        return error;
+    }
     let reason = std::io::Error::from_raw_os_error(error);
     runtime.proxy_failed(&format!(
         "proxy connection lost before the request: {reason}"

@@ -82,16 +82,16 @@ pub fn receive(
                     sys::errno(),
                     libc::ECONNRESET | libc::ENOTCONN | libc::EPIPE
                 ));
-        if lost_peer && !conn.wrote.load(Ordering::Acquire) && conn.is_diverted() {
-            // The proxy dropped the connection before the program wrote anything (an
-            // event loop reads as soon as it is connected): a connect-level failure.
-            if super::connect_error_seen(conn, fd, libc::ECONNRESET) == 0 {
+        if lost_peer && conn.is_diverted() {
+            let errno = sys::errno();
+            if proxy_lost_under_read(conn, fd, nonblocking()) {
                 if nonblocking() {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
                 }
                 continue;
             }
+            sys::set_errno(errno);
             return got;
         }
         if !lost_peer || !conn.moved_since(epoch) {
@@ -104,6 +104,46 @@ pub fn receive(
             return -1;
         }
     }
+}
+
+/// A read on a diverted socket found the proxy gone (EOF or reset). Returns true when that
+/// was hidden and the program should read again (from the new peer).
+fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool {
+    // A writer thread of the program (Java writes and reads on two threads) may be
+    // meeting the same failure right now and moving the socket: let it finish first.
+    // Twice: a connect-level recovery can find that the program wrote meanwhile.
+    for _ in 0..2 {
+        let (diverted, wrote, unanswered, at_boundary) = {
+            let _writer = conn.writer.lock();
+            let responses = conn.responses.lock();
+            (
+                conn.is_diverted(),
+                conn.wrote.load(Ordering::Acquire),
+                responses.tracker.pending_requests() > 0,
+                responses.tracker.at_message_boundary(),
+            )
+        };
+        if !diverted {
+            return true;
+        }
+        if unanswered && at_boundary {
+            let why = "proxy closed the connection before answering".to_string();
+            return match recovery::start(conn, fd, Recovery::Replay(why), nonblocking) {
+                Started::Done | Started::InBackground => true,
+                Started::NotPossible | Started::Failed(_) => false,
+            };
+        }
+        if wrote {
+            // An idle keep-alive connection the proxy closed, or an answer cut short.
+            return false;
+        }
+        // Dropped before the program wrote anything (an event loop reads as soon as it
+        // is connected): a connect-level failure.
+        if super::connect_error_seen(conn, fd, libc::ECONNRESET) == 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// An HTTP client writes before it reads. A program that waits to read from a diverted

@@ -31,7 +31,6 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize>
 }
 
 fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
-    conn.wrote.store(true, Ordering::Release);
     let mut writer = conn.writer.lock();
     // A recovery thread is resending the unanswered requests: what the program writes
     // now must follow them.
@@ -44,6 +43,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
         std::thread::sleep(Duration::from_millis(1));
         writer = conn.writer.lock();
     }
+    // Set under the lock: a reader that finds the proxy gone judges by a consistent view
+    // (wrote, and the request recorded as unanswered, change together).
+    conn.wrote.store(true, Ordering::Release);
     let mut consumed = 0;
     while consumed < input.len() {
         // A proxy that drops the connection is ours to hide, not a SIGPIPE for a program
