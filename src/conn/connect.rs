@@ -38,9 +38,9 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
         return real();
     }
-    let Some(family) = tcp_family(fd) else {
+    if tcp_family(fd).is_none() {
         return real();
-    };
+    }
     if target.port() == HTTPS_PORT {
         // Diverting https needs the program's TLS library (a later stage); until then
         // its TLS goes end to end, untouched.
@@ -81,7 +81,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         Ok(()) => {
             log::debug!("{label} -> proxy {proxy} ({why})");
             conn.set_peer(Route::Proxy(proxy));
-            connected_as_program_expects(fd, family)
+            connected_as_program_expects(fd)
         }
         Err(errno) => {
             let reason = std::io::Error::from_raw_os_error(errno);
@@ -94,7 +94,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
 
 /// A non-blocking program expects EINPROGRESS and then readiness; a blocking one, 0. The
 /// connection to the proxy is already up, so readiness comes at once.
-fn connected_as_program_expects(fd: c_int, _family: c_int) -> c_int {
+fn connected_as_program_expects(fd: c_int) -> c_int {
     // SAFETY: F_GETFL takes no argument.
     let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
     if flags >= 0 && flags & libc::O_NONBLOCK != 0 {

@@ -304,6 +304,13 @@ def handle_conn(sock, addr):
                 log_rec(rec)
                 rst_close(sock)
                 return
+            elif mode == "down":
+                # set while this connection was open: a proxy going down resets its
+                # established connections too
+                rec["action"] = "rst-established"
+                log_rec(rec)
+                rst_close(sock)
+                return
             elif mode == "hang":
                 rec["action"] = "hang"
                 log_rec(rec)
