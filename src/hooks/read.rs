@@ -25,12 +25,10 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 #[cold]
 #[inline(never)]
 unsafe fn read_tracked(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-    // SAFETY: the program's own call (repeatable: it is retried only after a failure).
-    let real = || unsafe { sys::read(fd, buf, len) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, flat(buf, len), real), real),
-        None => real(),
-    }
+    receive_on(fd, 0, flat(buf, len), || {
+        // SAFETY: the program's own call (repeatable: it is retried only after a failure).
+        unsafe { sys::read(fd, buf, len) }
+    })
 }
 
 /// # Safety
@@ -57,12 +55,10 @@ pub unsafe extern "C" fn __read_chk(
 #[cold]
 #[inline(never)]
 unsafe fn __read_chk_tracked(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::__read_chk(fd, buf, len, buflen) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, 0, flat(buf, len), real), real),
-        None => real(),
-    }
+    receive_on(fd, 0, flat(buf, len), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::__read_chk(fd, buf, len, buflen) }
+    })
 }
 
 /// # Safety
@@ -84,15 +80,10 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 #[cold]
 #[inline(never)]
 unsafe fn recv_tracked(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::recv(fd, buf, len, flags) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(
-            || conn::receive(&conn, fd, flags, flat(buf, len), real),
-            real,
-        ),
-        None => real(),
-    }
+    receive_on(fd, flags, flat(buf, len), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::recv(fd, buf, len, flags) }
+    })
 }
 
 /// # Safety
@@ -126,15 +117,10 @@ unsafe fn __recv_chk_tracked(
     buflen: size_t,
     flags: c_int,
 ) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(
-            || conn::receive(&conn, fd, flags, flat(buf, len), real),
-            real,
-        ),
-        None => real(),
-    }
+    receive_on(fd, flags, flat(buf, len), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::__recv_chk(fd, buf, len, buflen, flags) }
+    })
 }
 
 /// # Safety
@@ -170,15 +156,10 @@ unsafe fn recvfrom_tracked(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(
-            || conn::receive(&conn, fd, flags, flat(buf, len), real),
-            real,
-        ),
-        None => real(),
-    }
+    receive_on(fd, flags, flat(buf, len), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) }
+    })
 }
 
 /// # Safety
@@ -216,15 +197,10 @@ unsafe fn __recvfrom_chk_tracked(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(
-            || conn::receive(&conn, fd, flags, flat(buf, len), real),
-            real,
-        ),
-        None => real(),
-    }
+    receive_on(fd, flags, flat(buf, len), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::__recvfrom_chk(fd, buf, len, buflen, flags, addr, alen) }
+    })
 }
 
 /// # Safety
@@ -246,15 +222,10 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 #[cold]
 #[inline(never)]
 unsafe fn readv_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::readv(fd, iov, count) };
-    match tracked(fd) {
-        Some(conn) => on_tracked(
-            || conn::receive(&conn, fd, 0, scattered(iov, count), real),
-            real,
-        ),
-        None => real(),
-    }
+    receive_on(fd, 0, scattered(iov, count), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::readv(fd, iov, count) }
+    })
 }
 
 /// # Safety
@@ -276,10 +247,21 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 #[cold]
 #[inline(never)]
 unsafe fn recvmsg_tracked(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::recvmsg(fd, msg, flags) };
+    receive_on(fd, flags, message(msg), || {
+        // SAFETY: the program's own call.
+        unsafe { sys::recvmsg(fd, msg, flags) }
+    })
+}
+
+/// A read on a tracked fd: through `conn::receive`, or `real` when the fd is no longer ours.
+fn receive_on(
+    fd: c_int,
+    flags: c_int,
+    buffer: AppBuffer,
+    real: impl Fn() -> isize + Copy,
+) -> isize {
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, message(msg), real), real),
+        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, buffer, real), real),
         None => real(),
     }
 }

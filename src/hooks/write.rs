@@ -23,19 +23,12 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 #[cold]
 #[inline(never)]
 unsafe fn write_tracked(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::write(fd, buf, len) };
-    match tracked(fd) {
-        Some(conn) if len > 0 && !buf.is_null() => {
-            // SAFETY: write(2)'s contract: `buf` holds `len` readable bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(
-                || conn::send(&conn, fd, bytes, 0).unwrap_or_else(real),
-                real,
-            )
-        }
-        _ => real(),
-    }
+    // SAFETY: write(2)'s contract: `buf` holds `len` readable bytes.
+    let bytes = unsafe { program_bytes(buf, len) };
+    send_on(fd, bytes, 0, || {
+        // SAFETY: the program's own call.
+        unsafe { sys::write(fd, buf, len) }
+    })
 }
 
 /// # Safety
@@ -57,19 +50,12 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[cold]
 #[inline(never)]
 unsafe fn send_tracked(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::send(fd, buf, len, flags) };
-    match tracked(fd) {
-        Some(conn) if len > 0 && !buf.is_null() => {
-            // SAFETY: send(2)'s contract.
-            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(
-                || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
-                real,
-            )
-        }
-        _ => real(),
-    }
+    // SAFETY: send(2)'s contract.
+    let bytes = unsafe { program_bytes(buf, len) };
+    send_on(fd, bytes, flags, || {
+        // SAFETY: the program's own call.
+        unsafe { sys::send(fd, buf, len, flags) }
+    })
 }
 
 /// # Safety
@@ -105,19 +91,12 @@ unsafe fn sendto_tracked(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    // SAFETY: the program's own call.
-    let real = || unsafe { sys::sendto(fd, buf, len, flags, addr, alen) };
-    match tracked(fd) {
-        Some(conn) if len > 0 && !buf.is_null() => {
-            // SAFETY: sendto(2)'s contract.
-            let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
-            on_tracked(
-                || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
-                real,
-            )
-        }
-        _ => real(),
-    }
+    // SAFETY: sendto(2)'s contract.
+    let bytes = unsafe { program_bytes(buf, len) };
+    send_on(fd, bytes, flags, || {
+        // SAFETY: the program's own call.
+        unsafe { sys::sendto(fd, buf, len, flags, addr, alen) }
+    })
 }
 
 /// # Safety
@@ -194,4 +173,28 @@ unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_
         ),
         _ => real(),
     }
+}
+
+/// A write on a tracked fd: through `conn::send`, or `real` when the fd is no longer ours
+/// or there is nothing to write.
+fn send_on(fd: c_int, bytes: &[u8], flags: c_int, real: impl Fn() -> isize + Copy) -> isize {
+    match tracked(fd) {
+        Some(conn) if !bytes.is_empty() => on_tracked(
+            || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
+            real,
+        ),
+        _ => real(),
+    }
+}
+
+/// The bytes a program passed to a write call; empty for a null buffer.
+///
+/// # Safety
+/// A non-null `buf` holds `len` readable bytes (the write call's contract).
+unsafe fn program_bytes<'a>(buf: *const c_void, len: size_t) -> &'a [u8] {
+    if buf.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(buf as *const u8, len) }
 }
