@@ -43,10 +43,12 @@ ECHO_IP = "203.0.113.12"       # echo.example.test: client-speaks-first echo on 
 BANNER_IP = "203.0.113.13"     # banner.example.test: server-speaks-first on :80
 DOWN_IP = "203.0.113.14"       # down.example.test: address up, nothing listening
 SPARE_IP = "203.0.113.15"      # spare.example.test: nothing listening, free for tests
+UNTRUSTED_IP = "203.0.113.16"  # untrusted.example.test: https origin on :443 whose
+                               # certificate comes from a CA no client trusts
 INTERNAL_IP = "127.0.0.2"      # internal.test: HTTP origin on :80
 API6_IP = "2001:db8::10"       # api6.example.test: HTTP origin on [2001:db8::10]:80
 INTERNAL6_IP = "::1"           # HTTP origin on [::1]:80
-NS_ADDRS = [API_IP, OTHER_IP, ECHO_IP, BANNER_IP, DOWN_IP, SPARE_IP]
+NS_ADDRS = [API_IP, OTHER_IP, ECHO_IP, BANNER_IP, DOWN_IP, SPARE_IP, UNTRUSTED_IP]
 NS_ADDRS6 = [API6_IP]
 
 HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
@@ -58,6 +60,7 @@ HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
 203.0.113.13 banner.example.test
 203.0.113.14 down.example.test
 203.0.113.15 spare.example.test
+203.0.113.16 untrusted.example.test
 2001:db8::10 api6.example.test
 """
 # Nothing listens on 127.0.0.1:53 in the namespace: lookups of other names fail
@@ -98,7 +101,23 @@ for _name, _ip, _ports in [
             else:
                 ROUTES["%s:%d" % (_host, _p)] = "%s:%d" % (_lit, _p)
 
-# origin services: name -> (kind, bind)
+# The same for https (x-lunar-scheme: https): x-lunar-host -> TLS origin ip:port.
+# The bare name means port 443; ":443" forms are accepted too.
+TLS_ROUTES = {}
+for _name, _ip, _ports in [
+    ("api.example.test", API_IP, (443, 8443)),
+    ("other.example.test", OTHER_IP, (443,)),
+    ("untrusted.example.test", UNTRUSTED_IP, (443,)),
+]:
+    for _host in (_name, _ip):
+        for _p in _ports:
+            if _p == 443:
+                TLS_ROUTES[_host] = "%s:443" % _ip
+            TLS_ROUTES["%s:%d" % (_host, _p)] = "%s:%d" % (_ip, _p)
+
+# origin services: name -> (kind, bind). "https": the HTTP echo origin behind TLS
+# with the lab's certificate (api + other, signed by the lab CA); "https-untrusted":
+# the same with a certificate from the untrusted CA.
 ORIGINS = {
     "origin-api": ("http", "%s:80" % API_IP),
     "origin-api-8080": ("http", "%s:8080" % API_IP),
@@ -108,7 +127,36 @@ ORIGINS = {
     "origin-internal6": ("http", "[%s]:80" % INTERNAL6_IP),
     "line-echo": ("echo", "%s:80" % ECHO_IP),
     "line-banner": ("banner", "%s:80" % BANNER_IP),
+    "origin-api-tls": ("https", "%s:443" % API_IP),
+    "origin-api-tls-8443": ("https", "%s:8443" % API_IP),
+    "origin-other-tls": ("https", "%s:443" % OTHER_IP),
+    "origin-untrusted-tls": ("https-untrusted", "%s:443" % UNTRUSTED_IP),
 }
+
+# Names in the lab's TLS certificates (also as IP SANs).
+TLS_NAMES = [("api.example.test", API_IP), ("other.example.test", OTHER_IP)]
+UNTRUSTED_NAMES = [("untrusted.example.test", UNTRUSTED_IP)]
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+JAVA_TRUSTSTORE_PASSWORD = "changeit"
+
+# openssl configuration for the lab's CAs and leaves (extensions only).
+OPENSSL_CNF = """[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+subjectAltName = ${ENV::LAB_SAN}
+"""
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -167,6 +215,15 @@ class Lab:
         self.state_file = os.path.join(self.dir, "state.json")
         self.origin_log_path = os.path.join(self.dir, "origin.log")
         self.haproxy_log_path = os.path.join(self.dir, "haproxy.log")
+        # TLS material, made by up() with the openssl CLI (see make_tls)
+        self.tls_dir = os.path.join(self.dir, "tls")
+        self.ca_file = os.path.join(self.tls_dir, "ca.pem")                    # lab CA
+        self.untrusted_ca_file = os.path.join(self.tls_dir, "untrusted-ca.pem")
+        self.tls_cert = os.path.join(self.tls_dir, "lab.pem")        # api + other
+        self.tls_key = os.path.join(self.tls_dir, "lab.key")
+        self.untrusted_cert = os.path.join(self.tls_dir, "untrusted.pem")
+        self.untrusted_key = os.path.join(self.tls_dir, "untrusted.key")
+        self.wgetrc = os.path.join(self.tls_dir, "wgetrc")
         self.procs = {}     # service -> Popen (services this object started)
         self.extra = []     # background processes started by spawn()
         self._down_done = False
@@ -292,6 +349,9 @@ class Lab:
                 self._ip("-n", self.name, "addr", "add", a + "/128", "dev", "lo", "nodad")
             with open(os.path.join(self.dir, "routes.json"), "w") as f:
                 json.dump(ROUTES, f, indent=1)
+            with open(os.path.join(self.dir, "tls_routes.json"), "w") as f:
+                json.dump(TLS_ROUTES, f, indent=1)
+            self.make_tls()
             self._write_haproxy_files()
             self.start_origins()
             self.start_haproxy()
@@ -331,15 +391,123 @@ class Lab:
         except OSError:
             return ""
 
+    # ---- TLS ---------------------------------------------------------------------
+    def _openssl(self, *args, san=None):
+        env = dict(_sanitized_env(), LAB_SAN=san or "DNS:unused.invalid")
+        r = subprocess.run([OPENSSL] + list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=env, cwd=self.tls_dir)
+        if r.returncode != 0:
+            raise LabError("openssl %s: %s" % (" ".join(args), r.stdout.decode()))
+
+    def _make_ca(self, name, cn):
+        self._openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:P-256", "-nodes", "-keyout", name + ".key",
+                      "-out", name + ".pem", "-days", "3650", "-subj", "/CN=" + cn,
+                      "-config", "openssl.cnf", "-extensions", "v3_ca")
+
+    def _make_leaf(self, name, ca, names):
+        san = ",".join(["DNS:%s" % n for n, _ in names] + ["IP:%s" % ip for _, ip in names])
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+                      "-subj", "/CN=" + names[0][0], "-config", "openssl.cnf")
+        self._openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
+                      "-CAkey", ca + ".key", "-set_serial", "0x" + os.urandom(8).hex(),
+                      "-days", "825", "-out", name + ".pem", "-extfile", "openssl.cnf",
+                      "-extensions", "v3_leaf", san=san)
+
+    def make_tls(self):
+        """The lab's TLS material, in tls_dir: a test CA (ca.pem) and the leaf the
+        https origins of api/other.example.test serve (lab.pem: DNS and IP SANs of
+        both), an untrusted CA and the leaf of untrusted.example.test, and a wgetrc
+        that trusts the test CA (wget reads no CA variable)."""
+        os.makedirs(self.tls_dir, exist_ok=True)
+        with open(os.path.join(self.tls_dir, "openssl.cnf"), "w") as f:
+            f.write(OPENSSL_CNF)
+        self._make_ca("ca", "Lunar Lab Test CA")
+        self._make_leaf("lab", "ca", TLS_NAMES)
+        self._make_ca("untrusted-ca", "Lunar Lab Untrusted CA")
+        self._make_leaf("untrusted", "untrusted-ca", UNTRUSTED_NAMES)
+        with open(self.wgetrc, "w") as f:
+            f.write("ca_certificate = %s\n" % self.ca_file)
+
+    def tls_env(self, ca=None):
+        """Variables that make the clients trust `ca` (default: the lab CA) instead of
+        the system's store: OpenSSL programs (Python ssl, Ruby, Perl IO::Socket::SSL,
+        PHP through our client script), curl, requests, Node (added to its own store),
+        wget (a wgetrc). Java needs java_opts()."""
+        ca = ca or self.ca_file
+        env = {"SSL_CERT_FILE": ca, "SSL_CERT_DIR": os.path.join(self.tls_dir, "no-such-dir"),
+               "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,
+               "PERL_LWP_SSL_CA_FILE": ca}
+        if ca == self.ca_file:
+            env["WGETRC"] = self.wgetrc
+        else:
+            rc = os.path.join(self.tls_dir, "wgetrc-" + os.path.basename(ca))
+            with open(rc, "w") as f:
+                f.write("ca_certificate = %s\n" % ca)
+            env["WGETRC"] = rc
+        return env
+
+    def java_truststore(self, ca=None):
+        """A PKCS12 trust store holding `ca` (default: the lab CA), made once with
+        keytool. Returns its path."""
+        ca = ca or self.ca_file
+        path = os.path.join(self.tls_dir, os.path.basename(ca)[:-4] + ".p12")
+        if not os.path.exists(path):
+            keytool = shutil.which("keytool") or "keytool"
+            r = subprocess.run([keytool, "-importcert", "-noprompt", "-alias", "lunar-lab-ca",
+                                "-file", ca, "-keystore", path + ".tmp", "-storetype", "PKCS12",
+                                "-storepass", JAVA_TRUSTSTORE_PASSWORD],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=_sanitized_env())
+            if r.returncode != 0:
+                raise LabError("keytool: " + r.stdout.decode())
+            os.rename(path + ".tmp", path)
+        return path
+
+    def java_opts(self, ca=None):
+        """java command-line options that trust `ca` (default: the lab CA)."""
+        return ["-Djavax.net.ssl.trustStore=" + self.java_truststore(ca),
+                "-Djavax.net.ssl.trustStoreType=PKCS12",
+                "-Djavax.net.ssl.trustStorePassword=" + JAVA_TRUSTSTORE_PASSWORD]
+
+    def https(self, method, ip, port, path, body=None, headers=None, server_hostname=None,
+              ca=None, timeout=10):
+        """An https request from inside the namespace, without the library, verifying
+        the origin against `ca` (default: the lab CA) and server_hostname (default:
+        Host header, else ip). Returns (status, [[k, v]...], body bytes)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=ca or self.ca_file)
+        name = server_hostname or (headers or {}).get("Host", ip).split(":")[0]
+
+        def do():
+            # connect to ip, verify the certificate for `name` (the thread's /etc/hosts
+            # is the host's: names are not resolved here)
+            c = http.client.HTTPConnection(ip, port, timeout=timeout)
+            sock = socket.create_connection((ip, port), timeout=timeout)
+            c.sock = ctx.wrap_socket(sock, server_hostname=name)
+            try:
+                c.request(method, path, body=body, headers=headers or {})
+                r = c.getresponse()
+                return r.status, [list(h) for h in r.getheaders()], r.read()
+            finally:
+                c.close()
+        return self.in_ns(do)
+
     def start_origins(self):
         procs = []
         for svc, (kind, bind) in ORIGINS.items():
             ready = os.path.join(self.dir, svc + ".ready")
             if os.path.exists(ready):
                 os.unlink(ready)
+            tls = []
+            if kind == "https":
+                kind, tls = "http", ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
+            elif kind == "https-untrusted":
+                kind, tls = "http", ["--tls-cert", self.untrusted_cert, "--tls-key", self.untrusted_key]
             p = self._popen_service(svc, [PY, os.path.join(HERE, "origin.py"), "--kind", kind,
                                           "--bind", bind, "--log", self.origin_log_path,
-                                          "--ready", ready])
+                                          "--ready", ready] + tls)
             procs.append((svc, ready, p))
         for svc, ready, p in procs:
             self._wait_ready_file(svc, ready, p)
@@ -350,6 +518,12 @@ class Lab:
                 f.write("%s %s\n" % (k, v.rsplit(":", 1)[0].strip("[]")))
         with open(os.path.join(self.dir, "hosts_port.map"), "w") as f:
             for k, v in sorted(ROUTES.items()):
+                f.write("%s %s\n" % (k, v.rsplit(":", 1)[1]))
+        with open(os.path.join(self.dir, "tls_hosts_ip.map"), "w") as f:
+            for k, v in sorted(TLS_ROUTES.items()):
+                f.write("%s %s\n" % (k, v.rsplit(":", 1)[0]))
+        with open(os.path.join(self.dir, "tls_hosts_port.map"), "w") as f:
+            for k, v in sorted(TLS_ROUTES.items()):
                 f.write("%s %s\n" % (k, v.rsplit(":", 1)[1]))
         for code, reason, lerr, text in [(503, "Service Unavailable", 2, "endpoint cannot be reached"),
                                          (502, "Bad Gateway", 2, "endpoint cannot be reached"),
@@ -409,8 +583,12 @@ frontend lunar_traffic
     capture request header x-lunar-host len 100
     capture request header x-lunar-req-id len 64
     http-request return status 401 content-type text/plain hdr x-lunar-error 1 string "missing x-lunar-host" if !{{ req.hdr(x-lunar-host) -m found }}
-    http-request set-var(txn.dst_ip) req.hdr(x-lunar-host),lower,map_str({d}/hosts_ip.map)
-    http-request set-var(txn.dst_port) req.hdr(x-lunar-host),lower,map_str_int({d}/hosts_port.map)
+    acl https req.hdr(x-lunar-scheme),lower -m str https
+    http-request set-var(txn.dst_ip) req.hdr(x-lunar-host),lower,map_str({d}/hosts_ip.map) if !https
+    http-request set-var(txn.dst_port) req.hdr(x-lunar-host),lower,map_str_int({d}/hosts_port.map) if !https
+    http-request set-var(txn.dst_ip) req.hdr(x-lunar-host),lower,map_str({d}/tls_hosts_ip.map) if https
+    http-request set-var(txn.dst_port) req.hdr(x-lunar-host),lower,map_str_int({d}/tls_hosts_port.map) if https
+    http-request set-var(txn.sni) req.hdr(x-lunar-host),lower,field(1,:) if https
     http-request return status 503 content-type text/plain hdr x-lunar-error 5 string "could not resolve host" if !{{ var(txn.dst_ip) -m found }}
     http-request set-header x-seen-lunar-counts "{counts}"
 {seen}    http-request set-header x-seen-host %[req.fhdr(host)]
@@ -418,18 +596,32 @@ frontend lunar_traffic
     http-request set-header Host %[req.hdr(x-lunar-host)]
     http-request del-header x-lunar- -m beg
     http-request add-header x-via-haproxy 1
+    use_backend origins_tls if {{ var(txn.sni) -m found }}
     default_backend origins
 
 backend origins
     http-request set-dst var(txn.dst_ip)
     http-request set-dst-port var(txn.dst_port)
     server origin 0.0.0.0:0
+
+# x-lunar-scheme: https: TLS to the origin, verified with the lab CA and the
+# host name of x-lunar-host (sent as SNI; HAProxy checks the name against it).
+# An IP literal is not sent as SNI and HAProxy cannot check IP SANs: chain only.
+backend origins_tls
+    http-request set-dst var(txn.dst_ip)
+    http-request set-dst-port var(txn.dst_port)
+    acl ip_literal var(txn.sni) -m reg ^[0-9.]+$
+    use-server origin_tls_ip if ip_literal
+    use-server origin_tls if !ip_literal
+    server origin_tls 0.0.0.0:0 ssl verify required ca-file {ca} sni var(txn.sni) alpn http/1.1
+    server origin_tls_ip 0.0.0.0:0 ssl verify required ca-file {ca} alpn http/1.1
 {hs1}{hs2}{hs3}
 frontend lunar_health
     bind 127.0.0.1:{health}
     http-request return status 200 content-type text/plain string "proxy is up" if {{ path /healthcheck }}
     http-request return status 404 content-type text/plain string "not found"
 """.format(name=self.name, d=d, traffic=HAPROXY_TRAFFIC, counts=counts, seen=seen,
+           ca=self.ca_file,
            health=HAPROXY_HEALTH,
            hs1=hs(HAPROXY_HANDSHAKE, self.managed, "lunar_handshake"),
            hs2=hs(HAPROXY_HANDSHAKE_MANAGED, True, "lunar_handshake_managed"),
@@ -469,7 +661,9 @@ frontend lunar_health
             "--bind", "127.0.0.1:%d" % TESTPROXY_TRAFFIC,
             "--control", "127.0.0.1:%d" % TESTPROXY_CONTROL,
             "--handshake", "127.0.0.1:%d" % TESTPROXY_HANDSHAKE,
-            "--hosts", os.path.join(self.dir, "routes.json"), "--mode", mode,
+            "--hosts", os.path.join(self.dir, "routes.json"),
+            "--tls-hosts", os.path.join(self.dir, "tls_routes.json"), "--cafile", self.ca_file,
+            "--mode", mode,
             "--ready", ready])
         self._wait_ready_file("testproxy", ready, p)
 
@@ -731,9 +925,12 @@ frontend lunar_health
             "export LUNAR_LAB_STATE=%s" % self.dir,
             "export LUNAR_LIB=%s" % self.lib,
             "export LUNAR_PROXY_HOST=%s" % PROXY_HOST,
+            "export LUNAR_LAB_CA=%s" % self.ca_file,
             "export LUNAR_LAB_EXEC='ip netns exec %s'" % self.name,
             "# run a program in the lab with the library:",
             "#   $LUNAR_LAB_EXEC env LD_PRELOAD=$LUNAR_LIB curl -s http://api.example.test/",
+            "# https, trusting the lab's test CA:",
+            "#   $LUNAR_LAB_EXEC env LD_PRELOAD=$LUNAR_LIB curl -s --cacert $LUNAR_LAB_CA https://api.example.test/",
         ])
 
 

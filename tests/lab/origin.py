@@ -15,6 +15,11 @@ kinds:
             /delay/MS    the echo JSON after MS milliseconds
             /close       the echo JSON, then the connection is closed
           Every request is logged as one JSON line to --log.
+          With --tls-cert/--tls-key the same server speaks https (TLS 1.2/1.3,
+          ALPN http/1.1 only): the JSON then has "scheme": "https", "sni" (the
+          name the client sent) and "tls_version"; plain ones have "scheme":
+          "http". A failed TLS handshake is logged as {"server", "scheme",
+          "peer", "tls_error"} (no "path").
   echo    client-speaks-first binary protocol: every byte received is sent back.
   banner  server-speaks-first line protocol: "220 <name> ready\\r\\n" on connect,
           then "250 <line>" for every line, "221 bye" and close on "QUIT".
@@ -25,6 +30,7 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -62,8 +68,30 @@ class EchoHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self):
+        self.tls_ok = True
+        if self.server.tls is not None:
+            # the handshake runs here, in the connection's own thread
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (OSError, ValueError) as e:
+                self.tls_ok = False
+                self.server.log.write({"server": self.server.name, "scheme": "https",
+                                       "peer": fmt_addr(self.client_address),
+                                       "tls_error": str(e)})
+            self.request.settimeout(None)
         super().setup()
         self.conn_seq = 0
+
+    def handle(self):
+        if self.tls_ok:
+            super().handle()
+
+    def tls_fields(self):
+        if self.server.tls is None:
+            return {"scheme": "http"}
+        return {"scheme": "https", "sni": getattr(self.request, "lab_sni", None),
+                "tls_version": self.request.version()}
 
     def log_message(self, fmt, *args):  # quiet: the JSON log is the record
         pass
@@ -122,6 +150,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "peer": peer,
             "conn_seq": self.conn_seq,
         }
+        rec.update(self.tls_fields())
         self.server.log.write(dict(rec))
         path = self.path.split("?", 1)[0]
         status = 200
@@ -176,9 +205,33 @@ class HTTPOrigin(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
+    tls = None  # ssl.SSLContext for https
+
     def server_bind(self):
         # HTTPServer.server_bind would do a reverse DNS lookup (getfqdn)
         socketserver.TCPServer.server_bind(self)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            # handshake later, in the handler's thread (EchoHandler.setup)
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+
+def tls_context(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    def remember_sni(sslsock, name, _ctx):
+        try:
+            sslsock.lab_sni = name
+        except AttributeError:
+            pass
+    ctx.sni_callback = remember_sni
+    return ctx
 
 
 class EchoLine(socketserver.BaseRequestHandler):
@@ -232,6 +285,8 @@ def main():
     ap.add_argument("--log", default=None)
     ap.add_argument("--ready", default=None, help="file written once listening")
     ap.add_argument("--banner", default="banner.example.test")
+    ap.add_argument("--tls-cert", default=None, help="PEM certificate: serve https (http kind)")
+    ap.add_argument("--tls-key", default=None)
     a = ap.parse_args()
     ip, port = a.bind.rsplit(":", 1)
     ip = ip.strip("[]")
@@ -245,6 +300,10 @@ def main():
     srv.name = a.bind
     srv.banner = a.banner
     srv.log = Log(a.log)
+    if a.tls_cert:
+        if a.kind != "http":
+            ap.error("--tls-cert only with --kind http")
+        srv.tls = tls_context(a.tls_cert, a.tls_key or a.tls_cert)
     if a.ready:
         with open(a.ready + ".tmp", "w") as f:
             f.write(str(os.getpid()))

@@ -7,7 +7,10 @@ changed through the control API (default 127.0.0.1:9001):
   POST /mode  body one of
     pass                 forward like HAProxy: to the lab host named by x-lunar-host,
                          Host set from it, x-lunar-* removed, x-seen-lunar-* copies,
-                         x-seen-src, x-seen-lunar-counts and x-via-testproxy: 1 added
+                         x-seen-src, x-seen-lunar-counts and x-via-testproxy: 1 added;
+                         with x-lunar-scheme: https over TLS to the https origin
+                         (--tls-hosts), verified with --cafile and the host name
+                         (a failed verification: 503 x-lunar-error: 2)
     error:<code>         read the full request, answer 503 with x-lunar-error: <code>
     close                read the full request, close without answering (FIN)
     reset                read the full request, then RST (SO_LINGER 0)
@@ -34,6 +37,7 @@ import os
 import random
 import select
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -51,6 +55,8 @@ STATE = {
 LOCK = threading.Lock()
 LOG = []
 HOSTS = {}
+TLS_HOSTS = {}
+TLS_CTX = [None]  # ssl.SSLContext verifying the https origins (--cafile)
 STOP = threading.Event()
 
 
@@ -153,7 +159,8 @@ def forward(req, peer):
     lh = req.hd.get("x-lunar-host")
     if lh is None:
         return (401, "Unauthorized", [["x-lunar-error", "1"]], b"missing x-lunar-host\n")
-    dst = HOSTS.get(lh.lower())
+    https = req.hd.get("x-lunar-scheme", "").lower() == "https"
+    dst = (TLS_HOSTS if https else HOSTS).get(lh.lower())
     if dst is None:
         return (503, "Service Unavailable", [["x-lunar-error", "5"]], b"could not resolve host\n")
     counts = {}
@@ -185,7 +192,9 @@ def forward(req, peer):
     data = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + req.body
     try:
         s = socket.create_connection(parse_addr(dst), timeout=10)
-    except OSError:
+        if https:
+            s = TLS_CTX[0].wrap_socket(s, server_hostname=lh.rsplit(":", 1)[0] if lh.count(":") == 1 else lh)
+    except OSError:  # also ssl.SSLError: the origin's certificate did not verify
         return (503, "Service Unavailable", [["x-lunar-error", "2"]], b"endpoint cannot be reached\n")
     try:
         s.sendall(data)
@@ -499,11 +508,18 @@ def main():
     ap.add_argument("--control", default="127.0.0.1:9001")
     ap.add_argument("--handshake", default="127.0.0.1:9081")
     ap.add_argument("--hosts", required=True, help="JSON map host[:port] -> ip:port")
+    ap.add_argument("--tls-hosts", default=None, help="JSON map host[:port] -> ip:port for https")
+    ap.add_argument("--cafile", default=None, help="CA that https origins must chain to")
     ap.add_argument("--mode", default="pass")
     ap.add_argument("--ready", default=None)
     a = ap.parse_args()
     with open(a.hosts) as f:
         HOSTS.update({k.lower(): v for k, v in json.load(f).items()})
+    if a.tls_hosts:
+        with open(a.tls_hosts) as f:
+            TLS_HOSTS.update({k.lower(): v for k, v in json.load(f).items()})
+        TLS_CTX[0] = ssl.create_default_context(cafile=a.cafile)
+        TLS_CTX[0].set_alpn_protocols(["http/1.1"])
     STATE["mode"] = a.mode
     ctl = Srv(parse_addr(a.control), Control)
     hs = Srv(parse_addr(a.handshake), Handshake)
