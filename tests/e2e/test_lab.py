@@ -1,6 +1,7 @@
 """The lab itself and the clients, without the library: everything goes direct,
 and HAProxy behaves like Lunar Proxy's interceptor-facing side."""
 import json
+import ssl
 
 import pytest
 
@@ -88,3 +89,102 @@ def test_download_without_library(client, tag):
     res = client.run("GET", "http://api.example.test/bytes/3000000", preload=False)
     assert_ok(res)
     assert sha256(res.out) == sha256(labmod.pattern_bytes(3000000))
+
+
+# ---- the TLS lab (no library): https origins, and both proxies with x-lunar-scheme: https
+
+TLS_ORIGINS = [("api.example.test", "203.0.113.10", 443), ("api.example.test", "203.0.113.10", 8443),
+               ("other.example.test", "203.0.113.11", 443)]
+
+
+@pytest.mark.parametrize("name,ip,port", TLS_ORIGINS)
+def test_https_origin_serves_tls(lab, tag, name, ip, port):
+    body = b'{"over": "tls"}'
+    st, _, raw = lab.https("POST", ip, port, tag, body=body, headers={"Host": name})
+    assert st == 200, raw
+    e = json.loads(raw)
+    assert (e["server"], e["scheme"], e["sni"]) == ("%s:%d" % (ip, port), "https", name)
+    assert e["body_sha256"] == sha256(body)
+    rec = lab.origin_log(contains=tag)
+    assert len(rec) == 1 and rec[0]["scheme"] == "https"
+
+
+def test_plain_origins_say_http(lab, tag):
+    e = json.loads(lab.http("GET", "203.0.113.10", 80, tag)[2])
+    assert e["scheme"] == "http" and "sni" not in e
+
+
+def test_untrusted_origin_needs_its_own_ca(lab, tag):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        lab.https("GET", labmod.UNTRUSTED_IP, 443, tag, headers={"Host": "untrusted.example.test"})
+    st, _, raw = lab.https("GET", labmod.UNTRUSTED_IP, 443, tag, ca=lab.untrusted_ca_file,
+                           headers={"Host": "untrusted.example.test"})
+    assert st == 200 and json.loads(raw)["sni"] == "untrusted.example.test"
+    # the failed handshake is in the origin log, without a request
+    assert [r for r in lab.origin_log() if r.get("server") == labmod.UNTRUSTED_IP + ":443"
+            and "unknown ca" in r.get("tls_error", "").lower()]
+
+
+def test_lab_ca_files(lab):
+    for f in (lab.ca_file, lab.untrusted_ca_file):
+        with open(f) as fh:
+            assert fh.read().startswith("-----BEGIN CERTIFICATE-----")
+    env = lab.tls_env()
+    assert env["SSL_CERT_FILE"] == env["CURL_CA_BUNDLE"] == env["REQUESTS_CA_BUNDLE"] == lab.ca_file
+
+
+@pytest.mark.parametrize("proxy_port,via", [(8000, "x-via-haproxy"), (9000, "x-via-testproxy")])
+@pytest.mark.parametrize("lunar_host,server", [
+    ("api.example.test", "203.0.113.10:443"), ("api.example.test:443", "203.0.113.10:443"),
+    ("api.example.test:8443", "203.0.113.10:8443"), ("other.example.test", "203.0.113.11:443")])
+def test_proxies_forward_https_over_tls(lab, tag, proxy_port, via, lunar_host, server):
+    """A plain HTTP request to the proxy with x-lunar-scheme: https reaches the https
+    origin over TLS (verified with the lab CA), x-lunar-* stripped, Host from x-lunar-host."""
+    lab.set_mode("pass")
+    body = bytes(range(256)) * 1000
+    st, h, raw = lab.http("POST", "127.0.0.1", proxy_port, tag, body=body, headers={
+        "x-lunar-host": lunar_host, "x-lunar-scheme": "https", "x-lunar-req-id": "r-tls"})
+    assert st == 200, raw
+    e = json.loads(raw)
+    assert (e["server"], e["scheme"]) == (server, "https"), e
+    assert e["sni"] == lunar_host.split(":")[0]
+    assert hdr(e, via) == "1"
+    assert hdr(e, "x-seen-lunar-scheme") == "https" and hdr(e, "x-seen-lunar-host") == lunar_host
+    assert hdr(e, "x-seen-lunar-req-id") == "r-tls"
+    assert hdr(e, "host") == lunar_host
+    assert not [k for k, _ in e["headers"] if k.lower().startswith("x-lunar-")]
+    assert e["body_sha256"] == sha256(body)
+
+
+@pytest.mark.parametrize("proxy_port", [8000, 9000])
+def test_proxies_scheme_http_still_plain(lab, tag, proxy_port):
+    lab.set_mode("pass")
+    st, _, raw = lab.http("GET", "127.0.0.1", proxy_port, tag, headers={
+        "x-lunar-host": "api.example.test", "x-lunar-scheme": "http"})
+    assert st == 200
+    assert (json.loads(raw)["server"], json.loads(raw)["scheme"]) == ("203.0.113.10:80", "http")
+
+
+@pytest.mark.parametrize("proxy_port", [8000, 9000])
+def test_proxies_reject_untrusted_https_origin(lab, tag, proxy_port):
+    """The proxy verifies the origin: a certificate from the untrusted CA is an
+    x-lunar-error 2, and no request reaches the origin."""
+    lab.set_mode("pass")
+    st, h, _ = lab.http("GET", "127.0.0.1", proxy_port, tag, headers={
+        "x-lunar-host": "untrusted.example.test", "x-lunar-scheme": "https"})
+    assert st == 503
+    assert dict((k.lower(), v) for k, v in h).get("x-lunar-error") == "2"
+    assert lab.origin_log(contains=tag) == []
+
+
+def test_testproxy_error_mode_https(lab, tag):
+    lab.set_mode("error:2")
+    try:
+        st, h, _ = lab.http("GET", "127.0.0.1", 9000, tag, headers={
+            "x-lunar-host": "api.example.test", "x-lunar-scheme": "https"})
+    finally:
+        lab.set_mode("pass")
+    assert st == 503 and dict((k.lower(), v) for k, v in h).get("x-lunar-error") == "2"
+    assert lab.origin_log(contains=tag) == []
+    log = [r for r in lab.testproxy_log() if r.get("path") == tag]
+    assert len(log) == 1 and ["x-lunar-scheme", "https"] in log[0]["headers"]
