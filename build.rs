@@ -33,6 +33,16 @@ const HOOKED: &[&str] = &[
     "dup3",
     "fcntl",
     "fcntl64",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "socketpair",
+    "syscall",
 ];
 
 fn main() {

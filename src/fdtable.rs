@@ -99,6 +99,7 @@ fn forget(fd: i32) {
             TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
             let previous = slot.conn.lock().take();
             drop(previous);
+            crate::watchers::forget_fd(fd);
         }
     }
 }

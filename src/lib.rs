@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod sync;
 pub mod sys;
 pub mod uuid;
+pub mod watchers;
 
 /// `x-lunar-interceptor`: the proxy keeps its statistics by this value.
 pub const INTERCEPTOR: &str = concat!("lunar-preload-interceptor/", env!("CARGO_PKG_VERSION"));

@@ -2,7 +2,7 @@
 
 use super::Conn;
 use crate::policy::filter::{Destination, Verdict};
-use crate::proxy::socket::{connect_bounded, socket_option, tcp_family};
+use crate::proxy::socket::{connect_bounded, tcp_family};
 use crate::runtime::{self, Route};
 use crate::{addr, fdtable, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
@@ -152,15 +152,4 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
         Ok(_) => 0,
         Err(errno) => errno,
     }
-}
-
-/// A poll reported a hang-up or error on `fd`: if that is the proxy dropping a diverted
-/// socket before the program wrote, the socket moves (see `connect_error_seen`). Returns
-/// whether it moved.
-pub fn proxy_hung_up(conn: &Conn, fd: c_int) -> bool {
-    if !conn.is_diverted() || conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
-        return false;
-    }
-    let error = socket_option(fd, libc::SO_ERROR).unwrap_or(0);
-    connect_error_seen(conn, fd, if error == 0 { libc::ECONNRESET } else { error }) == 0
 }

@@ -13,8 +13,8 @@ mod responses;
 mod write;
 
 pub use app_buffer::AppBuffer;
-pub use connect::{connect, connect_error_seen, proxy_hung_up};
-pub use read::{reads_before_writing, receive};
+pub use connect::{connect, connect_error_seen};
+pub use read::{proxy_lost_under_wait, reads_before_writing, receive};
 pub use write::send;
 
 use crate::http::RequestStream;

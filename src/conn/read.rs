@@ -106,6 +106,34 @@ pub fn receive(
     }
 }
 
+/// A wait (poll, epoll) reported an error or hang-up on `fd`, which still has it. When
+/// that is the proxy failing a diverted socket, it is handled as a read would have met
+/// it, without blocking the waiting thread, and the event should be hidden: returns true.
+/// An event loop that gives up on ERR/HUP never reads, so the read path alone would
+/// leave it with the proxy's failure.
+pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
+    if conn.is_passthrough() || !conn.is_diverted() || conn.busy.load(Ordering::Acquire) {
+        return false;
+    }
+    // An answer still unread is the program's: it reads that first and then meets the
+    // loss in a read.
+    if unread_bytes(fd) != 0 {
+        return false;
+    }
+    proxy_lost_under_read(conn, fd, true)
+}
+
+fn unread_bytes(fd: c_int) -> c_int {
+    let mut count: c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };
+    if rc < 0 {
+        -1
+    } else {
+        count
+    }
+}
+
 /// A read on a diverted socket found the proxy gone (EOF or reset). Returns true when that
 /// was hidden and the program should read again (from the new peer).
 fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool {

@@ -1,11 +1,16 @@
-//! Waiting for sockets. Observed only, to notice a program that waits to read from a
+//! Waiting for sockets. Two things to notice: a program that waits to read from a
 //! diverted socket before it ever wrote (a server-speaks-first protocol, see
-//! `conn::reads_before_writing`); the wait itself is libc's, untouched.
+//! `conn::reads_before_writing`), and a proxy's reset or hang-up reported by the wait
+//! itself, which an event loop may treat as fatal without ever reading: that is handled
+//! here and hidden, and the wait goes on for the program's own timeout.
 
 use super::tracked;
+use crate::guard::shielded;
 use crate::guard::Reentry;
+use crate::watchers;
 use crate::{conn, fdtable, sys};
-use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+use std::time::{Duration, Instant};
 
 fn note_input_wait(fd: c_int) {
     if let Some(conn) = tracked(fd) {
@@ -49,12 +54,35 @@ unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set) 
     }
 }
 
-/// After a wait: a diverted socket that reports a hang-up or error before the program
-/// wrote anything lost its proxy (accepted, then reset). It moves to the original
-/// destination, and the program is shown that connection's readiness instead.
+/// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
+/// failing a diverted connection, the failure is dealt with (a move, a replay started in
+/// the background) and the program must not see the event: returns true.
+fn hang_up_hidden(fd: c_int) -> bool {
+    let Some(conn) = tracked(fd) else {
+        return false;
+    };
+    let Some(_inside) = Reentry::enter() else {
+        return false;
+    };
+    let saved = sys::errno();
+    let mut now = pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let still = unsafe { sys::poll(&mut now, 1, 0) } == 1
+        && now.revents & (libc::POLLERR | libc::POLLHUP) != 0;
+    let hidden = still && shielded(|| conn::proxy_lost_under_wait(&conn, fd), || false);
+    sys::set_errno(saved);
+    hidden
+}
+
+/// After poll returned `ready`: entries whose ERR/HUP was hidden show the socket's
+/// readiness now instead. Returns how many entries have events.
 ///
 /// # Safety
-/// `fds` points to `count` pollfds, as for poll(2); `ready` is what the wait returned.
+/// `fds` points to `count` pollfds, as for poll(2).
 unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int {
     if ready <= 0 || fds.is_null() || !fdtable::any_tracked() {
         return ready;
@@ -63,45 +91,142 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
     let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
     let mut ready = ready;
     for entry in entries.iter_mut() {
-        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 {
+        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 || !hang_up_hidden(entry.fd) {
             continue;
         }
-        let Some(conn) = tracked(entry.fd) else {
-            continue;
+        let mut fresh = pollfd {
+            fd: entry.fd,
+            events: entry.events,
+            revents: 0,
         };
-        let Some(_inside) = Reentry::enter() else {
-            continue;
-        };
-        let saved = sys::errno();
-        let moved = crate::guard::shielded(|| conn::proxy_hung_up(&conn, entry.fd), || false);
-        if moved {
-            let mut fresh = pollfd {
-                fd: entry.fd,
-                events: entry.events,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, no waiting.
-            unsafe { sys::poll(&mut fresh, 1, 0) };
-            if fresh.revents == 0 {
-                ready -= 1;
-            }
-            entry.revents = fresh.revents;
+        // SAFETY: one valid pollfd, no waiting.
+        unsafe { sys::poll(&mut fresh, 1, 0) };
+        if fresh.revents == 0 {
+            ready -= 1;
         }
-        sys::set_errno(saved);
+        entry.revents = fresh.revents;
     }
     ready
+}
+
+/// After epoll returned `ready` events: those that were a hidden hang-up are removed.
+/// Returns how many are left.
+///
+/// # Safety
+/// `events` holds `ready` events, as epoll_wait(2) filled it.
+unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_int) -> c_int {
+    if ready <= 0 || events.is_null() || !fdtable::any_tracked() {
+        return ready;
+    }
+    // SAFETY: epoll_wait(2)'s contract.
+    let events = unsafe { std::slice::from_raw_parts_mut(events, ready as usize) };
+    let mut kept = 0;
+    for index in 0..events.len() {
+        let event = events[index];
+        let hang_up = event.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        let hidden = hang_up && watchers::fd_for(epoll, event.u64).is_some_and(hang_up_hidden);
+        if !hidden {
+            events[kept] = event;
+            kept += 1;
+        }
+    }
+    kept as c_int
+}
+
+/// The end of a wait's timeout, for waiting again when every event it returned was hidden
+/// (returning 0 would tell the program its timeout expired).
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn after_ms(timeout_ms: c_int) -> Self {
+        Deadline(
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
+        )
+    }
+
+    /// # Safety
+    /// `timeout` is null or points to a timespec.
+    unsafe fn after(timeout: *const timespec) -> Self {
+        // SAFETY: the caller's contract.
+        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
+            return Deadline(None);
+        };
+        let span = Duration::new(
+            timeout.tv_sec.max(0) as u64,
+            timeout.tv_nsec.clamp(0, 999_999_999) as u32,
+        );
+        Deadline(Some(Instant::now() + span))
+    }
+
+    fn passed(&self) -> bool {
+        self.0.is_some_and(|end| Instant::now() >= end)
+    }
+
+    fn left_ms(&self) -> c_int {
+        match self.0 {
+            None => -1,
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int
+            }
+        }
+    }
+
+    fn left(&self) -> Option<timespec> {
+        self.0.map(|end| {
+            let left = end.saturating_duration_since(Instant::now());
+            timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            }
+        })
+    }
+}
+
+/// Runs a wait until it shows the program something, its timeout passes, or it fails.
+/// `wait` gets the deadline (None on the first call: the program's own timeout) and
+/// returns what the real call returned and what is left after our review.
+fn wait_until_shown(
+    deadline: Deadline,
+    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
+) -> c_int {
+    let (ready, shown) = wait(None);
+    if shown != 0 || ready <= 0 {
+        return shown;
+    }
+    loop {
+        if deadline.passed() {
+            return 0;
+        }
+        let (ready, shown) = wait(Some(&deadline));
+        if shown != 0 || ready <= 0 {
+            return shown;
+        }
+    }
 }
 
 /// # Safety
 /// As poll(2).
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
-    // SAFETY: the program's own arguments.
-    unsafe {
-        scan_pollfds(fds, count);
-        let ready = sys::poll(fds, count, timeout);
-        review_pollfds(fds, count, ready)
+    if !fdtable::any_tracked() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::poll(fds, count, timeout) };
     }
+    // SAFETY: as above.
+    unsafe { poll_with_tracked(fds, count, timeout) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe { scan_pollfds(fds, count) };
+    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
+        let left = deadline.map_or(timeout, Deadline::left_ms);
+        let ready = unsafe { sys::poll(fds, count, left) };
+        (ready, unsafe { review_pollfds(fds, count, ready) })
+    })
 }
 
 /// # Safety
@@ -113,12 +238,103 @@ pub unsafe extern "C" fn ppoll(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    // SAFETY: the program's own arguments.
-    unsafe {
-        scan_pollfds(fds, count);
-        let ready = sys::ppoll(fds, count, timeout, mask);
-        review_pollfds(fds, count, ready)
+    if !fdtable::any_tracked() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::ppoll(fds, count, timeout, mask) };
     }
+    // SAFETY: the program's own arguments, throughout.
+    unsafe { scan_pollfds(fds, count) };
+    wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
+        let left = deadline.and_then(Deadline::left);
+        let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+        let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
+        (ready, unsafe { review_pollfds(fds, count, ready) })
+    })
+}
+
+/// # Safety
+/// As epoll_ctl(2).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epoll: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut epoll_event,
+) -> c_int {
+    // SAFETY: the program's own arguments.
+    let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
+    if result == 0 && fdtable::maybe_tracked(fd) {
+        // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
+        let data = unsafe { event.as_ref() }.map_or(0, |event| event.u64);
+        note_watch(epoll, op, fd, data);
+    }
+    result
+}
+
+#[cold]
+#[inline(never)]
+fn note_watch(epoll: c_int, op: c_int, fd: c_int, data: u64) {
+    if op == libc::EPOLL_CTL_DEL || tracked(fd).is_some() {
+        watchers::note(epoll, op, fd, data);
+    }
+}
+
+/// # Safety
+/// As epoll_wait(2).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe { epoll_pwait(epoll, events, max, timeout, std::ptr::null()) }
+}
+
+/// # Safety
+/// As epoll_pwait(2).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> c_int {
+    if !fdtable::any_tracked() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
+    }
+    // SAFETY: the program's own arguments, throughout.
+    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
+        let left = deadline.map_or(timeout, Deadline::left_ms);
+        let ready = unsafe { sys::epoll_pwait(epoll, events, max, left, mask) };
+        (ready, unsafe { review_epoll_events(epoll, events, ready) })
+    })
+}
+
+/// # Safety
+/// As epoll_pwait2(2).
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    if !fdtable::any_tracked() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
+    }
+    // SAFETY: the program's own arguments, throughout.
+    wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
+        let left = deadline.and_then(Deadline::left);
+        let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+        let ready = unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
+        (ready, unsafe { review_epoll_events(epoll, events, ready) })
+    })
 }
 
 /// # Safety
