@@ -42,6 +42,24 @@ build fort_read fortified.c -DFORT_READ
 build fort_recv fortified.c -DFORT_RECV
 build fort_recvfrom fortified.c -DFORT_RECVFROM
 
+# TLS clients (tls_common.h): OpenSSL (libssl-dev) and GnuTLS (libgnutls28-dev),
+# libraries after the source so that --as-needed linkers keep them.
+build_tls() { # name library-flags...
+	local name="$1" out="$bin/$1"
+	shift
+	if [[ -x "$out" && "$out" -nt "$here/$name.c" && "$out" -nt "$here/common.h" &&
+		"$out" -nt "$here/tls_common.h" && "$out" -nt "$here/tls_openssl.h" &&
+		"$out" -nt "$here/build.sh" ]]; then
+		return
+	fi
+	"$cc" "${cflags[@]}" -o "$out.tmp" "$here/$name.c" "$@"
+	mv -f "$out.tmp" "$out"
+}
+for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll; do
+	build_tls "$src" -lssl -lcrypto
+done
+build_tls tls_gnutls -lgnutls
+
 # The fortified programs must call the _chk symbols (else they test nothing new).
 check_import() { # binary symbol
 	if ! nm -D --undefined-only "$bin/$1" | grep -qw "$2"; then
