@@ -61,6 +61,7 @@ HOSTS_FILE = """127.0.0.1 localhost proxy.lunar.test
 203.0.113.14 down.example.test
 203.0.113.15 spare.example.test
 203.0.113.16 untrusted.example.test
+203.0.113.10 wrongname.example.test
 2001:db8::10 api6.example.test
 """
 # Nothing listens on 127.0.0.1:53 in the namespace: lookups of other names fail
@@ -108,6 +109,7 @@ for _name, _ip, _ports in [
     ("api.example.test", API_IP, (443, 8443)),
     ("other.example.test", OTHER_IP, (443,)),
     ("untrusted.example.test", UNTRUSTED_IP, (443,)),
+    ("wrongname.example.test", API_IP, (443,)),  # a name api's certificate lacks
 ]:
     for _host in (_name, _ip):
         for _p in _ports:
