@@ -17,6 +17,7 @@ extern "C" fn in_child() {
     crate::names::after_fork_in_child();
     crate::uuid::after_fork_in_child();
     crate::watchers::after_fork_in_child();
+    crate::tls::after_fork_in_child();
     if let Some(runtime) = crate::runtime::existing() {
         runtime.proxy.after_fork_in_child();
     }

@@ -5,7 +5,9 @@
 //! `hooks` (the exported libc symbols) -> `fdtable` (is this fd ours?) -> `conn` (one
 //! intercepted socket) -> `http` (the sans-IO request engine). Decisions come from
 //! `policy` (configuration, filter, failsafe) and `proxy` (address, handshake), all
-//! reached through `runtime`; `sys` is libc's own functions.
+//! reached through `runtime`; `sys` is libc's own functions. For https, `tls` sits above
+//! the socket hooks: the program's TLS library calls, answered for sessions on diverted
+//! sockets, whose plaintext then takes the same path as port 80.
 
 pub mod addr;
 pub mod conn;
@@ -21,6 +23,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod sync;
 pub mod sys;
+pub mod tls;
 pub mod uuid;
 pub mod watchers;
 

@@ -41,11 +41,10 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
     if tcp_family(fd).is_none() {
         return real();
     }
-    if target.port() == HTTPS_PORT {
-        // Diverting https needs the program's TLS library (a later stage); until then
-        // its TLS goes end to end, untouched.
+    if target.port() == HTTPS_PORT && !crate::tls::drivable() {
+        // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
         log::debug!(
-            "{} -> direct (https not intercepted yet)",
+            "{} -> direct (https, and no TLS library we can drive is loaded)",
             addr::canonical(target)
         );
         return real();

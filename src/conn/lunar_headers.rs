@@ -5,19 +5,41 @@ use crate::runtime::Runtime;
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-const SCHEME_DEFAULT_PORT: u16 = 80;
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scheme {
+    Http,
+    /// The plaintext of a virtual TLS session (`crate::tls`).
+    Https,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
 
 /// Complete header lines, each ending CRLF, to insert after the request line.
 pub fn for_request(
     head: &RequestHead<'_>,
     original: SocketAddr,
     name: Option<&str>,
+    scheme: Scheme,
     runtime: &Runtime,
 ) -> Vec<u8> {
     let mut lines = String::with_capacity(256);
-    let host = lunar_host(head.host, original, name);
+    let host = lunar_host(head.host, original, name, scheme);
     let _ = write!(lines, "x-lunar-host: {host}\r\n");
-    lines.push_str("x-lunar-scheme: http\r\n");
+    let _ = write!(lines, "x-lunar-scheme: {}\r\n", scheme.name());
     let _ = write!(lines, "x-lunar-interceptor: {}\r\n", crate::INTERCEPTOR);
     let _ = write!(lines, "x-lunar-req-id: {}\r\n", crate::uuid::new_v4());
     if runtime.proxy.managed() {
@@ -28,7 +50,12 @@ pub fn for_request(
 
 /// `host[:port]` with the port only when it is not the scheme's default. The request's
 /// `Host` header is the authority; without one, the name the program resolved, else the IP.
-pub fn lunar_host(host_header: Option<&str>, original: SocketAddr, name: Option<&str>) -> String {
+pub fn lunar_host(
+    host_header: Option<&str>,
+    original: SocketAddr,
+    name: Option<&str>,
+    scheme: Scheme,
+) -> String {
     let (host, port) = match host_header.filter(|value| !value.is_empty()) {
         Some(value) => split_authority(value, original.port()),
         None => {
@@ -40,7 +67,7 @@ pub fn lunar_host(host_header: Option<&str>, original: SocketAddr, name: Option<
             (host, original.port())
         }
     };
-    if port == SCHEME_DEFAULT_PORT {
+    if port == scheme.default_port() {
         host
     } else {
         format!("{host}:{port}")
@@ -85,33 +112,62 @@ mod tests {
     fn port_only_when_not_default() {
         let original = addr("203.0.113.10:80");
         assert_eq!(
-            lunar_host(Some("api.example.test"), original, None),
+            lunar_host(Some("api.example.test"), original, None, Scheme::Http),
             "api.example.test"
         );
         assert_eq!(
-            lunar_host(Some("api.example.test:80"), original, None),
+            lunar_host(Some("api.example.test:80"), original, None, Scheme::Http),
             "api.example.test"
         );
         assert_eq!(
-            lunar_host(Some("api.example.test:8080"), original, None),
+            lunar_host(Some("api.example.test:8080"), original, None, Scheme::Http),
             "api.example.test:8080"
         );
         assert_eq!(
-            lunar_host(None, original, Some("api.example.test")),
+            lunar_host(None, original, Some("api.example.test"), Scheme::Http),
             "api.example.test"
         );
-        assert_eq!(lunar_host(None, original, None), "203.0.113.10");
         assert_eq!(
-            lunar_host(None, addr("203.0.113.10:8080"), None),
+            lunar_host(None, original, None, Scheme::Http),
+            "203.0.113.10"
+        );
+        assert_eq!(
+            lunar_host(None, addr("203.0.113.10:8080"), None, Scheme::Http),
             "203.0.113.10:8080"
         );
         assert_eq!(
-            lunar_host(None, addr("[2001:db8::1]:80"), None),
+            lunar_host(None, addr("[2001:db8::1]:80"), None, Scheme::Http),
             "[2001:db8::1]"
         );
         assert_eq!(
-            lunar_host(Some("[2001:db8::1]:81"), original, None),
+            lunar_host(Some("[2001:db8::1]:81"), original, None, Scheme::Http),
             "[2001:db8::1]:81"
+        );
+    }
+
+    #[test]
+    fn https_default_port_is_443() {
+        let original = addr("203.0.113.10:443");
+        assert_eq!(
+            lunar_host(Some("api.example.test"), original, None, Scheme::Https),
+            "api.example.test"
+        );
+        assert_eq!(
+            lunar_host(None, original, Some("api.example.test"), Scheme::Https),
+            "api.example.test"
+        );
+        assert_eq!(
+            lunar_host(Some("api.example.test:80"), original, None, Scheme::Https),
+            "api.example.test:80"
+        );
+        assert_eq!(
+            lunar_host(
+                Some("api.example.test:8443"),
+                addr("203.0.113.10:8443"),
+                None,
+                Scheme::Https
+            ),
+            "api.example.test:8443"
         );
     }
 

@@ -47,6 +47,8 @@ pub struct Conn {
     responses: SpinLock<Responses>,
     /// A recovery thread owns the socket; the program's reads answer EAGAIN meanwhile.
     busy: AtomicBool,
+    /// A virtual TLS session (`crate::tls`) runs on this socket: its plaintext is https.
+    https: AtomicBool,
 }
 
 struct Writer {
@@ -78,7 +80,35 @@ impl Conn {
             }),
             responses: SpinLock::new(Responses::new(replay_cap)),
             busy: AtomicBool::new(false),
+            https: AtomicBool::new(false),
         }
+    }
+
+    /// The program's TLS session on this socket became virtual: what it writes is the
+    /// plaintext of an https request.
+    pub fn mark_https(&self) {
+        self.https.store(true, Ordering::Release);
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https.load(Ordering::Acquire)
+    }
+
+    fn scheme(&self) -> lunar_headers::Scheme {
+        if self.is_https() {
+            lunar_headers::Scheme::Https
+        } else {
+            lunar_headers::Scheme::Http
+        }
+    }
+
+    /// Whether a TLS session on this socket may become virtual: the socket goes to the
+    /// proxy and nothing was written yet.
+    pub fn can_carry_virtual_tls(&self) -> bool {
+        self.is_diverted()
+            && !self.wrote.load(Ordering::Acquire)
+            && !self.is_passthrough()
+            && !self.is_https()
     }
 
     pub fn peer(&self) -> Route {

@@ -23,6 +23,10 @@ pub fn receive(
     if conn.is_passthrough() {
         return real();
     }
+    if crate::tls::holds_reads(fd) {
+        sys::set_errno(libc::EAGAIN);
+        return -1;
+    }
     let nonblocking = || is_nonblocking(fd, flags);
     if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
         reads_before_writing(conn, fd);
@@ -179,7 +183,13 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
 /// speaks a protocol whose server talks first: the proxy would never answer, so the
 /// socket goes to its original destination and is left alone.
 pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
+    // A virtual TLS session is HTTP by construction; its client may look for input (an
+    // alert, a closed connection) before it writes.
+    if conn.wrote.load(Ordering::Acquire)
+        || !conn.is_diverted()
+        || conn.is_passthrough()
+        || conn.is_https()
+    {
         return;
     }
     if !conn.still_a_socket(fd) {

@@ -24,6 +24,9 @@ const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Returns the count to report (or -1 with errno set), or `None` when the program's own
 /// call should run unchanged (a connection we only pass through).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
+    if crate::tls::claims_write(fd, conn, input) {
+        return Some(input.len() as isize);
+    }
     if conn.is_passthrough() || !conn.still_a_socket(fd) {
         return None;
     }
@@ -105,6 +108,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                             &head,
                             conn.original,
                             conn.name.as_deref(),
+                            conn.scheme(),
                             runtime,
                         ),
                         _ => Vec::new(),

@@ -4,9 +4,16 @@
 mod connect;
 mod dns;
 mod fds;
+mod gnutls;
+mod openssl;
 mod read;
 mod wait;
 mod write;
+
+// The TLS layer moves a virtual session's plaintext as the program would, through the
+// program's own entry points.
+pub(crate) use read::recv as program_recv;
+pub(crate) use write::send as program_send;
 
 use crate::conn::Conn;
 use crate::guard::{shielded, Reentry};

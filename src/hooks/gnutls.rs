@@ -1,0 +1,178 @@
+//! GnuTLS's session functions. As for OpenSSL (`hooks::openssl`): a session we did not
+//! make virtual costs one atomic load and GnuTLS's own function.
+#![allow(non_snake_case)]
+
+use crate::guard::shielded;
+use crate::tls::gnutls::{self as tls, real, GnutlsSession};
+use crate::tls::sessions::GnutlsDatum;
+use libc::{c_char, c_int, c_uint, c_void, size_t};
+
+macro_rules! on_session {
+    ($session:expr, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {
+        match crate::tls::gnutls::virtual_session($session) {
+            None => $real,
+            Some($virtual_session) => shielded(|| $virtual, || $failed),
+        }
+    };
+}
+
+/// # Safety
+/// As gnutls_handshake(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
+    // SAFETY: the program's own argument, throughout.
+    shielded(
+        || tls::handshake(session, || unsafe { real::gnutls_handshake(session) }),
+        || -1,
+    )
+}
+
+/// # Safety
+/// As gnutls_record_send(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_record_send(
+    session: GnutlsSession,
+    data: *const c_void,
+    len: size_t,
+) -> isize {
+    on_session!(
+        session,
+        unsafe { real::gnutls_record_send(session, data, len) },
+        |s| {
+            // SAFETY: the program gives `len` readable bytes at `data`.
+            tls::send(&s, unsafe { std::slice::from_raw_parts(data.cast(), len) })
+        },
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As gnutls_record_recv(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_record_recv(
+    session: GnutlsSession,
+    data: *mut c_void,
+    len: size_t,
+) -> isize {
+    on_session!(
+        session,
+        unsafe { real::gnutls_record_recv(session, data, len) },
+        |s| {
+            // SAFETY: the program gives `len` writable bytes at `data`.
+            tls::recv(&s, unsafe {
+                std::slice::from_raw_parts_mut(data.cast(), len)
+            })
+        },
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As gnutls_record_check_pending(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_record_check_pending(session: GnutlsSession) -> size_t {
+    on_session!(session, unsafe { real::gnutls_record_check_pending(session) }, |_s| 0, failed 0)
+}
+
+/// # Safety
+/// As gnutls_record_get_direction(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_record_get_direction(session: GnutlsSession) -> c_int {
+    on_session!(session, unsafe { real::gnutls_record_get_direction(session) }, |s| tls::direction(&s), failed 0)
+}
+
+/// # Safety
+/// As gnutls_bye(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int {
+    on_session!(session, unsafe { real::gnutls_bye(session, how) }, |_s| 0, failed 0)
+}
+
+/// # Safety
+/// As gnutls_deinit(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_deinit(session: GnutlsSession) {
+    if tls::virtual_session(session).is_some() {
+        shielded(|| tls::forget(session), || ());
+    }
+    // SAFETY: the program's own argument.
+    unsafe { real::gnutls_deinit(session) }
+}
+
+/// # Safety
+/// As gnutls_certificate_verify_peers2(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_certificate_verify_peers2(
+    session: GnutlsSession,
+    status: *mut c_uint,
+) -> c_int {
+    on_session!(
+        session,
+        unsafe { real::gnutls_certificate_verify_peers2(session, status) },
+        |_s| verified(status),
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As gnutls_certificate_verify_peers3(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_certificate_verify_peers3(
+    session: GnutlsSession,
+    host: *const c_char,
+    status: *mut c_uint,
+) -> c_int {
+    on_session!(
+        session,
+        unsafe { real::gnutls_certificate_verify_peers3(session, host, status) },
+        |_s| verified(status),
+        failed - 1
+    )
+}
+
+fn verified(status: *mut c_uint) -> c_int {
+    if !status.is_null() {
+        // SAFETY: the program's out-parameter.
+        unsafe { *status = 0 };
+    }
+    0
+}
+
+/// # Safety
+/// As gnutls_certificate_get_peers(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_certificate_get_peers(
+    session: GnutlsSession,
+    count: *mut c_uint,
+) -> *const GnutlsDatum {
+    on_session!(session, unsafe { real::gnutls_certificate_get_peers(session, count) }, |s| unsafe { tls::peers(&s, count) }, failed std::ptr::null())
+}
+
+/// # Safety
+/// As gnutls_certificate_type_get(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_certificate_type_get(session: GnutlsSession) -> c_int {
+    on_session!(session, unsafe { real::gnutls_certificate_type_get(session) }, |_s| tls::GNUTLS_CRT_X509, failed 0)
+}
+
+/// # Safety
+/// As gnutls_alpn_get_selected_protocol(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_alpn_get_selected_protocol(
+    session: GnutlsSession,
+    protocol: *mut GnutlsDatum,
+) -> c_int {
+    on_session!(
+        session,
+        unsafe { real::gnutls_alpn_get_selected_protocol(session, protocol) },
+        |_s| tls::GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE,
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As gnutls_session_is_resumed(3).
+#[no_mangle]
+pub unsafe extern "C" fn gnutls_session_is_resumed(session: GnutlsSession) -> c_int {
+    on_session!(session, unsafe { real::gnutls_session_is_resumed(session) }, |_s| 0, failed 0)
+}

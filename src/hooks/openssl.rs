@@ -1,0 +1,306 @@
+//! OpenSSL's session functions (libssl 1.1 and 3). Our unversioned names also catch
+//! callers bound to `SSL_read@OPENSSL_3.0.0`. A call on a session we did not make virtual
+//! is one atomic load (no virtual session in the process) and libssl's own function;
+//! libssl calls some of these itself (SSL_connect -> SSL_do_handshake), which is why a
+//! virtual session is always checked first. No hook holds our re-entry guard while it
+//! moves plaintext: those bytes must meet our socket hooks.
+#![allow(non_snake_case)]
+
+use crate::guard::shielded;
+use crate::tls::openssl::{self as tls, real, Ssl};
+use libc::{c_int, c_long, c_uint, c_void, size_t};
+
+type X509 = *mut c_void;
+
+/// `$virtual` for a virtual session, else `$real`. Panics in our part are caught: the
+/// call then fails as the library's own would.
+macro_rules! on_session {
+    ($ssl:expr, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {
+        match crate::tls::openssl::virtual_session($ssl) {
+            None => $real,
+            Some($session) => shielded(|| $virtual, || $failed),
+        }
+    };
+}
+
+/// # Safety
+/// As SSL_connect(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
+    // SAFETY: the program's own argument, throughout.
+    shielded(
+        || tls::handshake(ssl, || unsafe { real::SSL_connect(ssl) }),
+        || -1,
+    )
+}
+
+/// # Safety
+/// As SSL_do_handshake(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
+    // SAFETY: the program's own argument, throughout.
+    shielded(
+        || tls::handshake(ssl, || unsafe { real::SSL_do_handshake(ssl) }),
+        || -1,
+    )
+}
+
+/// # Safety
+/// As SSL_read(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
+    on_session!(
+        ssl,
+        unsafe { real::SSL_read(ssl, buf, num) },
+        |session| {
+            // SAFETY: the program gives `num` writable bytes at `buf`.
+            let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num.max(0) as usize) };
+            classic_result(unsafe { tls::read(&session, ssl, out, false) })
+        },
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As SSL_read_ex(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_read_ex(
+    ssl: Ssl,
+    buf: *mut c_void,
+    num: size_t,
+    read: *mut size_t,
+) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_read_ex(ssl, buf, num, read) }, |session| {
+        // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
+        ex_result(unsafe { tls::read(&session, ssl, out, false) }, read)
+    }, failed 0)
+}
+
+/// # Safety
+/// As SSL_peek(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
+    on_session!(
+        ssl,
+        unsafe { real::SSL_peek(ssl, buf, num) },
+        |session| {
+            // SAFETY: the program gives `num` writable bytes at `buf`.
+            let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num.max(0) as usize) };
+            classic_result(unsafe { tls::read(&session, ssl, out, true) })
+        },
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As SSL_peek_ex(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_peek_ex(
+    ssl: Ssl,
+    buf: *mut c_void,
+    num: size_t,
+    read: *mut size_t,
+) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_peek_ex(ssl, buf, num, read) }, |session| {
+        // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
+        ex_result(unsafe { tls::read(&session, ssl, out, true) }, read)
+    }, failed 0)
+}
+
+/// # Safety
+/// As SSL_write(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int {
+    on_session!(
+        ssl,
+        unsafe { real::SSL_write(ssl, buf, num) },
+        |session| {
+            // SAFETY: the program gives `num` readable bytes at `buf`.
+            let input = unsafe { std::slice::from_raw_parts(buf.cast(), num.max(0) as usize) };
+            unsafe { tls::write(&session, ssl, input) }.map_or(-1, |n| n as c_int)
+        },
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As SSL_write_ex(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_write_ex(
+    ssl: Ssl,
+    buf: *const c_void,
+    num: size_t,
+    written: *mut size_t,
+) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_write_ex(ssl, buf, num, written) }, |session| {
+        // SAFETY: the program gives `num` readable bytes at `buf`, and `written`.
+        let input = unsafe { std::slice::from_raw_parts(buf.cast(), num) };
+        ex_result(unsafe { tls::write(&session, ssl, input) }, written)
+    }, failed 0)
+}
+
+/// The SSL_read convention: the count, 0 for a clean close (some wrappers, Net::SSLeay
+/// among them, take the error code alone as the verdict), else -1.
+fn classic_result(result: Result<usize, c_int>) -> c_int {
+    match result {
+        Ok(count) => count as c_int,
+        Err(tls::SSL_ERROR_ZERO_RETURN) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// The `_ex` convention: 1 and the count, or 0.
+fn ex_result(result: Result<usize, c_int>, count: *mut size_t) -> c_int {
+    let done = result.unwrap_or(0);
+    if !count.is_null() {
+        // SAFETY: the program's out-parameter.
+        unsafe { *count = done };
+    }
+    result.is_ok() as c_int
+}
+
+/// # Safety
+/// As SSL_get_error(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_get_error(ssl, ret) }, |session| tls::last_error(&session, ret), failed 5)
+}
+
+/// # Safety
+/// As SSL_pending(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_pending(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_pending(ssl) }, |session| tls::pending(&session), failed 0)
+}
+
+/// # Safety
+/// As SSL_has_pending(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_has_pending(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_has_pending(ssl) }, |session| (tls::pending(&session) > 0) as c_int, failed 0)
+}
+
+/// # Safety
+/// As SSL_shutdown(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_shutdown(ssl: Ssl) -> c_int {
+    on_session!(
+        ssl,
+        unsafe { real::SSL_shutdown(ssl) },
+        |session| tls::shutdown(&session),
+        failed - 1
+    )
+}
+
+/// # Safety
+/// As SSL_get_shutdown(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_shutdown(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_get_shutdown(ssl) }, |session| tls::shutdown_state(&session), failed 0)
+}
+
+/// # Safety
+/// As SSL_free(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_free(ssl: Ssl) {
+    if crate::tls::openssl::virtual_session(ssl).is_some() {
+        shielded(|| tls::free(ssl), || ());
+    }
+    // SAFETY: the program's own argument.
+    unsafe { real::SSL_free(ssl) }
+}
+
+/// # Safety
+/// As SSL_is_init_finished(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_is_init_finished(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_is_init_finished(ssl) }, |_session| 1, failed 0)
+}
+
+/// # Safety
+/// As SSL_in_init(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_in_init(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_in_init(ssl) }, |_session| 0, failed 1)
+}
+
+/// # Safety
+/// As SSL_in_before(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_in_before(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_in_before(ssl) }, |_session| 0, failed 1)
+}
+
+/// # Safety
+/// As SSL_get_state(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_state(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_get_state(ssl) }, |_session| tls::finished_state(), failed 0)
+}
+
+/// # Safety
+/// As SSL_get_verify_result(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
+    on_session!(ssl, unsafe { real::SSL_get_verify_result(ssl) }, |_session| tls::verify_ok(), failed 1)
+}
+
+/// # Safety
+/// As SSL_get0_alpn_selected(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, len: *mut c_uint) {
+    on_session!(
+        ssl,
+        unsafe { real::SSL_get0_alpn_selected(ssl, data, len) },
+        |_session| {
+            // No ALPN: every client then speaks HTTP/1.1, which the proxy and our engine read.
+            // SAFETY: the program's out-parameters.
+            unsafe {
+                if !data.is_null() {
+                    *data = std::ptr::null();
+                }
+                if !len.is_null() {
+                    *len = 0;
+                }
+            }
+        },
+        failed()
+    )
+}
+
+/// # Safety
+/// As SSL_get1_peer_certificate(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get1_peer_certificate(ssl: Ssl) -> X509 {
+    on_session!(ssl, unsafe { real::SSL_get1_peer_certificate(ssl) }, |session| tls::new_peer_certificate(&session), failed std::ptr::null_mut())
+}
+
+/// # Safety
+/// As SSL_get_peer_certificate(3) (OpenSSL 1.1).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_peer_certificate(ssl: Ssl) -> X509 {
+    on_session!(ssl, unsafe { real::SSL_get_peer_certificate(ssl) }, |session| tls::new_peer_certificate(&session), failed std::ptr::null_mut())
+}
+
+/// # Safety
+/// As SSL_get0_peer_certificate(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get0_peer_certificate(ssl: Ssl) -> X509 {
+    on_session!(ssl, unsafe { real::SSL_get0_peer_certificate(ssl) }, |session| tls::kept_peer_certificate(&session), failed std::ptr::null_mut())
+}
+
+/// # Safety
+/// As SSL_get_peer_cert_chain(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void {
+    on_session!(ssl, unsafe { real::SSL_get_peer_cert_chain(ssl) }, |_session| std::ptr::null_mut(), failed std::ptr::null_mut())
+}
+
+/// # Safety
+/// As SSL_session_reused(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_session_reused(ssl: Ssl) -> c_int {
+    on_session!(ssl, unsafe { real::SSL_session_reused(ssl) }, |_session| 0, failed 0)
+}

@@ -1,0 +1,81 @@
+//! Which socket a TLS session runs on. A socket BIO (`SSL_set_fd`) or GnuTLS's default
+//! transport names its fd; a custom BIO (curl's) does not. For those the real handshake
+//! runs with this thread marked, and the fd its ClientHello is written to is the one: the
+//! hello is swallowed there (reported sent), and reads of that fd answer EAGAIN until the
+//! handshake call returns. Several connections per thread (curl -Z) bind correctly,
+//! because each hello is written inside its own session's handshake call.
+
+use crate::conn::Conn;
+use crate::fdtable;
+use libc::c_int;
+use std::cell::Cell;
+use std::sync::Arc;
+
+thread_local! {
+    /// The session whose real handshake runs on this thread now (0: none).
+    static HANDSHAKING: Cell<usize> = const { Cell::new(0) };
+    /// The fd its ClientHello went to (-1: none yet).
+    static BOUND_FD: Cell<c_int> = const { Cell::new(-1) };
+}
+
+/// The connection on `fd` when a TLS session there may become virtual.
+pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
+    fdtable::get(fd).filter(|conn| conn.can_carry_virtual_tls())
+}
+
+/// Runs the real handshake of `session`, watching where its ClientHello goes. Returns
+/// the handshake's result and the fd it bound to, if any.
+pub fn watch_handshake<R>(session: usize, real: impl FnOnce() -> R) -> (R, Option<c_int>) {
+    if HANDSHAKING.try_with(Cell::get).unwrap_or(session) != 0 {
+        // Re-entered from inside the library's own handshake (SSL_connect calls
+        // SSL_do_handshake), or thread-locals are gone: the outer call watches.
+        return (real(), None);
+    }
+    HANDSHAKING.with(|h| h.set(session));
+    BOUND_FD.with(|b| b.set(-1));
+    let result = real();
+    HANDSHAKING.with(|h| h.set(0));
+    let fd = BOUND_FD.with(|b| b.replace(-1));
+    (result, (fd >= 0).then_some(fd))
+}
+
+/// The program writes `bytes` to tracked `fd`: true when they are the ClientHello (or a
+/// later handshake record) of the session this thread is handshaking, bound to `fd` now.
+/// The caller then reports them written and sends nothing.
+pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
+    if HANDSHAKING.try_with(Cell::get).unwrap_or(0) == 0 {
+        return false;
+    }
+    match BOUND_FD.with(Cell::get) {
+        -1 if conn.can_carry_virtual_tls() && is_client_hello(bytes) => {
+            BOUND_FD.with(|b| b.set(fd));
+            true
+        }
+        bound => bound == fd,
+    }
+}
+
+/// A read of `fd` inside the handshake that bound it: nothing will come (the proxy speaks
+/// no TLS), and a blocking read must not wait for it.
+pub fn holds_reads(fd: c_int) -> bool {
+    HANDSHAKING.try_with(Cell::get).unwrap_or(0) != 0 && BOUND_FD.with(Cell::get) == fd
+}
+
+/// A TLS record of type handshake (22), version 3.x, whose first message is a
+/// ClientHello (1).
+fn is_client_hello(bytes: &[u8]) -> bool {
+    matches!(bytes, [22, 3, 0..=4, _, _, 1, ..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_hello;
+
+    #[test]
+    fn recognises_a_client_hello_record() {
+        assert!(is_client_hello(&[22, 3, 1, 0, 200, 1, 0, 0, 196]));
+        assert!(!is_client_hello(&[22, 3, 3, 0, 200, 2]));
+        assert!(!is_client_hello(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_client_hello(&[22, 3]));
+    }
+}

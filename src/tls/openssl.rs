@@ -1,0 +1,325 @@
+//! OpenSSL (libssl 1.1 and 3): the session calls our hooks answer for a virtual session.
+//! The plaintext moves through the session's own BIOs: a socket BIO writes to the fd with
+//! `write`, curl's BIO with `send`, and either way our socket hooks and the HTTP engine
+//! see it, exactly as for port 80.
+
+use super::library::{self, Library};
+use super::sessions::{self, Owned, Session};
+use super::{binding, certificate, certificate_host, now_unix, real_in};
+use crate::fdtable;
+use libc::{c_char, c_int, c_long, c_uint, c_void, size_t};
+use std::sync::Arc;
+
+pub type Ssl = *mut c_void;
+type Bio = *mut c_void;
+type X509 = *mut c_void;
+
+const SSL_ERROR_NONE: c_int = 0;
+const SSL_ERROR_WANT_READ: c_int = 2;
+const SSL_ERROR_WANT_WRITE: c_int = 3;
+const SSL_ERROR_SYSCALL: c_int = 5;
+pub const SSL_ERROR_ZERO_RETURN: c_int = 6;
+const SSL_SENT_SHUTDOWN: c_int = 1;
+const SSL_RECEIVED_SHUTDOWN: c_int = 2;
+const SSL_CTRL_MODE: c_int = 33;
+const SSL_MODE_ENABLE_PARTIAL_WRITE: c_long = 1;
+const TLSEXT_NAMETYPE_HOST_NAME: c_int = 0;
+const BIO_FLAGS_READ: c_int = 1;
+const BIO_FLAGS_WRITE: c_int = 2;
+const BIO_FLAGS_SHOULD_RETRY: c_int = 8;
+const X509_V_OK: c_long = 0;
+/// `TLS_ST_OK`: what `SSL_get_state` says once a handshake is done.
+const TLS_ST_OK: c_int = 1;
+
+#[allow(non_snake_case, clippy::unused_unit)]
+pub mod real {
+    use super::*;
+    real_in! { Library::Ssl;
+        fn SSL_connect(ssl: Ssl) -> c_int, else -1;
+        fn SSL_do_handshake(ssl: Ssl) -> c_int, else -1;
+        fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int, else -1;
+        fn SSL_read_ex(ssl: Ssl, buf: *mut c_void, num: size_t, read: *mut size_t) -> c_int, else 0;
+        fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int, else -1;
+        fn SSL_peek_ex(ssl: Ssl, buf: *mut c_void, num: size_t, read: *mut size_t) -> c_int, else 0;
+        fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int, else -1;
+        fn SSL_write_ex(ssl: Ssl, buf: *const c_void, num: size_t, written: *mut size_t) -> c_int, else 0;
+        fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int, else SSL_ERROR_SYSCALL;
+        fn SSL_pending(ssl: Ssl) -> c_int, else 0;
+        fn SSL_has_pending(ssl: Ssl) -> c_int, else 0;
+        fn SSL_shutdown(ssl: Ssl) -> c_int, else -1;
+        fn SSL_get_shutdown(ssl: Ssl) -> c_int, else 0;
+        fn SSL_free(ssl: Ssl) -> (), else ();
+        fn SSL_get_fd(ssl: Ssl) -> c_int, else -1;
+        fn SSL_get_rbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
+        fn SSL_get_wbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
+        fn SSL_ctrl(ssl: Ssl, cmd: c_int, larg: c_long, parg: *mut c_void) -> c_long, else 0;
+        fn SSL_get_servername(ssl: Ssl, kind: c_int) -> *const c_char, else std::ptr::null();
+        fn SSL_is_init_finished(ssl: Ssl) -> c_int, else 0;
+        fn SSL_in_init(ssl: Ssl) -> c_int, else 1;
+        fn SSL_in_before(ssl: Ssl) -> c_int, else 1;
+        fn SSL_get_state(ssl: Ssl) -> c_int, else 0;
+        fn SSL_get_verify_result(ssl: Ssl) -> c_long, else 1;
+        fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, len: *mut c_uint) -> (), else ();
+        fn SSL_get1_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
+        fn SSL_get_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
+        fn SSL_get0_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
+        fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
+        fn SSL_session_reused(ssl: Ssl) -> c_int, else 0;
+    }
+    real_in! { Library::Crypto;
+        fn BIO_read(bio: Bio, buf: *mut c_void, len: c_int) -> c_int, else -1;
+        fn BIO_write(bio: Bio, buf: *const c_void, len: c_int) -> c_int, else -1;
+        fn BIO_test_flags(bio: Bio, flags: c_int) -> c_int, else 0;
+        fn d2i_X509(out: *mut X509, input: *mut *const u8, len: c_long) -> X509, else std::ptr::null_mut();
+        fn X509_free(x509: X509) -> (), else ();
+        fn ERR_set_mark() -> c_int, else 0;
+        fn ERR_pop_to_mark() -> c_int, else 0;
+    }
+}
+
+/// The virtual session behind `ssl`, if it is one.
+#[inline]
+pub fn virtual_session(ssl: Ssl) -> Option<Arc<Session>> {
+    sessions::find(ssl as usize)
+}
+
+/// `SSL_connect` / `SSL_do_handshake`. A session on a diverted socket becomes virtual and
+/// its handshake is done; any other runs `real`.
+///
+/// # Safety
+/// `ssl` is the program's live SSL.
+pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
+    if virtual_session(ssl).is_some() {
+        return 1;
+    }
+    if !fdtable::any_tracked() || !library::openssl_drivable() {
+        return real();
+    }
+    // SAFETY: the program's live SSL.
+    let fd = unsafe { real::SSL_get_fd(ssl) };
+    if fd >= 0 {
+        return match binding::bindable(fd) {
+            Some(_) => make_virtual(ssl, fd),
+            None => real(),
+        };
+    }
+    // A BIO of the program's own: find the fd by its ClientHello.
+    // SAFETY: plain calls on the thread's error queue.
+    unsafe { real::ERR_set_mark() };
+    let (result, bound) = binding::watch_handshake(ssl as usize, real);
+    match bound {
+        Some(fd) => {
+            // The aborted real handshake left errors for a peer that never answered.
+            // SAFETY: as above.
+            unsafe { real::ERR_pop_to_mark() };
+            make_virtual(ssl, fd)
+        }
+        None => result,
+    }
+}
+
+fn make_virtual(ssl: Ssl, fd: c_int) -> c_int {
+    let Some(conn) = binding::bindable(fd) else {
+        return -1;
+    };
+    // SAFETY: the program's live SSL; the name (if any) is a NUL-terminated string it owns.
+    let server_name = unsafe {
+        let name = real::SSL_get_servername(ssl, TLSEXT_NAMETYPE_HOST_NAME);
+        (!name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    let host = certificate_host(server_name, &conn);
+    conn.mark_https();
+    log::debug!(
+        "{} https: TLS session virtual on fd {fd} (host {host})",
+        conn.label()
+    );
+    sessions::add(
+        ssl as usize,
+        Session {
+            fd,
+            conn,
+            host,
+            state: crate::sync::SpinLock::new(Default::default()),
+        },
+    );
+    1
+}
+
+fn should_retry(bio: Bio) -> Option<c_int> {
+    // SAFETY: a BIO of the program's live SSL.
+    let flags = unsafe {
+        real::BIO_test_flags(
+            bio,
+            BIO_FLAGS_SHOULD_RETRY | BIO_FLAGS_READ | BIO_FLAGS_WRITE,
+        )
+    };
+    if flags & BIO_FLAGS_SHOULD_RETRY == 0 {
+        None
+    } else if flags & BIO_FLAGS_WRITE != 0 {
+        Some(SSL_ERROR_WANT_WRITE)
+    } else {
+        Some(SSL_ERROR_WANT_READ)
+    }
+}
+
+/// Reads plaintext for a virtual session: held (peeked) bytes first, then the read BIO.
+/// `Err` carries the `SSL_get_error` code, also kept for the program to ask.
+///
+/// # Safety
+/// `ssl` is the program's live SSL.
+pub unsafe fn read(
+    session: &Session,
+    ssl: Ssl,
+    out: &mut [u8],
+    peek: bool,
+) -> Result<usize, c_int> {
+    let mut state = session.state.lock();
+    if state.held.is_empty() && !out.is_empty() {
+        drop(state);
+        // SAFETY: the program's live SSL.
+        let bio = unsafe { real::SSL_get_rbio(ssl) };
+        let len = out.len().min(c_int::MAX as usize) as c_int;
+        // SAFETY: `out` is writable for `len` bytes.
+        let got = unsafe { real::BIO_read(bio, out.as_mut_ptr().cast(), len) };
+        state = session.state.lock();
+        if got <= 0 {
+            let error = match should_retry(bio) {
+                Some(want) => want,
+                None if got == 0 => {
+                    state.shutdown |= SSL_RECEIVED_SHUTDOWN;
+                    SSL_ERROR_ZERO_RETURN
+                }
+                None => SSL_ERROR_SYSCALL,
+            };
+            state.last_error = error;
+            return Err(error);
+        }
+        state.last_error = SSL_ERROR_NONE;
+        if !peek {
+            return Ok(got as usize);
+        }
+        state.held.extend_from_slice(&out[..got as usize]);
+        return Ok(got as usize);
+    }
+    let count = state.held.len().min(out.len());
+    out[..count].copy_from_slice(&state.held[..count]);
+    if !peek {
+        state.held.drain(..count);
+    }
+    state.last_error = SSL_ERROR_NONE;
+    Ok(count)
+}
+
+/// Writes plaintext for a virtual session through the write BIO, all or nothing as
+/// OpenSSL does (unless the program enabled partial writes).
+///
+/// # Safety
+/// `ssl` is the program's live SSL.
+pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, c_int> {
+    // SAFETY: the program's live SSL.
+    let bio = unsafe { real::SSL_get_wbio(ssl) };
+    // SAFETY: as above; SSL_CTRL_MODE with 0 only reads the mode.
+    let partial = unsafe { real::SSL_ctrl(ssl, SSL_CTRL_MODE, 0, std::ptr::null_mut()) }
+        & SSL_MODE_ENABLE_PARTIAL_WRITE
+        != 0;
+    let mut done = std::mem::take(&mut session.state.lock().written).min(input.len());
+    while done < input.len() {
+        let rest = &input[done..];
+        let len = rest.len().min(c_int::MAX as usize) as c_int;
+        // SAFETY: `rest` is readable for `len` bytes.
+        let sent = unsafe { real::BIO_write(bio, rest.as_ptr().cast(), len) };
+        if sent > 0 {
+            done += sent as usize;
+            if partial {
+                break;
+            }
+            continue;
+        }
+        let mut state = session.state.lock();
+        let error = match should_retry(bio) {
+            Some(want) => {
+                if partial && done > 0 {
+                    break;
+                }
+                state.written = done;
+                want
+            }
+            None => SSL_ERROR_SYSCALL,
+        };
+        state.last_error = error;
+        return Err(error);
+    }
+    session.state.lock().last_error = SSL_ERROR_NONE;
+    Ok(done)
+}
+
+pub fn last_error(session: &Session, ret: c_int) -> c_int {
+    if ret > 0 {
+        SSL_ERROR_NONE
+    } else {
+        session.state.lock().last_error
+    }
+}
+
+pub fn pending(session: &Session) -> c_int {
+    session.state.lock().held.len().min(c_int::MAX as usize) as c_int
+}
+
+pub fn shutdown(session: &Session) -> c_int {
+    session.state.lock().shutdown |= SSL_SENT_SHUTDOWN;
+    1
+}
+
+pub fn shutdown_state(session: &Session) -> c_int {
+    session.state.lock().shutdown
+}
+
+pub const fn finished_state() -> c_int {
+    TLS_ST_OK
+}
+
+pub const fn verify_ok() -> c_long {
+    X509_V_OK
+}
+
+/// A new certificate object naming the session's host (the caller owns it).
+pub fn new_peer_certificate(session: &Session) -> X509 {
+    let der = certificate::synthetic_leaf_der(&session.host, now_unix());
+    let mut input = der.as_ptr();
+    // SAFETY: `input` points to `der.len()` bytes of DER; d2i_X509 allocates the object.
+    unsafe { real::d2i_X509(std::ptr::null_mut(), &mut input, der.len() as c_long) }
+}
+
+/// A certificate object the session keeps (for `SSL_get0_peer_certificate`).
+pub fn kept_peer_certificate(session: &Session) -> X509 {
+    let mut state = session.state.lock();
+    if let Some(x509) = state.owned.iter().find_map(|o| match o {
+        Owned::X509(x) => Some(*x),
+        _ => None,
+    }) {
+        return x509 as X509;
+    }
+    drop(state);
+    let x509 = new_peer_certificate(session);
+    state = session.state.lock();
+    state.owned.push(Owned::X509(x509 as usize));
+    x509
+}
+
+/// `SSL_free`: the session is forgotten, then freed by the library.
+pub fn free(ssl: Ssl) {
+    if let Some(session) = sessions::remove(ssl as usize) {
+        let owned: Vec<Owned> = std::mem::take(&mut session.state.lock().owned);
+        for item in owned {
+            if let Owned::X509(x509) = item {
+                // SAFETY: made by d2i_X509 for this session and handed out without a
+                // reference of the program's own.
+                unsafe { real::X509_free(x509 as X509) };
+            }
+        }
+    }
+}

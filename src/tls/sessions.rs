@@ -1,0 +1,98 @@
+//! The TLS sessions made virtual: keyed by the program's `SSL *` or `gnutls_session_t`.
+//! A program may run many sessions, so lookups take a short lock; the count in front of
+//! it keeps every call on a session we do not handle to one atomic load.
+
+use crate::conn::Conn;
+use crate::sync::SpinLock;
+use libc::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct Session {
+    pub fd: c_int,
+    pub conn: Arc<Conn>,
+    /// The name the certificate we show must carry (SNI, else the name or address the
+    /// program connected to).
+    pub host: String,
+    pub state: SpinLock<State>,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// What `SSL_get_error` reports for the last call that failed.
+    pub last_error: c_int,
+    /// Bytes read for a peek and not yet taken by a read.
+    pub held: Vec<u8>,
+    /// How much of a write that would block has left already: OpenSSL's write is all or
+    /// nothing, and the program repeats it with the same buffer.
+    pub written: usize,
+    /// `SSL_SENT_SHUTDOWN` / `SSL_RECEIVED_SHUTDOWN`.
+    pub shutdown: c_int,
+    /// The last transfer wanted to write (GnuTLS's record direction).
+    pub last_was_write: bool,
+    /// Library objects tied to this session (certificate copies), freed with it.
+    pub owned: Vec<Owned>,
+}
+
+/// Something made for the program that must live as long as the session.
+pub enum Owned {
+    Der(Box<[u8]>),
+    Datum(Box<GnutlsDatum>),
+    X509(usize),
+}
+
+#[repr(C)]
+pub struct GnutlsDatum {
+    pub data: *mut u8,
+    pub size: u32,
+}
+
+// SAFETY: the pointer refers to a `Der` box owned by the same session.
+unsafe impl Send for GnutlsDatum {}
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static TABLE: SpinLock<Vec<(usize, Arc<Session>)>> = SpinLock::new(Vec::new());
+
+/// Whether any session is virtual: false for every program we leave alone.
+#[inline(always)]
+pub fn any() -> bool {
+    COUNT.load(Ordering::Acquire) != 0
+}
+
+pub fn find(key: usize) -> Option<Arc<Session>> {
+    if !any() {
+        return None;
+    }
+    TABLE
+        .lock()
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, session)| session.clone())
+}
+
+pub fn add(key: usize, session: Session) -> Arc<Session> {
+    let session = Arc::new(session);
+    let mut table = TABLE.lock();
+    table.retain(|(k, _)| *k != key);
+    table.push((key, session.clone()));
+    COUNT.store(table.len(), Ordering::Release);
+    session
+}
+
+pub fn remove(key: usize) -> Option<Arc<Session>> {
+    if !any() {
+        return None;
+    }
+    let mut table = TABLE.lock();
+    let index = table.iter().position(|(k, _)| *k == key)?;
+    let (_, session) = table.swap_remove(index);
+    COUNT.store(table.len(), Ordering::Release);
+    Some(session)
+}
+
+pub fn after_fork_in_child() {
+    TABLE.force_unlock();
+    for (_, session) in TABLE.lock().iter() {
+        session.state.force_unlock();
+    }
+}
