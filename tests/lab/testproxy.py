@@ -13,6 +13,8 @@ changed through the control API (default 127.0.0.1:9001):
                          (a failed verification: 503 x-lunar-error: 2)
     error:<code>         read the full request, answer 503 with x-lunar-error: <code>
     close                read the full request, close without answering (FIN)
+    close-head           read the request head only, then close: mid-request for a
+                         request with a body (the unread body makes the close a RST)
     reset                read the full request, then RST (SO_LINGER 0)
     down                 RST every new connection at once, before reading
     hang                 read the request, never answer (until the peer closes)
@@ -75,8 +77,9 @@ class Request:
     pass
 
 
-def read_request(f, sock):
-    """Read one request from buffered file f. Returns Request or None on EOF."""
+def read_request(f, sock, head_only=False):
+    """Read one request from buffered file f. Returns Request or None on EOF.
+    head_only: stop after the head (the body, if any, is left unread)."""
     line = f.readline(65537)
     while line in (b"\r\n", b"\n"):
         line = f.readline(65537)
@@ -104,6 +107,10 @@ def read_request(f, sock):
     for k, v in req.headers:
         hd.setdefault(k.lower(), v)
     req.hd = hd
+    req.chunked = "chunked" in hd.get("transfer-encoding", "").lower()
+    if head_only:
+        req.body = b""
+        return req
     if "100-continue" in hd.get("expect", "").lower():
         sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
     te = hd.get("transfer-encoding", "").lower()
@@ -263,8 +270,10 @@ def handle_conn(sock, addr):
     f = sock.makefile("rb")
     try:
         while not STOP.is_set():
+            with LOCK:
+                head_only = (conn_mode or STATE["mode"]) == "close-head"
             try:
-                req = read_request(f, sock)
+                req = read_request(f, sock, head_only)
             except (ConnectionError, ValueError, OSError) as e:
                 log_rec({"kind": "traffic", "peer": peer, "error": str(e)})
                 break
@@ -305,6 +314,11 @@ def handle_conn(sock, addr):
                             b"lunar error %s\n" % code.encode(), client_keep)
             elif mode == "close":
                 rec["action"] = "close"
+                log_rec(rec)
+                sock.shutdown(socket.SHUT_RDWR)
+                break
+            elif mode == "close-head":
+                rec["action"] = "close-head"
                 log_rec(rec)
                 sock.shutdown(socket.SHUT_RDWR)
                 break
@@ -426,7 +440,7 @@ class Control(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         if self.path == "/mode":
-            ok = (body in ("pass", "close", "reset", "down", "hang", "blackhole")
+            ok = (body in ("pass", "close", "close-head", "reset", "down", "hang", "blackhole")
                   or body.startswith("error:") or body.startswith("random"))
             with LOCK:
                 if body.startswith("retry:"):
