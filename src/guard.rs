@@ -16,7 +16,9 @@ impl Reentry {
     /// gone (thread exit): the caller must pass the call through.
     pub fn enter() -> Option<Reentry> {
         INSIDE
-            .try_with(|inside| (!inside.replace(true)).then_some(Reentry(())))
+            // `then`, not `then_some`: a guard built eagerly for a nested call would be
+            // dropped at once and clear the outer call's mark.
+            .try_with(|inside| (!inside.replace(true)).then(|| Reentry(())))
             .ok()
             .flatten()
     }
@@ -37,5 +39,22 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
             log::error!("internal error caught; this call is passed through");
             fallback()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reentry;
+
+    #[test]
+    fn a_nested_enter_keeps_the_outer_mark() {
+        let outer = Reentry::enter().expect("first entry");
+        assert!(Reentry::enter().is_none());
+        assert!(
+            Reentry::enter().is_none(),
+            "still inside after a refused entry"
+        );
+        drop(outer);
+        assert!(Reentry::enter().is_some());
     }
 }

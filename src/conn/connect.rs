@@ -146,9 +146,17 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     runtime.proxy_failed(&format!(
         "proxy connection lost before the request: {reason}"
     ));
+    if conn.is_https() && !crate::tls::can_take_over(fd) {
+        return error;
+    }
     log::debug!("{} -> direct (proxy connection lost)", conn.label());
-    match conn.move_to(fd, Route::Origin, runtime) {
-        Ok(_) => 0,
+    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
+    let moved = match moved {
+        Ok(()) if conn.is_https() => super::recovery::hand_to_tls(conn, fd, &[]),
+        other => other,
+    };
+    match moved {
+        Ok(()) => 0,
         Err(errno) => errno,
     }
 }

@@ -49,6 +49,9 @@ pub struct Conn {
     busy: AtomicBool,
     /// A virtual TLS session (`crate::tls`) runs on this socket: its plaintext is https.
     https: AtomicBool,
+    /// After a fallback the TLS layer runs a real session on this socket: the program's
+    /// plaintext path must neither read nor write it.
+    tls_owned: AtomicBool,
 }
 
 struct Writer {
@@ -81,6 +84,7 @@ impl Conn {
             responses: SpinLock::new(Responses::new(replay_cap)),
             busy: AtomicBool::new(false),
             https: AtomicBool::new(false),
+            tls_owned: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +96,10 @@ impl Conn {
 
     pub fn is_https(&self) -> bool {
         self.https.load(Ordering::Acquire)
+    }
+
+    fn is_tls_owned(&self) -> bool {
+        self.tls_owned.load(Ordering::Acquire)
     }
 
     fn scheme(&self) -> lunar_headers::Scheme {

@@ -20,12 +20,12 @@ pub fn receive(
     buffer: AppBuffer,
     mut real: impl FnMut() -> isize,
 ) -> isize {
-    if conn.is_passthrough() {
-        return real();
-    }
-    if crate::tls::holds_reads(fd) {
+    if crate::tls::holds_reads(fd) || conn.is_tls_owned() {
         sys::set_errno(libc::EAGAIN);
         return -1;
+    }
+    if conn.is_passthrough() {
+        return real();
     }
     let nonblocking = || is_nonblocking(fd, flags);
     if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
@@ -33,6 +33,12 @@ pub fn receive(
     }
     let peek = flags & libc::MSG_PEEK != 0;
     loop {
+        if conn.is_tls_owned() {
+            // A recovery just gave the socket to a real TLS session: the program's TLS
+            // call reads from that session now.
+            sys::set_errno(libc::EAGAIN);
+            return -1;
+        }
         if conn.busy.load(Ordering::Acquire) {
             if nonblocking() {
                 sys::set_errno(libc::EAGAIN);
@@ -116,7 +122,12 @@ pub fn receive(
 /// An event loop that gives up on ERR/HUP never reads, so the read path alone would
 /// leave it with the proxy's failure.
 pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
-    if conn.is_passthrough() || !conn.is_diverted() || conn.busy.load(Ordering::Acquire) {
+    // https recovers in the thread that uses the session, inside its read.
+    if conn.is_passthrough()
+        || !conn.is_diverted()
+        || conn.busy.load(Ordering::Acquire)
+        || conn.is_https()
+    {
         return false;
     }
     // An answer still unread is the program's: it reads that first and then meets the

@@ -62,6 +62,26 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
         conn.responses.lock().stop_checking();
         return Started::NotPossible;
     }
+    if conn.is_https() {
+        // A virtual TLS session belongs to the thread using it, so it recovers here,
+        // whatever the socket's mode; a replay needs a real session the TLS layer can
+        // build from the program's own.
+        if matches!(recovery, Recovery::Replay(_)) && !crate::tls::can_take_over(fd) {
+            if let Recovery::Replay(why) = &recovery {
+                runtime.proxy_failed(why);
+                log::warn!(
+                    "Lunar Proxy failed ({why}) on https to {}, and this TLS library's session cannot be moved to the origin; the program sees the proxy's answer",
+                    conn.label()
+                );
+            }
+            conn.responses.lock().stop_checking();
+            return Started::NotPossible;
+        }
+        return match run(conn, fd, recovery, runtime) {
+            Ok(()) => Started::Done,
+            Err(errno) => Started::Failed(errno),
+        };
+    }
     if !nonblocking {
         return match run(conn, fd, recovery, runtime) {
             Ok(()) => Started::Done,
@@ -125,7 +145,12 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
 /// request can be sent again, the socket moves to the original destination, what was sent
 /// so far goes there, and the program's write goes on. The caller holds the writer lock.
 pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
-    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || !conn.is_diverted() {
+    // https: the program is inside its TLS write, whose rest cannot be moved into a real
+    // session from here (a limit, see README).
+    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN)
+        || !conn.is_diverted()
+        || conn.is_https()
+    {
         return false;
     }
     let Some(runtime) = runtime::get() else {
@@ -162,7 +187,7 @@ fn run(conn: &Conn, fd: i32, recovery: Recovery, runtime: &Runtime) -> Result<()
             // Reconnect first: a socket left unconnected during the wait would show the
             // program's poller a hang-up over and over.
             if conn.move_to(fd, Route::Proxy(proxy), runtime)? == Route::Origin {
-                return resend_direct(conn, fd);
+                return resend_to_origin(conn, fd);
             }
             std::thread::sleep(resume_at.saturating_duration_since(Instant::now()));
             resend_retry(conn, fd, &sequence_id)
@@ -190,7 +215,31 @@ fn replay_to_origin(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> 
         conn.label()
     );
     conn.move_to(fd, Route::Origin, runtime)?;
-    resend_direct(conn, fd)
+    resend_to_origin(conn, fd)
+}
+
+/// After a move to the original destination: the kept requests go there as the program
+/// wrote them; for https, inside a real TLS session the TLS layer makes from the
+/// program's own (its trust store and verify settings decide, as without us).
+fn resend_to_origin(conn: &Conn, fd: i32) -> Result<(), i32> {
+    if !conn.is_https() {
+        return resend_direct(conn, fd);
+    }
+    let bytes = {
+        let mut responses = conn.responses.lock();
+        let bytes = responses.inflight.direct_bytes();
+        responses.stop_checking();
+        bytes
+    };
+    hand_to_tls(conn, fd, &bytes)
+}
+
+/// The TLS layer takes the socket for a real session and sends `replay` in it.
+pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32> {
+    conn.tls_owned.store(true, Ordering::Release);
+    conn.passthrough.store(true, Ordering::Release);
+    ready_for_the_answer(conn);
+    crate::tls::take_over(fd, replay)
 }
 
 fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {

@@ -27,6 +27,10 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize>
     if crate::tls::claims_write(fd, conn, input) {
         return Some(input.len() as isize);
     }
+    if conn.is_tls_owned() {
+        sys::set_errno(libc::EAGAIN);
+        return Some(-1);
+    }
     if conn.is_passthrough() || !conn.still_a_socket(fd) {
         return None;
     }
@@ -186,6 +190,11 @@ fn settle_route(
         return Ok(current);
     };
     if !first_request {
+        return Ok(current);
+    }
+    if conn.is_https() {
+        // Moving a virtual TLS session's first request elsewhere would need the real
+        // session made first (a limit, see README): it stays where it is.
         return Ok(current);
     }
     let host_name = head.host.map(lunar_headers::host_name);

@@ -14,11 +14,21 @@ type X509 = *mut c_void;
 
 /// `$virtual` for a virtual session, else `$real`. Panics in our part are caught: the
 /// call then fails as the library's own would.
+/// After a fallback the real session on the same socket answers (`$real` with `$ssl`
+/// rebound to it).
 macro_rules! on_session {
-    ($ssl:expr, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {
+    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {
         match crate::tls::openssl::virtual_session($ssl) {
             None => $real,
-            Some($session) => shielded(|| $virtual, || $failed),
+            Some($session) => match tls::fallback(&$session) {
+                Some(fallback) => {
+                    let _inside = crate::guard::Reentry::enter();
+                    #[allow(unused_variables)]
+                    let $ssl = fallback;
+                    $real
+                }
+                None => shielded(|| $virtual, || $failed),
+            },
         }
     };
 }

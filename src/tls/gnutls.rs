@@ -71,6 +71,7 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
     sessions::add(
         session as usize,
         Session {
+            kind: sessions::Kind::GnuTls,
             fd,
             conn,
             host,

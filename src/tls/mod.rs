@@ -50,6 +50,24 @@ macro_rules! real_in {
 }
 pub(crate) use real_in;
 
+/// Whether the virtual session on `fd` can be replaced by a real one (a fallback).
+pub fn can_take_over(fd: libc::c_int) -> bool {
+    sessions::find_by_fd(fd).is_some_and(|(_, session)| session.kind == sessions::Kind::OpenSsl)
+}
+
+/// The socket `fd` was moved to the original destination: its virtual session is replaced
+/// by a real one made from the program's own, and `replay` is sent in it. On failure the
+/// program's next TLS call reports it (a verification failure as its own library would).
+pub fn take_over(fd: libc::c_int, replay: &[u8]) -> Result<(), libc::c_int> {
+    match sessions::find_by_fd(fd) {
+        Some((key, session)) if session.kind == sessions::Kind::OpenSsl => {
+            // SAFETY: a session is in the table only while the program's SSL lives.
+            unsafe { openssl::take_over(key as openssl::Ssl, &session, replay) }
+        }
+        _ => Err(libc::ENOTSUP),
+    }
+}
+
 pub fn after_fork_in_child() {
     sessions::after_fork_in_child();
 }

@@ -7,14 +7,18 @@ use super::library::{self, Library};
 use super::sessions::{self, Owned, Session};
 use super::{binding, certificate, certificate_host, now_unix, real_in};
 use crate::fdtable;
+use crate::guard::Reentry;
+use crate::proxy::socket::wait_for;
 use libc::{c_char, c_int, c_long, c_uint, c_void, size_t};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub type Ssl = *mut c_void;
 type Bio = *mut c_void;
 type X509 = *mut c_void;
 
 const SSL_ERROR_NONE: c_int = 0;
+const SSL_ERROR_SSL: c_int = 1;
 const SSL_ERROR_WANT_READ: c_int = 2;
 const SSL_ERROR_WANT_WRITE: c_int = 3;
 const SSL_ERROR_SYSCALL: c_int = 5;
@@ -24,6 +28,11 @@ const SSL_RECEIVED_SHUTDOWN: c_int = 2;
 const SSL_CTRL_MODE: c_int = 33;
 const SSL_MODE_ENABLE_PARTIAL_WRITE: c_long = 1;
 const TLSEXT_NAMETYPE_HOST_NAME: c_int = 0;
+const SSL_CTRL_SET_TLSEXT_HOSTNAME: c_int = 55;
+/// ALPN wire format: the fallback speaks HTTP/1.1, as the program already does.
+const ALPN_HTTP_1_1: &[u8] = b"\x08http/1.1";
+/// How long a fallback's handshake and replay may take.
+const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(10);
 const BIO_FLAGS_READ: c_int = 1;
 const BIO_FLAGS_WRITE: c_int = 2;
 const BIO_FLAGS_SHOULD_RETRY: c_int = 8;
@@ -65,6 +74,17 @@ pub mod real {
         fn SSL_get0_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
         fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
         fn SSL_session_reused(ssl: Ssl) -> c_int, else 0;
+        fn SSL_get_SSL_CTX(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
+        fn SSL_new(ctx: *mut c_void) -> Ssl, else std::ptr::null_mut();
+        fn SSL_set_fd(ssl: Ssl, fd: c_int) -> c_int, else 0;
+        fn SSL_set_connect_state(ssl: Ssl) -> (), else ();
+        fn SSL_get0_param(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
+        fn SSL_set1_param(ssl: Ssl, param: *mut c_void) -> c_int, else 0;
+        fn SSL_set1_host(ssl: Ssl, host: *const c_char) -> c_int, else 0;
+        fn SSL_get_verify_mode(ssl: Ssl) -> c_int, else 0;
+        fn SSL_get_verify_callback(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
+        fn SSL_set_verify(ssl: Ssl, mode: c_int, callback: *mut c_void) -> (), else ();
+        fn SSL_set_alpn_protos(ssl: Ssl, protos: *const u8, len: c_uint) -> c_int, else 1;
     }
     real_in! { Library::Crypto;
         fn BIO_read(bio: Bio, buf: *mut c_void, len: c_int) -> c_int, else -1;
@@ -140,6 +160,7 @@ fn make_virtual(ssl: Ssl, fd: c_int) -> c_int {
     sessions::add(
         ssl as usize,
         Session {
+            kind: sessions::Kind::OpenSsl,
             fd,
             conn,
             host,
@@ -172,6 +193,28 @@ fn should_retry(bio: Bio) -> Option<c_int> {
 /// # Safety
 /// `ssl` is the program's live SSL.
 pub unsafe fn read(
+    session: &Session,
+    ssl: Ssl,
+    out: &mut [u8],
+    peek: bool,
+) -> Result<usize, c_int> {
+    // SAFETY: the caller's contract.
+    let result = unsafe { read_virtual(session, ssl, out, peek) };
+    match (result, fallback(session)) {
+        // The read met a proxy failure and the socket now carries a real session.
+        (Err(_), Some(real_ssl)) => read_real(session, real_ssl, out, peek),
+        (Err(_), None) if session.state.lock().fallback_failed => {
+            // Its reasons (a verification failure) are on this thread's error queue.
+            session.state.lock().last_error = SSL_ERROR_SSL;
+            Err(SSL_ERROR_SSL)
+        }
+        (result, _) => result,
+    }
+}
+
+/// # Safety
+/// `ssl` is the program's live SSL.
+unsafe fn read_virtual(
     session: &Session,
     ssl: Ssl,
     out: &mut [u8],
@@ -228,6 +271,9 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
         != 0;
     let mut done = std::mem::take(&mut session.state.lock().written).min(input.len());
     while done < input.len() {
+        if let Some(real_ssl) = fallback(session) {
+            return write_real(session, real_ssl, &input[done..]).map(|n| done + n);
+        }
         let rest = &input[done..];
         let len = rest.len().min(c_int::MAX as usize) as c_int;
         // SAFETY: `rest` is readable for `len` bytes.
@@ -255,6 +301,149 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
     }
     session.state.lock().last_error = SSL_ERROR_NONE;
     Ok(done)
+}
+
+/// The real session that replaced a virtual one after a fallback.
+pub fn fallback(session: &Session) -> Option<Ssl> {
+    let real_ssl = session.state.lock().fallback;
+    (real_ssl != 0).then_some(real_ssl as Ssl)
+}
+
+fn read_real(session: &Session, real_ssl: Ssl, out: &mut [u8], peek: bool) -> Result<usize, c_int> {
+    let _inside = Reentry::enter();
+    let mut count: size_t = 0;
+    // SAFETY: the fallback session is ours and alive; `out` is writable.
+    let ok = unsafe {
+        if peek {
+            real::SSL_peek_ex(real_ssl, out.as_mut_ptr().cast(), out.len(), &mut count)
+        } else {
+            real::SSL_read_ex(real_ssl, out.as_mut_ptr().cast(), out.len(), &mut count)
+        }
+    };
+    settle_real(session, real_ssl, ok, count)
+}
+
+fn write_real(session: &Session, real_ssl: Ssl, input: &[u8]) -> Result<usize, c_int> {
+    let _inside = Reentry::enter();
+    let mut count: size_t = 0;
+    // SAFETY: the fallback session is ours and alive; `input` is readable.
+    let ok =
+        unsafe { real::SSL_write_ex(real_ssl, input.as_ptr().cast(), input.len(), &mut count) };
+    settle_real(session, real_ssl, ok, count)
+}
+
+fn settle_real(session: &Session, real_ssl: Ssl, ok: c_int, count: size_t) -> Result<usize, c_int> {
+    if ok == 1 {
+        return Ok(count);
+    }
+    // SAFETY: as above.
+    let error = unsafe { real::SSL_get_error(real_ssl, 0) };
+    session.state.lock().last_error = error;
+    Err(error)
+}
+
+/// Replaces the virtual session on a socket just moved to the original destination by a
+/// real one made from the program's own: its context (trust store), its verify mode,
+/// parameters and callback, SNI and host check for the name it asked for, ALPN limited
+/// to HTTP/1.1. Handshakes, sends `replay`, and from then on serves the program's calls.
+///
+/// # Safety
+/// `ssl` is the program's live SSL, `session` its virtual session.
+pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<(), c_int> {
+    let _inside = Reentry::enter();
+    // SAFETY: the program's live SSL; the new one is ours until it becomes the fallback.
+    let real_ssl = unsafe { real::SSL_new(real::SSL_get_SSL_CTX(ssl)) };
+    if real_ssl.is_null() {
+        return Err(libc::ENOMEM);
+    }
+    let host = std::ffi::CString::new(session.host.as_str()).unwrap_or_default();
+    let is_address = session.host.parse::<std::net::IpAddr>().is_ok();
+    // SAFETY: both SSLs are live; the strings outlive the calls (OpenSSL copies them).
+    unsafe {
+        real::SSL_set_fd(real_ssl, session.fd);
+        real::SSL_set1_param(real_ssl, real::SSL_get0_param(ssl));
+        real::SSL_set_verify(
+            real_ssl,
+            real::SSL_get_verify_mode(ssl),
+            real::SSL_get_verify_callback(ssl),
+        );
+        if !is_address {
+            real::SSL_ctrl(
+                real_ssl,
+                SSL_CTRL_SET_TLSEXT_HOSTNAME,
+                TLSEXT_NAMETYPE_HOST_NAME as c_long,
+                host.as_ptr() as *mut c_void,
+            );
+            real::SSL_set1_host(real_ssl, host.as_ptr());
+        }
+        real::SSL_set_alpn_protos(
+            real_ssl,
+            ALPN_HTTP_1_1.as_ptr(),
+            ALPN_HTTP_1_1.len() as c_uint,
+        );
+        real::SSL_set_connect_state(real_ssl);
+    }
+    let deadline = Instant::now() + TAKE_OVER_TIMEOUT;
+    // SAFETY: our live SSL.
+    let outcome = drive(real_ssl, deadline, || unsafe {
+        real::SSL_connect(real_ssl)
+    })
+    .and_then(|()| {
+        let mut rest = replay;
+        while !rest.is_empty() {
+            let mut count: size_t = 0;
+            // SAFETY: our live SSL; `rest` is readable.
+            drive(real_ssl, deadline, || unsafe {
+                real::SSL_write_ex(real_ssl, rest.as_ptr().cast(), rest.len(), &mut count)
+            })?;
+            rest = &rest[count..];
+        }
+        Ok(())
+    });
+    let mut state = session.state.lock();
+    match outcome {
+        Ok(()) => {
+            log::debug!(
+                "https: fallback session to the origin up on fd {} ({})",
+                session.fd,
+                session.host
+            );
+            state.fallback = real_ssl as usize;
+            Ok(())
+        }
+        Err(errno) => {
+            log::warn!(
+                "https fallback to {} failed (the program sees its TLS library's error)",
+                session.host
+            );
+            state.fallback_failed = true;
+            state.last_error = SSL_ERROR_SSL;
+            drop(state);
+            // SAFETY: ours, never handed out.
+            unsafe { real::SSL_free(real_ssl) };
+            Err(errno)
+        }
+    }
+}
+
+/// Repeats an OpenSSL call that returns 1 on success until it succeeds, waiting for the
+/// socket as it asks; any other error ends it (its reasons stay on the error queue).
+fn drive(ssl: Ssl, deadline: Instant, mut call: impl FnMut() -> c_int) -> Result<(), c_int> {
+    loop {
+        let result = call();
+        if result == 1 {
+            return Ok(());
+        }
+        // SAFETY: our live SSL.
+        let error = unsafe { real::SSL_get_error(ssl, result) };
+        let events = match error {
+            SSL_ERROR_WANT_READ => libc::POLLIN,
+            SSL_ERROR_WANT_WRITE => libc::POLLOUT,
+            _ => return Err(libc::ECONNABORTED),
+        };
+        // SAFETY: our live SSL.
+        wait_for(unsafe { real::SSL_get_fd(ssl) }, events, deadline)?;
+    }
 }
 
 pub fn last_error(session: &Session, ret: c_int) -> c_int {
@@ -313,6 +502,10 @@ pub fn kept_peer_certificate(session: &Session) -> X509 {
 /// `SSL_free`: the session is forgotten, then freed by the library.
 pub fn free(ssl: Ssl) {
     if let Some(session) = sessions::remove(ssl as usize) {
+        if let Some(real_ssl) = fallback(&session) {
+            // SAFETY: the fallback session is ours; the program never held it.
+            unsafe { real::SSL_free(real_ssl) };
+        }
         let owned: Vec<Owned> = std::mem::take(&mut session.state.lock().owned);
         for item in owned {
             if let Owned::X509(x509) = item {

@@ -8,7 +8,14 @@ use libc::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    OpenSsl,
+    GnuTls,
+}
+
 pub struct Session {
+    pub kind: Kind,
     pub fd: c_int,
     pub conn: Arc<Conn>,
     /// The name the certificate we show must carry (SNI, else the name or address the
@@ -32,6 +39,10 @@ pub struct State {
     pub last_was_write: bool,
     /// Library objects tied to this session (certificate copies), freed with it.
     pub owned: Vec<Owned>,
+    /// After a fallback: the real session on the same fd that now serves every call.
+    pub fallback: usize,
+    /// A fallback was tried and failed (its errors are on the thread's error queue).
+    pub fallback_failed: bool,
 }
 
 /// Something made for the program that must live as long as the session.
@@ -68,6 +79,18 @@ pub fn find(key: usize) -> Option<Arc<Session>> {
         .iter()
         .find(|(k, _)| *k == key)
         .map(|(_, session)| session.clone())
+}
+
+/// The session running on `fd`, with its key.
+pub fn find_by_fd(fd: c_int) -> Option<(usize, Arc<Session>)> {
+    if !any() {
+        return None;
+    }
+    TABLE
+        .lock()
+        .iter()
+        .find(|(_, session)| session.fd == fd)
+        .map(|(key, session)| (*key, session.clone()))
 }
 
 pub fn add(key: usize, session: Session) -> Arc<Session> {
