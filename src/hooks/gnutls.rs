@@ -7,11 +7,21 @@ use crate::tls::gnutls::{self as tls, real, GnutlsSession};
 use crate::tls::sessions::GnutlsDatum;
 use libc::{c_char, c_int, c_uint, c_void, size_t};
 
+/// After a fallback the real session on the same socket answers (`$real` with `$session`
+/// rebound to it).
 macro_rules! on_session {
-    ($session:expr, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {
+    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {
         match crate::tls::gnutls::virtual_session($session) {
             None => $real,
-            Some($virtual_session) => shielded(|| $virtual, || $failed),
+            Some($virtual_session) => match tls::fallback(&$virtual_session) {
+                Some(fallback) => {
+                    let _inside = crate::guard::Reentry::enter();
+                    #[allow(unused_variables)]
+                    let $session = fallback;
+                    $real
+                }
+                None => shielded(|| $virtual, || $failed),
+            },
         }
     };
 }

@@ -52,7 +52,7 @@ pub(crate) use real_in;
 
 /// Whether the virtual session on `fd` can be replaced by a real one (a fallback).
 pub fn can_take_over(fd: libc::c_int) -> bool {
-    sessions::find_by_fd(fd).is_some_and(|(_, session)| session.kind == sessions::Kind::OpenSsl)
+    sessions::find_by_fd(fd).is_some()
 }
 
 /// The socket `fd` was moved to the original destination: its virtual session is replaced
@@ -60,11 +60,16 @@ pub fn can_take_over(fd: libc::c_int) -> bool {
 /// program's next TLS call reports it (a verification failure as its own library would).
 pub fn take_over(fd: libc::c_int, replay: &[u8]) -> Result<(), libc::c_int> {
     match sessions::find_by_fd(fd) {
-        Some((key, session)) if session.kind == sessions::Kind::OpenSsl => {
-            // SAFETY: a session is in the table only while the program's SSL lives.
-            unsafe { openssl::take_over(key as openssl::Ssl, &session, replay) }
-        }
-        _ => Err(libc::ENOTSUP),
+        // SAFETY: a session is in the table only while the program's own lives.
+        Some((key, session)) => match session.kind {
+            sessions::Kind::OpenSsl => unsafe {
+                openssl::take_over(key as openssl::Ssl, &session, replay)
+            },
+            sessions::Kind::GnuTls => unsafe {
+                gnutls::take_over(key as gnutls::GnutlsSession, &session, replay)
+            },
+        },
+        None => Err(libc::ENOTSUP),
     }
 }
 
