@@ -40,7 +40,7 @@ static void wait_or_die(SSL *ssl, int ret, const char *what)
 	} else if (what == NULL) {
 		handshake_failed(ssl, ret);
 	} else {
-		die("%s: SSL_get_error=%d: %s", what, err, ssl_errstr());
+		io_failed(ssl, ret, what);
 	}
 }
 

@@ -39,6 +39,19 @@ __attribute__((noreturn)) CT_FN void handshake_failed(SSL *ssl, int ret)
 	die("TLS handshake failed: SSL_get_error=%d: %s", SSL_get_error(ssl, ret), ssl_errstr());
 }
 
+/* SSL_read/SSL_write failed. A session whose verification failed (a library may
+ * make the real handshake late, inside a read) exits 3, anything else 2. */
+__attribute__((noreturn)) CT_FN void io_failed(SSL *ssl, int ret, const char *what)
+{
+	int err = SSL_get_error(ssl, ret);
+	long v = SSL_get_verify_result(ssl);
+	if (v != X509_V_OK)
+		verify_failed("%s: %s (%ld)", what, X509_verify_cert_error_string(v), v);
+	if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+		verify_failed("%s: %s", what, ssl_errstr());
+	die("%s: SSL_get_error=%d: %s", what, err, ssl_errstr());
+}
+
 /* After the handshake, as curl does: a certificate must be there and verified. */
 CT_FN void check_peer(SSL *ssl)
 {
@@ -59,7 +72,7 @@ CT_FN void ssl_write_all(void *ctx, const char *buf, size_t len)
 	while (len > 0) {
 		int n = SSL_write(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 		if (n <= 0)
-			die("SSL_write: SSL_get_error=%d: %s", SSL_get_error(ssl, n), ssl_errstr());
+			io_failed(ssl, n, "SSL_write");
 		buf += n;
 		len -= (size_t)n;
 	}
@@ -75,7 +88,7 @@ CT_FN ssize_t ssl_read_some(int fd, void *buf, size_t n, void *ctx)
 	int err = SSL_get_error(ssl, r);
 	if (err == SSL_ERROR_ZERO_RETURN)
 		return 0;
-	die("SSL_read: SSL_get_error=%d: %s", err, ssl_errstr());
+	io_failed(ssl, r, "SSL_read");
 }
 
 #endif
