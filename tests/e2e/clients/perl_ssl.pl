@@ -34,7 +34,9 @@ my $s = IO::Socket::SSL->new(PeerHost => $host, PeerPort => $port, Timeout => 30
     or do { print STDERR "perl_ssl.pl: $SSL_ERROR\n"; exit 1; };
 binmode STDOUT;
 
-sub readline_crlf { my $l = <$s>; defined $l or die "perl_ssl.pl: connection closed\n"; $l }
+# a failed read or write names the TLS library's error when there is one
+sub fail { die "perl_ssl.pl: $_[0]: " . (IO::Socket::SSL::errstr() || $! || 'connection closed') . "\n" }
+sub readline_crlf { my $l = <$s>; defined $l or fail('read'); $l }
 
 my $rc = 0;
 my $hosthdr = $port == 443 ? $host : "$host:$port";
@@ -53,7 +55,7 @@ for (1 .. $repeat) {
     } else {
         $req .= "\r\n";
     }
-    print {$s} $req or die "perl_ssl.pl: write: $!\n";
+    print {$s} $req or fail('write');
     my ($status) = readline_crlf() =~ m{^HTTP/1\.\d (\d+)} or die "perl_ssl.pl: bad status line\n";
     my %h;
     while ((my $l = readline_crlf()) !~ /^\r?\n$/) {
@@ -63,7 +65,7 @@ for (1 .. $repeat) {
     my $data = '';
     if (($h{'transfer-encoding'} // '') =~ /chunked/i) {
         while ((my $n = hex(readline_crlf())) > 0) {
-            read($s, my $c, $n) == $n or die "perl_ssl.pl: short chunk\n";
+            read($s, my $c, $n) == $n or fail('short chunk');
             $data .= $c;
             readline_crlf();
         }
@@ -72,7 +74,7 @@ for (1 .. $repeat) {
         my $got = 0;
         while ($got < $n) {
             my $r = read($s, $data, $n - $got, $got);
-            die "perl_ssl.pl: short body\n" unless $r;
+            fail('short body') unless $r;
             $got += $r;
         }
     }
