@@ -3,8 +3,6 @@
 # Builds nothing (`make e2e` builds the library first). Needs root (network
 # namespaces) and the packages of scripts/install-deps.sh. Every test runs inside a
 # network namespace the session creates and deletes (tests/lab/lab.py).
-# Tests marked needs_tls_divert (https diversion, issue 5) are skipped unless
-# LUNAR_E2E_TLS_DIVERT=1 (tests/e2e/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

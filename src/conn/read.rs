@@ -75,6 +75,10 @@ pub fn receive(
                     sys::set_errno(libc::EAGAIN);
                     return -1;
                 }
+                // A failed TLS fallback ends the plaintext stream; the program's TLS call
+                // then reports its library's own error (a certificate it rejects), not a
+                // socket error of ours.
+                Started::Failed(_) if conn.is_tls_owned() => return 0,
                 Started::Failed(errno) => {
                     sys::set_errno(errno);
                     return -1;

@@ -144,13 +144,14 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
 /// (the proxy reset or closed the connection): when that is a proxy failure and the
 /// request can be sent again, the socket moves to the original destination, what was sent
 /// so far goes there, and the program's write goes on. The caller holds the writer lock.
+/// For https the bytes sent so far go into a real TLS session (`hand_to_tls`), and the
+/// caller must then stop: the rest of the program's write goes there too, through the
+/// program's TLS call.
 pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
-    // https: the program is inside its TLS write, whose rest cannot be moved into a real
-    // session from here (a limit, see README).
-    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN)
-        || !conn.is_diverted()
-        || conn.is_https()
-    {
+    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || !conn.is_diverted() {
+        return false;
+    }
+    if conn.is_https() && !crate::tls::can_take_over(fd) {
         return false;
     }
     let Some(runtime) = runtime::get() else {
@@ -169,7 +170,7 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         "{} -> direct (replaying after a proxy failure)",
         conn.label()
     );
-    conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_direct(conn, fd).is_ok()
+    conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_to_origin(conn, fd).is_ok()
 }
 
 /// Recovers in the calling thread, which holds the writer lock.

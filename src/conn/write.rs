@@ -82,6 +82,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 if sent < 0 {
                     let errno = sys::errno();
                     if recovery::rescue_send(conn, fd, errno) {
+                        if conn.is_tls_owned() {
+                            return fail(consumed, libc::EAGAIN);
+                        }
                         continue;
                     }
                     return fail(consumed, errno);
@@ -139,6 +142,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 if let Err(errno) = result {
                     if !recovery::rescue_send(conn, fd, errno) {
                         return fail(before, errno);
+                    }
+                    if conn.is_tls_owned() {
+                        return consumed as isize;
                     }
                 }
             }

@@ -309,6 +309,28 @@ pub unsafe extern "C" fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void {
 }
 
 /// # Safety
+/// As SSL_get_current_cipher(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void {
+    on_session!(ssl, unsafe { real::SSL_get_current_cipher(ssl) }, |_session| unsafe { tls::nominal_cipher(ssl) }, failed std::ptr::null())
+}
+
+/// # Safety
+/// As SSL_get_ex_data(3).
+#[no_mangle]
+pub unsafe extern "C" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void {
+    if !crate::tls::sessions::any() {
+        // SAFETY: the program's own arguments.
+        return unsafe { real::SSL_get_ex_data(ssl, index) };
+    }
+    // SAFETY: as above.
+    shielded(
+        || unsafe { tls::ex_data(ssl, index) },
+        || unsafe { real::SSL_get_ex_data(ssl, index) },
+    )
+}
+
+/// # Safety
 /// As SSL_session_reused(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_session_reused(ssl: Ssl) -> c_int {

@@ -154,13 +154,15 @@ pub fn recv(session: &Session, out: &mut [u8]) -> isize {
     // SAFETY: the program's own entry point, with a live buffer.
     let got =
         unsafe { crate::hooks::program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
-    if got < 0 {
+    if got <= 0 {
         if let Some(real_session) = fallback(session) {
             return recv_real(real_session, out);
         }
         if session.state.lock().fallback_failed {
             return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR as isize;
         }
+    }
+    if got < 0 {
         return transfer_error(crate::sys::errno(), false);
     }
     got

@@ -85,6 +85,10 @@ pub mod real {
         fn SSL_get_verify_callback(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
         fn SSL_set_verify(ssl: Ssl, mode: c_int, callback: *mut c_void) -> (), else ();
         fn SSL_set_alpn_protos(ssl: Ssl, protos: *const u8, len: c_uint) -> c_int, else 1;
+        fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void, else std::ptr::null();
+        fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void, else std::ptr::null_mut();
+        fn SSL_CIPHER_find(ssl: Ssl, id: *const u8) -> *const c_void, else std::ptr::null();
+        fn SSL_get_ciphers(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
     }
     real_in! { Library::Crypto;
         fn BIO_read(bio: Bio, buf: *mut c_void, len: c_int) -> c_int, else -1;
@@ -93,6 +97,7 @@ pub mod real {
         fn d2i_X509(out: *mut X509, input: *mut *const u8, len: c_long) -> X509, else std::ptr::null_mut();
         fn X509_free(x509: X509) -> (), else ();
         fn ERR_set_mark() -> c_int, else 0;
+        fn OPENSSL_sk_value(stack: *const c_void, index: c_int) -> *const c_void, else std::ptr::null();
         fn ERR_pop_to_mark() -> c_int, else 0;
     }
 }
@@ -204,8 +209,10 @@ pub unsafe fn read(
         // The read met a proxy failure and the socket now carries a real session.
         (Err(_), Some(real_ssl)) => read_real(session, real_ssl, out, peek),
         (Err(_), None) if session.state.lock().fallback_failed => {
-            // Its reasons (a verification failure) are on this thread's error queue.
+            // Its reasons (a verification failure) are on this thread's error queue; a
+            // set errno keeps wrappers (IO::Socket::SSL) from taking it for an EOF.
             session.state.lock().last_error = SSL_ERROR_SSL;
+            crate::sys::set_errno(libc::EPROTO);
             Err(SSL_ERROR_SSL)
         }
         (result, _) => result,
@@ -285,7 +292,16 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
             }
             continue;
         }
+        if fallback(session).is_some() {
+            // The write met a proxy failure: the rest goes into the real session.
+            continue;
+        }
         let mut state = session.state.lock();
+        if state.fallback_failed {
+            state.last_error = SSL_ERROR_SSL;
+            crate::sys::set_errno(libc::EPROTO);
+            return Err(SSL_ERROR_SSL);
+        }
         let error = match should_retry(bio) {
             Some(want) => {
                 if partial && done > 0 {
@@ -301,6 +317,18 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
     }
     session.state.lock().last_error = SSL_ERROR_NONE;
     Ok(done)
+}
+
+/// `SSL_get_ex_data`: the program's verify callbacks meet our fallback session during its
+/// handshake and look their own data up on it (Ruby keeps its socket object there), so
+/// for a fallback the program's session answers.
+///
+/// # Safety
+/// `ssl` is a live SSL.
+pub unsafe fn ex_data(ssl: Ssl, index: c_int) -> *mut c_void {
+    let owner = sessions::owner_of_fallback(ssl as usize).map_or(ssl, |key| key as Ssl);
+    // SAFETY: the caller's contract; the owner lives as long as its fallback.
+    unsafe { real::SSL_get_ex_data(owner, index) }
 }
 
 /// The real session that replaced a virtual one after a fallback.
@@ -383,6 +411,7 @@ pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<()
         );
         real::SSL_set_connect_state(real_ssl);
     }
+    session.state.lock().fallback_starting = real_ssl as usize;
     let deadline = Instant::now() + TAKE_OVER_TIMEOUT;
     // SAFETY: our live SSL.
     let outcome = drive(real_ssl, deadline, || unsafe {
@@ -401,6 +430,7 @@ pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<()
         Ok(())
     });
     let mut state = session.state.lock();
+    state.fallback_starting = 0;
     match outcome {
         Ok(()) => {
             log::debug!(
@@ -473,6 +503,28 @@ pub const fn finished_state() -> c_int {
 
 pub const fn verify_ok() -> c_long {
     X509_V_OK
+}
+
+/// A cipher for programs that print or inspect it (Ruby's `cipher` must not be nil): TLS
+/// 1.3's AES-256-GCM when the library knows it, else the session's first.
+///
+/// # Safety
+/// `ssl` is the program's live SSL.
+pub unsafe fn nominal_cipher(ssl: Ssl) -> *const c_void {
+    const TLS_AES_256_GCM_SHA384: [u8; 2] = [0x13, 0x02];
+    // SAFETY: the caller's contract; the id is two readable bytes.
+    unsafe {
+        let found = real::SSL_CIPHER_find(ssl, TLS_AES_256_GCM_SHA384.as_ptr());
+        if !found.is_null() {
+            return found;
+        }
+        let list = real::SSL_get_ciphers(ssl);
+        if list.is_null() {
+            std::ptr::null()
+        } else {
+            real::OPENSSL_sk_value(list, 0)
+        }
+    }
 }
 
 /// A new certificate object naming the session's host (the caller owns it).

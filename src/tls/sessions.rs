@@ -41,6 +41,9 @@ pub struct State {
     pub owned: Vec<Owned>,
     /// After a fallback: the real session on the same fd that now serves every call.
     pub fallback: usize,
+    /// The real session being set up for a fallback (its handshake runs the program's
+    /// callbacks, which must find the program's data).
+    pub fallback_starting: usize,
     /// A fallback was tried and failed (its errors are on the thread's error queue).
     pub fallback_failed: bool,
 }
@@ -91,6 +94,21 @@ pub fn find_by_fd(fd: c_int) -> Option<(usize, Arc<Session>)> {
         .iter()
         .find(|(_, session)| session.fd == fd)
         .map(|(key, session)| (*key, session.clone()))
+}
+
+/// The program's own session whose fallback is `real_session`.
+pub fn owner_of_fallback(real_session: usize) -> Option<usize> {
+    if !any() {
+        return None;
+    }
+    TABLE
+        .lock()
+        .iter()
+        .find(|(_, session)| {
+            let state = session.state.lock();
+            state.fallback == real_session || state.fallback_starting == real_session
+        })
+        .map(|(key, _)| *key)
 }
 
 pub fn add(key: usize, session: Session) -> Arc<Session> {

@@ -31,7 +31,10 @@ rc = 0
 $stdout.binmode
 begin
   Net::HTTP.start(uri.host, uri.port, nil, use_ssl: uri.scheme == 'https',
-                  verify_mode: OpenSSL::SSL::VERIFY_PEER, open_timeout: 30, read_timeout: 30) do |http|
+                  verify_mode: OpenSSL::SSL::VERIFY_PEER, open_timeout: 30, read_timeout: 30,
+                  # one attempt per request, as the other clients: a retry would hide
+                  # the first attempt's error from the tests
+                  max_retries: 0) do |http|
     repeat.times do
       req = Net::HTTPGenericRequest.new(method, !body.nil?, method != 'HEAD', uri.request_uri, headers)
       if body && chunked
