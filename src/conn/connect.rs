@@ -41,6 +41,15 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
     if tcp_family(fd).is_none() {
         return real();
     }
+    if target.port() == HTTPS_PORT && runtime.config.proxy_tls {
+        // The proxy wants TLS for https; talking TLS to it is not built: https goes
+        // to its destination, end to end.
+        log::debug!(
+            "{} -> direct (https, and LUNAR_PROXY_SUPPORT_TLS=1 is not supported yet)",
+            addr::canonical(target)
+        );
+        return real();
+    }
     if target.port() == HTTPS_PORT && !crate::tls::drivable() {
         // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
         log::debug!(

@@ -20,7 +20,10 @@ thread_local! {
 
 /// The connection on `fd` when a TLS session there may become virtual.
 pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
-    fdtable::get(fd).filter(|conn| conn.can_carry_virtual_tls())
+    // A proxy that wants TLS for https (LUNAR_PROXY_SUPPORT_TLS=1) is not spoken to yet:
+    // such sessions stay real, and their ClientHello takes the socket to the origin.
+    let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
+    fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_carry_virtual_tls())
 }
 
 /// Runs the real handshake of `session`, watching where its ClientHello goes. Returns
