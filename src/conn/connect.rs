@@ -169,3 +169,31 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
         Err(errno) => errno,
     }
 }
+
+/// A TLS session is about to start on diverted `fd` for `server_name` (its SNI). When the
+/// filter, judging that name, would not divert, the socket moves to the original
+/// destination now, before any byte left, and the session stays real. Returns whether
+/// the socket still goes to the proxy.
+pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool {
+    let Some(runtime) = runtime::get() else {
+        return conn.is_diverted();
+    };
+    let destination = Destination {
+        ip: addr::canonical(conn.original).ip(),
+        name: Some(server_name),
+    };
+    let verdict = runtime.judge(&destination, None);
+    if !conn.is_diverted() || matches!(verdict, Verdict::Divert(_)) {
+        return conn.is_diverted();
+    }
+    let _writer = conn.writer.lock();
+    let (_, why) = runtime.route(verdict);
+    log::debug!(
+        "{} -> direct ({why}; TLS server name {server_name})",
+        conn.label()
+    );
+    // A failed move leaves the socket unconnected: the handshake then fails as a connect
+    // to the origin would have.
+    let _ = conn.move_to(fd, Route::Origin, runtime);
+    false
+}

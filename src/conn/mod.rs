@@ -13,7 +13,7 @@ mod responses;
 mod write;
 
 pub use app_buffer::AppBuffer;
-pub use connect::{connect, connect_error_seen};
+pub use connect::{connect, connect_error_seen, settle_for_server_name};
 pub use read::{proxy_lost_under_wait, reads_before_writing, receive};
 pub use write::send;
 

@@ -16,6 +16,8 @@ thread_local! {
     static HANDSHAKING: Cell<usize> = const { Cell::new(0) };
     /// The fd its ClientHello went to (-1: none yet).
     static BOUND_FD: Cell<c_int> = const { Cell::new(-1) };
+    /// Its server name (SNI), which the filter judges before the session is bound.
+    static SERVER_NAME: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The connection on `fd` when a TLS session there may become virtual.
@@ -28,7 +30,11 @@ pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
 
 /// Runs the real handshake of `session`, watching where its ClientHello goes. Returns
 /// the handshake's result and the fd it bound to, if any.
-pub fn watch_handshake<R>(session: usize, real: impl FnOnce() -> R) -> (R, Option<c_int>) {
+pub fn watch_handshake<R>(
+    session: usize,
+    server_name: Option<String>,
+    real: impl FnOnce() -> R,
+) -> (R, Option<c_int>) {
     if HANDSHAKING.try_with(Cell::get).unwrap_or(session) != 0 {
         // Re-entered from inside the library's own handshake (SSL_connect calls
         // SSL_do_handshake), or thread-locals are gone: the outer call watches.
@@ -36,8 +42,10 @@ pub fn watch_handshake<R>(session: usize, real: impl FnOnce() -> R) -> (R, Optio
     }
     HANDSHAKING.with(|h| h.set(session));
     BOUND_FD.with(|b| b.set(-1));
+    SERVER_NAME.with(|n| *n.borrow_mut() = server_name);
     let result = real();
     HANDSHAKING.with(|h| h.set(0));
+    SERVER_NAME.with(|n| n.borrow_mut().take());
     let fd = BOUND_FD.with(|b| b.replace(-1));
     (result, (fd >= 0).then_some(fd))
 }
@@ -51,6 +59,14 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
     }
     match BOUND_FD.with(Cell::get) {
         -1 if conn.can_carry_virtual_tls() && is_client_hello(bytes) => {
+            // A server name the filter does not divert takes the socket to the origin
+            // now; the hello then goes there, and the session stays real.
+            let name = SERVER_NAME.with(|n| n.borrow().clone());
+            if let Some(name) = name {
+                if !crate::conn::settle_for_server_name(conn, fd, &name) {
+                    return false;
+                }
+            }
             BOUND_FD.with(|b| b.set(fd));
             true
         }

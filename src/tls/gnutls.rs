@@ -79,7 +79,14 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
     let Some(conn) = (fd >= 0).then(|| binding::bindable(fd)).flatten() else {
         return real();
     };
-    let host = certificate_host(server_name(session), &conn);
+    let server_name = server_name(session);
+    if let Some(name) = &server_name {
+        // The filter judges the server name too: it may send the socket to the origin.
+        if !crate::conn::settle_for_server_name(&conn, fd, name) {
+            return real();
+        }
+    }
+    let host = certificate_host(server_name, &conn);
     conn.mark_https();
     log::debug!(
         "{} https: TLS session virtual on fd {fd} (host {host})",

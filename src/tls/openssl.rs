@@ -123,15 +123,18 @@ pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
     // SAFETY: the program's live SSL.
     let fd = unsafe { real::SSL_get_fd(ssl) };
     if fd >= 0 {
-        return match binding::bindable(fd) {
-            Some(_) => make_virtual(ssl, fd),
-            None => real(),
-        };
+        // The filter judges the server name too: it may send the socket to the origin,
+        // where the program's own handshake then runs.
+        let stays = binding::bindable(fd).is_some_and(|conn| match server_name(ssl) {
+            Some(name) => crate::conn::settle_for_server_name(&conn, fd, &name),
+            None => true,
+        });
+        return if stays { make_virtual(ssl, fd) } else { real() };
     }
     // A BIO of the program's own: find the fd by its ClientHello.
     // SAFETY: plain calls on the thread's error queue.
     unsafe { real::ERR_set_mark() };
-    let (result, bound) = binding::watch_handshake(ssl as usize, real);
+    let (result, bound) = binding::watch_handshake(ssl as usize, server_name(ssl), real);
     match bound {
         Some(fd) => {
             // The aborted real handshake left errors for a peer that never answered.
@@ -143,19 +146,23 @@ pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
     }
 }
 
-fn make_virtual(ssl: Ssl, fd: c_int) -> c_int {
-    let Some(conn) = binding::bindable(fd) else {
-        return -1;
-    };
+fn server_name(ssl: Ssl) -> Option<String> {
     // SAFETY: the program's live SSL; the name (if any) is a NUL-terminated string it owns.
-    let server_name = unsafe {
+    unsafe {
         let name = real::SSL_get_servername(ssl, TLSEXT_NAMETYPE_HOST_NAME);
         (!name.is_null()).then(|| {
             std::ffi::CStr::from_ptr(name)
                 .to_string_lossy()
                 .into_owned()
         })
+    }
+}
+
+fn make_virtual(ssl: Ssl, fd: c_int) -> c_int {
+    let Some(conn) = binding::bindable(fd) else {
+        return -1;
     };
+    let server_name = server_name(ssl);
     let host = certificate_host(server_name, &conn);
     conn.mark_https();
     log::debug!(

@@ -1,0 +1,85 @@
+"""https: which sessions become virtual, judged by what only the TLS layer knows.
+
+- the server name (SNI) is judged by the filter as a host name: a program that connects
+  by address but names a block-listed host keeps its TLS end to end (socket BIO: Python;
+  custom BIO: curl with --resolve, so no getaddrinfo name either);
+- TLS that cannot be tied to its socket (asyncio's memory BIOs) reaches the diverted
+  socket as a raw ClientHello: the socket goes to the origin and the TLS is untouched;
+- LUNAR_PROXY_SUPPORT_TLS=1 (TLS to the proxy, not built): https stays end to end.
+"""
+import pytest
+
+from conftest import PY, assert_ok, one_echo
+from test_https import API, API_TLS, assert_direct_tls, assert_proxied_tls, haproxy_up  # noqa: F401
+
+BY_ADDRESS = r"""
+import socket, ssl, sys
+path, ca = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+raw = socket.create_connection(("203.0.113.10", 443), timeout=20)
+tls = ctx.wrap_socket(raw, server_hostname="api.example.test")
+tls.sendall(("GET %s HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n" % path).encode())
+data = b""
+while True:
+    chunk = tls.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, body = data.partition(b"\r\n\r\n")
+assert head.startswith(b"HTTP/1.1 200"), head
+sys.stdout.buffer.write(body)
+"""
+
+ASYNCIO = r"""
+import asyncio, ssl, sys
+path, ca = sys.argv[1], sys.argv[2]
+async def main():
+    ctx = ssl.create_default_context(cafile=ca)
+    reader, writer = await asyncio.open_connection("api.example.test", 443, ssl=ctx)
+    writer.write(("GET %s HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n" % path).encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    sys.stdout.buffer.write(body)
+asyncio.run(main())
+"""
+
+
+def run_py(lab, script, tag, env):
+    env = dict(lab.tls_env(), **env)
+    return lab.run([PY, "-c", script, tag, lab.ca_file], env=env, debug=True, timeout=30)
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["diverted", "block-listed"])
+def test_server_name_is_judged_socket_bio(lab, need_lib, haproxy_up, tag, blocked):  # noqa: F811
+    env = {"LUNAR_BLOCK_LIST": API} if blocked else {}
+    res = run_py(lab, BY_ADDRESS, tag, env)
+    assert_ok(res)
+    e = one_echo(res)
+    if blocked:
+        assert_direct_tls(e, res, path=tag)
+        assert "TLS server name api.example.test" in res.text_err, "the DEBUG line names why"
+    else:
+        assert_proxied_tls(e, res, path=tag)
+
+
+def test_server_name_is_judged_custom_bio(lab, need_lib, haproxy_up, tag):  # noqa: F811
+    """curl's own BIO: the name is judged when its ClientHello appears."""
+    res = lab.run(["curl", "-sS", "--cacert", lab.ca_file, "--resolve", "%s:443:%s" % (API, API_TLS.split(":")[0]),
+                   "https://%s%s" % (API, tag)], env={"LUNAR_BLOCK_LIST": API}, debug=True, timeout=30)
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
+
+
+def test_asyncio_memory_bio_tls_passes_through(lab, need_lib, haproxy_up, tag):  # noqa: F811
+    res = run_py(lab, ASYNCIO, tag, {})
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
+    assert "not HTTP/1.x" in res.text_err, "the DEBUG line says why it went direct"
+
+
+def test_proxy_support_tls_keeps_https_end_to_end(lab, need_lib, haproxy_up, tag):  # noqa: F811
+    res = run_py(lab, BY_ADDRESS, tag, {"LUNAR_PROXY_SUPPORT_TLS": "1"})
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
