@@ -128,6 +128,17 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 let mut out = std::mem::take(&mut writer.head_out);
                 out.clear();
                 writer.requests.emit_head(&injected, &mut out);
+                if conn.is_https() && matches!(route, Ok(Route::Origin)) {
+                    // The first request of a virtual session was moved to the origin (its
+                    // x-lunar-allow, its Host): its TLS becomes real there, this head its
+                    // first bytes; the rest of the program's writes go into that session.
+                    let result = recovery::hand_to_tls(conn, fd, &out);
+                    writer.head_out = out;
+                    return match result {
+                        Ok(()) => consumed as isize,
+                        Err(errno) => fail(before, errno),
+                    };
+                }
                 if matches!(route, Ok(Route::Proxy(_))) {
                     // Recorded before the head leaves: its answer may be read at once.
                     let mut responses = conn.responses.lock();
@@ -198,11 +209,6 @@ fn settle_route(
     if !first_request {
         return Ok(current);
     }
-    if conn.is_https() {
-        // Moving a virtual TLS session's first request elsewhere would need the real
-        // session made first (a limit, see README): it stays where it is.
-        return Ok(current);
-    }
     let host_name = head.host.map(lunar_headers::host_name);
     let name = host_name.as_deref().or(conn.name.as_deref());
     let destination = Destination {
@@ -215,6 +221,10 @@ fn settle_route(
     }
     let (wanted, why) = runtime.route(verdict);
     if same_kind(wanted, current) {
+        return Ok(current);
+    }
+    if conn.is_https() && !matches!(wanted, Route::Origin) {
+        // A session that started real stays real (the program's TLS is on the wire).
         return Ok(current);
     }
     move_for_request(conn, fd, wanted, why, runtime)

@@ -9,7 +9,7 @@
 """
 import pytest
 
-from conftest import PY, assert_ok, one_echo
+from conftest import PY, assert_ok, one_echo, sha256
 from test_https import API, API_TLS, assert_direct_tls, assert_proxied_tls, haproxy_up  # noqa: F401
 
 BY_ADDRESS = r"""
@@ -83,3 +83,36 @@ def test_proxy_support_tls_keeps_https_end_to_end(lab, need_lib, haproxy_up, tag
     res = run_py(lab, BY_ADDRESS, tag, {"LUNAR_PROXY_SUPPORT_TLS": "1"})
     assert_ok(res)
     assert_direct_tls(one_echo(res), res, path=tag)
+
+
+ALLOW_FALSE_PY = r"""
+import http.client, ssl, sys
+path, ca = sys.argv[1], sys.argv[2]
+c = http.client.HTTPSConnection("api.example.test", context=ssl.create_default_context(cafile=ca), timeout=20)
+c.request("POST", path, body=b'{"k": "v"}', headers={"x-lunar-allow": "false", "Content-Type": "application/json"})
+r = c.getresponse()
+assert r.status == 200, r.status
+sys.stdout.buffer.write(r.read())
+"""
+
+
+@pytest.mark.parametrize("client", ["curl", "wget", "python"])
+def test_x_lunar_allow_false_moves_https_to_the_origin(lab, need_lib, haproxy_up, tag, client):  # noqa: F811
+    """The first request's `x-lunar-allow: false` takes a virtual session's socket to the
+    origin: the request goes there over real TLS, without the header, body intact."""
+    body = b'{"k": "v"}'
+    if client == "python":
+        res = run_py(lab, ALLOW_FALSE_PY, tag, {})
+    elif client == "curl":
+        res = lab.run(["curl", "-sS", "--cacert", lab.ca_file, "-H", "x-lunar-allow: false",
+                       "-H", "Content-Type: application/json", "--data-binary", body.decode(),
+                       "https://%s%s" % (API, tag)], debug=True, timeout=30)
+    else:
+        res = lab.run(["wget", "-q", "-O", "-", "--ca-certificate=" + lab.ca_file,
+                       "--header=x-lunar-allow: false", "--header=Content-Type: application/json",
+                       "--post-data=" + body.decode(), "https://%s%s" % (API, tag)], debug=True, timeout=30)
+    assert_ok(res)
+    e = one_echo(res)
+    assert_direct_tls(e, res, path=tag)
+    assert e["body_sha256"] == sha256(body)
+    assert "x-lunar-allow: false; moved at first request" in res.text_err
