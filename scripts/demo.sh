@@ -71,11 +71,12 @@ for l in errs:
 EOF
 }
 
-run_curl() { # label path
-	local p="$2"
-	cmdline "LD_PRELOAD=$(basename "$LIB") LUNAR_PROXY_HOST=$PROXY curl -s http://api.example.test$p"
+run_curl() { # label path [scheme]: https trusts the lab's test CA
+	local p="$2" scheme="${3:-http}" ca=()
+	[[ $scheme == https ]] && ca=(--cacert "/tmp/lunar-lab-$NAME/tls/ca.pem")
+	cmdline "LD_PRELOAD=$(basename "$LIB") LUNAR_PROXY_HOST=$PROXY curl -s ${ca[*]:+--cacert ca.pem }$scheme://api.example.test$p"
 	ip netns exec "$NAME" env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST="$PROXY" \
-		curl -s -o "$TMP/body" -w '%{http_code}' "http://api.example.test$p" >"$TMP/status" 2>"$TMP/err" || true
+		curl -s "${ca[@]}" -o "$TMP/body" -w '%{http_code}' "$scheme://api.example.test$p" >"$TMP/status" 2>"$TMP/err" || true
 	show "$TMP/status" "$TMP/body" "$TMP/err"
 }
 
@@ -93,8 +94,9 @@ open(sys.argv[3], "w").write(str(r.status))
 
 printf '%sliblunar_intercept demo%s\n' "$B" "$N"
 cat <<EOF
-An LD_PRELOAD library: programs that call an external HTTP API on port 80 are
-diverted to Lunar Proxy, with x-lunar-* headers added, without changing the program.
+An LD_PRELOAD library: programs that call an external HTTP API (port 80, and https
+through the program's own OpenSSL/GnuTLS) are diverted to Lunar Proxy, with x-lunar-*
+headers added, without changing the program.
 When the proxy is down, requests go straight to the API (failsafe).
 
 Setting up the lab: network namespace $NAME, api.example.test = 203.0.113.10 (an
@@ -107,23 +109,30 @@ LAB_UP=1
 title "1. curl, with the library, proxy up"
 run_curl curl /demo/curl?step=1
 
-title "2. Python urllib, with the library, proxy up"
-run_python python /demo/python?step=2
+title "2. curl over https, with the library, proxy up (through curl's own OpenSSL)"
+run_curl curl /demo/curl-https?step=2 https
 
-title "3. The proxy goes down (HAProxy stopped)"
+title "3. Python urllib, with the library, proxy up"
+run_python python /demo/python?step=3
+
+title "4. The proxy goes down (HAProxy stopped)"
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import lab; lab.Lab(sys.argv[2]).stop_haproxy()' \
 	"$REPO/tests/lab" "$NAME"
 echo "  HAProxy stopped: nothing listens on $PROXY any more."
 
-title "4. curl again: failsafe, served by the origin"
-run_curl curl /demo/curl?step=4
+title "5. curl again: failsafe, served by the origin"
+run_curl curl /demo/curl?step=5
 
-title "5. Python urllib again: failsafe, served by the origin"
-run_python python /demo/python?step=5
+title "6. curl over https again: failsafe, real TLS to the origin"
+run_curl curl /demo/curl-https?step=6 https
+
+title "7. Python urllib again: failsafe, served by the origin"
+run_python python /demo/python?step=7
 
 cat <<EOF
 
-${B}Summary${N}: with the proxy up, both programs' requests went through it carrying
+${B}Summary${N}: with the proxy up, the programs' requests (https included, sent to the
+proxy as plain HTTP with x-lunar-scheme: https) went through it carrying
 x-lunar-host / x-lunar-scheme / x-lunar-interceptor / x-lunar-req-id (which the
 proxy removes before calling the API); with the proxy down, the same programs got
 their answer from the API directly, and the library said why on stderr.
