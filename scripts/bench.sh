@@ -7,14 +7,23 @@
 #      both against the same HAProxy and the same origin;
 #  (b) wrk to a server on a port the library does not intercept (api.example.test:8080)
 #      with and without the library;
-#  (c) /bin/true start-up with and without LD_PRELOAD (hyperfine).
+#  (c) /bin/true start-up with and without LD_PRELOAD (hyperfine);
+#  (d) the untracked fast path in instructions (callgrind, when valgrind is installed);
+#  (e) https: wrk through the library (wrk -> https://api.example.test/; wrk's OpenSSL
+#      session becomes virtual, the plaintext goes to HAProxy as HTTP with
+#      x-lunar-scheme: https, HAProxy makes TLS to the origin, verified with the lab CA)
+#      vs wrk direct mode (no library; http://127.0.0.1:8000/ with the x-lunar-* headers,
+#      x-lunar-scheme: https, written by hand: the same TLS work behind HAProxy) vs wrk
+#      https straight to the origin (no library, no proxy: real TLS in wrk).
 #
 # Everything runs inside a lab network namespace made for the run (tests/lab/lab.py);
-# the lab's Python origins on 203.0.113.10:80 and :8080 are replaced by nginx (our own
-# minimal config in a temp dir), so that the origin is not the bottleneck. Every
-# process started here is stopped by its PID and the namespace removed, even on failure.
+# the lab's Python origins on 203.0.113.10:80, :8080 and :443 (TLS, with the lab's
+# certificate) are replaced by nginx (our own minimal config in a temp dir), so that the
+# origin is not the bottleneck. Every process started here is stopped by its PID and the
+# namespace removed, even on failure.
 #
-# Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (pairs, default 3),
+# Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (pairs, and (e)
+# triples in rotating order, default 3),
 # BENCH_CONNS (default 32), BENCH_THREADS (default 2), BENCH_RUNS (hyperfine runs,
 # default 1000), LUNAR_LIB (library path). Output: a table on stdout and target/bench.txt.
 set -euo pipefail
@@ -69,7 +78,10 @@ in_ns() { ip netns exec "$NAME" "$@"; }
 say "bench: bringing lab $NAME up"
 LAB_UP=1
 "$PY" "$LABPY" up --name "$NAME" >/dev/null
-STATE="/tmp/lunar-lab-$NAME/state.json"
+LABDIR="/tmp/lunar-lab-$NAME"
+STATE="$LABDIR/state.json"
+HAPLOG="$LABDIR/haproxy.log"
+CA="$LABDIR/tls/ca.pem" # the lab CA; lab.pem (api + other, DNS and IP SANs) is signed by it
 
 stop_lab_service() { # svc: stop one lab service by the PID the lab recorded
 	local pid
@@ -81,6 +93,7 @@ stop_lab_service() { # svc: stop one lab service by the PID the lab recorded
 }
 stop_lab_service origin-api
 stop_lab_service origin-api-8080
+stop_lab_service origin-api-tls
 
 mkdir -p "$TMP/www" "$TMP/tmp"
 printf '{"server":"nginx-bench","ok":true,"pad":"%s"}\n' "$(printf 'x%.0s' $(seq 64))" >"$TMP/www/index.json"
@@ -107,6 +120,21 @@ http {
         root $TMP/www;
         index index.json;
     }
+    # https origin of (e): the lab's certificate, so HAProxy's "verify required" against
+    # the lab CA passes. /seen (sanity check only) echoes what HAProxy saw.
+    server {
+        listen $API_IP:443 ssl reuseport;
+        ssl_certificate $LABDIR/tls/lab.pem;
+        ssl_certificate_key $LABDIR/tls/lab.key;
+        root $TMP/www;
+        index index.json;
+        location = /seen {
+            add_header x-seen-lunar-scheme \$http_x_seen_lunar_scheme always;
+            add_header x-seen-lunar-interceptor \$http_x_seen_lunar_interceptor always;
+            add_header x-via-haproxy \$http_x_via_haproxy always;
+            try_files /index.json =404;
+        }
+    }
 }
 EOF
 # ip netns exec execs nginx: $! is nginx's master PID.
@@ -129,11 +157,51 @@ if ! grep -qi 'proxy' "$TMP/check.err"; then
 fi
 direct=$(in_ns curl -s -w '\n%{http_code}' -H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http' http://127.0.0.1:8000/)
 [[ "${direct##*$'\n'}" == 200 ]] || { say "bench: direct mode through HAProxy failed: $direct"; exit 1; }
-hap_before=$(wc -l <"/tmp/lunar-lab-$NAME/haproxy.log")
+
+# https (e): through the library the proxy sees it (HAProxy logs it, sent to origins_tls;
+# nginx echoes the x-seen-* headers HAProxy set); without the library it is real TLS
+# straight to the origin, verified against the lab CA, and HAProxy sees nothing.
+hap_lines() { wc -l <"$HAPLOG"; }
+wait_hap_lines() { # n: wait (2 s at most) until HAProxy's log has more than n lines
+	for _ in $(seq 40); do (($(hap_lines) > $1)) && return 0; sleep 0.05; done
+	return 1
+}
+fail_https() { say "bench: $1"; say "$2"; [[ -f "$TMP/check.err" ]] && cat "$TMP/check.err" >&2; exit 1; }
+n0=$(hap_lines)
+check=$(in_ns "${LIBENV[@]}" LUNAR_INTERCEPTOR_LOG_LEVEL=DEBUG curl -s --cacert "$CA" -D - \
+	-w '\n%{http_code}' https://api.example.test/seen 2>"$TMP/check.err" || true)
+[[ "${check##*$'\n'}" == 200 ]] && grep -q 'nginx-bench' <<<"$check" ||
+	fail_https "https request through the library failed:" "$check"
+grep -qi '^x-seen-lunar-scheme: https' <<<"$check" &&
+	grep -qi '^x-seen-lunar-interceptor: lunar-preload-interceptor/' <<<"$check" ||
+	fail_https "https through the library did not reach HAProxy with x-lunar-scheme: https:" "$check"
+wait_hap_lines "$n0" || fail_https "https through the library: HAProxy logged nothing" "$check"
+tail -n +"$((n0 + 1))" "$HAPLOG" | grep -q 'lunar_traffic origins_tls/origin_tls .* 200 .*{api.example.test|' ||
+	fail_https "https through the library: HAProxy's log has no TLS request to api.example.test:" \
+		"$(tail -n +"$((n0 + 1))" "$HAPLOG")"
+direct=$(in_ns curl -s -D - -w '\n%{http_code}' -H 'x-lunar-host: api.example.test' \
+	-H 'x-lunar-scheme: https' http://127.0.0.1:8000/seen)
+[[ "${direct##*$'\n'}" == 200 ]] && grep -qi '^x-seen-lunar-scheme: https' <<<"$direct" ||
+	fail_https "direct mode with x-lunar-scheme: https through HAProxy failed:" "$direct"
+rm -f "$TMP/check.err"
+sleep 0.2
+n0=$(hap_lines)
+origin=$(in_ns curl -s --cacert "$CA" -D - -w '\n%{http_code} %{ssl_verify_result}' \
+	https://api.example.test/seen || true)
+[[ "${origin##*$'\n'}" == "200 0" ]] && grep -q 'nginx-bench' <<<"$origin" ||
+	fail_https "https straight to the origin (verified with the lab CA) failed:" "$origin"
+sleep 0.2
+if grep -qi '^x-seen-lunar\|^x-via-haproxy' <<<"$origin" || (($(hap_lines) != n0)); then
+	fail_https "https without the library went through HAProxy:" "$origin"
+fi
+
+hap_before=$(hap_lines)
 
 # ---- wrk ----------------------------------------------------------------------
 WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
 DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
+DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
 	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 
 # Runs a command and prints the CPU time (user+sys) it used, from wait4's rusage:
@@ -145,14 +213,16 @@ _, _, ru = os.wait4(p.pid, 0)
 sys.stdout.flush()
 print("CPU_SECONDS %.6f" % (ru.ru_utime + ru.ru_stime))'
 
-# run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx cpu_us_per_req"
-# to $TMP/wrk.tsv
+# run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx cpu_us_per_req
+# haproxy_lines_per_req" to $TMP/wrk.tsv (the last: did the run go through HAProxy, ~1, or not, 0)
 run_wrk() {
 	local label="$1"
 	shift
-	local out="$TMP/wrk-$label-$RANDOM.txt"
+	local out="$TMP/wrk-$label-$RANDOM.txt" h0
+	h0=$(hap_lines)
 	in_ns "$PY" -c "$CPU_WRAP" "$@" >"$out" 2>&1 || true
-	awk -v label="$label" '
+	sleep 0.2 # HAProxy logs a request when it ends
+	awk -v label="$label" -v hap="$(($(hap_lines) - h0))" '
 		function ms(v) {
 			if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
 			if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
@@ -168,16 +238,17 @@ run_wrk() {
 		/^CPU_SECONDS / { cpu = $2 }
 		END {
 			cpr = reqs > 0 ? cpu * 1e6 / reqs : 0
-			printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx, cpr
+			hpr = reqs > 0 ? hap / reqs : 0
+			printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\t%.3f\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx, cpr, hpr
 		}
 	' "$out" >>"$TMP/wrk.tsv"
-	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  wrk cpu %.2f us/req  errors %d  non-2xx %d", $1, $2, $3, $4, $7, $5, $6}')"
+	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  wrk cpu %.2f us/req  errors %d  non-2xx %d  haproxy lines/req %.2f", $1, $2, $3, $4, $7, $5, $6, $8}')"
 }
 
 : >"$TMP/wrk.tsv"
-say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s, $REPS alternating pairs each"
+say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s, $REPS rounds (pairs alternating, (e) rotating)"
 for i in $(seq "$REPS"); do
-	say " pair $i"
+	say " round $i"
 	# (a) library vs direct mode, same HAProxy, same nginx behind it.
 	if ((i % 2)); then
 		run_wrk a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/
@@ -194,8 +265,17 @@ for i in $(seq "$REPS"); do
 		run_wrk b_nolib "${WRK[@]}" http://api.example.test:8080/
 		run_wrk b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/
 	fi
+	# (e) https: library vs direct mode (both: HAProxy -> TLS -> nginx) vs real TLS
+	# straight to nginx; the order of the three rotates from one round to the next.
+	for k in 0 1 2; do
+		case $(((i - 1 + k) % 3)) in
+		0) run_wrk e_lib "${LIBENV[@]}" "${WRK[@]}" https://api.example.test/ ;;
+		1) run_wrk e_direct "${WRK[@]}" "${DIRECT_TLS_H[@]}" http://127.0.0.1:8000/ ;;
+		2) run_wrk e_origin "${WRK[@]}" https://api.example.test/ ;;
+		esac
+	done
 done
-hap_after=$(wc -l <"/tmp/lunar-lab-$NAME/haproxy.log")
+hap_after=$(hap_lines)
 
 # ---- hyperfine: /bin/true start-up ------------------------------------------------
 say "bench: hyperfine /bin/true, $RUNS runs each"
@@ -212,12 +292,12 @@ import json, statistics, sys, time, platform
 tsv, hf, lib, dur, threads, conns, reps, runs, hap_lines = sys.argv[1:]
 rows = {}
 for line in open(tsv):
-    label, rps, lat, p99, err, non2xx, cpr = line.rstrip("\n").split("\t")
+    label, rps, lat, p99, err, non2xx, cpr, hpr = line.rstrip("\n").split("\t")
     rows.setdefault(label, []).append((float(rps), float(lat), float(p99), int(err), int(non2xx),
-                                       float(cpr)))
+                                       float(cpr), float(hpr)))
 
 def med(label, i):
-    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0, 0)]))
+    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0, 0, 0)]))
 
 def pair_ratio(a, b, i=0):
     ra, rb = rows.get(a, []), rows.get(b, [])
@@ -232,8 +312,8 @@ t0, t1 = h[0]["mean"], h[1]["mean"]
 s0, s1 = h[0]["stddev"], h[1]["stddev"]
 print("liblunar_intercept benchmark  %s  %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), platform.node()))
 print("library: %s" % lib)
-print("wrk -t%s -c%s -d%ss, %s alternating pairs, median of per-pair ratios; origin: nginx (static file)"
-      % (threads, conns, dur, reps))
+print("wrk -t%s -c%s -d%ss, %s rounds (pairs alternating, (e) triples rotating), median of per-round"
+      " ratios; origin: nginx (static file)" % (threads, conns, dur, reps))
 print()
 print("%-58s %12s %12s %8s" % ("measure", "with lib", "baseline", "ratio"))
 print("-" * 94)
@@ -258,10 +338,26 @@ print("%-58s %+12.1f %12s" % ("    difference us (stddev lib %.1f, none %.1f)" %
 m0, m1 = h[0]["median"], h[1]["median"]
 print("%-58s %12.1f %12.1f %8.3f" % ("    median us (less sensitive to a busy machine)", m1 * 1e6,
       m0 * 1e6, m1 / m0))
+for base, what in (("e_direct", "(e) https req/s: library vs direct mode (both via HAProxy)"),
+                   ("e_origin", "    https req/s: library vs straight to origin (real TLS)")):
+    print("%-58s %12.0f %12.0f %8.3f" % (what, med("e_lib", 0), med(base, 0),
+                                         pair_ratio("e_lib", base)))
+    print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("e_lib", 1), med(base, 1),
+          pair_ratio("e_lib", base, 1)))
+    print("%-58s %12.3f %12.3f %8.3f" % ("    p99 latency ms", med("e_lib", 2), med(base, 2),
+          pair_ratio("e_lib", base, 2)))
+    print("%-58s %12.2f %12.2f %8.3f" % ("    wrk CPU us per request (user+sys)", med("e_lib", 5),
+          med(base, 5), pair_ratio("e_lib", base, 5)))
 print()
-print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d; "
-      "HAProxy log lines during wrk: %s" % (errs("a_lib"), errs("a_direct"), errs("b_lib"),
-                                           errs("b_nolib"), hap_lines))
+print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d, e_lib %d, "
+      "e_direct %d, e_origin %d; HAProxy log lines during wrk: %s"
+      % (errs("a_lib"), errs("a_direct"), errs("b_lib"), errs("b_nolib"), errs("e_lib"),
+         errs("e_direct"), errs("e_origin"), hap_lines))
+print("HAProxy log lines per wrk request (1 = through the proxy, 0 = not): "
+      + ", ".join("%s %.2f" % (l, med(l, 6)) for l in ("a_lib", "a_direct", "b_lib", "b_nolib",
+                                                        "e_lib", "e_direct", "e_origin")))
+print("(e): library and direct mode both reach nginx through HAProxy's TLS (verified with the lab"
+      " CA); origin = wrk's own TLS to nginx, no proxy")
 print("ratio: with/without; throughput 1.0 = no cost, latency and CPU 1.0 = no cost (higher = costlier)")
 EOF
 # (d) the untracked fast path, in instructions: callgrind counts user-space instructions
