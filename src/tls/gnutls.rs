@@ -4,7 +4,7 @@
 
 use super::library::{self, Library};
 use super::sessions::{self, GnutlsDatum, Owned, Session};
-use super::{binding, certificate, certificate_host, now_unix, real_in};
+use super::{binding, certificate, now_unix, real_in};
 use crate::fdtable;
 use crate::guard::Reentry;
 use crate::proxy::socket::wait_for;
@@ -86,21 +86,12 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
             return real();
         }
     }
-    let host = certificate_host(server_name, &conn);
-    conn.mark_https();
-    log::debug!(
-        "{} https: TLS session virtual on fd {fd} (host {host})",
-        conn.label()
-    );
-    sessions::add(
+    sessions::begin_virtual(
         session as usize,
-        Session {
-            kind: sessions::Kind::GnuTls,
-            fd,
-            conn,
-            host,
-            state: crate::sync::SpinLock::new(Default::default()),
-        },
+        sessions::Kind::GnuTls,
+        fd,
+        conn,
+        server_name,
     );
     0
 }

@@ -5,7 +5,7 @@
 
 use super::library::{self, Library};
 use super::sessions::{self, Owned, Session};
-use super::{binding, certificate, certificate_host, now_unix, real_in};
+use super::{binding, certificate, now_unix, real_in};
 use crate::fdtable;
 use crate::guard::Reentry;
 use crate::proxy::socket::wait_for;
@@ -162,22 +162,12 @@ fn make_virtual(ssl: Ssl, fd: c_int) -> c_int {
     let Some(conn) = binding::bindable(fd) else {
         return -1;
     };
-    let server_name = server_name(ssl);
-    let host = certificate_host(server_name, &conn);
-    conn.mark_https();
-    log::debug!(
-        "{} https: TLS session virtual on fd {fd} (host {host})",
-        conn.label()
-    );
-    sessions::add(
+    sessions::begin_virtual(
         ssl as usize,
-        Session {
-            kind: sessions::Kind::OpenSsl,
-            fd,
-            conn,
-            host,
-            state: crate::sync::SpinLock::new(Default::default()),
-        },
+        sessions::Kind::OpenSsl,
+        fd,
+        conn,
+        server_name(ssl),
     );
     1
 }

@@ -111,7 +111,34 @@ pub fn owner_of_fallback(real_session: usize) -> Option<usize> {
         .map(|(key, _)| *key)
 }
 
-pub fn add(key: usize, session: Session) -> Arc<Session> {
+/// The session `key` on diverted `fd` becomes virtual: what the program writes there is
+/// https plaintext from now on.
+pub fn begin_virtual(
+    key: usize,
+    kind: Kind,
+    fd: c_int,
+    conn: Arc<Conn>,
+    server_name: Option<String>,
+) {
+    let host = super::certificate_host(server_name, &conn);
+    conn.mark_https();
+    log::debug!(
+        "{} https: TLS session virtual on fd {fd} (host {host})",
+        conn.label()
+    );
+    add(
+        key,
+        Session {
+            kind,
+            fd,
+            conn,
+            host,
+            state: SpinLock::new(State::default()),
+        },
+    );
+}
+
+fn add(key: usize, session: Session) -> Arc<Session> {
     let session = Arc::new(session);
     let mut table = TABLE.lock();
     table.retain(|(k, _)| *k != key);
