@@ -10,20 +10,27 @@ use libc::{c_char, c_int, c_uint, c_void, size_t};
 /// After a fallback the real session on the same socket answers (`$real` with `$session`
 /// rebound to it).
 macro_rules! on_session {
-    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {
-        match crate::tls::gnutls::virtual_session($session) {
-            None => $real,
-            Some($virtual_session) => match tls::fallback(&$virtual_session) {
-                Some(fallback) => {
-                    let _inside = crate::guard::Reentry::enter();
-                    #[allow(unused_variables)]
-                    let $session = fallback;
-                    $real
-                }
-                None => shielded(|| $virtual, || $failed),
-            },
+    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {{
+        if !crate::tls::sessions::any() {
+            // The path of every program without a virtual session: one load, then the
+            // library's own function.
+            return $real;
         }
-    };
+        crate::tls::off_the_fast_path(
+            move || match crate::tls::gnutls::virtual_session($session) {
+                None => $real,
+                Some($virtual_session) => match tls::fallback(&$virtual_session) {
+                    Some(fallback) => {
+                        let _inside = crate::guard::Reentry::enter();
+                        #[allow(unused_variables)]
+                        let $session = fallback;
+                        $real
+                    }
+                    None => shielded(|| $virtual, || $failed),
+                },
+            },
+        )
+    }};
 }
 
 /// # Safety

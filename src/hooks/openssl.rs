@@ -17,8 +17,13 @@ type X509 = *mut c_void;
 /// After a fallback the real session on the same socket answers (`$real` with `$ssl`
 /// rebound to it).
 macro_rules! on_session {
-    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {
-        match crate::tls::openssl::virtual_session($ssl) {
+    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {{
+        if !crate::tls::sessions::any() {
+            // The path of every program without a virtual session: one load, then the
+            // library's own function.
+            return $real;
+        }
+        crate::tls::off_the_fast_path(move || match crate::tls::openssl::virtual_session($ssl) {
             None => $real,
             Some($session) => match tls::fallback(&$session) {
                 Some(fallback) => {
@@ -29,8 +34,8 @@ macro_rules! on_session {
                 }
                 None => shielded(|| $virtual, || $failed),
             },
-        }
-    };
+        })
+    }};
 }
 
 /// # Safety

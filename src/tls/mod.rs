@@ -28,15 +28,22 @@ macro_rules! real_in {
         ///
         /// # Safety
         /// As that function's contract.
+        #[inline]
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
             use std::sync::atomic::{AtomicUsize, Ordering};
             static ADDRESS: AtomicUsize = AtomicUsize::new(0);
-            let mut address = ADDRESS.load(Ordering::Relaxed);
-            if address == 0 {
+            #[cold]
+            #[inline(never)]
+            fn resolve() -> usize {
                 let name = concat!(stringify!($name), "\0").as_bytes();
                 let name = std::ffi::CStr::from_bytes_with_nul(name).expect("NUL-terminated literal");
-                address = $crate::tls::library::symbol($library, name);
+                let address = $crate::tls::library::symbol($library, name);
                 ADDRESS.store(address, Ordering::Relaxed);
+                address
+            }
+            let mut address = ADDRESS.load(Ordering::Relaxed);
+            if address == 0 {
+                address = resolve();
             }
             if address == 0 {
                 return $missing;
@@ -49,6 +56,14 @@ macro_rules! real_in {
     )*};
 }
 pub(crate) use real_in;
+
+/// Runs the part of a session hook that only a process with virtual sessions needs, out
+/// of line, so the hook's common path stays a load and a jump.
+#[cold]
+#[inline(never)]
+pub fn off_the_fast_path<R>(work: impl FnOnce() -> R) -> R {
+    work()
+}
 
 /// Whether the virtual session on `fd` can be replaced by a real one (a fallback).
 pub fn can_take_over(fd: libc::c_int) -> bool {
