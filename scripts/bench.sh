@@ -14,7 +14,8 @@
 #      x-lunar-scheme: https, HAProxy makes TLS to the origin, verified with the lab CA)
 #      vs wrk direct mode (no library; http://127.0.0.1:8000/ with the x-lunar-* headers,
 #      x-lunar-scheme: https, written by hand: the same TLS work behind HAProxy) vs wrk
-#      https straight to the origin (no library, no proxy: real TLS in wrk).
+#      https straight to the origin (no library, no proxy: real TLS in wrk);
+#  (f) the same as (d) for TLS session calls on sessions the library leaves alone.
 #
 # Everything runs inside a lab network namespace made for the run (tests/lab/lab.py);
 # the lab's Python origins on 203.0.113.10:80, :8080 and :443 (TLS, with the lab's
@@ -378,6 +379,20 @@ print()
 print("(d) untracked fast path (callgrind, user-space instructions): %.1f added per hooked call"
       " (write/recv/close on fds never tracked); library load: %+d instructions" % (per_call, w0 - b0))
 EOF2
+	# (f) the same for TLS sessions the library does not make virtual: SSL_pending,
+	# SSL_get_error and SSL_get_verify_result on an SSL that never connected.
+	SSLFAST="$REPO/c-tests/bin/ssl_fastpath"
+	if gcc -O2 -o "$SSLFAST" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
+		base0=$(count "$SSLFAST" 0); base=$(count "$SSLFAST" $calls)
+		with0=$(LD_PRELOAD="$LIB" count "$SSLFAST" 0); with=$(LD_PRELOAD="$LIB" count "$SSLFAST" $calls)
+		"$PY" - "$base0" "$base" "$with0" "$with" "$calls" >>"$OUT" <<'EOF2'
+import sys
+b0, b, w0, w, n = (int(x) for x in sys.argv[1:])
+own = (b - b0) / (3 * n)
+print("(f) TLS session calls the library leaves alone (callgrind): %.1f instructions added per"
+      " call (libssl's own call: %.1f)" % (((w - w0) - (b - b0)) / (3 * n), own))
+EOF2
+	fi
 fi
 cat "$OUT"
 say "bench: written to $OUT"
