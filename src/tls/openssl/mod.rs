@@ -1,17 +1,21 @@
 //! OpenSSL (libssl 1.1 and 3): the session calls our hooks answer for a virtual session.
 //! The plaintext moves through the session's own BIOs: a socket BIO writes to the fd with
 //! `write`, curl's BIO with `send`, and either way our socket hooks and the HTTP engine
-//! see it, exactly as for port 80.
+//! see it, exactly as for port 80. After a proxy failure, `fallback` replaces the session
+//! by a real one.
 
-use super::library::{self, Library};
+mod fallback;
+pub mod real;
+
+pub use fallback::{ex_data, fallback, take_over};
+use fallback::{read_real, write_real};
+
+use super::library;
 use super::sessions::{self, Owned, Session};
-use super::{binding, certificate, now_unix, real_in};
+use super::{binding, certificate, now_unix};
 use crate::fdtable;
-use crate::guard::Reentry;
-use crate::proxy::socket::wait_for;
-use libc::{c_char, c_int, c_long, c_uint, c_void, size_t};
+use libc::{c_int, c_long, c_void};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub type Ssl = *mut c_void;
 type Bio = *mut c_void;
@@ -28,79 +32,12 @@ const SSL_RECEIVED_SHUTDOWN: c_int = 2;
 const SSL_CTRL_MODE: c_int = 33;
 const SSL_MODE_ENABLE_PARTIAL_WRITE: c_long = 1;
 const TLSEXT_NAMETYPE_HOST_NAME: c_int = 0;
-const SSL_CTRL_SET_TLSEXT_HOSTNAME: c_int = 55;
-/// ALPN wire format: the fallback speaks HTTP/1.1, as the program already does.
-const ALPN_HTTP_1_1: &[u8] = b"\x08http/1.1";
-/// How long a fallback's handshake and replay may take.
-const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(10);
 const BIO_FLAGS_READ: c_int = 1;
 const BIO_FLAGS_WRITE: c_int = 2;
 const BIO_FLAGS_SHOULD_RETRY: c_int = 8;
 const X509_V_OK: c_long = 0;
 /// `TLS_ST_OK`: what `SSL_get_state` says once a handshake is done.
 const TLS_ST_OK: c_int = 1;
-
-#[allow(non_snake_case, clippy::unused_unit)]
-pub mod real {
-    use super::*;
-    real_in! { Library::Ssl;
-        fn SSL_connect(ssl: Ssl) -> c_int, else -1;
-        fn SSL_do_handshake(ssl: Ssl) -> c_int, else -1;
-        fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int, else -1;
-        fn SSL_read_ex(ssl: Ssl, buf: *mut c_void, num: size_t, read: *mut size_t) -> c_int, else 0;
-        fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int, else -1;
-        fn SSL_peek_ex(ssl: Ssl, buf: *mut c_void, num: size_t, read: *mut size_t) -> c_int, else 0;
-        fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int, else -1;
-        fn SSL_write_ex(ssl: Ssl, buf: *const c_void, num: size_t, written: *mut size_t) -> c_int, else 0;
-        fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int, else SSL_ERROR_SYSCALL;
-        fn SSL_pending(ssl: Ssl) -> c_int, else 0;
-        fn SSL_has_pending(ssl: Ssl) -> c_int, else 0;
-        fn SSL_shutdown(ssl: Ssl) -> c_int, else -1;
-        fn SSL_get_shutdown(ssl: Ssl) -> c_int, else 0;
-        fn SSL_free(ssl: Ssl) -> (), else ();
-        fn SSL_get_fd(ssl: Ssl) -> c_int, else -1;
-        fn SSL_get_rbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
-        fn SSL_get_wbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
-        fn SSL_ctrl(ssl: Ssl, cmd: c_int, larg: c_long, parg: *mut c_void) -> c_long, else 0;
-        fn SSL_get_servername(ssl: Ssl, kind: c_int) -> *const c_char, else std::ptr::null();
-        fn SSL_is_init_finished(ssl: Ssl) -> c_int, else 0;
-        fn SSL_in_init(ssl: Ssl) -> c_int, else 1;
-        fn SSL_in_before(ssl: Ssl) -> c_int, else 1;
-        fn SSL_get_state(ssl: Ssl) -> c_int, else 0;
-        fn SSL_get_verify_result(ssl: Ssl) -> c_long, else 1;
-        fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, len: *mut c_uint) -> (), else ();
-        fn SSL_get1_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
-        fn SSL_get_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
-        fn SSL_get0_peer_certificate(ssl: Ssl) -> X509, else std::ptr::null_mut();
-        fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
-        fn SSL_session_reused(ssl: Ssl) -> c_int, else 0;
-        fn SSL_get_SSL_CTX(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
-        fn SSL_new(ctx: *mut c_void) -> Ssl, else std::ptr::null_mut();
-        fn SSL_set_fd(ssl: Ssl, fd: c_int) -> c_int, else 0;
-        fn SSL_set_connect_state(ssl: Ssl) -> (), else ();
-        fn SSL_get0_param(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
-        fn SSL_set1_param(ssl: Ssl, param: *mut c_void) -> c_int, else 0;
-        fn SSL_set1_host(ssl: Ssl, host: *const c_char) -> c_int, else 0;
-        fn SSL_get_verify_mode(ssl: Ssl) -> c_int, else 0;
-        fn SSL_get_verify_callback(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
-        fn SSL_set_verify(ssl: Ssl, mode: c_int, callback: *mut c_void) -> (), else ();
-        fn SSL_set_alpn_protos(ssl: Ssl, protos: *const u8, len: c_uint) -> c_int, else 1;
-        fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void, else std::ptr::null();
-        fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void, else std::ptr::null_mut();
-        fn SSL_CIPHER_find(ssl: Ssl, id: *const u8) -> *const c_void, else std::ptr::null();
-        fn SSL_get_ciphers(ssl: Ssl) -> *mut c_void, else std::ptr::null_mut();
-    }
-    real_in! { Library::Crypto;
-        fn BIO_read(bio: Bio, buf: *mut c_void, len: c_int) -> c_int, else -1;
-        fn BIO_write(bio: Bio, buf: *const c_void, len: c_int) -> c_int, else -1;
-        fn BIO_test_flags(bio: Bio, flags: c_int) -> c_int, else 0;
-        fn d2i_X509(out: *mut X509, input: *mut *const u8, len: c_long) -> X509, else std::ptr::null_mut();
-        fn X509_free(x509: X509) -> (), else ();
-        fn ERR_set_mark() -> c_int, else 0;
-        fn OPENSSL_sk_value(stack: *const c_void, index: c_int) -> *const c_void, else std::ptr::null();
-        fn ERR_pop_to_mark() -> c_int, else 0;
-    }
-}
 
 /// The virtual session behind `ssl`, if it is one.
 #[inline]
@@ -314,163 +251,6 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
     }
     session.state.lock().last_error = SSL_ERROR_NONE;
     Ok(done)
-}
-
-/// `SSL_get_ex_data`: the program's verify callbacks meet our fallback session during its
-/// handshake and look their own data up on it (Ruby keeps its socket object there), so
-/// for a fallback the program's session answers.
-///
-/// # Safety
-/// `ssl` is a live SSL.
-pub unsafe fn ex_data(ssl: Ssl, index: c_int) -> *mut c_void {
-    let owner = sessions::owner_of_fallback(ssl as usize).map_or(ssl, |key| key as Ssl);
-    // SAFETY: the caller's contract; the owner lives as long as its fallback.
-    unsafe { real::SSL_get_ex_data(owner, index) }
-}
-
-/// The real session that replaced a virtual one after a fallback.
-pub fn fallback(session: &Session) -> Option<Ssl> {
-    let real_ssl = session.state.lock().fallback;
-    (real_ssl != 0).then_some(real_ssl as Ssl)
-}
-
-fn read_real(session: &Session, real_ssl: Ssl, out: &mut [u8], peek: bool) -> Result<usize, c_int> {
-    let _inside = Reentry::enter();
-    let mut count: size_t = 0;
-    // SAFETY: the fallback session is ours and alive; `out` is writable.
-    let ok = unsafe {
-        if peek {
-            real::SSL_peek_ex(real_ssl, out.as_mut_ptr().cast(), out.len(), &mut count)
-        } else {
-            real::SSL_read_ex(real_ssl, out.as_mut_ptr().cast(), out.len(), &mut count)
-        }
-    };
-    settle_real(session, real_ssl, ok, count)
-}
-
-fn write_real(session: &Session, real_ssl: Ssl, input: &[u8]) -> Result<usize, c_int> {
-    let _inside = Reentry::enter();
-    let mut count: size_t = 0;
-    // SAFETY: the fallback session is ours and alive; `input` is readable.
-    let ok =
-        unsafe { real::SSL_write_ex(real_ssl, input.as_ptr().cast(), input.len(), &mut count) };
-    settle_real(session, real_ssl, ok, count)
-}
-
-fn settle_real(session: &Session, real_ssl: Ssl, ok: c_int, count: size_t) -> Result<usize, c_int> {
-    if ok == 1 {
-        return Ok(count);
-    }
-    // SAFETY: as above.
-    let error = unsafe { real::SSL_get_error(real_ssl, 0) };
-    session.state.lock().last_error = error;
-    Err(error)
-}
-
-/// Replaces the virtual session on a socket just moved to the original destination by a
-/// real one made from the program's own: its context (trust store), its verify mode,
-/// parameters and callback, SNI and host check for the name it asked for, ALPN limited
-/// to HTTP/1.1. Handshakes, sends `replay`, and from then on serves the program's calls.
-///
-/// # Safety
-/// `ssl` is the program's live SSL, `session` its virtual session.
-pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<(), c_int> {
-    let _inside = Reentry::enter();
-    // SAFETY: the program's live SSL; the new one is ours until it becomes the fallback.
-    let real_ssl = unsafe { real::SSL_new(real::SSL_get_SSL_CTX(ssl)) };
-    if real_ssl.is_null() {
-        return Err(libc::ENOMEM);
-    }
-    let host = std::ffi::CString::new(session.host.as_str()).unwrap_or_default();
-    let is_address = session.host.parse::<std::net::IpAddr>().is_ok();
-    // SAFETY: both SSLs are live; the strings outlive the calls (OpenSSL copies them).
-    unsafe {
-        real::SSL_set_fd(real_ssl, session.fd);
-        real::SSL_set1_param(real_ssl, real::SSL_get0_param(ssl));
-        real::SSL_set_verify(
-            real_ssl,
-            real::SSL_get_verify_mode(ssl),
-            real::SSL_get_verify_callback(ssl),
-        );
-        if !is_address {
-            real::SSL_ctrl(
-                real_ssl,
-                SSL_CTRL_SET_TLSEXT_HOSTNAME,
-                TLSEXT_NAMETYPE_HOST_NAME as c_long,
-                host.as_ptr() as *mut c_void,
-            );
-            real::SSL_set1_host(real_ssl, host.as_ptr());
-        }
-        real::SSL_set_alpn_protos(
-            real_ssl,
-            ALPN_HTTP_1_1.as_ptr(),
-            ALPN_HTTP_1_1.len() as c_uint,
-        );
-        real::SSL_set_connect_state(real_ssl);
-    }
-    session.state.lock().fallback_starting = real_ssl as usize;
-    let deadline = Instant::now() + TAKE_OVER_TIMEOUT;
-    // SAFETY: our live SSL.
-    let outcome = drive(real_ssl, deadline, || unsafe {
-        real::SSL_connect(real_ssl)
-    })
-    .and_then(|()| {
-        let mut rest = replay;
-        while !rest.is_empty() {
-            let mut count: size_t = 0;
-            // SAFETY: our live SSL; `rest` is readable.
-            drive(real_ssl, deadline, || unsafe {
-                real::SSL_write_ex(real_ssl, rest.as_ptr().cast(), rest.len(), &mut count)
-            })?;
-            rest = &rest[count..];
-        }
-        Ok(())
-    });
-    let mut state = session.state.lock();
-    state.fallback_starting = 0;
-    match outcome {
-        Ok(()) => {
-            log::debug!(
-                "https: fallback session to the origin up on fd {} ({})",
-                session.fd,
-                session.host
-            );
-            state.fallback = real_ssl as usize;
-            Ok(())
-        }
-        Err(errno) => {
-            log::warn!(
-                "https fallback to {} failed (the program sees its TLS library's error)",
-                session.host
-            );
-            state.fallback_failed = true;
-            state.last_error = SSL_ERROR_SSL;
-            drop(state);
-            // SAFETY: ours, never handed out.
-            unsafe { real::SSL_free(real_ssl) };
-            Err(errno)
-        }
-    }
-}
-
-/// Repeats an OpenSSL call that returns 1 on success until it succeeds, waiting for the
-/// socket as it asks; any other error ends it (its reasons stay on the error queue).
-fn drive(ssl: Ssl, deadline: Instant, mut call: impl FnMut() -> c_int) -> Result<(), c_int> {
-    loop {
-        let result = call();
-        if result == 1 {
-            return Ok(());
-        }
-        // SAFETY: our live SSL.
-        let error = unsafe { real::SSL_get_error(ssl, result) };
-        let events = match error {
-            SSL_ERROR_WANT_READ => libc::POLLIN,
-            SSL_ERROR_WANT_WRITE => libc::POLLOUT,
-            _ => return Err(libc::ECONNABORTED),
-        };
-        // SAFETY: our live SSL.
-        wait_for(unsafe { real::SSL_get_fd(ssl) }, events, deadline)?;
-    }
 }
 
 pub fn last_error(session: &Session, ret: c_int) -> c_int {

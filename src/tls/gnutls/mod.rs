@@ -1,0 +1,178 @@
+//! GnuTLS 3: the session calls our hooks answer for a virtual session. GnuTLS's default
+//! transport is `send`/`recv` on the fd the program handed it, so a virtual session moves
+//! its plaintext with those same calls, through our socket hooks, as the program would.
+//! After a proxy failure, `fallback` replaces the session by a real one.
+
+mod fallback;
+pub mod real;
+
+pub use fallback::{fallback, take_over};
+use fallback::{recv_real, send_real};
+
+use super::library;
+use super::sessions::{self, GnutlsDatum, Owned, Session};
+use super::{binding, certificate, now_unix};
+use crate::fdtable;
+use libc::{c_int, c_uint, c_void, size_t};
+use std::sync::Arc;
+
+pub type GnutlsSession = *mut c_void;
+
+const GNUTLS_E_AGAIN: c_int = -28;
+const GNUTLS_E_INTERRUPTED: c_int = -52;
+const GNUTLS_E_PUSH_ERROR: c_int = -53;
+const GNUTLS_E_PULL_ERROR: c_int = -54;
+pub const GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE: c_int = -56;
+pub const GNUTLS_CRT_X509: c_int = 1;
+const GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR: c_int = -348;
+const GNUTLS_NAME_DNS: c_uint = 1;
+
+#[inline]
+pub fn virtual_session(session: GnutlsSession) -> Option<Arc<Session>> {
+    sessions::find(session as usize)
+}
+
+/// `gnutls_handshake`: a session whose transport is a diverted fd becomes virtual.
+///
+/// # Safety
+/// `session` is the program's live session.
+pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) -> c_int {
+    if virtual_session(session).is_some() {
+        return 0;
+    }
+    if !fdtable::any_tracked() || !library::gnutls_drivable() {
+        return real();
+    }
+    // SAFETY: the program's live session.
+    let fd = unsafe { real::gnutls_transport_get_int(session) };
+    let Some(conn) = (fd >= 0).then(|| binding::bindable(fd)).flatten() else {
+        return real();
+    };
+    let server_name = server_name(session);
+    if let Some(name) = &server_name {
+        // The filter judges the server name too: it may send the socket to the origin.
+        if !crate::conn::settle_for_server_name(&conn, fd, name) {
+            return real();
+        }
+    }
+    sessions::begin_virtual(
+        session as usize,
+        sessions::Kind::GnuTls,
+        fd,
+        conn,
+        server_name,
+    );
+    0
+}
+
+fn server_name(session: GnutlsSession) -> Option<String> {
+    let mut name = [0u8; 256];
+    let mut len: size_t = name.len();
+    let mut kind: c_uint = 0;
+    // SAFETY: `name` is writable for `len` bytes; GnuTLS writes the name and its length.
+    let rc = unsafe {
+        real::gnutls_server_name_get(session, name.as_mut_ptr().cast(), &mut len, &mut kind, 0)
+    };
+    (rc == 0 && kind == GNUTLS_NAME_DNS && len <= name.len()).then(|| {
+        String::from_utf8_lossy(&name[..len])
+            .trim_end_matches('\0')
+            .to_string()
+    })
+}
+
+fn transfer_error(errno: c_int, pushing: bool) -> isize {
+    (match errno {
+        libc::EAGAIN => GNUTLS_E_AGAIN,
+        libc::EINTR => GNUTLS_E_INTERRUPTED,
+        _ if pushing => GNUTLS_E_PUSH_ERROR,
+        _ => GNUTLS_E_PULL_ERROR,
+    }) as isize
+}
+
+pub fn send(session: &Session, data: &[u8]) -> isize {
+    if let Some(real_session) = fallback(session) {
+        return send_real(real_session, data);
+    }
+    session.state.lock().last_was_write = true;
+    // SAFETY: the program's own entry point, with a live slice.
+    let sent = unsafe {
+        crate::hooks::program_send(
+            session.fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        // The send met a proxy failure and the socket now carries a real session.
+        if let Some(real_session) = fallback(session) {
+            return send_real(real_session, data);
+        }
+        return transfer_error(crate::sys::errno(), true);
+    }
+    sent
+}
+
+pub fn recv(session: &Session, out: &mut [u8]) -> isize {
+    if let Some(real_session) = fallback(session) {
+        return recv_real(real_session, out);
+    }
+    session.state.lock().last_was_write = false;
+    // SAFETY: the program's own entry point, with a live buffer.
+    let got =
+        unsafe { crate::hooks::program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
+    if got <= 0 {
+        if let Some(real_session) = fallback(session) {
+            return recv_real(real_session, out);
+        }
+        if session.state.lock().fallback_failed {
+            return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR as isize;
+        }
+    }
+    if got < 0 {
+        return transfer_error(crate::sys::errno(), false);
+    }
+    got
+}
+
+pub fn direction(session: &Session) -> c_int {
+    session.state.lock().last_was_write as c_int
+}
+
+/// The peer's certificate list: one synthetic leaf naming the host, kept with the session.
+///
+/// # Safety
+/// `count` is null or writable.
+pub unsafe fn peers(session: &Session, count: *mut c_uint) -> *const GnutlsDatum {
+    let mut state = session.state.lock();
+    let existing = state.owned.iter().find_map(|o| match o {
+        Owned::Datum(d) => Some(&**d as *const GnutlsDatum),
+        _ => None,
+    });
+    let datum = existing.unwrap_or_else(|| {
+        let mut der = certificate::synthetic_leaf_der(&session.host, now_unix()).into_boxed_slice();
+        let datum = Box::new(GnutlsDatum {
+            data: der.as_mut_ptr(),
+            size: der.len() as u32,
+        });
+        let pointer = &*datum as *const GnutlsDatum;
+        state.owned.push(Owned::Der(der));
+        state.owned.push(Owned::Datum(datum));
+        pointer
+    });
+    if !count.is_null() {
+        // SAFETY: the program's out-parameter.
+        unsafe { *count = 1 };
+    }
+    datum
+}
+
+/// `gnutls_deinit`: the session is forgotten (with what it owned), then freed by GnuTLS.
+pub fn forget(session: GnutlsSession) {
+    if let Some(virtual_session) = sessions::remove(session as usize) {
+        if let Some(real_session) = fallback(&virtual_session) {
+            // SAFETY: the fallback session is ours; the program never held it.
+            unsafe { real::gnutls_deinit(real_session) };
+        }
+    }
+}
