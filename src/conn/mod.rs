@@ -88,6 +88,13 @@ impl Conn {
         }
     }
 
+    /// A placeholder that marks one of our own fds (`tls::probe`): passed through.
+    pub fn for_probe() -> Conn {
+        let conn = Conn::new(SocketAddr::from(([0, 0, 0, 0], 0)), None, false, 0);
+        conn.passthrough.store(true, Ordering::Release);
+        conn
+    }
+
     /// The program's TLS session on this socket became virtual: what it writes is the
     /// plaintext of an https request.
     pub fn mark_https(&self) {

@@ -178,6 +178,7 @@ unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_
 /// A write on a tracked fd: through `conn::send`, or `real` when the fd is no longer ours
 /// or there is nothing to write.
 fn send_on(fd: c_int, bytes: &[u8], flags: c_int, real: impl Fn() -> isize + Copy) -> isize {
+    crate::tls::probe::saw_write(fd);
     match tracked(fd) {
         Some(conn) if !bytes.is_empty() => on_tracked(
             || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),

@@ -90,13 +90,15 @@ fn handle(slot: &AtomicUsize) -> usize {
 /// Whether a TLS library whose sessions we can make virtual is loaded now: what a connect
 /// to port 443 needs before it is diverted.
 pub fn drivable() -> bool {
-    let openssl = handle(&LIBSSL) != 0 && OPENSSL_MIXED.load(Ordering::Acquire) == 0;
-    openssl || handle(&LIBGNUTLS) != 0
+    openssl_drivable() || gnutls_drivable()
 }
 
-/// OpenSSL sessions may be made virtual (exactly one libssl is loaded).
+/// OpenSSL sessions may be made virtual: exactly one libssl is loaded, and its socket
+/// I/O reaches our hooks (`probe`).
 pub fn openssl_drivable() -> bool {
-    handle(&LIBSSL) != 0 && OPENSSL_MIXED.load(Ordering::Acquire) == 0
+    handle(&LIBSSL) != 0
+        && OPENSSL_MIXED.load(Ordering::Acquire) == 0
+        && super::probe::openssl_io_reaches_us()
 }
 
 pub fn gnutls_drivable() -> bool {

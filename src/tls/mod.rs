@@ -15,6 +15,7 @@ pub mod certificate;
 pub mod gnutls;
 mod library;
 pub mod openssl;
+pub mod probe;
 pub mod sessions;
 
 pub use binding::{claims_write, holds_reads};

@@ -7,9 +7,11 @@
   socket as a raw ClientHello: the socket goes to the origin and the TLS is untouched;
 - LUNAR_PROXY_SUPPORT_TLS=1 (TLS to the proxy, not built): https stays end to end.
 """
+import os
+
 import pytest
 
-from conftest import PY, assert_ok, one_echo, sha256
+from conftest import PY, REPO, assert_ok, one_echo, sha256
 from test_https import API, API_TLS, assert_direct_tls, assert_proxied_tls, haproxy_up  # noqa: F401
 
 BY_ADDRESS = r"""
@@ -116,3 +118,14 @@ def test_x_lunar_allow_false_moves_https_to_the_origin(lab, need_lib, haproxy_up
     assert_direct_tls(e, res, path=tag)
     assert e["body_sha256"] == sha256(body)
     assert "x-lunar-allow: false; moved at first request" in res.text_err
+
+
+def test_openssl_loaded_with_deepbind_is_left_alone(lab, need_lib, haproxy_up, tag):  # noqa: F811
+    """libssl dlopen'ed with RTLD_DEEPBIND before the connect (c-tests/tls_deepbind.c):
+    its socket I/O binds past the library, so the https must not be diverted: the
+    program's own TLS reaches the origin, verified, and the DEBUG line says why."""
+    prog = os.path.join(REPO, "c-tests", "bin", "tls_deepbind")
+    res = lab.run([prog, API, "443", tag, lab.ca_file], debug=True, timeout=30)
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
+    assert "bypasses this library" in res.text_err, "the DEBUG line names why"

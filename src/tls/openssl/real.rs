@@ -57,6 +57,8 @@ real_in! { Library::Ssl;
 }
 real_in! { Library::Crypto;
     fn BIO_read(bio: Bio, buf: *mut c_void, len: c_int) -> c_int, else -1;
+    fn BIO_new_socket(fd: c_int, close_flag: c_int) -> Bio, else std::ptr::null_mut();
+    fn BIO_free(bio: Bio) -> c_int, else 0;
     fn BIO_write(bio: Bio, buf: *const c_void, len: c_int) -> c_int, else -1;
     fn BIO_test_flags(bio: Bio, flags: c_int) -> c_int, else 0;
     fn d2i_X509(out: *mut X509, input: *mut *const u8, len: c_long) -> X509, else std::ptr::null_mut();
