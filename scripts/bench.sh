@@ -205,14 +205,15 @@ DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
 DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
 	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 
-# Runs a command and prints the CPU time (user+sys) it used, from wait4's rusage:
-# wrk's CPU per request shows the library's cost even when the 2 cores are shared with
-# HAProxy and nginx (throughput alone is bounded by all three).
+# Runs a command and prints the CPU time (user+sys) it used and its peak memory (max RSS),
+# from wait4's rusage: wrk's CPU per request shows the library's cost even when the 2
+# cores are shared with HAProxy and nginx (throughput alone is bounded by all three).
 CPU_WRAP='import os, subprocess, sys
 p = subprocess.Popen(sys.argv[1:])
 _, _, ru = os.wait4(p.pid, 0)
 sys.stdout.flush()
-print("CPU_SECONDS %.6f" % (ru.ru_utime + ru.ru_stime))'
+print("CPU_SECONDS %.6f" % (ru.ru_utime + ru.ru_stime))
+print("MAXRSS_KB %d" % ru.ru_maxrss)'
 
 # run_wrk LABEL CMD...: appends "label rps avg_latency_ms p99_ms errors non2xx cpu_us_per_req
 # haproxy_lines_per_req" to $TMP/wrk.tsv (the last: did the run go through HAProxy, ~1, or not, 0)
@@ -237,10 +238,11 @@ run_wrk() {
 		/Non-2xx or 3xx responses:/ { non2xx = $5 }
 		/ requests in / { reqs = $1 }
 		/^CPU_SECONDS / { cpu = $2 }
+		/^MAXRSS_KB / { rss = $2 }
 		END {
 			cpr = reqs > 0 ? cpu * 1e6 / reqs : 0
 			hpr = reqs > 0 ? hap / reqs : 0
-			printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\t%.3f\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx, cpr, hpr
+			printf "%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\t%.3f\t%d\n", label, (rps == "" ? 0 : rps), lat, p99, err, non2xx, cpr, hpr, rss
 		}
 	' "$out" >>"$TMP/wrk.tsv"
 	say "  $(tail -n1 "$TMP/wrk.tsv" | awk -F'\t' '{printf "%-12s %10.0f req/s  avg %.3f ms  p99 %.3f ms  wrk cpu %.2f us/req  errors %d  non-2xx %d  haproxy lines/req %.2f", $1, $2, $3, $4, $7, $5, $6, $8}')"
@@ -293,12 +295,12 @@ import json, statistics, sys, time, platform
 tsv, hf, lib, dur, threads, conns, reps, runs, hap_lines = sys.argv[1:]
 rows = {}
 for line in open(tsv):
-    label, rps, lat, p99, err, non2xx, cpr, hpr = line.rstrip("\n").split("\t")
+    label, rps, lat, p99, err, non2xx, cpr, hpr, rss = line.rstrip("\n").split("\t")
     rows.setdefault(label, []).append((float(rps), float(lat), float(p99), int(err), int(non2xx),
-                                       float(cpr), float(hpr)))
+                                       float(cpr), float(hpr), float(rss)))
 
 def med(label, i):
-    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0, 0, 0)]))
+    return statistics.median(r[i] for r in rows.get(label, [(0, 0, 0, 0, 0, 0, 0, 0)]))
 
 def pair_ratio(a, b, i=0):
     ra, rb = rows.get(a, []), rows.get(b, [])
@@ -326,6 +328,8 @@ print("%-58s %12.3f %12.3f %8.3f" % ("    p99 latency ms", med("a_lib", 2), med(
       pair_ratio("a_lib", "a_direct", 2)))
 print("%-58s %12.2f %12.2f %8.3f" % ("    wrk CPU us per request (user+sys)", med("a_lib", 5),
       med("a_direct", 5), pair_ratio("a_lib", "a_direct", 5)))
+print("%-58s %12.0f %12.0f %8.3f" % ("    wrk peak memory KiB (max RSS)", med("a_lib", 7),
+      med("a_direct", 7), pair_ratio("a_lib", "a_direct", 7)))
 print("%-58s %12.0f %12.0f %8.3f" % ("(b) req/s: untracked port :8080, library vs none",
       med("b_lib", 0), med("b_nolib", 0), pair_ratio("b_lib", "b_nolib")))
 print("%-58s %12.3f %12.3f %8.3f" % ("    avg latency ms", med("b_lib", 1), med("b_nolib", 1),
@@ -349,6 +353,8 @@ for base, what in (("e_direct", "(e) https req/s: library vs direct mode (both v
           pair_ratio("e_lib", base, 2)))
     print("%-58s %12.2f %12.2f %8.3f" % ("    wrk CPU us per request (user+sys)", med("e_lib", 5),
           med(base, 5), pair_ratio("e_lib", base, 5)))
+    print("%-58s %12.0f %12.0f %8.3f" % ("    wrk peak memory KiB (max RSS)", med("e_lib", 7),
+          med(base, 7), pair_ratio("e_lib", base, 7)))
 print()
 print("wrk socket errors + non-2xx: a_lib %d, a_direct %d, b_lib %d, b_nolib %d, e_lib %d, "
       "e_direct %d, e_origin %d; HAProxy log lines during wrk: %s"
