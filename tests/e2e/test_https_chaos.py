@@ -1,0 +1,72 @@
+"""https under a failing proxy: the test proxy picks, per connection, one of pass, down
+(reset at accept), error:2 (x-lunar-error) and close (closes after the request) at random.
+Every request of every client must get the origin's answer with its body intact, whether
+it went through the proxy or fell back to the origin over real TLS; the origin must see
+each request once. The cooldown is kept out of the way (failures every time)."""
+import hashlib
+import os
+
+from conftest import PY, REPO, assert_ok
+from test_https import API, TESTPROXY_ENV, testproxy  # noqa: F401
+
+ENV = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="100000")
+
+PYTHON_KEEPALIVE = r"""
+import hashlib, http.client, json, random, ssl, sys
+tag, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+rng = random.Random(5)
+ok, conn = 0, None
+for i in range(n):
+    if conn is None or i % 5 == 0:
+        conn = http.client.HTTPSConnection("api.example.test", context=ctx, timeout=20)
+    body = rng.randbytes(rng.choice([10, 5000, 200000]))
+    conn.request("POST", "%s/py%d" % (tag, i), body=body)
+    r = conn.getresponse()
+    echo = json.loads(r.read())
+    if r.status == 200 and echo["path"] == "%s/py%d" % (tag, i) \
+            and echo["body_sha256"] == hashlib.sha256(body).hexdigest():
+        ok += 1
+    else:
+        print("bad answer to request %d: %s" % (i, r.status), file=sys.stderr)
+print("OK %d" % ok)
+"""
+
+
+def test_https_clients_through_a_randomly_failing_proxy(lab, need_lib, testproxy, tag):  # noqa: F811
+    lab.set_mode("random:7")
+    env = dict(lab.tls_env(), **ENV)
+    failures = []
+
+    res = lab.run([PY, "-c", PYTHON_KEEPALIVE, tag, lab.ca_file, "150"], env=env, timeout=180)
+    assert_ok(res)
+    if "OK 150" not in res.text_out:
+        failures.append("python: " + res.text_out[-200:] + res.text_err[-500:])
+
+    for i in range(40):
+        body = ("curl body %d" % i).encode()
+        res = lab.run(["curl", "-sS", "--cacert", lab.ca_file, "--data-binary", body.decode(),
+                       "https://%s%s/curl%d" % (API, tag, i)], env=env, timeout=30)
+        if res.rc != 0 or hashlib.sha256(body).hexdigest() not in res.text_out:
+            failures.append("curl %d: rc %s %s" % (i, res.rc, res.text_err[-300:]))
+
+    for prog in ("tls_nonblock_epoll", "tls_custom_bio", "tls_gnutls"):
+        for i in range(15):
+            res = lab.run([os.path.join(REPO, "c-tests", "bin", prog), API, "443",
+                           "%s/%s%d" % (tag, prog, i), lab.ca_file], env=env, timeout=30)
+            if res.rc != 0:
+                failures.append("%s %d: rc %s %s" % (prog, i, res.rc, res.text_err[-300:]))
+
+    assert not failures, "\n".join(failures[:10])
+    # each request reached the origin once (forwarded by the proxy, or replayed by us)
+    # (the C programs send a GET and a POST to their path)
+    seen = {}
+    for record in lab.origin_log(contains=tag):
+        key = (record.get("method"), record["path"])
+        seen[key] = seen.get(key, 0) + 1
+    twice = {p: n for p, n in seen.items() if n != 1}
+    assert not twice, "requests executed more than once at the origin: %s" % twice
+    kinds = {r.get("action") for r in lab.testproxy_log() if r.get("kind") == "traffic"}
+    assert {"pass", "error", "close"} <= kinds or len(kinds) >= 3, \
+        "the proxy did not mix its failures: %s" % kinds
+    assert len(seen) == 150 + 40 + 3 * 15 * 2, "the origin saw %d requests" % len(seen)
