@@ -60,6 +60,7 @@ for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll; do
 done
 build_tls tls_gnutls -lgnutls
 build_tls tls_deepbind -ldl
+build_tls tls_deepbind_gnutls -ldl
 
 # The fortified programs must call the _chk symbols (else they test nothing new).
 check_import() { # binary symbol

@@ -120,6 +120,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 unsafe fn writev_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::writev(fd, iov, count) };
+    crate::tls::probe::saw_write(fd);
     let Some(conn) = tracked(fd) else {
         return real();
     };
@@ -154,6 +155,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::sendmsg(fd, msg, flags) };
+    crate::tls::probe::saw_write(fd);
     let Some(conn) = tracked(fd) else {
         return real();
     };

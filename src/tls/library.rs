@@ -101,8 +101,10 @@ pub fn openssl_drivable() -> bool {
         && super::probe::openssl_io_reaches_us()
 }
 
+/// GnuTLS sessions may be made virtual: libgnutls is loaded and its socket I/O reaches our
+/// hooks (`probe`).
 pub fn gnutls_drivable() -> bool {
-    handle(&LIBGNUTLS) != 0
+    handle(&LIBGNUTLS) != 0 && super::probe::gnutls_io_reaches_us()
 }
 
 #[derive(Clone, Copy)]

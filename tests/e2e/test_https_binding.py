@@ -120,12 +120,14 @@ def test_x_lunar_allow_false_moves_https_to_the_origin(lab, need_lib, haproxy_up
     assert "x-lunar-allow: false; moved at first request" in res.text_err
 
 
-def test_openssl_loaded_with_deepbind_is_left_alone(lab, need_lib, haproxy_up, tag):  # noqa: F811
-    """libssl dlopen'ed with RTLD_DEEPBIND before the connect (c-tests/tls_deepbind.c):
-    its socket I/O binds past the library, so the https must not be diverted: the
-    program's own TLS reaches the origin, verified, and the DEBUG line says why."""
-    prog = os.path.join(REPO, "c-tests", "bin", "tls_deepbind")
-    res = lab.run([prog, API, "443", tag, lab.ca_file], debug=True, timeout=30)
+@pytest.mark.parametrize("prog", ["tls_deepbind", "tls_deepbind_gnutls"])
+def test_tls_library_loaded_with_deepbind_is_left_alone(lab, need_lib, haproxy_up, tag, prog):  # noqa: F811
+    """libssl (c-tests/tls_deepbind.c) or libgnutls (tls_deepbind_gnutls.c) dlopen'ed with
+    RTLD_DEEPBIND before the connect: its socket I/O binds past the library, so the https
+    must not be diverted: the program's own TLS reaches the origin, verified, and the
+    DEBUG line says why (each program breaks if the library diverts it)."""
+    res = lab.run([os.path.join(REPO, "c-tests", "bin", prog), API, "443", tag, lab.ca_file],
+                  debug=True, timeout=30)
     assert_ok(res)
     assert_direct_tls(one_echo(res), res, path=tag)
     assert "bypasses this library" in res.text_err, "the DEBUG line names why"

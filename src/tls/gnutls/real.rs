@@ -31,5 +31,7 @@ real_in! { Library::GnuTls;
     fn gnutls_session_set_verify_cert(session: GnutlsSession, host: *const libc::c_char, flags: c_uint) -> (), else ();
     fn gnutls_alpn_set_protocols(session: GnutlsSession, protocols: *const GnutlsDatum, count: c_uint, flags: c_uint) -> c_int, else -1;
     fn gnutls_transport_set_int2(session: GnutlsSession, receive: c_int, send: c_int) -> (), else ();
+    fn gnutls_certificate_allocate_credentials(credentials: *mut *mut c_void) -> c_int, else -1;
+    fn gnutls_certificate_free_credentials(credentials: *mut c_void) -> (), else ();
     fn gnutls_error_is_fatal(error: c_int) -> c_int, else 1;
 }
