@@ -94,6 +94,7 @@ mod tests {
             let addr: SocketAddr = text.parse().unwrap();
             let family = if addr.is_ipv4() { AF_INET } else { AF_INET6 };
             let (storage, len) = to_c(addr, family);
+            // SAFETY: `storage` holds `len` bytes of the address just written.
             let back = unsafe { from_c(&storage as *const _ as *const sockaddr, len) };
             assert_eq!(back, Some(addr));
         }
@@ -103,6 +104,7 @@ mod tests {
     fn v4_on_v6_socket_is_mapped() {
         let addr: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         let (storage, len) = to_c(addr, AF_INET6);
+        // SAFETY: `storage` holds `len` bytes of the address just written.
         let back = unsafe { from_c(&storage as *const _ as *const sockaddr, len) }.unwrap();
         assert!(back.is_ipv6());
         assert_eq!(canonical(back), addr);

@@ -9,6 +9,8 @@
 //! the socket hooks: the program's TLS library calls, answered for sessions on diverted
 //! sockets, whose plaintext then takes the same path as port 80.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod addr;
 pub mod conn;
 pub mod fdtable;

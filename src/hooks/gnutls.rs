@@ -10,11 +10,12 @@ use libc::{c_char, c_int, c_uint, c_void, size_t};
 /// After a fallback the real session on the same socket answers (`$real` with `$session`
 /// rebound to it).
 macro_rules! on_session {
-    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, failed $failed:expr) => {{
+    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, else $failed:expr) => {{
         if !crate::tls::sessions::any() {
             // The path of every program without a virtual session: one load, then the
             // library's own function.
-            return $real;
+            // SAFETY: the program's own arguments, to the library's own function.
+            return unsafe { $real };
         }
         crate::tls::off_the_fast_path(
             move || match crate::tls::gnutls::virtual_session($session) {
@@ -39,7 +40,7 @@ macro_rules! on_session {
 pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
     // SAFETY: the program's own argument, throughout.
     shielded(
-        || tls::handshake(session, || unsafe { real::gnutls_handshake(session) }),
+        || tls::handshake(session, || real::gnutls_handshake(session)),
         || -1,
     )
 }
@@ -54,12 +55,12 @@ pub unsafe extern "C" fn gnutls_record_send(
 ) -> isize {
     on_session!(
         session,
-        unsafe { real::gnutls_record_send(session, data, len) },
+        real::gnutls_record_send(session, data, len),
         |s| {
             // SAFETY: the program gives `len` readable bytes at `data`.
             tls::send(&s, unsafe { std::slice::from_raw_parts(data.cast(), len) })
         },
-        failed - 1
+        else -1
     )
 }
 
@@ -73,14 +74,14 @@ pub unsafe extern "C" fn gnutls_record_recv(
 ) -> isize {
     on_session!(
         session,
-        unsafe { real::gnutls_record_recv(session, data, len) },
+        real::gnutls_record_recv(session, data, len),
         |s| {
             // SAFETY: the program gives `len` writable bytes at `data`.
             tls::recv(&s, unsafe {
                 std::slice::from_raw_parts_mut(data.cast(), len)
             })
         },
-        failed - 1
+        else -1
     )
 }
 
@@ -88,21 +89,21 @@ pub unsafe extern "C" fn gnutls_record_recv(
 /// As gnutls_record_check_pending(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_record_check_pending(session: GnutlsSession) -> size_t {
-    on_session!(session, unsafe { real::gnutls_record_check_pending(session) }, |_s| 0, failed 0)
+    on_session!(session, real::gnutls_record_check_pending(session), |_s| 0, else 0)
 }
 
 /// # Safety
 /// As gnutls_record_get_direction(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_record_get_direction(session: GnutlsSession) -> c_int {
-    on_session!(session, unsafe { real::gnutls_record_get_direction(session) }, |s| tls::direction(&s), failed 0)
+    on_session!(session, real::gnutls_record_get_direction(session), |s| tls::direction(&s), else 0)
 }
 
 /// # Safety
 /// As gnutls_bye(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int {
-    on_session!(session, unsafe { real::gnutls_bye(session, how) }, |_s| 0, failed 0)
+    on_session!(session, real::gnutls_bye(session, how), |_s| 0, else 0)
 }
 
 /// # Safety
@@ -125,9 +126,9 @@ pub unsafe extern "C" fn gnutls_certificate_verify_peers2(
 ) -> c_int {
     on_session!(
         session,
-        unsafe { real::gnutls_certificate_verify_peers2(session, status) },
+        real::gnutls_certificate_verify_peers2(session, status),
         |_s| verified(status),
-        failed - 1
+        else -1
     )
 }
 
@@ -141,9 +142,9 @@ pub unsafe extern "C" fn gnutls_certificate_verify_peers3(
 ) -> c_int {
     on_session!(
         session,
-        unsafe { real::gnutls_certificate_verify_peers3(session, host, status) },
+        real::gnutls_certificate_verify_peers3(session, host, status),
         |_s| verified(status),
-        failed - 1
+        else -1
     )
 }
 
@@ -162,14 +163,15 @@ pub unsafe extern "C" fn gnutls_certificate_get_peers(
     session: GnutlsSession,
     count: *mut c_uint,
 ) -> *const GnutlsDatum {
-    on_session!(session, unsafe { real::gnutls_certificate_get_peers(session, count) }, |s| unsafe { tls::peers(&s, count) }, failed std::ptr::null())
+    // SAFETY: the program's live session.
+    on_session!(session, real::gnutls_certificate_get_peers(session, count), |s| unsafe { tls::peers(&s, count) }, else std::ptr::null())
 }
 
 /// # Safety
 /// As gnutls_certificate_type_get(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_certificate_type_get(session: GnutlsSession) -> c_int {
-    on_session!(session, unsafe { real::gnutls_certificate_type_get(session) }, |_s| tls::GNUTLS_CRT_X509, failed 0)
+    on_session!(session, real::gnutls_certificate_type_get(session), |_s| tls::GNUTLS_CRT_X509, else 0)
 }
 
 /// # Safety
@@ -181,9 +183,9 @@ pub unsafe extern "C" fn gnutls_alpn_get_selected_protocol(
 ) -> c_int {
     on_session!(
         session,
-        unsafe { real::gnutls_alpn_get_selected_protocol(session, protocol) },
+        real::gnutls_alpn_get_selected_protocol(session, protocol),
         |_s| tls::GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE,
-        failed - 1
+        else -1
     )
 }
 
@@ -191,5 +193,5 @@ pub unsafe extern "C" fn gnutls_alpn_get_selected_protocol(
 /// As gnutls_session_is_resumed(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_session_is_resumed(session: GnutlsSession) -> c_int {
-    on_session!(session, unsafe { real::gnutls_session_is_resumed(session) }, |_s| 0, failed 0)
+    on_session!(session, real::gnutls_session_is_resumed(session), |_s| 0, else 0)
 }

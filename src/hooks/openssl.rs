@@ -17,20 +17,23 @@ type X509 = *mut c_void;
 /// After a fallback the real session on the same socket answers (`$real` with `$ssl`
 /// rebound to it).
 macro_rules! on_session {
-    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, failed $failed:expr) => {{
+    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, else $failed:expr) => {{
         if !crate::tls::sessions::any() {
             // The path of every program without a virtual session: one load, then the
             // library's own function.
-            return $real;
+            // SAFETY: the program's own arguments, to the library's own function.
+            return unsafe { $real };
         }
         crate::tls::off_the_fast_path(move || match crate::tls::openssl::virtual_session($ssl) {
-            None => $real,
+            // SAFETY: as above.
+            None => unsafe { $real },
             Some($session) => match tls::fallback(&$session) {
                 Some(fallback) => {
                     let _inside = crate::guard::Reentry::enter();
                     #[allow(unused_variables)]
                     let $ssl = fallback;
-                    $real
+                    // SAFETY: the program's arguments, with our live real session.
+                    unsafe { $real }
                 }
                 None => shielded(|| $virtual, || $failed),
             },
@@ -43,10 +46,7 @@ macro_rules! on_session {
 #[no_mangle]
 pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
     // SAFETY: the program's own argument, throughout.
-    shielded(
-        || tls::handshake(ssl, || unsafe { real::SSL_connect(ssl) }),
-        || -1,
-    )
+    shielded(|| tls::handshake(ssl, || real::SSL_connect(ssl)), || -1)
 }
 
 /// # Safety
@@ -55,7 +55,7 @@ pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
 pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
     // SAFETY: the program's own argument, throughout.
     shielded(
-        || tls::handshake(ssl, || unsafe { real::SSL_do_handshake(ssl) }),
+        || tls::handshake(ssl, || real::SSL_do_handshake(ssl)),
         || -1,
     )
 }
@@ -66,13 +66,14 @@ pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
 pub unsafe extern "C" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
-        unsafe { real::SSL_read(ssl, buf, num) },
+        real::SSL_read(ssl, buf, num),
         |session| {
             // SAFETY: the program gives `num` writable bytes at `buf`.
             let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num.max(0) as usize) };
+            // SAFETY: the program's live session.
             classic_result(unsafe { tls::read(&session, ssl, out, false) })
         },
-        failed - 1
+        else -1
     )
 }
 
@@ -85,11 +86,12 @@ pub unsafe extern "C" fn SSL_read_ex(
     num: size_t,
     read: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_read_ex(ssl, buf, num, read) }, |session| {
+    on_session!(ssl, real::SSL_read_ex(ssl, buf, num, read), |session| {
         // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
         let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
+        // SAFETY: the program's live session.
         ex_result(unsafe { tls::read(&session, ssl, out, false) }, read)
-    }, failed 0)
+    }, else 0)
 }
 
 /// # Safety
@@ -98,13 +100,14 @@ pub unsafe extern "C" fn SSL_read_ex(
 pub unsafe extern "C" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
-        unsafe { real::SSL_peek(ssl, buf, num) },
+        real::SSL_peek(ssl, buf, num),
         |session| {
             // SAFETY: the program gives `num` writable bytes at `buf`.
             let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num.max(0) as usize) };
+            // SAFETY: the program's live session.
             classic_result(unsafe { tls::read(&session, ssl, out, true) })
         },
-        failed - 1
+        else -1
     )
 }
 
@@ -117,11 +120,12 @@ pub unsafe extern "C" fn SSL_peek_ex(
     num: size_t,
     read: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_peek_ex(ssl, buf, num, read) }, |session| {
+    on_session!(ssl, real::SSL_peek_ex(ssl, buf, num, read), |session| {
         // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
         let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
+        // SAFETY: the program's live session.
         ex_result(unsafe { tls::read(&session, ssl, out, true) }, read)
-    }, failed 0)
+    }, else 0)
 }
 
 /// # Safety
@@ -130,13 +134,14 @@ pub unsafe extern "C" fn SSL_peek_ex(
 pub unsafe extern "C" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
-        unsafe { real::SSL_write(ssl, buf, num) },
+        real::SSL_write(ssl, buf, num),
         |session| {
             // SAFETY: the program gives `num` readable bytes at `buf`.
             let input = unsafe { std::slice::from_raw_parts(buf.cast(), num.max(0) as usize) };
+            // SAFETY: the program's live session.
             unsafe { tls::write(&session, ssl, input) }.map_or(-1, |n| n as c_int)
         },
-        failed - 1
+        else -1
     )
 }
 
@@ -149,11 +154,12 @@ pub unsafe extern "C" fn SSL_write_ex(
     num: size_t,
     written: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_write_ex(ssl, buf, num, written) }, |session| {
+    on_session!(ssl, real::SSL_write_ex(ssl, buf, num, written), |session| {
         // SAFETY: the program gives `num` readable bytes at `buf`, and `written`.
         let input = unsafe { std::slice::from_raw_parts(buf.cast(), num) };
+        // SAFETY: the program's live session.
         ex_result(unsafe { tls::write(&session, ssl, input) }, written)
-    }, failed 0)
+    }, else 0)
 }
 
 /// The SSL_read convention: the count, 0 for a clean close (some wrappers, Net::SSLeay
@@ -180,21 +186,21 @@ fn ex_result(result: Result<usize, c_int>, count: *mut size_t) -> c_int {
 /// As SSL_get_error(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_get_error(ssl, ret) }, |session| tls::last_error(&session, ret), failed 5)
+    on_session!(ssl, real::SSL_get_error(ssl, ret), |session| tls::last_error(&session, ret), else 5)
 }
 
 /// # Safety
 /// As SSL_pending(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_pending(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_pending(ssl) }, |session| tls::pending(&session), failed 0)
+    on_session!(ssl, real::SSL_pending(ssl), |session| tls::pending(&session), else 0)
 }
 
 /// # Safety
 /// As SSL_has_pending(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_has_pending(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_has_pending(ssl) }, |session| (tls::pending(&session) > 0) as c_int, failed 0)
+    on_session!(ssl, real::SSL_has_pending(ssl), |session| (tls::pending(&session) > 0) as c_int, else 0)
 }
 
 /// # Safety
@@ -203,9 +209,9 @@ pub unsafe extern "C" fn SSL_has_pending(ssl: Ssl) -> c_int {
 pub unsafe extern "C" fn SSL_shutdown(ssl: Ssl) -> c_int {
     on_session!(
         ssl,
-        unsafe { real::SSL_shutdown(ssl) },
+        real::SSL_shutdown(ssl),
         |session| tls::shutdown(&session),
-        failed - 1
+        else -1
     )
 }
 
@@ -213,7 +219,7 @@ pub unsafe extern "C" fn SSL_shutdown(ssl: Ssl) -> c_int {
 /// As SSL_get_shutdown(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_shutdown(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_get_shutdown(ssl) }, |session| tls::shutdown_state(&session), failed 0)
+    on_session!(ssl, real::SSL_get_shutdown(ssl), |session| tls::shutdown_state(&session), else 0)
 }
 
 /// # Safety
@@ -231,35 +237,35 @@ pub unsafe extern "C" fn SSL_free(ssl: Ssl) {
 /// As SSL_is_init_finished(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_is_init_finished(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_is_init_finished(ssl) }, |_session| 1, failed 0)
+    on_session!(ssl, real::SSL_is_init_finished(ssl), |_session| 1, else 0)
 }
 
 /// # Safety
 /// As SSL_in_init(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_in_init(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_in_init(ssl) }, |_session| 0, failed 1)
+    on_session!(ssl, real::SSL_in_init(ssl), |_session| 0, else 1)
 }
 
 /// # Safety
 /// As SSL_in_before(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_in_before(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_in_before(ssl) }, |_session| 0, failed 1)
+    on_session!(ssl, real::SSL_in_before(ssl), |_session| 0, else 1)
 }
 
 /// # Safety
 /// As SSL_get_state(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_state(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_get_state(ssl) }, |_session| tls::finished_state(), failed 0)
+    on_session!(ssl, real::SSL_get_state(ssl), |_session| tls::finished_state(), else 0)
 }
 
 /// # Safety
 /// As SSL_get_verify_result(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
-    on_session!(ssl, unsafe { real::SSL_get_verify_result(ssl) }, |_session| tls::verify_ok(), failed 1)
+    on_session!(ssl, real::SSL_get_verify_result(ssl), |_session| tls::verify_ok(), else 1)
 }
 
 /// # Safety
@@ -268,7 +274,7 @@ pub unsafe extern "C" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
 pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, len: *mut c_uint) {
     on_session!(
         ssl,
-        unsafe { real::SSL_get0_alpn_selected(ssl, data, len) },
+        real::SSL_get0_alpn_selected(ssl, data, len),
         |_session| {
             // No ALPN: every client then speaks HTTP/1.1, which the proxy and our engine read.
             // SAFETY: the program's out-parameters.
@@ -281,7 +287,7 @@ pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, 
                 }
             }
         },
-        failed()
+        else ()
     )
 }
 
@@ -289,35 +295,36 @@ pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, 
 /// As SSL_get1_peer_certificate(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get1_peer_certificate(ssl: Ssl) -> X509 {
-    on_session!(ssl, unsafe { real::SSL_get1_peer_certificate(ssl) }, |session| tls::new_peer_certificate(&session), failed std::ptr::null_mut())
+    on_session!(ssl, real::SSL_get1_peer_certificate(ssl), |session| tls::new_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_peer_certificate(3) (OpenSSL 1.1).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_peer_certificate(ssl: Ssl) -> X509 {
-    on_session!(ssl, unsafe { real::SSL_get_peer_certificate(ssl) }, |session| tls::new_peer_certificate(&session), failed std::ptr::null_mut())
+    on_session!(ssl, real::SSL_get_peer_certificate(ssl), |session| tls::new_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get0_peer_certificate(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get0_peer_certificate(ssl: Ssl) -> X509 {
-    on_session!(ssl, unsafe { real::SSL_get0_peer_certificate(ssl) }, |session| tls::kept_peer_certificate(&session), failed std::ptr::null_mut())
+    on_session!(ssl, real::SSL_get0_peer_certificate(ssl), |session| tls::kept_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_peer_cert_chain(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void {
-    on_session!(ssl, unsafe { real::SSL_get_peer_cert_chain(ssl) }, |_session| std::ptr::null_mut(), failed std::ptr::null_mut())
+    on_session!(ssl, real::SSL_get_peer_cert_chain(ssl), |_session| std::ptr::null_mut(), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_current_cipher(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void {
-    on_session!(ssl, unsafe { real::SSL_get_current_cipher(ssl) }, |_session| unsafe { tls::nominal_cipher(ssl) }, failed std::ptr::null())
+    // SAFETY: the program's live session.
+    on_session!(ssl, real::SSL_get_current_cipher(ssl), |_session| unsafe { tls::nominal_cipher(ssl) }, else std::ptr::null())
 }
 
 /// # Safety
@@ -339,5 +346,5 @@ pub unsafe extern "C" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void 
 /// As SSL_session_reused(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_session_reused(ssl: Ssl) -> c_int {
-    on_session!(ssl, unsafe { real::SSL_session_reused(ssl) }, |_session| 0, failed 0)
+    on_session!(ssl, real::SSL_session_reused(ssl), |_session| 0, else 0)
 }

@@ -224,7 +224,9 @@ unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> 
     unsafe { scan_pollfds(fds, count) };
     wait_until_shown(Deadline::after_ms(timeout), |deadline| {
         let left = deadline.map_or(timeout, Deadline::left_ms);
+        // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::poll(fds, count, left) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_pollfds(fds, count, ready) })
     })
 }
@@ -244,10 +246,13 @@ pub unsafe extern "C" fn ppoll(
     }
     // SAFETY: the program's own arguments, throughout.
     unsafe { scan_pollfds(fds, count) };
+    // SAFETY: the program's own arguments, as its wait call gave them.
     wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
         let left = deadline.and_then(Deadline::left);
         let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+        // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_pollfds(fds, count, ready) })
     })
 }
@@ -309,7 +314,9 @@ pub unsafe extern "C" fn epoll_pwait(
     // SAFETY: the program's own arguments, throughout.
     wait_until_shown(Deadline::after_ms(timeout), |deadline| {
         let left = deadline.map_or(timeout, Deadline::left_ms);
+        // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::epoll_pwait(epoll, events, max, left, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_epoll_events(epoll, events, ready) })
     })
 }
@@ -332,7 +339,9 @@ pub unsafe extern "C" fn epoll_pwait2(
     wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
         let left = deadline.and_then(Deadline::left);
         let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+        // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_epoll_events(epoll, events, ready) })
     })
 }

@@ -76,11 +76,12 @@ pub fn can_take_over(fd: libc::c_int) -> bool {
 /// program's next TLS call reports it (a verification failure as its own library would).
 pub fn take_over(fd: libc::c_int, replay: &[u8]) -> Result<(), libc::c_int> {
     match sessions::find_by_fd(fd) {
-        // SAFETY: a session is in the table only while the program's own lives.
         Some((key, session)) => match session.kind {
+            // SAFETY: a session is in the table only while the program's own lives.
             sessions::Kind::OpenSsl => unsafe {
                 openssl::take_over(key as openssl::Ssl, &session, replay)
             },
+            // SAFETY: a session is in the table only while the program's own lives.
             sessions::Kind::GnuTls => unsafe {
                 gnutls::take_over(key as gnutls::GnutlsSession, &session, replay)
             },

@@ -145,10 +145,7 @@ fn drive(
             libc::POLLIN
         };
         // SAFETY: as above.
-        wait_for(
-            unsafe { real::gnutls_transport_get_int(session) },
-            events,
-            deadline,
-        )?;
+        let fd = unsafe { real::gnutls_transport_get_int(session) };
+        wait_for(fd, events, deadline)?;
     }
 }
