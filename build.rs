@@ -42,6 +42,7 @@ const HOOKED: &[&str] = &[
     "epoll_pwait",
     "epoll_pwait2",
     "socketpair",
+    "shutdown",
     "syscall",
 ];
 

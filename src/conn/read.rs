@@ -142,6 +142,18 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     proxy_lost_under_read(conn, fd, true)
 }
 
+/// The program's `shutdown` of diverted `fd` failed with ENOTCONN: the proxy reset the
+/// connection after the request was written (or before). The failure is handled here, in
+/// the program's thread (a replay is sent before the half-close that follows, so it must
+/// not be left to a background thread); true when the program's shutdown should be made
+/// again, on the new connection.
+pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
+    if conn.is_passthrough() || !conn.is_diverted() || conn.is_https() {
+        return false;
+    }
+    proxy_lost_under_read(conn, fd, false)
+}
+
 fn unread_bytes(fd: c_int) -> c_int {
     let mut count: c_int = 0;
     // SAFETY: FIONREAD writes one int.

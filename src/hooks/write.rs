@@ -201,3 +201,50 @@ unsafe fn program_bytes<'a>(buf: *const c_void, len: size_t) -> &'a [u8] {
     // SAFETY: the caller's contract.
     unsafe { std::slice::from_raw_parts(buf as *const u8, len) }
 }
+
+/// # Safety
+/// As shutdown(2).
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { shutdown_tracked(fd, how) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::shutdown(fd, how) }
+}
+
+/// A program that half-closes after its request (`shutdown(SHUT_WR)`) can meet a proxy
+/// that already reset the connection: ENOTCONN. That is the proxy failing, hidden as a
+/// read would hide it; the shutdown is then made on the new connection.
+///
+/// # Safety
+/// As `shutdown`.
+#[cold]
+#[inline(never)]
+unsafe fn shutdown_tracked(fd: c_int, how: c_int) -> c_int {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::shutdown(fd, how) } as isize;
+    let result = real();
+    if result == 0 || sys::errno() != libc::ENOTCONN {
+        return result as c_int;
+    }
+    let Some(conn) = tracked(fd) else {
+        return result as c_int;
+    };
+    let again = on_tracked(
+        || {
+            if conn::proxy_lost_under_shutdown(&conn, fd) {
+                real()
+            } else {
+                sys::set_errno(libc::ENOTCONN);
+                -1
+            }
+        },
+        || {
+            sys::set_errno(libc::ENOTCONN);
+            -1
+        },
+    );
+    again as c_int
+}

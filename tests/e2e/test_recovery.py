@@ -712,6 +712,37 @@ def test_proxy_reset_seen_by_err_hup_fatal_event_loop(lab, need_lib, tag, testpr
     assert_direct(one_echo(res), res, origin=API, path=tag)
 
 
+SHUTDOWN_AFTER_RESET = r"""
+import socket, sys, time
+tag = sys.argv[1]
+s = socket.create_connection(("api.example.test", 80), timeout=20)
+s.sendall(("GET %s HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n" % tag).encode())
+time.sleep(0.3)  # the proxy has read the request and reset the connection by now
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, body = data.partition(b"\r\n\r\n")
+assert head.startswith(b"HTTP/1.1 200"), head
+sys.stdout.buffer.write(body)
+"""
+
+
+def test_proxy_reset_before_the_programs_half_close(lab, need_lib, tag, testproxy):
+    """The program writes its request, then half-closes (shutdown SHUT_WR) after the
+    proxy has reset the connection: without the library's help shutdown fails with
+    ENOTCONN. It must succeed, on the connection to the origin, which answers."""
+    testproxy.set_mode("reset")
+    res = lab.run([PY, "-c", SHUTDOWN_AFTER_RESET, tag], env=TESTPROXY_ENV, debug=True, timeout=20)
+    assert [r["action"] for r in traffic(lab, tag)] == ["reset"], \
+        "the proxy must have got (and reset) the request\n" + describe(res)
+    assert_ok(res)
+    assert_direct(one_echo(res), res, origin=API, path=tag)
+
+
 # ---- a proxy reset racing a multi-threaded client's own reader --------------------------------
 
 def test_java_httpclient_posts_through_a_proxy_resetting_at_accept(lab, java_classes, tmp_path, need_lib,
