@@ -49,6 +49,7 @@ build_tls() { # name library-flags...
 	shift
 	if [[ -x "$out" && "$out" -nt "$here/$name.c" && "$out" -nt "$here/common.h" &&
 		"$out" -nt "$here/tls_common.h" && "$out" -nt "$here/tls_openssl.h" &&
+		"$out" -nt "$here/deepbind_common.h" &&
 		"$out" -nt "$here/build.sh" ]]; then
 		return
 	fi

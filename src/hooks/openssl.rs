@@ -258,14 +258,14 @@ pub unsafe extern "C" fn SSL_in_before(ssl: Ssl) -> c_int {
 /// As SSL_get_state(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_state(ssl: Ssl) -> c_int {
-    on_session!(ssl, real::SSL_get_state(ssl), |_session| tls::finished_state(), else 0)
+    on_session!(ssl, real::SSL_get_state(ssl), |_session| tls::TLS_ST_OK, else 0)
 }
 
 /// # Safety
 /// As SSL_get_verify_result(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
-    on_session!(ssl, real::SSL_get_verify_result(ssl), |_session| tls::verify_ok(), else 1)
+    on_session!(ssl, real::SSL_get_verify_result(ssl), |_session| tls::X509_V_OK, else 1)
 }
 
 /// # Safety

@@ -205,6 +205,30 @@ fn wait_until_shown(
     }
 }
 
+/// `wait_until_shown` for calls whose timeout is in milliseconds (negative: forever);
+/// `wait` gets the timeout to pass on, the program's own the first time.
+fn wait_until_shown_ms(timeout: c_int, mut wait: impl FnMut(c_int) -> (c_int, c_int)) -> c_int {
+    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
+        wait(deadline.map_or(timeout, Deadline::left_ms))
+    })
+}
+
+/// The same for calls whose timeout is a timespec (null: forever).
+///
+/// # Safety
+/// `timeout` is null or points to a timespec.
+unsafe fn wait_until_shown_timespec(
+    timeout: *const timespec,
+    mut wait: impl FnMut(*const timespec) -> (c_int, c_int),
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let deadline = unsafe { Deadline::after(timeout) };
+    wait_until_shown(deadline, |deadline| match deadline.map(Deadline::left) {
+        None => wait(timeout),
+        Some(left) => wait(left.as_ref().map_or(std::ptr::null(), |t| t)),
+    })
+}
+
 /// # Safety
 /// As poll(2).
 #[no_mangle]
@@ -222,10 +246,9 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -
 unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe { scan_pollfds(fds, count) };
-    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
-        let left = deadline.map_or(timeout, Deadline::left_ms);
+    wait_until_shown_ms(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::poll(fds, count, left) };
+        let ready = unsafe { sys::poll(fds, count, timeout) };
         // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_pollfds(fds, count, ready) })
     })
@@ -247,9 +270,7 @@ pub unsafe extern "C" fn ppoll(
     // SAFETY: the program's own arguments, throughout.
     unsafe { scan_pollfds(fds, count) };
     // SAFETY: the program's own arguments, as its wait call gave them.
-    wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
-        let left = deadline.and_then(Deadline::left);
-        let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+    wait_until_shown_timespec(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
         // SAFETY: the program's own arguments, as its wait call gave them.
@@ -312,10 +333,9 @@ pub unsafe extern "C" fn epoll_pwait(
         return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
     }
     // SAFETY: the program's own arguments, throughout.
-    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
-        let left = deadline.map_or(timeout, Deadline::left_ms);
+    wait_until_shown_ms(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::epoll_pwait(epoll, events, max, left, mask) };
+        let ready = unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
         // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_epoll_events(epoll, events, ready) })
     })
@@ -336,9 +356,7 @@ pub unsafe extern "C" fn epoll_pwait2(
         return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
     }
     // SAFETY: the program's own arguments, throughout.
-    wait_until_shown(unsafe { Deadline::after(timeout) }, |deadline| {
-        let left = deadline.and_then(Deadline::left);
-        let timeout = deadline.map_or(timeout, |_| left.as_ref().map_or(std::ptr::null(), |t| t));
+    wait_until_shown_timespec(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
         // SAFETY: the program's own arguments, as its wait call gave them.

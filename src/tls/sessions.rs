@@ -48,6 +48,31 @@ pub struct State {
     pub fallback_failed: bool,
 }
 
+impl Session {
+    /// Records how a fallback's setup ended: `real_session` serves the program's calls
+    /// from now on, or the failure is the program's to see at its next call. Returns
+    /// whether the fallback is up; on failure the caller frees `real_session`.
+    pub fn fallback_ended(&self, real_session: usize, up: bool) -> bool {
+        let mut state = self.state.lock();
+        state.fallback_starting = 0;
+        if up {
+            log::debug!(
+                "https: fallback session to the origin up on fd {} ({})",
+                self.fd,
+                self.host
+            );
+            state.fallback = real_session;
+        } else {
+            log::warn!(
+                "https fallback to {} failed (the program sees its TLS library's error)",
+                self.host
+            );
+            state.fallback_failed = true;
+        }
+        up
+    }
+}
+
 /// Something made for the program that must live as long as the session.
 pub enum Owned {
     Der(Box<[u8]>),

@@ -97,29 +97,12 @@ pub unsafe fn take_over(
             Ok(0)
         })
     };
-    let mut state = session.state.lock();
-    match outcome {
-        Ok(_) => {
-            log::debug!(
-                "https: fallback session to the origin up on fd {} ({})",
-                session.fd,
-                session.host
-            );
-            state.fallback = real_session as usize;
-            Ok(())
-        }
-        Err(errno) => {
-            log::warn!(
-                "https fallback to {} failed (the program sees its TLS library's error)",
-                session.host
-            );
-            state.fallback_failed = true;
-            drop(state);
-            // SAFETY: ours, never handed out.
-            unsafe { real::gnutls_deinit(real_session) };
-            Err(errno)
-        }
+    if session.fallback_ended(real_session as usize, outcome.is_ok()) {
+        return Ok(());
     }
+    // SAFETY: ours, never handed out.
+    unsafe { real::gnutls_deinit(real_session) };
+    outcome.map(|_| ())
 }
 
 /// Repeats a GnuTLS call until it returns a count (>= 0), waiting for the socket while it

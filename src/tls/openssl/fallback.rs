@@ -131,31 +131,13 @@ pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<()
         }
         Ok(())
     });
-    let mut state = session.state.lock();
-    state.fallback_starting = 0;
-    match outcome {
-        Ok(()) => {
-            log::debug!(
-                "https: fallback session to the origin up on fd {} ({})",
-                session.fd,
-                session.host
-            );
-            state.fallback = real_ssl as usize;
-            Ok(())
-        }
-        Err(errno) => {
-            log::warn!(
-                "https fallback to {} failed (the program sees its TLS library's error)",
-                session.host
-            );
-            state.fallback_failed = true;
-            state.last_error = SSL_ERROR_SSL;
-            drop(state);
-            // SAFETY: ours, never handed out.
-            unsafe { real::SSL_free(real_ssl) };
-            Err(errno)
-        }
+    if session.fallback_ended(real_ssl as usize, outcome.is_ok()) {
+        return Ok(());
     }
+    session.state.lock().last_error = SSL_ERROR_SSL;
+    // SAFETY: ours, never handed out.
+    unsafe { real::SSL_free(real_ssl) };
+    outcome
 }
 
 /// Repeats an OpenSSL call that returns 1 on success until it succeeds, waiting for the

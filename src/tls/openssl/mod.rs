@@ -35,9 +35,9 @@ const TLSEXT_NAMETYPE_HOST_NAME: c_int = 0;
 const BIO_FLAGS_READ: c_int = 1;
 const BIO_FLAGS_WRITE: c_int = 2;
 const BIO_FLAGS_SHOULD_RETRY: c_int = 8;
-const X509_V_OK: c_long = 0;
+pub const X509_V_OK: c_long = 0;
 /// `TLS_ST_OK`: what `SSL_get_state` says once a handshake is done.
-const TLS_ST_OK: c_int = 1;
+pub const TLS_ST_OK: c_int = 1;
 
 /// The virtual session behind `ssl`, if it is one.
 #[inline]
@@ -272,14 +272,6 @@ pub fn shutdown(session: &Session) -> c_int {
 
 pub fn shutdown_state(session: &Session) -> c_int {
     session.state.lock().shutdown
-}
-
-pub const fn finished_state() -> c_int {
-    TLS_ST_OK
-}
-
-pub const fn verify_ok() -> c_long {
-    X509_V_OK
 }
 
 /// A cipher for programs that print or inspect it (Ruby's `cipher` must not be nil): TLS
