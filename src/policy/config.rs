@@ -18,6 +18,11 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 /// sending it again; 1 MiB covers nearly every API call (JSON bodies, small uploads) while
 /// bounding memory per connection. Larger requests are still proxied, just not replayable.
 pub const DEFAULT_REPLAY_MAX_BYTES: u64 = 1024 * 1024;
+/// The proxy's retry protocol is bounded: a client waiting longer than a minute for one
+/// answer has usually given up already, and ten rounds cover any sane rate-limit policy.
+/// Past either bound the proxy's own answer is passed on (see `conn::responses`).
+pub const DEFAULT_RETRY_MAX_DELAY_SECS: u64 = 60;
+pub const DEFAULT_RETRY_MAX_ATTEMPTS: u64 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyAddress {
@@ -51,6 +56,10 @@ pub struct Config {
     pub cooldown_secs: u64,
     pub connect_timeout_ms: u64,
     pub replay_max_bytes: usize,
+    /// Longest `x-lunar-retry-after` honoured, seconds.
+    pub retry_max_delay_secs: u64,
+    /// Most retries of one request the proxy may ask for.
+    pub retry_max_attempts: u32,
     pub intercept_ports: Vec<u16>,
     pub log_level: LogLevel,
 }
@@ -132,6 +141,20 @@ pub fn parse(
         1 << 32,
         warn,
     ) as usize;
+    let retry_max_delay_secs = number(
+        "LUNAR_RETRY_MAX_DELAY_SEC",
+        DEFAULT_RETRY_MAX_DELAY_SECS,
+        0,
+        86_400,
+        warn,
+    );
+    let retry_max_attempts = number(
+        "LUNAR_RETRY_MAX_ATTEMPTS",
+        DEFAULT_RETRY_MAX_ATTEMPTS,
+        0,
+        1000,
+        warn,
+    ) as u32;
     let proxy_tls = match lookup("LUNAR_PROXY_SUPPORT_TLS").as_deref().map(str::trim) {
         None | Some("0") | Some("") => false,
         Some("1") => true,
@@ -196,6 +219,8 @@ pub fn parse(
         cooldown_secs,
         connect_timeout_ms,
         replay_max_bytes,
+        retry_max_delay_secs,
+        retry_max_attempts,
         intercept_ports,
         log_level,
     };
