@@ -38,6 +38,7 @@ build fd_reuse_close fd_reuse.c
 build fd_reuse_syscall fd_reuse.c -DCLOSE_SYSCALL
 build fd_reuse_close_range fd_reuse.c -DCLOSE_RANGE
 build fd_reuse_dup2 fd_reuse.c -DCLOSE_NONE
+build high_fd high_fd.c
 build fort_read fortified.c -DFORT_READ
 build fort_recv fortified.c -DFORT_RECV
 build fort_recvfrom fortified.c -DFORT_RECVFROM

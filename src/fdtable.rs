@@ -5,6 +5,13 @@
 //! tracked. A slot, once allocated for an fd number, lives for the life of the process (fd
 //! numbers are few and reused), so a pointer read from the table never dangles; the
 //! connection it holds is reference-counted, since `dup` makes two fds share one.
+//!
+//! Every fd number a process can have is covered. The first 65536 are in that static
+//! array (the one-load fast path); the numbers above (a raised RLIMIT_NOFILE, a `dup2` to
+//! a high number) are in chunks of the same size, mapped on demand and found through a
+//! second static array, so a program that never tracks a high fd pays nothing for them
+//! (one load tells). Linux keeps fd numbers below 2^31
+//! (`fs.nr_open` is at most `INT_MAX`), which bounds the second array.
 
 use crate::conn::Conn;
 use crate::sync::SpinLock;
@@ -12,17 +19,36 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Fds at or above this are never tracked (their connections go direct, untouched). Covers
-/// the default soft limit (1024) and most raised ones; the table is zero pages until used.
-pub const MAX_TRACKED_FD: usize = 1 << 16;
+/// 2^16 slots per chunk; 2^10 in test builds with the `small-fd-table` feature, so that a
+/// test reaches the second level with a few thousand fds.
+const CHUNK_BITS: u32 = if cfg!(feature = "small-fd-table") {
+    10
+} else {
+    16
+};
+/// Slots in the static first chunk, and in every chunk mapped later.
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// No fd number reaches this (Linux: `fs.nr_open` <= INT_MAX).
+const FD_LIMIT: usize = 1 << 31;
+const CHUNKS: usize = FD_LIMIT / CHUNK;
 
 struct Slot {
     tracked: AtomicBool,
     conn: SpinLock<Option<Arc<Conn>>>,
 }
 
-static SLOTS: [AtomicPtr<Slot>; MAX_TRACKED_FD] =
-    [const { AtomicPtr::new(null_mut()) }; MAX_TRACKED_FD];
+type Chunk = [AtomicPtr<Slot>; CHUNK];
+
+/// Slots of fds 0..65536 (the first chunk): zero pages until used.
+static LOW: Chunk = [const { AtomicPtr::new(null_mut()) }; CHUNK];
+
+/// Chunk `n` holds the slots of fds `n * CHUNK ..`; entry 0 stays null (that is `LOW`).
+/// 256 KiB of zero pages until a high fd is tracked.
+static HIGH: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
+
+/// Set once any chunk of `HIGH` exists: until then an fd beyond `LOW` is known untracked
+/// by this one load.
+static ANY_HIGH: AtomicBool = AtomicBool::new(false);
 
 /// How many fds are tracked now: calls that take many fds at once (poll, select) look
 /// at them only when this is not zero.
@@ -32,16 +58,63 @@ pub fn any_tracked() -> bool {
     TRACKED_COUNT.load(Ordering::Acquire) != 0
 }
 
+/// The table cell of `fd`, if its chunk exists.
+fn cell(fd: i32) -> Option<&'static AtomicPtr<Slot>> {
+    let index = usize::try_from(fd).ok()?;
+    if let Some(cell) = LOW.get(index) {
+        return Some(cell);
+    }
+    let chunk = HIGH.get(index >> CHUNK_BITS)?.load(Ordering::Acquire);
+    // SAFETY: non-null chunks are mappings of a whole `Chunk` that are never unmapped.
+    let chunk = unsafe { chunk.as_ref() }?;
+    Some(&chunk[index & (CHUNK - 1)])
+}
+
+/// The table cell of `fd`, mapping its chunk if needed; `None` for a negative fd or when
+/// no memory can be had.
+fn cell_or_new(fd: i32) -> Option<&'static AtomicPtr<Slot>> {
+    if let Some(cell) = cell(fd) {
+        return Some(cell);
+    }
+    let index = usize::try_from(fd).ok()?;
+    let entry = HIGH.get(index >> CHUNK_BITS)?;
+    let fresh = map_chunk()?;
+    match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => ANY_HIGH.store(true, Ordering::Release),
+        // SAFETY: `fresh` is our own mapping, never shared; another thread mapped first.
+        Err(_) => unsafe {
+            libc::munmap(fresh.cast(), std::mem::size_of::<Chunk>());
+        },
+    }
+    cell(fd)
+}
+
+/// A zeroed chunk (every slot null) of its own anonymous mapping: no page is touched until
+/// a slot is stored, and the allocator is not involved (it could be the program's).
+fn map_chunk() -> Option<*mut Chunk> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let address = unsafe {
+        libc::mmap(
+            null_mut(),
+            std::mem::size_of::<Chunk>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    // Zero bytes are null pointers, and AtomicPtr has the layout of a pointer.
+    (address != libc::MAP_FAILED).then_some(address.cast())
+}
+
 fn slot(fd: i32) -> Option<&'static Slot> {
-    let pointer = SLOTS
-        .get(usize::try_from(fd).ok()?)?
-        .load(Ordering::Acquire);
+    let pointer = cell(fd)?.load(Ordering::Acquire);
     // SAFETY: non-null slots are leaked boxes that are never freed.
     unsafe { pointer.as_ref() }
 }
 
 fn slot_or_new(fd: i32) -> Option<&'static Slot> {
-    let cell = SLOTS.get(usize::try_from(fd).ok()?)?;
+    let cell = cell_or_new(fd)?;
     if let Some(existing) = slot(fd) {
         return Some(existing);
     }
@@ -69,7 +142,8 @@ pub fn get(fd: i32) -> Option<Arc<Conn>> {
     slot.conn.lock().clone()
 }
 
-/// Starts tracking `fd` (false when the fd number is beyond the table).
+/// Starts tracking `fd`. False only for a negative fd or when the memory for a high fd's
+/// chunk cannot be mapped: the caller must then leave the socket alone.
 pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
     let Some(slot) = slot_or_new(fd) else {
         return false;
@@ -87,59 +161,191 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
 #[inline(always)]
 pub fn remove(fd: i32) {
     if maybe_tracked(fd) {
-        forget(fd);
+        forget(fd, None);
+    }
+}
+
+/// Stops tracking `fd` if it still names `conn` (and not a connection made since on a
+/// reused number): for an fd found to be something else than the socket of `conn`.
+pub fn remove_conn(fd: i32, conn: &Conn) {
+    if maybe_tracked(fd) {
+        forget(fd, Some(conn));
     }
 }
 
 #[cold]
 #[inline(never)]
-fn forget(fd: i32) {
-    if let Some(slot) = slot(fd) {
-        if slot.tracked.swap(false, Ordering::AcqRel) {
-            TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
-            let previous = slot.conn.lock().take();
-            drop(previous);
-            crate::watchers::forget_fd(fd);
+fn forget(fd: i32, only: Option<&Conn>) {
+    let Some(slot) = slot(fd) else {
+        return;
+    };
+    let previous = {
+        let mut held = slot.conn.lock();
+        let names_it = match (only, held.as_ref()) {
+            (Some(conn), Some(current)) => std::ptr::eq(Arc::as_ptr(current), conn),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if !names_it || !slot.tracked.swap(false, Ordering::AcqRel) {
+            return;
         }
-    }
+        TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
+        held.take()
+    };
+    drop(previous);
+    crate::watchers::forget_fd(fd);
 }
 
-/// After `dup`-like calls: `to` now names the same socket as `from`.
-pub fn copy(from: i32, to: i32) {
+/// After `dup`-like calls: `to` now names the same socket as `from`. Returns false when
+/// `from` is tracked and `to` could not be: the caller must see that the socket is not
+/// left diverted behind an fd we cannot follow.
+pub fn copy(from: i32, to: i32) -> bool {
     match get(from) {
-        Some(conn) => {
-            insert(to, conn);
+        Some(conn) => insert(to, conn),
+        None => {
+            remove(to);
+            true
         }
-        None => remove(to),
     }
 }
 
 /// Forgets every fd in `first..=last`.
 pub fn remove_range(first: u32, last: u32) {
-    let end = (last as usize).min(MAX_TRACKED_FD - 1);
-    for fd in first as usize..=end {
+    let last = (last as usize).min(FD_LIMIT - 1);
+    let first = first as usize;
+    if first > last {
+        return;
+    }
+    for fd in first..=last.min(CHUNK - 1) {
         remove(fd as i32);
+    }
+    if last < CHUNK || !ANY_HIGH.load(Ordering::Acquire) {
+        return;
+    }
+    let chunks = (first.max(CHUNK) >> CHUNK_BITS)..=(last >> CHUNK_BITS);
+    for (chunk, entry) in HIGH
+        .iter()
+        .enumerate()
+        .take(*chunks.end() + 1)
+        .skip(*chunks.start())
+    {
+        if entry.load(Ordering::Acquire).is_null() {
+            continue;
+        }
+        let start = (chunk << CHUNK_BITS).max(first);
+        let end = ((chunk << CHUNK_BITS) + CHUNK - 1).min(last);
+        for fd in start..=end {
+            remove(fd as i32);
+        }
     }
 }
 
+/// Every slot made so far, with its fd number.
+fn slots() -> impl Iterator<Item = (i32, &'static Slot)> {
+    let high = HIGH.iter().enumerate().filter_map(|(n, chunk)| {
+        // SAFETY: as in `cell`.
+        let chunk = unsafe { chunk.load(Ordering::Acquire).as_ref() }?;
+        Some((n << CHUNK_BITS, chunk))
+    });
+    std::iter::once((0, &LOW))
+        .chain(high)
+        .flat_map(|(base, chunk)| {
+            chunk.iter().enumerate().filter_map(move |(i, cell)| {
+                // SAFETY: as in `slot`.
+                let slot = unsafe { cell.load(Ordering::Acquire).as_ref() }?;
+                Some(((base + i) as i32, slot))
+            })
+        })
+}
+
+/// The tracked fds and their connections, at this moment.
+pub fn tracked() -> Vec<(i32, Arc<Conn>)> {
+    if !any_tracked() {
+        return Vec::new();
+    }
+    slots()
+        .filter(|(_, slot)| slot.tracked.load(Ordering::Acquire))
+        .filter_map(|(fd, slot)| Some((fd, slot.conn.lock().clone()?)))
+        .collect()
+}
+
 pub fn after_fork_in_child() {
-    for cell in SLOTS.iter() {
-        // SAFETY: as in `slot`.
-        if let Some(slot) = unsafe { cell.load(Ordering::Acquire).as_ref() } {
-            slot.conn.force_unlock();
-            if let Some(conn) = slot.conn.lock().as_ref() {
-                conn.after_fork_in_child();
-            }
+    for (_, slot) in slots() {
+        slot.conn.force_unlock();
+        if let Some(conn) = slot.conn.lock().as_ref() {
+            conn.after_fork_in_child();
         }
     }
 }
 
 /// Whether `fd` may be tracked: false for every fd never tracked. One atomic load; the
-/// hooks' untracked path is this and the real call.
+/// hooks' untracked path is this and the real call. Above 65536 it answers for the whole
+/// range (true once any high fd was tracked): the caller's out-of-line path then looks the
+/// fd up, so that the inline path calls nothing and saves no register.
 #[inline(always)]
 pub fn maybe_tracked(fd: i32) -> bool {
-    match SLOTS.get(fd as u32 as usize) {
+    match LOW.get(fd as u32 as usize) {
         Some(cell) => !cell.load(Ordering::Relaxed).is_null(),
-        None => false,
+        None => ANY_HIGH.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn conn() -> Arc<Conn> {
+        Arc::new(Conn::new(
+            SocketAddr::from(([203, 0, 113, 10], 80)),
+            None,
+            true,
+            0,
+        ))
+    }
+
+    // One test: the table is process-wide, and tests run in parallel threads.
+    #[test]
+    fn every_fd_number_is_tracked_and_forgotten() {
+        assert!(
+            !maybe_tracked(-1) && !maybe_tracked(65536),
+            "no high fd tracked yet"
+        );
+        assert!(!insert(-5, conn()));
+        for fd in [3, 65535, 65536, 70000, 1 << 20, (FD_LIMIT - 1) as i32] {
+            assert!(get(fd).is_none(), "fd {fd} untracked at first");
+            let c = conn();
+            assert!(insert(fd, c.clone()), "fd {fd}");
+            assert!(maybe_tracked(fd), "fd {fd}");
+            assert!(Arc::ptr_eq(&get(fd).expect("tracked"), &c), "fd {fd}");
+            assert!(tracked()
+                .iter()
+                .any(|(n, t)| *n == fd && Arc::ptr_eq(t, &c)));
+            remove(fd);
+            assert!(get(fd).is_none(), "fd {fd} forgotten");
+        }
+        // Neighbours of a tracked high fd are untracked (their chunk exists).
+        assert!(insert(70000, conn()));
+        assert!(get(70001).is_none());
+        assert!(get(69999).is_none());
+
+        // dup2 to a high number and back; a conn-specific removal spares a newer conn.
+        let c = conn();
+        assert!(insert(70000, c.clone()));
+        assert!(copy(70000, 131072 + 7));
+        assert!(Arc::ptr_eq(&get(131079).expect("copied"), &c));
+        let newer = conn();
+        insert(131079, newer.clone());
+        remove_conn(131079, &c);
+        assert!(Arc::ptr_eq(&get(131079).expect("kept"), &newer));
+        remove_conn(131079, &newer);
+        assert!(get(131079).is_none());
+
+        // close_range over everything forgets high fds too.
+        assert!(insert(5000, conn()));
+        assert!(insert(200_000, conn()));
+        remove_range(4999, u32::MAX);
+        assert!(get(5000).is_none() && get(70000).is_none() && get(200_000).is_none());
+        remove_range(10, 3); // empty range: nothing happens
     }
 }

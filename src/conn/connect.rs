@@ -78,7 +78,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         runtime.config.replay_max_bytes,
     ));
     if !fdtable::insert(fd, conn.clone()) {
-        log::debug!("{label} -> direct (fd {fd} beyond the tracked range)");
+        log::debug!("{label} -> direct (no memory to track fd {fd})");
         return real();
     }
     let Route::Proxy(proxy) = route else {

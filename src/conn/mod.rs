@@ -3,6 +3,7 @@
 //! on behalf of the program for that fd.
 
 mod app_buffer;
+mod bypass;
 mod connect;
 mod inflight;
 mod lunar_headers;
@@ -13,6 +14,7 @@ mod responses;
 mod write;
 
 pub use app_buffer::AppBuffer;
+pub use bypass::untrackable;
 pub use connect::{connect, connect_error_seen, settle_for_server_name};
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing, receive};
 pub use write::send;

@@ -1,6 +1,7 @@
 //! Keeping the fd table true: closing and duplicating descriptors.
 
-use crate::{fdtable, sys};
+use crate::guard::{shielded, Reentry};
+use crate::{conn, fdtable, sys};
 use libc::{c_int, c_long, c_uint, c_ulong};
 
 /// # Safety
@@ -30,7 +31,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::dup(fd) };
     if new_fd >= 0 {
-        fdtable::copy(fd, new_fd);
+        copy(fd, new_fd);
     }
     new_fd
 }
@@ -42,7 +43,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, new_fd: c_int) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup2(fd, new_fd) };
     if result >= 0 && fd != new_fd {
-        fdtable::copy(fd, new_fd);
+        copy(fd, new_fd);
     }
     result
 }
@@ -54,9 +55,32 @@ pub unsafe extern "C" fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup3(fd, new_fd, flags) };
     if result >= 0 {
-        fdtable::copy(fd, new_fd);
+        copy(fd, new_fd);
     }
     result
+}
+
+/// `new_fd` now names the socket of `fd`.
+#[inline]
+fn copy(fd: c_int, new_fd: c_int) {
+    if !fdtable::copy(fd, new_fd) {
+        untrackable(fd, new_fd);
+    }
+}
+
+/// A tracked socket got a number the table could not take (no memory for its chunk).
+#[cold]
+#[inline(never)]
+fn untrackable(fd: c_int, new_fd: c_int) {
+    let Some(conn) = fdtable::get(fd) else {
+        return;
+    };
+    let Some(_inside) = Reentry::enter() else {
+        return;
+    };
+    let saved = sys::errno();
+    shielded(|| conn::untrackable(&conn, fd, new_fd), || ());
+    sys::set_errno(saved);
 }
 
 /// `fcntl` is variadic in C; on the 64-bit ABIs we support a variadic argument travels in
@@ -85,7 +109,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 fn after_fcntl(fd: c_int, cmd: c_int, result: c_int) {
     if (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && result >= 0 {
-        fdtable::copy(fd, result);
+        copy(fd, result);
     }
 }
 
