@@ -44,6 +44,10 @@ const HOOKED: &[&str] = &[
     "socketpair",
     "shutdown",
     "syscall",
+    "closefrom",
+    "fclose",
+    "freopen",
+    "freopen64",
 ];
 
 fn main() {

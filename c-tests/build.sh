@@ -39,6 +39,11 @@ build fd_reuse_syscall fd_reuse.c -DCLOSE_SYSCALL
 build fd_reuse_close_range fd_reuse.c -DCLOSE_RANGE
 build fd_reuse_dup2 fd_reuse.c -DCLOSE_NONE
 build high_fd high_fd.c
+build fclose_reuse fclose_reuse.c
+build fclose_reuse_freopen fclose_reuse.c -DCLOSE_FREOPEN
+build fclose_reuse_syscall fclose_reuse.c -DCLOSE_SYSCALL
+build fclose_reuse_closefrom fclose_reuse.c -DCLOSE_FROM
+build fclose_reuse_raw fclose_reuse.c -DCLOSE_RAW
 build fort_read fortified.c -DFORT_READ
 build fort_recv fortified.c -DFORT_RECV
 build fort_recvfrom fortified.c -DFORT_RECVFROM

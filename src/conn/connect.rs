@@ -71,12 +71,15 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         || original.to_string(),
         |n| format!("{n}:{}", original.port()),
     );
-    let conn = Arc::new(Conn::new(
-        target,
-        name.clone(),
-        matches!(verdict, Verdict::Divert(_)),
-        runtime.config.replay_max_bytes,
-    ));
+    let conn = Arc::new(
+        Conn::new(
+            target,
+            name.clone(),
+            matches!(verdict, Verdict::Divert(_)),
+            runtime.config.replay_max_bytes,
+        )
+        .on_socket(fd),
+    );
     if !fdtable::insert(fd, conn.clone()) {
         log::debug!("{label} -> direct (no memory to track fd {fd})");
         return real();
@@ -140,6 +143,9 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     if !proxy_lost || !conn.is_diverted() || conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
         return error;
     }
+    if !conn.still_ours(fd) {
+        return error;
+    }
     let Some(runtime) = runtime::get() else {
         return error;
     };
@@ -186,6 +192,9 @@ pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool
     if !conn.is_diverted() || matches!(verdict, Verdict::Divert(_)) {
         return conn.is_diverted();
     }
+    if !conn.still_ours(fd) {
+        return false;
+    }
     let _writer = conn.writer.lock();
     let (_, why) = runtime.route(verdict);
     log::debug!(
@@ -196,4 +205,15 @@ pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool
     // to the origin would have.
     let _ = conn.move_to(fd, Route::Origin, runtime);
     false
+}
+
+/// What `getpeername` on tracked `fd` should report instead of the kernel's answer: the
+/// original destination of a diverted socket (its address and full length), if `fd` is
+/// still that socket.
+pub fn peer_to_show(conn: &Conn, fd: c_int) -> Option<(libc::sockaddr_storage, socklen_t)> {
+    if !conn.is_diverted() || !conn.still_ours(fd) {
+        return None;
+    }
+    let family = tcp_family(fd).unwrap_or(libc::AF_INET);
+    Some(addr::to_c(conn.original, family))
 }

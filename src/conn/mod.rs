@@ -15,8 +15,8 @@ mod write;
 
 pub use app_buffer::AppBuffer;
 pub use bypass::untrackable;
-pub use connect::{connect, connect_error_seen, settle_for_server_name};
-pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing, receive};
+pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
+pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing};
 pub use write::send;
 
 use crate::http::RequestStream;
@@ -39,7 +39,11 @@ pub struct Conn {
     passthrough: AtomicBool,
     /// The program has written to this connection.
     wrote: AtomicBool,
-    /// `still_a_socket` confirmed the fd.
+    /// The socket's identity (device and inode, from fstat) when it was connected: an fd
+    /// number closed behind our back and reused is told apart by it. `None` for our own
+    /// placeholders.
+    identity: Option<Identity>,
+    /// `still_a_socket` confirmed the fd before the program's first read.
     verified: AtomicBool,
     /// Odd while the socket is being moved to another peer; changes with each move, so a
     /// reader can tell that an error it got belongs to the old peer.
@@ -77,6 +81,7 @@ impl Conn {
             peer: SpinLock::new(Route::Origin),
             passthrough: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
+            identity: None,
             verified: AtomicBool::new(false),
             move_epoch: AtomicU32::new(0),
             writer: SpinLock::new(Writer {
@@ -88,6 +93,12 @@ impl Conn {
             https: AtomicBool::new(false),
             tls_owned: AtomicBool::new(false),
         }
+    }
+
+    /// The same connection, knowing the identity of the socket `fd` it was made on.
+    pub fn on_socket(mut self, fd: i32) -> Conn {
+        self.identity = Identity::of(fd);
+        self
     }
 
     /// A placeholder that marks one of our own fds (`tls::probe`): passed through.
@@ -148,19 +159,36 @@ impl Conn {
         self.passthrough.load(Ordering::Acquire)
     }
 
-    /// Checked before the first write (and the first read): a program can close an fd
-    /// behind our back (glibc-internal closes, raw syscalls we do not see) and get the
-    /// number back for a file or pipe. Such a connection is forgotten and left alone.
+    /// Whether `fd` is still the socket this connection was made on (one fstat). A
+    /// program can close an fd behind our back (`fclose`, glibc-internal closes, raw
+    /// syscalls we do not see) and get the number back for a file, a pipe or another
+    /// socket: then `fd` is forgotten (this connection stays for other fds that share it)
+    /// and must be left alone. Checked where acting on a wrong fd would hurt: before each
+    /// request head, before the first read, before a move; never on the untracked path.
+    pub fn still_ours(&self, fd: i32) -> bool {
+        let Some(identity) = self.identity else {
+            return true;
+        };
+        if Identity::of(fd) == Some(identity) {
+            return true;
+        }
+        log::debug!(
+            "fd {fd} is no longer the socket to {}: left alone",
+            self.label()
+        );
+        crate::fdtable::remove_conn(fd, self);
+        false
+    }
+
+    /// `still_ours`, checked once before the program's first read (the write path checks
+    /// at each request head).
     fn still_a_socket(&self, fd: i32) -> bool {
         if self.verified.load(Ordering::Acquire) {
             return true;
         }
-        let ok = crate::proxy::socket::tcp_family(fd).is_some();
+        let ok = self.still_ours(fd);
         if ok {
             self.verified.store(true, Ordering::Release);
-        } else {
-            self.passthrough.store(true, Ordering::Release);
-            crate::fdtable::remove(fd);
         }
         ok
     }
@@ -174,11 +202,73 @@ impl Conn {
         }
     }
 
+    /// One of our calls on `fd` failed with `errno`: EBADF or ENOTSOCK say that the fd is
+    /// no longer this socket (closed, or reused for a file). Then it is forgotten and the
+    /// program's own call must run unchanged: returns true.
+    fn lost_fd(&self, fd: i32, errno: i32) -> bool {
+        if !matches!(errno, libc::EBADF | libc::ENOTSOCK) {
+            return false;
+        }
+        log::debug!(
+            "fd {fd} is no longer the socket to {}: left alone",
+            self.label()
+        );
+        crate::fdtable::remove_conn(fd, self);
+        true
+    }
+
     pub fn after_fork_in_child(&self) {
         self.peer.force_unlock();
         self.writer.force_unlock();
         self.responses.force_unlock();
         // A recovery thread of the parent does not exist here.
         self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
+/// tracked `fd`: the fd is checked before its first read (a number closed behind our back
+/// and reused is left alone), then `read::receive`.
+pub fn receive(
+    conn: &std::sync::Arc<Conn>,
+    fd: libc::c_int,
+    flags: libc::c_int,
+    buffer: AppBuffer,
+    mut real: impl FnMut() -> isize,
+) -> isize {
+    let check = if conn.is_tls_owned() {
+        // Reads through us on a socket a real TLS session owns are rare: check each.
+        conn.still_ours(fd)
+    } else {
+        conn.is_passthrough() || conn.still_a_socket(fd)
+    };
+    if !check {
+        return real();
+    }
+    read::receive(conn, fd, flags, buffer, real)
+}
+
+/// What identifies a socket while it is open: its device and inode numbers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Identity {
+    device: u64,
+    inode: u64,
+}
+
+impl Identity {
+    /// The identity of `fd`, if it is an open socket.
+    fn of(fd: i32) -> Option<Identity> {
+        let mut status = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills the buffer when it returns 0; it is read only then.
+        let status = unsafe {
+            if libc::fstat(fd, status.as_mut_ptr()) != 0 {
+                return None;
+            }
+            status.assume_init()
+        };
+        (status.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(Identity {
+            device: status.st_dev,
+            inode: status.st_ino,
+        })
     }
 }

@@ -19,6 +19,11 @@ impl Conn {
     /// original destination instead (a counted failsafe failure). Returns where it ended,
     /// or the errno of a failed connect to the original destination.
     pub(super) fn move_to(&self, fd: c_int, to: Route, runtime: &Runtime) -> Result<Route, c_int> {
+        // connect(AF_UNSPEC) on a number reused behind our back would cut another
+        // connection of the program.
+        if !self.still_ours(fd) {
+            return Err(libc::ENOTSOCK);
+        }
         self.move_epoch.fetch_add(1, Ordering::AcqRel);
         disconnect(fd);
         let result = match to {
@@ -50,6 +55,9 @@ impl Conn {
     /// own thread (inside its read), so its poller never sees the socket between peers:
     /// when it looks again the socket is connecting, which raises no event.
     pub(super) fn begin_move(&self, fd: c_int, to: SocketAddr) -> Result<(), c_int> {
+        if !self.still_ours(fd) {
+            return Err(libc::ENOTSOCK);
+        }
         self.move_epoch.fetch_add(1, Ordering::AcqRel);
         disconnect(fd);
         let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);

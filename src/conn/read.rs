@@ -168,6 +168,10 @@ fn unread_bytes(fd: c_int) -> c_int {
 /// A read on a diverted socket found the proxy gone (EOF or reset). Returns true when that
 /// was hidden and the program should read again (from the new peer).
 fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool {
+    // An end or error of what the number names now, if it is no longer our socket.
+    if !conn.still_ours(fd) {
+        return false;
+    }
     // A writer thread of the program (Java writes and reads on two threads) may be
     // meeting the same failure right now and moving the socket: let it finish first.
     // Twice: a connect-level recovery can find that the program wrote meanwhile.

@@ -6,7 +6,7 @@
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
 use super::read::is_nonblocking;
-use super::{lunar_headers, recovery, Conn};
+use super::{lunar_headers, recovery, Conn, Writer};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
 use crate::proxy::socket::wait_for;
@@ -28,16 +28,23 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize>
         return Some(input.len() as isize);
     }
     if conn.is_tls_owned() {
+        // The program's own writes rarely reach us on a socket a real TLS session owns:
+        // one that does may be on a number reused behind our back.
+        if !conn.still_ours(fd) {
+            return None;
+        }
         sys::set_errno(libc::EAGAIN);
         return Some(-1);
     }
-    if conn.is_passthrough() || !conn.still_a_socket(fd) {
+    if conn.is_passthrough() {
         return None;
     }
-    Some(send_tracked(conn, fd, input, flags))
+    send_tracked(conn, fd, input, flags)
 }
 
-fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
+/// `None`: the fd is not (or no longer) this connection's socket, or the connection went
+/// direct for good; the program's own call runs.
+fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
     let mut writer = conn.writer.lock();
     // A recovery thread is resending the unanswered requests: what the program writes
     // now must follow them.
@@ -45,11 +52,28 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
         drop(writer);
         if is_nonblocking(fd, flags) {
             sys::set_errno(libc::EAGAIN);
-            return -1;
+            return Some(-1);
         }
         std::thread::sleep(Duration::from_millis(1));
         writer = conn.writer.lock();
     }
+    if writer.requests.at_message_boundary() {
+        // A new request begins: one fstat per request tells a number reused behind our
+        // back (fclose, a raw close) from our socket before any byte is sent.
+        if !conn.still_ours(fd) {
+            return None;
+        }
+    }
+    send_request_bytes(conn, fd, input, flags, &mut writer)
+}
+
+fn send_request_bytes(
+    conn: &Conn,
+    fd: c_int,
+    input: &[u8],
+    flags: c_int,
+    writer: &mut Writer,
+) -> Option<isize> {
     // Set under the lock: a reader that finds the proxy gone judges by a consistent view
     // (wrote, and the request recorded as unanswered, change together).
     conn.wrote.store(true, Ordering::Release);
@@ -83,11 +107,11 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                     let errno = sys::errno();
                     if recovery::rescue_send(conn, fd, errno) {
                         if conn.is_tls_owned() {
-                            return fail(consumed, libc::EAGAIN);
+                            return fail(conn, fd, consumed, libc::EAGAIN);
                         }
                         continue;
                     }
-                    return fail(consumed, errno);
+                    return fail(conn, fd, consumed, errno);
                 }
                 consumed += sent as usize;
                 if conn.is_diverted() {
@@ -123,7 +147,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                     (route, injected, method)
                 };
                 if let Err(errno) = route {
-                    return fail(before, errno);
+                    return fail(conn, fd, before, errno);
                 }
                 let mut out = std::mem::take(&mut writer.head_out);
                 out.clear();
@@ -135,8 +159,8 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                     let result = recovery::hand_to_tls(conn, fd, &out);
                     writer.head_out = out;
                     return match result {
-                        Ok(()) => consumed as isize,
-                        Err(errno) => fail(before, errno),
+                        Ok(()) => Some(consumed as isize),
+                        Err(errno) => fail(conn, fd, before, errno),
                     };
                 }
                 if matches!(route, Ok(Route::Proxy(_))) {
@@ -152,10 +176,10 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                 writer.head_out = out;
                 if let Err(errno) = result {
                     if !recovery::rescue_send(conn, fd, errno) {
-                        return fail(before, errno);
+                        return fail(conn, fd, before, errno);
                     }
                     if conn.is_tls_owned() {
-                        return consumed as isize;
+                        return Some(consumed as isize);
                     }
                 }
             }
@@ -167,30 +191,34 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> isize {
                     if let Some(runtime) = runtime::get() {
                         log::debug!("{} -> direct (not HTTP/1.x)", conn.label());
                         if let Err(errno) = conn.move_to(fd, Route::Origin, runtime) {
-                            return fail(before, errno);
+                            return fail(conn, fd, before, errno);
                         }
                     }
                 }
                 conn.passthrough.store(true, Ordering::Release);
                 let buffered = writer.requests.take_buffered();
                 if let Err(errno) = send_all(fd, &buffered, flags) {
-                    return fail(before, errno);
+                    return fail(conn, fd, before, errno);
                 }
             }
         }
     }
-    consumed as isize
+    Some(consumed as isize)
 }
 
 /// What the program sees when a send of ours failed after `reported` of its bytes were
-/// taken in this call.
-fn fail(reported: usize, errno: c_int) -> isize {
-    if reported > 0 {
+/// taken in this call. `None` (the program's own call runs) when the fd turned out not to
+/// be our socket any more and nothing of this call was taken.
+fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Option<isize> {
+    if conn.lost_fd(fd, errno) && reported == 0 {
+        return None;
+    }
+    Some(if reported > 0 {
         reported as isize
     } else {
         sys::set_errno(errno);
         -1
-    }
+    })
 }
 
 /// For the first request of a connection, nothing has left yet: if what the head says

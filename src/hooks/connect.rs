@@ -3,7 +3,7 @@
 
 use super::tracked;
 use crate::guard::{shielded, Reentry};
-use crate::{addr, conn, fdtable, sys};
+use crate::{conn, fdtable, sys};
 use libc::{c_int, sockaddr, socklen_t};
 
 /// # Safety
@@ -64,13 +64,18 @@ pub unsafe extern "C" fn getpeername(
 ) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::getpeername(fd, address, len) };
-    if !fdtable::maybe_tracked(fd) {
+    if !fdtable::maybe_tracked(fd) || address.is_null() || len.is_null() {
         return real();
     }
-    match tracked(fd) {
-        Some(conn) if conn.is_diverted() && !address.is_null() && !len.is_null() => {
-            let family = crate::proxy::socket::tcp_family(fd).unwrap_or(libc::AF_INET);
-            let (storage, full) = addr::to_c(conn.original, family);
+    let Some(conn) = tracked(fd) else {
+        return real();
+    };
+    let saved = sys::errno();
+    let shown =
+        Reentry::enter().and_then(|_inside| shielded(|| conn::peer_to_show(&conn, fd), || None));
+    sys::set_errno(saved);
+    match shown {
+        Some((storage, full)) => {
             // SAFETY: getpeername(2)'s contract: `len` is readable and writable and
             // `address` has room for *len bytes; we copy at most that and report the full size.
             unsafe {

@@ -1,8 +1,9 @@
-//! Keeping the fd table true: closing and duplicating descriptors.
+//! Keeping the fd table true: closing and duplicating descriptors, also through stdio
+//! (`fclose` and `freopen` close the stream's fd inside glibc, past our `close`).
 
 use crate::guard::{shielded, Reentry};
 use crate::{conn, fdtable, sys};
-use libc::{c_int, c_long, c_uint, c_ulong};
+use libc::{c_char, c_int, c_long, c_uint, c_ulong, FILE};
 
 /// # Safety
 /// As close(2).
@@ -22,6 +23,17 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     }
     // SAFETY: the program's own call.
     unsafe { sys::close_range(first, last, flags) }
+}
+
+/// # Safety
+/// As closefrom(3) (glibc 2.34): glibc closes with its internal close_range, past ours.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    if first >= 0 {
+        fdtable::remove_range(first as c_uint, c_uint::MAX);
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::closefrom(first) }
 }
 
 /// # Safety
@@ -157,4 +169,64 @@ pub unsafe extern "C" fn socketpair(
         pair.into_iter().for_each(fdtable::remove);
     }
     rc
+}
+
+/// # Safety
+/// As fclose(3). The stream's fd is forgotten before glibc closes it (internally, past
+/// our `close`): the number can be reused at once.
+#[no_mangle]
+pub unsafe extern "C" fn fclose(stream: *mut FILE) -> c_int {
+    if fdtable::any_tracked() && !stream.is_null() {
+        // SAFETY: the program's own stream, still open.
+        unsafe { forget_stream(stream) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::fclose(stream) }
+}
+
+/// # Safety
+/// As freopen(3): the stream's fd is closed (or replaced) inside glibc.
+#[no_mangle]
+pub unsafe extern "C" fn freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    if fdtable::any_tracked() && !stream.is_null() {
+        // SAFETY: the program's own stream, still open.
+        unsafe { forget_stream(stream) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::freopen(path, mode, stream) }
+}
+
+/// # Safety
+/// As freopen64(3).
+#[no_mangle]
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    if fdtable::any_tracked() && !stream.is_null() {
+        // SAFETY: the program's own stream, still open.
+        unsafe { forget_stream(stream) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::freopen64(path, mode, stream) }
+}
+
+/// Forgets the fd under `stream` (none for memory streams: `fileno` then says EBADF,
+/// which the program must not see).
+///
+/// # Safety
+/// `stream` is an open stream.
+#[cold]
+#[inline(never)]
+unsafe fn forget_stream(stream: *mut FILE) {
+    let saved = sys::errno();
+    // SAFETY: the caller's contract.
+    let fd = unsafe { libc::fileno(stream) };
+    sys::set_errno(saved);
+    fdtable::remove(fd);
 }

@@ -1,5 +1,5 @@
-"""Never break the host, never leak (issue 8): the c-tests programs for fds beyond
-65536.
+"""Never break the host, never leak (issue 8): the c-tests programs for fds closed or
+replaced behind the library, and fds beyond 65536.
 
 Each test checks what a user would: the bytes in the file the program saved, the status
 it got, and where its requests went (the origin's echo: through HAProxy with Lunar's
@@ -28,6 +28,36 @@ def bodies(res, name, count):
     _, objs = split_output(res.text_out)
     assert len(objs) == count, "%s: expected %d bodies, got %d\n%r" % (name, count, len(objs), res)
     return objs
+
+
+def no_false_alarm(res):
+    assert "Lunar Proxy failed" not in res.text_err, res
+    assert "internal error" not in res.text_err, res
+
+
+# ---- fds closed or replaced behind the library ----------------------------------------
+
+FCLOSE = ["fclose_reuse", "fclose_reuse_freopen", "fclose_reuse_syscall",
+          "fclose_reuse_closefrom", "fclose_reuse_raw"]
+
+
+@pytest.mark.parametrize("name", FCLOSE)
+def test_socket_number_reused_for_a_file(c_bins, need_lib, haproxy_up, tmp_path, name):
+    """A diverted socket is closed where the library does not see it (fclose of its
+    fdopen'ed stream, freopen, syscall(SYS_close), closefrom, a raw close system call) and its
+    number comes back for a file: what the program writes there is in the file, and
+    reads back. (8d55b62: write() on the file fails with ENOTSOCK, except the
+    syscall(SYS_close) route, which it already handled.)"""
+    path = "/c/%s/reuse-file" % name
+    saved = str(tmp_path / "saved.txt")
+    res = run(haproxy_up, name, path, extra=[saved])
+    assert res.rc == 0 and "file ok" in res.text_err, res
+    with open(saved, "rb") as f:
+        assert f.read() == b"first line the program saves\nsecond line, with writev\n"
+    for e in bodies(res, name, 2):
+        assert e["path"] == path
+        assert_diverted(e, res, spec())
+    no_false_alarm(res)
 
 
 # ---- fds beyond 65536 -------------------------------------------------------------------------
@@ -80,6 +110,7 @@ def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, small_fd_t
 # ---- the programs themselves, without the library ----------------------------------------
 
 @pytest.mark.parametrize("name,extra", [
+    ("fclose_reuse", ["FILE"]), ("fclose_reuse_raw", ["FILE"]),
     ("high_fd", ["3000"]),
 ])
 def test_programs_without_library(c_bins, c_lab, tmp_path, name, extra):
