@@ -45,9 +45,13 @@ const HOOKED: &[&str] = &[
     "shutdown",
     "syscall",
     "closefrom",
+    "fdopen",
     "fclose",
     "freopen",
     "freopen64",
+    "io_uring_queue_init",
+    "io_uring_queue_init_params",
+    "io_uring_setup",
 ];
 
 fn main() {

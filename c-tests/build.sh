@@ -8,15 +8,18 @@ bin="$here/bin"
 mkdir -p "$bin"
 cflags=(-O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -std=gnu11)
 
-build() { # name source [extra flags...]
+build() { # name source [extra flags...] [-- libraries...]
 	local name="$1" src="$2"
 	shift 2
-	local out="$bin/$name"
+	local out="$bin/$name" flags=() libs=()
+	while [[ $# -gt 0 && "$1" != "--" ]]; do flags+=("$1"); shift; done
+	[[ $# -gt 0 ]] && shift && libs=("$@")
 	# rebuild when the source, the header or this script is newer than the binary
 	if [[ -x "$out" && "$out" -nt "$here/$src" && "$out" -nt "$here/common.h" && "$out" -nt "$here/build.sh" ]]; then
 		return
 	fi
-	"$cc" "${cflags[@]}" "$@" -o "$out.tmp" "$here/$src"
+	# libraries after the source, so that --as-needed linkers keep them
+	"$cc" "${cflags[@]}" "${flags[@]}" -o "$out.tmp" "$here/$src" "${libs[@]}"
 	mv -f "$out.tmp" "$out"
 }
 
@@ -44,6 +47,16 @@ build fclose_reuse_freopen fclose_reuse.c -DCLOSE_FREOPEN
 build fclose_reuse_syscall fclose_reuse.c -DCLOSE_SYSCALL
 build fclose_reuse_closefrom fclose_reuse.c -DCLOSE_FROM
 build fclose_reuse_raw fclose_reuse.c -DCLOSE_RAW
+build stdio_socket stdio_socket.c
+build stdio_socket_two stdio_socket.c -DTWO_STREAMS
+build io_uring_send io_uring_send.c
+build io_uring_after_connect io_uring_send.c -DSETUP_AFTER_CONNECT
+# liburing's shared library (no headers needed); the program is skipped without it.
+# (awk reads everything: an early exit would SIGPIPE ldconfig and fail the pipeline)
+liburing="$( (ldconfig -p 2>/dev/null || true) | awk '$1 == "liburing.so.2" && !n++ {print $NF}')"
+if [[ -n "$liburing" ]]; then
+	build io_uring_liburing io_uring_send.c -DUSE_LIBURING -- "$liburing"
+fi
 build fort_read fortified.c -DFORT_READ
 build fort_recv fortified.c -DFORT_RECV
 build fort_recvfrom fortified.c -DFORT_RECVFROM

@@ -61,6 +61,15 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
 
     let original = addr::canonical(target);
     let name = names::lookup(original.ip());
+    if super::io_uring_in_use() {
+        // Its I/O may be submitted to the ring, past our hooks (`bypass`).
+        let label = name.as_deref().map_or_else(
+            || original.to_string(),
+            |n| format!("{n}:{}", original.port()),
+        );
+        log::debug!("{label} -> direct (io_uring in use in this process)");
+        return real();
+    }
     let destination = Destination {
         ip: original.ip(),
         name: name.as_deref(),

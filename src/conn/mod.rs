@@ -14,7 +14,7 @@ mod responses;
 mod write;
 
 pub use app_buffer::AppBuffer;
-pub use bypass::untrackable;
+pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};
 pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing};
 pub use write::send;
@@ -45,6 +45,9 @@ pub struct Conn {
     identity: Option<Identity>,
     /// `still_a_socket` confirmed the fd before the program's first read.
     verified: AtomicBool,
+    /// The program handed the socket to stdio (`fdopen`) while a request was unanswered:
+    /// it goes to its origin at the next request it writes through us.
+    stdio: AtomicBool,
     /// Odd while the socket is being moved to another peer; changes with each move, so a
     /// reader can tell that an error it got belongs to the old peer.
     move_epoch: AtomicU32,
@@ -83,6 +86,7 @@ impl Conn {
             wrote: AtomicBool::new(false),
             identity: None,
             verified: AtomicBool::new(false),
+            stdio: AtomicBool::new(false),
             move_epoch: AtomicU32::new(0),
             writer: SpinLock::new(Writer {
                 requests: RequestStream::new(),

@@ -63,6 +63,9 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
         if !conn.still_ours(fd) {
             return None;
         }
+        if conn.stdio.load(Ordering::Acquire) && super::bypass::stdio_goes_direct(conn, fd) {
+            return None;
+        }
     }
     send_request_bytes(conn, fd, input, flags, &mut writer)
 }

@@ -126,8 +126,9 @@ fn after_fcntl(fd: c_int, cmd: c_int, result: c_int) {
 }
 
 /// `syscall` is variadic; its arguments travel in registers as fixed ones would (see
-/// `fcntl`), so all six are taken and passed on. Only closes matter to us: libuv closes
-/// with `syscall(SYS_close, fd)`, which never reaches the `close` symbol.
+/// `fcntl`), so all six are taken and passed on. Closes matter to us (libuv closes with
+/// `syscall(SYS_close, fd)`, which never reaches the `close` symbol), and a successful
+/// `io_uring_setup`: I/O submitted to that ring bypasses every hook (`conn::io_uring_seen`).
 ///
 /// # Safety
 /// As syscall(2).
@@ -149,7 +150,11 @@ pub unsafe extern "C" fn syscall(
         _ => {}
     }
     // SAFETY: the program's own call, every argument as given.
-    unsafe { sys::syscall(number, a1, a2, a3, a4, a5, a6) }
+    let result = unsafe { sys::syscall(number, a1, a2, a3, a4, a5, a6) };
+    if number == libc::SYS_io_uring_setup && result >= 0 {
+        super::bypass::io_uring_set_up("syscall(SYS_io_uring_setup)");
+    }
+    result
 }
 
 /// # Safety

@@ -1,6 +1,7 @@
 //! The exported libc symbols. Each hook is a fast check (is this fd tracked? one atomic
 //! load) and either libc's own function or one call into `conn`. No HTTP, no policy here.
 
+mod bypass;
 mod connect;
 mod dns;
 mod fds;

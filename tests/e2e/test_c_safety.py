@@ -1,5 +1,5 @@
 """Never break the host, never leak (issue 8): the c-tests programs for fds closed or
-replaced behind the library, and fds beyond 65536.
+replaced behind the library, stdio on a socket, io_uring, and fds beyond 65536.
 
 Each test checks what a user would: the bytes in the file the program saved, the status
 it got, and where its requests went (the origin's echo: through HAProxy with Lunar's
@@ -60,6 +60,46 @@ def test_socket_number_reused_for_a_file(c_bins, need_lib, haproxy_up, tmp_path,
     no_false_alarm(res)
 
 
+# ---- stdio on a socket ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["stdio_socket", "stdio_socket_two"])
+def test_stdio_on_a_socket_goes_direct(c_bins, need_lib, haproxy_up, name):
+    """fdopen + fprintf + fgets/fread: stdio writes past the hooks, so the socket goes to
+    its origin before its first byte; both keep-alive requests get the origin's 200,
+    exactly as the program wrote them. (8d55b62: the proxy gets the requests without
+    Lunar's headers and the program gets its 401.)"""
+    path = "/c/%s/stdio" % name
+    res = run(haproxy_up, name, path)
+    for e in bodies(res, name, 2):
+        assert e["path"] == path
+        assert_direct(e, res, spec())
+    assert "-> direct (handed to stdio)" in res.text_err, res
+    assert path not in haproxy_up.haproxy_log()
+    no_false_alarm(res)
+
+
+# ---- io_uring -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["io_uring_send", "io_uring_after_connect",
+                                  "io_uring_liburing"])
+def test_io_uring_goes_direct(c_bins, need_lib, haproxy_up, name):
+    """A process that sets up io_uring (before or after its connect; through
+    syscall() or liburing) sends its request through the ring: its connection goes
+    to the origin, with one warning. (8d55b62: diverted, the ring's bytes reach the
+    proxy without Lunar's headers: 401; with liburing, diverted.)"""
+    if not os.path.exists(os.path.join(BIN, name)):
+        pytest.skip("liburing.so.2 not installed")
+    path = "/c/%s/uring" % name
+    res = run(haproxy_up, name, path)
+    if res.rc == 77:
+        pytest.skip("the kernel refuses io_uring here: %s" % res.text_err[-300:])
+    (e,) = bodies(res, name, 1)
+    assert e["path"] == path
+    assert_direct(e, res, spec())
+    assert res.text_err.count("set up io_uring") == 1, res
+    assert path not in haproxy_up.haproxy_log()
+
+
 # ---- fds beyond 65536 -------------------------------------------------------------------------
 
 def test_high_fd_diverted(c_bins, need_lib, haproxy_up):
@@ -110,7 +150,8 @@ def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, small_fd_t
 # ---- the programs themselves, without the library ----------------------------------------
 
 @pytest.mark.parametrize("name,extra", [
-    ("fclose_reuse", ["FILE"]), ("fclose_reuse_raw", ["FILE"]),
+    ("fclose_reuse", ["FILE"]), ("fclose_reuse_raw", ["FILE"]), ("stdio_socket", []),
+    ("stdio_socket_two", []), ("io_uring_send", []),
     ("high_fd", ["3000"]),
 ])
 def test_programs_without_library(c_bins, c_lab, tmp_path, name, extra):
