@@ -49,6 +49,7 @@ build fclose_reuse_closefrom fclose_reuse.c -DCLOSE_FROM
 build fclose_reuse_raw fclose_reuse.c -DCLOSE_RAW
 build stdio_socket stdio_socket.c
 build stdio_socket_two stdio_socket.c -DTWO_STREAMS
+build errno_success errno_success.c -- -ldl
 build io_uring_send io_uring_send.c
 build io_uring_after_connect io_uring_send.c -DSETUP_AFTER_CONNECT
 # liburing's shared library (no headers needed); the program is skipped without it.
@@ -75,7 +76,7 @@ build_tls() { # name library-flags...
 	"$cc" "${cflags[@]}" -o "$out.tmp" "$here/$name.c" "$@"
 	mv -f "$out.tmp" "$out"
 }
-for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll; do
+for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls; do
 	build_tls "$src" -lssl -lcrypto
 done
 build_tls tls_gnutls -lgnutls

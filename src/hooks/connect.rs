@@ -15,8 +15,15 @@ pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: sockl
     let Some(_inside) = Reentry::enter() else {
         return real();
     };
+    // Our work (a connect to the proxy, which says EINPROGRESS on the way) must not show
+    // in errno when the program's connect succeeds.
+    let saved = sys::errno();
     // SAFETY: connect(2)'s contract on `address`.
-    shielded(|| unsafe { conn::connect(fd, address, len) }, real)
+    let result = shielded(|| unsafe { conn::connect(fd, address, len) }, real);
+    if result == 0 {
+        sys::set_errno(saved);
+    }
+    result
 }
 
 /// # Safety
@@ -123,7 +130,9 @@ pub unsafe extern "C" fn getsockopt(
     let Some(_inside) = Reentry::enter() else {
         return rc;
     };
+    let saved = sys::errno();
     let seen = shielded(|| conn::connect_error_seen(&conn, fd, error), || error);
+    sys::set_errno(saved);
     // SAFETY: as above.
     unsafe { *(value as *mut c_int) = seen };
     rc

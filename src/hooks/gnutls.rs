@@ -27,21 +27,69 @@ macro_rules! on_session {
                         let $session = fallback;
                         $real
                     }
-                    None => shielded(|| $virtual, || $failed),
+                    None => super::answer_keeping_errno(
+                        || shielded(|| $virtual, || $failed),
+                        Failed::failed,
+                    ),
                 },
             },
         )
     }};
 }
 
+/// GnuTLS's failure convention, under which a program may read errno: a negative code,
+/// a null pointer.
+trait Failed {
+    fn failed(&self) -> bool;
+}
+
+impl Failed for c_int {
+    fn failed(&self) -> bool {
+        *self < 0
+    }
+}
+
+impl Failed for isize {
+    fn failed(&self) -> bool {
+        *self < 0
+    }
+}
+
+impl Failed for size_t {
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
+impl Failed for () {
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
+impl<T> Failed for *const T {
+    fn failed(&self) -> bool {
+        self.is_null()
+    }
+}
+
 /// # Safety
 /// As gnutls_handshake(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
+    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+        // SAFETY: the program's own argument.
+        return unsafe { real::gnutls_handshake(session) };
+    }
     // SAFETY: the program's own argument, throughout.
-    shielded(
-        || tls::handshake(session, || real::gnutls_handshake(session)),
-        || -1,
+    super::answer_keeping_errno(
+        || {
+            shielded(
+                || tls::handshake(session, || real::gnutls_handshake(session)),
+                || -1,
+            )
+        },
+        |result| *result != 0,
     )
 }
 
@@ -111,7 +159,7 @@ pub unsafe extern "C" fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_deinit(session: GnutlsSession) {
     if tls::virtual_session(session).is_some() {
-        shielded(|| tls::forget(session), || ());
+        super::answer_keeping_errno(|| shielded(|| tls::forget(session), || ()), |_| false);
     }
     // SAFETY: the program's own argument.
     unsafe { real::gnutls_deinit(session) }

@@ -36,6 +36,18 @@ fn on_tracked(work: impl FnOnce() -> isize, real: impl FnOnce() -> isize) -> isi
     result
 }
 
+/// Runs `work`, the answer of a virtual TLS session (or a handshake we may have made
+/// virtual): the program's errno is kept unless `failed(result)` says the call failed, as
+/// the library's convention tells (the program may then read errno).
+fn answer_keeping_errno<R>(work: impl FnOnce() -> R, failed: impl FnOnce(&R) -> bool) -> R {
+    let saved = sys::errno();
+    let result = work();
+    if !failed(&result) {
+        sys::set_errno(saved);
+    }
+    result
+}
+
 /// The bytes of an iovec array, or `None` when the array is not one we should touch (the
 /// real call then reports EINVAL/EFAULT as it would).
 ///

@@ -35,28 +35,52 @@ macro_rules! on_session {
                     // SAFETY: the program's arguments, with our live real session.
                     unsafe { $real }
                 }
-                None => shielded(|| $virtual, || $failed),
+                None => super::answer_keeping_errno(
+                    || shielded(|| $virtual, || $failed),
+                    |result| is_value(result, &$failed),
+                ),
             },
         })
     }};
+}
+
+/// Whether a session call's answer is its failure value (`else` in `on_session!`).
+fn is_value<R: PartialEq>(answer: &R, failed: &R) -> bool {
+    answer == failed
 }
 
 /// # Safety
 /// As SSL_connect(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
+    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+        // SAFETY: the program's own argument.
+        return unsafe { real::SSL_connect(ssl) };
+    }
     // SAFETY: the program's own argument, throughout.
-    shielded(|| tls::handshake(ssl, || real::SSL_connect(ssl)), || -1)
+    super::answer_keeping_errno(
+        || shielded(|| tls::handshake(ssl, || real::SSL_connect(ssl)), || -1),
+        |result| *result != 1,
+    )
 }
 
 /// # Safety
 /// As SSL_do_handshake(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
+    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+        // SAFETY: the program's own argument.
+        return unsafe { real::SSL_do_handshake(ssl) };
+    }
     // SAFETY: the program's own argument, throughout.
-    shielded(
-        || tls::handshake(ssl, || real::SSL_do_handshake(ssl)),
-        || -1,
+    super::answer_keeping_errno(
+        || {
+            shielded(
+                || tls::handshake(ssl, || real::SSL_do_handshake(ssl)),
+                || -1,
+            )
+        },
+        |result| *result != 1,
     )
 }
 
@@ -227,7 +251,7 @@ pub unsafe extern "C" fn SSL_get_shutdown(ssl: Ssl) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn SSL_free(ssl: Ssl) {
     if crate::tls::openssl::virtual_session(ssl).is_some() {
-        shielded(|| tls::free(ssl), || ());
+        super::answer_keeping_errno(|| shielded(|| tls::free(ssl), || ()), |_| false);
     }
     // SAFETY: the program's own argument.
     unsafe { real::SSL_free(ssl) }
@@ -336,9 +360,16 @@ pub unsafe extern "C" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void 
         return unsafe { real::SSL_get_ex_data(ssl, index) };
     }
     // SAFETY: as above.
-    shielded(
-        || unsafe { tls::ex_data(ssl, index) },
-        || unsafe { real::SSL_get_ex_data(ssl, index) },
+    super::answer_keeping_errno(
+        || {
+            shielded(
+                // SAFETY: as above.
+                || unsafe { tls::ex_data(ssl, index) },
+                // SAFETY: as above.
+                || unsafe { real::SSL_get_ex_data(ssl, index) },
+            )
+        },
+        |_| false,
     )
 }
 

@@ -225,6 +225,7 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 unsafe fn shutdown_tracked(fd: c_int, how: c_int) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::shutdown(fd, how) } as isize;
+    let saved = sys::errno();
     let result = real();
     if result == 0 || sys::errno() != libc::ENOTCONN {
         return result as c_int;
@@ -232,6 +233,8 @@ unsafe fn shutdown_tracked(fd: c_int, how: c_int) -> c_int {
     let Some(conn) = tracked(fd) else {
         return result as c_int;
     };
+    // A shutdown made again on the new connection succeeds with the program's errno.
+    sys::set_errno(saved);
     let again = on_tracked(
         || {
             if conn::proxy_lost_under_shutdown(&conn, fd) {

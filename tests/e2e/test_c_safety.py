@@ -1,5 +1,6 @@
 """Never break the host, never leak (issue 8): the c-tests programs for fds closed or
-replaced behind the library, stdio on a socket, io_uring, and fds beyond 65536.
+replaced behind the library, stdio on a socket, io_uring, errno after successful calls,
+and fds beyond 65536.
 
 Each test checks what a user would: the bytes in the file the program saved, the status
 it got, and where its requests went (the origin's echo: through HAProxy with Lunar's
@@ -13,8 +14,8 @@ import subprocess
 import pytest
 
 from test_c_programs import (  # noqa: F401  (fixtures are used by name)
-    BIN, HOST, REPO, assert_diverted, assert_direct, c_bins, c_lab, haproxy_up, need_lib,
-    spec, split_output,
+    BIN, HOST, REPO, assert_diverted, assert_direct, c_bins, c_lab, haproxy_up, hdr,
+    need_lib, spec, split_output,
 )
 
 
@@ -100,6 +101,43 @@ def test_io_uring_goes_direct(c_bins, need_lib, haproxy_up, name):
     assert path not in haproxy_up.haproxy_log()
 
 
+# ---- errno ----------------------------------------------------------------------------------
+
+def test_errno_untouched_on_success(c_bins, need_lib, haproxy_up):
+    """errno set to a sentinel before every hooked call that succeeds (connect,
+    blocking and non-blocking, send/write/writev/sendmsg/sendto, recv/read/readv/
+    recvmsg/recvfrom, poll/select/epoll, getpeername, getsockopt, fcntl, dup/dup2,
+    close, fdopen, fclose, shutdown; getaddrinfo as libc's own leaves it), on a
+    diverted and an undiverted connection: still the sentinel after. (8d55b62: a
+    blocking connect to the proxy leaves EINPROGRESS.)"""
+    name = "errno_success"
+    path = "/c/%s/errno" % name
+    res = run(haproxy_up, name, path, extra=["8080"])
+    assert "CHANGED" not in res.text_err, res
+    objs = bodies(res, name, 4)
+    for e in objs[:2]:
+        assert_diverted(e, res, spec())
+    for e in objs[2:]:
+        assert_direct(e, res, spec(), port="8080")
+    assert res.text_err.count("errno_success: ok ") > 100, res
+
+
+def test_errno_untouched_by_virtual_tls_session(c_bins, need_lib, haproxy_up):
+    """The same for OpenSSL session calls on a diverted https connection, whose session
+    the library makes virtual (SSL_connect, SSL_get1_peer_certificate,
+    SSL_get_verify_result, SSL_write, SSL_pending, SSL_get_error, SSL_read,
+    SSL_shutdown, SSL_free). (8d55b62: SSL_write and SSL_read leave 0, as OpenSSL's
+    own calls on a real session do; the library's answers now leave errno alone.)"""
+    name = "errno_tls"
+    path = "/c/%s/errno" % name
+    res = run(haproxy_up, name, path, port="443", extra=[haproxy_up.ca_file])
+    assert "CHANGED" not in res.text_err, res
+    (e,) = bodies(res, name, 1)
+    assert hdr(e, "x-via-haproxy") == "1", (e, res)
+    assert hdr(e, "x-seen-lunar-scheme") == "https", (e, res)
+    assert res.text_err.count("errno_tls: ok ") >= 9, res
+
+
 # ---- fds beyond 65536 -------------------------------------------------------------------------
 
 def test_high_fd_diverted(c_bins, need_lib, haproxy_up):
@@ -151,7 +189,7 @@ def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, small_fd_t
 
 @pytest.mark.parametrize("name,extra", [
     ("fclose_reuse", ["FILE"]), ("fclose_reuse_raw", ["FILE"]), ("stdio_socket", []),
-    ("stdio_socket_two", []), ("io_uring_send", []),
+    ("stdio_socket_two", []), ("io_uring_send", []), ("errno_success", ["8080"]),
     ("high_fd", ["3000"]),
 ])
 def test_programs_without_library(c_bins, c_lab, tmp_path, name, extra):
