@@ -3,13 +3,13 @@
 
 use super::recovery::{self, Recovery, Started};
 use super::responses::{check_next, Next};
+use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn};
 use crate::runtime::{self, Route};
 use crate::sys;
 use libc::c_int;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
 /// a tracked fd, into `buffer`; `real` performs the program's own call.
@@ -27,7 +27,9 @@ pub fn receive(
     if conn.is_passthrough() {
         return real();
     }
-    let nonblocking = || is_nonblocking(fd, flags);
+    // Asked of the kernel once per call, and only when needed.
+    let mode = std::cell::OnceCell::new();
+    let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
     if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
         reads_before_writing(conn, fd);
     }
@@ -39,29 +41,29 @@ pub fn receive(
             sys::set_errno(libc::EAGAIN);
             return -1;
         }
-        if conn.busy.load(Ordering::Acquire) {
-            if nonblocking() {
-                sys::set_errno(libc::EAGAIN);
-                return -1;
+        if conn.recovery.is_raised() {
+            let waited = if nonblocking() {
+                Err(libc::EAGAIN)
+            } else {
+                wait_for_recovery(conn, fd, Direction::Read)
+            };
+            match waited {
+                Ok(()) => continue,
+                Err(errno) => {
+                    sys::set_errno(errno);
+                    return -1;
+                }
             }
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
         }
         if let Some(count) = conn.serve_held(buffer, peek) {
             return count;
         }
-        let recovery = match check_next(conn, fd) {
+        let recovery = match check_next(conn, fd, &|| !nonblocking()) {
             Next::Deliver => None,
             Next::Held => continue,
-            Next::NotYet if nonblocking() => {
-                sys::set_errno(libc::EAGAIN);
+            Next::Wait(errno) => {
+                sys::set_errno(errno);
                 return -1;
-            }
-            Next::NotYet => {
-                // The rest of the head is on its way; a peeked socket stays readable, so
-                // poll would not wait for it.
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
             }
             Next::Replay(why) => Some(Recovery::Replay(why)),
             Next::Retry { after, sequence_id } => Some(Recovery::Retry { after, sequence_id }),
@@ -71,10 +73,12 @@ pub fn receive(
                 // The answer to the resent request gets the same scrutiny.
                 Started::Done => continue,
                 Started::NotPossible => {}
-                Started::InBackground => {
+                Started::InBackground if nonblocking() => {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
                 }
+                // A blocking read waits for the recovery as for the answer.
+                Started::InBackground => continue,
                 // A failed TLS fallback ends the plaintext stream; the program's TLS call
                 // then reports its library's own error (a certificate it rejects), not a
                 // socket error of ours.
@@ -127,10 +131,7 @@ pub fn receive(
 /// leave it with the proxy's failure.
 pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     // https recovers in the thread that uses the session, inside its read.
-    if conn.is_passthrough()
-        || !conn.is_diverted()
-        || conn.busy.load(Ordering::Acquire)
-        || conn.is_https()
+    if conn.is_passthrough() || !conn.is_diverted() || conn.recovery.is_raised() || conn.is_https()
     {
         return false;
     }
