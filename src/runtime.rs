@@ -5,7 +5,9 @@ use crate::policy::config::{self, Config, Setup};
 use crate::policy::failsafe::{now_ms, Failsafe};
 use crate::policy::filter::{self, Destination, Lists, Verdict};
 use crate::proxy::{self, Proxy};
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::OnceLock;
 
 pub struct Runtime {
@@ -28,7 +30,9 @@ pub fn existing() -> Option<&'static Runtime> {
 
 fn build() -> Option<Runtime> {
     let mut warnings = Vec::new();
-    let (setup, level) = config::parse(|name| std::env::var(name).ok(), &mut |w| warnings.push(w));
+    // Bytes, not `std::env::var`: a value that is not UTF-8 must be judged, not read as unset.
+    let environment = |name: &str| std::env::var_os(name).map(OsString::into_vec);
+    let (setup, level) = config::parse(environment, &mut |w| warnings.push(w));
     if !warnings.is_empty() || matches!(setup, Setup::Active(_)) {
         crate::logger::install(level);
     }
