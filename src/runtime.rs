@@ -1,13 +1,12 @@
 //! The library's process-wide state, built once at the first call that could need it (a
 //! connect or a name lookup), never at load time.
 
-use crate::policy::config::{self, Config, Setup};
+use crate::policy::config::{Config, Setup};
 use crate::policy::failsafe::{now_ms, Failsafe};
 use crate::policy::filter::{self, Destination, Lists, Verdict};
+use crate::policy::source::{self, Source};
 use crate::proxy::{self, Proxy};
-use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::os::unix::ffi::OsStringExt;
 use std::sync::OnceLock;
 
 pub struct Runtime {
@@ -30,9 +29,8 @@ pub fn existing() -> Option<&'static Runtime> {
 
 fn build() -> Option<Runtime> {
     let mut warnings = Vec::new();
-    // Bytes, not `std::env::var`: a value that is not UTF-8 must be judged, not read as unset.
-    let environment = |name: &str| std::env::var_os(name).map(OsString::into_vec);
-    let (setup, level) = config::parse(environment, &mut |w| warnings.push(w));
+    // A setuid program's environment is its user's, not its own: `source` reads nothing then.
+    let (setup, level) = source::read(Source::of_this_process(), &mut |w| warnings.push(w));
     if !warnings.is_empty() || matches!(setup, Setup::Active(_)) {
         crate::logger::install(level);
     }

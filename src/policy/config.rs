@@ -1,9 +1,9 @@
 //! Configuration, read once from the environment (see LUNAR-CONTRACT.md's table).
 //!
 //! Parsing is pure (`parse`) so it is unit-tested without touching the process
-//! environment. Values are bytes: one that is not UTF-8 is malformed like any other,
-//! never "unset". Every malformed value produces one warning and the safe behaviour the
-//! contract names.
+//! environment; `policy::source` decides whether the environment is read at all. Values
+//! are bytes: one that is not UTF-8 is malformed like any other, never "unset". Every
+//! malformed value produces one warning and the safe behaviour the contract names.
 
 use std::net::IpAddr;
 
@@ -71,6 +71,8 @@ pub enum Setup {
     Active(Box<Config>),
     /// `LUNAR_PROXY_HOST` unset: silent, by contract.
     Unset,
+    /// Secure-execution mode (`policy::source`): nothing was read; silent.
+    SecureExecution,
     /// Something made diverting unsafe; the warning was already produced.
     Disabled,
 }
