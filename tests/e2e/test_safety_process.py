@@ -209,3 +209,40 @@ def test_setuid_program_ignores_the_users_environment(lab, setuid_dir, listener,
     assert header(echo, "authorization") == ["Bearer secret"], echo
     assert not [k for k, _ in echo["headers"] if k.lower().startswith(("x-lunar-", "x-seen-"))], echo
     assert "lunar-intercept" not in res.text_err, "the library spoke in secure-execution mode\n" + describe(res)
+
+
+# ---- item 2: fork during the first set-up -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def fork_prog():
+    r = subprocess.run([os.path.join(CTESTS, "build.sh")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert r.returncode == 0, "c-tests/build.sh failed:\n" + r.stdout.decode()
+    return os.path.join(CTESTS, "bin", "fork_during_setup")
+
+
+FORK_RUNS = 20     # program runs
+FORK_ROUNDS = 3    # fresh worker processes per run: each one a first set-up raced by forks
+FORK_THREADS, FORK_CHILDREN = 8, 6
+
+
+def test_fork_during_first_setup_never_hangs(lab, need_lib, fork_prog, tag):
+    """Item 2. 8 threads make a process's first connects (the library's first set-up
+    and its handshake) while the main thread forks: every child makes its own request
+    and exits, none hangs (c-tests/fork_during_setup.c waits 10 s for each), and every
+    request, the children's too, went through the proxy."""
+    lab.start_haproxy()
+    failed = []
+    for run in range(FORK_RUNS):
+        res = lab.run([fork_prog, API_IP, "80", "%s/run%d" % (tag, run), str(FORK_ROUNDS)],
+                      timeout=FORK_ROUNDS * 30 + 10)
+        if res.rc != 0:
+            failed.append("run %d: rc %s: %s" % (run, res.rc, res.text_err.strip()[-600:]))
+    assert not failed, "%d of %d runs failed (rc 3: a child hung):\n%s" % (
+        len(failed), FORK_RUNS, "\n".join(failed))
+    records = lab.origin_log(contains=tag)
+    want = FORK_RUNS * FORK_ROUNDS * (FORK_THREADS + FORK_CHILDREN)
+    assert len(records) == want, "%d requests at the origin, want %d" % (len(records), want)
+    direct = [r for r in records if header(r, "x-via-haproxy") != ["1"]]
+    assert not direct, "requests not diverted: %r" % [
+        (r["path"], header(r, "x-ctest-seq")) for r in direct[:10]]
