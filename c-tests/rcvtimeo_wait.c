@@ -27,7 +27,7 @@
  * where cpu_ms is the process's user+system CPU time and nvcsw/nivcsw its voluntary /
  * involuntary context switches during the wait (getrusage(RUSAGE_SELF): all threads,
  * the library's too). Exit 0 iff result, errno and elapsed time are as expected; 1
- * otherwise; 2 on a setup error; 3 when the wait did not end within 8 s (a watchdog
+ * otherwise; 2 on a setup error; 3 when the wait did not end within 6 s (a watchdog
  * thread prints the same line with result=hung and exits).
  */
 #include "common.h"
@@ -38,7 +38,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define WATCHDOG_MS 8000
+#define WATCHDOG_MS 6000
 
 static volatile sig_atomic_t g_signals;
 static const char *g_mode = "?";
