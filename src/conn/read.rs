@@ -211,13 +211,7 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
 /// speaks a protocol whose server talks first: the proxy would never answer, so the
 /// socket goes to its original destination and is left alone.
 pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    // A virtual TLS session is HTTP by construction; its client may look for input (an
-    // alert, a closed connection) before it writes.
-    if conn.wrote.load(Ordering::Acquire)
-        || !conn.is_diverted()
-        || conn.is_passthrough()
-        || conn.is_https()
-    {
+    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
         return;
     }
     if !conn.still_a_socket(fd) {
@@ -230,9 +224,16 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
         return;
     }
+    if conn.is_https() && !crate::tls::can_take_over(fd) {
+        return;
+    }
     log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
     conn.passthrough.store(true, Ordering::Release);
-    let _ = conn.move_to(fd, Route::Origin, runtime);
+    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
+    if moved.is_ok() && conn.is_https() {
+        // The program's TLS goes on as a real session at the origin, never in clear text.
+        let _ = super::recovery::hand_to_tls(conn, fd, &[]);
+    }
 }
 
 pub(super) fn is_nonblocking(fd: c_int, flags: c_int) -> bool {

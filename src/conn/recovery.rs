@@ -250,12 +250,7 @@ fn resend_to_origin(conn: &Conn, fd: i32) -> Result<(), i32> {
     if !conn.is_https() {
         return resend_direct(conn, fd);
     }
-    let bytes = {
-        let mut responses = conn.responses.lock();
-        let bytes = responses.inflight.direct_bytes();
-        responses.stop_checking();
-        bytes
-    };
+    let bytes = { conn.responses.lock().take_for_direct_resend() };
     hand_to_tls(conn, fd, &bytes)
 }
 
@@ -268,12 +263,7 @@ pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32
 }
 
 fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
-    let bytes = {
-        let mut responses = conn.responses.lock();
-        let bytes = responses.inflight.direct_bytes();
-        responses.stop_checking();
-        bytes
-    };
+    let bytes = { conn.responses.lock().take_for_direct_resend() };
     ready_for_the_answer(conn);
     send_all(fd, &bytes)
 }

@@ -57,6 +57,15 @@ impl Responses {
             .for_each(|method| self.tracker.push_request(method));
     }
 
+    /// The unanswered requests, to be sent again to the original destination, whose
+    /// answers replace anything the proxy said: checking ends there.
+    pub fn take_for_direct_resend(&mut self) -> Vec<u8> {
+        self.partial_head.clear();
+        let bytes = self.inflight.direct_bytes();
+        self.stop_checking();
+        bytes
+    }
+
     /// Nothing to check any more (the connection left the proxy).
     pub fn stop_checking(&mut self) {
         self.checking = false;
@@ -119,13 +128,13 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
         // SAFETY: peeks into our own buffer of that length.
         let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), peek_flags) };
         if got == 0 {
-            return Next::Replay("proxy closed the connection before a complete answer".into());
+            return replay(conn, "proxy closed the connection before a complete answer");
         }
         if got < 0 {
             return match sys::errno() {
                 errno @ (libc::EAGAIN | libc::EINTR) => Next::Wait(errno),
                 libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => {
-                    Next::Replay("proxy reset the connection before a complete answer".into())
+                    replay(conn, "proxy reset the connection before a complete answer")
                 }
                 // The program's own read meets this error.
                 _ => {
@@ -167,6 +176,12 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
     }
 }
 
+/// The proxy failed: what it sent of a head is dropped with its connection.
+fn replay(conn: &Conn, why: &str) -> Next {
+    conn.responses.lock().partial_head.clear();
+    Next::Replay(why.to_string())
+}
+
 /// Stops checking this connection's answers; what was taken goes to the program.
 fn deliver_as_is(responses: &mut Responses) -> Next {
     responses.stop_checking();
@@ -203,6 +218,10 @@ fn judge_head(
     head_len: usize,
 ) -> Next {
     let head = probe.head();
+    if head.lunar_error.is_some() || head.retry.is_some() {
+        // Not the program's: an answer the proxy's failure or retry replaces.
+        responses.partial_head.clear();
+    }
     if let Some(code) = head.lunar_error {
         return Next::Replay(format!(
             "x-lunar-error: {code} ({})",

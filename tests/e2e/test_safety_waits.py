@@ -160,10 +160,11 @@ def test_recv_honours_timeout_and_signals_while_answer_awaited(lab, c_bins, need
 
 @pytest.mark.parametrize("mode", ["poll", "epoll"])
 def test_poll_timeout_while_partial_head_held(lab, c_bins, need_lib, testproxy, tag, mode):
-    """The proxy sent 22 bytes of a head and nothing more: the program has nothing to
-    read yet (the library holds the partial head), so its poll/epoll_wait with a 1 s
-    timeout returns 0 at ~1 s. (Reporting the socket readable while every read says
-    EAGAIN makes an event loop spin.)"""
+    """The proxy sent 22 bytes of a head and nothing more: an event loop (poll/epoll_wait
+    for 1 s, a non-blocking read when readable) gets nothing to read, and its wait ends
+    at ~1 s with at most 3 readable-but-EAGAIN wake-ups (the library takes the partial
+    head as it comes; a socket reported readable while every read says EAGAIN would make
+    the loop spin)."""
     testproxy.set_mode("head-part-hang")
     res = run_wait(lab, tag, mode)
     info = wait_info(res, mode, "head-part-hang")
