@@ -15,7 +15,10 @@ mod write;
 
 pub use app_buffer::AppBuffer;
 pub use connect::{connect, connect_error_seen, settle_for_server_name};
-pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing, receive};
+pub use read::{
+    proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing, receive,
+    waits_to_read_before_writing,
+};
 pub use write::send;
 
 use crate::http::RequestStream;

@@ -210,6 +210,15 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
 /// socket before it wrote anything (a blocking read, or poll/select for input alone)
 /// speaks a protocol whose server talks first: the proxy would never answer, so the
 /// socket goes to its original destination and is left alone.
+pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int) {
+    // A TLS client may look for input (an alert, a closed connection) before it writes,
+    // as wget does; only its read says that its server speaks first.
+    if !conn.is_https() {
+        reads_before_writing(conn, fd);
+    }
+}
+
+/// See `waits_to_read_before_writing`; a blocking read says it for https too.
 pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
         return;
