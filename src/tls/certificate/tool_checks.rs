@@ -1,24 +1,25 @@
-//! Cross-checks with real X.509 parsers, when they are installed: `openssl` and GnuTLS's
-//! `certtool` must parse the synthetic certificate and read in it what the layout means
-//! to write.
+//! Cross-checks with real X.509 parsers: `openssl` and GnuTLS's `certtool` must parse the
+//! synthetic certificate and read in it what the layout means to write. Both are required
+//! (Debian's `openssl` and `gnutls-bin`, installed by `scripts/install-deps.sh`): a check
+//! whose tool is missing fails, naming the package.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use super::tests::SOME_NOW;
 use super::{synthetic_leaf_der, truncate_at_char_boundary};
 
-/// A DER file in the temp directory, removed when dropped.
-struct TempDer(PathBuf);
+/// A file in the temp directory, removed when dropped.
+struct TempFile(PathBuf);
 
-impl TempDer {
-    fn new(label: &str, der: &[u8]) -> Self {
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> Self {
         let path = std::env::temp_dir().join(format!(
-            "lunar-certificate-test-{}-{label}.der",
+            "lunar-certificate-test-{}-{name}",
             std::process::id()
         ));
-        std::fs::write(&path, der).expect("write temp certificate");
-        TempDer(path)
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
     }
 
     fn path(&self) -> &str {
@@ -26,37 +27,47 @@ impl TempDer {
     }
 }
 
-impl Drop for TempDer {
+impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-/// None when the tool is not installed: the caller then skips its check.
-fn run_tool(program: &str, args: &[&str]) -> Option<Output> {
-    match Command::new(program).args(args).output() {
-        Ok(output) => Some(output),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => panic!("cannot run {program}: {error}"),
-    }
+/// An external program and the Debian package that provides it.
+struct Tool {
+    program: &'static str,
+    package: &'static str,
 }
 
-fn successful_stdout(program: &str, args: &[&str]) -> Option<String> {
-    let output = run_tool(program, args)?;
+const OPENSSL: Tool = Tool {
+    program: "openssl",
+    package: "openssl",
+};
+
+const CERTTOOL: Tool = Tool {
+    program: "certtool",
+    package: "gnutls-bin",
+};
+
+/// The tool's stdout; it must exit 0. A tool that is not installed fails the check (it
+/// never passes without having looked): `scripts/install-deps.sh` installs both.
+fn successful_stdout(tool: &Tool, args: &[&str]) -> String {
+    let program = tool.program;
+    let output = match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{program}` is not installed, so this cross-check cannot run: install Debian's \
+             `{}` (scripts/install-deps.sh does)",
+            tool.package
+        ),
+        Err(error) => panic!("cannot run {program}: {error}"),
+    };
     assert!(
         output.status.success(),
         "{program} {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn tool_is_installed(program: &str, version_args: &[&str]) -> bool {
-    let installed = run_tool(program, version_args).is_some();
-    if !installed {
-        println!("note: `{program}` is not installed; skipping its cross-check");
-    }
-    installed
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 struct Case {
@@ -106,18 +117,15 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn openssl_parses_the_certificate_and_matches_the_host() {
-    if !tool_is_installed("openssl", &["version"]) {
-        return;
-    }
     for case in cases() {
-        let file = TempDer::new(
-            &format!("openssl-{}", case.label),
+        let file = TempFile::new(
+            &format!("openssl-{}.der", case.label),
             &synthetic_leaf_der(&case.host, SOME_NOW),
         );
         let x509 = |extra: &[&str]| {
             let mut args = vec!["x509", "-inform", "DER", "-in", file.path(), "-noout"];
             args.extend_from_slice(extra);
-            successful_stdout("openssl", &args).expect("openssl is installed")
+            successful_stdout(&OPENSSL, &args)
         };
 
         let text = x509(&["-text"]);
@@ -168,40 +176,35 @@ fn openssl_parses_the_certificate_and_matches_the_host() {
         );
 
         successful_stdout(
-            "openssl",
+            &OPENSSL,
             &["asn1parse", "-inform", "DER", "-in", file.path()],
-        )
-        .expect("openssl is installed");
+        );
 
         // The embedded point must be on the curve.
         let key = x509(&["-pubkey"]);
-        let key_file = std::env::temp_dir().join(format!(
-            "lunar-certificate-test-{}-{}-key.pem",
-            std::process::id(),
-            case.label
-        ));
-        std::fs::write(&key_file, key).expect("write public key");
-        let key_path = key_file.to_str().expect("temp path is UTF-8");
-        let key_check = successful_stdout(
-            "openssl",
-            &["pkey", "-pubin", "-in", key_path, "-pubcheck", "-noout"],
+        let key_file = TempFile::new(&format!("{}-key.pem", case.label), key.as_bytes());
+        successful_stdout(
+            &OPENSSL,
+            &[
+                "pkey",
+                "-pubin",
+                "-in",
+                key_file.path(),
+                "-pubcheck",
+                "-noout",
+            ],
         );
-        let _ = std::fs::remove_file(&key_file);
-        key_check.expect("openssl is installed");
     }
 }
 
 #[test]
 fn openssl_accepts_generalized_time_after_2049() {
-    if !tool_is_installed("openssl", &["version"]) {
-        return;
-    }
-    let file = TempDer::new(
-        "openssl-2050",
+    let file = TempFile::new(
+        "openssl-2050.der",
         &synthetic_leaf_der("future.test", 2_524_608_000),
     );
     let dates = successful_stdout(
-        "openssl",
+        &OPENSSL,
         &[
             "x509",
             "-inform",
@@ -211,8 +214,7 @@ fn openssl_accepts_generalized_time_after_2049() {
             "-noout",
             "-dates",
         ],
-    )
-    .expect("openssl is installed");
+    );
     assert!(
         dates.contains("notBefore=Dec 31 00:00:00 2049 GMT"),
         "{dates}"
@@ -225,16 +227,12 @@ fn openssl_accepts_generalized_time_after_2049() {
 
 #[test]
 fn gnutls_certtool_accepts_the_certificate() {
-    if !tool_is_installed("certtool", &["--version"]) {
-        return;
-    }
     for case in cases() {
-        let file = TempDer::new(
-            &format!("certtool-{}", case.label),
+        let file = TempFile::new(
+            &format!("certtool-{}.der", case.label),
             &synthetic_leaf_der(&case.host, SOME_NOW),
         );
-        let info = successful_stdout("certtool", &["-i", "--inder", "--infile", file.path()])
-            .expect("certtool is installed");
+        let info = successful_stdout(&CERTTOOL, &["-i", "--inder", "--infile", file.path()]);
         assert!(
             info.contains(&case.certtool_san),
             "{}: SAN missing in\n{info}",
