@@ -3,7 +3,7 @@ SHELL := /bin/bash
 LIB := target/release/liblunar_intercept.so
 export LUNAR_LIB := $(abspath $(LIB))
 
-.PHONY: all build deps test unit lint c-tests e2e demo bench clean
+.PHONY: all build deps test unit lint c-tests e2e demo bench fuzz clean
 
 all: build
 
@@ -15,12 +15,14 @@ $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
 deps:
 	scripts/install-deps.sh
 
+# Includes the fuzz targets' checks over 200,000 inputs each (src/http/fuzz_driver.rs).
 unit:
 	cargo test --release --lib --tests
 
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	cargo check --manifest-path fuzz/Cargo.toml
 
 e2e: build
 	scripts/run-e2e.sh
@@ -32,6 +34,11 @@ demo: deps build
 
 bench: deps build
 	scripts/bench.sh
+
+# The fuzz checks for longer: the stable driver (LUNAR_FUZZ_ITERATIONS, default 10M),
+# then libFuzzer for LUNAR_FUZZ_SECONDS per target where a nightly toolchain is installed.
+fuzz:
+	scripts/fuzz.sh
 
 clean:
 	cargo clean

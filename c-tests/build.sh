@@ -29,6 +29,8 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 	build "$src" "$src.c"
 done
 build threads threads.c -pthread
+build fork_during_setup fork_during_setup.c -pthread
+build rcvtimeo_wait rcvtimeo_wait.c -pthread
 build nonblock_epoll_et nonblock_epoll.c -DWAIT_EPOLLET
 build nonblock_poll nonblock_epoll.c -DWAIT_POLL
 build nonblock_select nonblock_epoll.c -DWAIT_SELECT

@@ -14,9 +14,9 @@ fi
 # Debian packages, checked by dpkg status.
 PKGS=(
     haproxy nginx-light wrk hyperfine curl wget iproute2 strace
-    gcc libc6-dev make python3 python3-pytest perl libhttp-tiny-perl
+    gcc g++ libc6-dev make python3 python3-pytest perl libhttp-tiny-perl
     procps valgrind
-    openssl libssl-dev libgnutls28-dev libio-socket-ssl-perl python3-requests python3-venv
+    openssl gnutls-bin libssl-dev libgnutls28-dev libio-socket-ssl-perl python3-requests python3-venv
     ruby php-cli php-curl
 )
 

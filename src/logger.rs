@@ -40,6 +40,7 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Called only by the thread building the runtime (one per process, `runtime::set_up`).
 pub fn install(level: LogLevel) {
     let filter = match level {
         LogLevel::Error => LevelFilter::Error,
@@ -47,7 +48,12 @@ pub fn install(level: LogLevel) {
         LogLevel::Info => LevelFilter::Info,
         LogLevel::Debug => LevelFilter::Debug,
     };
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(filter);
-    }
+    // Not `log::set_logger`: it spins while another thread is half-way through it, and in
+    // a child forked at that instant that thread never finishes. The racy form is two
+    // plain stores, redone by a child that builds again.
+    // SAFETY: nothing else calls set_logger* on this library's own copy of `log`, and
+    // `runtime::set_up` lets one thread per process build, so no two calls race. An Err
+    // means our logger is already installed (the parent set it up before the fork).
+    let _ = unsafe { log::set_logger_racy(&LOGGER) };
+    log::set_max_level(filter);
 }

@@ -1,12 +1,25 @@
 //! The library's process-wide state, built once at the first call that could need it (a
 //! connect or a name lookup), never at load time.
+//!
+//! The set-up survives `fork` at any instant (DESIGN-NOTES rules 6, 16, 23). A child is a
+//! copy of the one thread that forked: a set-up another thread was running is never
+//! finished there, so a `OnceLock` held at the fork would make the child wait forever.
+//! Instead one word says where the set-up is, and "being built" names the process
+//! building it. The builder registers the `pthread_atfork` handlers before anything
+//! they reset can be taken; the child handler turns a set-up in progress back into "not
+//! built", and a child that forked before the handlers existed sees a builder that is not
+//! of its own process and starts again too. Threads waiting for another thread's build
+//! wait in the kernel (futex).
 
-use crate::policy::config::{self, Config, Setup};
+use crate::policy::config::{Config, Setup};
 use crate::policy::failsafe::{now_ms, Failsafe};
 use crate::policy::filter::{self, Destination, Lists, Verdict};
+use crate::policy::source::{self, Source};
 use crate::proxy::{self, Proxy};
+use crate::sync::{futex_wait_while, futex_wake_all};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 pub struct Runtime {
     pub config: Config,
@@ -14,21 +27,105 @@ pub struct Runtime {
     pub proxy: Proxy,
 }
 
-static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+/// `STATE`: nothing set up yet.
+const UNBUILT: u32 = 0;
+/// Set up, and the library is inert in this process.
+const INERT: u32 = 1;
+/// Set up and active: `RUNTIME` holds it.
+const ACTIVE: u32 = 2;
+/// Being built by the process whose pid is in the other bits (pids are below 2^22).
+const BUILDING: u32 = 1 << 31;
 
-/// `None`: the library is inert in this process (no proxy configured, or misconfigured).
+static STATE: AtomicU32 = AtomicU32::new(UNBUILT);
+/// Published before `STATE` becomes `ACTIVE`; leaked, never freed.
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(null_mut());
+
+/// `None`: the library is inert in this process (no proxy configured, misconfigured, or a
+/// program in secure-execution mode).
+#[inline]
 pub fn get() -> Option<&'static Runtime> {
-    RUNTIME.get_or_init(build).as_ref()
+    match STATE.load(Ordering::Acquire) {
+        ACTIVE => existing(),
+        INERT => None,
+        _ => set_up(),
+    }
 }
 
 /// The runtime if it was already built; never builds it.
 pub fn existing() -> Option<&'static Runtime> {
-    RUNTIME.get()?.as_ref()
+    if STATE.load(Ordering::Acquire) != ACTIVE {
+        return None;
+    }
+    // SAFETY: a non-null pointer is a leaked Box published before STATE became ACTIVE.
+    unsafe { RUNTIME.load(Ordering::Acquire).as_ref() }
+}
+
+/// Builds the runtime, or waits for the thread of this process that builds it.
+#[cold]
+#[inline(never)]
+fn set_up() -> Option<&'static Runtime> {
+    // SAFETY: getpid has no preconditions.
+    let me = BUILDING | unsafe { libc::getpid() } as u32;
+    loop {
+        match STATE.load(Ordering::Acquire) {
+            ACTIVE => return existing(),
+            INERT => return None,
+            UNBUILT => {
+                if STATE
+                    .compare_exchange(UNBUILT, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return build_and_publish();
+                }
+            }
+            building if building == me => {
+                futex_wait_while(&STATE, building, None);
+            }
+            orphaned => {
+                // Being built by another process: the parent that forked us while one of its
+                // threads was building (before the atfork handlers existed). That thread
+                // is not in this process: start again.
+                let _ =
+                    STATE.compare_exchange(orphaned, UNBUILT, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+    }
+}
+
+/// The builder's part, `STATE` being ours. Whatever happens (a panic included), the state
+/// ends set and waiters are woken.
+fn build_and_publish() -> Option<&'static Runtime> {
+    struct Publish(u32);
+    impl Drop for Publish {
+        fn drop(&mut self) {
+            STATE.store(self.0, Ordering::Release);
+            futex_wake_all(&STATE);
+        }
+    }
+    // A panic in `build` leaves the library inert rather than every waiter asleep.
+    let mut publish = Publish(INERT);
+    crate::fork::install_handlers();
+    let runtime: Option<&'static Runtime> = build().map(|runtime| &*Box::leak(Box::new(runtime)));
+    if let Some(runtime) = runtime {
+        RUNTIME.store(runtime as *const Runtime as *mut Runtime, Ordering::Release);
+        publish.0 = ACTIVE;
+    }
+    drop(publish);
+    runtime
+}
+
+/// For a forked child (the atfork handler): a set-up another thread was running is
+/// started again by the first caller.
+pub fn after_fork_in_child() {
+    if STATE.load(Ordering::Relaxed) & BUILDING != 0 {
+        STATE.store(UNBUILT, Ordering::Relaxed);
+    }
 }
 
 fn build() -> Option<Runtime> {
     let mut warnings = Vec::new();
-    let (setup, level) = config::parse(|name| std::env::var(name).ok(), &mut |w| warnings.push(w));
+    // A setuid program's environment is its user's, not its own: `source` reads nothing then.
+    let (setup, level) = source::read(Source::of_this_process(), &mut |w| warnings.push(w));
     if !warnings.is_empty() || matches!(setup, Setup::Active(_)) {
         crate::logger::install(level);
     }
@@ -38,7 +135,6 @@ fn build() -> Option<Runtime> {
     let Setup::Active(config) = setup else {
         return None;
     };
-    crate::fork::install_handlers();
     log::debug!(
         "active: proxy {}:{}, ports {:?}, cooldown after {} failures for {} s",
         config.proxy.host,
@@ -129,5 +225,48 @@ impl Runtime {
                 log::warn!("Lunar Proxy failed ({what}); request sent to its original destination")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn own_pid() -> u32 {
+        // SAFETY: getpid has no preconditions.
+        unsafe { libc::getpid() as u32 }
+    }
+
+    /// One test: the steps share the process-wide state.
+    #[test]
+    fn set_up_states() {
+        // A build another process left half done (a parent that forked us mid-build,
+        // before its atfork handlers existed): started again, never waited for.
+        STATE.store(BUILDING | (own_pid() + 1), Ordering::Release);
+        let _ = get();
+        let state = STATE.load(Ordering::Acquire);
+        assert!(state == INERT || state == ACTIVE, "{state:#x}");
+
+        // The child handler undoes a build in progress, and only that.
+        STATE.store(BUILDING | own_pid(), Ordering::Release);
+        after_fork_in_child();
+        assert_eq!(STATE.load(Ordering::Acquire), UNBUILT);
+        STATE.store(INERT, Ordering::Release);
+        after_fork_in_child();
+        assert_eq!(STATE.load(Ordering::Acquire), INERT);
+
+        // Another thread of this process is building: callers wait for it (in the
+        // kernel) and take its outcome.
+        STATE.store(BUILDING | own_pid(), Ordering::Release);
+        let waiter = std::thread::spawn(|| get().is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "returned while the build was running"
+        );
+        STATE.store(INERT, Ordering::Release);
+        futex_wake_all(&STATE);
+        assert!(waiter.join().unwrap());
     }
 }

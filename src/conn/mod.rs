@@ -11,17 +11,21 @@ mod moving;
 mod read;
 mod recovery;
 mod responses;
+mod waiting;
 mod write;
 
 pub use app_buffer::AppBuffer;
 pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};
 pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
-pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing};
+pub use read::{
+    proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing,
+    waits_to_read_before_writing,
+};
 pub use write::send;
 
 use crate::http::RequestStream;
 use crate::runtime::Route;
-use crate::sync::SpinLock;
+use crate::sync::{Gate, SpinLock};
 use responses::Responses;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -54,8 +58,9 @@ pub struct Conn {
     writer: SpinLock<Writer>,
     /// The proxy's answers and the copies of the requests they answer.
     responses: SpinLock<Responses>,
-    /// A recovery thread owns the socket; the program's reads answer EAGAIN meanwhile.
-    busy: AtomicBool,
+    /// Raised while a recovery owns the socket: the program's reads and writes answer
+    /// EAGAIN meanwhile (non-blocking) or wait in the kernel until it is lowered.
+    recovery: Gate,
     /// A virtual TLS session (`crate::tls`) runs on this socket: its plaintext is https.
     https: AtomicBool,
     /// After a fallback the TLS layer runs a real session on this socket: the program's
@@ -93,7 +98,7 @@ impl Conn {
                 head_out: Vec::new(),
             }),
             responses: SpinLock::new(Responses::new(replay_cap)),
-            busy: AtomicBool::new(false),
+            recovery: Gate::new(),
             https: AtomicBool::new(false),
             tls_owned: AtomicBool::new(false),
         }
@@ -226,7 +231,7 @@ impl Conn {
         self.writer.force_unlock();
         self.responses.force_unlock();
         // A recovery thread of the parent does not exist here.
-        self.busy.store(false, Ordering::Release);
+        self.recovery.lower();
     }
 }
 

@@ -3,13 +3,13 @@
 
 use super::recovery::{self, Recovery, Started};
 use super::responses::{check_next, Next};
+use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn};
 use crate::runtime::{self, Route};
 use crate::sys;
 use libc::c_int;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
 /// a tracked fd, into `buffer`; `real` performs the program's own call.
@@ -27,7 +27,9 @@ pub fn receive(
     if conn.is_passthrough() {
         return real();
     }
-    let nonblocking = || is_nonblocking(fd, flags);
+    // Asked of the kernel once per call, and only when needed.
+    let mode = std::cell::OnceCell::new();
+    let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
     if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
         reads_before_writing(conn, fd);
     }
@@ -39,29 +41,29 @@ pub fn receive(
             sys::set_errno(libc::EAGAIN);
             return -1;
         }
-        if conn.busy.load(Ordering::Acquire) {
-            if nonblocking() {
-                sys::set_errno(libc::EAGAIN);
-                return -1;
+        if conn.recovery.is_raised() {
+            let waited = if nonblocking() {
+                Err(libc::EAGAIN)
+            } else {
+                wait_for_recovery(conn, fd, Direction::Read)
+            };
+            match waited {
+                Ok(()) => continue,
+                Err(errno) => {
+                    sys::set_errno(errno);
+                    return -1;
+                }
             }
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
         }
         if let Some(count) = conn.serve_held(buffer, peek) {
             return count;
         }
-        let recovery = match check_next(conn, fd) {
+        let recovery = match check_next(conn, fd, &|| !nonblocking()) {
             Next::Deliver => None,
             Next::Held => continue,
-            Next::NotYet if nonblocking() => {
-                sys::set_errno(libc::EAGAIN);
+            Next::Wait(errno) => {
+                sys::set_errno(errno);
                 return -1;
-            }
-            Next::NotYet => {
-                // The rest of the head is on its way; a peeked socket stays readable, so
-                // poll would not wait for it.
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
             }
             Next::Replay(why) => Some(Recovery::Replay(why)),
             Next::Retry { after, sequence_id } => Some(Recovery::Retry { after, sequence_id }),
@@ -71,10 +73,12 @@ pub fn receive(
                 // The answer to the resent request gets the same scrutiny.
                 Started::Done => continue,
                 Started::NotPossible => {}
-                Started::InBackground => {
+                Started::InBackground if nonblocking() => {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
                 }
+                // A blocking read waits for the recovery as for the answer.
+                Started::InBackground => continue,
                 // A failed TLS fallback ends the plaintext stream; the program's TLS call
                 // then reports its library's own error (a certificate it rejects), not a
                 // socket error of ours.
@@ -127,10 +131,7 @@ pub fn receive(
 /// leave it with the proxy's failure.
 pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     // https recovers in the thread that uses the session, inside its read.
-    if conn.is_passthrough()
-        || !conn.is_diverted()
-        || conn.busy.load(Ordering::Acquire)
-        || conn.is_https()
+    if conn.is_passthrough() || !conn.is_diverted() || conn.recovery.is_raised() || conn.is_https()
     {
         return false;
     }
@@ -213,14 +214,17 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
 /// socket before it wrote anything (a blocking read, or poll/select for input alone)
 /// speaks a protocol whose server talks first: the proxy would never answer, so the
 /// socket goes to its original destination and is left alone.
+pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int) {
+    // A TLS client may look for input (an alert, a closed connection) before it writes,
+    // as wget does; only its read says that its server speaks first.
+    if !conn.is_https() {
+        reads_before_writing(conn, fd);
+    }
+}
+
+/// See `waits_to_read_before_writing`; a blocking read says it for https too.
 pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    // A virtual TLS session is HTTP by construction; its client may look for input (an
-    // alert, a closed connection) before it writes.
-    if conn.wrote.load(Ordering::Acquire)
-        || !conn.is_diverted()
-        || conn.is_passthrough()
-        || conn.is_https()
-    {
+    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
         return;
     }
     if !conn.still_a_socket(fd) {
@@ -233,9 +237,16 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
         return;
     }
+    if conn.is_https() && !crate::tls::can_take_over(fd) {
+        return;
+    }
     log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
     conn.passthrough.store(true, Ordering::Release);
-    let _ = conn.move_to(fd, Route::Origin, runtime);
+    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
+    if moved.is_ok() && conn.is_https() {
+        // The program's TLS goes on as a real session at the origin, never in clear text.
+        let _ = super::recovery::hand_to_tls(conn, fd, &[]);
+    }
 }
 
 pub(super) fn is_nonblocking(fd: c_int, flags: c_int) -> bool {

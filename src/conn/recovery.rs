@@ -14,7 +14,7 @@ use super::Conn;
 use crate::runtime::{self, Route, Runtime};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(super) enum Recovery {
     Replay(String),
@@ -62,79 +62,126 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
         conn.responses.lock().stop_checking();
         return Started::NotPossible;
     }
-    if conn.is_https() {
-        // A virtual TLS session belongs to the thread using it, so it recovers here,
-        // whatever the socket's mode; a replay needs a real session the TLS layer can
-        // build from the program's own.
-        if matches!(recovery, Recovery::Replay(_)) && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && matches!(recovery, Recovery::Replay(_)) && !crate::tls::can_take_over(fd)
+    {
+        // A replay needs a real session the TLS layer can build from the program's own.
+        if let Recovery::Replay(why) = &recovery {
+            runtime.proxy_failed(why);
+            log::warn!(
+                "Lunar Proxy failed ({why}) on https to {}, and this TLS library's session cannot be moved to the origin; the program sees the proxy's answer",
+                conn.label()
+            );
+        }
+        conn.responses.lock().stop_checking();
+        return Started::NotPossible;
+    }
+    // A virtual TLS session belongs to the thread using it, and a blocking program waits
+    // inside its read anyway: the move happens right here. Only a retry's delay is left
+    // to a helper thread, so that the program's own timeouts and signals still end its
+    // wait (`waiting::wait_for_recovery`).
+    let here = conn.is_https() || !nonblocking;
+    match recovery {
+        Recovery::Replay(why) if here => {
+            runtime.proxy_failed(&why);
+            match replay_to_origin(conn, fd, runtime) {
+                Ok(()) => Started::Done,
+                Err(errno) => Started::Failed(errno),
+            }
+        }
+        Recovery::Retry { after, sequence_id } if here => {
+            let Route::Proxy(proxy) = conn.peer() else {
+                return finished(replay_to_origin(conn, fd, runtime));
+            };
+            // Reconnect first: a socket left unconnected during the delay would show the
+            // program's poller a hang-up over and over.
+            match conn.move_to(fd, Route::Proxy(proxy), runtime) {
+                Err(errno) => Started::Failed(errno),
+                Ok(Route::Origin) => finished(resend_to_origin(conn, fd)),
+                Ok(_) => in_background(
+                    conn,
+                    fd,
+                    runtime,
+                    None,
+                    Recovery::Retry { after, sequence_id },
+                ),
+            }
+        }
+        recovery => {
+            let (target, route) = match &recovery {
+                Recovery::Replay(_) => (conn.original, Route::Origin),
+                Recovery::Retry { .. } => match conn.peer() {
+                    Route::Proxy(proxy) => (proxy, Route::Proxy(proxy)),
+                    Route::Origin => (conn.original, Route::Origin),
+                },
+            };
             if let Recovery::Replay(why) = &recovery {
                 runtime.proxy_failed(why);
-                log::warn!(
-                    "Lunar Proxy failed ({why}) on https to {}, and this TLS library's session cannot be moved to the origin; the program sees the proxy's answer",
+                log::debug!(
+                    "{} -> direct (replaying after a proxy failure)",
                     conn.label()
                 );
             }
-            conn.responses.lock().stop_checking();
-            return Started::NotPossible;
+            if let Err(errno) = conn.begin_move(fd, target) {
+                return Started::Failed(errno);
+            }
+            in_background(conn, fd, runtime, Some(route), recovery)
         }
-        return match run(conn, fd, recovery, runtime) {
-            Ok(()) => Started::Done,
-            Err(errno) => Started::Failed(errno),
-        };
     }
-    if !nonblocking {
-        return match run(conn, fd, recovery, runtime) {
-            Ok(()) => Started::Done,
-            Err(errno) => Started::Failed(errno),
-        };
+}
+
+fn finished(outcome: Result<(), i32>) -> Started {
+    match outcome {
+        Ok(()) => Started::Done,
+        Err(errno) => Started::Failed(errno),
     }
-    let (target, route) = match &recovery {
-        Recovery::Replay(_) => (conn.original, Route::Origin),
-        Recovery::Retry { .. } => match conn.peer() {
-            Route::Proxy(proxy) => (proxy, Route::Proxy(proxy)),
-            Route::Origin => (conn.original, Route::Origin),
-        },
-    };
-    if let Recovery::Replay(why) = &recovery {
-        runtime.proxy_failed(why);
-        log::debug!(
-            "{} -> direct (replaying after a proxy failure)",
-            conn.label()
-        );
-    }
-    conn.busy.store(true, Ordering::Release);
-    if let Err(errno) = conn.begin_move(fd, target) {
-        conn.busy.store(false, Ordering::Release);
-        return Started::Failed(errno);
-    }
+}
+
+/// Hands the rest of a recovery to a short-lived thread, which owns the socket (its
+/// `recovery` gate raised) until the requests are resent. `finish_move`: a move that
+/// `begin_move` started, to be finished there first.
+fn in_background(
+    conn: &Arc<Conn>,
+    fd: i32,
+    runtime: &'static Runtime,
+    finish_move: Option<Route>,
+    recovery: Recovery,
+) -> Started {
+    conn.recovery.raise();
     let job_conn = conn.clone();
     let spawned = std::thread::Builder::new()
         .name("lunar-recovery".into())
         .spawn(move || {
             let _inside = crate::guard::Reentry::enter();
-            let _writer = job_conn.writer.lock();
-            let outcome = job_conn.finish_move(fd, route, runtime).and_then(|ended| {
-                match (recovery, ended) {
-                    (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
-                        std::thread::sleep(after);
-                        resend_retry(&job_conn, fd, &sequence_id)
-                    }
-                    _ => resend_direct(&job_conn, fd),
+            let conn = &job_conn;
+            let ended = match finish_move {
+                Some(route) => conn.finish_move(fd, route, runtime),
+                None => Ok(conn.peer()),
+            };
+            let outcome = ended.and_then(|ended| match (recovery, ended) {
+                (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
+                    // A wait of this helper thread, not of the program's.
+                    std::thread::sleep(after);
+                    let _writer = conn.writer.lock();
+                    resend_retry(conn, fd, &sequence_id)
+                }
+                _ => {
+                    let _writer = conn.writer.lock();
+                    resend_direct(conn, fd)
                 }
             });
             if let Err(errno) = outcome {
                 log::warn!(
                     "could not resend to {}: {}",
-                    job_conn.label(),
+                    conn.label(),
                     std::io::Error::from_raw_os_error(errno)
                 );
             }
-            job_conn.busy.store(false, Ordering::Release);
+            conn.recovery.lower();
         });
     match spawned {
         Ok(_) => Started::InBackground,
         Err(_) => {
-            conn.busy.store(false, Ordering::Release);
+            conn.recovery.lower();
             Started::NotPossible
         }
     }
@@ -173,29 +220,6 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
     conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_to_origin(conn, fd).is_ok()
 }
 
-/// Recovers in the calling thread, which holds the writer lock.
-fn run(conn: &Conn, fd: i32, recovery: Recovery, runtime: &Runtime) -> Result<(), i32> {
-    match recovery {
-        Recovery::Replay(why) => {
-            runtime.proxy_failed(&why);
-            replay_to_origin(conn, fd, runtime)
-        }
-        Recovery::Retry { after, sequence_id } => {
-            let Route::Proxy(proxy) = conn.peer() else {
-                return replay_to_origin(conn, fd, runtime);
-            };
-            let resume_at = Instant::now() + after;
-            // Reconnect first: a socket left unconnected during the wait would show the
-            // program's poller a hang-up over and over.
-            if conn.move_to(fd, Route::Proxy(proxy), runtime)? == Route::Origin {
-                return resend_to_origin(conn, fd);
-            }
-            std::thread::sleep(resume_at.saturating_duration_since(Instant::now()));
-            resend_retry(conn, fd, &sequence_id)
-        }
-    }
-}
-
 fn resend_retry(conn: &Conn, fd: i32, sequence_id: &str) -> Result<(), i32> {
     log::debug!(
         "{} -> proxy (retry, x-lunar-sequence-id: {sequence_id})",
@@ -226,12 +250,7 @@ fn resend_to_origin(conn: &Conn, fd: i32) -> Result<(), i32> {
     if !conn.is_https() {
         return resend_direct(conn, fd);
     }
-    let bytes = {
-        let mut responses = conn.responses.lock();
-        let bytes = responses.inflight.direct_bytes();
-        responses.stop_checking();
-        bytes
-    };
+    let bytes = { conn.responses.lock().take_for_direct_resend() };
     hand_to_tls(conn, fd, &bytes)
 }
 
@@ -244,12 +263,7 @@ pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32
 }
 
 fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
-    let bytes = {
-        let mut responses = conn.responses.lock();
-        let bytes = responses.inflight.direct_bytes();
-        responses.stop_checking();
-        bytes
-    };
+    let bytes = { conn.responses.lock().take_for_direct_resend() };
     ready_for_the_answer(conn);
     send_all(fd, &bytes)
 }
@@ -257,7 +271,7 @@ fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
 /// The answer can arrive as soon as the request leaves, and an edge-triggered poller
 /// reports it once: from here on the program's reads must reach the socket.
 fn ready_for_the_answer(conn: &Conn) {
-    conn.busy.store(false, Ordering::Release);
+    conn.recovery.lower();
 }
 
 fn send_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {

@@ -2,8 +2,11 @@
 //!
 //! At each response boundary the next head is PEEKED, not read: the program then reads it
 //! from the kernel itself, so nothing is buffered here and the program's poll/epoll
-//! readiness stays exactly the kernel's. Only a head that is a proxy failure (hidden and
-//! recovered from) or that carries `x-lunar-sequence-id` (removed) is taken by us.
+//! readiness stays exactly the kernel's. Taken by us are only a head that is a proxy
+//! failure (hidden and recovered from), one that carries `x-lunar-sequence-id` (removed),
+//! and the first part of a head that arrives in pieces: peeked bytes keep a socket
+//! readable, so leaving them there would make every wait for the rest return at once (a
+//! busy loop); taken, the wait for the rest is the kernel's (see `wait_for_answer`).
 
 use super::app_buffer::AppBuffer;
 use super::inflight::InFlight;
@@ -24,6 +27,10 @@ pub(super) struct Responses {
     /// Bytes of a head the tracker read from a peek: the program's reads of them are
     /// not fed again.
     pub already_tracked: usize,
+    /// The first bytes of a head still arriving, taken from the socket.
+    pub partial_head: Vec<u8>,
+    /// Retries the proxy asked for the request now awaiting its answer.
+    pub retries: u32,
 }
 
 impl Responses {
@@ -34,6 +41,8 @@ impl Responses {
             checking: false,
             held: Vec::new(),
             already_tracked: 0,
+            partial_head: Vec::new(),
+            retries: 0,
         }
     }
 
@@ -41,10 +50,20 @@ impl Responses {
     pub fn restart_tracking(&mut self) {
         self.tracker = ResponseStream::new();
         self.already_tracked = 0;
+        self.partial_head.clear();
         let methods: Vec<String> = self.inflight.methods().map(str::to_string).collect();
         methods
             .iter()
             .for_each(|method| self.tracker.push_request(method));
+    }
+
+    /// The unanswered requests, to be sent again to the original destination, whose
+    /// answers replace anything the proxy said: checking ends there.
+    pub fn take_for_direct_resend(&mut self) -> Vec<u8> {
+        self.partial_head.clear();
+        let bytes = self.inflight.direct_bytes();
+        self.stop_checking();
+        bytes
     }
 
     /// Nothing to check any more (the connection left the proxy).
@@ -53,6 +72,10 @@ impl Responses {
         self.inflight.clear();
         self.tracker = ResponseStream::new();
         self.already_tracked = 0;
+        self.retries = 0;
+        // A head begun but not judged is the program's to read as it came.
+        let partial = std::mem::take(&mut self.partial_head);
+        self.held.extend_from_slice(&partial);
     }
 }
 
@@ -60,9 +83,10 @@ impl Responses {
 pub(super) enum Next {
     /// Let the program read it.
     Deliver,
-    /// Its head has not fully arrived.
-    NotYet,
-    /// A head with `x-lunar-sequence-id` was taken and rewritten into `held`.
+    /// The program's read ends without bytes: -1 with this errno (EAGAIN: a non-blocking
+    /// socket, or the program's SO_RCVTIMEO; EINTR: a signal, as its own read would).
+    Wait(i32),
+    /// Bytes of the head are in `held`, for the program's next reads.
     Held,
     /// The proxy failed this request: hide it.
     Replay(String),
@@ -73,7 +97,10 @@ pub(super) enum Next {
     },
 }
 
-pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
+/// Looks at the next answer of the proxy before the program reads it. `blocking`: the
+/// program's read would wait for bytes, so this waits for the head as that read would,
+/// in the kernel (a blocking peek), with the program's SO_RCVTIMEO and signal handling.
+pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> Next {
     {
         let responses = conn.responses.lock();
         if !responses.checking
@@ -83,57 +110,107 @@ pub(super) fn check_next(conn: &Conn, fd: i32) -> Next {
             return Next::Deliver;
         }
     }
+    let peek_flags = if blocking() {
+        libc::MSG_PEEK
+    } else {
+        libc::MSG_PEEK | libc::MSG_DONTWAIT
+    };
     // Nearly every head fits the first window; a larger one gets a second look.
     let mut small = [0u8; 4096];
     let mut large = Vec::new();
     loop {
+        let can_grow = large.len() <= MAX_HEAD;
         let window: &mut [u8] = if large.is_empty() {
             &mut small
         } else {
             &mut large
         };
         // SAFETY: peeks into our own buffer of that length.
-        let got = unsafe {
-            sys::recv(
-                fd,
-                window.as_mut_ptr().cast(),
-                window.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
+        let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), peek_flags) };
         if got == 0 {
-            return Next::Replay("proxy closed the connection before answering".to_string());
+            return replay(conn, "proxy closed the connection before a complete answer");
         }
         if got < 0 {
             return match sys::errno() {
-                libc::EAGAIN | libc::EINTR => Next::NotYet,
+                errno @ (libc::EAGAIN | libc::EINTR) => Next::Wait(errno),
                 libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => {
-                    Next::Replay("proxy reset the connection before answering".to_string())
+                    replay(conn, "proxy reset the connection before a complete answer")
                 }
-                _ => Next::Deliver,
+                // The program's own read meets this error.
+                _ => {
+                    let mut responses = conn.responses.lock();
+                    if responses.partial_head.is_empty() {
+                        Next::Deliver
+                    } else {
+                        deliver_as_is(&mut responses)
+                    }
+                }
             };
         }
         let full_window = got as usize == window.len();
         let peeked = &window[..got as usize];
         let mut responses = conn.responses.lock();
         let mut probe = responses.tracker.clone();
+        let taken_before = responses.partial_head.len();
+        if taken_before > 0 {
+            probe.feed(&responses.partial_head);
+        }
         match probe.feed(peeked) {
-            Step::Buffered(_) if full_window && large.len() <= MAX_HEAD => {
+            Step::Buffered(_) if full_window && can_grow => {
                 drop(responses);
                 large.resize(MAX_HEAD + 1, 0);
             }
-            Step::Buffered(_) => return Next::NotYet,
-            Step::HeadComplete(head_len) => return judge_head(fd, &mut responses, probe, head_len),
-            Step::NotHttp(_) | Step::Pass(_) => {
-                responses.stop_checking();
-                return Next::Deliver;
+            Step::Buffered(_) => {
+                if !take_partial(fd, &mut responses.partial_head, got as usize) {
+                    return deliver_as_is(&mut responses);
+                }
+                if peek_flags & libc::MSG_DONTWAIT != 0 {
+                    return Next::Wait(libc::EAGAIN);
+                }
             }
+            Step::HeadComplete(rest_of_head) => {
+                return judge_head(fd, &mut responses, probe, taken_before + rest_of_head)
+            }
+            Step::NotHttp(_) | Step::Pass(_) => return deliver_as_is(&mut responses),
         }
     }
 }
 
-/// `probe` is the tracker having read the peeked head (`head_len` bytes) that the program
-/// has not read yet.
+/// The proxy failed: what it sent of a head is dropped with its connection.
+fn replay(conn: &Conn, why: &str) -> Next {
+    conn.responses.lock().partial_head.clear();
+    Next::Replay(why.to_string())
+}
+
+/// Stops checking this connection's answers; what was taken goes to the program.
+fn deliver_as_is(responses: &mut Responses) -> Next {
+    responses.stop_checking();
+    if responses.held.is_empty() {
+        Next::Deliver
+    } else {
+        Next::Held
+    }
+}
+
+/// Moves `count` peeked bytes from the socket to `partial`.
+fn take_partial(fd: i32, partial: &mut Vec<u8>, count: usize) -> bool {
+    let start = partial.len();
+    partial.resize(start + count, 0);
+    // SAFETY: reads into our own buffer, `count` bytes long past `start`.
+    let got = unsafe {
+        sys::recv(
+            fd,
+            partial[start..].as_mut_ptr().cast(),
+            count,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    partial.truncate(start + got.max(0) as usize);
+    got == count as isize
+}
+
+/// `probe` is the tracker having read the head (`head_len` bytes: those taken into
+/// `partial_head`, then the peeked rest that the program has not read yet).
 fn judge_head(
     fd: i32,
     responses: &mut Responses,
@@ -141,6 +218,10 @@ fn judge_head(
     head_len: usize,
 ) -> Next {
     let head = probe.head();
+    if head.lunar_error.is_some() || head.retry.is_some() {
+        // Not the program's: an answer the proxy's failure or retry replaces.
+        responses.partial_head.clear();
+    }
     if let Some(code) = head.lunar_error {
         return Next::Replay(format!(
             "x-lunar-error: {code} ({})",
@@ -148,39 +229,104 @@ fn judge_head(
         ));
     }
     if let Some(retry) = head.retry {
-        return Next::Retry {
-            after: Duration::from_secs_f64(retry.after_secs.min(3600.0)),
-            sequence_id: retry.sequence_id.to_string(),
-        };
+        if let Some(after) = retry_allowed(retry.after_secs, responses.retries) {
+            responses.retries += 1;
+            return Next::Retry {
+                after,
+                sequence_id: retry.sequence_id.to_string(),
+            };
+        }
     }
+    responses.retries = 0;
     if !head.informational {
         if let Some(runtime) = crate::runtime::get() {
             runtime.failsafe.record_success();
         }
     }
     let answered_before = probe.responses_completed();
+    let taken = std::mem::take(&mut responses.partial_head);
     let next = if head.carries_sequence_id {
-        // Take the head from the kernel; the program gets it without the header.
-        let mut taken = vec![0u8; head_len];
+        // Take the rest of the head from the kernel; the program gets it without the header.
+        let rest = head_len - taken.len();
+        let mut discard = vec![0u8; rest];
         // SAFETY: reads into our own buffer; the bytes are there (peeked).
-        let got = unsafe { sys::recv(fd, taken.as_mut_ptr().cast(), head_len, libc::MSG_DONTWAIT) };
-        if got != head_len as isize {
-            responses.stop_checking();
-            return Next::Deliver;
+        let got = unsafe { sys::recv(fd, discard.as_mut_ptr().cast(), rest, libc::MSG_DONTWAIT) };
+        if got != rest as isize {
+            responses.held = taken;
+            return deliver_as_is(responses);
         }
         probe.emit_head(&mut responses.held);
         Next::Held
     } else {
-        // The program reads the head itself; the tracker has seen it already.
+        // The program reads the head itself (what we took first, then the kernel's rest);
+        // the tracker has seen it already.
         probe.skip_head();
-        responses.already_tracked = head_len;
-        Next::Deliver
+        responses.already_tracked = head_len - taken.len();
+        if taken.is_empty() {
+            Next::Deliver
+        } else {
+            responses.held = taken;
+            Next::Held
+        }
     };
     if probe.responses_completed() > answered_before {
         responses.inflight.answered();
     }
     responses.tracker = probe;
     next
+}
+
+/// Whether the proxy's retry request is honoured: within LUNAR_RETRY_MAX_DELAY_SEC and
+/// LUNAR_RETRY_MAX_ATTEMPTS. Otherwise its answer goes to the program as it is (without
+/// `x-lunar-sequence-id`), said once in a warning.
+fn retry_allowed(after_secs: f64, retries_so_far: u32) -> Option<Duration> {
+    let config = &crate::runtime::get()?.config;
+    let limits = RetryLimits {
+        max_delay_secs: config.retry_max_delay_secs,
+        max_attempts: config.retry_max_attempts,
+    };
+    match limits.judge(after_secs, retries_so_far) {
+        RetryVerdict::Retry(after) => Some(after),
+        RetryVerdict::TooMany => {
+            log::warn!(
+                "Lunar Proxy asked for retry {} of one request; LUNAR_RETRY_MAX_ATTEMPTS is {}: its answer is passed on",
+                retries_so_far + 1,
+                limits.max_attempts
+            );
+            None
+        }
+        RetryVerdict::TooLong => {
+            log::warn!(
+                "Lunar Proxy asked for a retry after {after_secs} s, more than LUNAR_RETRY_MAX_DELAY_SEC ({} s): its answer is passed on",
+                limits.max_delay_secs
+            );
+            None
+        }
+    }
+}
+
+struct RetryLimits {
+    max_delay_secs: u64,
+    max_attempts: u32,
+}
+
+#[derive(Debug, PartialEq)]
+enum RetryVerdict {
+    Retry(Duration),
+    TooLong,
+    TooMany,
+}
+
+impl RetryLimits {
+    fn judge(&self, after_secs: f64, retries_so_far: u32) -> RetryVerdict {
+        if retries_so_far >= self.max_attempts {
+            RetryVerdict::TooMany
+        } else if !(0.0..=self.max_delay_secs as f64).contains(&after_secs) {
+            RetryVerdict::TooLong
+        } else {
+            RetryVerdict::Retry(Duration::from_secs_f64(after_secs))
+        }
+    }
 }
 
 impl Conn {
@@ -249,5 +395,46 @@ pub fn lunar_error_meaning(code: &str) -> &'static str {
         "7" => "host in the proxy's block list",
         "10" => "gateway shutting down",
         _ => "unknown proxy error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RetryLimits = RetryLimits {
+        max_delay_secs: 60,
+        max_attempts: 10,
+    };
+
+    #[test]
+    fn a_retry_within_both_bounds_waits_as_asked() {
+        assert_eq!(
+            LIMITS.judge(0.25, 0),
+            RetryVerdict::Retry(Duration::from_millis(250))
+        );
+        assert_eq!(
+            LIMITS.judge(60.0, 9),
+            RetryVerdict::Retry(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_delay_past_the_cap_is_not_waited_for() {
+        assert_eq!(LIMITS.judge(60.001, 0), RetryVerdict::TooLong);
+        assert_eq!(LIMITS.judge(1e9, 0), RetryVerdict::TooLong);
+        assert_eq!(LIMITS.judge(f64::INFINITY, 0), RetryVerdict::TooLong);
+        assert_eq!(LIMITS.judge(f64::NAN, 0), RetryVerdict::TooLong);
+        assert_eq!(LIMITS.judge(-1.0, 0), RetryVerdict::TooLong);
+    }
+
+    #[test]
+    fn the_eleventh_retry_of_one_request_is_refused() {
+        assert_eq!(LIMITS.judge(0.05, 10), RetryVerdict::TooMany);
+        let none = RetryLimits {
+            max_delay_secs: 60,
+            max_attempts: 0,
+        };
+        assert_eq!(none.judge(0.05, 0), RetryVerdict::TooMany);
     }
 }

@@ -6,6 +6,7 @@
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
 use super::read::is_nonblocking;
+use super::waiting::{wait_for_recovery, Direction};
 use super::{lunar_headers, recovery, Conn, Writer};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
@@ -48,13 +49,17 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
     let mut writer = conn.writer.lock();
     // A recovery thread is resending the unanswered requests: what the program writes
     // now must follow them.
-    while conn.busy.load(Ordering::Acquire) {
+    while conn.recovery.is_raised() {
         drop(writer);
-        if is_nonblocking(fd, flags) {
-            sys::set_errno(libc::EAGAIN);
+        let waited = if is_nonblocking(fd, flags) {
+            Err(libc::EAGAIN)
+        } else {
+            wait_for_recovery(conn, fd, Direction::Write)
+        };
+        if let Err(errno) = waited {
+            sys::set_errno(errno);
             return Some(-1);
         }
-        std::thread::sleep(Duration::from_millis(1));
         writer = conn.writer.lock();
     }
     if writer.requests.at_message_boundary() {
@@ -66,6 +71,16 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
         if conn.stdio.load(Ordering::Acquire) && super::bypass::stdio_goes_direct(conn, fd) {
             return None;
         }
+    }
+    if conn.is_https() && !conn.is_diverted() {
+        // A virtual session's plaintext belongs on the proxy link only; every move to the
+        // origin hands the socket to a real session first (`recovery::hand_to_tls`).
+        log::warn!(
+            "{}: TLS-protected bytes not sent in clear text",
+            conn.label()
+        );
+        sys::set_errno(libc::ECONNRESET);
+        return Some(-1);
     }
     send_request_bytes(conn, fd, input, flags, &mut writer)
 }
@@ -200,6 +215,14 @@ fn send_request_bytes(
                 }
                 conn.passthrough.store(true, Ordering::Release);
                 let buffered = writer.requests.take_buffered();
+                if conn.is_https() && !conn.is_diverted() {
+                    // What the program protects with TLS never leaves without it: the
+                    // session becomes real at the origin, these bytes its first.
+                    return match recovery::hand_to_tls(conn, fd, &buffered) {
+                        Ok(()) => Some(consumed as isize),
+                        Err(errno) => fail(conn, fd, before, errno),
+                    };
+                }
                 if let Err(errno) = send_all(fd, &buffered, flags) {
                     return fail(conn, fd, before, errno);
                 }

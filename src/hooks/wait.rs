@@ -16,7 +16,7 @@ fn note_input_wait(fd: c_int) {
     if let Some(conn) = tracked(fd) {
         if let Some(_inside) = Reentry::enter() {
             let saved = sys::errno();
-            crate::guard::shielded(|| conn::reads_before_writing(&conn, fd), || ());
+            crate::guard::shielded(|| conn::waits_to_read_before_writing(&conn, fd), || ());
             sys::set_errno(saved);
         }
     }

@@ -21,6 +21,14 @@ mod statusline;
 #[cfg(test)]
 mod testutil;
 
+/// The fuzz targets' checks: libFuzzer runs them from `fuzz/` (nightly), the
+/// `fuzz_driver` tests on stable.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz_checks;
+#[cfg(test)]
+mod fuzz_driver;
+
 pub use head::RequestHead;
 pub use request::{RequestStream, Step};
 pub use response::ResponseStream;

@@ -1,8 +1,9 @@
 //! Configuration, read once from the environment (see LUNAR-CONTRACT.md's table).
 //!
-//! Parsing is pure (`Config::from_lookup`) so it is unit-tested without touching the
-//! process environment; every malformed value produces one warning and the safe
-//! behaviour the contract names.
+//! Parsing is pure (`parse`) so it is unit-tested without touching the process
+//! environment; `policy::source` decides whether the environment is read at all. Values
+//! are bytes: one that is not UTF-8 is malformed like any other, never "unset". Every
+//! malformed value produces one warning and the safe behaviour the contract names.
 
 use std::net::IpAddr;
 
@@ -70,20 +71,44 @@ pub enum Setup {
     Active(Box<Config>),
     /// `LUNAR_PROXY_HOST` unset: silent, by contract.
     Unset,
+    /// Secure-execution mode (`policy::source`): nothing was read; silent.
+    SecureExecution,
     /// Something made diverting unsafe; the warning was already produced.
     Disabled,
 }
 
-/// Reads the configuration with `lookup(name)`; `warn` receives each complaint once.
+/// Reads the configuration with `lookup(name)` (a variable's bytes, `None` when unset);
+/// `warn` receives each complaint once.
 pub fn parse(
-    lookup: impl Fn(&str) -> Option<String>,
+    lookup: impl Fn(&str) -> Option<Vec<u8>>,
     warn: &mut dyn FnMut(String),
 ) -> (Setup, LogLevel) {
-    // `NAME=` (an env file or compose file easily leaves one) means unset.
-    let lookup = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-    let log_level = parse_log_level(lookup("LUNAR_INTERCEPTOR_LOG_LEVEL"), warn);
-    let Some(raw_proxy) = lookup("LUNAR_PROXY_HOST") else {
-        return (Setup::Unset, log_level);
+    // `NAME=` (an env file or compose file easily leaves one) means unset. Any other value
+    // is read, and one that is not UTF-8 is malformed: `Err` carries it quoted for the
+    // warning.
+    let lookup = |name: &str| lookup(name).filter(|raw| !is_blank(raw));
+    let text = |name: &str| {
+        lookup(name).map(|raw| String::from_utf8(raw).map_err(|bad| quoted(bad.as_bytes())))
+    };
+    let log_level = match text("LUNAR_INTERCEPTOR_LOG_LEVEL") {
+        None => LogLevel::Warn,
+        Some(Ok(raw)) => parse_log_level(&raw, warn),
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_INTERCEPTOR_LOG_LEVEL={shown} is not valid UTF-8; using WARNING"
+            ));
+            LogLevel::Warn
+        }
+    };
+    let raw_proxy = match text("LUNAR_PROXY_HOST") {
+        None => return (Setup::Unset, log_level),
+        Some(Ok(raw)) => raw,
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_PROXY_HOST={shown} is not valid UTF-8; interceptor disabled"
+            ));
+            return (Setup::Disabled, log_level);
+        }
     };
     let Some(proxy) = parse_proxy_host(&raw_proxy) else {
         warn(format!(
@@ -93,9 +118,9 @@ pub fn parse(
     };
     let number =
         |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
-            match lookup(name) {
+            match text(name) {
                 None => default,
-                Some(raw) => match raw.trim().parse::<u64>() {
+                Some(Ok(raw)) => match raw.trim().parse::<u64>() {
                     Ok(value) if (min..=max).contains(&value) => value,
                     _ => {
                         warn(format!(
@@ -104,6 +129,12 @@ pub fn parse(
                         default
                     }
                 },
+                Some(Err(shown)) => {
+                    warn(format!(
+                        "{name}={shown} is not valid UTF-8; using {default}"
+                    ));
+                    default
+                }
             }
         };
     let handshake_port = number(
@@ -155,23 +186,44 @@ pub fn parse(
         1000,
         warn,
     ) as u32;
-    let proxy_tls = match lookup("LUNAR_PROXY_SUPPORT_TLS").as_deref().map(str::trim) {
-        None | Some("0") | Some("") => false,
-        Some("1") => true,
-        Some(other) => {
+    let proxy_tls = match text("LUNAR_PROXY_SUPPORT_TLS") {
+        None => false,
+        Some(Ok(raw)) => match raw.trim() {
+            "0" | "" => false,
+            "1" => true,
+            other => {
+                warn(format!(
+                    "LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"
+                ));
+                false
+            }
+        },
+        Some(Err(shown)) => {
             warn(format!(
-                "LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"
+                "LUNAR_PROXY_SUPPORT_TLS={shown} is not valid UTF-8; using 0"
             ));
             false
         }
     };
-    let tenant_id = lookup("LUNAR_TENANT_ID")
-        .map(|value| value.trim().to_string())
-        .filter(|value| !value.is_empty() && is_header_safe(value))
-        .unwrap_or_else(|| "unknown".to_string());
-    let intercept_ports = match lookup("LUNAR_INTERCEPT_PORTS") {
+    let tenant_id = match text("LUNAR_TENANT_ID") {
+        None => "unknown".to_string(),
+        Some(Ok(raw)) if is_header_safe(raw.trim()) => raw.trim().to_string(),
+        Some(Ok(raw)) => {
+            warn(format!(
+                "LUNAR_TENANT_ID={raw:?} is not printable ASCII; using unknown"
+            ));
+            "unknown".to_string()
+        }
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_TENANT_ID={shown} is not valid UTF-8; using unknown"
+            ));
+            "unknown".to_string()
+        }
+    };
+    let intercept_ports = match text("LUNAR_INTERCEPT_PORTS") {
         None => DEFAULT_PORTS.to_vec(),
-        Some(raw) => match parse_ports(&raw) {
+        Some(Ok(raw)) => match parse_ports(&raw) {
             Some(ports) => ports,
             None => {
                 warn(format!(
@@ -180,13 +232,21 @@ pub fn parse(
                 DEFAULT_PORTS.to_vec()
             }
         },
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_INTERCEPT_PORTS={shown} is not valid UTF-8; using 80,443"
+            ));
+            DEFAULT_PORTS.to_vec()
+        }
     };
 
+    // An entry that is not UTF-8 is an invalid entry like any other: dropped from an
+    // allow list (only what remains is diverted), fatal in a block list.
     let allow_list = lookup("LUNAR_ALLOW_LIST").map(|raw| {
         let (entries, invalid) = parse_host_list(&raw);
         for entry in invalid {
             warn(format!(
-                "LUNAR_ALLOW_LIST entry {entry:?} is not a host name or IP; ignored"
+                "LUNAR_ALLOW_LIST entry {entry} is not a host name or IP; ignored"
             ));
         }
         entries
@@ -199,7 +259,7 @@ pub fn parse(
             let (entries, invalid) = parse_host_list(&raw);
             if !invalid.is_empty() {
                 warn(format!(
-                    "LUNAR_BLOCK_LIST entry {:?} is not a host name or IP; interceptor disabled",
+                    "LUNAR_BLOCK_LIST entry {} is not a host name or IP; interceptor disabled",
                     invalid[0]
                 ));
                 return (Setup::Disabled, log_level);
@@ -227,22 +287,30 @@ pub fn parse(
     (Setup::Active(Box::new(config)), log_level)
 }
 
-fn parse_log_level(raw: Option<String>, warn: &mut dyn FnMut(String)) -> LogLevel {
-    match raw
-        .as_deref()
-        .map(|value| value.trim().to_ascii_uppercase())
-    {
-        None => LogLevel::Warn,
-        Some(level) => match level.as_str() {
-            "DEBUG" => LogLevel::Debug,
-            "INFO" => LogLevel::Info,
-            "WARNING" | "WARN" | "" => LogLevel::Warn,
-            "ERROR" => LogLevel::Error,
-            _ => {
-                warn(format!("LUNAR_INTERCEPTOR_LOG_LEVEL={level:?} is not DEBUG, INFO, WARNING or ERROR; using WARNING"));
-                LogLevel::Warn
-            }
-        },
+fn parse_log_level(raw: &str, warn: &mut dyn FnMut(String)) -> LogLevel {
+    let level = raw.trim().to_ascii_uppercase();
+    match level.as_str() {
+        "DEBUG" => LogLevel::Debug,
+        "INFO" => LogLevel::Info,
+        "WARNING" | "WARN" | "" => LogLevel::Warn,
+        "ERROR" => LogLevel::Error,
+        _ => {
+            warn(format!("LUNAR_INTERCEPTOR_LOG_LEVEL={level:?} is not DEBUG, INFO, WARNING or ERROR; using WARNING"));
+            LogLevel::Warn
+        }
+    }
+}
+
+/// Whether a value is empty or only white space (what `NAME=` leaves): unset.
+fn is_blank(raw: &[u8]) -> bool {
+    std::str::from_utf8(raw).is_ok_and(|text| text.trim().is_empty())
+}
+
+/// A value as a warning shows it: quoted, and bytes that are not UTF-8 escaped (`\xff`).
+fn quoted(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => format!("\"{}\"", raw.escape_ascii()),
     }
 }
 
@@ -283,15 +351,25 @@ fn parse_ports(raw: &str) -> Option<Vec<u16>> {
     ports.filter(|ports| !ports.is_empty())
 }
 
-/// Splits a comma-separated list into valid entries and the invalid ones.
-pub fn parse_host_list(raw: &str) -> (Vec<HostEntry>, Vec<String>) {
+/// Splits a comma-separated list into valid entries and the invalid ones (quoted for a
+/// warning). An entry that is not UTF-8 is invalid.
+pub fn parse_host_list(raw: impl AsRef<[u8]>) -> (Vec<HostEntry>, Vec<String>) {
     let mut entries = Vec::new();
     let mut invalid = Vec::new();
     for part in raw
-        .split(',')
-        .map(str::trim)
+        .as_ref()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
         .filter(|part| !part.is_empty())
     {
+        let Ok(part) = std::str::from_utf8(part) else {
+            invalid.push(quoted(part));
+            continue;
+        };
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
         if let Ok(ip) = part
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -301,7 +379,7 @@ pub fn parse_host_list(raw: &str) -> (Vec<HostEntry>, Vec<String>) {
         } else if is_host_name(part) {
             entries.push(HostEntry::Name(part.to_ascii_lowercase()));
         } else {
-            invalid.push(part.to_string());
+            invalid.push(quoted(part.as_bytes()));
         }
     }
     (entries, invalid)
@@ -340,9 +418,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn run(vars: &[(&str, &str)]) -> (Setup, LogLevel, Vec<String>) {
-        let map: HashMap<String, String> = vars
+        let vars: Vec<(&str, &[u8])> = vars.iter().map(|&(k, v)| (k, v.as_bytes())).collect();
+        run_bytes(&vars)
+    }
+
+    fn run_bytes(vars: &[(&str, &[u8])]) -> (Setup, LogLevel, Vec<String>) {
+        let map: HashMap<String, Vec<u8>> = vars
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
         let mut warnings = Vec::new();
         let (setup, level) = parse(|name| map.get(name).cloned(), &mut |w| warnings.push(w));
@@ -507,5 +590,136 @@ mod tests {
         };
         assert!(config.block_list.is_empty());
         assert_eq!(warnings.len(), 1);
+    }
+
+    const PROXY: (&str, &[u8]) = ("LUNAR_PROXY_HOST", b"p:1");
+
+    #[test]
+    fn non_utf8_proxy_host_warns_and_disables() {
+        let (setup, _, warnings) = run_bytes(&[("LUNAR_PROXY_HOST", b"127.0.0.1:80\xff00")]);
+        assert!(matches!(setup, Setup::Disabled), "{setup:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(r"\xff"), "{warnings:?}");
+    }
+
+    #[test]
+    fn non_utf8_block_list_disables() {
+        let (setup, _, warnings) = run_bytes(&[
+            PROXY,
+            ("LUNAR_BLOCK_LIST", b"api.example.test,b\xe9.example.test"),
+        ]);
+        assert!(matches!(setup, Setup::Disabled), "{setup:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(r"b\xe9.example.test"), "{warnings:?}");
+        // A whole value of invalid bytes too.
+        let (setup, _, _) = run_bytes(&[PROXY, ("LUNAR_BLOCK_LIST", b"\xff\xfe")]);
+        assert!(matches!(setup, Setup::Disabled), "{setup:?}");
+    }
+
+    #[test]
+    fn non_utf8_allow_entry_is_dropped_the_rest_kept() {
+        let (setup, _, warnings) = run_bytes(&[
+            PROXY,
+            ("LUNAR_ALLOW_LIST", b"x\xff.example.test, api.example.test"),
+        ]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(
+            config.allow_list,
+            Some(vec![HostEntry::Name("api.example.test".into())])
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(r"x\xff.example.test"), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_allow_list_of_invalid_bytes_only_is_an_empty_allow_list() {
+        // Never "unset": an allow list that was given and holds nothing valid diverts
+        // nothing.
+        let (setup, _, warnings) = run_bytes(&[PROXY, ("LUNAR_ALLOW_LIST", b"\xc3\x28")]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(config.allow_list, Some(vec![]));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn non_utf8_ports_warn_and_use_the_default_ports() {
+        let (setup, _, warnings) = run_bytes(&[PROXY, ("LUNAR_INTERCEPT_PORTS", b"80,\xff")]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(config.intercept_ports, vec![80, 443]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("LUNAR_INTERCEPT_PORTS"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn every_other_non_utf8_value_warns_and_takes_its_default() {
+        let bad: &[u8] = b"1\xff";
+        let (setup, level, warnings) = run_bytes(&[
+            PROXY,
+            ("LUNAR_HANDSHAKE_PORT", bad),
+            ("LUNAR_PROXY_SUPPORT_TLS", bad),
+            ("LUNAR_TENANT_ID", b"acme\xff"),
+            ("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS", bad),
+            ("LUNAR_EXIT_COOLDOWN_AFTER_SEC", bad),
+            ("LUNAR_INTERCEPTOR_LOG_LEVEL", b"DEBUG\xff"),
+            ("LUNAR_PROXY_CONNECT_TIMEOUT_MS", bad),
+            ("LUNAR_REPLAY_MAX_BYTES", bad),
+            ("LUNAR_RETRY_MAX_DELAY_SEC", bad),
+            ("LUNAR_RETRY_MAX_ATTEMPTS", bad),
+        ]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(warnings.len(), 10, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.contains("not valid UTF-8")),
+            "{warnings:?}"
+        );
+        assert_eq!(level, LogLevel::Warn);
+        assert_eq!(config.handshake_port, DEFAULT_HANDSHAKE_PORT);
+        assert!(!config.proxy_tls);
+        assert_eq!(config.tenant_id, "unknown");
+        assert_eq!(config.cooldown_attempts, DEFAULT_COOLDOWN_ATTEMPTS);
+        assert_eq!(config.cooldown_secs, DEFAULT_COOLDOWN_SECS);
+        assert_eq!(config.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        assert_eq!(config.replay_max_bytes as u64, DEFAULT_REPLAY_MAX_BYTES);
+        assert_eq!(config.retry_max_delay_secs, DEFAULT_RETRY_MAX_DELAY_SECS);
+        assert_eq!(
+            u64::from(config.retry_max_attempts),
+            DEFAULT_RETRY_MAX_ATTEMPTS
+        );
+    }
+
+    #[test]
+    fn a_tenant_that_is_not_printable_ascii_warns() {
+        let (setup, _, warnings) = run(&[("LUNAR_PROXY_HOST", "p:1"), ("LUNAR_TENANT_ID", "a\nb")]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(config.tenant_id, "unknown");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn valid_utf8_beyond_ascii_is_still_judged_as_text() {
+        // Not a byte problem: the ordinary "not a host name" warning, entry dropped.
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_ALLOW_LIST", "bücher.example, api.example.test"),
+        ]);
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}")
+        };
+        assert_eq!(config.allow_list.map(|list| list.len()), Some(1));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("bücher.example"), "{warnings:?}");
     }
 }

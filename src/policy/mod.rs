@@ -1,4 +1,6 @@
-//! What should happen, decided without I/O: configuration, the traffic filter, the failsafe.
+//! What should happen: configuration (its source, `source`; its parsing, without I/O,
+//! `config`), the traffic filter, the failsafe.
 pub mod config;
 pub mod failsafe;
 pub mod filter;
+pub mod source;

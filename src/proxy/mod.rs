@@ -5,22 +5,23 @@ pub mod handshake;
 pub mod socket;
 
 use crate::policy::config::ProxyAddress;
-use crate::sync::SpinLock;
+use crate::sync::{SpinLock, WaitEnd};
 use crate::sys;
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-const NEVER_TRIED: u8 = 0;
-const RUNNING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
+const NEVER_TRIED: u32 = 0;
+const RUNNING: u32 = 1;
+const READY: u32 = 2;
+const FAILED: u32 = 3;
 
 pub struct Proxy {
     pub address: ProxyAddress,
     handshake_port: u16,
-    state: AtomicU8,
+    /// NEVER_TRIED, RUNNING, READY or FAILED; waited on as a futex while RUNNING.
+    state: AtomicU32,
     managed: AtomicBool,
     retry_at_ms: AtomicU64,
     /// The traffic address, once resolved by a successful handshake.
@@ -38,7 +39,7 @@ impl Proxy {
         Proxy {
             address,
             handshake_port,
-            state: AtomicU8::new(NEVER_TRIED),
+            state: AtomicU32::new(NEVER_TRIED),
             managed: AtomicBool::new(false),
             retry_at_ms: AtomicU64::new(0),
             traffic: SpinLock::new(None),
@@ -91,17 +92,23 @@ impl Proxy {
         }
     }
 
-    /// Other threads wait for the one running the handshake, so a program's first
-    /// concurrent requests are all diverted; bounded by the handshake's own time limits.
+    /// Other threads wait (in the kernel) for the one running the handshake, so a
+    /// program's first concurrent requests are all diverted; bounded by the handshake's
+    /// own time limits.
     fn wait_while_running(&self, connect_timeout_ms: u64) -> bool {
-        let give_up = crate::policy::failsafe::now_ms() + connect_timeout_ms + 3_000;
-        while self.state.load(Ordering::Acquire) == RUNNING {
-            if crate::policy::failsafe::now_ms() > give_up {
-                return false;
+        let give_up = Instant::now() + Duration::from_millis(connect_timeout_ms + 3_000);
+        loop {
+            match crate::sync::futex_wait_while(&self.state, RUNNING, Some(give_up)) {
+                WaitEnd::Done => return true,
+                WaitEnd::TimedOut => return false,
+                WaitEnd::Interrupted => {}
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
-        true
+    }
+
+    fn finish_handshake(&self, state: u32) {
+        self.state.store(state, Ordering::Release);
+        crate::sync::futex_wake_all(&self.state);
     }
 
     fn handshake(&self, settings: &Settings<'_>, now_ms: u64) {
@@ -126,7 +133,7 @@ impl Proxy {
                     self.address.port,
                     answer.managed
                 );
-                self.state.store(READY, Ordering::Release);
+                self.finish_handshake(READY);
             }
             Err(reason) => {
                 log::warn!(
@@ -140,7 +147,7 @@ impl Proxy {
                     now_ms + settings.retry_after_secs.max(1) * 1000,
                     Ordering::Release,
                 );
-                self.state.store(FAILED, Ordering::Release);
+                self.finish_handshake(FAILED);
             }
         }
     }

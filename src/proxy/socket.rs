@@ -172,9 +172,7 @@ pub fn connect_start(fd: c_int, target: SocketAddr, deadline: Instant) -> Result
             libc::EINTR => continue,
             libc::EINPROGRESS | libc::EALREADY => return Ok(false),
             // The previous association may still be closing after AF_UNSPEC.
-            libc::EBUSY if Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            libc::EBUSY if Instant::now() < deadline => kernel_refused_pause(),
             errno => return Err(errno),
         }
     }
@@ -212,17 +210,40 @@ pub fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
 /// keeping its epoll registrations, flags and options). Dissolving an established
 /// connection leaves ECONNRESET pending on the socket, which a poller would report as
 /// EPOLLERR and the program's next read would return: it is taken here, at once.
+///
+/// Linux refuses (EBUSY) while another thread sleeps in a call on the socket (a blocking
+/// read of the program's, or our wait for the proxy's answer); we move sockets when their
+/// peer failed, which wakes such sleepers at once, so the refusal is retried for a moment.
 pub fn disconnect(fd: c_int) {
     // SAFETY: sockaddr with AF_UNSPEC is the documented way to dissolve an association.
     let mut unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
     unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    // SAFETY: a valid sockaddr of its own size.
-    unsafe {
-        sys::connect(
-            fd,
-            &unspec,
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        )
-    };
+    let give_up = Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        // SAFETY: a valid sockaddr of its own size.
+        let rc = unsafe {
+            sys::connect(
+                fd,
+                &unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 || sys::errno() != libc::EBUSY || Instant::now() >= give_up {
+            break;
+        }
+        kernel_refused_pause();
+    }
     socket_option(fd, libc::SO_ERROR);
+}
+
+/// The kernel gives no wake-up for "the other sleeper left the socket": a short pause
+/// (a tenth of a millisecond) before asking again, only after it refused.
+fn kernel_refused_pause() {
+    std::thread::yield_now();
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000,
+    };
+    // SAFETY: a valid timespec; an early wake-up only makes us ask sooner.
+    unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
 }

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import (CLIENT_DIR, PY, UUID4, assert_direct, assert_ok, assert_proxied,
+from conftest import (CLIENT_DIR, PY, assert_direct, assert_ok, assert_proxied,
                       describe, echoes, hdr, one_echo)
 
 API = "203.0.113.10:80"
@@ -103,8 +103,11 @@ def test_threads_mixed_internal_external(lab, need_lib, tag):
     t1.start(), t2.start(), t1.join(), t2.join()
     for key in ("ext", "int"):
         assert_ok(results[key])
-    for e in echoes(results["ext"]):
-        assert_proxied(e, results["ext"], "api.example.test", origin=API)
+        n = len(echoes(results[key]))
+        assert n == 20, "%s: got %d responses\n%s" % (key, n, describe(results[key]))
+    # assert_proxied checks each x-lunar-req-id against UUID4
+    rids = [assert_proxied(e, results["ext"], "api.example.test", origin=API)
+            for e in echoes(results["ext"])]
+    assert len(set(rids)) == 20, "req-ids not unique over 20 requests: %s" % rids
     for e in echoes(results["int"]):
         assert_direct(e, results["int"], origin="127.0.0.2:80")
-    assert UUID4 is not None

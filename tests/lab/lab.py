@@ -133,11 +133,16 @@ ORIGINS = {
     "origin-api-tls-8443": ("https", "%s:8443" % API_IP),
     "origin-other-tls": ("https", "%s:443" % OTHER_IP),
     "origin-untrusted-tls": ("https-untrusted", "%s:443" % UNTRUSTED_IP),
+    # the echo and banner line protocols inside TLS (certificate lines.pem, lab CA)
+    "line-echo-tls": ("echo-tls", "%s:443" % ECHO_IP),
+    "line-banner-tls": ("banner-tls", "%s:443" % BANNER_IP),
 }
 
 # Names in the lab's TLS certificates (also as IP SANs).
 TLS_NAMES = [("api.example.test", API_IP), ("other.example.test", OTHER_IP)]
 UNTRUSTED_NAMES = [("untrusted.example.test", UNTRUSTED_IP)]
+# Names in the certificate of the TLS line servers (echo/banner.example.test :443).
+LINE_TLS_NAMES = [("echo.example.test", ECHO_IP), ("banner.example.test", BANNER_IP)]
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 JAVA_TRUSTSTORE_PASSWORD = "changeit"
 
@@ -225,6 +230,8 @@ class Lab:
         self.tls_key = os.path.join(self.tls_dir, "lab.key")
         self.untrusted_cert = os.path.join(self.tls_dir, "untrusted.pem")
         self.untrusted_key = os.path.join(self.tls_dir, "untrusted.key")
+        self.lines_cert = os.path.join(self.tls_dir, "lines.pem")   # echo + banner :443
+        self.lines_key = os.path.join(self.tls_dir, "lines.key")
         self.wgetrc = os.path.join(self.tls_dir, "wgetrc")
         self.procs = {}     # service -> Popen (services this object started)
         self.extra = []     # background processes started by spawn()
@@ -429,6 +436,7 @@ class Lab:
         self._make_leaf("lab", "ca", TLS_NAMES)
         self._make_ca("untrusted-ca", "Lunar Lab Untrusted CA")
         self._make_leaf("untrusted", "untrusted-ca", UNTRUSTED_NAMES)
+        self._make_leaf("lines", "ca", LINE_TLS_NAMES)
         with open(self.wgetrc, "w") as f:
             f.write("ca_certificate = %s\n" % self.ca_file)
 
@@ -507,6 +515,8 @@ class Lab:
                 kind, tls = "http", ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
             elif kind == "https-untrusted":
                 kind, tls = "http", ["--tls-cert", self.untrusted_cert, "--tls-key", self.untrusted_key]
+            elif kind in ("echo-tls", "banner-tls"):
+                kind, tls = kind[:-4], ["--tls-cert", self.lines_cert, "--tls-key", self.lines_key]
             p = self._popen_service(svc, [PY, os.path.join(HERE, "origin.py"), "--kind", kind,
                                           "--bind", bind, "--log", self.origin_log_path,
                                           "--ready", ready] + tls)

@@ -23,9 +23,19 @@ kinds:
   echo    client-speaks-first binary protocol: every byte received is sent back.
   banner  server-speaks-first line protocol: "220 <name> ready\\r\\n" on connect,
           then "250 <line>" for every line, "221 bye" and close on "QUIT".
+  echo and banner with --tls-cert/--tls-key: the same protocols inside TLS (TLS 1.2+,
+          no ALPN). Before the handshake the server peeks at the first bytes the
+          client sent: a TLS record starts with 0x16 (handshake); anything else is
+          plaintext that left the client outside TLS. Each connection is logged as
+          one JSON line {"server", "kind", "scheme": "https", "peer", "first_bytes"
+          (hex, up to 16), "plaintext": bool, and "plaintext_data" (up to 200
+          bytes, latin-1) when plaintext, "tls_error" when the handshake failed,
+          else "sni", "tls_version", "bytes" and "data" (what came in inside TLS,
+          latin-1, up to 2000 bytes; banner: "lines")}.
 """
 import argparse
 import hashlib
+import io
 import json
 import os
 import socket
@@ -219,11 +229,12 @@ class HTTPOrigin(ThreadingHTTPServer):
         return sock, addr
 
 
-def tls_context(cert, key):
+def tls_context(cert, key, alpn=("http/1.1",)):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
 
     def remember_sni(sslsock, name, _ctx):
         try:
@@ -234,8 +245,40 @@ def tls_context(cert, key):
     return ctx
 
 
+def tls_line_accept(handler, kind):
+    """For the echo/banner kinds over TLS: peek at what the client sent first (a TLS
+    record, or plaintext), then the server side of the handshake. Returns (ssl
+    socket, log record), or (None, record) after logging a failure."""
+    raw = handler.request
+    rec = {"server": handler.server.name, "kind": kind, "scheme": "https",
+           "peer": fmt_addr(handler.client_address)}
+    raw.settimeout(10)
+    try:
+        first = raw.recv(200, socket.MSG_PEEK)
+    except OSError as e:
+        first = b""
+        rec["peek_error"] = str(e)
+    rec["first_bytes"] = first[:16].hex()
+    rec["plaintext"] = bool(first) and first[:1] != b"\x16"
+    if rec["plaintext"]:
+        rec["plaintext_data"] = first.decode("latin-1")
+    try:
+        tls = handler.server.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        tls.do_handshake()
+    except (OSError, ValueError) as e:
+        rec["tls_error"] = str(e)
+        handler.server.log.write(rec)
+        return None, rec
+    tls.settimeout(None)
+    rec["sni"] = getattr(tls, "lab_sni", None)
+    rec["tls_version"] = tls.version()
+    return tls, rec
+
+
 class EchoLine(socketserver.BaseRequestHandler):
     def handle(self):
+        if self.server.tls is not None:
+            return self.handle_tls()
         s = self.request
         total = 0
         while True:
@@ -250,9 +293,50 @@ class EchoLine(socketserver.BaseRequestHandler):
         self.server.log.write({"server": self.server.name, "kind": "echo",
                                "peer": fmt_addr(self.client_address), "bytes": total})
 
+    def handle_tls(self):
+        s, rec = tls_line_accept(self, "echo")
+        if s is None:
+            return
+        total, data = 0, b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except OSError as e:
+                rec["error"] = str(e)
+                break
+            if not d:
+                break
+            total += len(d)
+            data = (data + d)[:2000]
+            try:
+                s.sendall(d)
+            except OSError as e:
+                rec["error"] = str(e)
+                break
+        rec["bytes"] = total
+        rec["data"] = data.decode("latin-1")
+        self.server.log.write(rec)
+        try:
+            s.close()
+        except OSError:
+            pass
+
 
 class BannerLine(socketserver.StreamRequestHandler):
+    def setup(self):
+        self.tls_rec = None
+        if self.server.tls is not None:
+            s, self.tls_rec = tls_line_accept(self, "banner")
+            self.tls_failed = s is None
+            if self.tls_failed:  # logged; handle() ends at once
+                self.rfile, self.wfile = io.BytesIO(), io.BytesIO()
+                return
+            self.request = s
+        super().setup()
+
     def handle(self):
+        if self.tls_rec is not None and self.tls_failed:
+            return
         lines = []
         self.wfile.write(b"220 %s ready\r\n" % self.server.banner.encode())
         self.wfile.flush()
@@ -268,11 +352,16 @@ class BannerLine(socketserver.StreamRequestHandler):
                 break
             self.wfile.write(b"250 " + text + b"\r\n")
             self.wfile.flush()
+        if self.tls_rec is not None:
+            self.tls_rec["lines"] = lines
+            self.server.log.write(self.tls_rec)
+            return
         self.server.log.write({"server": self.server.name, "kind": "banner",
                                "peer": fmt_addr(self.client_address), "lines": lines})
 
 
 class LineServer(socketserver.ThreadingTCPServer):
+    tls = None  # ssl.SSLContext: the line protocol inside TLS
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
@@ -301,9 +390,10 @@ def main():
     srv.banner = a.banner
     srv.log = Log(a.log)
     if a.tls_cert:
-        if a.kind != "http":
-            ap.error("--tls-cert only with --kind http")
-        srv.tls = tls_context(a.tls_cert, a.tls_key or a.tls_cert)
+        if a.kind == "http":
+            srv.tls = tls_context(a.tls_cert, a.tls_key or a.tls_cert)
+        else:  # echo/banner inside TLS (no ALPN)
+            srv.tls = tls_context(a.tls_cert, a.tls_key or a.tls_cert, alpn=None)
     if a.ready:
         with open(a.ready + ".tmp", "w") as f:
             f.write(str(os.getpid()))

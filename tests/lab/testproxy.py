@@ -18,6 +18,10 @@ changed through the control API (default 127.0.0.1:9001):
     reset                read the full request, then RST (SO_LINGER 0)
     down                 RST every new connection at once, before reading
     hang                 read the request, never answer (until the peer closes)
+    head-part-close      read the full request, send the first 22 bytes of a response
+                         head (b"HTTP/1.1 200 OK\r\nCont"), then close (FIN)
+    head-part-reset      the same, then RST (SO_LINGER 0)
+    head-part-hang       the same, then nothing more (until the peer closes)
     blackhole            stop accepting: the listener is replaced by one with
                          backlog 0 whose queue is kept full, so new connects hang
     retry:<sec>:<count>  answer 429 with x-lunar-retry-after: <sec> and
@@ -151,6 +155,20 @@ def send_simple(sock, status, reason, headers, body, keep=True):
     h.append("Content-Length: %d" % len(body))
     h.append("Connection: %s" % ("keep-alive" if keep else "close"))
     sock.sendall(("\r\n".join(h) + "\r\n\r\n").encode("latin-1") + body)
+
+
+HEAD_PART = b"HTTP/1.1 200 OK\r\nCont"  # the head-part-* modes' partial response head
+
+
+def hang_until_peer_closes(sock):
+    while not STOP.is_set():
+        r, _, _ = select.select([sock], [], [], 0.5)
+        if r:
+            try:
+                if not sock.recv(65536):
+                    break
+            except OSError:
+                break
 
 
 def rst_close(sock):
@@ -346,6 +364,20 @@ def handle_conn(sock, addr):
                         except OSError:
                             break
                 break
+            elif mode in ("head-part-close", "head-part-reset", "head-part-hang"):
+                rec["action"] = mode
+                log_rec(rec)
+                sock.sendall(HEAD_PART)
+                if mode == "head-part-close":
+                    time.sleep(0.05)  # the part arrives in its own segment, then the FIN
+                    sock.shutdown(socket.SHUT_RDWR)
+                    break
+                if mode == "head-part-reset":
+                    time.sleep(0.05)  # the part is delivered before the RST
+                    rst_close(sock)
+                    return
+                hang_until_peer_closes(sock)
+                break
             else:
                 rec["action"] = "unknown-mode"
                 log_rec(rec)
@@ -440,7 +472,8 @@ class Control(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         if self.path == "/mode":
-            ok = (body in ("pass", "close", "close-head", "reset", "down", "hang", "blackhole")
+            ok = (body in ("pass", "close", "close-head", "reset", "down", "hang", "blackhole",
+                          "head-part-close", "head-part-reset", "head-part-hang")
                   or body.startswith("error:") or body.startswith("random"))
             with LOCK:
                 if body.startswith("retry:"):

@@ -1,0 +1,85 @@
+//! Waiting on the program's behalf, as its own call would have waited.
+//!
+//! A program blocked in a read of a diverted socket may wait for us (a recovery owns the
+//! socket). That wait is a futex wait, and it ends as the program's read would: at its
+//! `SO_RCVTIMEO` (EAGAIN), or when a signal handler runs (EINTR when the read would not
+//! have been restarted: a socket with a timeout, or a handler without `SA_RESTART`).
+//! Waiting for the proxy's answer itself needs none of this: it is a blocking peek of the
+//! program's socket (`responses::check_next`), whose ends are the kernel's own.
+
+use super::Conn;
+use crate::sync::WaitEnd;
+use crate::sys;
+use libc::c_int;
+use std::time::{Duration, Instant};
+
+/// Which of the program's calls waits: its timeout option differs.
+#[derive(Clone, Copy)]
+pub(super) enum Direction {
+    Read,
+    Write,
+}
+
+/// Waits while a recovery owns the socket. `Err(errno)`: the program's call ends now.
+pub(super) fn wait_for_recovery(conn: &Conn, fd: c_int, direction: Direction) -> Result<(), c_int> {
+    let deadline = call_timeout(fd, direction).map(|timeout| Instant::now() + timeout);
+    loop {
+        match conn.recovery.wait(deadline) {
+            WaitEnd::Done => return Ok(()),
+            WaitEnd::TimedOut => return Err(libc::EAGAIN),
+            WaitEnd::Interrupted if signal_ends_call(deadline.is_some()) => {
+                return Err(libc::EINTR)
+            }
+            WaitEnd::Interrupted => {}
+        }
+    }
+}
+
+/// The socket's SO_RCVTIMEO or SO_SNDTIMEO; `None` when unset (wait for ever).
+fn call_timeout(fd: c_int, direction: Direction) -> Option<Duration> {
+    let name = match direction {
+        Direction::Read => libc::SO_RCVTIMEO,
+        Direction::Write => libc::SO_SNDTIMEO,
+    };
+    let mut value = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: value/len describe a timeval-sized buffer.
+    let rc = unsafe {
+        sys::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    let timeout = Duration::from_secs(value.tv_sec.max(0) as u64)
+        + Duration::from_micros(value.tv_usec.max(0) as u64);
+    (rc == 0 && !timeout.is_zero()).then_some(timeout)
+}
+
+/// A signal handler ran while we waited: would the program's own socket call have
+/// returned EINTR? Linux never restarts a socket call that has a timeout; otherwise it
+/// restarts after handlers installed with SA_RESTART. Which signal arrived is not known
+/// here, so any handler installed without SA_RESTART counts (the program was prepared
+/// for EINTR from that one).
+fn signal_ends_call(has_timeout: bool) -> bool {
+    has_timeout || (1..libc::SIGRTMAX()).any(handler_without_restart)
+}
+
+fn handler_without_restart(signal: c_int) -> bool {
+    if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+        return false;
+    }
+    // SAFETY: sigaction is plain data; a null new action only reads the current one.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; signals that do not exist fail with EINVAL.
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+        return false;
+    }
+    let handler = current.sa_sigaction;
+    handler != libc::SIG_DFL && handler != libc::SIG_IGN && current.sa_flags & libc::SA_RESTART == 0
+}
