@@ -214,10 +214,11 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
 /// socket before it wrote anything (a blocking read, or poll/select for input alone)
 /// speaks a protocol whose server talks first: the proxy would never answer, so the
 /// socket goes to its original destination and is left alone.
-pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int) {
-    // A TLS client may look for input (an alert, a closed connection) before it writes,
-    // as wget does; only its read says that its server speaks first.
-    if !conn.is_https() {
+/// `looks_only`: a short wait (see `hooks::wait`), which a TLS client may make for input
+/// (a session ticket, an alert) before it writes, as wget does: for https, it says
+/// nothing of the protocol.
+pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
+    if !(looks_only && conn.is_https()) {
         reads_before_writing(conn, fd);
     }
 }

@@ -12,19 +12,44 @@ use crate::{conn, fdtable, sys};
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 
-fn note_input_wait(fd: c_int) {
+/// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
+/// session ticket before it writes), not a wait for a server that speaks first.
+const LOOK_MS: i64 = 1000;
+
+/// `timeout_ms`: the wait's limit, negative for none.
+fn note_input_wait(fd: c_int, timeout_ms: i64) {
     if let Some(conn) = tracked(fd) {
         if let Some(_inside) = Reentry::enter() {
             let saved = sys::errno();
-            crate::guard::shielded(|| conn::waits_to_read_before_writing(&conn, fd), || ());
+            let looks_only = (0..LOOK_MS).contains(&timeout_ms);
+            crate::guard::shielded(
+                || conn::waits_to_read_before_writing(&conn, fd, looks_only),
+                || (),
+            );
             sys::set_errno(saved);
         }
     }
 }
 
+fn timespec_ms(timeout: *const timespec) -> i64 {
+    // SAFETY: the program's own timeout pointer, null for none.
+    match unsafe { timeout.as_ref() } {
+        None => -1,
+        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000,
+    }
+}
+
+fn timeval_ms(timeout: *const timeval) -> i64 {
+    // SAFETY: the program's own timeout pointer, null for none.
+    match unsafe { timeout.as_ref() } {
+        None => -1,
+        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000,
+    }
+}
+
 /// # Safety
 /// `fds` points to `count` pollfds, as for poll(2).
-unsafe fn scan_pollfds(fds: *const pollfd, count: nfds_t) {
+unsafe fn scan_pollfds(fds: *const pollfd, count: nfds_t, timeout_ms: i64) {
     if fds.is_null() || !fdtable::any_tracked() {
         return;
     }
@@ -32,14 +57,14 @@ unsafe fn scan_pollfds(fds: *const pollfd, count: nfds_t) {
     let entries = unsafe { std::slice::from_raw_parts(fds, count as usize) };
     for entry in entries {
         if entry.events & libc::POLLIN != 0 && entry.events & libc::POLLOUT == 0 {
-            note_input_wait(entry.fd);
+            note_input_wait(entry.fd, timeout_ms);
         }
     }
 }
 
 /// # Safety
 /// As select(2): each non-null set holds `count` bits.
-unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set) {
+unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set, timeout_ms: i64) {
     if read.is_null() || !fdtable::any_tracked() {
         return;
     }
@@ -49,7 +74,7 @@ unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set) 
         // SAFETY: as above.
         let writing = !write.is_null() && unsafe { libc::FD_ISSET(fd, write) };
         if reading && !writing {
-            note_input_wait(fd);
+            note_input_wait(fd, timeout_ms);
         }
     }
 }
@@ -245,7 +270,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -
 #[inline(never)]
 unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments, throughout.
-    unsafe { scan_pollfds(fds, count) };
+    unsafe { scan_pollfds(fds, count, timeout.into()) };
     wait_until_shown_ms(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::poll(fds, count, timeout) };
@@ -268,7 +293,7 @@ pub unsafe extern "C" fn ppoll(
         return unsafe { sys::ppoll(fds, count, timeout, mask) };
     }
     // SAFETY: the program's own arguments, throughout.
-    unsafe { scan_pollfds(fds, count) };
+    unsafe { scan_pollfds(fds, count, timespec_ms(timeout)) };
     // SAFETY: the program's own arguments, as its wait call gave them.
     wait_until_shown_timespec(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
@@ -376,7 +401,7 @@ pub unsafe extern "C" fn select(
 ) -> c_int {
     // SAFETY: the program's own arguments.
     unsafe {
-        scan_fd_sets(count, read, write);
+        scan_fd_sets(count, read, write, timeval_ms(timeout));
         sys::select(count, read, write, except, timeout)
     }
 }
@@ -394,7 +419,7 @@ pub unsafe extern "C" fn pselect(
 ) -> c_int {
     // SAFETY: the program's own arguments.
     unsafe {
-        scan_fd_sets(count, read, write);
+        scan_fd_sets(count, read, write, timespec_ms(timeout));
         sys::pselect(count, read, write, except, timeout, mask)
     }
 }
