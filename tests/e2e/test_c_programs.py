@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -250,6 +251,79 @@ def assert_peers(name, prefix, res, port="80"):
                           "peer-after-response [::ffff:%s]:%s" % (API_IP, port)], res
 
 
+# ---- where the requests went (failsafe and fault tests) ---------------------------
+#
+# "Fell back after the fault" and "never diverted" look the same at the origin (a
+# direct request): the fault tests also read the test proxy's log (the request arrived
+# there, with the library's x-lunar-* headers, and met the fault), the origin's log
+# (each request served exactly once, directly) and the library's own log lines.
+
+# the library's default LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS: after that many failures
+# in a row, the rest of a process's connections go direct without trying the proxy
+COOLDOWN_ATTEMPTS = 5
+
+
+def connections(name):
+    """The program's connections to port 80: destination host -> how many."""
+    if name == "threads":
+        return {HOST: 32}  # 8 threads x 4 requests, each on a new connection
+    if name in FD_REUSE:
+        return {HOST: 1, OTHER_HOST: 1}
+    return {HOST: 1}
+
+
+def must_meet_proxy(name):
+    """How many of the program's connections must have tried the proxy, at least: all
+    of them, or when they are more, the failures that start the cooldown."""
+    return min(sum(connections(name).values()), COOLDOWN_ATTEMPTS)
+
+
+def lib_lines(res, word):
+    """The library's log lines on the program's stderr that contain `word`."""
+    return [ln for ln in res.text_err.splitlines()
+            if ln.startswith("[lunar-intercept ") and word in ln]
+
+
+def proxy_traffic(log, name, path):
+    """The test proxy's records of this program's requests to `path`."""
+    return [r for r in log if r.get("kind") == "traffic" and r.get("path") == path
+            and hdr(r, "x-ctest") == name]
+
+
+def seq_of(rec):
+    """X-Ctest-Seq of a request (None for the programs that make one request)."""
+    return hdr(rec, "x-ctest-seq")
+
+
+def assert_served_once(lab, name, path, pairs, res):
+    """The origin got each request exactly once, as the program's echoes say (direct
+    or through a proxy): a fallback neither lost nor repeated one."""
+    recs = [r for r in lab.origin_log(contains=path)
+            if r.get("path") == path and hdr(r, "x-ctest") == name]
+
+    def key(e):
+        return (str(seq_of(e)), hdr(e, "x-via-haproxy"), hdr(e, "x-via-testproxy"))
+    got = sorted(key(r) for r in recs)
+    want = sorted(key(e) for e, _ in pairs)
+    assert got == want, "origin's log %r != the program's echoes %r\n%r" % (got, want, res)
+
+
+def assert_library_direct_lines(res, why, name, exact=False):
+    """For each destination, the library's DEBUG '-> direct (why)' for its connections:
+    at least as many as the fault must have met (exact: one per connection)."""
+    for host, n in connections(name).items():
+        lines = lib_lines(res, "%s:80 -> direct (%s)" % (host, why))
+        want = n if exact else min(n, COOLDOWN_ATTEMPTS)
+        ok = len(lines) == want if exact else len(lines) >= want
+        assert ok, "%s: %d '-> direct (%s)' lines for %s, want %s%d\n%r" % (
+            name, len(lines), why, host, "" if exact else ">= ", want, res)
+
+
+def unique_path(kind, name):
+    """A path of this run only: the lab's logs outlive a test."""
+    return "/c/%s/%s/%s" % (name, kind, uuid.uuid4().hex[:10])
+
+
 # ---- tests --------------------------------------------------------------------
 
 def test_build_fortified_imports(c_bins):
@@ -321,13 +395,25 @@ def test_large_response_diverted(c_bins, need_lib, haproxy_up, name, kind):
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_failsafe_proxy_down(c_bins, need_lib, haproxy_down, name):
-    """HAProxy stopped: the request still gets its 200 from the origin, direct."""
-    path = "/c/%s/failsafe" % name
+    """HAProxy stopped: the request still gets its 200 from the origin, direct.
+
+    Here the proxy's handshake already fails, so the library sends every connection
+    straight to its destination without trying the traffic port: no request can reach
+    a proxy, and at the origin this looks exactly like no library at all. The evidence
+    that the library was there and chose direct is its own log: the handshake failure
+    warning and one '-> direct (proxy unavailable)' per connection."""
+    path = unique_path("failsafe", name)
     res = run_prog(haproxy_down, name, path, preload=True)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert lib_lines(res, "Failed to communicate with Lunar Proxy at 127.0.0.1 (handshake "
+                          "port %d)" % lablib.HAPROXY_HANDSHAKE), \
+        "no handshake failure from the library\n%r" % (res,)
+    assert_library_direct_lines(res, "proxy unavailable", name, exact=True)
+    assert not lib_lines(res, "-> proxy"), res
+    assert_served_once(haproxy_down, name, path, pairs, res)
 
 
 # ---- proxy faults (the lab's scriptable test proxy on 127.0.0.1:9000) ------------
