@@ -9,7 +9,10 @@ prints the origin's JSON echo of the request it received. For each program:
   x-lunar-host/scheme/interceptor/req-id exactly once each, and the origin got no
   x-lunar-* header;
 - port 8080 (not an intercepted port) under the library: direct;
-- failsafe (LD_PRELOAD, HAProxy stopped): still a 200 from the origin, direct.
+- failsafe (LD_PRELOAD, HAProxy stopped): still a 200 from the origin, direct;
+- proxy faults (the lab's test proxy): still the origin's 200, direct, after the
+  request met the fault: the test proxy's log and the library's show where each
+  request went, so that "never diverted" cannot pass for "fell back".
 
 Nothing leaves the namespace: every address is on its loopback.
 """
@@ -434,6 +437,7 @@ def testproxy(c_lab):
 
     def set_mode(mode):
         c_lab.set_mode(mode)
+        c_lab.testproxy_reset_log()  # what the test reads is of its own run
         return c_lab
     try:
         yield set_mode
@@ -444,19 +448,95 @@ def testproxy(c_lab):
 
 FAULT_MODES = ["error:2", "error:10", "close", "reset", "down", "blackhole"]
 
+# what the test proxy logs for a request it failed, per mode (down: a record without
+# a request, the connection was reset as it was accepted; blackhole: nothing, connects
+# to it time out)
+FAULT_ACTION = {"close": "close", "close-head": "close-head", "reset": "reset",
+                "down": "rst-at-accept", "blackhole": None}
+
+
+def fault_action(mode):
+    return "error" if mode.startswith("error:") else FAULT_ACTION[mode]
+
+
+def assert_fell_back(lab, name, path, mode, res, pairs):
+    """The program's requests met the proxy's fault and only then went to the origin
+    (the echoes are already known to be direct): the proxy's log and the library's.
+
+    error/close/close-head/reset: the test proxy logged the requests (path, the library's
+    x-lunar-host and req-id) with the mode's action, from at least as many connections
+    as the fault must have met before a cooldown, and each of them is a request the
+    program then got answered directly. down: as many connections reset at accept, and
+    no request read. blackhole: the proxy cannot log a connect that never completes;
+    the library's 'connect ... timed out' warnings (and the time they took) are the
+    evidence."""
+    log = lab.testproxy_log()
+    met = must_meet_proxy(name)
+    ctx = "\ntest proxy log: %s\n%r" % (json.dumps(log)[-4000:], res)
+    assert [r for r in log if r.get("kind") == "handshake"], \
+        "the test proxy never got the library's handshake" + ctx
+    ours = proxy_traffic(log, name, path)
+    rsts = [r for r in log if r.get("action") == "rst-at-accept"]
+    action = fault_action(mode)
+    warned = lib_lines(res, "Lunar Proxy failed (")
+    assert len(warned) >= met, "%d 'Lunar Proxy failed' warnings, want >= %d%s" % (
+        len(warned), met, ctx)
+    if mode == "blackhole":
+        assert not ours and not rsts, "blackhole, yet the test proxy read something" + ctx
+        timed_out = [ln for ln in warned if "connect to 127.0.0.1:%d: Connection timed out"
+                     % lablib.TESTPROXY_TRAFFIC in ln]
+        assert len(timed_out) >= met, "want >= %d proxy connect timeouts%s" % (met, ctx)
+        assert_library_direct_lines(res, "proxy connect failed", name)
+        # each of those connects waited out LUNAR_PROXY_CONNECT_TIMEOUT_MS (300)
+        assert res.elapsed >= 0.25, "no connect timeout was waited for" + ctx
+        return
+    for host, n in connections(name).items():
+        tried = lib_lines(res, "%s:80 -> proxy 127.0.0.1:%d" % (host, lablib.TESTPROXY_TRAFFIC))
+        if mode == "down":  # the RST may already be there when the library's connect ends
+            tried += lib_lines(res, "%s:80 -> direct (proxy connect failed)" % host)
+        assert len(tried) >= min(n, met), "%s: %d connections to the proxy, want >= %d%s" % (
+            host, len(tried), min(n, met), ctx)
+    if mode == "down":
+        assert not ours, "the test proxy read a request while down" + ctx
+        assert len(rsts) >= met, "%d connections reset at accept, want >= %d%s" % (
+            len(rsts), met, ctx)
+        return
+    assert ours, "no request of %s reached the test proxy: never diverted%s" % (name, ctx)
+    assert {r.get("action") for r in ours} == {action}, "actions at the proxy" + ctx
+    peers = {r["peer"] for r in ours}
+    assert len(peers) >= met, "%d proxy connections carried a request, want >= %d%s" % (
+        len(peers), met, ctx)
+    assert {hdr(r, "x-lunar-host") for r in ours} == set(connections(name)), \
+        "x-lunar-host of the requests at the proxy" + ctx
+    for r in ours:
+        assert UUID_RE.match(hdr(r, "x-lunar-req-id") or ""), "x-lunar-req-id" + ctx
+    echoed = {seq_of(e) for e, _ in pairs}
+    for r in ours:
+        assert seq_of(r) in echoed, \
+            "request %r at the proxy was never answered to the program%s" % (seq_of(r), ctx)
+    if mode.startswith("error:"):
+        code = mode.split(":", 1)[1]
+        assert [ln for ln in warned if "x-lunar-error: %s" % code in ln], \
+            "no warning names x-lunar-error: %s%s" % (code, ctx)
+
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 @pytest.mark.parametrize("mode", FAULT_MODES)
 def test_proxy_fault_falls_back_to_origin(c_bins, need_lib, testproxy, mode, name):
     """Whatever the proxy does wrong, the program gets the origin's 200 and never
-    sees the proxy's error; the origin gets the original request, no x-lunar-*."""
+    sees the proxy's error; the origin gets the original request, no x-lunar-*, once.
+    And the request did meet the fault first (assert_fell_back): the test proxy's log
+    holds it (or, down, the connection it reset; blackhole, the library's connect
+    timeouts), so a program the library never diverted fails here."""
     lab = testproxy(mode)
-    path = "/c/%s/fault-%s" % (name, mode.replace(":", "-"))
+    path = unique_path("fault-" + mode.replace(":", "-"), name)
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert_fell_back(lab, name, path, mode, res, pairs)
+    assert_served_once(lab, name, path, pairs, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
