@@ -446,7 +446,7 @@ def testproxy(c_lab):
         c_lab.wait_port("127.0.0.1", lablib.TESTPROXY_TRAFFIC, timeout=10)
 
 
-FAULT_MODES = ["error:2", "error:10", "close", "reset", "down", "blackhole"]
+FAULT_MODES = ["error:2", "error:10", "close", "close-head", "reset", "down", "blackhole"]
 
 # what the test proxy logs for a request it failed, per mode (down: a record without
 # a request, the connection was reset as it was accepted; blackhole: nothing, connects
