@@ -583,16 +583,43 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
     """The handshake succeeds (test proxy's handshake port) but the traffic port
-    refuses: the connect-time fallback, not the 'library disabled' path."""
-    haproxy_down.start_testproxy()
-    path = "/c/%s/refused" % name
+    refuses: the connect-time fallback, not the 'library disabled' path.
+
+    Nothing listens on the traffic port, so no proxy can log the attempt. The evidence
+    that each request was diverted and then fell back: the test proxy logged the
+    library's handshake (so the library took the proxy for up), and the library's own
+    lines: 'Lunar Proxy failed (connect to 127.0.0.1:8000: Connection refused ...)' for
+    at least the connections a cooldown needs, '-> direct (proxy connect failed)' for
+    those, '-> direct (cooldown)' for the rest, and no '-> proxy'."""
+    lab = haproxy_down
+    lab.start_testproxy()
+    lab.testproxy_reset_log()
+    path = unique_path("refused", name)
     env = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % lablib.HAPROXY_TRAFFIC,
            "LUNAR_HANDSHAKE_PORT": str(lablib.TESTPROXY_HANDSHAKE)}
-    res = run_prog(haproxy_down, name, path, preload=True, env=env)
+    res = run_prog(lab, name, path, preload=True, env=env)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert not lab.port_open("127.0.0.1", lablib.HAPROXY_TRAFFIC), "traffic port is open"
+    assert [r for r in lab.testproxy_log() if r.get("kind") == "handshake"
+            and (r.get("path") or "").startswith("/handshake")], \
+        "the library's handshake never reached the test proxy\n%r" % (res,)
+    assert lib_lines(res, "Lunar Proxy at 127.0.0.1:%d is up" % lablib.HAPROXY_TRAFFIC), res
+    refused = lib_lines(res, "Lunar Proxy failed (connect to 127.0.0.1:%d: Connection refused"
+                        % lablib.HAPROXY_TRAFFIC)
+    assert len(refused) >= must_meet_proxy(name), \
+        "%d refused connects to the proxy, want >= %d\n%r" % (
+            len(refused), must_meet_proxy(name), res)
+    assert_library_direct_lines(res, "proxy connect failed", name)
+    for host, n in connections(name).items():
+        decided = (lib_lines(res, "%s:80 -> direct (proxy connect failed)" % host)
+                   + lib_lines(res, "%s:80 -> direct (cooldown)" % host))
+        assert len(decided) == n, "%s: %d connections accounted for, want %d\n%r" % (
+            host, len(decided), n, res)
+    assert not lib_lines(res, "-> proxy"), res
+    assert_served_once(lab, name, path, pairs, res)
 
 
 RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
