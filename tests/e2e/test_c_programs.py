@@ -543,10 +543,11 @@ def test_proxy_fault_falls_back_to_origin(c_bins, need_lib, testproxy, mode, nam
 def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
     """The proxy answers 429 + x-lunar-retry-after/x-lunar-sequence-id twice: the
     library retries (same req-id, with the sequence id) and the program only sees
-    the final 200."""
+    the final 200. The test proxy's log has each answered request's tries under its
+    req-id, 429s first and the last one forwarded; the origin got each request once,
+    through the test proxy."""
     lab = testproxy("retry:0.05:2")
-    lab.testproxy_reset_log()
-    path = "/c/%s/retry" % name
+    path = unique_path("retry", name)
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
@@ -578,6 +579,12 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
         final = final_by_rid.get(rid)
         assert final is not None, "no response for the retried req-id %s\n%r" % (rid, res)
         assert hdr(final, "x-seen-lunar-sequence-id") == seq[-1], (final, res)
+    for rid in final_by_rid:
+        actions = [r.get("action") for r in by_rid.get(rid, [])]
+        assert actions and actions[-1] == "pass" and \
+            set(actions[:-1]) <= {"retry-after"}, \
+            "req-id %s at the test proxy: %r\n%r" % (rid, actions, res)
+    assert_served_once(lab, name, path, pairs, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
