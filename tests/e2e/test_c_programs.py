@@ -638,9 +638,16 @@ RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
 def test_proxy_random_faults(c_bins, need_lib, testproxy, seed, name):
     """Per proxy connection, the test proxy picks pass/down/error:2/close at random;
     cooldown is kept out of the way so that every request meets the proxy: each
-    response is the origin's, through the proxy (headers right) or direct."""
+    response is the origin's, through the proxy (headers right) or direct.
+
+    And where each went, from the test proxy's log: each proxied response is a request
+    the proxy forwarded (its req-id in a 'pass' record); each program connection
+    answered directly met a fault first: the proxy connections that faulted (requests
+    answered with an error or a close, connections reset at accept) are exactly as many
+    as the program's connections that went direct, and every request the proxy failed
+    was then answered directly. The origin got each request once."""
     lab = testproxy("random:%d" % seed)
-    path = "/c/%s/random-%d" % (name, seed)
+    path = unique_path("random-%d" % seed, name)
     env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="1000")
     res = run_prog(lab, name, path, preload=True, env=env)
     prefix, pairs = echoes(res, name, path)
@@ -651,3 +658,39 @@ def test_proxy_random_faults(c_bins, need_lib, testproxy, seed, name):
             assert UUID_RE.match(hdr(e, "x-seen-lunar-req-id") or ""), (e, res)
         else:
             assert_direct(e, res, sp)
+    assert_random_routes(lab, name, path, res, pairs)
+    assert_served_once(lab, name, path, pairs, res)
+
+
+def assert_random_routes(lab, name, path, res, pairs):
+    """test_proxy_random_faults: the test proxy's log against the echoes."""
+    log = lab.testproxy_log()
+    ctx = "\ntest proxy log: %s\n%r" % (json.dumps(log)[-4000:], res)
+    ours = proxy_traffic(log, name, path)
+    rsts = [r for r in log if r.get("action") == "rst-at-accept"]
+    assert {r.get("action") for r in ours} <= {"pass", "error", "close"}, ctx
+
+    def conn_of(e):  # threads, fd_reuse_*: a connection per request; others: one
+        return seq_of(e) if sum(connections(name).values()) > 1 else "the one"
+    proxied = [e for e, _ in pairs if hdr(e, "x-via-testproxy") == "1"]
+    direct = [e for e, _ in pairs if hdr(e, "x-via-testproxy") != "1"]
+    proxied_conns = {conn_of(e) for e in proxied}
+    direct_conns = {conn_of(e) for e in direct}
+    assert not proxied_conns & direct_conns, "a connection both proxied and direct" + ctx
+    assert len(proxied_conns | direct_conns) == sum(connections(name).values()), ctx
+    passed = [r for r in ours if r.get("action") == "pass"]
+    failed = [r for r in ours if r.get("action") != "pass"]
+    forwarded = {hdr(r, "x-lunar-req-id") for r in passed}
+    for e in proxied:
+        assert hdr(e, "x-seen-lunar-req-id") in forwarded, \
+            "proxied answer %r not in the proxy's pass records%s" % (seq_of(e), ctx)
+    assert len({r["peer"] for r in passed}) == len(proxied_conns), \
+        "proxy connections that forwarded != program connections proxied" + ctx
+    faulted = len({r["peer"] for r in failed}) + len(rsts)
+    assert faulted == len(direct_conns), \
+        "%d proxy connections faulted, %d program connections went direct: a direct one " \
+        "that never met the proxy?%s" % (faulted, len(direct_conns), ctx)
+    direct_seqs = {seq_of(e) for e in direct}
+    for r in failed:
+        assert seq_of(r) in direct_seqs, \
+            "request %r failed at the proxy but not answered directly%s" % (seq_of(r), ctx)
