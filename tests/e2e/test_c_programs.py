@@ -694,3 +694,28 @@ def assert_random_routes(lab, name, path, res, pairs):
     for r in failed:
         assert seq_of(r) in direct_seqs, \
             "request %r failed at the proxy but not answered directly%s" % (seq_of(r), ctx)
+
+
+@pytest.mark.parametrize("how", ["no-library", "proxy-elsewhere"])
+@pytest.mark.parametrize("mode", FAULT_MODES + ["random:1"])
+def test_fault_evidence_rejects_never_diverted(c_bins, need_lib, testproxy, mode, how):
+    """Negative control of the evidence above: a run whose request never met the test
+    proxy's fault (no library; or the library with LUNAR_PROXY_HOST on a closed port,
+    so that it falls back from a refused connect instead) still gets its 200 directly,
+    and assert_fell_back / assert_random_routes must reject it."""
+    name = "writev_split"
+    lab = testproxy(mode)
+    path = unique_path("never-%s-%s" % (how, mode.replace(":", "-")), name)
+    env = dict(TESTPROXY_ENV)
+    if how == "proxy-elsewhere":
+        env["LUNAR_PROXY_HOST"] = "127.0.0.1:1"  # nothing listens there
+    res = run_prog(lab, name, path, preload=how != "no-library", env=env)
+    _, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_served_once(lab, name, path, pairs, res)
+    with pytest.raises(AssertionError):
+        if mode.startswith("random"):
+            assert_random_routes(lab, name, path, res, pairs)
+        else:
+            assert_fell_back(lab, name, path, mode, res, pairs)
