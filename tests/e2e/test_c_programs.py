@@ -9,7 +9,10 @@ prints the origin's JSON echo of the request it received. For each program:
   x-lunar-host/scheme/interceptor/req-id exactly once each, and the origin got no
   x-lunar-* header;
 - port 8080 (not an intercepted port) under the library: direct;
-- failsafe (LD_PRELOAD, HAProxy stopped): still a 200 from the origin, direct.
+- failsafe (LD_PRELOAD, HAProxy stopped): still a 200 from the origin, direct;
+- proxy faults (the lab's test proxy): still the origin's 200, direct, after the
+  request met the fault: the test proxy's log and the library's show where each
+  request went, so that "never diverted" cannot pass for "fell back".
 
 Nothing leaves the namespace: every address is on its loopback.
 """
@@ -19,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -250,6 +254,79 @@ def assert_peers(name, prefix, res, port="80"):
                           "peer-after-response [::ffff:%s]:%s" % (API_IP, port)], res
 
 
+# ---- where the requests went (failsafe and fault tests) ---------------------------
+#
+# "Fell back after the fault" and "never diverted" look the same at the origin (a
+# direct request): the fault tests also read the test proxy's log (the request arrived
+# there, with the library's x-lunar-* headers, and met the fault), the origin's log
+# (each request served exactly once, directly) and the library's own log lines.
+
+# the library's default LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS: after that many failures
+# in a row, the rest of a process's connections go direct without trying the proxy
+COOLDOWN_ATTEMPTS = 5
+
+
+def connections(name):
+    """The program's connections to port 80: destination host -> how many."""
+    if name == "threads":
+        return {HOST: 32}  # 8 threads x 4 requests, each on a new connection
+    if name in FD_REUSE:
+        return {HOST: 1, OTHER_HOST: 1}
+    return {HOST: 1}
+
+
+def must_meet_proxy(name):
+    """How many of the program's connections must have tried the proxy, at least: all
+    of them, or when they are more, the failures that start the cooldown."""
+    return min(sum(connections(name).values()), COOLDOWN_ATTEMPTS)
+
+
+def lib_lines(res, word):
+    """The library's log lines on the program's stderr that contain `word`."""
+    return [ln for ln in res.text_err.splitlines()
+            if ln.startswith("[lunar-intercept ") and word in ln]
+
+
+def proxy_traffic(log, name, path):
+    """The test proxy's records of this program's requests to `path`."""
+    return [r for r in log if r.get("kind") == "traffic" and r.get("path") == path
+            and hdr(r, "x-ctest") == name]
+
+
+def seq_of(rec):
+    """X-Ctest-Seq of a request (None for the programs that make one request)."""
+    return hdr(rec, "x-ctest-seq")
+
+
+def assert_served_once(lab, name, path, pairs, res):
+    """The origin got each request exactly once, as the program's echoes say (direct
+    or through a proxy): a fallback neither lost nor repeated one."""
+    recs = [r for r in lab.origin_log(contains=path)
+            if r.get("path") == path and hdr(r, "x-ctest") == name]
+
+    def key(e):
+        return (str(seq_of(e)), hdr(e, "x-via-haproxy"), hdr(e, "x-via-testproxy"))
+    got = sorted(key(r) for r in recs)
+    want = sorted(key(e) for e, _ in pairs)
+    assert got == want, "origin's log %r != the program's echoes %r\n%r" % (got, want, res)
+
+
+def assert_library_direct_lines(res, why, name, exact=False):
+    """For each destination, the library's DEBUG '-> direct (why)' for its connections:
+    at least as many as the fault must have met (exact: one per connection)."""
+    for host, n in connections(name).items():
+        lines = lib_lines(res, "%s:80 -> direct (%s)" % (host, why))
+        want = n if exact else min(n, COOLDOWN_ATTEMPTS)
+        ok = len(lines) == want if exact else len(lines) >= want
+        assert ok, "%s: %d '-> direct (%s)' lines for %s, want %s%d\n%r" % (
+            name, len(lines), why, host, "" if exact else ">= ", want, res)
+
+
+def unique_path(kind, name):
+    """A path of this run only: the lab's logs outlive a test."""
+    return "/c/%s/%s/%s" % (name, kind, uuid.uuid4().hex[:10])
+
+
 # ---- tests --------------------------------------------------------------------
 
 def test_build_fortified_imports(c_bins):
@@ -321,13 +398,25 @@ def test_large_response_diverted(c_bins, need_lib, haproxy_up, name, kind):
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_failsafe_proxy_down(c_bins, need_lib, haproxy_down, name):
-    """HAProxy stopped: the request still gets its 200 from the origin, direct."""
-    path = "/c/%s/failsafe" % name
+    """HAProxy stopped: the request still gets its 200 from the origin, direct.
+
+    Here the proxy's handshake already fails, so the library sends every connection
+    straight to its destination without trying the traffic port: no request can reach
+    a proxy, and at the origin this looks exactly like no library at all. The evidence
+    that the library was there and chose direct is its own log: the handshake failure
+    warning and one '-> direct (proxy unavailable)' per connection."""
+    path = unique_path("failsafe", name)
     res = run_prog(haproxy_down, name, path, preload=True)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert lib_lines(res, "Failed to communicate with Lunar Proxy at 127.0.0.1 (handshake "
+                          "port %d)" % lablib.HAPROXY_HANDSHAKE), \
+        "no handshake failure from the library\n%r" % (res,)
+    assert_library_direct_lines(res, "proxy unavailable", name, exact=True)
+    assert not lib_lines(res, "-> proxy"), res
+    assert_served_once(haproxy_down, name, path, pairs, res)
 
 
 # ---- proxy faults (the lab's scriptable test proxy on 127.0.0.1:9000) ------------
@@ -348,6 +437,7 @@ def testproxy(c_lab):
 
     def set_mode(mode):
         c_lab.set_mode(mode)
+        c_lab.testproxy_reset_log()  # what the test reads is of its own run
         return c_lab
     try:
         yield set_mode
@@ -356,31 +446,108 @@ def testproxy(c_lab):
         c_lab.wait_port("127.0.0.1", lablib.TESTPROXY_TRAFFIC, timeout=10)
 
 
-FAULT_MODES = ["error:2", "error:10", "close", "reset", "down", "blackhole"]
+FAULT_MODES = ["error:2", "error:10", "close", "close-head", "reset", "down", "blackhole"]
+
+# what the test proxy logs for a request it failed, per mode (down: a record without
+# a request, the connection was reset as it was accepted; blackhole: nothing, connects
+# to it time out)
+FAULT_ACTION = {"close": "close", "close-head": "close-head", "reset": "reset",
+                "down": "rst-at-accept", "blackhole": None}
+
+
+def fault_action(mode):
+    return "error" if mode.startswith("error:") else FAULT_ACTION[mode]
+
+
+def assert_fell_back(lab, name, path, mode, res, pairs):
+    """The program's requests met the proxy's fault and only then went to the origin
+    (the echoes are already known to be direct): the proxy's log and the library's.
+
+    error/close/close-head/reset: the test proxy logged the requests (path, the library's
+    x-lunar-host and req-id) with the mode's action, from at least as many connections
+    as the fault must have met before a cooldown, and each of them is a request the
+    program then got answered directly. down: as many connections reset at accept, and
+    no request read. blackhole: the proxy cannot log a connect that never completes;
+    the library's 'connect ... timed out' warnings (and the time they took) are the
+    evidence."""
+    log = lab.testproxy_log()
+    met = must_meet_proxy(name)
+    ctx = "\ntest proxy log: %s\n%r" % (json.dumps(log)[-4000:], res)
+    assert [r for r in log if r.get("kind") == "handshake"], \
+        "the test proxy never got the library's handshake" + ctx
+    ours = proxy_traffic(log, name, path)
+    rsts = [r for r in log if r.get("action") == "rst-at-accept"]
+    action = fault_action(mode)
+    warned = lib_lines(res, "Lunar Proxy failed (")
+    assert len(warned) >= met, "%d 'Lunar Proxy failed' warnings, want >= %d%s" % (
+        len(warned), met, ctx)
+    if mode == "blackhole":
+        assert not ours and not rsts, "blackhole, yet the test proxy read something" + ctx
+        timed_out = [ln for ln in warned if "connect to 127.0.0.1:%d: Connection timed out"
+                     % lablib.TESTPROXY_TRAFFIC in ln]
+        assert len(timed_out) >= met, "want >= %d proxy connect timeouts%s" % (met, ctx)
+        assert_library_direct_lines(res, "proxy connect failed", name)
+        # each of those connects waited out LUNAR_PROXY_CONNECT_TIMEOUT_MS (300)
+        assert res.elapsed >= 0.25, "no connect timeout was waited for" + ctx
+        return
+    for host, n in connections(name).items():
+        tried = lib_lines(res, "%s:80 -> proxy 127.0.0.1:%d" % (host, lablib.TESTPROXY_TRAFFIC))
+        if mode == "down":  # the RST may already be there when the library's connect ends
+            tried += lib_lines(res, "%s:80 -> direct (proxy connect failed)" % host)
+        assert len(tried) >= min(n, met), "%s: %d connections to the proxy, want >= %d%s" % (
+            host, len(tried), min(n, met), ctx)
+    if mode == "down":
+        assert not ours, "the test proxy read a request while down" + ctx
+        assert len(rsts) >= met, "%d connections reset at accept, want >= %d%s" % (
+            len(rsts), met, ctx)
+        return
+    assert ours, "no request of %s reached the test proxy: never diverted%s" % (name, ctx)
+    assert {r.get("action") for r in ours} == {action}, "actions at the proxy" + ctx
+    peers = {r["peer"] for r in ours}
+    assert len(peers) >= met, "%d proxy connections carried a request, want >= %d%s" % (
+        len(peers), met, ctx)
+    assert {hdr(r, "x-lunar-host") for r in ours} == set(connections(name)), \
+        "x-lunar-host of the requests at the proxy" + ctx
+    for r in ours:
+        assert UUID_RE.match(hdr(r, "x-lunar-req-id") or ""), "x-lunar-req-id" + ctx
+    echoed = {seq_of(e) for e, _ in pairs}
+    for r in ours:
+        assert seq_of(r) in echoed, \
+            "request %r at the proxy was never answered to the program%s" % (seq_of(r), ctx)
+    if mode.startswith("error:"):
+        code = mode.split(":", 1)[1]
+        assert [ln for ln in warned if "x-lunar-error: %s" % code in ln], \
+            "no warning names x-lunar-error: %s%s" % (code, ctx)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 @pytest.mark.parametrize("mode", FAULT_MODES)
 def test_proxy_fault_falls_back_to_origin(c_bins, need_lib, testproxy, mode, name):
     """Whatever the proxy does wrong, the program gets the origin's 200 and never
-    sees the proxy's error; the origin gets the original request, no x-lunar-*."""
+    sees the proxy's error; the origin gets the original request, no x-lunar-*, once.
+    And the request did meet the fault first (assert_fell_back): the test proxy's log
+    holds it (or, down, the connection it reset; blackhole, the library's connect
+    timeouts), so a program the library never diverted fails here."""
     lab = testproxy(mode)
-    path = "/c/%s/fault-%s" % (name, mode.replace(":", "-"))
+    path = unique_path("fault-" + mode.replace(":", "-"), name)
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert_fell_back(lab, name, path, mode, res, pairs)
+    assert_served_once(lab, name, path, pairs, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
     """The proxy answers 429 + x-lunar-retry-after/x-lunar-sequence-id twice: the
     library retries (same req-id, with the sequence id) and the program only sees
-    the final 200."""
+    the final 200. The test proxy's log has each answered request's tries under its
+    req-id, 429s first and the last one forwarded; the origin got each request once,
+    through the test proxy."""
     lab = testproxy("retry:0.05:2")
-    lab.testproxy_reset_log()
-    path = "/c/%s/retry" % name
+    path = unique_path("retry", name)
     res = run_prog(lab, name, path, preload=True, env=TESTPROXY_ENV)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
@@ -412,21 +579,54 @@ def test_proxy_retry_after(c_bins, need_lib, testproxy, name):
         final = final_by_rid.get(rid)
         assert final is not None, "no response for the retried req-id %s\n%r" % (rid, res)
         assert hdr(final, "x-seen-lunar-sequence-id") == seq[-1], (final, res)
+    for rid in final_by_rid:
+        actions = [r.get("action") for r in by_rid.get(rid, [])]
+        assert actions and actions[-1] == "pass" and \
+            set(actions[:-1]) <= {"retry-after"}, \
+            "req-id %s at the test proxy: %r\n%r" % (rid, actions, res)
+    assert_served_once(lab, name, path, pairs, res)
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
     """The handshake succeeds (test proxy's handshake port) but the traffic port
-    refuses: the connect-time fallback, not the 'library disabled' path."""
-    haproxy_down.start_testproxy()
-    path = "/c/%s/refused" % name
+    refuses: the connect-time fallback, not the 'library disabled' path.
+
+    Nothing listens on the traffic port, so no proxy can log the attempt. The evidence
+    that each request was diverted and then fell back: the test proxy logged the
+    library's handshake (so the library took the proxy for up), and the library's own
+    lines: 'Lunar Proxy failed (connect to 127.0.0.1:8000: Connection refused ...)' for
+    at least the connections a cooldown needs, '-> direct (proxy connect failed)' for
+    those, '-> direct (cooldown)' for the rest, and no '-> proxy'."""
+    lab = haproxy_down
+    lab.start_testproxy()
+    lab.testproxy_reset_log()
+    path = unique_path("refused", name)
     env = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % lablib.HAPROXY_TRAFFIC,
            "LUNAR_HANDSHAKE_PORT": str(lablib.TESTPROXY_HANDSHAKE)}
-    res = run_prog(haproxy_down, name, path, preload=True, env=env)
+    res = run_prog(lab, name, path, preload=True, env=env)
     prefix, pairs = echoes(res, name, path)
     for e, sp in pairs:
         assert_direct(e, res, sp)
     assert_peers(name, prefix, res)
+    assert not lab.port_open("127.0.0.1", lablib.HAPROXY_TRAFFIC), "traffic port is open"
+    assert [r for r in lab.testproxy_log() if r.get("kind") == "handshake"
+            and (r.get("path") or "").startswith("/handshake")], \
+        "the library's handshake never reached the test proxy\n%r" % (res,)
+    assert lib_lines(res, "Lunar Proxy at 127.0.0.1:%d is up" % lablib.HAPROXY_TRAFFIC), res
+    refused = lib_lines(res, "Lunar Proxy failed (connect to 127.0.0.1:%d: Connection refused"
+                        % lablib.HAPROXY_TRAFFIC)
+    assert len(refused) >= must_meet_proxy(name), \
+        "%d refused connects to the proxy, want >= %d\n%r" % (
+            len(refused), must_meet_proxy(name), res)
+    assert_library_direct_lines(res, "proxy connect failed", name)
+    for host, n in connections(name).items():
+        decided = (lib_lines(res, "%s:80 -> direct (proxy connect failed)" % host)
+                   + lib_lines(res, "%s:80 -> direct (cooldown)" % host))
+        assert len(decided) == n, "%s: %d connections accounted for, want %d\n%r" % (
+            host, len(decided), n, res)
+    assert not lib_lines(res, "-> proxy"), res
+    assert_served_once(lab, name, path, pairs, res)
 
 
 RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
@@ -438,9 +638,16 @@ RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
 def test_proxy_random_faults(c_bins, need_lib, testproxy, seed, name):
     """Per proxy connection, the test proxy picks pass/down/error:2/close at random;
     cooldown is kept out of the way so that every request meets the proxy: each
-    response is the origin's, through the proxy (headers right) or direct."""
+    response is the origin's, through the proxy (headers right) or direct.
+
+    And where each went, from the test proxy's log: each proxied response is a request
+    the proxy forwarded (its req-id in a 'pass' record); each program connection
+    answered directly met a fault first: the proxy connections that faulted (requests
+    answered with an error or a close, connections reset at accept) are exactly as many
+    as the program's connections that went direct, and every request the proxy failed
+    was then answered directly. The origin got each request once."""
     lab = testproxy("random:%d" % seed)
-    path = "/c/%s/random-%d" % (name, seed)
+    path = unique_path("random-%d" % seed, name)
     env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="1000")
     res = run_prog(lab, name, path, preload=True, env=env)
     prefix, pairs = echoes(res, name, path)
@@ -451,3 +658,64 @@ def test_proxy_random_faults(c_bins, need_lib, testproxy, seed, name):
             assert UUID_RE.match(hdr(e, "x-seen-lunar-req-id") or ""), (e, res)
         else:
             assert_direct(e, res, sp)
+    assert_random_routes(lab, name, path, res, pairs)
+    assert_served_once(lab, name, path, pairs, res)
+
+
+def assert_random_routes(lab, name, path, res, pairs):
+    """test_proxy_random_faults: the test proxy's log against the echoes."""
+    log = lab.testproxy_log()
+    ctx = "\ntest proxy log: %s\n%r" % (json.dumps(log)[-4000:], res)
+    ours = proxy_traffic(log, name, path)
+    rsts = [r for r in log if r.get("action") == "rst-at-accept"]
+    assert {r.get("action") for r in ours} <= {"pass", "error", "close"}, ctx
+
+    def conn_of(e):  # threads, fd_reuse_*: a connection per request; others: one
+        return seq_of(e) if sum(connections(name).values()) > 1 else "the one"
+    proxied = [e for e, _ in pairs if hdr(e, "x-via-testproxy") == "1"]
+    direct = [e for e, _ in pairs if hdr(e, "x-via-testproxy") != "1"]
+    proxied_conns = {conn_of(e) for e in proxied}
+    direct_conns = {conn_of(e) for e in direct}
+    assert not proxied_conns & direct_conns, "a connection both proxied and direct" + ctx
+    assert len(proxied_conns | direct_conns) == sum(connections(name).values()), ctx
+    passed = [r for r in ours if r.get("action") == "pass"]
+    failed = [r for r in ours if r.get("action") != "pass"]
+    forwarded = {hdr(r, "x-lunar-req-id") for r in passed}
+    for e in proxied:
+        assert hdr(e, "x-seen-lunar-req-id") in forwarded, \
+            "proxied answer %r not in the proxy's pass records%s" % (seq_of(e), ctx)
+    assert len({r["peer"] for r in passed}) == len(proxied_conns), \
+        "proxy connections that forwarded != program connections proxied" + ctx
+    faulted = len({r["peer"] for r in failed}) + len(rsts)
+    assert faulted == len(direct_conns), \
+        "%d proxy connections faulted, %d program connections went direct: a direct one " \
+        "that never met the proxy?%s" % (faulted, len(direct_conns), ctx)
+    direct_seqs = {seq_of(e) for e in direct}
+    for r in failed:
+        assert seq_of(r) in direct_seqs, \
+            "request %r failed at the proxy but not answered directly%s" % (seq_of(r), ctx)
+
+
+@pytest.mark.parametrize("how", ["no-library", "proxy-elsewhere"])
+@pytest.mark.parametrize("mode", FAULT_MODES + ["random:1"])
+def test_fault_evidence_rejects_never_diverted(c_bins, need_lib, testproxy, mode, how):
+    """Negative control of the evidence above: a run whose request never met the test
+    proxy's fault (no library; or the library with LUNAR_PROXY_HOST on a closed port,
+    so that it falls back from a refused connect instead) still gets its 200 directly,
+    and assert_fell_back / assert_random_routes must reject it."""
+    name = "writev_split"
+    lab = testproxy(mode)
+    path = unique_path("never-%s-%s" % (how, mode.replace(":", "-")), name)
+    env = dict(TESTPROXY_ENV)
+    if how == "proxy-elsewhere":
+        env["LUNAR_PROXY_HOST"] = "127.0.0.1:1"  # nothing listens there
+    res = run_prog(lab, name, path, preload=how != "no-library", env=env)
+    _, pairs = echoes(res, name, path)
+    for e, sp in pairs:
+        assert_direct(e, res, sp)
+    assert_served_once(lab, name, path, pairs, res)
+    with pytest.raises(AssertionError):
+        if mode.startswith("random"):
+            assert_random_routes(lab, name, path, res, pairs)
+        else:
+            assert_fell_back(lab, name, path, mode, res, pairs)
