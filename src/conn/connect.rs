@@ -2,8 +2,8 @@
 
 use super::Conn;
 use crate::policy::filter::{Destination, Verdict};
-use crate::proxy::socket::{connect_bounded, tcp_family};
 use crate::runtime::{self, Route};
+use crate::sys::socket::{connect_bounded, tcp_family};
 use crate::{addr, fdtable, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
