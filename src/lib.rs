@@ -2,7 +2,7 @@
 //! Lunar Proxy, and straight to its destination whenever the proxy cannot serve it.
 //!
 //! The data path, in the order a call meets it:
-//! `hooks` (the exported libc symbols) -> `fdtable` (is this fd ours?) -> `conn` (one
+//! `hooks` (the exported libc symbols) -> `conn::fdtable` (is this fd ours?) -> `conn` (one
 //! intercepted socket) -> `http` (the sans-IO request engine). Decisions come from
 //! `policy` (configuration, filter, failsafe) and `proxy` (address, handshake), all
 //! reached through `runtime`; `sys` is libc's own functions. For https, `tls` sits above
@@ -13,7 +13,6 @@
 
 pub mod addr;
 pub mod conn;
-pub mod fdtable;
 mod fork;
 pub mod guard;
 pub mod hooks;

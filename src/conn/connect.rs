@@ -1,10 +1,10 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
-use super::Conn;
+use super::{fdtable, Conn};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
 use crate::sys::socket::{connect_bounded, tcp_family};
-use crate::{addr, fdtable, names, sys};
+use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
 use std::sync::Arc;

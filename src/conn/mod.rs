@@ -5,6 +5,7 @@
 mod app_buffer;
 mod bypass;
 mod connect;
+pub mod fdtable;
 mod inflight;
 mod lunar_headers;
 mod moving;
@@ -185,7 +186,7 @@ impl Conn {
             "fd {fd} is no longer the socket to {}: left alone",
             self.label()
         );
-        crate::fdtable::remove_conn(fd, self);
+        fdtable::remove_conn(fd, self);
         false
     }
 
@@ -222,7 +223,7 @@ impl Conn {
             "fd {fd} is no longer the socket to {}: left alone",
             self.label()
         );
-        crate::fdtable::remove_conn(fd, self);
+        fdtable::remove_conn(fd, self);
         true
     }
 

@@ -2,8 +2,9 @@
 //! be one we tracked before it was closed behind our back), and `getpeername`.
 
 use super::tracked;
+use crate::conn::{self, fdtable};
 use crate::guard::{shielded, Reentry};
-use crate::{conn, fdtable, sys};
+use crate::sys;
 use libc::{c_int, sockaddr, socklen_t};
 
 /// # Safety

@@ -77,7 +77,7 @@ impl<T> Failed for *const T {
 /// As gnutls_handshake(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
-    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+    if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::gnutls_handshake(session) };
     }

@@ -73,5 +73,5 @@ unsafe fn gather(iov: *const libc::iovec, count: c_int) -> Option<Vec<u8>> {
 }
 
 fn tracked(fd: c_int) -> Option<std::sync::Arc<Conn>> {
-    crate::fdtable::get(fd)
+    crate::conn::fdtable::get(fd)
 }

@@ -2,8 +2,8 @@
 //! included: glibc does not route those through the plain symbols.
 
 use super::{on_tracked, tracked};
-use crate::conn::{self, AppBuffer};
-use crate::{fdtable, sys};
+use crate::conn::{self, fdtable, AppBuffer};
+use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety

@@ -1,7 +1,8 @@
 //! Every way a program writes to a socket.
 
 use super::{gather, on_tracked, tracked};
-use crate::{conn, fdtable, sys};
+use crate::conn::{self, fdtable};
+use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety

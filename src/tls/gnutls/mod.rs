@@ -12,7 +12,7 @@ use fallback::{recv_real, send_real};
 use super::library;
 use super::sessions::{self, GnutlsDatum, Owned, Session};
 use super::{binding, certificate, now_unix};
-use crate::fdtable;
+use crate::conn::fdtable;
 use libc::{c_int, c_uint, c_void, size_t};
 use std::sync::Arc;
 
