@@ -12,9 +12,9 @@ mod wait;
 mod write;
 
 // The TLS layer moves a virtual session's plaintext as the program would, through the
-// program's own entry points.
-pub(crate) use read::recv as program_recv;
-pub(crate) use write::send as program_send;
+// program's own entry points (`gnutls` hands them down).
+use read::recv as program_recv;
+use write::send as program_send;
 
 use crate::conn::Conn;
 use crate::guard::{shielded, Reentry};
