@@ -25,9 +25,6 @@ const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Returns the count to report (or -1 with errno set), or `None` when the program's own
 /// call should run unchanged (a connection we only pass through).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
-    if crate::tls::claims_write(fd, conn, input) {
-        return Some(input.len() as isize);
-    }
     if conn.is_tls_owned() {
         // The program's own writes rarely reach us on a socket a real TLS session owns:
         // one that does may be on a number reused behind our back.
