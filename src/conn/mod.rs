@@ -238,12 +238,14 @@ impl Conn {
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
 /// tracked `fd`: the fd is checked before its first read (a number closed behind our back
-/// and reused is left alone), then `read::receive`.
+/// and reused is left alone), then `read::receive`. `handshake_holds`: a TLS handshake of
+/// this thread bound `fd` (`tls::holds_reads`): nothing will come, the read answers EAGAIN.
 pub fn receive(
     conn: &std::sync::Arc<Conn>,
     fd: libc::c_int,
     flags: libc::c_int,
     buffer: AppBuffer,
+    handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
     let check = if conn.is_tls_owned() {
@@ -255,7 +257,7 @@ pub fn receive(
     if !check {
         return real();
     }
-    read::receive(conn, fd, flags, buffer, real)
+    read::receive(conn, fd, flags, buffer, handshake_holds, real)
 }
 
 /// What identifies a socket while it is open: its device and inode numbers.

@@ -12,15 +12,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
-/// a tracked fd, into `buffer`; `real` performs the program's own call.
+/// a tracked fd, into `buffer`; `real` performs the program's own call. `handshake_holds`:
+/// a TLS handshake of this thread bound `fd` (`tls::holds_reads`).
 pub fn receive(
     conn: &Arc<Conn>,
     fd: c_int,
     flags: c_int,
     buffer: AppBuffer,
+    handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
-    if crate::tls::holds_reads(fd) || conn.is_tls_owned() {
+    if handshake_holds || conn.is_tls_owned() {
         sys::set_errno(libc::EAGAIN);
         return -1;
     }
