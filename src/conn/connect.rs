@@ -11,11 +11,17 @@ use std::sync::Arc;
 
 const HTTPS_PORT: u16 = 443;
 
-/// The program's `connect`.
+/// The program's `connect`. `https_drivable` (`tls::drivable`, asked only for port 443):
+/// whether a TLS library the layer above can drive is loaded.
 ///
 /// # Safety
 /// `address` must point to `len` readable bytes, as for connect(2).
-pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
+pub unsafe fn connect(
+    fd: c_int,
+    address: *const sockaddr,
+    len: socklen_t,
+    https_drivable: fn() -> bool,
+) -> c_int {
     // SAFETY: forwarded from our caller's contract.
     let target = unsafe { addr::from_c(address, len) };
     let real = || {
@@ -50,7 +56,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         );
         return real();
     }
-    if target.port() == HTTPS_PORT && !crate::tls::drivable() {
+    if target.port() == HTTPS_PORT && !https_drivable() {
         // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
         log::debug!(
             "{} -> direct (https, and no TLS library we can drive is loaded)",
