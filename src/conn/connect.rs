@@ -176,7 +176,7 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     runtime.proxy_failed(&format!(
         "proxy connection lost before the request: {reason}"
     ));
-    if conn.is_https() && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
         return error;
     }
     log::debug!("{} -> direct (proxy connection lost)", conn.label());

@@ -12,6 +12,7 @@ mod moving;
 mod read;
 mod recovery;
 mod responses;
+mod tls_handoff;
 mod waiting;
 mod write;
 
@@ -22,6 +23,7 @@ pub use read::{
     proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing,
     waits_to_read_before_writing,
 };
+pub use tls_handoff::TlsHandoff;
 pub use write::send;
 
 use crate::http::RequestStream;
@@ -119,8 +121,10 @@ impl Conn {
     }
 
     /// The program's TLS session on this socket became virtual: what it writes is the
-    /// plaintext of an https request.
-    pub fn mark_https(&self) {
+    /// plaintext of an https request. `tls`: what the TLS layer answers for it
+    /// (`tls_handoff`), registered before the connection counts as https.
+    pub fn mark_https(&self, tls: &'static TlsHandoff) {
+        tls.register();
         self.https.store(true, Ordering::Release);
     }
 

@@ -240,7 +240,7 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
         return;
     }
-    if conn.is_https() && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
         return;
     }
     log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
