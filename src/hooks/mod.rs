@@ -1,5 +1,6 @@
 //! The exported libc symbols. Each hook is a fast check (is this fd tracked? one atomic
-//! load) and either libc's own function or one call into `conn`. No HTTP, no policy here.
+//! load) and either libc's own function or one call into `conn` (writes and reads ask
+//! `tls` first whether they belong to a TLS handshake). No HTTP, no policy here.
 
 mod bypass;
 mod connect;
