@@ -27,7 +27,7 @@ extern "C" fn in_child() {
         // in this process, and a fork costs nothing more.
         return;
     };
-    crate::fdtable::after_fork_in_child();
+    crate::conn::fdtable::after_fork_in_child();
     crate::names::after_fork_in_child();
     crate::uuid::after_fork_in_child();
     crate::watchers::after_fork_in_child();

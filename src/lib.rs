@@ -2,18 +2,39 @@
 //! Lunar Proxy, and straight to its destination whenever the proxy cannot serve it.
 //!
 //! The data path, in the order a call meets it:
-//! `hooks` (the exported libc symbols) -> `fdtable` (is this fd ours?) -> `conn` (one
+//! `hooks` (the exported libc symbols) -> `conn::fdtable` (is this fd ours?) -> `conn` (one
 //! intercepted socket) -> `http` (the sans-IO request engine). Decisions come from
 //! `policy` (configuration, filter, failsafe) and `proxy` (address, handshake), all
 //! reached through `runtime`; `sys` is libc's own functions. For https, `tls` sits above
 //! the socket hooks: the program's TLS library calls, answered for sessions on diverted
 //! sockets, whose plaintext then takes the same path as port 80.
+//!
+//! Layers call downward only: a module refers (`crate::name`) only to modules on lines
+//! below its own in this table, top to bottom (`tests/layers.rs` checks it):
+//!
+//! ```text
+//! hooks, fork: entry points: the program's calls; libc's child handler after a fork
+//! tls:         https one level up: the program's TLS sessions
+//! conn:        one intercepted socket; `conn::fdtable`: which fds are connections
+//! runtime:     the process-wide state, built at the first call that needs it
+//! proxy, logger, uuid, names, watchers
+//! http, policy, guard
+//! sync
+//! sys:         libc's own functions, and sockets through them (`sys::socket`)
+//! addr
+//! ```
+//!
+//! What a lower layer needs from a higher one is handed down: the hooks pass
+//! `tls::drivable` to `conn::connect` and the program's `send`/`recv` to `tls::gnutls`,
+//! and ask `tls` before `conn` whether a write or read belongs to a TLS handshake; `tls`
+//! hands its fallback to a connection it marks https (`conn::TlsHandoff`). One exception:
+//! `runtime` registers `fork`'s child handler with libc while it builds (it must be in
+//! place before anything the handler reopens can be taken); libc calls it, never `runtime`.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod addr;
 pub mod conn;
-pub mod fdtable;
 mod fork;
 pub mod guard;
 pub mod hooks;

@@ -97,7 +97,7 @@ pub fn io_uring_seen(how: &str) {
     log::warn!(
         "this process set up io_uring ({how}): I/O submitted there bypasses the library, so its connections go to their destinations, not through Lunar Proxy"
     );
-    for (fd, conn) in crate::fdtable::tracked() {
+    for (fd, conn) in super::fdtable::tracked() {
         if conn.is_passthrough() || conn.is_https() || !conn.is_diverted() {
             continue;
         }

@@ -1,21 +1,27 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
-use super::Conn;
+use super::{fdtable, Conn};
 use crate::policy::filter::{Destination, Verdict};
-use crate::proxy::socket::{connect_bounded, tcp_family};
 use crate::runtime::{self, Route};
-use crate::{addr, fdtable, names, sys};
+use crate::sys::socket::{connect_bounded, tcp_family};
+use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 const HTTPS_PORT: u16 = 443;
 
-/// The program's `connect`.
+/// The program's `connect`. `https_drivable` (`tls::drivable`, asked only for port 443):
+/// whether a TLS library the layer above can drive is loaded.
 ///
 /// # Safety
 /// `address` must point to `len` readable bytes, as for connect(2).
-pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
+pub unsafe fn connect(
+    fd: c_int,
+    address: *const sockaddr,
+    len: socklen_t,
+    https_drivable: fn() -> bool,
+) -> c_int {
     // SAFETY: forwarded from our caller's contract.
     let target = unsafe { addr::from_c(address, len) };
     let real = || {
@@ -50,7 +56,7 @@ pub unsafe fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_
         );
         return real();
     }
-    if target.port() == HTTPS_PORT && !crate::tls::drivable() {
+    if target.port() == HTTPS_PORT && !https_drivable() {
         // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
         log::debug!(
             "{} -> direct (https, and no TLS library we can drive is loaded)",
@@ -170,7 +176,7 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     runtime.proxy_failed(&format!(
         "proxy connection lost before the request: {reason}"
     ));
-    if conn.is_https() && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
         return error;
     }
     log::debug!("{} -> direct (proxy connection lost)", conn.label());

@@ -5,12 +5,14 @@
 mod app_buffer;
 mod bypass;
 mod connect;
+pub mod fdtable;
 mod inflight;
 mod lunar_headers;
 mod moving;
 mod read;
 mod recovery;
 mod responses;
+mod tls_handoff;
 mod waiting;
 mod write;
 
@@ -21,6 +23,7 @@ pub use read::{
     proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing,
     waits_to_read_before_writing,
 };
+pub use tls_handoff::TlsHandoff;
 pub use write::send;
 
 use crate::http::RequestStream;
@@ -118,8 +121,10 @@ impl Conn {
     }
 
     /// The program's TLS session on this socket became virtual: what it writes is the
-    /// plaintext of an https request.
-    pub fn mark_https(&self) {
+    /// plaintext of an https request. `tls`: what the TLS layer answers for it
+    /// (`tls_handoff`), registered before the connection counts as https.
+    pub fn mark_https(&self, tls: &'static TlsHandoff) {
+        tls.register();
         self.https.store(true, Ordering::Release);
     }
 
@@ -185,7 +190,7 @@ impl Conn {
             "fd {fd} is no longer the socket to {}: left alone",
             self.label()
         );
-        crate::fdtable::remove_conn(fd, self);
+        fdtable::remove_conn(fd, self);
         false
     }
 
@@ -222,7 +227,7 @@ impl Conn {
             "fd {fd} is no longer the socket to {}: left alone",
             self.label()
         );
-        crate::fdtable::remove_conn(fd, self);
+        fdtable::remove_conn(fd, self);
         true
     }
 
@@ -237,12 +242,14 @@ impl Conn {
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
 /// tracked `fd`: the fd is checked before its first read (a number closed behind our back
-/// and reused is left alone), then `read::receive`.
+/// and reused is left alone), then `read::receive`. `handshake_holds`: a TLS handshake of
+/// this thread bound `fd` (`tls::holds_reads`): nothing will come, the read answers EAGAIN.
 pub fn receive(
     conn: &std::sync::Arc<Conn>,
     fd: libc::c_int,
     flags: libc::c_int,
     buffer: AppBuffer,
+    handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
     let check = if conn.is_tls_owned() {
@@ -254,7 +261,7 @@ pub fn receive(
     if !check {
         return real();
     }
-    read::receive(conn, fd, flags, buffer, real)
+    read::receive(conn, fd, flags, buffer, handshake_holds, real)
 }
 
 /// What identifies a socket while it is open: its device and inode numbers.

@@ -3,8 +3,8 @@
 //! fresh socket would silently leave the program's epoll sets).
 
 use super::Conn;
-use crate::proxy::socket::{connect_bounded, connect_finish, connect_start, disconnect};
 use crate::runtime::{Route, Runtime};
+use crate::sys::socket::{connect_bounded, connect_finish, connect_start, disconnect};
 use libc::c_int;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

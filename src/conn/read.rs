@@ -12,15 +12,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
-/// a tracked fd, into `buffer`; `real` performs the program's own call.
+/// a tracked fd, into `buffer`; `real` performs the program's own call. `handshake_holds`:
+/// a TLS handshake of this thread bound `fd` (`tls::holds_reads`).
 pub fn receive(
     conn: &Arc<Conn>,
     fd: c_int,
     flags: c_int,
     buffer: AppBuffer,
+    handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
-    if crate::tls::holds_reads(fd) || conn.is_tls_owned() {
+    if handshake_holds || conn.is_tls_owned() {
         sys::set_errno(libc::EAGAIN);
         return -1;
     }
@@ -238,7 +240,7 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
     if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
         return;
     }
-    if conn.is_https() && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
         return;
     }
     log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());

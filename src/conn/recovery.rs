@@ -62,7 +62,9 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
         conn.responses.lock().stop_checking();
         return Started::NotPossible;
     }
-    if conn.is_https() && matches!(recovery, Recovery::Replay(_)) && !crate::tls::can_take_over(fd)
+    if conn.is_https()
+        && matches!(recovery, Recovery::Replay(_))
+        && !super::tls_handoff::can_take_over(fd)
     {
         // A replay needs a real session the TLS layer can build from the program's own.
         if let Recovery::Replay(why) = &recovery {
@@ -198,7 +200,7 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
     if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || !conn.is_diverted() {
         return false;
     }
-    if conn.is_https() && !crate::tls::can_take_over(fd) {
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
         return false;
     }
     let Some(runtime) = runtime::get() else {
@@ -259,7 +261,7 @@ pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32
     conn.tls_owned.store(true, Ordering::Release);
     conn.passthrough.store(true, Ordering::Release);
     ready_for_the_answer(conn);
-    crate::tls::take_over(fd, replay)
+    super::tls_handoff::take_over(fd, replay)
 }
 
 fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {

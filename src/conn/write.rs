@@ -10,9 +10,9 @@ use super::waiting::{wait_for_recovery, Direction};
 use super::{lunar_headers, recovery, Conn, Writer};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
-use crate::proxy::socket::wait_for;
 use crate::runtime::{self, Route, Runtime};
 use crate::sys;
+use crate::sys::socket::wait_for;
 use libc::c_int;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,9 +25,6 @@ const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Returns the count to report (or -1 with errno set), or `None` when the program's own
 /// call should run unchanged (a connection we only pass through).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
-    if crate::tls::claims_write(fd, conn, input) {
-        return Some(input.len() as isize);
-    }
     if conn.is_tls_owned() {
         // The program's own writes rarely reach us on a socket a real TLS session owns:
         // one that does may be on a number reused behind our back.

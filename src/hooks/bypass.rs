@@ -4,8 +4,9 @@
 //! sees the raw `io_uring_setup`. What follows is decided in `conn::bypass`.
 
 use super::tracked;
+use crate::conn::{self, fdtable};
 use crate::guard::{shielded, Reentry};
-use crate::{conn, fdtable, sys};
+use crate::sys;
 use libc::{c_char, c_int, c_uint, c_void, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

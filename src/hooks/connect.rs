@@ -2,8 +2,9 @@
 //! be one we tracked before it was closed behind our back), and `getpeername`.
 
 use super::tracked;
+use crate::conn::{self, fdtable};
 use crate::guard::{shielded, Reentry};
-use crate::{conn, fdtable, sys};
+use crate::sys;
 use libc::{c_int, sockaddr, socklen_t};
 
 /// # Safety
@@ -18,8 +19,11 @@ pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: sockl
     // Our work (a connect to the proxy, which says EINPROGRESS on the way) must not show
     // in errno when the program's connect succeeds.
     let saved = sys::errno();
-    // SAFETY: connect(2)'s contract on `address`.
-    let result = shielded(|| unsafe { conn::connect(fd, address, len) }, real);
+    let result = shielded(
+        // SAFETY: connect(2)'s contract on `address`.
+        || unsafe { conn::connect(fd, address, len, crate::tls::drivable) },
+        real,
+    );
     if result == 0 {
         sys::set_errno(saved);
     }

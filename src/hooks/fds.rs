@@ -1,8 +1,9 @@
 //! Keeping the fd table true: closing and duplicating descriptors, also through stdio
 //! (`fclose` and `freopen` close the stream's fd inside glibc, past our `close`).
 
+use crate::conn::{self, fdtable};
 use crate::guard::{shielded, Reentry};
-use crate::{conn, fdtable, sys};
+use crate::sys;
 use libc::{c_char, c_int, c_long, c_uint, c_ulong, FILE};
 
 /// # Safety

@@ -77,7 +77,7 @@ impl<T> Failed for *const T {
 /// As gnutls_handshake(3).
 #[no_mangle]
 pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
-    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+    if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::gnutls_handshake(session) };
     }
@@ -105,8 +105,12 @@ pub unsafe extern "C" fn gnutls_record_send(
         session,
         real::gnutls_record_send(session, data, len),
         |s| {
-            // SAFETY: the program gives `len` readable bytes at `data`.
-            tls::send(&s, unsafe { std::slice::from_raw_parts(data.cast(), len) })
+            tls::send(
+                &s,
+                // SAFETY: the program gives `len` readable bytes at `data`.
+                unsafe { std::slice::from_raw_parts(data.cast(), len) },
+                super::program_send,
+            )
         },
         else -1
     )
@@ -124,10 +128,12 @@ pub unsafe extern "C" fn gnutls_record_recv(
         session,
         real::gnutls_record_recv(session, data, len),
         |s| {
-            // SAFETY: the program gives `len` writable bytes at `data`.
-            tls::recv(&s, unsafe {
-                std::slice::from_raw_parts_mut(data.cast(), len)
-            })
+            tls::recv(
+                &s,
+                // SAFETY: the program gives `len` writable bytes at `data`.
+                unsafe { std::slice::from_raw_parts_mut(data.cast(), len) },
+                super::program_recv,
+            )
         },
         else -1
     )

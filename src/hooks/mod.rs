@@ -1,5 +1,6 @@
 //! The exported libc symbols. Each hook is a fast check (is this fd tracked? one atomic
-//! load) and either libc's own function or one call into `conn`. No HTTP, no policy here.
+//! load) and either libc's own function or one call into `conn` (writes and reads ask
+//! `tls` first whether they belong to a TLS handshake). No HTTP, no policy here.
 
 mod bypass;
 mod connect;
@@ -12,9 +13,9 @@ mod wait;
 mod write;
 
 // The TLS layer moves a virtual session's plaintext as the program would, through the
-// program's own entry points.
-pub(crate) use read::recv as program_recv;
-pub(crate) use write::send as program_send;
+// program's own entry points (`gnutls` hands them down).
+use read::recv as program_recv;
+use write::send as program_send;
 
 use crate::conn::Conn;
 use crate::guard::{shielded, Reentry};
@@ -73,5 +74,5 @@ unsafe fn gather(iov: *const libc::iovec, count: c_int) -> Option<Vec<u8>> {
 }
 
 fn tracked(fd: c_int) -> Option<std::sync::Arc<Conn>> {
-    crate::fdtable::get(fd)
+    crate::conn::fdtable::get(fd)
 }

@@ -53,7 +53,7 @@ fn is_value<R: PartialEq>(answer: &R, failed: &R) -> bool {
 /// As SSL_connect(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
-    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+    if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::SSL_connect(ssl) };
     }
@@ -68,7 +68,7 @@ pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
 /// As SSL_do_handshake(3).
 #[no_mangle]
 pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
-    if !crate::tls::sessions::any() && !crate::fdtable::any_tracked() {
+    if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::SSL_do_handshake(ssl) };
     }

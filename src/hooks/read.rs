@@ -2,8 +2,8 @@
 //! included: glibc does not route those through the plain symbols.
 
 use super::{on_tracked, tracked};
-use crate::conn::{self, AppBuffer};
-use crate::{fdtable, sys};
+use crate::conn::{self, fdtable, AppBuffer};
+use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
@@ -253,7 +253,8 @@ unsafe fn recvmsg_tracked(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t 
     })
 }
 
-/// A read on a tracked fd: through `conn::receive`, or `real` when the fd is no longer ours.
+/// A read on a tracked fd: through `conn::receive` (told whether a TLS handshake of this
+/// thread holds the fd's reads), or `real` when the fd is no longer ours.
 fn receive_on(
     fd: c_int,
     flags: c_int,
@@ -261,7 +262,13 @@ fn receive_on(
     real: impl Fn() -> isize + Copy,
 ) -> isize {
     match tracked(fd) {
-        Some(conn) => on_tracked(|| conn::receive(&conn, fd, flags, buffer, real), real),
+        Some(conn) => on_tracked(
+            || {
+                let handshake_holds = crate::tls::holds_reads(fd);
+                conn::receive(&conn, fd, flags, buffer, handshake_holds, real)
+            },
+            real,
+        ),
         None => real(),
     }
 }

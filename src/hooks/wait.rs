@@ -5,10 +5,11 @@
 //! here and hidden, and the wait goes on for the program's own timeout.
 
 use super::tracked;
+use crate::conn::{self, fdtable};
 use crate::guard::shielded;
 use crate::guard::Reentry;
+use crate::sys;
 use crate::watchers;
-use crate::{conn, fdtable, sys};
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,8 @@
 //! Every way a program writes to a socket.
 
 use super::{gather, on_tracked, tracked};
-use crate::{conn, fdtable, sys};
+use crate::conn::{self, fdtable, Conn};
+use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
@@ -127,7 +128,7 @@ unsafe fn writev_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t 
     // SAFETY: writev(2)'s contract.
     match unsafe { gather(iov, count) } {
         Some(bytes) if !bytes.is_empty() => on_tracked(
-            || conn::send(&conn, fd, &bytes, 0).unwrap_or_else(real),
+            || tls_then_conn(&conn, fd, &bytes, 0).unwrap_or_else(real),
             real,
         ),
         _ => real(),
@@ -170,7 +171,7 @@ unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_
     // SAFETY: as above, the iovecs of a valid msghdr.
     match unsafe { gather(header.msg_iov, header.msg_iovlen as c_int) } {
         Some(bytes) if !bytes.is_empty() => on_tracked(
-            || conn::send(&conn, fd, &bytes, flags).unwrap_or_else(real),
+            || tls_then_conn(&conn, fd, &bytes, flags).unwrap_or_else(real),
             real,
         ),
         _ => real(),
@@ -183,11 +184,21 @@ fn send_on(fd: c_int, bytes: &[u8], flags: c_int, real: impl Fn() -> isize + Cop
     crate::tls::probe::saw_write(fd);
     match tracked(fd) {
         Some(conn) if !bytes.is_empty() => on_tracked(
-            || conn::send(&conn, fd, bytes, flags).unwrap_or_else(real),
+            || tls_then_conn(&conn, fd, bytes, flags).unwrap_or_else(real),
             real,
         ),
         _ => real(),
     }
+}
+
+/// The program's write of `bytes` on tracked `fd`: a TLS handshake's ClientHello the TLS
+/// layer claims (`tls::claims_write`: reported written, nothing sent), else `conn::send`.
+/// `None`: the program's own call runs unchanged.
+fn tls_then_conn(conn: &Conn, fd: c_int, bytes: &[u8], flags: c_int) -> Option<isize> {
+    if crate::tls::claims_write(fd, conn, bytes) {
+        return Some(bytes.len() as isize);
+    }
+    conn::send(conn, fd, bytes, flags)
 }
 
 /// The bytes a program passed to a write call; empty for a null buffer.

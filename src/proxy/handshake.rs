@@ -1,8 +1,7 @@
 //! `GET /handshake` on the proxy (contract, "Handshake"), over a socket of our own made with
 //! the real libc functions, bounded in time.
 
-use super::socket::{connect_bounded, OwnSocket};
-use crate::sys;
+use crate::sys::socket::{connect_bounded, OwnSocket};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -75,13 +74,6 @@ fn json_flag(body: &[u8], key: &[u8]) -> bool {
 fn trim_start(bytes: &[u8]) -> &[u8] {
     let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &bytes[skip..]
-}
-
-impl Drop for OwnSocket {
-    fn drop(&mut self) {
-        // SAFETY: we own this fd and close it once.
-        unsafe { sys::close(self.fd()) };
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! handshake has said it is there.
 
 pub mod handshake;
-pub mod socket;
 
 use crate::policy::config::ProxyAddress;
 use crate::sync::{SpinLock, WaitEnd};

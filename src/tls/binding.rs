@@ -5,8 +5,8 @@
 //! handshake call returns. Several connections per thread (curl -Z) bind correctly,
 //! because each hello is written inside its own session's handshake call.
 
+use crate::conn::fdtable;
 use crate::conn::Conn;
-use crate::fdtable;
 use libc::c_int;
 use std::cell::Cell;
 use std::sync::Arc;

@@ -66,6 +66,13 @@ pub fn off_the_fast_path<R>(work: impl FnOnce() -> R) -> R {
     work()
 }
 
+/// What conn asks of this layer to move an https connection to its origin; handed over
+/// with each connection marked https (`sessions::begin_virtual`).
+static HANDOFF: crate::conn::TlsHandoff = crate::conn::TlsHandoff {
+    can_take_over,
+    take_over,
+};
+
 /// Whether the virtual session on `fd` can be replaced by a real one (a fallback).
 pub fn can_take_over(fd: libc::c_int) -> bool {
     sessions::find_by_fd(fd).is_some()

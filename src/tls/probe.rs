@@ -7,8 +7,8 @@
 //! and our write hooks see it or not.
 
 use super::{gnutls, openssl};
-use crate::conn::Conn;
-use crate::{fdtable, sys};
+use crate::conn::{fdtable, Conn};
+use crate::sys;
 use libc::c_int;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -146,7 +146,7 @@ pub fn begin_virtual(
     server_name: Option<String>,
 ) {
     let host = super::certificate_host(server_name, &conn);
-    conn.mark_https();
+    conn.mark_https(&super::HANDOFF);
     log::debug!(
         "{} https: TLS session virtual on fd {fd} (host {host})",
         conn.label()

@@ -3,7 +3,7 @@
 
 use super::{real, GnutlsSession, GNUTLS_NAME_DNS};
 use crate::guard::Reentry;
-use crate::proxy::socket::wait_for;
+use crate::sys::socket::wait_for;
 use crate::tls::sessions::{GnutlsDatum, Session};
 use libc::{c_int, c_void};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use fallback::{recv_real, send_real};
 use super::library;
 use super::sessions::{self, GnutlsDatum, Owned, Session};
 use super::{binding, certificate, now_unix};
-use crate::fdtable;
+use crate::conn::fdtable;
 use libc::{c_int, c_uint, c_void, size_t};
 use std::sync::Arc;
 
@@ -89,14 +89,19 @@ fn transfer_error(errno: c_int, pushing: bool) -> isize {
     }) as isize
 }
 
-pub fn send(session: &Session, data: &[u8]) -> isize {
+/// The program's own `send` and `recv` (our socket hooks, passed down by `hooks::gnutls`):
+/// a virtual session's plaintext takes the path the program's own calls would.
+pub type ProgramSend = unsafe extern "C" fn(c_int, *const c_void, size_t, c_int) -> isize;
+pub type ProgramRecv = unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> isize;
+
+pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
     if let Some(real_session) = fallback(session) {
         return send_real(real_session, data);
     }
     session.state.lock().last_was_write = true;
     // SAFETY: the program's own entry point, with a live slice.
     let sent = unsafe {
-        crate::hooks::program_send(
+        program_send(
             session.fd,
             data.as_ptr().cast(),
             data.len(),
@@ -113,14 +118,13 @@ pub fn send(session: &Session, data: &[u8]) -> isize {
     sent
 }
 
-pub fn recv(session: &Session, out: &mut [u8]) -> isize {
+pub fn recv(session: &Session, out: &mut [u8], program_recv: ProgramRecv) -> isize {
     if let Some(real_session) = fallback(session) {
         return recv_real(real_session, out);
     }
     session.state.lock().last_was_write = false;
     // SAFETY: the program's own entry point, with a live buffer.
-    let got =
-        unsafe { crate::hooks::program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
+    let got = unsafe { program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
     if got <= 0 {
         if let Some(real_session) = fallback(session) {
             return recv_real(real_session, out);

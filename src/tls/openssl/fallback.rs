@@ -5,7 +5,7 @@ use super::{
     real, Ssl, SSL_ERROR_SSL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE, TLSEXT_NAMETYPE_HOST_NAME,
 };
 use crate::guard::Reentry;
-use crate::proxy::socket::wait_for;
+use crate::sys::socket::wait_for;
 use crate::tls::sessions::{self, Session};
 use libc::{c_int, c_long, c_uint, c_void, size_t};
 use std::time::{Duration, Instant};

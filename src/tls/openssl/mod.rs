@@ -13,7 +13,7 @@ use fallback::{read_real, write_real};
 use super::library;
 use super::sessions::{self, Owned, Session};
 use super::{binding, certificate, now_unix};
-use crate::fdtable;
+use crate::conn::fdtable;
 use libc::{c_int, c_long, c_void};
 use std::sync::Arc;
 

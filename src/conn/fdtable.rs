@@ -13,7 +13,7 @@
 //! (one load tells). Linux keeps fd numbers below 2^31
 //! (`fs.nr_open` is at most `INT_MAX`), which bounds the second array.
 
-use crate::conn::Conn;
+use super::Conn;
 use crate::sync::SpinLock;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

@@ -5,6 +5,11 @@
 //! call this library makes to a hooked function goes through this module instead, which
 //! looks the next definition up once with `dlsym(RTLD_NEXT, …)` and keeps it in an atomic
 //! (no lock, safe to race: every thread stores the same value).
+//!
+//! `socket`: what the layers above do with sockets through these functions (bounded
+//! connects, moving a socket, waiting for readiness, socket options).
+
+pub mod socket;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,5 @@
-//! Connecting with a time bound, for our own sockets and for the program's (moved) ones.
+//! Sockets through libc's own functions: connecting with a time bound, for our own sockets
+//! and for the program's (moved) ones; dissolving a connection; waiting for readiness.
 
 use crate::addr;
 use crate::sys;
@@ -71,6 +72,13 @@ impl OwnSocket {
             }
         }
         Ok(answer)
+    }
+}
+
+impl Drop for OwnSocket {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd and close it once.
+        unsafe { sys::close(self.fd()) };
     }
 }
 
