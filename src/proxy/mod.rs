@@ -84,7 +84,7 @@ impl Proxy {
                         .compare_exchange(seen, RUNNING, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
-                        self.handshake(settings, now_ms);
+                        self.handshake_or_fail(settings, now_ms);
                     }
                 }
             }
@@ -108,6 +108,22 @@ impl Proxy {
     fn finish_handshake(&self, state: u32) {
         self.state.store(state, Ordering::Release);
         crate::sync::futex_wake_all(&self.state);
+    }
+
+    /// Runs the handshake; a panic inside it (caught by the hook) still ends it as a
+    /// failure, so that other threads stop waiting and a later call may try again.
+    fn handshake_or_fail(&self, settings: &Settings<'_>, now_ms: u64) {
+        struct EndsAsFailure<'a>(&'a Proxy, u64);
+        impl Drop for EndsAsFailure<'_> {
+            fn drop(&mut self) {
+                if self.0.state.load(Ordering::Acquire) == RUNNING {
+                    self.0.retry_at_ms.store(self.1, Ordering::Release);
+                    self.0.finish_handshake(FAILED);
+                }
+            }
+        }
+        let _unwinding = EndsAsFailure(self, now_ms + settings.retry_after_secs.max(1) * 1000);
+        self.handshake(settings, now_ms);
     }
 
     fn handshake(&self, settings: &Settings<'_>, now_ms: u64) {
