@@ -67,5 +67,32 @@ fn main() {
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         script.display()
     );
+    link_unwinder_statically();
+    // Resolve our few libc imports when first called, not at every process start: the
+    // library is loaded by every process of an image, most of which never call them.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Rust's std unwinds through libgcc_s, which every process would then load with us. Its
+/// static part (libgcc_eh.a, what `gcc -static-libgcc` links) resolves the unwinder's
+/// symbols first, so `--as-needed` drops libgcc_s: the library NEEDs only libc, and
+/// panics still unwind to the catch in every hook. Without a libgcc_eh.a (another C
+/// compiler), the link stays as it was.
+fn link_unwinder_statically() {
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let Ok(found) = std::process::Command::new(compiler)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+    else {
+        return;
+    };
+    let path = PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
+    if !path.is_absolute() || !path.exists() {
+        return;
+    }
+    if let Some(dir) = path.parent() {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    }
 }
