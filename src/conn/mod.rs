@@ -12,6 +12,7 @@ mod moving;
 mod read;
 mod recovery;
 mod responses;
+mod retry_limits;
 mod tls_handoff;
 mod waiting;
 mod write;

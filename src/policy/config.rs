@@ -21,7 +21,7 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 pub const DEFAULT_REPLAY_MAX_BYTES: u64 = 1024 * 1024;
 /// The proxy's retry protocol is bounded: a client waiting longer than a minute for one
 /// answer has usually given up already, and ten rounds cover any sane rate-limit policy.
-/// Past either bound the proxy's own answer is passed on (see `conn::responses`).
+/// Past either bound the proxy's own answer is passed on (see `conn::retry_limits`).
 pub const DEFAULT_RETRY_MAX_DELAY_SECS: u64 = 60;
 pub const DEFAULT_RETRY_MAX_ATTEMPTS: u64 = 10;
 
