@@ -1,6 +1,6 @@
 //! Which epoll instances watch a tracked socket, and under what data. epoll reports an
 //! event by the program's own `data` (a pointer, an index, sometimes the fd), so to hide a
-//! proxy's hang-up from an event loop (see `hooks::wait`) we must find the fd again.
+//! proxy's hang-up from an event loop (see `conn::hidden_hang_ups`) we must find the fd again.
 //! Only tracked sockets are recorded; an entry can outlive its epoll instance, so every
 //! answer is checked against the socket's live state before anything is done with it.
 

@@ -6,12 +6,15 @@ mod app_buffer;
 mod bypass;
 mod connect;
 pub mod fdtable;
+mod hidden_hang_ups;
 mod inflight;
 mod lunar_headers;
 mod moving;
 mod read;
 mod recovery;
 mod responses;
+mod retry_limits;
+mod server_first;
 mod tls_handoff;
 mod waiting;
 mod write;
@@ -19,9 +22,14 @@ mod write;
 pub use app_buffer::AppBuffer;
 pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};
 pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
-pub use read::{
-    proxy_lost_under_shutdown, proxy_lost_under_wait, reads_before_writing,
-    waits_to_read_before_writing,
+pub use hidden_hang_ups::{
+    epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
+    poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
+};
+pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
+pub use server_first::{
+    note_input_waits_in_fd_sets, note_input_waits_in_pollfds, reads_before_writing, timespec_ms,
+    timeval_ms, waits_to_read_before_writing,
 };
 pub use tls_handoff::TlsHandoff;
 pub use write::send;

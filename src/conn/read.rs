@@ -1,11 +1,12 @@
 //! The program reads. Responses pass through unchanged; two things need care: a protocol
-//! whose server speaks first, and errors left over from a peer we moved away from.
+//! whose server speaks first (`server_first`), and errors left over from a peer we moved
+//! away from.
 
 use super::recovery::{self, Recovery, Started};
 use super::responses::{check_next, Next};
+use super::server_first::reads_before_writing;
 use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn};
-use crate::runtime::{self, Route};
 use crate::sys;
 use libc::c_int;
 use std::sync::atomic::Ordering;
@@ -210,46 +211,6 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
         }
     }
     false
-}
-
-/// An HTTP client writes before it reads. A program that waits to read from a diverted
-/// socket before it wrote anything (a blocking read, or poll/select for input alone)
-/// speaks a protocol whose server talks first: the proxy would never answer, so the
-/// socket goes to its original destination and is left alone.
-/// `looks_only`: a short wait (see `hooks::wait`), which a TLS client may make for input
-/// (a session ticket, an alert) before it writes, as wget does: for https, it says
-/// nothing of the protocol.
-pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
-    if !(looks_only && conn.is_https()) {
-        reads_before_writing(conn, fd);
-    }
-}
-
-/// See `waits_to_read_before_writing`; a blocking read says it for https too.
-pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
-        return;
-    }
-    if !conn.still_a_socket(fd) {
-        return;
-    }
-    let Some(runtime) = runtime::get() else {
-        return;
-    };
-    let _writer = conn.writer.lock();
-    if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
-        return;
-    }
-    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
-        return;
-    }
-    log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
-    conn.passthrough.store(true, Ordering::Release);
-    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
-    if moved.is_ok() && conn.is_https() {
-        // The program's TLS goes on as a real session at the origin, never in clear text.
-        let _ = super::recovery::hand_to_tls(conn, fd, &[]);
-    }
 }
 
 pub(super) fn is_nonblocking(fd: c_int, flags: c_int) -> bool {

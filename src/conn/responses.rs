@@ -10,8 +10,10 @@
 
 use super::app_buffer::AppBuffer;
 use super::inflight::InFlight;
+use super::retry_limits::retry_allowed;
 use super::Conn;
 use crate::http::{ResponseStream, Step, MAX_HEAD};
+use crate::proxy;
 use crate::sys;
 use std::time::Duration;
 
@@ -225,7 +227,7 @@ fn judge_head(
     if let Some(code) = head.lunar_error {
         return Next::Replay(format!(
             "x-lunar-error: {code} ({})",
-            lunar_error_meaning(code)
+            proxy::lunar_error::meaning(code)
         ));
     }
     if let Some(retry) = head.retry {
@@ -274,59 +276,6 @@ fn judge_head(
     }
     responses.tracker = probe;
     next
-}
-
-/// Whether the proxy's retry request is honoured: within LUNAR_RETRY_MAX_DELAY_SEC and
-/// LUNAR_RETRY_MAX_ATTEMPTS. Otherwise its answer goes to the program as it is (without
-/// `x-lunar-sequence-id`), said once in a warning.
-fn retry_allowed(after_secs: f64, retries_so_far: u32) -> Option<Duration> {
-    let config = &crate::runtime::get()?.config;
-    let limits = RetryLimits {
-        max_delay_secs: config.retry_max_delay_secs,
-        max_attempts: config.retry_max_attempts,
-    };
-    match limits.judge(after_secs, retries_so_far) {
-        RetryVerdict::Retry(after) => Some(after),
-        RetryVerdict::TooMany => {
-            log::warn!(
-                "Lunar Proxy asked for retry {} of one request; LUNAR_RETRY_MAX_ATTEMPTS is {}: its answer is passed on",
-                retries_so_far + 1,
-                limits.max_attempts
-            );
-            None
-        }
-        RetryVerdict::TooLong => {
-            log::warn!(
-                "Lunar Proxy asked for a retry after {after_secs} s, more than LUNAR_RETRY_MAX_DELAY_SEC ({} s): its answer is passed on",
-                limits.max_delay_secs
-            );
-            None
-        }
-    }
-}
-
-struct RetryLimits {
-    max_delay_secs: u64,
-    max_attempts: u32,
-}
-
-#[derive(Debug, PartialEq)]
-enum RetryVerdict {
-    Retry(Duration),
-    TooLong,
-    TooMany,
-}
-
-impl RetryLimits {
-    fn judge(&self, after_secs: f64, retries_so_far: u32) -> RetryVerdict {
-        if retries_so_far >= self.max_attempts {
-            RetryVerdict::TooMany
-        } else if !(0.0..=self.max_delay_secs as f64).contains(&after_secs) {
-            RetryVerdict::TooLong
-        } else {
-            RetryVerdict::Retry(Duration::from_secs_f64(after_secs))
-        }
-    }
 }
 
 impl Conn {
@@ -380,61 +329,5 @@ impl Conn {
             responses.held.drain(..copied);
         }
         Some(copied as isize)
-    }
-}
-
-/// The contract's table of proxy error codes.
-pub fn lunar_error_meaning(code: &str) -> &'static str {
-    match code.trim() {
-        "1" => "request lacks x-lunar-host",
-        "2" => "endpoint cannot be reached",
-        "3" => "gateway timeout",
-        "4" => "endpoint not found",
-        "5" => "could not resolve host",
-        "6" => "host not in the proxy's allow list",
-        "7" => "host in the proxy's block list",
-        "10" => "gateway shutting down",
-        _ => "unknown proxy error",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: RetryLimits = RetryLimits {
-        max_delay_secs: 60,
-        max_attempts: 10,
-    };
-
-    #[test]
-    fn a_retry_within_both_bounds_waits_as_asked() {
-        assert_eq!(
-            LIMITS.judge(0.25, 0),
-            RetryVerdict::Retry(Duration::from_millis(250))
-        );
-        assert_eq!(
-            LIMITS.judge(60.0, 9),
-            RetryVerdict::Retry(Duration::from_secs(60))
-        );
-    }
-
-    #[test]
-    fn a_delay_past_the_cap_is_not_waited_for() {
-        assert_eq!(LIMITS.judge(60.001, 0), RetryVerdict::TooLong);
-        assert_eq!(LIMITS.judge(1e9, 0), RetryVerdict::TooLong);
-        assert_eq!(LIMITS.judge(f64::INFINITY, 0), RetryVerdict::TooLong);
-        assert_eq!(LIMITS.judge(f64::NAN, 0), RetryVerdict::TooLong);
-        assert_eq!(LIMITS.judge(-1.0, 0), RetryVerdict::TooLong);
-    }
-
-    #[test]
-    fn the_eleventh_retry_of_one_request_is_refused() {
-        assert_eq!(LIMITS.judge(0.05, 10), RetryVerdict::TooMany);
-        let none = RetryLimits {
-            max_delay_secs: 60,
-            max_attempts: 0,
-        };
-        assert_eq!(none.judge(0.05, 0), RetryVerdict::TooMany);
     }
 }

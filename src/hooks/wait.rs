@@ -1,259 +1,16 @@
-//! Waiting for sockets. Two things to notice: a program that waits to read from a
-//! diverted socket before it ever wrote (a server-speaks-first protocol, see
-//! `conn::reads_before_writing`), and a proxy's reset or hang-up reported by the wait
-//! itself, which an event loop may treat as fatal without ever reading: that is handled
-//! here and hidden, and the wait goes on for the program's own timeout.
+//! The program's waits: poll, ppoll, select, pselect, and epoll. A wait with no tracked
+//! fd in the process is libc's own. Otherwise two things are seen to below: a wait for
+//! input alone on a socket the program never wrote to (`conn::server_first`: a server
+//! that speaks first), and, for poll and epoll, a proxy's hang-up or reset, which is
+//! hidden from the program while its wait goes on (`conn::hidden_hang_ups`). epoll_ctl
+//! records which epoll instances watch a tracked fd (`watchers`), so that an event, known
+//! by the program's data only, leads back to its fd.
 
 use super::tracked;
 use crate::conn::{self, fdtable};
-use crate::guard::shielded;
-use crate::guard::Reentry;
 use crate::sys;
 use crate::watchers;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
-use std::time::{Duration, Instant};
-
-/// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
-/// session ticket before it writes), not a wait for a server that speaks first.
-const LOOK_MS: i64 = 1000;
-
-/// `timeout_ms`: the wait's limit, negative for none.
-fn note_input_wait(fd: c_int, timeout_ms: i64) {
-    if let Some(conn) = tracked(fd) {
-        if let Some(_inside) = Reentry::enter() {
-            let saved = sys::errno();
-            let looks_only = (0..LOOK_MS).contains(&timeout_ms);
-            crate::guard::shielded(
-                || conn::waits_to_read_before_writing(&conn, fd, looks_only),
-                || (),
-            );
-            sys::set_errno(saved);
-        }
-    }
-}
-
-fn timespec_ms(timeout: *const timespec) -> i64 {
-    // SAFETY: the program's own timeout pointer, null for none.
-    match unsafe { timeout.as_ref() } {
-        None => -1,
-        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000,
-    }
-}
-
-fn timeval_ms(timeout: *const timeval) -> i64 {
-    // SAFETY: the program's own timeout pointer, null for none.
-    match unsafe { timeout.as_ref() } {
-        None => -1,
-        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000,
-    }
-}
-
-/// # Safety
-/// `fds` points to `count` pollfds, as for poll(2).
-unsafe fn scan_pollfds(fds: *const pollfd, count: nfds_t, timeout_ms: i64) {
-    if fds.is_null() || !fdtable::any_tracked() {
-        return;
-    }
-    // SAFETY: poll(2)'s contract.
-    let entries = unsafe { std::slice::from_raw_parts(fds, count as usize) };
-    for entry in entries {
-        if entry.events & libc::POLLIN != 0 && entry.events & libc::POLLOUT == 0 {
-            note_input_wait(entry.fd, timeout_ms);
-        }
-    }
-}
-
-/// # Safety
-/// As select(2): each non-null set holds `count` bits.
-unsafe fn scan_fd_sets(count: c_int, read: *const fd_set, write: *const fd_set, timeout_ms: i64) {
-    if read.is_null() || !fdtable::any_tracked() {
-        return;
-    }
-    for fd in 0..count.clamp(0, libc::FD_SETSIZE as c_int) {
-        // SAFETY: fd < FD_SETSIZE and the sets are the program's valid fd_sets.
-        let reading = unsafe { libc::FD_ISSET(fd, read) };
-        // SAFETY: as above.
-        let writing = !write.is_null() && unsafe { libc::FD_ISSET(fd, write) };
-        if reading && !writing {
-            note_input_wait(fd, timeout_ms);
-        }
-    }
-}
-
-/// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
-/// failing a diverted connection, the failure is dealt with (a move, a replay started in
-/// the background) and the program must not see the event: returns true.
-fn hang_up_hidden(fd: c_int) -> bool {
-    let Some(conn) = tracked(fd) else {
-        return false;
-    };
-    let Some(_inside) = Reentry::enter() else {
-        return false;
-    };
-    let saved = sys::errno();
-    let mut now = pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    let still = unsafe { sys::poll(&mut now, 1, 0) } == 1
-        && now.revents & (libc::POLLERR | libc::POLLHUP) != 0;
-    let hidden = still && shielded(|| conn::proxy_lost_under_wait(&conn, fd), || false);
-    sys::set_errno(saved);
-    hidden
-}
-
-/// After poll returned `ready`: entries whose ERR/HUP was hidden show the socket's
-/// readiness now instead. Returns how many entries have events.
-///
-/// # Safety
-/// `fds` points to `count` pollfds, as for poll(2).
-unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int {
-    if ready <= 0 || fds.is_null() || !fdtable::any_tracked() {
-        return ready;
-    }
-    // SAFETY: poll(2)'s contract.
-    let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
-    let mut ready = ready;
-    for entry in entries.iter_mut() {
-        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 || !hang_up_hidden(entry.fd) {
-            continue;
-        }
-        let mut fresh = pollfd {
-            fd: entry.fd,
-            events: entry.events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no waiting.
-        unsafe { sys::poll(&mut fresh, 1, 0) };
-        if fresh.revents == 0 {
-            ready -= 1;
-        }
-        entry.revents = fresh.revents;
-    }
-    ready
-}
-
-/// After epoll returned `ready` events: those that were a hidden hang-up are removed.
-/// Returns how many are left.
-///
-/// # Safety
-/// `events` holds `ready` events, as epoll_wait(2) filled it.
-unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_int) -> c_int {
-    if ready <= 0 || events.is_null() || !fdtable::any_tracked() {
-        return ready;
-    }
-    // SAFETY: epoll_wait(2)'s contract.
-    let events = unsafe { std::slice::from_raw_parts_mut(events, ready as usize) };
-    let mut kept = 0;
-    for index in 0..events.len() {
-        let event = events[index];
-        let hang_up = event.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-        let hidden = hang_up && watchers::fd_for(epoll, event.u64).is_some_and(hang_up_hidden);
-        if !hidden {
-            events[kept] = event;
-            kept += 1;
-        }
-    }
-    kept as c_int
-}
-
-/// The end of a wait's timeout, for waiting again when every event it returned was hidden
-/// (returning 0 would tell the program its timeout expired).
-struct Deadline(Option<Instant>);
-
-impl Deadline {
-    fn after_ms(timeout_ms: c_int) -> Self {
-        Deadline(
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
-        )
-    }
-
-    /// # Safety
-    /// `timeout` is null or points to a timespec.
-    unsafe fn after(timeout: *const timespec) -> Self {
-        // SAFETY: the caller's contract.
-        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
-            return Deadline(None);
-        };
-        let span = Duration::new(
-            timeout.tv_sec.max(0) as u64,
-            timeout.tv_nsec.clamp(0, 999_999_999) as u32,
-        );
-        Deadline(Some(Instant::now() + span))
-    }
-
-    fn passed(&self) -> bool {
-        self.0.is_some_and(|end| Instant::now() >= end)
-    }
-
-    fn left_ms(&self) -> c_int {
-        match self.0 {
-            None => -1,
-            Some(end) => {
-                let left = end.saturating_duration_since(Instant::now());
-                left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int
-            }
-        }
-    }
-
-    fn left(&self) -> Option<timespec> {
-        self.0.map(|end| {
-            let left = end.saturating_duration_since(Instant::now());
-            timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            }
-        })
-    }
-}
-
-/// Runs a wait until it shows the program something, its timeout passes, or it fails.
-/// `wait` gets the deadline (None on the first call: the program's own timeout) and
-/// returns what the real call returned and what is left after our review.
-fn wait_until_shown(
-    deadline: Deadline,
-    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
-) -> c_int {
-    let (ready, shown) = wait(None);
-    if shown != 0 || ready <= 0 {
-        return shown;
-    }
-    loop {
-        if deadline.passed() {
-            return 0;
-        }
-        let (ready, shown) = wait(Some(&deadline));
-        if shown != 0 || ready <= 0 {
-            return shown;
-        }
-    }
-}
-
-/// `wait_until_shown` for calls whose timeout is in milliseconds (negative: forever);
-/// `wait` gets the timeout to pass on, the program's own the first time.
-fn wait_until_shown_ms(timeout: c_int, mut wait: impl FnMut(c_int) -> (c_int, c_int)) -> c_int {
-    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
-        wait(deadline.map_or(timeout, Deadline::left_ms))
-    })
-}
-
-/// The same for calls whose timeout is a timespec (null: forever).
-///
-/// # Safety
-/// `timeout` is null or points to a timespec.
-unsafe fn wait_until_shown_timespec(
-    timeout: *const timespec,
-    mut wait: impl FnMut(*const timespec) -> (c_int, c_int),
-) -> c_int {
-    // SAFETY: the caller's contract.
-    let deadline = unsafe { Deadline::after(timeout) };
-    wait_until_shown(deadline, |deadline| match deadline.map(Deadline::left) {
-        None => wait(timeout),
-        Some(left) => wait(left.as_ref().map_or(std::ptr::null(), |t| t)),
-    })
-}
 
 /// # Safety
 /// As poll(2).
@@ -271,13 +28,10 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -
 #[inline(never)]
 unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments, throughout.
-    unsafe { scan_pollfds(fds, count, timeout.into()) };
-    wait_until_shown_ms(timeout, |timeout| {
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::poll(fds, count, timeout) };
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        (ready, unsafe { review_pollfds(fds, count, ready) })
-    })
+    unsafe {
+        conn::note_input_waits_in_pollfds(fds, count, timeout.into());
+        conn::poll_hiding_proxy_hang_ups(fds, count, timeout)
+    }
 }
 
 /// # Safety
@@ -294,14 +48,10 @@ pub unsafe extern "C" fn ppoll(
         return unsafe { sys::ppoll(fds, count, timeout, mask) };
     }
     // SAFETY: the program's own arguments, throughout.
-    unsafe { scan_pollfds(fds, count, timespec_ms(timeout)) };
-    // SAFETY: the program's own arguments, as its wait call gave them.
-    wait_until_shown_timespec(timeout, |timeout| {
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        (ready, unsafe { review_pollfds(fds, count, ready) })
-    })
+    unsafe {
+        conn::note_input_waits_in_pollfds(fds, count, conn::timespec_ms(timeout));
+        conn::ppoll_hiding_proxy_hang_ups(fds, count, timeout, mask)
+    }
 }
 
 /// # Safety
@@ -358,13 +108,8 @@ pub unsafe extern "C" fn epoll_pwait(
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
     }
-    // SAFETY: the program's own arguments, throughout.
-    wait_until_shown_ms(timeout, |timeout| {
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        (ready, unsafe { review_epoll_events(epoll, events, ready) })
-    })
+    // SAFETY: the program's own arguments.
+    unsafe { conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, timeout, mask) }
 }
 
 /// # Safety
@@ -381,13 +126,8 @@ pub unsafe extern "C" fn epoll_pwait2(
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
     }
-    // SAFETY: the program's own arguments, throughout.
-    wait_until_shown_timespec(timeout, |timeout| {
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        (ready, unsafe { review_epoll_events(epoll, events, ready) })
-    })
+    // SAFETY: the program's own arguments.
+    unsafe { conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, timeout, mask) }
 }
 
 /// # Safety
@@ -402,7 +142,7 @@ pub unsafe extern "C" fn select(
 ) -> c_int {
     // SAFETY: the program's own arguments.
     unsafe {
-        scan_fd_sets(count, read, write, timeval_ms(timeout));
+        conn::note_input_waits_in_fd_sets(count, read, write, conn::timeval_ms(timeout));
         sys::select(count, read, write, except, timeout)
     }
 }
@@ -420,7 +160,7 @@ pub unsafe extern "C" fn pselect(
 ) -> c_int {
     // SAFETY: the program's own arguments.
     unsafe {
-        scan_fd_sets(count, read, write, timespec_ms(timeout));
+        conn::note_input_waits_in_fd_sets(count, read, write, conn::timespec_ms(timeout));
         sys::pselect(count, read, write, except, timeout, mask)
     }
 }

@@ -1,7 +1,8 @@
-//! Lunar Proxy as seen from here: its address (resolved lazily), and whether the
-//! handshake has said it is there.
+//! Lunar Proxy as seen from here: its address (resolved lazily), whether the handshake
+//! has said it is there, and what its error codes mean (`lunar_error`).
 
 pub mod handshake;
+pub mod lunar_error;
 
 use crate::policy::config::ProxyAddress;
 use crate::sync::{SpinLock, WaitEnd};

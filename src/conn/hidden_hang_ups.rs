@@ -1,0 +1,260 @@
+//! A proxy's hang-up or reset, reported by a wait. An event loop may treat ERR/HUP on a
+//! socket as fatal and close it without ever reading, so the read path, which hides the
+//! proxy's failure, would never run. After the program's poll, ppoll or epoll wait
+//! returns, each ERR/HUP the proxy caused on a diverted socket is dealt with there (a
+//! move, a replay started in the background: `proxy_lost_under_wait`) and taken out of
+//! what the program sees. When nothing is left to show, the wait goes on for what remains
+//! of the program's own timeout: returning 0 would tell it the timeout expired.
+
+use super::{fdtable, proxy_lost_under_wait};
+use crate::guard::{shielded, Reentry};
+use crate::sys;
+use crate::watchers;
+use libc::{c_int, epoll_event, nfds_t, pollfd, sigset_t, timespec};
+use std::time::{Duration, Instant};
+
+/// poll(2) for the program, without the proxy's hidden hang-ups.
+///
+/// # Safety
+/// As poll(2).
+pub unsafe fn poll_hiding_proxy_hang_ups(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
+    wait_until_shown_ms(timeout, |timeout| {
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        let ready = unsafe { sys::poll(fds, count, timeout) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        (ready, unsafe { review_pollfds(fds, count, ready) })
+    })
+}
+
+/// ppoll(2) for the program, without the proxy's hidden hang-ups.
+///
+/// # Safety
+/// As ppoll(2).
+pub unsafe fn ppoll_hiding_proxy_hang_ups(
+    fds: *mut pollfd,
+    count: nfds_t,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    // SAFETY: the program's own arguments, as its wait call gave them.
+    wait_until_shown_timespec(timeout, |timeout| {
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        (ready, unsafe { review_pollfds(fds, count, ready) })
+    })
+}
+
+/// epoll_pwait(2) (and epoll_wait) for the program, without the proxy's hidden hang-ups.
+///
+/// # Safety
+/// As epoll_pwait(2).
+pub unsafe fn epoll_pwait_hiding_proxy_hang_ups(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> c_int {
+    wait_until_shown_ms(timeout, |timeout| {
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        let ready = unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        (ready, unsafe { review_epoll_events(epoll, events, ready) })
+    })
+}
+
+/// epoll_pwait2(2) for the program, without the proxy's hidden hang-ups.
+///
+/// # Safety
+/// As epoll_pwait2(2).
+pub unsafe fn epoll_pwait2_hiding_proxy_hang_ups(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    // SAFETY: the program's own arguments, as its wait call gave them.
+    wait_until_shown_timespec(timeout, |timeout| {
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        let ready = unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
+        // SAFETY: the program's own arguments, as its wait call gave them.
+        (ready, unsafe { review_epoll_events(epoll, events, ready) })
+    })
+}
+
+/// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
+/// failing a diverted connection, the failure is dealt with (a move, a replay started in
+/// the background) and the program must not see the event: returns true.
+fn hang_up_hidden(fd: c_int) -> bool {
+    let Some(conn) = fdtable::get(fd) else {
+        return false;
+    };
+    let Some(_inside) = Reentry::enter() else {
+        return false;
+    };
+    let saved = sys::errno();
+    let mut now = pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let still = unsafe { sys::poll(&mut now, 1, 0) } == 1
+        && now.revents & (libc::POLLERR | libc::POLLHUP) != 0;
+    let hidden = still && shielded(|| proxy_lost_under_wait(&conn, fd), || false);
+    sys::set_errno(saved);
+    hidden
+}
+
+/// After poll returned `ready`: entries whose ERR/HUP was hidden show the socket's
+/// readiness now instead. Returns how many entries have events.
+///
+/// # Safety
+/// `fds` points to `count` pollfds, as for poll(2).
+unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int {
+    if ready <= 0 || fds.is_null() || !fdtable::any_tracked() {
+        return ready;
+    }
+    // SAFETY: poll(2)'s contract.
+    let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
+    let mut ready = ready;
+    for entry in entries.iter_mut() {
+        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 || !hang_up_hidden(entry.fd) {
+            continue;
+        }
+        let mut fresh = pollfd {
+            fd: entry.fd,
+            events: entry.events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        unsafe { sys::poll(&mut fresh, 1, 0) };
+        if fresh.revents == 0 {
+            ready -= 1;
+        }
+        entry.revents = fresh.revents;
+    }
+    ready
+}
+
+/// After epoll returned `ready` events: those that were a hidden hang-up are removed.
+/// Returns how many are left.
+///
+/// # Safety
+/// `events` holds `ready` events, as epoll_wait(2) filled it.
+unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_int) -> c_int {
+    if ready <= 0 || events.is_null() || !fdtable::any_tracked() {
+        return ready;
+    }
+    // SAFETY: epoll_wait(2)'s contract.
+    let events = unsafe { std::slice::from_raw_parts_mut(events, ready as usize) };
+    let mut kept = 0;
+    for index in 0..events.len() {
+        let event = events[index];
+        let hang_up = event.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        let hidden = hang_up && watchers::fd_for(epoll, event.u64).is_some_and(hang_up_hidden);
+        if !hidden {
+            events[kept] = event;
+            kept += 1;
+        }
+    }
+    kept as c_int
+}
+
+/// The end of a wait's timeout, for waiting again when every event it returned was hidden
+/// (returning 0 would tell the program its timeout expired).
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn after_ms(timeout_ms: c_int) -> Self {
+        Deadline(
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
+        )
+    }
+
+    /// # Safety
+    /// `timeout` is null or points to a timespec.
+    unsafe fn after(timeout: *const timespec) -> Self {
+        // SAFETY: the caller's contract.
+        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
+            return Deadline(None);
+        };
+        let span = Duration::new(
+            timeout.tv_sec.max(0) as u64,
+            timeout.tv_nsec.clamp(0, 999_999_999) as u32,
+        );
+        Deadline(Some(Instant::now() + span))
+    }
+
+    fn passed(&self) -> bool {
+        self.0.is_some_and(|end| Instant::now() >= end)
+    }
+
+    fn left_ms(&self) -> c_int {
+        match self.0 {
+            None => -1,
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int
+            }
+        }
+    }
+
+    fn left(&self) -> Option<timespec> {
+        self.0.map(|end| {
+            let left = end.saturating_duration_since(Instant::now());
+            timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            }
+        })
+    }
+}
+
+/// Runs a wait until it shows the program something, its timeout passes, or it fails.
+/// `wait` gets the deadline (None on the first call: the program's own timeout) and
+/// returns what the real call returned and what is left after our review.
+fn wait_until_shown(
+    deadline: Deadline,
+    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
+) -> c_int {
+    let (ready, shown) = wait(None);
+    if shown != 0 || ready <= 0 {
+        return shown;
+    }
+    loop {
+        if deadline.passed() {
+            return 0;
+        }
+        let (ready, shown) = wait(Some(&deadline));
+        if shown != 0 || ready <= 0 {
+            return shown;
+        }
+    }
+}
+
+/// `wait_until_shown` for calls whose timeout is in milliseconds (negative: forever);
+/// `wait` gets the timeout to pass on, the program's own the first time.
+fn wait_until_shown_ms(timeout: c_int, mut wait: impl FnMut(c_int) -> (c_int, c_int)) -> c_int {
+    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
+        wait(deadline.map_or(timeout, Deadline::left_ms))
+    })
+}
+
+/// The same for calls whose timeout is a timespec (null: forever).
+///
+/// # Safety
+/// `timeout` is null or points to a timespec.
+unsafe fn wait_until_shown_timespec(
+    timeout: *const timespec,
+    mut wait: impl FnMut(*const timespec) -> (c_int, c_int),
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let deadline = unsafe { Deadline::after(timeout) };
+    wait_until_shown(deadline, |deadline| match deadline.map(Deadline::left) {
+        None => wait(timeout),
+        Some(left) => wait(left.as_ref().map_or(std::ptr::null(), |t| t)),
+    })
+}

@@ -1,0 +1,135 @@
+//! A protocol whose server speaks first. An HTTP client writes before it reads; a program
+//! that waits to read from a diverted socket before it wrote anything speaks another
+//! protocol, to which the proxy would never answer: the socket goes to its original
+//! destination and is left alone. Two ways of waiting say it: a blocking read (the read
+//! path asks `reads_before_writing`), and poll/select for input alone (the wait hooks hand
+//! their fd lists to `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`).
+
+use super::{fdtable, Conn};
+use crate::guard::{shielded, Reentry};
+use crate::runtime::{self, Route};
+use crate::sys;
+use libc::{c_int, fd_set, nfds_t, pollfd, timespec, timeval};
+use std::sync::atomic::Ordering;
+
+/// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
+/// session ticket before it writes), not a wait for a server that speaks first.
+const LOOK_MS: i64 = 1000;
+
+/// A poll or ppoll: each tracked fd it waits on for input alone.
+///
+/// # Safety
+/// `fds` points to `count` pollfds, as for poll(2).
+pub unsafe fn note_input_waits_in_pollfds(fds: *const pollfd, count: nfds_t, timeout_ms: i64) {
+    if fds.is_null() || !fdtable::any_tracked() {
+        return;
+    }
+    // SAFETY: poll(2)'s contract.
+    let entries = unsafe { std::slice::from_raw_parts(fds, count as usize) };
+    for entry in entries {
+        if entry.events & libc::POLLIN != 0 && entry.events & libc::POLLOUT == 0 {
+            note_input_wait(entry.fd, timeout_ms);
+        }
+    }
+}
+
+/// A select or pselect: each tracked fd it waits on for input alone.
+///
+/// # Safety
+/// As select(2): each non-null set holds `count` bits.
+pub unsafe fn note_input_waits_in_fd_sets(
+    count: c_int,
+    read: *const fd_set,
+    write: *const fd_set,
+    timeout_ms: i64,
+) {
+    if read.is_null() || !fdtable::any_tracked() {
+        return;
+    }
+    for fd in 0..count.clamp(0, libc::FD_SETSIZE as c_int) {
+        // SAFETY: fd < FD_SETSIZE and the sets are the program's valid fd_sets.
+        let reading = unsafe { libc::FD_ISSET(fd, read) };
+        // SAFETY: as above.
+        let writing = !write.is_null() && unsafe { libc::FD_ISSET(fd, write) };
+        if reading && !writing {
+            note_input_wait(fd, timeout_ms);
+        }
+    }
+}
+
+/// A wait's limit given as a timespec (ppoll, pselect), in milliseconds; -1 for none.
+///
+/// # Safety
+/// `timeout` is null or points to a timespec.
+pub unsafe fn timespec_ms(timeout: *const timespec) -> i64 {
+    // SAFETY: the program's own timeout pointer, null for none.
+    match unsafe { timeout.as_ref() } {
+        None => -1,
+        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000,
+    }
+}
+
+/// A wait's limit given as a timeval (select), in milliseconds; -1 for none.
+///
+/// # Safety
+/// `timeout` is null or points to a timeval.
+pub unsafe fn timeval_ms(timeout: *const timeval) -> i64 {
+    // SAFETY: the program's own timeout pointer, null for none.
+    match unsafe { timeout.as_ref() } {
+        None => -1,
+        Some(t) => t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000,
+    }
+}
+
+/// `timeout_ms`: the wait's limit, negative for none.
+fn note_input_wait(fd: c_int, timeout_ms: i64) {
+    if let Some(conn) = fdtable::get(fd) {
+        if let Some(_inside) = Reentry::enter() {
+            let saved = sys::errno();
+            let looks_only = (0..LOOK_MS).contains(&timeout_ms);
+            shielded(
+                || waits_to_read_before_writing(&conn, fd, looks_only),
+                || (),
+            );
+            sys::set_errno(saved);
+        }
+    }
+}
+
+/// A program waits to read from `fd` (poll/select for input alone) before it wrote.
+/// `looks_only`: a short wait (under `LOOK_MS`), which a TLS client may make for input
+/// (a session ticket, an alert) before it writes, as wget does: for https, it says
+/// nothing of the protocol.
+pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
+    if !(looks_only && conn.is_https()) {
+        reads_before_writing(conn, fd);
+    }
+}
+
+/// A program reads from `fd` before it wrote (a blocking read): for https too, the
+/// server speaks first.
+pub fn reads_before_writing(conn: &Conn, fd: c_int) {
+    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
+        return;
+    }
+    if !conn.still_a_socket(fd) {
+        return;
+    }
+    let Some(runtime) = runtime::get() else {
+        return;
+    };
+    let _writer = conn.writer.lock();
+    if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
+        return;
+    }
+    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
+        return;
+    }
+    log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
+    conn.passthrough.store(true, Ordering::Release);
+    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
+    if moved.is_ok() && conn.is_https() {
+        // The program's TLS goes on as a real session at the origin, never in clear text.
+        let _ = super::recovery::hand_to_tls(conn, fd, &[]);
+    }
+}

@@ -1,0 +1,134 @@
+//! How one variable's text becomes a value: host lists and host names, ports, the proxy's
+//! `host:port`, the log level, a header-safe tenant, and the bytes of a value (blank, or
+//! quoted for a warning). A parser says only whether the text is valid (for a list, which
+//! entries are not); what a malformed value means (a default, a dropped entry, the library
+//! disabled) depends on the variable, so `parse` gives the warning and the fallback. The
+//! log level alone warns itself.
+
+use super::{HostEntry, LogLevel, ProxyAddress};
+use std::net::IpAddr;
+
+pub(super) fn parse_log_level(raw: &str, warn: &mut dyn FnMut(String)) -> LogLevel {
+    let level = raw.trim().to_ascii_uppercase();
+    match level.as_str() {
+        "DEBUG" => LogLevel::Debug,
+        "INFO" => LogLevel::Info,
+        "WARNING" | "WARN" | "" => LogLevel::Warn,
+        "ERROR" => LogLevel::Error,
+        _ => {
+            warn(format!("LUNAR_INTERCEPTOR_LOG_LEVEL={level:?} is not DEBUG, INFO, WARNING or ERROR; using WARNING"));
+            LogLevel::Warn
+        }
+    }
+}
+
+/// Whether a value is empty or only white space (what `NAME=` leaves): unset.
+pub(super) fn is_blank(raw: &[u8]) -> bool {
+    std::str::from_utf8(raw).is_ok_and(|text| text.trim().is_empty())
+}
+
+/// A value as a warning shows it: quoted, and bytes that are not UTF-8 escaped (`\xff`).
+pub(super) fn quoted(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => format!("\"{}\"", raw.escape_ascii()),
+    }
+}
+
+/// `host:port` or `[v6]:port`; no scheme, no path, no extra colon.
+pub fn parse_proxy_host(raw: &str) -> Option<ProxyAddress> {
+    let raw = raw.trim();
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, port) = rest.split_once("]:")?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        (v6, port)
+    } else {
+        let (host, port) = raw.split_once(':')?;
+        if host.contains(':') || port.contains(':') {
+            return None;
+        }
+        (host, port)
+    };
+    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|&port| port != 0)?;
+    if !is_host_or_ip(host) {
+        return None;
+    }
+    Some(ProxyAddress {
+        host: host.to_string(),
+        port,
+    })
+}
+
+pub(super) fn parse_ports(raw: &str) -> Option<Vec<u16>> {
+    let ports: Option<Vec<u16>> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<u16>().ok().filter(|&port| port != 0))
+        .collect();
+    ports.filter(|ports| !ports.is_empty())
+}
+
+/// Splits a comma-separated list into valid entries and the invalid ones (quoted for a
+/// warning). An entry that is not UTF-8 is invalid.
+pub fn parse_host_list(raw: impl AsRef<[u8]>) -> (Vec<HostEntry>, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut invalid = Vec::new();
+    for part in raw
+        .as_ref()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|part| !part.is_empty())
+    {
+        let Ok(part) = std::str::from_utf8(part) else {
+            invalid.push(quoted(part));
+            continue;
+        };
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        if let Ok(ip) = part
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            entries.push(HostEntry::Ip(ip));
+        } else if is_host_name(part) {
+            entries.push(HostEntry::Name(part.to_ascii_lowercase()));
+        } else {
+            invalid.push(quoted(part.as_bytes()));
+        }
+    }
+    (entries, invalid)
+}
+
+fn is_host_or_ip(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok() || is_host_name(host)
+}
+
+/// RFC 1123 host name (letters, digits, hyphens and dots; underscores tolerated as real
+/// DNS uses them).
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+pub(super) fn is_header_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
