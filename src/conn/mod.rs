@@ -66,6 +66,12 @@ pub struct Conn {
     /// Odd while the socket is being moved to another peer; changes with each move, so a
     /// reader can tell that an error it got belongs to the old peer.
     move_epoch: AtomicU32,
+    /// Lock rules (see also `sync`): `writer` serialises what is sent on the socket (the
+    /// program's writes, a resend) and the moves decided in the program's own thread; it
+    /// may be held across a move (a bounded connect) but never across a wait on the
+    /// program's behalf (a retry's delay, the proxy's answer): those are `recovery`'s.
+    /// `responses` and `peer` guard data only, never a system call that can block; when
+    /// both are needed, `writer` is taken first, then `responses`.
     writer: SpinLock<Writer>,
     /// The proxy's answers and the copies of the requests they answer.
     responses: SpinLock<Responses>,
