@@ -355,14 +355,7 @@ def handle_conn(sock, addr):
             elif mode == "hang":
                 rec["action"] = "hang"
                 log_rec(rec)
-                while not STOP.is_set():
-                    r, _, _ = select.select([sock], [], [], 0.5)
-                    if r:
-                        try:
-                            if not sock.recv(65536):
-                                break
-                        except OSError:
-                            break
+                hang_until_peer_closes(sock)
                 break
             elif mode in ("head-part-close", "head-part-reset", "head-part-hang"):
                 rec["action"] = mode
