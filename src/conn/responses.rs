@@ -112,11 +112,11 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
             return Next::Deliver;
         }
     }
-    let peek_flags = if blocking() {
-        libc::MSG_PEEK
-    } else {
-        libc::MSG_PEEK | libc::MSG_DONTWAIT
-    };
+    // A first look that never waits: an answer already there (the usual case for a
+    // program that polled first) needs no question about the socket's mode.
+    const LOOK: i32 = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    const WAIT: i32 = libc::MSG_PEEK;
+    let mut peek_flags = LOOK;
     // Nearly every head fits the first window; a larger one gets a second look.
     let mut small = [0u8; 4096];
     let mut large = Vec::new();
@@ -134,6 +134,10 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
         }
         if got < 0 {
             return match sys::errno() {
+                libc::EAGAIN if peek_flags == LOOK && blocking() => {
+                    peek_flags = WAIT;
+                    continue;
+                }
                 errno @ (libc::EAGAIN | libc::EINTR) => Next::Wait(errno),
                 libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => {
                     replay(conn, "proxy reset the connection before a complete answer")
@@ -166,9 +170,10 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
                 if !take_partial(fd, &mut responses.partial_head, got as usize) {
                     return deliver_as_is(&mut responses);
                 }
-                if peek_flags & libc::MSG_DONTWAIT != 0 {
+                if !blocking() {
                     return Next::Wait(libc::EAGAIN);
                 }
+                peek_flags = WAIT;
             }
             Step::HeadComplete(rest_of_head) => {
                 return judge_head(fd, &mut responses, probe, taken_before + rest_of_head)
