@@ -1,0 +1,106 @@
+"""make bench: the table, from the samples the bench's parts wrote.
+
+    report.py SAMPLES LIB DUR THREADS CONNS REPS RUNS START_ROUNDS ROUNDS PY_REQS
+              CURL_REQS SYSCALL_REQS ELAPSED_S
+
+Each row: measure, library, baseline, and either the ratio (library / baseline) or the
+difference (library - baseline, signed). The library and baseline columns are medians
+over rounds; the ratio or difference is the median of the per-round ratios or
+differences (each round measures both, interleaved).
+"""
+import platform
+import statistics
+import sys
+import time
+
+(samples, lib, dur, threads, conns, reps, runs, start_rounds, rounds, py_reqs, curl_reqs,
+ syscall_reqs, elapsed) = sys.argv[1:]
+
+S = {}  # key -> {round: value}
+for line in open(samples):
+    key, rnd, value = line.rstrip("\n").split("\t")
+    S.setdefault(key, {})[int(rnd)] = float(value)
+
+NAN = float("nan")
+W = 60
+
+
+def med(key):
+    v = list(S.get(key, {}).values())
+    return statistics.median(v) if v else NAN
+
+
+def per_round(a, b, f):
+    ra, rb = S.get(a, {}), S.get(b, {})
+    v = [f(ra[r], rb[r]) for r in ra if r in rb]
+    v = [x for x in v if x == x]
+    return statistics.median(v) if v else NAN
+
+
+def ratio(a, b):
+    return per_round(a, b, lambda x, y: x / y if y else NAN)
+
+
+def diff(a, b):
+    return per_round(a, b, lambda x, y: x - y)
+
+
+def row(name, a, b, kind="ratio", prec=1):
+    fmt = "%12.{0}f".format(prec)
+    last = "%+10.{0}f".format(max(prec, 1)) % diff(a, b) if kind == "diff" else "%10.3f" % ratio(a, b)
+    print("%-*s %s %s %s" % (W, name, fmt % med(a), fmt % med(b), last))
+
+
+def head(text):
+    print()
+    print(text)
+
+
+print("liblunar_intercept benchmark  %s  %s  (make bench took %s s)"
+      % (time.strftime("%Y-%m-%d %H:%M:%S"), platform.node(), elapsed))
+print("library: %s" % lib)
+print("ratio = library / baseline (throughput: 1.0 = no cost; latency, CPU: higher = costlier);"
+      " a signed figure = library - baseline.")
+print("library/baseline columns: medians over rounds; ratio or difference: median of the"
+      " per-round ones (interleaved).")
+print()
+print("%-*s %12s %12s %10s" % (W, "measure", "library", "baseline", "ratio/diff"))
+print("-" * (W + 37))
+
+head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
+     " of %ss" % (reps, dur))
+
+
+def wrk_rows(title, a, b, more=True):
+    row(title, "wrk.%s.rps" % a, "wrk.%s.rps" % b, "ratio", 0)
+    row("    avg latency ms", "wrk.%s.lat" % a, "wrk.%s.lat" % b, "ratio", 3)
+    row("    p99 latency ms", "wrk.%s.p99" % a, "wrk.%s.p99" % b, "ratio", 3)
+    row("    wrk CPU us per request (user+sys)", "wrk.%s.cpu" % a, "wrk.%s.cpu" % b, "ratio", 2)
+    if more:
+        row("    wrk peak RSS KiB (added)", "wrk.%s.rss" % a, "wrk.%s.rss" % b, "diff", 0)
+
+
+wrk_rows("req/s keep-alive, -t%s -c%s" % (threads, conns), "a_lib", "a_direct")
+wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
+wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
+
+head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
+     " pass-through throughput")
+if "insn.fast.lib" in S:
+    row("instructions per write/recv/close call, untracked fd", "insn.fast.lib", "insn.fast.base", "diff")
+    if "insn.ssl.lib" in S:
+        row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
+    print("%-*s %12.0f" % (W, "instructions the library's load adds (no LUNAR_* set)", med("insn.load")))
+else:
+    print("(valgrind missing: no instruction counts)")
+wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
+
+print()
+labels = ("a_lib", "a_direct", "e_lib", "e_direct",
+          "e_origin", "b_lib", "b_nolib")
+print("wrk socket errors + non-2xx per arm (all rounds): "
+      + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
+print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "
+      + ", ".join("%s %.2f" % (l, med("wrk.%s.hap" % l)) for l in labels))
+print("https rows: library and direct mode both reach nginx through HAProxy's TLS (verified"
+      " with the lab CA); straight to origin = wrk's own TLS to nginx, no proxy")
