@@ -81,6 +81,8 @@ def wrk_rows(title, a, b, more=True):
 
 
 wrk_rows("req/s keep-alive, -t%s -c%s" % (threads, conns), "a_lib", "a_direct")
+wrk_rows("req/s Connection: close, -t%s -c%s" % (threads, conns), "c_lib", "c_direct")
+wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
 
@@ -96,7 +98,7 @@ else:
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
 
 print()
-labels = ("a_lib", "a_direct", "e_lib", "e_direct",
+labels = ("a_lib", "a_direct", "c_lib", "c_direct", "p_lib", "p_direct", "e_lib", "e_direct",
           "e_origin", "b_lib", "b_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))

@@ -3,6 +3,8 @@
 #  a  keep-alive, -t$THREADS -c$CONNS: library (wrk -> http://api.example.test/, diverted
 #     to HAProxy) vs direct mode (no library; wrk -> HAProxy with the x-lunar-* headers
 #     written by hand), the same HAProxy and nginx behind it;
+#  c  the same with Connection: close (a new connection, so a new diversion, per request);
+#  p  the same keep-alive pair at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
 #  e  https: library (wrk's OpenSSL session virtual, plaintext to HAProxy with
 #     x-lunar-scheme: https, HAProxy TLS to nginx, verified with the lab CA) vs direct mode
@@ -11,6 +13,8 @@
 # Appends wrk.LABEL.{rps,lat,p99,err,cpu,hap,rss} samples to $SAMPLES (lat/p99 ms, cpu
 # wrk's user+sys µs per request, hap HAProxy log lines per request, rss wrk's max RSS KiB).
 WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
+WRK1=(wrk -t1 -c1 "-d${DUR}s" --latency)
+CLOSE_H=(-H 'Connection: close')
 DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
 	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
@@ -83,11 +87,15 @@ pair() {
 }
 
 hap_before=$(hap_lines)
-say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s, $REPS rounds (pairs alternating, https triples rotating)"
+say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s (and -t1 -c1), $REPS rounds (pairs alternating, https triples rotating)"
 for i in $(seq "$REPS"); do
 	say " round $i"
 	pair "$i" a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/ \
 		-- a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	pair "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	pair "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
+		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
 	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \
 		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
 	for k in 0 1 2; do
