@@ -15,7 +15,7 @@
 #      (wrk, Python);
 #  untracked         instructions per send+recv pair and per hooked call on untracked
 #      fds, per TLS call on sessions left alone (callgrind, scripts/bench/instructions.sh);
-#      wrk to an untracked port with the library in wrk.
+#      wrk to an untracked port with the library in wrk; nginx itself under the preload.
 # "Direct mode" is the program talking to HAProxy itself, with the x-lunar-* headers
 # written by hand: the same proxy, the same origin, no library.
 #
@@ -51,6 +51,8 @@ PY=/usr/bin/python3
 LABPY="$REPO/tests/lab/lab.py"
 NAME="bench-$$"
 API_IP=203.0.113.10
+NGINX_NOLIB_PORT=8091 # nginx without and with the preload (rows g)
+NGINX_LIB_PORT=8092
 OUT="$REPO/target/bench.txt"
 
 for tool in wrk hyperfine nginx haproxy ip curl strace; do
@@ -170,6 +172,50 @@ start_nginx() {
 	say "bench: nginx ($conf) did not answer $url"; exit 1
 }
 start_nginx "$TMP/nginx.conf" "http://$API_IP:8080/"
+
+# Rows g: two more nginx, the same minimal static server on one port each, one of them
+# with the library preloaded the way an image-wide /etc/ld.so.preload would (with
+# LUNAR_PROXY_HOST set): its sockets are accepted ones, which the library never tracks.
+for g in nolib lib; do
+	port=$NGINX_NOLIB_PORT
+	[[ $g == lib ]] && port=$NGINX_LIB_PORT
+	cat >"$TMP/nginx-$g.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/nginx-$g.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $TMP/tmp/body-$g;
+    proxy_temp_path $TMP/tmp/proxy-$g;
+    fastcgi_temp_path $TMP/tmp/fastcgi-$g;
+    uwsgi_temp_path $TMP/tmp/uwsgi-$g;
+    scgi_temp_path $TMP/tmp/scgi-$g;
+    default_type application/json;
+    server {
+        listen $API_IP:$port reuseport;
+        root $TMP/www;
+        index index.json;
+    }
+}
+EOF
+done
+start_nginx "$TMP/nginx-nolib.conf" "http://$API_IP:$NGINX_NOLIB_PORT/"
+start_nginx "$TMP/nginx-lib.conf" "http://$API_IP:$NGINX_LIB_PORT/" \
+	"LD_PRELOAD=$LIB" LUNAR_PROXY_HOST=proxy.lunar.test:8000
+want=0 # every process of both instances: the library mapped or not
+for pid in "${NGINX_PIDS[@]:1}"; do
+	for p in $pid $(cat "/proc/$pid/task/$pid/children"); do
+		has=0
+		grep -qF "$LIB" "/proc/$p/maps" && has=1
+		((has == want)) || { say "bench: nginx process $p: library mapped $has, expected $want"; exit 1; }
+	done
+	want=1
+done
 
 # ---- sanity: the library really diverts, the direct mode really reaches the origin --
 LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")

@@ -96,10 +96,13 @@ if "insn.fast.lib" in S:
 else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
+row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns), "wrk.g_lib.rps",
+    "wrk.g_nolib.rps", "ratio", 0)
+row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
 labels = ("a_lib", "a_direct", "c_lib", "c_direct", "p_lib", "p_direct", "e_lib", "e_direct",
-          "e_origin", "b_lib", "b_nolib")
+          "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
 print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "

@@ -6,6 +6,8 @@
 #  c  the same with Connection: close (a new connection, so a new diversion, per request);
 #  p  the same keep-alive pair at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
+#  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
+#     wrk (no library) to each;
 #  e  https: library (wrk's OpenSSL session virtual, plaintext to HAProxy with
 #     x-lunar-scheme: https, HAProxy TLS to nginx, verified with the lab CA) vs direct mode
 #     (x-lunar-scheme: https by hand, the same TLS work behind HAProxy) vs wrk's own TLS
@@ -98,6 +100,8 @@ for i in $(seq "$REPS"); do
 		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
 	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \
 		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
+	pair "$i" g_lib "${WRK[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
+		-- g_nolib "${WRK[@]}" "http://$API_IP:$NGINX_NOLIB_PORT/"
 	for k in 0 1 2; do
 		case $(((i - 1 + k) % 3)) in
 		0) run_wrk e_lib "$i" "${LIBENV[@]}" "${WRK[@]}" https://api.example.test/ ;;
