@@ -1,6 +1,8 @@
 # make bench, sourced by scripts/bench.sh: user-space instructions the library adds on
 # what it does not track, counted by callgrind (no system call time, no noise):
 #  fast    write/recv/close on fds never tracked (c-tests/bench/fastpath.c), per call;
+#  pair    a send+recv pair with real data on an untracked socketpair
+#          (c-tests/bench/sendrecv.c), per pair;
 #  ssl     SSL_pending/SSL_get_error/SSL_get_verify_result on a session left alone
 #          (c-tests/bench/ssl_fastpath.c), per call.
 # Each program runs with N and with 0 iterations, with and without LD_PRELOAD: the
@@ -21,6 +23,8 @@ if command -v valgrind >/dev/null; then
 	}
 	gcc -O2 -o "$REPO/c-tests/bin/fastpath" "$REPO/c-tests/bench/fastpath.c"
 	insn_measure fast "$REPO/c-tests/bin/fastpath" 3
+	gcc -O2 -o "$REPO/c-tests/bin/sendrecv" "$REPO/c-tests/bench/sendrecv.c"
+	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
 	fi

@@ -89,6 +89,9 @@ wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_
 head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
      " pass-through throughput")
 if "insn.fast.lib" in S:
+    if "insn.pair.lib" in S:
+        row("instructions per send+recv pair, untracked socketpair", "insn.pair.lib", "insn.pair.base",
+            "diff")
     row("instructions per write/recv/close call, untracked fd", "insn.fast.lib", "insn.fast.base", "diff")
     if "insn.ssl.lib" in S:
         row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
