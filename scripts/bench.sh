@@ -267,6 +267,8 @@ if grep -qi '^x-seen-lunar\|^x-via-haproxy' <<<"$origin" || (($(hap_lines) != n0
 fi
 
 # ---- the rows --------------------------------------------------------------------
+say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
+in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES"
 source "$BENCH/wrk.sh"
 source "$BENCH/instructions.sh"
 

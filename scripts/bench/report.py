@@ -67,6 +67,16 @@ print()
 print("%-*s %12s %12s %10s" % (W, "measure", "library", "baseline", "ratio/diff"))
 print("-" * (W + 37))
 
+head("Blocking clients, one request at a time: us per request, library vs direct mode (the"
+     " proxy by name), %s rounds; Python %s requests, curl %s" % (rounds, py_reqs, curl_reqs))
+for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
+                ("py_session_https", "Python requests.Session keep-alive, https (virtual session)"),
+                ("py_get_http", "Python requests.get (new connection), http"),
+                ("py_get_https", "Python requests.get (new connection), https"),
+                ("curl_keepalive", "curl, %s URLs on one connection, one process" % curl_reqs),
+                ("curl_process", "curl, a process per request")):
+    row(name, "blk.%s.lib.us" % r, "blk.%s.direct.us" % r, "diff")
+
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
      " of %ss" % (reps, dur))
 
@@ -110,5 +120,15 @@ print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
 print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "
       + ", ".join("%s %.2f" % (l, med("wrk.%s.hap" % l)) for l in labels))
+blk = sorted(k for k in S if k.startswith("blk.") and k.endswith(".hap"))
+print("  blocking clients (round 1): " + ", ".join("%s %.2f" % (k[4:-4], med(k)) for k in blk))
+slow = [r for r in ("py_session_http", "py_session_https", "curl_keepalive")
+        if med("blk.%s.direct.us" % r) >= 1000]
+if slow:
+    print("WARNING: direct mode takes 1 ms or more per keep-alive request (%s): the origin or proxy"
+          " dominates, the blocking-client figures are not to be trusted" % ", ".join(slow))
+print("https, Python: the library's side includes Python's own TLS set-up (an SSLContext and the CA"
+      " file per connection for requests.get) and ssl-module calls, which direct mode (plain HTTP to"
+      " HAProxy) does not make")
 print("https rows: library and direct mode both reach nginx through HAProxy's TLS (verified"
       " with the lab CA); straight to origin = wrk's own TLS to nginx, no proxy")
