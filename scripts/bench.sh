@@ -270,6 +270,8 @@ fi
 say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
 in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES"
 source "$BENCH/wrk.sh"
+say "bench: system calls per request (strace -f -c, curl, $SYSCALL_REQS keep-alive requests)"
+in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"
 source "$BENCH/instructions.sh"
 
 # ---- report ---------------------------------------------------------------------

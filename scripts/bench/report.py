@@ -96,6 +96,11 @@ wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
 
+head("System calls per request: strace -f -c, curl, %s keep-alive requests on one connection,"
+     " library vs direct mode" % syscall_reqs)
+row("system calls per keep-alive request", "sys.lib.per_req", "sys.direct.per_req", "diff", 2)
+row("system calls of a whole one-request curl process", "sys.lib.one", "sys.direct.one", "diff", 0)
+
 head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
      " pass-through throughput")
 if "insn.fast.lib" in S:
@@ -127,6 +132,14 @@ slow = [r for r in ("py_session_http", "py_session_https", "curl_keepalive")
 if slow:
     print("WARNING: direct mode takes 1 ms or more per keep-alive request (%s): the origin or proxy"
           " dominates, the blocking-client figures are not to be trusted" % ", ".join(slow))
+calls = {}
+for k in S:
+    if k.startswith("sys.lib.call.") or k.startswith("sys.direct.call."):
+        arm, name = k.split(".")[1], k.split(".", 3)[3]
+        calls.setdefault(name, [0.0, 0.0])[0 if arm == "lib" else 1] = med(k)
+delta = sorted(((l - d, n) for n, (l, d) in calls.items() if abs(l - d) >= 0.005), reverse=True)
+print("system calls per keep-alive request, library - direct mode, by call (round 1): "
+      + (", ".join("%s %+.2f" % (n, x) for x, n in delta) or "none"))
 print("https, Python: the library's side includes Python's own TLS set-up (an SSLContext and the CA"
       " file per connection for requests.get) and ssl-module calls, which direct mode (plain HTTP to"
       " HAProxy) does not make")
