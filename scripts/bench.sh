@@ -272,6 +272,10 @@ in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$C
 source "$BENCH/wrk.sh"
 say "bench: system calls per request (strace -f -c, curl, $SYSCALL_REQS keep-alive requests)"
 in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"
+EMPTY="$TMP/empty.so"
+cc -shared -o "$EMPTY" -x c /dev/null
+say "bench: start-up, $RUNS starts per variant in $START_ROUNDS rounds"
+in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES"
 source "$BENCH/instructions.sh"
 
 # ---- report ---------------------------------------------------------------------

@@ -101,6 +101,17 @@ head("System calls per request: strace -f -c, curl, %s keep-alive requests on on
 row("system calls per keep-alive request", "sys.lib.per_req", "sys.direct.per_req", "diff", 2)
 row("system calls of a whole one-request curl process", "sys.lib.one", "sys.direct.one", "diff", 0)
 
+tool = "perf stat" if "start.faults_tool.perf" in S else "wait4 rusage"
+head("Start-up: /bin/true (env -i), %s starts per variant in %s rotating rounds (hyperfine -N);"
+     " page faults: %s" % (runs, start_rounds, tool))
+row("us per start, library (inert) vs empty .so", "start.lib.us", "start.empty.us", "diff")
+row("us per start, library (inert) vs no preload", "start.lib.us", "start.none.us", "diff")
+row("us per start, empty .so vs no preload", "start.empty.us", "start.none.us", "diff")
+row("us per start, LUNAR_PROXY_HOST set vs empty .so", "start.lib_env.us", "start.empty.us", "diff")
+row("median us per start, library (inert) vs empty .so", "start.lib.us_median", "start.empty.us_median", "diff")
+row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
+row("page faults per start, library (inert) vs no preload", "start.lib.faults", "start.none.faults", "diff")
+
 head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
      " pass-through throughput")
 if "insn.fast.lib" in S:
