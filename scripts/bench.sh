@@ -276,6 +276,8 @@ EMPTY="$TMP/empty.so"
 cc -shared -o "$EMPTY" -x c /dev/null
 say "bench: start-up, $RUNS starts per variant in $START_ROUNDS rounds"
 in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES"
+say "bench: memory of an inert process (smaps)"
+"$PY" "$BENCH/memory.py" "$LIB" "$EMPTY" 3 "$SAMPLES"
 source "$BENCH/instructions.sh"
 
 # ---- report ---------------------------------------------------------------------

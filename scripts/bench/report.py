@@ -112,6 +112,22 @@ row("median us per start, library (inert) vs empty .so", "start.lib.us_median", 
 row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
 row("page faults per start, library (inert) vs no preload", "start.lib.faults", "start.none.faults", "diff")
 
+head("Memory: smaps of the preloaded object's own mappings (file and .bss), KiB")
+row("Rss in an inert process (sleep), library vs empty .so", "mem.lib.rss", "mem.empty.rss", "diff", 0)
+row("Private_Dirty in an inert process, library vs empty .so", "mem.lib.dirty", "mem.empty.dirty", "diff", 0)
+print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session requests (library)" % py_reqs,
+                                 med("blk.py_session_http.lib.librss"), "", ""))
+print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_http.lib.libdirty"),
+                                 "", ""))
+row("peak RSS (VmHWM), Python requests.Session http", "blk.py_session_http.lib.hwm",
+    "blk.py_session_http.direct.hwm", "diff", 0)
+row("peak RSS (VmHWM), Python requests.Session https", "blk.py_session_https.lib.hwm",
+    "blk.py_session_https.direct.hwm", "diff", 0)
+row("peak RSS (VmHWM), Python requests.get http", "blk.py_get_http.lib.hwm",
+    "blk.py_get_http.direct.hwm", "diff", 0)
+row("peak RSS (max RSS), wrk keep-alive -t%s -c%s" % (threads, conns), "wrk.a_lib.rss",
+    "wrk.a_direct.rss", "diff", 0)
+
 head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
      " pass-through throughput")
 if "insn.fast.lib" in S:
