@@ -29,8 +29,8 @@
 # Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (wrk rounds, default 3),
 # BENCH_CONNS (default 32), BENCH_THREADS (default 2), BENCH_RUNS (starts of each
 # start-up variant, default 1000, in BENCH_START_ROUNDS rounds, default 10),
-# BENCH_ROUNDS (blocking-client rounds, default 7), BENCH_PY_REQS (Python requests per
-# round, default 500), BENCH_CURL_REQS (curl requests per round, default 200),
+# BENCH_ROUNDS (blocking-client rounds, default 9), BENCH_PY_REQS (Python requests per
+# round, default 300), BENCH_CURL_REQS (curl requests per round, default 200),
 # LUNAR_LIB (library path). Output: a table on stdout and target/bench.txt.
 set -euo pipefail
 
@@ -43,8 +43,8 @@ CONNS="${BENCH_CONNS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 RUNS="${BENCH_RUNS:-1000}"
 START_ROUNDS="${BENCH_START_ROUNDS:-10}"
-ROUNDS="${BENCH_ROUNDS:-7}"
-PY_REQS="${BENCH_PY_REQS:-500}"
+ROUNDS="${BENCH_ROUNDS:-9}"
+PY_REQS="${BENCH_PY_REQS:-300}"
 CURL_REQS="${BENCH_CURL_REQS:-200}"
 SYSCALL_REQS=200
 PY=/usr/bin/python3

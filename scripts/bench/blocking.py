@@ -10,11 +10,13 @@ Rows (each round runs every row, library and direct mode in alternating order):
   py_get_https      the same over https (a new virtual session per request)
   curl_keepalive    one curl process, CURL_REQS URLs on one connection
   curl_process      a curl process per request, CURL_REQS processes
+  curl_process_untracked  the same to nginx's :8080 (not intercepted), with and without
+                    the library: the part of curl_process that is the preload itself
 Library: LD_PRELOAD, LUNAR_PROXY_HOST=proxy.lunar.test:8000, the origin's URL.
 Direct mode: no library, http://proxy.lunar.test:8000/ with the x-lunar-* headers
 written by hand (x-lunar-scheme: https for the https rows). Both resolve a name.
 Appends "key<TAB>round<TAB>value" lines to SAMPLES: blk.ROW.MODE.us (mean µs per
-request), blk.ROW.MODE.hwm (Python's VmHWM, KiB), blk.ROW.lib.librss/.libdirty (the
+request), blk.ROW.MODE.us_median (Python: the run's median request), blk.ROW.MODE.hwm (Python's VmHWM, KiB), blk.ROW.lib.librss/.libdirty (the
 library's own mappings after the traffic), blk.ROW.MODE.hap (HAProxy log lines per
 request, first round only: 1 = through the proxy).
 """
@@ -132,6 +134,11 @@ ROWS = [
     ("curl_process",
      lambda: curl_process("http://api.example.test/", [], LIB_ENV),
      lambda: curl_process(DIRECT_URL, curl_h("http"), BASE_ENV)),
+    # what of curl_process is the preload itself: the same curl to a port the library
+    # does not intercept (nginx's :8080), with and without the library
+    ("curl_process_untracked",
+     lambda: curl_process("http://api.example.test:8080/", [], LIB_ENV),
+     lambda: curl_process("http://api.example.test:8080/", [], BASE_ENV)),
 ]
 
 for rnd in range(1, rounds + 1):
@@ -154,5 +161,8 @@ for rnd in range(1, rounds + 1):
             if mode == "lib" and "lib_rss_kib" in vals:
                 sample("blk.%s.lib.librss" % row, rnd, "%d" % vals["lib_rss_kib"])
                 sample("blk.%s.lib.libdirty" % row, rnd, "%d" % vals["lib_dirty_kib"])
-            line.append("%s %.1f us" % (mode, vals["us_per_req"]))
-        print("  %-17s round %d: %s" % (row, rnd, ", ".join(line)), file=sys.stderr)
+            if "us_median" in vals:
+                sample("blk.%s.%s.us_median" % (row, mode), rnd, "%.3f" % vals["us_median"])
+            line.append("%s %.1f us" % (mode, vals["us_per_req"])
+                        + (" (median %.1f)" % vals["us_median"] if "us_median" in vals else ""))
+        print("  %-22s round %d: %s" % (row, rnd, ", ".join(line)), file=sys.stderr)

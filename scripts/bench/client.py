@@ -7,7 +7,7 @@ MODE "session": one requests.Session, keep-alive on one connection; "get": reque
 a new connection per request. WARM requests first (not timed: the library's set-up and
 handshake, the first connection), then N timed. VERIFY: a CA file or "-" (http). LIB:
 the library's path, to report its own mappings after the traffic. Prints one line:
-"us_per_req <mean> hwm_kib <VmHWM> lib_rss_kib <Rss> lib_dirty_kib <Private_Dirty>".
+"us_per_req <mean> us_median <median request> hwm_kib <VmHWM> lib_rss_kib <Rss> lib_dirty_kib <Private_Dirty>".
 """
 import json
 import sys
@@ -35,10 +35,15 @@ def one():
 
 for _ in range(warm):
     one()
-t0 = time.perf_counter_ns()
-for _ in range(n):
+clock = time.perf_counter_ns
+times = [0] * n
+t0 = clock()
+for i in range(n):
+    t = clock()
     one()
-t1 = time.perf_counter_ns()
+    times[i] = clock() - t
+t1 = clock()
+times.sort()
 
 hwm = 0
 for line in open("/proc/self/status"):
@@ -49,5 +54,5 @@ if lib:
     sys.dont_write_bytecode = True
     from smaps import lib_mappings  # this script's folder is sys.path[0]
     rss, dirty = lib_mappings("self", lib)
-print("us_per_req %.3f hwm_kib %d lib_rss_kib %d lib_dirty_kib %d"
-      % ((t1 - t0) / 1000 / n, hwm, rss, dirty))
+print("us_per_req %.3f us_median %.3f hwm_kib %d lib_rss_kib %d lib_dirty_kib %d"
+      % ((t1 - t0) / 1000 / n, times[n // 2] / 1000, hwm, rss, dirty))
