@@ -1,0 +1,168 @@
+"""make bench: blocking clients, one request at a time, library vs direct mode.
+
+Run inside the bench's lab namespace:
+    blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES
+
+Rows (each round runs every row, library and direct mode in alternating order):
+  py_session_http   Python requests.Session, keep-alive, http://api.example.test/
+  py_session_https  the same, https://api.example.test/ (a virtual TLS session)
+  py_get_http       requests.get: a new connection per request
+  py_get_https      the same over https (a new virtual session per request)
+  curl_keepalive    one curl process, CURL_REQS URLs on one connection
+  curl_process      a curl process per request, CURL_REQS processes
+  curl_process_untracked  the same to nginx's :8080 (not intercepted), with and without
+                    the library: the part of curl_process that is the preload itself
+Library: LD_PRELOAD, LUNAR_PROXY_HOST=proxy.lunar.test:8000, the origin's URL.
+Direct mode: no library, http://proxy.lunar.test:8000/ with the x-lunar-* headers
+written by hand (x-lunar-scheme: https for the https rows). Both resolve a name.
+Appends "key<TAB>round<TAB>value" lines to SAMPLES: blk.ROW.MODE.us (mean µs per
+request), blk.ROW.MODE.us_median (Python: the run's median request), blk.ROW.MODE.hwm (Python's VmHWM, KiB), blk.ROW.lib.librss/.libdirty (the
+library's own mappings after the traffic), blk.ROW.MODE.hap (HAProxy log lines per
+request, first round only: 1 = through the proxy).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+lib, ca, haplog, rounds, py_reqs, curl_reqs, samples = sys.argv[1:]
+rounds, py_reqs, curl_reqs = int(rounds), int(py_reqs), int(curl_reqs)
+PY = "/usr/bin/python3"
+CURL = "/usr/bin/curl"
+WARM = 20
+
+BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+LIB_ENV = dict(BASE_ENV, LD_PRELOAD=lib, LUNAR_PROXY_HOST="proxy.lunar.test:8000")
+DIRECT_URL = "http://proxy.lunar.test:8000/"
+
+
+def direct_headers(scheme):
+    return {"x-lunar-host": "api.example.test", "x-lunar-scheme": scheme,
+            "x-lunar-interceptor": "lunar-direct/0",
+            "x-lunar-req-id": "00000000-0000-4000-8000-000000000000"}
+
+
+def curl_h(scheme):
+    return [a for k, v in direct_headers(scheme).items() for a in ("-H", "%s: %s" % (k, v))]
+
+
+out = open(samples, "a")
+
+
+def sample(key, rnd, value):
+    out.write("%s\t%d\t%s\n" % (key, rnd, value))
+    out.flush()
+
+
+def hap_lines():
+    with open(haplog, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def py_client(mode, url, headers, verify, env):
+    argv = [PY, os.path.join(HERE, "client.py"), mode, url, str(py_reqs), str(WARM),
+            json.dumps(headers), verify] + ([lib] if "LD_PRELOAD" in env else [])
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit("blocking.py: %s failed:\n%s%s" % (argv, r.stdout, r.stderr))
+    f = r.stdout.split()
+    vals = dict(zip(f[0::2], (float(x) for x in f[1::2])))
+    return vals, py_reqs + WARM
+
+
+def curl_keepalive(url, extra, env):
+    argv = [CURL, "-s", "-w", "%{http_code} %{num_connects}\\n"] + extra + [url] * curl_reqs
+    t0 = time.perf_counter_ns()
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t1 = time.perf_counter_ns()
+    codes = [l.split() for l in r.stdout.decode(errors="replace").splitlines()]
+    codes = [c for c in codes if len(c) == 2 and c[0].isdigit() and len(c[0]) == 3]
+    if r.returncode != 0 or len(codes) != curl_reqs or any(c[0] != "200" for c in codes):
+        sys.exit("blocking.py: curl keep-alive to %s failed (rc %d): %r" % (url, r.returncode, codes[:3]))
+    if sum(int(c[1]) for c in codes) != 1:
+        sys.exit("blocking.py: curl keep-alive to %s made %d connections"
+                 % (url, sum(int(c[1]) for c in codes)))
+    return {"us_per_req": (t1 - t0) / 1000 / curl_reqs}, curl_reqs
+
+
+def curl_process(url, extra, env):
+    argv = [CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}"] + extra + [url]
+    null = os.open(os.devnull, os.O_WRONLY)
+    rfd, wfd = os.pipe()
+    fa = [(os.POSIX_SPAWN_DUP2, wfd, 1), (os.POSIX_SPAWN_DUP2, null, 2),
+          (os.POSIX_SPAWN_CLOSE, rfd), (os.POSIX_SPAWN_CLOSE, wfd), (os.POSIX_SPAWN_CLOSE, null)]
+    bad = 0
+    t0 = time.perf_counter_ns()
+    for _ in range(curl_reqs):
+        pid = os.posix_spawn(CURL, argv, env, file_actions=fa)
+        _, status = os.waitpid(pid, 0)
+        bad += status != 0
+    t1 = time.perf_counter_ns()
+    os.close(wfd)
+    codes = b""
+    while True:
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            break
+        codes += chunk
+    os.close(rfd)
+    os.close(null)
+    if bad or codes != b"200" * curl_reqs:
+        sys.exit("blocking.py: %d of %d curl processes to %s failed: %r"
+                 % (bad, curl_reqs, url, codes[:60]))
+    return {"us_per_req": (t1 - t0) / 1000 / curl_reqs}, curl_reqs
+
+
+ROWS = [
+    ("py_session_http",
+     lambda: py_client("session", "http://api.example.test/", {}, "-", LIB_ENV),
+     lambda: py_client("session", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
+    ("py_session_https",
+     lambda: py_client("session", "https://api.example.test/", {}, ca, LIB_ENV),
+     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV)),
+    ("py_get_http",
+     lambda: py_client("get", "http://api.example.test/", {}, "-", LIB_ENV),
+     lambda: py_client("get", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
+    ("py_get_https",
+     lambda: py_client("get", "https://api.example.test/", {}, ca, LIB_ENV),
+     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV)),
+    ("curl_keepalive",
+     lambda: curl_keepalive("http://api.example.test/", [], LIB_ENV),
+     lambda: curl_keepalive(DIRECT_URL, curl_h("http"), BASE_ENV)),
+    ("curl_process",
+     lambda: curl_process("http://api.example.test/", [], LIB_ENV),
+     lambda: curl_process(DIRECT_URL, curl_h("http"), BASE_ENV)),
+    # what of curl_process is the preload itself: the same curl to a port the library
+    # does not intercept (nginx's :8080), with and without the library
+    ("curl_process_untracked",
+     lambda: curl_process("http://api.example.test:8080/", [], LIB_ENV),
+     lambda: curl_process("http://api.example.test:8080/", [], BASE_ENV)),
+]
+
+for rnd in range(1, rounds + 1):
+    for row, lib_run, direct_run in ROWS:
+        arms = [("lib", lib_run), ("direct", direct_run)]
+        if rnd % 2 == 0:
+            arms.reverse()
+        line = []
+        for mode, run in arms:
+            h0 = hap_lines() if rnd == 1 else 0
+            vals, nreq = run()
+            if rnd == 1:  # HAProxy writes a request's line when it ends
+                deadline = time.monotonic() + 2
+                while hap_lines() - h0 < nreq and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                sample("blk.%s.%s.hap" % (row, mode), rnd, "%.3f" % ((hap_lines() - h0) / nreq))
+            sample("blk.%s.%s.us" % (row, mode), rnd, "%.3f" % vals["us_per_req"])
+            if "hwm_kib" in vals:
+                sample("blk.%s.%s.hwm" % (row, mode), rnd, "%d" % vals["hwm_kib"])
+            if mode == "lib" and "lib_rss_kib" in vals:
+                sample("blk.%s.lib.librss" % row, rnd, "%d" % vals["lib_rss_kib"])
+                sample("blk.%s.lib.libdirty" % row, rnd, "%d" % vals["lib_dirty_kib"])
+            if "us_median" in vals:
+                sample("blk.%s.%s.us_median" % (row, mode), rnd, "%.3f" % vals["us_median"])
+            line.append("%s %.1f us" % (mode, vals["us_per_req"])
+                        + (" (median %.1f)" % vals["us_median"] if "us_median" in vals else ""))
+        print("  %-22s round %d: %s" % (row, rnd, ", ".join(line)), file=sys.stderr)

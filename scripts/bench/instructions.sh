@@ -1,0 +1,33 @@
+# make bench, sourced by scripts/bench.sh: user-space instructions the library adds on
+# what it does not track, counted by callgrind (no system call time, no noise):
+#  fast    write/recv/close on fds never tracked (c-tests/bench/fastpath.c), per call;
+#  pair    a send+recv pair with real data on an untracked socketpair
+#          (c-tests/bench/sendrecv.c), per pair;
+#  ssl     SSL_pending/SSL_get_error/SSL_get_verify_result on a session left alone
+#          (c-tests/bench/ssl_fastpath.c), per call.
+# Each program runs with N and with 0 iterations, with and without LD_PRELOAD: the
+# program's own set-up and the library's load cancel out. Appends
+# insn.KIND.{lib,base} (instructions per call or pair) and insn.load (instructions the
+# library's load adds) to $SAMPLES.
+if command -v valgrind >/dev/null; then
+	say "bench: callgrind (instructions on untracked fds and sessions)"
+	mkdir -p "$REPO/c-tests/bin"
+	insn_count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | awk '/Collected/ {print $4}'; }
+	insn_measure() { # kind program calls-per-iteration
+		local kind="$1" prog="$2" per="$3" n=100000 b0 b w0 w
+		b0=$(insn_count "$prog" 0); b=$(insn_count "$prog" $n)
+		w0=$(LD_PRELOAD="$LIB" insn_count "$prog" 0); w=$(LD_PRELOAD="$LIB" insn_count "$prog" $n)
+		awk -v k="$kind" -v b0="$b0" -v b="$b" -v w0="$w0" -v w="$w" -v n=$((n * per)) 'BEGIN {
+			printf "insn.%s.lib\t1\t%.3f\ninsn.%s.base\t1\t%.3f\n", k, (w - w0) / n, k, (b - b0) / n
+			if (k == "fast") printf "insn.load\t1\t%d\n", w0 - b0 }' >>"$SAMPLES"
+	}
+	gcc -O2 -o "$REPO/c-tests/bin/fastpath" "$REPO/c-tests/bench/fastpath.c"
+	insn_measure fast "$REPO/c-tests/bin/fastpath" 3
+	gcc -O2 -o "$REPO/c-tests/bin/sendrecv" "$REPO/c-tests/bench/sendrecv.c"
+	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1
+	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
+		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
+	fi
+else
+	say "bench: valgrind missing: no instruction counts (make deps)"
+fi

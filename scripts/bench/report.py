@@ -1,0 +1,179 @@
+"""make bench: the table, from the samples the bench's parts wrote.
+
+    report.py SAMPLES LIB DUR THREADS CONNS REPS RUNS START_ROUNDS ROUNDS PY_REQS
+              CURL_REQS SYSCALL_REQS ELAPSED_S
+
+Each row: measure, library, baseline, and either the ratio (library / baseline) or the
+difference (library - baseline, signed). The library and baseline columns are medians
+over rounds; the ratio or difference is the median of the per-round ratios or
+differences (each round measures both, interleaved).
+"""
+import platform
+import statistics
+import sys
+import time
+
+(samples, lib, dur, threads, conns, reps, runs, start_rounds, rounds, py_reqs, curl_reqs,
+ syscall_reqs, elapsed) = sys.argv[1:]
+
+S = {}  # key -> {round: value}
+for line in open(samples):
+    key, rnd, value = line.rstrip("\n").split("\t")
+    S.setdefault(key, {})[int(rnd)] = float(value)
+
+NAN = float("nan")
+W = 60
+
+
+def med(key):
+    v = list(S.get(key, {}).values())
+    return statistics.median(v) if v else NAN
+
+
+def per_round(a, b, f):
+    ra, rb = S.get(a, {}), S.get(b, {})
+    v = [f(ra[r], rb[r]) for r in ra if r in rb]
+    v = [x for x in v if x == x]
+    return statistics.median(v) if v else NAN
+
+
+def ratio(a, b):
+    return per_round(a, b, lambda x, y: x / y if y else NAN)
+
+
+def diff(a, b):
+    return per_round(a, b, lambda x, y: x - y)
+
+
+def row(name, a, b, kind="ratio", prec=1):
+    fmt = "%12.{0}f".format(prec)
+    last = "%+10.{0}f".format(max(prec, 1)) % diff(a, b) if kind == "diff" else "%10.3f" % ratio(a, b)
+    print("%-*s %s %s %s" % (W, name, fmt % med(a), fmt % med(b), last))
+
+
+def head(text):
+    print()
+    print(text)
+
+
+print("liblunar_intercept benchmark  %s  %s  (make bench took %s s)"
+      % (time.strftime("%Y-%m-%d %H:%M:%S"), platform.node(), elapsed))
+print("library: %s" % lib)
+print("ratio = library / baseline (throughput: 1.0 = no cost; latency, CPU: higher = costlier);"
+      " a signed figure = library - baseline.")
+print("library/baseline columns: medians over rounds; ratio or difference: median of the"
+      " per-round ones (interleaved).")
+print()
+print("%-*s %12s %12s %10s" % (W, "measure", "library", "baseline", "ratio/diff"))
+print("-" * (W + 37))
+
+head("Blocking clients, one request at a time: us per request, library vs direct mode (the"
+     " proxy by name), %s rounds; Python: the median of each run's %s requests (mean below),"
+     " curl: a run's time / %s requests" % (rounds, py_reqs, curl_reqs))
+for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
+                ("py_session_https", "Python requests.Session keep-alive, https (virtual session)"),
+                ("py_get_http", "Python requests.get (new connection), http"),
+                ("py_get_https", "Python requests.get (new connection), https")):
+    row(name, "blk.%s.lib.us_median" % r, "blk.%s.direct.us_median" % r, "diff")
+    row("    mean of the run's requests", "blk.%s.lib.us" % r, "blk.%s.direct.us" % r, "diff")
+row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepalive.lib.us",
+    "blk.curl_keepalive.direct.us", "diff")
+row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
+row("    of which the preload (untracked :8080, library vs none)", "blk.curl_process_untracked.lib.us",
+    "blk.curl_process_untracked.direct.us", "diff")
+
+head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
+     " of %ss" % (reps, dur))
+
+
+def wrk_rows(title, a, b, more=True):
+    row(title, "wrk.%s.rps" % a, "wrk.%s.rps" % b, "ratio", 0)
+    row("    avg latency ms", "wrk.%s.lat" % a, "wrk.%s.lat" % b, "ratio", 3)
+    row("    p99 latency ms", "wrk.%s.p99" % a, "wrk.%s.p99" % b, "ratio", 3)
+    row("    wrk CPU us per request (user+sys)", "wrk.%s.cpu" % a, "wrk.%s.cpu" % b, "ratio", 2)
+    if more:
+        row("    wrk peak RSS KiB (added)", "wrk.%s.rss" % a, "wrk.%s.rss" % b, "diff", 0)
+
+
+wrk_rows("req/s keep-alive, -t%s -c%s" % (threads, conns), "a_lib", "a_direct")
+wrk_rows("req/s Connection: close, -t%s -c%s" % (threads, conns), "c_lib", "c_direct")
+wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
+wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
+wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
+
+head("System calls per request: strace -f -c, curl, %s keep-alive requests on one connection,"
+     " library vs direct mode" % syscall_reqs)
+row("system calls per keep-alive request", "sys.lib.per_req", "sys.direct.per_req", "diff", 2)
+row("system calls of a whole one-request curl process", "sys.lib.one", "sys.direct.one", "diff", 0)
+
+tool = "perf stat" if "start.faults_tool.perf" in S else "wait4 rusage"
+head("Start-up: /bin/true (env -i), %s starts per variant in %s rotating rounds (hyperfine -N);"
+     " page faults: %s" % (runs, start_rounds, tool))
+row("us per start, library (inert) vs empty .so", "start.lib.us", "start.empty.us", "diff")
+row("us per start, library (inert) vs no preload", "start.lib.us", "start.none.us", "diff")
+row("us per start, empty .so vs no preload", "start.empty.us", "start.none.us", "diff")
+row("us per start, LUNAR_PROXY_HOST set vs empty .so", "start.lib_env.us", "start.empty.us", "diff")
+row("median us per start, library (inert) vs empty .so", "start.lib.us_median", "start.empty.us_median", "diff")
+row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
+row("page faults per start, library (inert) vs no preload", "start.lib.faults", "start.none.faults", "diff")
+
+head("Memory: smaps of the preloaded object's own mappings (file and .bss), KiB")
+row("Rss in an inert process (sleep), library vs empty .so", "mem.lib.rss", "mem.empty.rss", "diff", 0)
+row("Private_Dirty in an inert process, library vs empty .so", "mem.lib.dirty", "mem.empty.dirty", "diff", 0)
+print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session requests (library)" % py_reqs,
+                                 med("blk.py_session_http.lib.librss"), "", ""))
+print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_http.lib.libdirty"),
+                                 "", ""))
+row("peak RSS (VmHWM), Python requests.Session http", "blk.py_session_http.lib.hwm",
+    "blk.py_session_http.direct.hwm", "diff", 0)
+row("peak RSS (VmHWM), Python requests.Session https", "blk.py_session_https.lib.hwm",
+    "blk.py_session_https.direct.hwm", "diff", 0)
+row("peak RSS (VmHWM), Python requests.get http", "blk.py_get_http.lib.hwm",
+    "blk.py_get_http.direct.hwm", "diff", 0)
+row("peak RSS (max RSS), wrk keep-alive -t%s -c%s" % (threads, conns), "wrk.a_lib.rss",
+    "wrk.a_direct.rss", "diff", 0)
+
+head("Untracked sockets and sessions: instructions added (callgrind, user space), and"
+     " pass-through throughput")
+if "insn.fast.lib" in S:
+    if "insn.pair.lib" in S:
+        row("instructions per send+recv pair, untracked socketpair", "insn.pair.lib", "insn.pair.base",
+            "diff")
+    row("instructions per write/recv/close call, untracked fd", "insn.fast.lib", "insn.fast.base", "diff")
+    if "insn.ssl.lib" in S:
+        row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
+    print("%-*s %12.0f" % (W, "instructions the library's load adds (no LUNAR_* set)", med("insn.load")))
+else:
+    print("(valgrind missing: no instruction counts)")
+wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
+row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns), "wrk.g_lib.rps",
+    "wrk.g_nolib.rps", "ratio", 0)
+row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
+
+print()
+labels = ("a_lib", "a_direct", "c_lib", "c_direct", "p_lib", "p_direct", "e_lib", "e_direct",
+          "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
+print("wrk socket errors + non-2xx per arm (all rounds): "
+      + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
+print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "
+      + ", ".join("%s %.2f" % (l, med("wrk.%s.hap" % l)) for l in labels))
+blk = sorted(k for k in S if k.startswith("blk.") and k.endswith(".hap"))
+print("  blocking clients (round 1): " + ", ".join("%s %.2f" % (k[4:-4], med(k)) for k in blk))
+slow = [r for r in ("py_session_http", "py_session_https", "curl_keepalive")
+        if med("blk.%s.direct.us" % r) >= 1000 or med("blk.%s.direct.us_median" % r) >= 1000]
+if slow:
+    print("WARNING: direct mode takes 1 ms or more per keep-alive request (%s): the origin or proxy"
+          " dominates, the blocking-client figures are not to be trusted" % ", ".join(slow))
+calls = {}
+for k in S:
+    if k.startswith("sys.lib.call.") or k.startswith("sys.direct.call."):
+        arm, name = k.split(".")[1], k.split(".", 3)[3]
+        calls.setdefault(name, [0.0, 0.0])[0 if arm == "lib" else 1] = med(k)
+delta = sorted(((l - d, n) for n, (l, d) in calls.items() if abs(l - d) >= 0.005), reverse=True)
+print("system calls per keep-alive request, library - direct mode, by call (round 1): "
+      + (", ".join("%s %+.2f" % (n, x) for x, n in delta) or "none"))
+print("https, Python: the library's side includes Python's own TLS set-up (an SSLContext and the CA"
+      " file per connection for requests.get) and ssl-module calls, which direct mode (plain HTTP to"
+      " HAProxy) does not make")
+print("https rows: library and direct mode both reach nginx through HAProxy's TLS (verified"
+      " with the lab CA); straight to origin = wrk's own TLS to nginx, no proxy")

@@ -1,0 +1,113 @@
+# make bench, sourced by scripts/bench.sh: wrk rows, BENCH_REPS rounds, each arm's order
+# alternating (pairs) or rotating (triples) from one round to the next.
+#  a  keep-alive, -t$THREADS -c$CONNS: library (wrk -> http://api.example.test/, diverted
+#     to HAProxy) vs direct mode (no library; wrk -> HAProxy with the x-lunar-* headers
+#     written by hand), the same HAProxy and nginx behind it;
+#  c  the same with Connection: close (a new connection, so a new diversion, per request);
+#  p  the same keep-alive pair at -t1 -c1 (one request at a time: latency, p99);
+#  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
+#  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
+#     wrk (no library) to each;
+#  e  https: library (wrk's OpenSSL session virtual, plaintext to HAProxy with
+#     x-lunar-scheme: https, HAProxy TLS to nginx, verified with the lab CA) vs direct mode
+#     (x-lunar-scheme: https by hand, the same TLS work behind HAProxy) vs wrk's own TLS
+#     straight to nginx (no library, no proxy).
+# Appends wrk.LABEL.{rps,lat,p99,err,cpu,hap,rss} samples to $SAMPLES (lat/p99 ms, cpu
+# wrk's user+sys µs per request, hap HAProxy log lines per request, rss wrk's max RSS KiB).
+WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
+WRK1=(wrk -t1 -c1 "-d${DUR}s" --latency)
+CLOSE_H=(-H 'Connection: close')
+DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
+DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
+
+# Runs a command and prints the CPU time (user+sys) it used and its peak memory (max RSS),
+# from wait4's rusage: wrk's CPU per request shows the library's cost even when the 2
+# cores are shared with HAProxy and nginx (throughput alone is bounded by all three).
+CPU_WRAP='import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, _, ru = os.wait4(p.pid, 0)
+sys.stdout.flush()
+print("CPU_SECONDS %.6f" % (ru.ru_utime + ru.ru_stime))
+print("MAXRSS_KB %d" % ru.ru_maxrss)'
+
+# run_wrk LABEL ROUND CMD...
+run_wrk() {
+	local label="$1" round="$2"
+	shift 2
+	local out="$TMP/wrk-$label-$round.txt" h0
+	h0=$(hap_lines)
+	in_ns "$PY" -c "$CPU_WRAP" "$@" >"$out" 2>&1 || true
+	sleep 0.2 # HAProxy logs a request when it ends
+	awk -v label="$label" -v r="$round" -v hap="$(($(hap_lines) - h0))" '
+		function ms(v) {
+			if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+			if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+			if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+			return v + 0
+		}
+		/^ +Latency / && !lat { lat = ms($2) }
+		/^ +99%/ { p99 = ms($2) }
+		/Requests\/sec:/ { rps = $2 }
+		/Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+		/Non-2xx or 3xx responses:/ { err += $5 }
+		/ requests in / { reqs = $1 }
+		/^CPU_SECONDS / { cpu = $2 }
+		/^MAXRSS_KB / { rss = $2 }
+		END {
+			k = "wrk." label "."
+			printf "%srps\t%d\t%s\n", k, r, (rps == "" ? 0 : rps)
+			printf "%slat\t%d\t%.4f\n%sp99\t%d\t%.4f\n", k, r, lat, k, r, p99
+			printf "%serr\t%d\t%d\n", k, r, err + (reqs > 0 ? 0 : 1)
+			printf "%scpu\t%d\t%.3f\n", k, r, (reqs > 0 ? cpu * 1e6 / reqs : 0)
+			printf "%shap\t%d\t%.3f\n", k, r, (reqs > 0 ? hap / reqs : 0)
+			printf "%srss\t%d\t%d\n", k, r, rss
+		}
+	' "$out" >>"$SAMPLES"
+	say "  $(awk -F'\t' -v l="wrk.$label." -v r="$round" 'index($1, l) == 1 && $2 == r {
+		k = substr($1, length(l) + 1); v[k] = $3 }
+		END { printf "%-9s %9.0f req/s  avg %.3f ms  p99 %.3f ms  wrk cpu %.2f us/req  errors %d  haproxy lines/req %.2f  rss %d KiB",
+			substr(l, 5, length(l) - 5), v["rps"], v["lat"], v["p99"], v["cpu"], v["err"], v["hap"], v["rss"] }' "$SAMPLES")"
+}
+
+# pair ROUND LABEL_A CMD_A... -- LABEL_B CMD_B...: both, A first in odd rounds.
+pair() {
+	local round="$1" la="$2" lb i
+	shift 2
+	local -a a=() b=()
+	while [[ "$1" != -- ]]; do a+=("$1"); shift; done
+	shift
+	lb="$1"
+	shift
+	b=("$@")
+	if ((round % 2)); then
+		run_wrk "$la" "$round" "${a[@]}"; run_wrk "$lb" "$round" "${b[@]}"
+	else
+		run_wrk "$lb" "$round" "${b[@]}"; run_wrk "$la" "$round" "${a[@]}"
+	fi
+}
+
+hap_before=$(hap_lines)
+say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s (and -t1 -c1), $REPS rounds (pairs alternating, https triples rotating)"
+for i in $(seq "$REPS"); do
+	say " round $i"
+	pair "$i" a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/ \
+		-- a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	pair "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	pair "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
+		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \
+		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
+	pair "$i" g_lib "${WRK[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
+		-- g_nolib "${WRK[@]}" "http://$API_IP:$NGINX_NOLIB_PORT/"
+	for k in 0 1 2; do
+		case $(((i - 1 + k) % 3)) in
+		0) run_wrk e_lib "$i" "${LIBENV[@]}" "${WRK[@]}" https://api.example.test/ ;;
+		1) run_wrk e_direct "$i" "${WRK[@]}" "${DIRECT_TLS_H[@]}" http://proxy.lunar.test:8000/ ;;
+		2) run_wrk e_origin "$i" "${WRK[@]}" https://api.example.test/ ;;
+		esac
+	done
+done
+printf 'wrk.hap_lines\t0\t%d\n' "$(($(hap_lines) - hap_before))" >>"$SAMPLES"
