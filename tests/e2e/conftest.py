@@ -56,6 +56,19 @@ def lab():
 
 
 @pytest.fixture
+def testproxy(lab):
+    """The lab's scriptable test proxy in pass mode with an empty log; pass again after.
+    (test_c_programs.py and test_recovery.py have variants of their own.)"""
+    lab.start_testproxy()
+    lab.set_mode("pass")
+    lab.testproxy_reset_log()
+    try:
+        yield lab
+    finally:
+        lab.set_mode("pass")
+
+
+@pytest.fixture
 def need_lib(lab):
     if not os.path.exists(lab.lib):
         pytest.fail("library not built: %s (make build)" % lab.lib)

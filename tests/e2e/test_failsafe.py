@@ -208,17 +208,6 @@ def test_proxy_down_from_start_then_up(lab, need_lib, tag, tmp_path, haproxy_res
 
 # ---- proxy faults (scriptable test proxy) ------------------------------------------------
 
-@pytest.fixture
-def testproxy(lab):
-    lab.start_testproxy()
-    lab.set_mode("pass")
-    lab.testproxy_reset_log()
-    try:
-        yield lab
-    finally:
-        lab.set_mode("pass")
-
-
 @pytest.mark.parametrize("mode", ["error:2", "error:5", "close", "reset", "down"])
 def test_proxy_fault_falls_back_to_origin(client, need_lib, tag, testproxy, mode):
     testproxy.set_mode(mode)

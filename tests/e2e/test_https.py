@@ -191,17 +191,6 @@ def haproxy_down(lab):
         lab.start_haproxy()
 
 
-@pytest.fixture
-def testproxy(lab):
-    lab.start_testproxy()
-    lab.set_mode("pass")
-    lab.testproxy_reset_log()
-    try:
-        yield lab
-    finally:
-        lab.set_mode("pass")
-
-
 # ---- what arrived -------------------------------------------------------------------
 
 def assert_tls_origin(e, res, server=API_TLS, sni=API, path=None):

@@ -55,17 +55,6 @@ def c_bins():
     return BIN
 
 
-@pytest.fixture
-def testproxy(lab):
-    lab.start_testproxy()
-    lab.set_mode("pass")
-    lab.testproxy_reset_log()
-    try:
-        yield lab
-    finally:
-        lab.set_mode("pass")
-
-
 def proxy_requests(lab, tag):
     """The requests the test proxy received whose path starts with tag."""
     return [r for r in lab.testproxy_log()
