@@ -13,7 +13,7 @@ import os
 import re
 
 from conftest import PY, assert_ok, labmod
-from test_https import API, TESTPROXY_ENV, TLS_PROGRAM_POST, c_tls_bins, testproxy  # noqa: F401
+from test_https import API, TESTPROXY_ENV, TLS_PROGRAM_POST, c_tls_bins  # noqa: F401
 
 ENV = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="100000")
 
