@@ -198,10 +198,8 @@ pub unsafe extern "C" fn freopen(
     mode: *const c_char,
     stream: *mut FILE,
 ) -> *mut FILE {
-    if fdtable::any_tracked() && !stream.is_null() {
-        // SAFETY: the program's own stream, still open.
-        unsafe { forget_stream(stream) };
-    }
+    // SAFETY: the program's own stream.
+    unsafe { before_reopen(stream) };
     // SAFETY: the program's own call.
     unsafe { sys::freopen(path, mode, stream) }
 }
@@ -214,12 +212,21 @@ pub unsafe extern "C" fn freopen64(
     mode: *const c_char,
     stream: *mut FILE,
 ) -> *mut FILE {
+    // SAFETY: the program's own stream.
+    unsafe { before_reopen(stream) };
+    // SAFETY: the program's own call.
+    unsafe { sys::freopen64(path, mode, stream) }
+}
+
+/// freopen closes the stream's fd inside glibc: forget it first.
+///
+/// # Safety
+/// `stream` is null or an open stream.
+unsafe fn before_reopen(stream: *mut FILE) {
     if fdtable::any_tracked() && !stream.is_null() {
         // SAFETY: the program's own stream, still open.
         unsafe { forget_stream(stream) };
     }
-    // SAFETY: the program's own call.
-    unsafe { sys::freopen64(path, mode, stream) }
 }
 
 /// Forgets the fd under `stream` (none for memory streams: `fileno` then says EBADF,
