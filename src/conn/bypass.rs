@@ -5,76 +5,67 @@
 //! reach the proxy without Lunar's headers, so such a socket goes to its origin, before
 //! its first unseen byte when we can tell.
 
-use super::Conn;
+use super::decide::{decide, Action, Event, Facts, Reason, Unseen};
+use super::{Conn, Phase};
 use crate::runtime::{self, Route};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The program called `fdopen` on tracked `fd`. A diverted socket with nothing unanswered
 /// moves to its origin now and is passed through from then on; one with a request still
 /// unanswered (the program may read its answer through stdio) stays until the next
-/// request it writes through us (`stdio_goes_direct`). A socket already at its origin is
+/// request it writes through us (`Phase::Leaving`). A socket already at its origin is
 /// passed through, so that no later request moves it to the proxy.
 pub fn handed_to_stdio(conn: &Conn, fd: i32) {
-    if conn.is_passthrough() || conn.is_https() || !conn.still_ours(fd) {
+    if !conn.phase().follows_requests() || !conn.still_ours(fd) {
         return;
     }
-    let writer = conn.writer.lock();
-    if !conn.is_diverted() {
-        conn.passthrough.store(true, Ordering::Release);
-        return;
-    }
-    let unanswered = !writer.requests.at_message_boundary()
-        || conn.responses.lock().tracker.pending_requests() > 0;
-    if unanswered {
-        conn.stdio.store(true, Ordering::Release);
-        log::debug!(
-            "{}: handed to stdio with a request unanswered: goes direct at its next request",
-            conn.label()
-        );
-        return;
-    }
-    go_direct(conn, fd, "handed to stdio");
-}
-
-/// A request begins on a socket handed to stdio mid-request (the caller holds the writer
-/// lock): it goes to its origin now. True when the program's own call should run.
-pub(super) fn stdio_goes_direct(conn: &Conn, fd: i32) -> bool {
-    if conn.is_diverted() {
-        go_direct(conn, fd, "handed to stdio");
-    } else {
-        conn.passthrough.store(true, Ordering::Release);
-    }
-    conn.is_passthrough()
-}
-
-/// Moves diverted `conn` to its origin for good; the caller holds the writer lock.
-fn go_direct(conn: &Conn, fd: i32, why: &str) {
-    let Some(runtime) = runtime::get() else {
-        return;
-    };
-    log::debug!("{} -> direct ({why})", conn.label());
-    conn.passthrough.store(true, Ordering::Release);
-    conn.responses.lock().stop_checking();
-    // A failed move leaves the socket unconnected: the program's next call fails as a
-    // connect to its origin would have.
-    let _ = conn.move_to(fd, Route::Origin, runtime);
+    unseen_bytes(conn, fd, Unseen::Stdio);
 }
 
 /// `fd` was duplicated onto `new_fd`, which the table could not take (no memory for its
 /// chunk): the socket's bytes through `new_fd` would not be seen, so it goes direct now,
 /// if nothing is unanswered; else it is passed through as it is.
 pub fn untrackable(conn: &Conn, fd: i32, new_fd: i32) {
-    if conn.is_passthrough() || conn.is_https() {
+    if !conn.phase().follows_requests() {
         return;
     }
+    log::debug!("{}: fd {new_fd} cannot be tracked", conn.label());
+    unseen_bytes(conn, fd, Unseen::UntrackableFd);
+}
+
+/// Bytes of `conn` may leave without meeting our hooks (`how`): `decide` says what
+/// follows, under the writer lock.
+fn unseen_bytes(conn: &Conn, fd: i32, how: Unseen) {
     let writer = conn.writer.lock();
     let idle = writer.requests.at_message_boundary()
         && conn.responses.lock().tracker.pending_requests() == 0;
-    if conn.is_diverted() && idle {
-        go_direct(conn, fd, &format!("fd {new_fd} cannot be tracked"));
-    } else {
-        conn.passthrough.store(true, Ordering::Release);
+    match decide(&conn.state(), Facts::default(), Event::Unseen { how, idle }) {
+        Action::GoDirect(why) => go_direct(conn, fd, why),
+        Action::Passthrough(_) => conn.change(|phase| Phase::Passthrough(phase.route())),
+        Action::LeaveAtNextRequest => {
+            if let Phase::Proxied(proxy) = conn.phase() {
+                conn.enter(Phase::Leaving(proxy));
+                log::debug!(
+                    "{}: handed to stdio with a request unanswered: goes direct at its next request",
+                    conn.label()
+                );
+            }
+        }
+        _ => {}
     }
+}
+
+/// Moves diverted `conn` to its origin for good; the caller holds the writer lock.
+pub(super) fn go_direct(conn: &Conn, fd: i32, why: Reason) {
+    let Some(runtime) = runtime::get() else {
+        return;
+    };
+    log::debug!("{} -> direct ({why})", conn.label());
+    conn.responses.lock().stop_checking();
+    // A failed move leaves the socket unconnected: the program's next call fails as a
+    // connect to its origin would have.
+    let _ = conn.move_to(fd, Route::Origin, runtime);
+    conn.change(|phase| Phase::Passthrough(phase.route()));
 }
 
 static IO_URING: AtomicBool = AtomicBool::new(false);
@@ -91,22 +82,26 @@ pub fn io_uring_seen(how: &str) {
     if IO_URING.swap(true, Ordering::AcqRel) {
         return;
     }
-    let Some(runtime) = runtime::get() else {
+    if runtime::get().is_none() {
         return;
-    };
+    }
     log::warn!(
         "this process set up io_uring ({how}): I/O submitted there bypasses the library, so its connections go to their destinations, not through Lunar Proxy"
     );
     for (fd, conn) in super::fdtable::tracked() {
-        if conn.is_passthrough() || conn.is_https() || !conn.is_diverted() {
+        if !conn.phase().follows_requests() || conn.phase().proxy().is_none() {
             continue;
         }
         let _writer = conn.writer.lock();
-        if conn.wrote.load(Ordering::Acquire) || !conn.still_ours(fd) {
-            continue;
+        let event = Event::Unseen {
+            how: Unseen::IoUring,
+            idle: false,
+        };
+        let action = decide(&conn.state(), Facts::default(), event);
+        if let Action::GoDirect(why) = action {
+            if conn.still_ours(fd) {
+                go_direct(&conn, fd, why);
+            }
         }
-        log::debug!("{} -> direct (io_uring in use)", conn.label());
-        conn.passthrough.store(true, Ordering::Release);
-        let _ = conn.move_to(fd, Route::Origin, runtime);
     }
 }

@@ -1,6 +1,8 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
-use super::{fdtable, Conn};
+use super::decide::{decide, Action, Event};
+use super::outcome::{self, Connected, NotDiverted};
+use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
 use crate::sys::socket::{connect_bounded, tcp_family};
@@ -12,7 +14,8 @@ use std::sync::Arc;
 const HTTPS_PORT: u16 = 443;
 
 /// The program's `connect`. `https_drivable` (`tls::drivable`, asked only for port 443):
-/// whether a TLS library the layer above can drive is loaded.
+/// whether a TLS library the layer above can drive is loaded. `Connected::Real`: the
+/// caller makes the program's own connect.
 ///
 /// # Safety
 /// `address` must point to `len` readable bytes, as for connect(2).
@@ -21,60 +24,58 @@ pub unsafe fn connect(
     address: *const sockaddr,
     len: socklen_t,
     https_drivable: fn() -> bool,
-) -> c_int {
+) -> Connected {
+    use NotDiverted::*;
     // SAFETY: forwarded from our caller's contract.
-    let target = unsafe { addr::from_c(address, len) };
-    let real = || {
-        // SAFETY: the program's own arguments, unchanged.
-        unsafe { sys::connect(fd, address, len) }
-    };
-    let Some(target) = target else {
+    let Some(target) = (unsafe { addr::from_c(address, len) }) else {
         fdtable::remove(fd);
-        return real();
+        return Connected::Real(NotInet);
     };
     if let Some(conn) = fdtable::get(fd) {
         if conn.original == target {
-            return repeated_connect(fd, &conn, real);
+            return repeated_connect(fd, &conn, address, len);
         }
     }
     fdtable::remove(fd);
     let Some(runtime) = runtime::get() else {
-        return real();
+        return Connected::Real(Inert);
     };
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
-        return real();
+        return Connected::Real(NotIntercepted);
     }
     if tcp_family(fd).is_none() {
-        return real();
+        return Connected::Real(NotTcp);
     }
-    if target.port() == HTTPS_PORT && runtime.config.proxy_tls {
-        // The proxy wants TLS for https; talking TLS to it is not built: https goes
-        // to its destination, end to end.
-        log::debug!(
-            "{} -> direct (https, and LUNAR_PROXY_SUPPORT_TLS=1 is not supported yet)",
-            addr::canonical(target)
-        );
-        return real();
-    }
-    if target.port() == HTTPS_PORT && !https_drivable() {
-        // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
-        log::debug!(
-            "{} -> direct (https, and no TLS library we can drive is loaded)",
-            addr::canonical(target)
-        );
-        return real();
-    }
-
     let original = addr::canonical(target);
+    let direct = |why| {
+        Connected::Real(Direct {
+            label: original.to_string(),
+            why,
+        })
+    };
+    // The proxy wants TLS for https; talking TLS to it is not built: https goes to its
+    // destination, end to end.
+    if target.port() == HTTPS_PORT && runtime.config.proxy_tls {
+        return direct(outcome::Direct::ProxyWantsTls);
+    }
+    // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
+    if target.port() == HTTPS_PORT && !https_drivable() {
+        return direct(outcome::Direct::NoDrivableTls);
+    }
     let name = names::lookup(original.ip());
+    let label = name.as_deref().map_or_else(
+        || original.to_string(),
+        |n| format!("{n}:{}", original.port()),
+    );
+    let direct = |why| {
+        Connected::Real(Direct {
+            label: label.clone(),
+            why,
+        })
+    };
+    // Its I/O may be submitted to the ring, past our hooks (`bypass`).
     if super::io_uring_in_use() {
-        // Its I/O may be submitted to the ring, past our hooks (`bypass`).
-        let label = name.as_deref().map_or_else(
-            || original.to_string(),
-            |n| format!("{n}:{}", original.port()),
-        );
-        log::debug!("{label} -> direct (io_uring in use in this process)");
-        return real();
+        return direct(outcome::Direct::IoUring);
     }
     let destination = Destination {
         ip: original.ip(),
@@ -82,10 +83,6 @@ pub unsafe fn connect(
     };
     let verdict = runtime.judge(&destination, None);
     let (route, why) = runtime.route(verdict);
-    let label = name.as_deref().map_or_else(
-        || original.to_string(),
-        |n| format!("{n}:{}", original.port()),
-    );
     let conn = Arc::new(
         Conn::new(
             target,
@@ -96,24 +93,23 @@ pub unsafe fn connect(
         .on_socket(fd),
     );
     if !fdtable::insert(fd, conn.clone()) {
-        log::debug!("{label} -> direct (no memory to track fd {fd})");
-        return real();
+        return direct(outcome::Direct::NoMemoryToTrack(fd));
     }
     let Route::Proxy(proxy) = route else {
-        log::debug!("{label} -> direct ({why})");
-        return real();
+        conn.enter(Phase::Direct);
+        return direct(outcome::Direct::route(why));
     };
     match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
         Ok(()) => {
             log::debug!("{label} -> proxy {proxy} ({why})");
-            conn.set_peer(Route::Proxy(proxy));
-            connected_as_program_expects(fd)
+            conn.enter(Phase::Proxied(proxy));
+            Connected::Done(connected_as_program_expects(fd))
         }
         Err(errno) => {
             let reason = std::io::Error::from_raw_os_error(errno);
             runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
-            log::debug!("{label} -> direct (proxy connect failed)");
-            real()
+            conn.enter(Phase::Direct);
+            direct(outcome::Direct::ProxyConnectFailed)
         }
     }
 }
@@ -133,10 +129,13 @@ fn connected_as_program_expects(fd: c_int) -> c_int {
 
 /// Programs that poll a non-blocking connect by calling connect again get the kernel's
 /// answer (EALREADY, EISCONN) for the socket's real peer.
-fn repeated_connect(fd: c_int, conn: &Conn, real: impl Fn() -> c_int) -> c_int {
+fn repeated_connect(fd: c_int, conn: &Conn, address: *const sockaddr, len: socklen_t) -> Connected {
     match conn.peer() {
-        Route::Origin => real(),
-        Route::Proxy(proxy) => connect_raw(fd, proxy),
+        Route::Origin => {
+            // SAFETY: the program's own arguments, unchanged.
+            Connected::Done(unsafe { sys::connect(fd, address, len) })
+        }
+        Route::Proxy(proxy) => Connected::Done(connect_raw(fd, proxy)),
     }
 }
 
@@ -151,14 +150,9 @@ fn connect_raw(fd: c_int, target: SocketAddr) -> c_int {
 /// refusal on a diverted socket is the proxy failing: the socket moves to the original
 /// destination and the program sees the outcome of that connect instead.
 pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
-    let proxy_lost = matches!(
-        error,
-        libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED
-    );
-    if !proxy_lost || !conn.is_diverted() || conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
-        return error;
-    }
-    if !conn.still_ours(fd) {
+    let event = Event::ConnectErrorSeen { error };
+    let ask = |conn: &Conn| decide(&conn.state(), conn.facts(fd), event);
+    if ask(conn) == Action::Report(error) || !conn.still_ours(fd) {
         return error;
     }
     let Some(runtime) = runtime::get() else {
@@ -169,23 +163,18 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     if !conn.is_diverted() {
         return 0;
     }
-    if conn.wrote.load(std::sync::atomic::Ordering::Acquire) {
+    let action = ask(conn);
+    if action == Action::Report(error) {
         return error;
     }
     let reason = std::io::Error::from_raw_os_error(error);
     runtime.proxy_failed(&format!(
         "proxy connection lost before the request: {reason}"
     ));
-    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
+    if action != Action::ConnectFailed {
         return error;
     }
-    log::debug!("{} -> direct (proxy connection lost)", conn.label());
-    let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
-    let moved = match moved {
-        Ok(()) if conn.is_https() => super::recovery::hand_to_tls(conn, fd, &[]),
-        other => other,
-    };
-    match moved {
+    match super::recovery::leave_for_origin(conn, fd, runtime, "proxy connection lost") {
         Ok(()) => 0,
         Err(errno) => errno,
     }
@@ -204,7 +193,10 @@ pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool
         name: Some(server_name),
     };
     let verdict = runtime.judge(&destination, None);
-    if !conn.is_diverted() || matches!(verdict, Verdict::Divert(_)) {
+    let event = Event::ServerName {
+        diverted: matches!(verdict, Verdict::Divert(_)),
+    };
+    if decide(&conn.state(), conn.facts(fd), event) != Action::Move(Route::Origin) {
         return conn.is_diverted();
     }
     if !conn.still_ours(fd) {

@@ -5,16 +5,19 @@
 mod app_buffer;
 mod bypass;
 mod connect;
+mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
 mod inflight;
 mod lunar_headers;
 mod moving;
+mod outcome;
 mod read;
 mod recovery;
 mod responses;
 mod retry_limits;
 mod server_first;
+mod state;
 mod tls_handoff;
 mod waiting;
 mod write;
@@ -26,6 +29,7 @@ pub use hidden_hang_ups::{
     epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
     poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
 };
+pub use outcome::{Bypass, Connected, NotDiverted, Outcome};
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
 pub use server_first::{
     note_input_waits_in_fd_sets, note_input_waits_in_pollfds, reads_before_writing, timespec_ms,
@@ -38,8 +42,8 @@ use crate::http::RequestStream;
 use crate::runtime::Route;
 use crate::sync::{Gate, SpinLock};
 use responses::Responses;
+pub use state::{Phase, State};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub struct Conn {
     /// Where the program asked to connect.
@@ -49,40 +53,25 @@ pub struct Conn {
     /// What the traffic filter said at connect (before the failsafe had its say): a
     /// request head that changes this verdict moves the socket.
     filter_diverts: bool,
-    peer: SpinLock<Route>,
-    /// Nothing more to do on this connection but pass bytes (not HTTP, a tunnel).
-    passthrough: AtomicBool,
-    /// The program has written to this connection.
-    wrote: AtomicBool,
     /// The socket's identity (device and inode, from fstat) when it was connected: an fd
     /// number closed behind our back and reused is told apart by it. `None` for our own
     /// placeholders.
     identity: Option<Identity>,
-    /// `still_a_socket` confirmed the fd before the program's first read.
-    verified: AtomicBool,
-    /// The program handed the socket to stdio (`fdopen`) while a request was unanswered:
-    /// it goes to its origin at the next request it writes through us.
-    stdio: AtomicBool,
-    /// Odd while the socket is being moved to another peer; changes with each move, so a
-    /// reader can tell that an error it got belongs to the old peer.
-    move_epoch: AtomicU32,
+    /// Where the socket is and who may touch it (`state`): the one place that says so.
+    state: SpinLock<State>,
     /// Lock rules (see also `sync`): `writer` serialises what is sent on the socket (the
     /// program's writes, a resend) and the moves decided in the program's own thread; it
     /// may be held across a move (a bounded connect) but never across a wait on the
-    /// program's behalf (a retry's delay, the proxy's answer): those are `recovery`'s.
-    /// `responses` and `peer` guard data only, never a system call that can block; when
-    /// both are needed, `writer` is taken first, then `responses`.
+    /// program's behalf (a retry's delay, the proxy's answer): a recovery owns the socket
+    /// through its phase instead. `responses` and `state` guard data only, never a
+    /// system call that can block. Order: `writer`, then `responses`, then `state`
+    /// (innermost: taken alone or last, and only for a copy or a change).
     writer: SpinLock<Writer>,
     /// The proxy's answers and the copies of the requests they answer.
     responses: SpinLock<Responses>,
-    /// Raised while a recovery owns the socket: the program's reads and writes answer
-    /// EAGAIN meanwhile (non-blocking) or wait in the kernel until it is lowered.
+    /// Raised exactly while the phase is `Recovering`: the program's reads and writes
+    /// wait here in the kernel (or answer EAGAIN, non-blocking) until it is lowered.
     recovery: Gate,
-    /// A virtual TLS session (`crate::tls`) runs on this socket: its plaintext is https.
-    https: AtomicBool,
-    /// After a fallback the TLS layer runs a real session on this socket: the program's
-    /// plaintext path must neither read nor write it.
-    tls_owned: AtomicBool,
 }
 
 struct Writer {
@@ -103,21 +92,14 @@ impl Conn {
             original,
             name,
             filter_diverts,
-            peer: SpinLock::new(Route::Origin),
-            passthrough: AtomicBool::new(false),
-            wrote: AtomicBool::new(false),
             identity: None,
-            verified: AtomicBool::new(false),
-            stdio: AtomicBool::new(false),
-            move_epoch: AtomicU32::new(0),
+            state: SpinLock::new(State::new()),
             writer: SpinLock::new(Writer {
                 requests: RequestStream::new(),
                 head_out: Vec::new(),
             }),
             responses: SpinLock::new(Responses::new(replay_cap)),
             recovery: Gate::new(),
-            https: AtomicBool::new(false),
-            tls_owned: AtomicBool::new(false),
         }
     }
 
@@ -130,8 +112,66 @@ impl Conn {
     /// A placeholder that marks one of our own fds (`tls::probe`): passed through.
     pub fn for_probe() -> Conn {
         let conn = Conn::new(SocketAddr::from(([0, 0, 0, 0], 0)), None, false, 0);
-        conn.passthrough.store(true, Ordering::Release);
+        conn.enter(Phase::Passthrough(Route::Origin));
         conn
+    }
+
+    /// A copy of the connection's state.
+    pub fn state(&self) -> State {
+        *self.state.lock()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state.lock().phase
+    }
+
+    /// Changes the phase to `to` (a change the table in `state` allows; a bug otherwise).
+    fn enter(&self, to: Phase) {
+        self.change(|_| to);
+    }
+
+    /// Changes the phase to what `next` makes of the current one. The recovery gate
+    /// follows: raised on entering `Recovering`, lowered (waking the program's waiting
+    /// threads) on leaving it.
+    fn change(&self, next: impl FnOnce(Phase) -> Phase) {
+        let mut state = self.state.lock();
+        let from = state.phase;
+        let to = next(from);
+        if !from.may_become(to) {
+            // A bug of ours: the table in `state` says which changes exist.
+            log::warn!("internal: phase change {from:?} -> {to:?} is not in the table");
+            debug_assert!(false, "{from:?} -> {to:?}");
+        }
+        state.phase = to;
+        match (
+            matches!(from, Phase::Recovering(_)),
+            matches!(to, Phase::Recovering(_)),
+        ) {
+            (false, true) => self.recovery.raise(),
+            (true, false) => self.recovery.lower(),
+            _ => {}
+        }
+    }
+
+    /// Records what a move that ended at `route` means for the phase.
+    fn moved(&self, route: Route) {
+        self.change(|phase| phase.after_move(route));
+    }
+
+    /// What a decision about a failure needs to know beyond the state (`decide::Facts`).
+    fn facts(&self, fd: i32) -> decide::Facts {
+        decide::Facts {
+            replayable: self.responses.lock().inflight.replayable(),
+            tls_movable: self.is_https() && tls_handoff::can_take_over(fd),
+        }
+    }
+
+    /// The program has written to this connection.
+    fn note_written(&self) {
+        let mut state = self.state.lock();
+        if !state.wrote {
+            state.wrote = true;
+        }
     }
 
     /// The program's TLS session on this socket became virtual: what it writes is the
@@ -139,15 +179,11 @@ impl Conn {
     /// (`tls_handoff`), registered before the connection counts as https.
     pub fn mark_https(&self, tls: &'static TlsHandoff) {
         tls.register();
-        self.https.store(true, Ordering::Release);
+        self.state.lock().https = true;
     }
 
     pub fn is_https(&self) -> bool {
-        self.https.load(Ordering::Acquire)
-    }
-
-    fn is_tls_owned(&self) -> bool {
-        self.tls_owned.load(Ordering::Acquire)
+        self.state.lock().https
     }
 
     fn scheme(&self) -> lunar_headers::Scheme {
@@ -158,33 +194,22 @@ impl Conn {
         }
     }
 
-    /// Whether a TLS session on this socket may become virtual: the socket goes to the
-    /// proxy and nothing was written yet.
+    /// Whether a TLS session on this socket may become virtual: the socket is at the proxy
+    /// with its requests followed, and nothing was written yet.
     pub fn can_carry_virtual_tls(&self) -> bool {
-        self.is_diverted()
-            && !self.wrote.load(Ordering::Acquire)
-            && !self.is_passthrough()
-            && !self.is_https()
+        let state = self.state();
+        matches!(state.phase, Phase::Proxied(_)) && !state.wrote && !state.https
     }
 
+    /// Where the socket is (or is going).
     pub fn peer(&self) -> Route {
-        *self.peer.lock()
-    }
-
-    fn set_peer(&self, peer: Route) {
-        *self.peer.lock() = peer;
-        // Only the proxy's answers are checked; the copies stay until a replay took them.
-        self.responses.lock().checking = matches!(peer, Route::Proxy(_));
+        self.phase().route()
     }
 
     /// True when the program's view of the peer differs from the socket's: what
     /// `getpeername` must hide.
     pub fn is_diverted(&self) -> bool {
-        matches!(self.peer(), Route::Proxy(_))
-    }
-
-    fn is_passthrough(&self) -> bool {
-        self.passthrough.load(Ordering::Acquire)
+        self.phase().diverted()
     }
 
     /// Whether `fd` is still the socket this connection was made on (one fstat). A
@@ -211,12 +236,12 @@ impl Conn {
     /// `still_ours`, checked once before the program's first read (the write path checks
     /// at each request head).
     fn still_a_socket(&self, fd: i32) -> bool {
-        if self.verified.load(Ordering::Acquire) {
+        if self.state.lock().identity_checked {
             return true;
         }
         let ok = self.still_ours(fd);
         if ok {
-            self.verified.store(true, Ordering::Release);
+            self.state.lock().identity_checked = true;
         }
         ok
     }
@@ -246,10 +271,16 @@ impl Conn {
     }
 
     pub fn after_fork_in_child(&self) {
-        self.peer.force_unlock();
+        self.state.force_unlock();
         self.writer.force_unlock();
         self.responses.force_unlock();
-        // A recovery thread of the parent does not exist here.
+        // A recovery thread of the parent does not exist here: what it would have resent
+        // is lost, and the child's reads get the kernel's answers.
+        let mut state = self.state.lock();
+        if let Phase::Recovering(route) = state.phase {
+            state.phase = Phase::Passthrough(route);
+        }
+        drop(state);
         self.recovery.lower();
     }
 }
@@ -266,11 +297,11 @@ pub fn receive(
     handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
-    let check = if conn.is_tls_owned() {
+    let check = match conn.phase() {
         // Reads through us on a socket a real TLS session owns are rare: check each.
-        conn.still_ours(fd)
-    } else {
-        conn.is_passthrough() || conn.still_a_socket(fd)
+        Phase::TlsOwned => conn.still_ours(fd),
+        Phase::Passthrough(_) => true,
+        _ => conn.still_a_socket(fd),
     };
     if !check {
         return real();

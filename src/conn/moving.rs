@@ -2,12 +2,11 @@
 //! its epoll registrations, flags and options stay as the program set them (a `dup2` of a
 //! fresh socket would silently leave the program's epoll sets).
 
-use super::Conn;
+use super::{Conn, Phase};
 use crate::runtime::{Route, Runtime};
 use crate::sys::socket::{connect_bounded, connect_finish, connect_start, disconnect};
 use libc::c_int;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// An origin that takes longer than this to accept is treated as down; the program gets
@@ -24,7 +23,7 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
-        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        self.count_move();
         disconnect(fd);
         let result = match to {
             Route::Proxy(proxy) => {
@@ -39,11 +38,24 @@ impl Conn {
             }
             Route::Origin => self.connect_origin(fd),
         };
-        if let Ok(route) = result {
-            self.set_peer(route);
-        }
-        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        self.after_move(&result);
+        self.count_move();
         result
+    }
+
+    /// The phase after a move: where it ended; a socket a failed move left unconnected is
+    /// the kernel's from then on (the program's calls get its errors, as a failed connect
+    /// to its origin would have given).
+    fn after_move(&self, result: &Result<Route, c_int>) {
+        match result {
+            Ok(route) => self.moved(*route),
+            Err(_) => self.enter(Phase::Passthrough(Route::Origin)),
+        }
+    }
+
+    fn count_move(&self) {
+        let mut state = self.state.lock();
+        state.moves = state.moves.wrapping_add(1);
     }
 
     fn connect_origin(&self, fd: c_int) -> Result<Route, c_int> {
@@ -58,11 +70,11 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
-        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        self.count_move();
         disconnect(fd);
         let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);
         let started = connect_start(fd, to, deadline).map(|_| ());
-        self.move_epoch.fetch_add(1, Ordering::AcqRel);
+        self.count_move();
         started
     }
 
@@ -89,18 +101,16 @@ impl Conn {
             }
             (Err(errno), Route::Origin) => Err(errno),
         };
-        if let Ok(route) = result {
-            self.set_peer(route);
-        }
+        self.after_move(&result);
         result
     }
 
     /// Whether a read that began at `epoch` may have seen the old peer go away.
     pub(super) fn moved_since(&self, epoch: u32) -> bool {
-        epoch % 2 == 1 || self.move_epoch.load(Ordering::Acquire) != epoch
+        epoch % 2 == 1 || self.epoch() != epoch
     }
 
     pub(super) fn epoch(&self) -> u32 {
-        self.move_epoch.load(Ordering::Acquire)
+        self.state.lock().moves
     }
 }

@@ -2,14 +2,14 @@
 //! whose server speaks first (`server_first`), and errors left over from a peer we moved
 //! away from.
 
-use super::recovery::{self, Recovery, Started};
+use super::decide::Event;
+use super::recovery::{self, Failure, Started};
 use super::responses::{check_next, Next};
 use super::server_first::reads_before_writing;
 use super::waiting::{wait_for_recovery, Direction};
-use super::{AppBuffer, Conn};
+use super::{AppBuffer, Conn, Phase};
 use crate::sys;
 use libc::c_int;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
@@ -23,28 +23,30 @@ pub fn receive(
     handshake_holds: bool,
     mut real: impl FnMut() -> isize,
 ) -> isize {
-    if handshake_holds || conn.is_tls_owned() {
+    let state = conn.state();
+    if handshake_holds || state.phase == Phase::TlsOwned {
         sys::set_errno(libc::EAGAIN);
         return -1;
     }
-    if conn.is_passthrough() {
+    if matches!(state.phase, Phase::Passthrough(_)) {
         return real();
     }
     // Asked of the kernel once per call, and only when needed.
     let mode = std::cell::OnceCell::new();
     let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
-    if !conn.wrote.load(Ordering::Acquire) && !nonblocking() {
+    if !state.wrote && !nonblocking() {
         reads_before_writing(conn, fd);
     }
     let peek = flags & libc::MSG_PEEK != 0;
     loop {
-        if conn.is_tls_owned() {
+        let phase = conn.phase();
+        if phase == Phase::TlsOwned {
             // A recovery just gave the socket to a real TLS session: the program's TLS
             // call reads from that session now.
             sys::set_errno(libc::EAGAIN);
             return -1;
         }
-        if conn.recovery.is_raised() {
+        if matches!(phase, Phase::Recovering(_)) {
             let waited = if nonblocking() {
                 Err(libc::EAGAIN)
             } else {
@@ -61,18 +63,17 @@ pub fn receive(
         if let Some(count) = conn.serve_held(buffer, peek) {
             return count;
         }
-        let recovery = match check_next(conn, fd, &|| !nonblocking()) {
+        let failure = match check_next(conn, fd, &|| !nonblocking()) {
             Next::Deliver => None,
             Next::Held => continue,
             Next::Wait(errno) => {
                 sys::set_errno(errno);
                 return -1;
             }
-            Next::Replay(why) => Some(Recovery::Replay(why)),
-            Next::Retry { after, sequence_id } => Some(Recovery::Retry { after, sequence_id }),
+            Next::Failure(failure) => Some(failure),
         };
-        if let Some(recovery) = recovery {
-            match recovery::start(conn, fd, recovery, nonblocking()) {
+        if let Some(failure) = failure {
+            match recovery::start(conn, fd, failure, nonblocking()) {
                 // The answer to the resent request gets the same scrutiny.
                 Started::Done => continue,
                 Started::NotPossible => {}
@@ -85,7 +86,7 @@ pub fn receive(
                 // A failed TLS fallback ends the plaintext stream; the program's TLS call
                 // then reports its library's own error (a certificate it rejects), not a
                 // socket error of ours.
-                Started::Failed(_) if conn.is_tls_owned() => return 0,
+                Started::Failed(_) if conn.phase() == Phase::TlsOwned => return 0,
                 Started::Failed(errno) => {
                     sys::set_errno(errno);
                     return -1;
@@ -134,8 +135,8 @@ pub fn receive(
 /// leave it with the proxy's failure.
 pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     // https recovers in the thread that uses the session, inside its read.
-    if conn.is_passthrough() || !conn.is_diverted() || conn.recovery.is_raised() || conn.is_https()
-    {
+    let state = conn.state();
+    if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
         return false;
     }
     // An answer still unread is the program's: it reads that first and then meets the
@@ -152,7 +153,8 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
 /// not be left to a background thread); true when the program's shutdown should be made
 /// again, on the new connection.
 pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
-    if conn.is_passthrough() || !conn.is_diverted() || conn.is_https() {
+    let state = conn.state();
+    if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
         return false;
     }
     proxy_lost_under_read(conn, fd, false)
@@ -177,40 +179,28 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
         return false;
     }
     // A writer thread of the program (Java writes and reads on two threads) may be
-    // meeting the same failure right now and moving the socket: let it finish first.
-    // Twice: a connect-level recovery can find that the program wrote meanwhile.
-    for _ in 0..2 {
-        let (diverted, wrote, unanswered, at_boundary) = {
-            let _writer = conn.writer.lock();
-            let responses = conn.responses.lock();
-            (
-                conn.is_diverted(),
-                conn.wrote.load(Ordering::Acquire),
-                responses.tracker.pending_requests() > 0,
-                responses.tracker.at_message_boundary(),
-            )
-        };
-        if !diverted {
-            return true;
-        }
-        if unanswered && at_boundary {
-            let why = "proxy closed the connection before answering".to_string();
-            return match recovery::start(conn, fd, Recovery::Replay(why), nonblocking) {
-                Started::Done | Started::InBackground => true,
-                Started::NotPossible | Started::Failed(_) => false,
-            };
-        }
-        if wrote {
-            // An idle keep-alive connection the proxy closed, or an answer cut short.
-            return false;
-        }
-        // Dropped before the program wrote anything (an event loop reads as soon as it
-        // is connected): a connect-level failure.
-        if super::connect_error_seen(conn, fd, libc::ECONNRESET) == 0 {
-            return true;
-        }
+    // meeting the same failure right now and moving the socket: `start` takes the writer
+    // lock first, and finds nothing left to do if it did.
+    let (unanswered, at_boundary) = {
+        let responses = conn.responses.lock();
+        (
+            responses.tracker.pending_requests() > 0,
+            responses.tracker.at_message_boundary(),
+        )
+    };
+    let event = Event::PeerLost {
+        unanswered,
+        at_boundary,
+    };
+    let why = if unanswered {
+        "proxy closed the connection before answering"
+    } else {
+        "proxy connection lost before the request: connection reset"
+    };
+    match recovery::start(conn, fd, Failure::new(event, why), nonblocking) {
+        Started::Done | Started::InBackground => true,
+        Started::NotPossible | Started::Failed(_) => false,
     }
-    false
 }
 
 pub(super) fn is_nonblocking(fd: c_int, flags: c_int) -> bool {

@@ -10,11 +10,30 @@
 //! of its own, while the program's reads answer EAGAIN; the answer then arrives on the
 //! program's own fd and wakes it as any response would.
 
-use super::Conn;
+use super::decide::{decide, Action, Event};
+use super::{Conn, Phase};
 use crate::runtime::{self, Route, Runtime};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A failure of the proxy (or a retry it asked for) seen by the read path: `event` is
+/// what was seen, for `decide`; `why` names it in log lines; `sequence_id` is the
+/// proxy's, for a retry.
+pub(super) struct Failure {
+    pub event: Event,
+    pub why: String,
+    pub sequence_id: String,
+}
+
+impl Failure {
+    pub(super) fn new(event: Event, why: &str) -> Failure {
+        Failure {
+            event,
+            why: why.to_string(),
+            sequence_id: String::new(),
+        }
+    }
+}
 
 pub(super) enum Recovery {
     Replay(String),
@@ -25,7 +44,7 @@ pub(super) enum Recovery {
 }
 
 pub(super) enum Started {
-    /// Done in this thread: read on.
+    /// Done in this thread (or nothing was left to do): read on.
     Done,
     /// A helper thread owns the connection until it has resent.
     InBackground,
@@ -35,7 +54,9 @@ pub(super) enum Started {
     Failed(i32),
 }
 
-pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: bool) -> Started {
+/// Deals with `failure` as `decide` says, in the program's thread (`nonblocking`: its
+/// call must not wait), or starts a helper thread for it.
+pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bool) -> Started {
     let Some(runtime) = runtime::get() else {
         return Started::NotPossible;
     };
@@ -43,40 +64,27 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
     // a writer thread that met the same failure (Java writes and reads on two threads)
     // may have recovered already: then there is nothing left to do but read on.
     let _writer = conn.writer.lock();
-    if !conn.is_diverted() {
+    // A recovery under way: the caller waits for it (`waiting`).
+    let phase = conn.phase();
+    if matches!(phase, Phase::Recovering(_)) || phase.proxy().is_none() {
         return Started::Done;
     }
-    if !conn.responses.lock().inflight.replayable() {
-        let what = match &recovery {
-            Recovery::Replay(why) => format!("Lunar Proxy failed ({why})"),
-            Recovery::Retry { .. } => "Lunar Proxy asked for a retry".to_string(),
-        };
-        log::warn!(
-            "{what} but the request to {} is larger than LUNAR_REPLAY_MAX_BYTES ({} bytes) and cannot be sent again; the program sees the proxy's answer",
-            conn.label(),
-            runtime.config.replay_max_bytes
-        );
-        if let Recovery::Replay(why) = &recovery {
-            runtime.proxy_failed(why);
+    let recovery = match decide(&conn.state(), conn.facts(fd), failure.event) {
+        Action::Replay => Recovery::Replay(failure.why),
+        Action::Retry { after } => Recovery::Retry {
+            after,
+            sequence_id: failure.sequence_id,
+        },
+        Action::ConnectFailed => {
+            runtime.proxy_failed(&failure.why);
+            return finished(leave_for_origin(conn, fd, runtime, "proxy connection lost"));
         }
-        conn.responses.lock().stop_checking();
-        return Started::NotPossible;
-    }
-    if conn.is_https()
-        && matches!(recovery, Recovery::Replay(_))
-        && !super::tls_handoff::can_take_over(fd)
-    {
-        // A replay needs a real session the TLS layer can build from the program's own.
-        if let Recovery::Replay(why) = &recovery {
-            runtime.proxy_failed(why);
-            log::warn!(
-                "Lunar Proxy failed ({why}) on https to {}, and this TLS library's session cannot be moved to the origin; the program sees the proxy's answer",
-                conn.label()
-            );
+        Action::Unhideable { counted } => {
+            unhideable(conn, runtime, &failure.why, counted);
+            return Started::NotPossible;
         }
-        conn.responses.lock().stop_checking();
-        return Started::NotPossible;
-    }
+        _ => return Started::NotPossible,
+    };
     // A virtual TLS session belongs to the thread using it, and a blocking program waits
     // inside its read anyway: the move happens right here. Only a retry's delay is left
     // to a helper thread, so that the program's own timeouts and signals still end its
@@ -85,15 +93,14 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
     match recovery {
         Recovery::Replay(why) if here => {
             runtime.proxy_failed(&why);
-            match replay_to_origin(conn, fd, runtime) {
-                Ok(()) => Started::Done,
-                Err(errno) => Started::Failed(errno),
-            }
+            conn.enter(Phase::Recovering(Route::Origin));
+            finished(replay_to_origin(conn, fd, runtime))
         }
         Recovery::Retry { after, sequence_id } if here => {
             let Route::Proxy(proxy) = conn.peer() else {
                 return finished(replay_to_origin(conn, fd, runtime));
             };
+            conn.enter(Phase::Recovering(Route::Proxy(proxy)));
             // Reconnect first: a socket left unconnected during the delay would show the
             // program's poller a hang-up over and over.
             match conn.move_to(fd, Route::Proxy(proxy), runtime) {
@@ -123,11 +130,59 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, recovery: Recovery, nonblocking: 
                     conn.label()
                 );
             }
+            conn.enter(Phase::Recovering(route));
             if let Err(errno) = conn.begin_move(fd, target) {
+                conn.enter(Phase::Passthrough(Route::Origin));
                 return Started::Failed(errno);
             }
             in_background(conn, fd, runtime, Some(route), recovery)
         }
+    }
+}
+
+/// A failure (`counted`) or retry that cannot be hidden: said, and the proxy's answers
+/// are delivered as they are from now on.
+fn unhideable(conn: &Conn, runtime: &Runtime, why: &str, counted: bool) {
+    let reason = if conn.is_https() && conn.responses.lock().inflight.replayable() {
+        "this TLS library's session cannot be moved to the origin".to_string()
+    } else {
+        format!(
+            "the request is larger than LUNAR_REPLAY_MAX_BYTES ({} bytes) and cannot be sent again",
+            runtime.config.replay_max_bytes
+        )
+    };
+    let what = if counted {
+        runtime.proxy_failed(why);
+        format!("Lunar Proxy failed ({why})")
+    } else {
+        "Lunar Proxy asked for a retry".to_string()
+    };
+    log::warn!(
+        "{what} on the request to {}, but {reason}; the program sees the proxy's answer",
+        conn.label()
+    );
+    conn.responses.lock().stop_checking();
+    conn.change(|phase| match phase {
+        Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
+        Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
+        other => other,
+    });
+}
+
+/// Moves the socket to the origin for a failure before any request (for https the TLS
+/// layer's real session takes it there).
+pub(super) fn leave_for_origin(
+    conn: &Conn,
+    fd: i32,
+    runtime: &Runtime,
+    why: &str,
+) -> Result<(), i32> {
+    log::debug!("{} -> direct ({why})", conn.label());
+    conn.move_to(fd, Route::Origin, runtime)?;
+    if conn.is_https() {
+        hand_to_tls(conn, fd, &[])
+    } else {
+        Ok(())
     }
 }
 
@@ -148,45 +203,57 @@ fn in_background(
     finish_move: Option<Route>,
     recovery: Recovery,
 ) -> Started {
-    conn.recovery.raise();
     let job_conn = conn.clone();
+    let job = move || {
+        let _inside = crate::guard::Reentry::enter();
+        let conn = &job_conn;
+        let ended = match finish_move {
+            Some(route) => conn.finish_move(fd, route, runtime),
+            None => Ok(conn.peer()),
+        };
+        let outcome = ended.and_then(|ended| match (recovery, ended) {
+            (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
+                // A wait of this helper thread, not of the program's.
+                std::thread::sleep(after);
+                let _writer = conn.writer.lock();
+                resend_retry(conn, fd, &sequence_id)
+            }
+            _ => {
+                let _writer = conn.writer.lock();
+                resend_direct(conn, fd)
+            }
+        });
+        if let Err(errno) = outcome {
+            log::warn!(
+                "could not resend to {}: {}",
+                conn.label(),
+                std::io::Error::from_raw_os_error(errno)
+            );
+            // The program's calls get the kernel's answers from here on.
+            conn.change(|phase| match phase {
+                Phase::Recovering(route) => Phase::Passthrough(route),
+                other => other,
+            });
+        }
+    };
+    // The job is kept by the builder until the thread runs it; a thread that cannot be
+    // made runs it here instead (the program waits, but its requests are not lost).
+    let job = std::sync::Arc::new(crate::sync::SpinLock::new(Some(job)));
+    let for_thread = job.clone();
     let spawned = std::thread::Builder::new()
         .name("lunar-recovery".into())
         .spawn(move || {
-            let _inside = crate::guard::Reentry::enter();
-            let conn = &job_conn;
-            let ended = match finish_move {
-                Some(route) => conn.finish_move(fd, route, runtime),
-                None => Ok(conn.peer()),
-            };
-            let outcome = ended.and_then(|ended| match (recovery, ended) {
-                (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
-                    // A wait of this helper thread, not of the program's.
-                    std::thread::sleep(after);
-                    let _writer = conn.writer.lock();
-                    resend_retry(conn, fd, &sequence_id)
-                }
-                _ => {
-                    let _writer = conn.writer.lock();
-                    resend_direct(conn, fd)
-                }
-            });
-            if let Err(errno) = outcome {
-                log::warn!(
-                    "could not resend to {}: {}",
-                    conn.label(),
-                    std::io::Error::from_raw_os_error(errno)
-                );
+            if let Some(job) = for_thread.lock().take() {
+                job();
             }
-            conn.recovery.lower();
         });
-    match spawned {
-        Ok(_) => Started::InBackground,
-        Err(_) => {
-            conn.recovery.lower();
-            Started::NotPossible
+    if spawned.is_err() {
+        if let Some(job) = job.lock().take() {
+            job();
         }
+        return Started::Done;
     }
+    Started::InBackground
 }
 
 /// A send to the proxy failed with `errno` while the program was writing its request
@@ -197,10 +264,8 @@ fn in_background(
 /// caller must then stop: the rest of the program's write goes there too, through the
 /// program's TLS call.
 pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
-    if !matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || !conn.is_diverted() {
-        return false;
-    }
-    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
+    let action = decide(&conn.state(), conn.facts(fd), Event::SendFailed { errno });
+    if !matches!(action, Action::Replay | Action::Unhideable { .. }) {
         return false;
     }
     let Some(runtime) = runtime::get() else {
@@ -208,7 +273,7 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
     };
     let reason = std::io::Error::from_raw_os_error(errno);
     runtime.proxy_failed(&format!("proxy connection lost while sending: {reason}"));
-    if !conn.responses.lock().inflight.replayable() {
+    if action != Action::Replay {
         log::warn!(
             "the request to {} is larger than LUNAR_REPLAY_MAX_BYTES and cannot be sent again; the program sees the error",
             conn.label()
@@ -219,7 +284,21 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         "{} -> direct (replaying after a proxy failure)",
         conn.label()
     );
-    conn.move_to(fd, Route::Origin, runtime).is_ok() && resend_to_origin(conn, fd).is_ok()
+    conn.enter(Phase::Recovering(Route::Origin));
+    let replayed = replay_moves(conn, fd, runtime).is_ok();
+    if !replayed {
+        conn.change(|phase| match phase {
+            Phase::Recovering(route) => Phase::Passthrough(route),
+            other => other,
+        });
+    }
+    replayed
+}
+
+/// The move and resend of a replay (the phase is `Recovering`).
+fn replay_moves(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> {
+    conn.move_to(fd, Route::Origin, runtime)?;
+    resend_to_origin(conn, fd)
 }
 
 fn resend_retry(conn: &Conn, fd: i32, sequence_id: &str) -> Result<(), i32> {
@@ -241,8 +320,14 @@ fn replay_to_origin(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> 
         "{} -> direct (replaying after a proxy failure)",
         conn.label()
     );
-    conn.move_to(fd, Route::Origin, runtime)?;
-    resend_to_origin(conn, fd)
+    let replayed = replay_moves(conn, fd, runtime);
+    if replayed.is_err() {
+        conn.change(|phase| match phase {
+            Phase::Recovering(route) => Phase::Passthrough(route),
+            other => other,
+        });
+    }
+    replayed
 }
 
 /// After a move to the original destination: the kept requests go there as the program
@@ -258,9 +343,7 @@ fn resend_to_origin(conn: &Conn, fd: i32) -> Result<(), i32> {
 
 /// The TLS layer takes the socket for a real session and sends `replay` in it.
 pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32> {
-    conn.tls_owned.store(true, Ordering::Release);
-    conn.passthrough.store(true, Ordering::Release);
-    ready_for_the_answer(conn);
+    conn.enter(Phase::TlsOwned);
     super::tls_handoff::take_over(fd, replay)
 }
 
@@ -270,10 +353,14 @@ fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
     send_all(fd, &bytes)
 }
 
-/// The answer can arrive as soon as the request leaves, and an edge-triggered poller
-/// reports it once: from here on the program's reads must reach the socket.
+/// The answer can arrive as soon as the requests leave, and an edge-triggered poller
+/// reports it once: from here on the program's reads must reach the socket. The
+/// recovery's phase ends where the socket now is.
 fn ready_for_the_answer(conn: &Conn) {
-    conn.recovery.lower();
+    conn.change(|phase| match phase {
+        recovering @ Phase::Recovering(_) => recovering.after_recovery(),
+        other => other,
+    });
 }
 
 fn send_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {

@@ -9,21 +9,20 @@
 //! busy loop); taken, the wait for the rest is the kernel's (see `wait_for_answer`).
 
 use super::app_buffer::AppBuffer;
+use super::decide::{Answer, Event};
 use super::inflight::InFlight;
+use super::recovery::Failure;
 use super::retry_limits::retry_allowed;
-use super::Conn;
+use super::{Conn, Phase};
 use crate::http::{ResponseStream, Step, MAX_HEAD};
 use crate::proxy;
+use crate::runtime::Route;
 use crate::sys;
-use std::time::Duration;
 
 /// What the connection knows of the responses it expects from the proxy.
 pub(super) struct Responses {
     pub tracker: ResponseStream,
     pub inflight: InFlight,
-    /// Responses are being checked: the connection goes through the proxy and its
-    /// stream is HTTP we can follow.
-    pub checking: bool,
     /// A head we rewrote, waiting for the program's next read.
     pub held: Vec<u8>,
     /// Bytes of a head the tracker read from a peek: the program's reads of them are
@@ -40,7 +39,6 @@ impl Responses {
         Responses {
             tracker: ResponseStream::new(),
             inflight: InFlight::new(replay_cap),
-            checking: false,
             held: Vec::new(),
             already_tracked: 0,
             partial_head: Vec::new(),
@@ -68,9 +66,9 @@ impl Responses {
         bytes
     }
 
-    /// Nothing to check any more (the connection left the proxy).
+    /// Nothing to check any more (the connection left the proxy, or its answers cannot be
+    /// followed: the caller changes the phase).
     pub fn stop_checking(&mut self) {
-        self.checking = false;
         self.inflight.clear();
         self.tracker = ResponseStream::new();
         self.already_tracked = 0;
@@ -90,13 +88,8 @@ pub(super) enum Next {
     Wait(i32),
     /// Bytes of the head are in `held`, for the program's next reads.
     Held,
-    /// The proxy failed this request: hide it.
-    Replay(String),
-    /// The proxy asks for the request again after a delay.
-    Retry {
-        after: Duration,
-        sequence_id: String,
-    },
+    /// The proxy failed this request, or asks for it again: `recovery::start` decides.
+    Failure(Failure),
 }
 
 /// Looks at the next answer of the proxy before the program reads it. `blocking`: the
@@ -105,7 +98,7 @@ pub(super) enum Next {
 pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> Next {
     {
         let responses = conn.responses.lock();
-        if !responses.checking
+        if !conn.phase().checks_answers()
             || responses.tracker.pending_requests() == 0
             || !responses.tracker.at_message_boundary()
         {
@@ -130,7 +123,11 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
         // SAFETY: peeks into our own buffer of that length.
         let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), peek_flags) };
         if got == 0 {
-            return replay(conn, "proxy closed the connection before a complete answer");
+            return failed(
+                conn,
+                Answer::Closed,
+                "proxy closed the connection before a complete answer",
+            );
         }
         if got < 0 {
             return match sys::errno() {
@@ -139,16 +136,18 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
                     continue;
                 }
                 errno @ (libc::EAGAIN | libc::EINTR) => Next::Wait(errno),
-                libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => {
-                    replay(conn, "proxy reset the connection before a complete answer")
-                }
+                libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => failed(
+                    conn,
+                    Answer::Reset,
+                    "proxy reset the connection before a complete answer",
+                ),
                 // The program's own read meets this error.
                 _ => {
                     let mut responses = conn.responses.lock();
                     if responses.partial_head.is_empty() {
                         Next::Deliver
                     } else {
-                        deliver_as_is(&mut responses)
+                        deliver_as_is(conn, &mut responses)
                     }
                 }
             };
@@ -168,7 +167,7 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
             }
             Step::Buffered(_) => {
                 if !take_partial(fd, &mut responses.partial_head, got as usize) {
-                    return deliver_as_is(&mut responses);
+                    return deliver_as_is(conn, &mut responses);
                 }
                 if !blocking() {
                     return Next::Wait(libc::EAGAIN);
@@ -176,22 +175,24 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
                 peek_flags = WAIT;
             }
             Step::HeadComplete(rest_of_head) => {
-                return judge_head(fd, &mut responses, probe, taken_before + rest_of_head)
+                return judge_head(conn, fd, &mut responses, probe, taken_before + rest_of_head)
             }
-            Step::NotHttp(_) | Step::Pass(_) => return deliver_as_is(&mut responses),
+            Step::NotHttp(_) | Step::Pass(_) => return deliver_as_is(conn, &mut responses),
         }
     }
 }
 
 /// The proxy failed: what it sent of a head is dropped with its connection.
-fn replay(conn: &Conn, why: &str) -> Next {
+fn failed(conn: &Conn, answer: Answer, why: &str) -> Next {
     conn.responses.lock().partial_head.clear();
-    Next::Replay(why.to_string())
+    Next::Failure(Failure::new(Event::Answer(answer), why))
 }
 
-/// Stops checking this connection's answers; what was taken goes to the program.
-fn deliver_as_is(responses: &mut Responses) -> Next {
+/// Stops checking this connection's answers (`Action::DeliverBlind`); what was taken
+/// goes to the program.
+fn deliver_as_is(conn: &Conn, responses: &mut Responses) -> Next {
     responses.stop_checking();
+    conn.go_blind();
     if responses.held.is_empty() {
         Next::Deliver
     } else {
@@ -219,6 +220,7 @@ fn take_partial(fd: i32, partial: &mut Vec<u8>, count: usize) -> bool {
 /// `probe` is the tracker having read the head (`head_len` bytes: those taken into
 /// `partial_head`, then the peeked rest that the program has not read yet).
 fn judge_head(
+    conn: &Conn,
     fd: i32,
     responses: &mut Responses,
     mut probe: ResponseStream,
@@ -230,18 +232,21 @@ fn judge_head(
         responses.partial_head.clear();
     }
     if let Some(code) = head.lunar_error {
-        return Next::Replay(format!(
+        let why = format!(
             "x-lunar-error: {code} ({})",
             proxy::lunar_error::meaning(code)
-        ));
+        );
+        return Next::Failure(Failure::new(Event::Answer(Answer::LunarError), &why));
     }
     if let Some(retry) = head.retry {
         if let Some(after) = retry_allowed(retry.after_secs, responses.retries) {
             responses.retries += 1;
-            return Next::Retry {
-                after,
-                sequence_id: retry.sequence_id.to_string(),
-            };
+            let mut failure = Failure::new(
+                Event::Answer(Answer::RetryAsked { after: Some(after) }),
+                "the proxy asked for a retry",
+            );
+            failure.sequence_id = retry.sequence_id.to_string();
+            return Next::Failure(failure);
         }
     }
     responses.retries = 0;
@@ -260,7 +265,7 @@ fn judge_head(
         let got = unsafe { sys::recv(fd, discard.as_mut_ptr().cast(), rest, libc::MSG_DONTWAIT) };
         if got != rest as isize {
             responses.held = taken;
-            return deliver_as_is(responses);
+            return deliver_as_is(conn, responses);
         }
         probe.emit_head(&mut responses.held);
         Next::Held
@@ -284,12 +289,23 @@ fn judge_head(
 }
 
 impl Conn {
+    /// The proxy's answers cannot be followed any more: delivered as they come.
+    fn go_blind(&self) {
+        self.change(|phase| match phase {
+            Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
+            // Where the next request boundary cannot be told, the socket cannot leave at
+            // it: bytes only, where it is.
+            Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
+            other => other,
+        });
+    }
+
     /// Feeds bytes the program received to the response tracker.
     pub(super) fn track(&self, responses: &mut Responses, mut bytes: &[u8]) {
         let seen = responses.already_tracked.min(bytes.len());
         responses.already_tracked -= seen;
         bytes = &bytes[seen..];
-        while !bytes.is_empty() && responses.checking {
+        while !bytes.is_empty() {
             let answered_before = responses.tracker.responses_completed();
             let taken = match responses.tracker.feed(bytes) {
                 Step::Pass(n) | Step::Buffered(n) => n,
@@ -299,6 +315,7 @@ impl Conn {
                 }
                 Step::NotHttp(_) => {
                     responses.stop_checking();
+                    self.go_blind();
                     return;
                 }
             };
@@ -315,7 +332,7 @@ impl Conn {
     /// After a successful read into `buffer` of `count` bytes.
     pub(super) fn track_delivered(&self, buffer: AppBuffer, count: usize) {
         let mut responses = self.responses.lock();
-        if !responses.checking {
+        if !self.phase().checks_answers() {
             return;
         }
         // SAFETY: `buffer` is the one the read just filled with `count` bytes.

@@ -5,12 +5,12 @@
 //! path asks `reads_before_writing`), and poll/select for input alone (the wait hooks hand
 //! their fd lists to `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`).
 
-use super::{fdtable, Conn};
+use super::decide::{decide, Action, Event};
+use super::{fdtable, Conn, Phase};
 use crate::guard::{shielded, Reentry};
 use crate::runtime::{self, Route};
 use crate::sys;
 use libc::{c_int, fd_set, nfds_t, pollfd, timespec, timeval};
-use std::sync::atomic::Ordering;
 
 /// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
 /// session ticket before it writes), not a wait for a server that speaks first.
@@ -101,15 +101,20 @@ fn note_input_wait(fd: c_int, timeout_ms: i64) {
 /// (a session ticket, an alert) before it writes, as wget does: for https, it says
 /// nothing of the protocol.
 pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
-    if !(looks_only && conn.is_https()) {
-        reads_before_writing(conn, fd);
-    }
+    read_before_write(conn, fd, looks_only);
 }
 
 /// A program reads from `fd` before it wrote (a blocking read): for https too, the
 /// server speaks first.
 pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    if conn.wrote.load(Ordering::Acquire) || !conn.is_diverted() || conn.is_passthrough() {
+    read_before_write(conn, fd, false);
+}
+
+fn read_before_write(conn: &Conn, fd: c_int, looks_only: bool) {
+    let event = Event::ReadBeforeWrite { looks_only };
+    // The cheap answer first: a program that wrote, or a socket not at the proxy.
+    let state = conn.state();
+    if state.wrote || state.phase.proxy().is_none() || !state.phase.follows_requests() {
         return;
     }
     if !conn.still_a_socket(fd) {
@@ -119,17 +124,16 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) {
         return;
     };
     let _writer = conn.writer.lock();
-    if conn.wrote.load(Ordering::Acquire) || conn.is_passthrough() {
+    let action = decide(&conn.state(), conn.facts(fd), event);
+    let (Action::GoDirect(why) | Action::HandToTls(why)) = action else {
         return;
-    }
-    if conn.is_https() && !super::tls_handoff::can_take_over(fd) {
-        return;
-    }
-    log::debug!("{} -> direct (server speaks first: not HTTP)", conn.label());
-    conn.passthrough.store(true, Ordering::Release);
+    };
+    log::debug!("{} -> direct ({why})", conn.label());
     let moved = conn.move_to(fd, Route::Origin, runtime).map(|_| ());
-    if moved.is_ok() && conn.is_https() {
+    if moved.is_ok() && matches!(action, Action::HandToTls(_)) {
         // The program's TLS goes on as a real session at the origin, never in clear text.
         let _ = super::recovery::hand_to_tls(conn, fd, &[]);
+    } else {
+        conn.change(|phase| Phase::Passthrough(phase.route()));
     }
 }

@@ -5,16 +5,17 @@
 //! bytes are reported written at once), then sent whole with the injected lines, which are
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
+use super::decide::{decide, Action, Event, Facts, Reason};
+use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
 use super::waiting::{wait_for_recovery, Direction};
-use super::{lunar_headers, recovery, Conn, Writer};
+use super::{lunar_headers, recovery, Conn, Phase, Writer};
 use crate::http::{RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route, Runtime};
 use crate::sys;
 use crate::sys::socket::wait_for;
 use libc::c_int;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long a rewritten head may wait for room in a full socket buffer. A blocking socket
@@ -22,31 +23,32 @@ use std::time::{Duration, Instant};
 const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
-/// Returns the count to report (or -1 with errno set), or `None` when the program's own
-/// call should run unchanged (a connection we only pass through).
-pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
-    if conn.is_tls_owned() {
-        // The program's own writes rarely reach us on a socket a real TLS session owns:
-        // one that does may be on a number reused behind our back.
-        if !conn.still_ours(fd) {
-            return None;
+/// Returns the count to report (or -1 with errno set), or why the program's own call
+/// should run unchanged (a connection we only pass through, a number reused behind our
+/// back).
+pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
+    match conn.phase() {
+        Phase::TlsOwned => {
+            // The program's own writes rarely reach us on a socket a real TLS session
+            // owns: one that does may be on a number reused behind our back.
+            if !conn.still_ours(fd) {
+                return Outcome::Bypass(Bypass::NotOurSocket);
+            }
+            sys::set_errno(libc::EAGAIN);
+            Outcome::Done(-1)
         }
-        sys::set_errno(libc::EAGAIN);
-        return Some(-1);
+        Phase::Passthrough(_) => Outcome::Bypass(Bypass::BytesOnly),
+        _ => send_tracked(conn, fd, input, flags),
     }
-    if conn.is_passthrough() {
-        return None;
-    }
-    send_tracked(conn, fd, input, flags)
 }
 
-/// `None`: the fd is not (or no longer) this connection's socket, or the connection went
-/// direct for good; the program's own call runs.
-fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<isize> {
+/// `Bypass`: the fd is not (or no longer) this connection's socket, or the connection
+/// went direct for good; the program's own call runs.
+fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     let mut writer = conn.writer.lock();
-    // A recovery thread is resending the unanswered requests: what the program writes
-    // now must follow them.
-    while conn.recovery.is_raised() {
+    // A recovery is resending the unanswered requests: what the program writes now must
+    // follow them.
+    while matches!(conn.phase(), Phase::Recovering(_)) {
         drop(writer);
         let waited = if is_nonblocking(fd, flags) {
             Err(libc::EAGAIN)
@@ -55,7 +57,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
         };
         if let Err(errno) = waited {
             sys::set_errno(errno);
-            return Some(-1);
+            return Outcome::Done(-1);
         }
         writer = conn.writer.lock();
     }
@@ -63,13 +65,25 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
         // A new request begins: one fstat per request tells a number reused behind our
         // back (fclose, a raw close) from our socket before any byte is sent.
         if !conn.still_ours(fd) {
-            return None;
+            return Outcome::Bypass(Bypass::NotOurSocket);
         }
-        if conn.stdio.load(Ordering::Acquire) && super::bypass::stdio_goes_direct(conn, fd) {
-            return None;
+        let state = conn.state();
+        if let Action::GoDirect(why) = decide(&state, Facts::default(), Event::RequestBegins) {
+            super::bypass::go_direct(conn, fd, why);
+            return Outcome::Bypass(Bypass::WentDirect(why));
         }
     }
-    if conn.is_https() && !conn.is_diverted() {
+    let state = conn.state();
+    match state.phase {
+        Phase::TlsOwned => {
+            // A recovery just gave the socket to a real TLS session.
+            sys::set_errno(libc::EAGAIN);
+            return Outcome::Done(-1);
+        }
+        Phase::Passthrough(_) => return Outcome::Bypass(Bypass::BytesOnly),
+        _ => {}
+    }
+    if state.https && !state.phase.diverted() {
         // A virtual session's plaintext belongs on the proxy link only; every move to the
         // origin hands the socket to a real session first (`recovery::hand_to_tls`).
         log::warn!(
@@ -77,7 +91,12 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<is
             conn.label()
         );
         sys::set_errno(libc::ECONNRESET);
-        return Some(-1);
+        return Outcome::Done(-1);
+    }
+    if !state.wrote {
+        // Set under the writer lock: a reader that finds the proxy gone judges by a
+        // consistent view (wrote, and the request recorded as unanswered, change together).
+        conn.note_written();
     }
     send_request_bytes(conn, fd, input, flags, &mut writer)
 }
@@ -88,10 +107,7 @@ fn send_request_bytes(
     input: &[u8],
     flags: c_int,
     writer: &mut Writer,
-) -> Option<isize> {
-    // Set under the lock: a reader that finds the proxy gone judges by a consistent view
-    // (wrote, and the request recorded as unanswered, change together).
-    conn.wrote.store(true, Ordering::Release);
+) -> Outcome {
     let mut consumed = 0;
     while consumed < input.len() {
         // A proxy that drops the connection is ours to hide, not a SIGPIPE for a program
@@ -121,7 +137,7 @@ fn send_request_bytes(
                 if sent < 0 {
                     let errno = sys::errno();
                     if recovery::rescue_send(conn, fd, errno) {
-                        if conn.is_tls_owned() {
+                        if conn.phase() == Phase::TlsOwned {
                             return fail(conn, fd, consumed, libc::EAGAIN);
                         }
                         continue;
@@ -143,20 +159,21 @@ fn send_request_bytes(
             Step::HeadComplete(n) => {
                 let before = consumed;
                 consumed += n;
-                let first_request =
-                    writer.requests.heads_completed() == 1 && !conn.is_passthrough();
+                let first_request = writer.requests.heads_completed() == 1;
                 let (route, injected, method) = {
                     let head = writer.requests.head();
                     let method = head.method.to_string();
                     let route = settle_route(conn, fd, &head, first_request);
                     let injected = match (route, runtime::get()) {
-                        (Ok(Route::Proxy(_)), Some(runtime)) => lunar_headers::for_request(
-                            &head,
-                            conn.original,
-                            conn.name.as_deref(),
-                            conn.scheme(),
-                            runtime,
-                        ),
+                        (Ok(Settled::At(Route::Proxy(_))), Some(runtime)) => {
+                            lunar_headers::for_request(
+                                &head,
+                                conn.original,
+                                conn.name.as_deref(),
+                                conn.scheme(),
+                                runtime,
+                            )
+                        }
                         _ => Vec::new(),
                     };
                     (route, injected, method)
@@ -167,18 +184,18 @@ fn send_request_bytes(
                 let mut out = std::mem::take(&mut writer.head_out);
                 out.clear();
                 writer.requests.emit_head(&injected, &mut out);
-                if conn.is_https() && matches!(route, Ok(Route::Origin)) {
+                if matches!(route, Ok(Settled::HandToTls)) {
                     // The first request of a virtual session was moved to the origin (its
                     // x-lunar-allow, its Host): its TLS becomes real there, this head its
                     // first bytes; the rest of the program's writes go into that session.
                     let result = recovery::hand_to_tls(conn, fd, &out);
                     writer.head_out = out;
                     return match result {
-                        Ok(()) => Some(consumed as isize),
+                        Ok(()) => Outcome::Done(consumed as isize),
                         Err(errno) => fail(conn, fd, before, errno),
                     };
                 }
-                if matches!(route, Ok(Route::Proxy(_))) {
+                if matches!(route, Ok(Settled::At(Route::Proxy(_)))) {
                     // Recorded before the head leaves: its answer may be read at once.
                     let mut responses = conn.responses.lock();
                     responses.tracker.push_request(&method);
@@ -193,8 +210,8 @@ fn send_request_bytes(
                     if !recovery::rescue_send(conn, fd, errno) {
                         return fail(conn, fd, before, errno);
                     }
-                    if conn.is_tls_owned() {
-                        return Some(consumed as isize);
+                    if conn.phase() == Phase::TlsOwned {
+                        return Outcome::Done(consumed as isize);
                     }
                 }
             }
@@ -202,46 +219,69 @@ fn send_request_bytes(
                 let before = consumed;
                 consumed += n;
                 let first_bytes = writer.requests.heads_completed() == 0;
-                if first_bytes && conn.is_diverted() {
-                    if let Some(runtime) = runtime::get() {
-                        log::debug!("{} -> direct (not HTTP/1.x)", conn.label());
-                        if let Err(errno) = conn.move_to(fd, Route::Origin, runtime) {
+                let buffered = writer.requests.take_buffered();
+                let event = Event::NotHttp { first_bytes };
+                let sent = match decide(&conn.state(), Facts::default(), event) {
+                    Action::HandToTls(why) => {
+                        // What the program protects with TLS never leaves without it: the
+                        // session becomes real at the origin, these bytes its first.
+                        move_to_origin(conn, fd, why)
+                            .and_then(|()| recovery::hand_to_tls(conn, fd, &buffered))
+                            .map(|()| false)
+                    }
+                    Action::GoDirect(why) => move_to_origin(conn, fd, why).map(|()| true),
+                    _ => Ok(true),
+                };
+                conn.change(|phase| match phase {
+                    Phase::TlsOwned | Phase::Passthrough(_) => phase,
+                    other => Phase::Passthrough(other.route()),
+                });
+                match sent {
+                    Ok(false) => return Outcome::Done(consumed as isize),
+                    Ok(true) => {
+                        if let Err(errno) = send_all(fd, &buffered, flags) {
                             return fail(conn, fd, before, errno);
                         }
                     }
-                }
-                conn.passthrough.store(true, Ordering::Release);
-                let buffered = writer.requests.take_buffered();
-                if conn.is_https() && !conn.is_diverted() {
-                    // What the program protects with TLS never leaves without it: the
-                    // session becomes real at the origin, these bytes its first.
-                    return match recovery::hand_to_tls(conn, fd, &buffered) {
-                        Ok(()) => Some(consumed as isize),
-                        Err(errno) => fail(conn, fd, before, errno),
-                    };
-                }
-                if let Err(errno) = send_all(fd, &buffered, flags) {
-                    return fail(conn, fd, before, errno);
+                    Err(errno) => return fail(conn, fd, before, errno),
                 }
             }
         }
     }
-    Some(consumed as isize)
+    Outcome::Done(consumed as isize)
+}
+
+/// Moves the socket to the origin before the program's first bytes leave.
+fn move_to_origin(conn: &Conn, fd: c_int, why: Reason) -> Result<(), c_int> {
+    let Some(runtime) = runtime::get() else {
+        return Ok(());
+    };
+    log::debug!("{} -> direct ({why})", conn.label());
+    conn.move_to(fd, Route::Origin, runtime).map(|_| ())
 }
 
 /// What the program sees when a send of ours failed after `reported` of its bytes were
-/// taken in this call. `None` (the program's own call runs) when the fd turned out not to
+/// taken in this call. `Bypass` (the program's own call runs) when the fd turned out not to
 /// be our socket any more and nothing of this call was taken.
-fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Option<isize> {
+fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
     if conn.lost_fd(fd, errno) && reported == 0 {
-        return None;
+        return Outcome::Bypass(Bypass::NotOurSocket);
     }
-    Some(if reported > 0 {
+    Outcome::Done(if reported > 0 {
         reported as isize
     } else {
         sys::set_errno(errno);
         -1
     })
+}
+
+/// Where a request head goes.
+#[derive(Clone, Copy)]
+enum Settled {
+    /// Where the socket now is.
+    At(Route),
+    /// To the origin inside a real TLS session (https), the head its first bytes.
+    HandToTls,
 }
 
 /// For the first request of a connection, nothing has left yet: if what the head says
@@ -252,33 +292,37 @@ fn settle_route(
     fd: c_int,
     head: &RequestHead<'_>,
     first_request: bool,
-) -> Result<Route, c_int> {
+) -> Result<Settled, c_int> {
     let current = conn.peer();
     let Some(runtime) = runtime::get() else {
-        return Ok(current);
+        return Ok(Settled::At(current));
     };
-    if !first_request {
-        return Ok(current);
-    }
-    let host_name = head.host.map(lunar_headers::host_name);
-    let name = host_name.as_deref().or(conn.name.as_deref());
-    let destination = Destination {
-        ip: crate::addr::canonical(conn.original).ip(),
-        name,
+    let wanted = first_request.then(|| {
+        let host_name = head.host.map(lunar_headers::host_name);
+        let name = host_name.as_deref().or(conn.name.as_deref());
+        let destination = Destination {
+            ip: crate::addr::canonical(conn.original).ip(),
+            name,
+        };
+        let verdict = runtime.judge(&destination, head.lunar_allow);
+        // The failsafe is asked only when the filter changed its mind.
+        (matches!(verdict, Verdict::Divert(_)) != conn.filter_diverts)
+            .then(|| runtime.route(verdict))
+    });
+    let Some(Some((wanted, why))) = wanted else {
+        return Ok(Settled::At(current));
     };
-    let verdict = runtime.judge(&destination, head.lunar_allow);
-    if matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
-        return Ok(current);
+    let event = Event::HeadComplete {
+        first_request,
+        wanted: Some(wanted),
+    };
+    match decide(&conn.state(), Facts::default(), event) {
+        Action::Move(route) => move_for_request(conn, fd, route, why, runtime).map(Settled::At),
+        Action::HandToTls(_) => {
+            move_for_request(conn, fd, Route::Origin, why, runtime).map(|_| Settled::HandToTls)
+        }
+        _ => Ok(Settled::At(current)),
     }
-    let (wanted, why) = runtime.route(verdict);
-    if same_kind(wanted, current) {
-        return Ok(current);
-    }
-    if conn.is_https() && !matches!(wanted, Route::Origin) {
-        // A session that started real stays real (the program's TLS is on the wire).
-        return Ok(current);
-    }
-    move_for_request(conn, fd, wanted, why, runtime)
 }
 
 fn move_for_request(
@@ -297,13 +341,6 @@ fn move_for_request(
         Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", conn.label()),
     }
     Ok(ended)
-}
-
-fn same_kind(a: Route, b: Route) -> bool {
-    matches!(
-        (a, b),
-        (Route::Origin, Route::Origin) | (Route::Proxy(_), Route::Proxy(_))
-    )
 }
 
 /// One send of the program's bytes, as the program asked (flags unchanged).

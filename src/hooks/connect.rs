@@ -2,7 +2,7 @@
 //! be one we tracked before it was closed behind our back), and `getpeername`.
 
 use super::tracked;
-use crate::conn::{self, fdtable};
+use crate::conn::{self, fdtable, Connected};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
 use libc::{c_int, sockaddr, socklen_t};
@@ -20,8 +20,18 @@ pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: sockl
     // in errno when the program's connect succeeds.
     let saved = sys::errno();
     let result = shielded(
-        // SAFETY: connect(2)'s contract on `address`.
-        || unsafe { conn::connect(fd, address, len, crate::tls::drivable) },
+        || {
+            // SAFETY: connect(2)'s contract on `address`.
+            match unsafe { conn::connect(fd, address, len, crate::tls::drivable) } {
+                Connected::Done(result) => result,
+                Connected::Real(why) => {
+                    if let Some(line) = why.debug_line() {
+                        log::debug!("{line}");
+                    }
+                    real()
+                }
+            }
+        },
         real,
     );
     if result == 0 {

@@ -1,7 +1,7 @@
 //! Every way a program writes to a socket.
 
 use super::{gather, on_tracked, tracked};
-use crate::conn::{self, fdtable, Conn};
+use crate::conn::{self, fdtable, Bypass, Conn, Outcome};
 use crate::sys;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
@@ -198,7 +198,14 @@ fn tls_then_conn(conn: &Conn, fd: c_int, bytes: &[u8], flags: c_int) -> Option<i
     if crate::tls::claims_write(fd, conn, bytes) {
         return Some(bytes.len() as isize);
     }
-    conn::send(conn, fd, bytes, flags)
+    match conn::send(conn, fd, bytes, flags) {
+        Outcome::Done(count) => Some(count),
+        Outcome::Bypass(Bypass::BytesOnly) => None,
+        Outcome::Bypass(why) => {
+            log::debug!("fd {fd}: the program's write runs as it made it ({why:?})");
+            None
+        }
+    }
 }
 
 /// The bytes a program passed to a write call; empty for a null buffer.
