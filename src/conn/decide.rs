@@ -25,7 +25,7 @@
 //! | ReadBeforeWrite | at the proxy, nothing written, not an https look, (https: TLS movable) | GoDirect (https: HandToTls) |
 //! | ServerName | at the proxy, the name not diverted | Move(Origin) |
 //! | Unseen (stdio, untrackable fd, io_uring) | at the proxy, idle | GoDirect |
-//! | Unseen: stdio | at the proxy, a request unanswered | LeaveAtNextRequest |
+//! | Unseen: stdio | Proxied, a request unanswered | LeaveAtNextRequest (ProxiedBlind, Leaving: Passthrough) |
 //! | Unseen: untrackable fd | at the proxy with a request unanswered, or at the origin | Passthrough |
 //! | RequestBegins | Leaving | GoDirect |
 //! | any | Passthrough, TlsOwned, Recovering | Proceed (nothing to decide) |
@@ -308,7 +308,9 @@ fn decide_unseen(phase: Phase, wrote: bool, how: Unseen, idle: bool) -> Action {
         Unseen::IoUring => Action::Proceed,
         Unseen::Stdio if !at_proxy => Action::Passthrough(Reason::HandedToStdio),
         Unseen::Stdio if idle => Action::GoDirect(Reason::HandedToStdio),
-        Unseen::Stdio => Action::LeaveAtNextRequest,
+        // The next request boundary can be told only where the answers are followed.
+        Unseen::Stdio if matches!(phase, Phase::Proxied(_)) => Action::LeaveAtNextRequest,
+        Unseen::Stdio => Action::Passthrough(Reason::HandedToStdio),
         Unseen::UntrackableFd if at_proxy && idle => Action::GoDirect(Reason::UntrackableFd),
         Unseen::UntrackableFd => Action::Passthrough(Reason::UntrackableFd),
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// As fdopen(3). A tracked socket handed to stdio leaves the proxy first (or at its next
 /// request, if one is unanswered): stdio's writes would reach it without Lunar's headers.
 #[no_mangle]
-pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
+pub unsafe extern "C-unwind" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
     if fdtable::maybe_tracked(fd) {
         handed_to_stdio(fd);
     }
@@ -69,7 +69,7 @@ fn liburing(slot: &AtomicUsize, name: &'static [u8]) -> usize {
 /// # Safety
 /// As liburing's io_uring_queue_init(3).
 #[no_mangle]
-pub unsafe extern "C" fn io_uring_queue_init(
+pub unsafe extern "C-unwind" fn io_uring_queue_init(
     entries: c_uint,
     ring: *mut c_void,
     flags: c_uint,
@@ -93,7 +93,7 @@ pub unsafe extern "C" fn io_uring_queue_init(
 /// # Safety
 /// As liburing's io_uring_queue_init_params(3).
 #[no_mangle]
-pub unsafe extern "C" fn io_uring_queue_init_params(
+pub unsafe extern "C-unwind" fn io_uring_queue_init_params(
     entries: c_uint,
     ring: *mut c_void,
     params: *mut c_void,
@@ -117,7 +117,7 @@ pub unsafe extern "C" fn io_uring_queue_init_params(
 /// # Safety
 /// As liburing's io_uring_setup(2) wrapper (liburing 2.3 and later).
 #[no_mangle]
-pub unsafe extern "C" fn io_uring_setup(entries: c_uint, params: *mut c_void) -> c_int {
+pub unsafe extern "C-unwind" fn io_uring_setup(entries: c_uint, params: *mut c_void) -> c_int {
     static REAL: AtomicUsize = AtomicUsize::new(0);
     let address = liburing(&REAL, b"io_uring_setup\0");
     if address == 0 {

@@ -10,7 +10,11 @@ use libc::{c_int, sockaddr, socklen_t};
 /// # Safety
 /// As connect(2).
 #[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: socklen_t) -> c_int {
+pub unsafe extern "C-unwind" fn connect(
+    fd: c_int,
+    address: *const sockaddr,
+    len: socklen_t,
+) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::connect(fd, address, len) };
     let Some(_inside) = Reentry::enter() else {
@@ -43,7 +47,7 @@ pub unsafe extern "C" fn connect(fd: c_int, address: *const sockaddr, len: sockl
 /// # Safety
 /// As socket(2).
 #[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
     // SAFETY: the program's own call.
     let fd = unsafe { sys::socket(domain, kind, protocol) };
     fdtable::remove(fd);
@@ -53,7 +57,11 @@ pub unsafe extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> 
 /// # Safety
 /// As accept(2). Accepted sockets are inbound: never tracked.
 #[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, address: *mut sockaddr, len: *mut socklen_t) -> c_int {
+pub unsafe extern "C-unwind" fn accept(
+    fd: c_int,
+    address: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::accept(fd, address, len) };
     fdtable::remove(new_fd);
@@ -63,7 +71,7 @@ pub unsafe extern "C" fn accept(fd: c_int, address: *mut sockaddr, len: *mut soc
 /// # Safety
 /// As accept4(2).
 #[no_mangle]
-pub unsafe extern "C" fn accept4(
+pub unsafe extern "C-unwind" fn accept4(
     fd: c_int,
     address: *mut sockaddr,
     len: *mut socklen_t,
@@ -78,7 +86,7 @@ pub unsafe extern "C" fn accept4(
 /// # Safety
 /// As getpeername(2). A diverted socket reports where the program connected.
 #[no_mangle]
-pub unsafe extern "C" fn getpeername(
+pub unsafe extern "C-unwind" fn getpeername(
     fd: c_int,
     address: *mut sockaddr,
     len: *mut socklen_t,
@@ -118,7 +126,7 @@ pub unsafe extern "C" fn getpeername(
 /// As getsockopt(2). A program learns how its non-blocking connect ended from SO_ERROR: a
 /// proxy that accepted and then reset shows there first, and is a proxy failure like any.
 #[no_mangle]
-pub unsafe extern "C" fn getsockopt(
+pub unsafe extern "C-unwind" fn getsockopt(
     fd: c_int,
     level: c_int,
     name: c_int,

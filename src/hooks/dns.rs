@@ -10,7 +10,7 @@ use std::net::IpAddr;
 /// # Safety
 /// As getaddrinfo(3).
 #[no_mangle]
-pub unsafe extern "C" fn getaddrinfo(
+pub unsafe extern "C-unwind" fn getaddrinfo(
     node: *const c_char,
     service: *const c_char,
     hints: *const addrinfo,

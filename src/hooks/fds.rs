@@ -9,7 +9,7 @@ use libc::{c_char, c_int, c_long, c_uint, c_ulong, FILE};
 /// # Safety
 /// As close(2).
 #[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn close(fd: c_int) -> c_int {
     fdtable::remove(fd);
     // SAFETY: the program's own call.
     unsafe { sys::close(fd) }
@@ -18,7 +18,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// # Safety
 /// As close_range(2).
 #[no_mangle]
-pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         fdtable::remove_range(first, last);
     }
@@ -29,7 +29,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// # Safety
 /// As closefrom(3) (glibc 2.34): glibc closes with its internal close_range, past ours.
 #[no_mangle]
-pub unsafe extern "C" fn closefrom(first: c_int) {
+pub unsafe extern "C-unwind" fn closefrom(first: c_int) {
     if first >= 0 {
         fdtable::remove_range(first as c_uint, c_uint::MAX);
     }
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
 /// # Safety
 /// As dup(2).
 #[no_mangle]
-pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn dup(fd: c_int) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::dup(fd) };
     if new_fd >= 0 {
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// # Safety
 /// As dup2(2).
 #[no_mangle]
-pub unsafe extern "C" fn dup2(fd: c_int, new_fd: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn dup2(fd: c_int, new_fd: c_int) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup2(fd, new_fd) };
     if result >= 0 && fd != new_fd {
@@ -64,7 +64,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, new_fd: c_int) -> c_int {
 /// # Safety
 /// As dup3(2).
 #[no_mangle]
-pub unsafe extern "C" fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup3(fd, new_fd, flags) };
     if result >= 0 {
@@ -103,7 +103,7 @@ fn untrackable(fd: c_int, new_fd: c_int) {
 /// # Safety
 /// As fcntl(2).
 #[no_mangle]
-pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+pub unsafe extern "C-unwind" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::fcntl(fd, cmd, arg) };
     after_fcntl(fd, cmd, result);
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// # Safety
 /// As fcntl(2) (glibc's large-file name for it).
 #[no_mangle]
-pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+pub unsafe extern "C-unwind" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the program's own call.
     let result = unsafe { sys::fcntl64(fd, cmd, arg) };
     after_fcntl(fd, cmd, result);
@@ -134,7 +134,7 @@ fn after_fcntl(fd: c_int, cmd: c_int, result: c_int) {
 /// # Safety
 /// As syscall(2).
 #[no_mangle]
-pub unsafe extern "C" fn syscall(
+pub unsafe extern "C-unwind" fn syscall(
     number: c_long,
     a1: c_long,
     a2: c_long,
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn syscall(
 /// # Safety
 /// As socketpair(2).
 #[no_mangle]
-pub unsafe extern "C" fn socketpair(
+pub unsafe extern "C-unwind" fn socketpair(
     domain: c_int,
     kind: c_int,
     protocol: c_int,
@@ -181,7 +181,7 @@ pub unsafe extern "C" fn socketpair(
 /// As fclose(3). The stream's fd is forgotten before glibc closes it (internally, past
 /// our `close`): the number can be reused at once.
 #[no_mangle]
-pub unsafe extern "C" fn fclose(stream: *mut FILE) -> c_int {
+pub unsafe extern "C-unwind" fn fclose(stream: *mut FILE) -> c_int {
     if fdtable::any_tracked() && !stream.is_null() {
         // SAFETY: the program's own stream, still open.
         unsafe { forget_stream(stream) };
@@ -193,7 +193,7 @@ pub unsafe extern "C" fn fclose(stream: *mut FILE) -> c_int {
 /// # Safety
 /// As freopen(3): the stream's fd is closed (or replaced) inside glibc.
 #[no_mangle]
-pub unsafe extern "C" fn freopen(
+pub unsafe extern "C-unwind" fn freopen(
     path: *const c_char,
     mode: *const c_char,
     stream: *mut FILE,
@@ -207,7 +207,7 @@ pub unsafe extern "C" fn freopen(
 /// # Safety
 /// As freopen64(3).
 #[no_mangle]
-pub unsafe extern "C" fn freopen64(
+pub unsafe extern "C-unwind" fn freopen64(
     path: *const c_char,
     mode: *const c_char,
     stream: *mut FILE,

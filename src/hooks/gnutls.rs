@@ -76,7 +76,7 @@ impl<T> Failed for *const T {
 /// # Safety
 /// As gnutls_handshake(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
+pub unsafe extern "C-unwind" fn gnutls_handshake(session: GnutlsSession) -> c_int {
     if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::gnutls_handshake(session) };
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn gnutls_handshake(session: GnutlsSession) -> c_int {
 /// # Safety
 /// As gnutls_record_send(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_record_send(
+pub unsafe extern "C-unwind" fn gnutls_record_send(
     session: GnutlsSession,
     data: *const c_void,
     len: size_t,
@@ -119,7 +119,7 @@ pub unsafe extern "C" fn gnutls_record_send(
 /// # Safety
 /// As gnutls_record_recv(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_record_recv(
+pub unsafe extern "C-unwind" fn gnutls_record_recv(
     session: GnutlsSession,
     data: *mut c_void,
     len: size_t,
@@ -142,28 +142,28 @@ pub unsafe extern "C" fn gnutls_record_recv(
 /// # Safety
 /// As gnutls_record_check_pending(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_record_check_pending(session: GnutlsSession) -> size_t {
+pub unsafe extern "C-unwind" fn gnutls_record_check_pending(session: GnutlsSession) -> size_t {
     on_session!(session, real::gnutls_record_check_pending(session), |_s| 0, else 0)
 }
 
 /// # Safety
 /// As gnutls_record_get_direction(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_record_get_direction(session: GnutlsSession) -> c_int {
+pub unsafe extern "C-unwind" fn gnutls_record_get_direction(session: GnutlsSession) -> c_int {
     on_session!(session, real::gnutls_record_get_direction(session), |s| tls::direction(&s), else 0)
 }
 
 /// # Safety
 /// As gnutls_bye(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int {
     on_session!(session, real::gnutls_bye(session, how), |_s| 0, else 0)
 }
 
 /// # Safety
 /// As gnutls_deinit(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_deinit(session: GnutlsSession) {
+pub unsafe extern "C-unwind" fn gnutls_deinit(session: GnutlsSession) {
     if tls::virtual_session(session).is_some() {
         super::answer_keeping_errno(|| shielded(|| tls::forget(session), || ()), |_| false);
     }
@@ -174,7 +174,7 @@ pub unsafe extern "C" fn gnutls_deinit(session: GnutlsSession) {
 /// # Safety
 /// As gnutls_certificate_verify_peers2(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_certificate_verify_peers2(
+pub unsafe extern "C-unwind" fn gnutls_certificate_verify_peers2(
     session: GnutlsSession,
     status: *mut c_uint,
 ) -> c_int {
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn gnutls_certificate_verify_peers2(
 /// # Safety
 /// As gnutls_certificate_verify_peers3(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_certificate_verify_peers3(
+pub unsafe extern "C-unwind" fn gnutls_certificate_verify_peers3(
     session: GnutlsSession,
     host: *const c_char,
     status: *mut c_uint,
@@ -213,7 +213,7 @@ fn verified(status: *mut c_uint) -> c_int {
 /// # Safety
 /// As gnutls_certificate_get_peers(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_certificate_get_peers(
+pub unsafe extern "C-unwind" fn gnutls_certificate_get_peers(
     session: GnutlsSession,
     count: *mut c_uint,
 ) -> *const GnutlsDatum {
@@ -224,14 +224,14 @@ pub unsafe extern "C" fn gnutls_certificate_get_peers(
 /// # Safety
 /// As gnutls_certificate_type_get(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_certificate_type_get(session: GnutlsSession) -> c_int {
+pub unsafe extern "C-unwind" fn gnutls_certificate_type_get(session: GnutlsSession) -> c_int {
     on_session!(session, real::gnutls_certificate_type_get(session), |_s| tls::GNUTLS_CRT_X509, else 0)
 }
 
 /// # Safety
 /// As gnutls_alpn_get_selected_protocol(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_alpn_get_selected_protocol(
+pub unsafe extern "C-unwind" fn gnutls_alpn_get_selected_protocol(
     session: GnutlsSession,
     protocol: *mut GnutlsDatum,
 ) -> c_int {
@@ -246,6 +246,6 @@ pub unsafe extern "C" fn gnutls_alpn_get_selected_protocol(
 /// # Safety
 /// As gnutls_session_is_resumed(3).
 #[no_mangle]
-pub unsafe extern "C" fn gnutls_session_is_resumed(session: GnutlsSession) -> c_int {
+pub unsafe extern "C-unwind" fn gnutls_session_is_resumed(session: GnutlsSession) -> c_int {
     on_session!(session, real::gnutls_session_is_resumed(session), |_s| 0, else 0)
 }

@@ -52,7 +52,7 @@ fn is_value<R: PartialEq>(answer: &R, failed: &R) -> bool {
 /// # Safety
 /// As SSL_connect(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_connect(ssl: Ssl) -> c_int {
     if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::SSL_connect(ssl) };
@@ -67,7 +67,7 @@ pub unsafe extern "C" fn SSL_connect(ssl: Ssl) -> c_int {
 /// # Safety
 /// As SSL_do_handshake(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_do_handshake(ssl: Ssl) -> c_int {
     if !crate::tls::sessions::any() && !crate::conn::fdtable::any_tracked() {
         // SAFETY: the program's own argument.
         return unsafe { real::SSL_do_handshake(ssl) };
@@ -87,7 +87,7 @@ pub unsafe extern "C" fn SSL_do_handshake(ssl: Ssl) -> c_int {
 /// # Safety
 /// As SSL_read(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
         real::SSL_read(ssl, buf, num),
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_i
 /// # Safety
 /// As SSL_read_ex(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_read_ex(
+pub unsafe extern "C-unwind" fn SSL_read_ex(
     ssl: Ssl,
     buf: *mut c_void,
     num: size_t,
@@ -121,7 +121,7 @@ pub unsafe extern "C" fn SSL_read_ex(
 /// # Safety
 /// As SSL_peek(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
         real::SSL_peek(ssl, buf, num),
@@ -138,7 +138,7 @@ pub unsafe extern "C" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_i
 /// # Safety
 /// As SSL_peek_ex(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_peek_ex(
+pub unsafe extern "C-unwind" fn SSL_peek_ex(
     ssl: Ssl,
     buf: *mut c_void,
     num: size_t,
@@ -155,7 +155,7 @@ pub unsafe extern "C" fn SSL_peek_ex(
 /// # Safety
 /// As SSL_write(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int {
     on_session!(
         ssl,
         real::SSL_write(ssl, buf, num),
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> 
 /// # Safety
 /// As SSL_write_ex(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_write_ex(
+pub unsafe extern "C-unwind" fn SSL_write_ex(
     ssl: Ssl,
     buf: *const c_void,
     num: size_t,
@@ -209,28 +209,28 @@ fn ex_result(result: Result<usize, c_int>, count: *mut size_t) -> c_int {
 /// # Safety
 /// As SSL_get_error(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_get_error(ssl: Ssl, ret: c_int) -> c_int {
     on_session!(ssl, real::SSL_get_error(ssl, ret), |session| tls::last_error(&session, ret), else 5)
 }
 
 /// # Safety
 /// As SSL_pending(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_pending(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_pending(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_pending(ssl), |session| tls::pending(&session), else 0)
 }
 
 /// # Safety
 /// As SSL_has_pending(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_has_pending(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_has_pending(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_has_pending(ssl), |session| (tls::pending(&session) > 0) as c_int, else 0)
 }
 
 /// # Safety
 /// As SSL_shutdown(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_shutdown(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_shutdown(ssl: Ssl) -> c_int {
     on_session!(
         ssl,
         real::SSL_shutdown(ssl),
@@ -242,14 +242,14 @@ pub unsafe extern "C" fn SSL_shutdown(ssl: Ssl) -> c_int {
 /// # Safety
 /// As SSL_get_shutdown(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_shutdown(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_get_shutdown(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_get_shutdown(ssl), |session| tls::shutdown_state(&session), else 0)
 }
 
 /// # Safety
 /// As SSL_free(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_free(ssl: Ssl) {
+pub unsafe extern "C-unwind" fn SSL_free(ssl: Ssl) {
     if crate::tls::openssl::virtual_session(ssl).is_some() {
         super::answer_keeping_errno(|| shielded(|| tls::free(ssl), || ()), |_| false);
     }
@@ -260,42 +260,46 @@ pub unsafe extern "C" fn SSL_free(ssl: Ssl) {
 /// # Safety
 /// As SSL_is_init_finished(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_is_init_finished(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_is_init_finished(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_is_init_finished(ssl), |_session| 1, else 0)
 }
 
 /// # Safety
 /// As SSL_in_init(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_in_init(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_in_init(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_in_init(ssl), |_session| 0, else 1)
 }
 
 /// # Safety
 /// As SSL_in_before(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_in_before(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_in_before(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_in_before(ssl), |_session| 0, else 1)
 }
 
 /// # Safety
 /// As SSL_get_state(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_state(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_get_state(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_get_state(ssl), |_session| tls::TLS_ST_OK, else 0)
 }
 
 /// # Safety
 /// As SSL_get_verify_result(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
+pub unsafe extern "C-unwind" fn SSL_get_verify_result(ssl: Ssl) -> c_long {
     on_session!(ssl, real::SSL_get_verify_result(ssl), |_session| tls::X509_V_OK, else 1)
 }
 
 /// # Safety
 /// As SSL_get0_alpn_selected(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, len: *mut c_uint) {
+pub unsafe extern "C-unwind" fn SSL_get0_alpn_selected(
+    ssl: Ssl,
+    data: *mut *const u8,
+    len: *mut c_uint,
+) {
     on_session!(
         ssl,
         real::SSL_get0_alpn_selected(ssl, data, len),
@@ -318,35 +322,35 @@ pub unsafe extern "C" fn SSL_get0_alpn_selected(ssl: Ssl, data: *mut *const u8, 
 /// # Safety
 /// As SSL_get1_peer_certificate(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get1_peer_certificate(ssl: Ssl) -> X509 {
+pub unsafe extern "C-unwind" fn SSL_get1_peer_certificate(ssl: Ssl) -> X509 {
     on_session!(ssl, real::SSL_get1_peer_certificate(ssl), |session| tls::new_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_peer_certificate(3) (OpenSSL 1.1).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_peer_certificate(ssl: Ssl) -> X509 {
+pub unsafe extern "C-unwind" fn SSL_get_peer_certificate(ssl: Ssl) -> X509 {
     on_session!(ssl, real::SSL_get_peer_certificate(ssl), |session| tls::new_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get0_peer_certificate(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get0_peer_certificate(ssl: Ssl) -> X509 {
+pub unsafe extern "C-unwind" fn SSL_get0_peer_certificate(ssl: Ssl) -> X509 {
     on_session!(ssl, real::SSL_get0_peer_certificate(ssl), |session| tls::kept_peer_certificate(&session), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_peer_cert_chain(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void {
+pub unsafe extern "C-unwind" fn SSL_get_peer_cert_chain(ssl: Ssl) -> *mut c_void {
     on_session!(ssl, real::SSL_get_peer_cert_chain(ssl), |_session| std::ptr::null_mut(), else std::ptr::null_mut())
 }
 
 /// # Safety
 /// As SSL_get_current_cipher(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void {
+pub unsafe extern "C-unwind" fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void {
     // SAFETY: the program's live session.
     on_session!(ssl, real::SSL_get_current_cipher(ssl), |_session| unsafe { tls::nominal_cipher(ssl) }, else std::ptr::null())
 }
@@ -354,7 +358,7 @@ pub unsafe extern "C" fn SSL_get_current_cipher(ssl: Ssl) -> *const c_void {
 /// # Safety
 /// As SSL_get_ex_data(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void {
+pub unsafe extern "C-unwind" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void {
     if !crate::tls::sessions::any() {
         // SAFETY: the program's own arguments.
         return unsafe { real::SSL_get_ex_data(ssl, index) };
@@ -376,6 +380,6 @@ pub unsafe extern "C" fn SSL_get_ex_data(ssl: Ssl, index: c_int) -> *mut c_void 
 /// # Safety
 /// As SSL_session_reused(3).
 #[no_mangle]
-pub unsafe extern "C" fn SSL_session_reused(ssl: Ssl) -> c_int {
+pub unsafe extern "C-unwind" fn SSL_session_reused(ssl: Ssl) -> c_int {
     on_session!(ssl, real::SSL_session_reused(ssl), |_session| 0, else 0)
 }

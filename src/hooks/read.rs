@@ -9,7 +9,7 @@ use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 /// # Safety
 /// As read(2).
 #[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+pub unsafe extern "C-unwind" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { read_tracked(fd, buf, len) };
@@ -34,7 +34,7 @@ unsafe fn read_tracked(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
 /// # Safety
 /// As glibc's __read_chk.
 #[no_mangle]
-pub unsafe extern "C" fn __read_chk(
+pub unsafe extern "C-unwind" fn __read_chk(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -64,7 +64,12 @@ unsafe fn __read_chk_tracked(fd: c_int, buf: *mut c_void, len: size_t, buflen: s
 /// # Safety
 /// As recv(2).
 #[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn recv(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { recv_tracked(fd, buf, len, flags) };
@@ -89,7 +94,7 @@ unsafe fn recv_tracked(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -
 /// # Safety
 /// As glibc's __recv_chk.
 #[no_mangle]
-pub unsafe extern "C" fn __recv_chk(
+pub unsafe extern "C-unwind" fn __recv_chk(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -126,7 +131,7 @@ unsafe fn __recv_chk_tracked(
 /// # Safety
 /// As recvfrom(2).
 #[no_mangle]
-pub unsafe extern "C" fn recvfrom(
+pub unsafe extern "C-unwind" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -165,7 +170,7 @@ unsafe fn recvfrom_tracked(
 /// # Safety
 /// As glibc's __recvfrom_chk.
 #[no_mangle]
-pub unsafe extern "C" fn __recvfrom_chk(
+pub unsafe extern "C-unwind" fn __recvfrom_chk(
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -206,7 +211,7 @@ unsafe fn __recvfrom_chk_tracked(
 /// # Safety
 /// As readv(2).
 #[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { readv_tracked(fd, iov, count) };
@@ -231,7 +236,7 @@ unsafe fn readv_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
 /// # Safety
 /// As recvmsg(2).
 #[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { recvmsg_tracked(fd, msg, flags) };

@@ -15,7 +15,7 @@ use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timev
 /// # Safety
 /// As poll(2).
 #[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
     if !fdtable::any_tracked() {
         // SAFETY: the program's own arguments.
         return unsafe { sys::poll(fds, count, timeout) };
@@ -37,7 +37,7 @@ unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> 
 /// # Safety
 /// As ppoll(2).
 #[no_mangle]
-pub unsafe extern "C" fn ppoll(
+pub unsafe extern "C-unwind" fn ppoll(
     fds: *mut pollfd,
     count: nfds_t,
     timeout: *const timespec,
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn ppoll(
 /// # Safety
 /// As epoll_ctl(2).
 #[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(
+pub unsafe extern "C-unwind" fn epoll_ctl(
     epoll: c_int,
     op: c_int,
     fd: c_int,
@@ -84,7 +84,7 @@ fn note_watch(epoll: c_int, op: c_int, fd: c_int, data: u64) {
 /// # Safety
 /// As epoll_wait(2).
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
+pub unsafe extern "C-unwind" fn epoll_wait(
     epoll: c_int,
     events: *mut epoll_event,
     max: c_int,
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn epoll_wait(
 /// # Safety
 /// As epoll_pwait(2).
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
+pub unsafe extern "C-unwind" fn epoll_pwait(
     epoll: c_int,
     events: *mut epoll_event,
     max: c_int,
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn epoll_pwait(
 /// # Safety
 /// As epoll_pwait2(2).
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait2(
+pub unsafe extern "C-unwind" fn epoll_pwait2(
     epoll: c_int,
     events: *mut epoll_event,
     max: c_int,
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn epoll_pwait2(
 /// # Safety
 /// As select(2).
 #[no_mangle]
-pub unsafe extern "C" fn select(
+pub unsafe extern "C-unwind" fn select(
     count: c_int,
     read: *mut fd_set,
     write: *mut fd_set,
@@ -150,7 +150,7 @@ pub unsafe extern "C" fn select(
 /// # Safety
 /// As pselect(2).
 #[no_mangle]
-pub unsafe extern "C" fn pselect(
+pub unsafe extern "C-unwind" fn pselect(
     count: c_int,
     read: *mut fd_set,
     write: *mut fd_set,

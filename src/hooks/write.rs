@@ -8,7 +8,7 @@ use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 /// # Safety
 /// As write(2).
 #[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+pub unsafe extern "C-unwind" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { write_tracked(fd, buf, len) };
@@ -35,7 +35,12 @@ unsafe fn write_tracked(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
 /// # Safety
 /// As send(2).
 #[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn send(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { send_tracked(fd, buf, len, flags) };
@@ -62,7 +67,7 @@ unsafe fn send_tracked(fd: c_int, buf: *const c_void, len: size_t, flags: c_int)
 /// # Safety
 /// As sendto(2). On a connected TCP socket the address is ignored, as the kernel does.
 #[no_mangle]
-pub unsafe extern "C" fn sendto(
+pub unsafe extern "C-unwind" fn sendto(
     fd: c_int,
     buf: *const c_void,
     len: size_t,
@@ -103,7 +108,7 @@ unsafe fn sendto_tracked(
 /// # Safety
 /// As writev(2).
 #[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { writev_tracked(fd, iov, count) };
@@ -138,7 +143,7 @@ unsafe fn writev_tracked(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t 
 /// # Safety
 /// As sendmsg(2).
 #[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+pub unsafe extern "C-unwind" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { sendmsg_tracked(fd, msg, flags) };
@@ -223,7 +228,7 @@ unsafe fn program_bytes<'a>(buf: *const c_void, len: size_t) -> &'a [u8] {
 /// # Safety
 /// As shutdown(2).
 #[no_mangle]
-pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if fdtable::maybe_tracked(fd) {
         // SAFETY: the caller's contract, forwarded.
         return unsafe { shutdown_tracked(fd, how) };

@@ -91,8 +91,8 @@ fn transfer_error(errno: c_int, pushing: bool) -> isize {
 
 /// The program's own `send` and `recv` (our socket hooks, passed down by `hooks::gnutls`):
 /// a virtual session's plaintext takes the path the program's own calls would.
-pub type ProgramSend = unsafe extern "C" fn(c_int, *const c_void, size_t, c_int) -> isize;
-pub type ProgramRecv = unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> isize;
+pub type ProgramSend = unsafe extern "C-unwind" fn(c_int, *const c_void, size_t, c_int) -> isize;
+pub type ProgramRecv = unsafe extern "C-unwind" fn(c_int, *mut c_void, size_t, c_int) -> isize;
 
 pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
     if let Some(real_session) = fallback(session) {
