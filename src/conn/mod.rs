@@ -5,6 +5,8 @@
 mod app_buffer;
 mod bypass;
 mod connect;
+#[allow(dead_code)]
+mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
 mod inflight;
@@ -15,6 +17,8 @@ mod recovery;
 mod responses;
 mod retry_limits;
 mod server_first;
+#[allow(dead_code)]
+mod state;
 mod tls_handoff;
 mod waiting;
 mod write;

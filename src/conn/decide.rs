@@ -1,0 +1,307 @@
+//! Every decision the connection layer makes, as one pure function: an `Event` (what
+//! happened, with the facts the I/O layer found) and the connection's `State` in, an
+//! `Action` out. No system call, no lock, no clock here: the I/O layer (`write`, `read`,
+//! `recovery`, `connect`, `bypass`, `server_first`) gathers the facts, asks, and carries
+//! the action out; the phase then changes as the action's outcome says (`state`).
+//!
+//! | event | phase (and facts) | action |
+//! |---|---|---|
+//! | HeadComplete, first request, the head's verdict differs | at the proxy, https, origin wanted | HandToTls |
+//! | HeadComplete, first request, the head's verdict differs | otherwise, another peer wanted | Move(route) |
+//! | HeadComplete | otherwise | Proceed |
+//! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
+//! | NotHttp | otherwise | Passthrough |
+//! | SendFailed, reset/pipe/not connected | at the proxy, replayable, (https: TLS movable) | Replay |
+//! | SendFailed, reset/pipe/not connected | at the proxy, not replayable | Unhideable |
+//! | SendFailed | otherwise | Report(errno) |
+//! | Answer: closed, reset, `x-lunar-error` | answers checked | Replay, or Unhideable when not replayable (https: TLS not movable) |
+//! | Answer: retry asked within bounds | answers checked | Retry{after}, or Unhideable when not replayable |
+//! | Answer: not HTTP | answers checked | DeliverBlind |
+//! | Answer: a head to deliver | any | Proceed |
+//! | PeerLost | at the proxy, a request unanswered (all written) | Replay |
+//! | PeerLost | at the proxy, nothing written | ConnectFailed (the proxy lost before the request) |
+//! | PeerLost | otherwise | Proceed (the program sees the end) |
+//! | ConnectErrorSeen reset/refused | at the proxy, nothing written, (https: TLS movable) | ConnectFailed |
+//! | ReadBeforeWrite | at the proxy, nothing written, not an https look, (https: TLS movable) | GoDirect (https: HandToTls) |
+//! | ServerName | at the proxy, the name not diverted | Move(Origin) |
+//! | Unseen (stdio, untrackable fd, io_uring) | at the proxy, idle | GoDirect |
+//! | Unseen: stdio | at the proxy, a request unanswered | LeaveAtNextRequest |
+//! | Unseen: untrackable fd | at the proxy with a request unanswered, or at the origin | Passthrough |
+//! | RequestBegins | Leaving | GoDirect |
+//! | any | Passthrough, TlsOwned, Recovering | Proceed (nothing to decide) |
+
+use super::state::{Phase, State};
+use crate::runtime::Route;
+use std::time::Duration;
+
+/// What happened on a connection, with the facts the decision needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// The program begins a new request (its first byte is about to be taken).
+    RequestBegins,
+    /// A request head is complete. `first_request`: nothing was sent on the connection
+    /// before it. `wanted`: where a connection judged as this head is would go now, when
+    /// the filter judges the head otherwise than it judged the connection at connect.
+    HeadComplete {
+        first_request: bool,
+        wanted: Option<Route>,
+    },
+    /// The program's bytes are not HTTP/1.x. `first_bytes`: no request came before.
+    NotHttp { first_bytes: bool },
+    /// A send of the program's bytes to the peer failed with `errno`.
+    SendFailed { errno: i32 },
+    /// The proxy's next answer, looked at before the program reads it.
+    Answer(Answer),
+    /// A read, a wait or a shutdown met the peer's end (EOF, reset) with the request
+    /// stream in this state.
+    PeerLost { unanswered: bool, at_boundary: bool },
+    /// The program read SO_ERROR and found `error`.
+    ConnectErrorSeen { error: i32 },
+    /// The program waits to read before it wrote. `looks_only`: a short wait for input
+    /// alone, which a TLS client makes before it writes (wget).
+    ReadBeforeWrite { looks_only: bool },
+    /// The TLS session's server name is known; `diverted`: the filter sends that name to
+    /// the proxy.
+    ServerName { diverted: bool },
+    /// The program's bytes may leave without meeting our hooks. `idle`: nothing is
+    /// unanswered and no request is half written.
+    Unseen { how: Unseen, idle: bool },
+}
+
+/// The proxy's next answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Answer {
+    /// The proxy closed the connection before a complete answer.
+    Closed,
+    /// The proxy reset the connection before a complete answer.
+    Reset,
+    /// A head with `x-lunar-error`.
+    LunarError,
+    /// A head asking for a retry; `after`: the delay, when within the configured bounds
+    /// (`None`: past them, the answer goes to the program).
+    RetryAsked { after: Option<Duration> },
+    /// A head for the program.
+    Head,
+    /// Not an HTTP answer (or a head too large to judge).
+    NotHttp,
+}
+
+/// Ways bytes can leave unseen (`bypass`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unseen {
+    Stdio,
+    UntrackableFd,
+    IoUring,
+}
+
+/// Facts about the connection's buffers and TLS that the I/O layer reads for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Facts {
+    /// Every unanswered request is kept whole (within LUNAR_REPLAY_MAX_BYTES).
+    pub replayable: bool,
+    /// For https: the TLS layer can replace the virtual session by a real one.
+    pub tls_movable: bool,
+}
+
+/// What the I/O layer is to do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    /// Nothing changes: the bytes go where the socket is, the answer to the program.
+    Proceed,
+    /// Move the socket to `Route` before the bytes leave.
+    Move(Route),
+    /// Move the socket to the origin and pass bytes only from then on.
+    GoDirect(Reason),
+    /// Pass bytes only from now on, where the socket is.
+    Passthrough(Reason),
+    /// Move to the origin and resend the unanswered requests as the program wrote them
+    /// (for https inside a real TLS session): a proxy failure hidden.
+    Replay,
+    /// Reconnect to the proxy and, after `after`, resend the unanswered requests with
+    /// `x-lunar-sequence-id`.
+    Retry { after: Duration },
+    /// Move to the origin, where the TLS layer's real session takes the socket.
+    HandToTls(Reason),
+    /// The proxy was lost before the program wrote: a connect-level failure, counted; the
+    /// socket moves to the origin (for https: real TLS there).
+    ConnectFailed,
+    /// A proxy failure (`counted`), or a retry it asked for, that cannot be hidden (a
+    /// request past the replay cap, a TLS session that cannot move): the program sees the
+    /// proxy's answer or error; its answers are not followed any more.
+    Unhideable { counted: bool },
+    /// The proxy's answers are not followed any more: the program reads them as they are.
+    DeliverBlind,
+    /// Stays at the proxy for the unanswered request; the next request goes direct.
+    LeaveAtNextRequest,
+    /// The program's call fails with this errno.
+    Report(i32),
+}
+
+/// Why a connection leaves the proxy or is left alone: the DEBUG line says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    NotHttp,
+    ServerSpeaksFirst,
+    FilterAtFirstRequest,
+    HandedToStdio,
+    UntrackableFd,
+    IoUring,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::NotHttp => "not HTTP/1.x",
+            Reason::ServerSpeaksFirst => "server speaks first: not HTTP",
+            Reason::FilterAtFirstRequest => "the first request's headers",
+            Reason::HandedToStdio => "handed to stdio",
+            Reason::UntrackableFd => "an fd that cannot be tracked",
+            Reason::IoUring => "io_uring in use",
+        })
+    }
+}
+
+fn is_connection_loss(errno: i32) -> bool {
+    matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN)
+}
+
+/// The decision for `event` on a connection in `state`.
+pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
+    let phase = state.phase;
+    if matches!(
+        phase,
+        Phase::Passthrough(_) | Phase::TlsOwned | Phase::Recovering(_)
+    ) {
+        return match event {
+            Event::SendFailed { errno } => Action::Report(errno),
+            _ => Action::Proceed,
+        };
+    }
+    let at_proxy = phase.proxy().is_some();
+    // A virtual TLS session leaves the proxy only into a real session at the origin.
+    let can_leave = !state.https || facts.tls_movable;
+    let to_origin = |reason| {
+        if state.https {
+            Action::HandToTls(reason)
+        } else {
+            Action::GoDirect(reason)
+        }
+    };
+    match event {
+        Event::RequestBegins => match phase {
+            Phase::Leaving(_) => Action::GoDirect(Reason::HandedToStdio),
+            _ => Action::Proceed,
+        },
+        Event::HeadComplete {
+            first_request: true,
+            wanted: Some(wanted),
+        } if is_proxy(wanted) != at_proxy => {
+            if state.https {
+                // A session that started real at the origin stays real.
+                if is_proxy(wanted) {
+                    Action::Proceed
+                } else {
+                    Action::HandToTls(Reason::FilterAtFirstRequest)
+                }
+            } else {
+                Action::Move(wanted)
+            }
+        }
+        Event::HeadComplete { .. } => Action::Proceed,
+        Event::NotHttp { first_bytes: true } if at_proxy => to_origin(Reason::NotHttp),
+        Event::NotHttp { .. } => Action::Passthrough(Reason::NotHttp),
+        Event::SendFailed { errno } if is_connection_loss(errno) && at_proxy && can_leave => {
+            if facts.replayable {
+                Action::Replay
+            } else {
+                Action::Unhideable { counted: true }
+            }
+        }
+        Event::SendFailed { errno } => Action::Report(errno),
+        Event::Answer(answer) => decide_answer(phase, state.https, facts, answer),
+        Event::PeerLost {
+            unanswered,
+            at_boundary,
+        } if at_proxy => {
+            if unanswered && at_boundary {
+                Action::Replay
+            } else if !state.wrote {
+                // Dropped before the program wrote anything (an event loop reads as
+                // soon as it is connected).
+                Action::ConnectFailed
+            } else {
+                // An idle keep-alive connection the proxy closed, or an answer cut short.
+                Action::Proceed
+            }
+        }
+        Event::PeerLost { .. } => Action::Proceed,
+        Event::ConnectErrorSeen { error }
+            if at_proxy
+                && !state.wrote
+                && matches!(
+                    error,
+                    libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED
+                ) =>
+        {
+            if can_leave {
+                Action::ConnectFailed
+            } else {
+                Action::Unhideable { counted: true }
+            }
+        }
+        Event::ConnectErrorSeen { error } => Action::Report(error),
+        Event::ReadBeforeWrite { looks_only } => {
+            if !at_proxy || state.wrote || (looks_only && state.https) || !can_leave {
+                Action::Proceed
+            } else {
+                to_origin(Reason::ServerSpeaksFirst)
+            }
+        }
+        Event::ServerName { diverted: false } if at_proxy => Action::Move(Route::Origin),
+        Event::ServerName { .. } => Action::Proceed,
+        Event::Unseen { .. } if state.https => Action::Proceed,
+        Event::Unseen { how, idle } => decide_unseen(phase, state.wrote, how, idle),
+    }
+}
+
+fn decide_answer(phase: Phase, https: bool, facts: Facts, answer: Answer) -> Action {
+    if !phase.checks_answers() {
+        return Action::Proceed;
+    }
+    let failure = |retry: Option<Duration>| {
+        let counted = retry.is_none();
+        if !facts.replayable {
+            return Action::Unhideable { counted };
+        }
+        match retry {
+            Some(after) => Action::Retry { after },
+            // A replay needs a real session the TLS layer can build from the program's own.
+            None if https && !facts.tls_movable => Action::Unhideable { counted },
+            None => Action::Replay,
+        }
+    };
+    match answer {
+        Answer::Closed | Answer::Reset | Answer::LunarError => failure(None),
+        Answer::RetryAsked { after: Some(after) } => failure(Some(after)),
+        Answer::RetryAsked { after: None } | Answer::Head => Action::Proceed,
+        Answer::NotHttp => Action::DeliverBlind,
+    }
+}
+
+fn decide_unseen(phase: Phase, wrote: bool, how: Unseen, idle: bool) -> Action {
+    let at_proxy = phase.proxy().is_some();
+    match how {
+        // The first request could be an io_uring send; what was written went through us.
+        Unseen::IoUring if at_proxy && !wrote => Action::GoDirect(Reason::IoUring),
+        Unseen::IoUring => Action::Proceed,
+        Unseen::Stdio if !at_proxy => Action::Passthrough(Reason::HandedToStdio),
+        Unseen::Stdio if idle => Action::GoDirect(Reason::HandedToStdio),
+        Unseen::Stdio => Action::LeaveAtNextRequest,
+        Unseen::UntrackableFd if at_proxy && idle => Action::GoDirect(Reason::UntrackableFd),
+        Unseen::UntrackableFd => Action::Passthrough(Reason::UntrackableFd),
+    }
+}
+
+fn is_proxy(route: Route) -> bool {
+    matches!(route, Route::Proxy(_))
+}
