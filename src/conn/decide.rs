@@ -305,3 +305,7 @@ fn decide_unseen(phase: Phase, wrote: bool, how: Unseen, idle: bool) -> Action {
 fn is_proxy(route: Route) -> bool {
     matches!(route, Route::Proxy(_))
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -241,7 +241,10 @@ pub(super) mod tests {
         assert!(Phase::Passthrough(Route::Proxy(p)).diverted());
         assert!(!Phase::ProxiedBlind(p).checks_answers());
         assert!(Phase::Leaving(p).checks_answers());
-        assert_eq!(Phase::Passthrough(Route::Proxy(p)).after_move(Route::Origin), Phase::Passthrough(Route::Origin));
+        assert_eq!(
+            Phase::Passthrough(Route::Proxy(p)).after_move(Route::Origin),
+            Phase::Passthrough(Route::Origin)
+        );
         assert_eq!(
             Phase::Recovering(Route::Proxy(p)).after_move(Route::Origin),
             Phase::Recovering(Route::Origin)
