@@ -17,6 +17,8 @@ mod recovery;
 mod responses;
 mod retry_limits;
 mod server_first;
+#[cfg(test)]
+mod sim;
 #[allow(dead_code)]
 mod state;
 mod tls_handoff;
