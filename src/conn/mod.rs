@@ -19,6 +19,8 @@ mod retry_limits;
 mod server_first;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_fuzz;
 #[allow(dead_code)]
 mod state;
 mod tls_handoff;

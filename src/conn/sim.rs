@@ -230,6 +230,9 @@ pub struct Sim {
     pub written: usize,
     /// Reads end at the end of the answer being checked (see `answer_left`).
     pub clip_reads: bool,
+    /// A replay started while the program had read part of an answer (the decide bug in
+    /// `tests::send_failed_mid_answer_is_not_replayed`).
+    pub replayed_mid_answer: bool,
     /// Every phase the connection was in, and every decision.
     pub phases: Vec<Phase>,
     pub actions: Vec<(Event, Action)>,
@@ -254,6 +257,7 @@ impl Sim {
             read: Vec::new(),
             written: 0,
             clip_reads: true,
+            replayed_mid_answer: false,
             phases: vec![Phase::Connecting],
             actions: Vec::new(),
         };
@@ -329,6 +333,8 @@ impl Sim {
             Action::Passthrough(_) => self.set_phase(Phase::Passthrough(self.state.phase.route())),
             Action::Replay => {
                 // recovery::replay_to_origin: move, then the copies as the program wrote them.
+                self.replayed_mid_answer |=
+                    !self.tracker.at_message_boundary() || self.already_tracked > 0;
                 self.set_phase(Phase::Recovering(Route::Origin));
                 self.move_to(Route::Origin);
                 let bytes = self.inflight.direct_bytes();
