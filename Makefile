@@ -15,7 +15,8 @@ $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
 deps:
 	scripts/install-deps.sh
 
-# Includes the fuzz targets' checks over 200,000 inputs each (src/http/fuzz_driver.rs).
+# Includes the fuzz targets' checks over 200,000 inputs each (src/http/fuzz_driver.rs) and
+# 200,000 runs of the connection model (src/conn/sim_fuzz.rs).
 unit:
 	cargo test --release --lib --tests
 

@@ -22,6 +22,11 @@ targets=(request_stream response_stream)
 echo "fuzz.sh: stable driver, $iterations inputs per check, LUNAR_FUZZ_SEED=$seed"
 LUNAR_FUZZ_ITERATIONS="$iterations" LUNAR_FUZZ_SEED="$seed" \
     cargo test --release --lib http::fuzz_driver -- --nocapture
+# The connection model (src/conn/sim_fuzz.rs): not a libFuzzer target, as fuzz/ compiles
+# the http engine alone and the model needs conn's state, decide and inflight too.
+echo "fuzz.sh: connection model, $((iterations / 10)) runs, LUNAR_FUZZ_SEED=$seed"
+LUNAR_FUZZ_ITERATIONS="$((iterations / 10))" LUNAR_FUZZ_SEED="$seed" \
+    cargo test --release --lib conn::sim_fuzz -- --nocapture
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz.sh: no nightly toolchain (cargo +nightly): libFuzzer targets not run"

@@ -62,10 +62,11 @@ pub(super) fn go_direct(conn: &Conn, fd: i32, why: Reason) {
     };
     log::debug!("{} -> direct ({why})", conn.label());
     conn.responses.lock().stop_checking();
-    // A failed move leaves the socket unconnected: the program's next call fails as a
-    // connect to its origin would have.
-    let _ = conn.move_to(fd, Route::Origin, runtime);
+    // Bytes only from now on; the move keeps that phase, at the origin. A failed move
+    // leaves the socket unconnected: the program's next call fails as a connect to its
+    // origin would have.
     conn.change(|phase| Phase::Passthrough(phase.route()));
+    let _ = conn.move_to(fd, Route::Origin, runtime);
 }
 
 static IO_URING: AtomicBool = AtomicBool::new(false);

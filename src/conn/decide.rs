@@ -11,15 +11,15 @@
 //! | HeadComplete | otherwise | Proceed |
 //! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
 //! | NotHttp | otherwise | Passthrough |
-//! | SendFailed, reset/pipe/not connected | at the proxy, replayable, (https: TLS movable) | Replay |
-//! | SendFailed, reset/pipe/not connected | at the proxy, not replayable | Unhideable |
+//! | SendFailed, reset/pipe/not connected | answers checked, replayable, (https: TLS movable) | Replay |
+//! | SendFailed, reset/pipe/not connected | answers checked, not replayable (past the cap, or part of its answer read) | Unhideable |
 //! | SendFailed | otherwise | Report(errno) |
 //! | Answer: closed, reset, `x-lunar-error` | answers checked | Replay, or Unhideable when not replayable (https: TLS not movable) |
 //! | Answer: retry asked within bounds | answers checked | Retry{after}, or Unhideable when not replayable |
 //! | Answer: not HTTP | answers checked | DeliverBlind |
 //! | Answer: a head to deliver | any | Proceed |
-//! | PeerLost | at the proxy, a request unanswered (all written) | as a closed answer: Replay, or Unhideable |
-//! | PeerLost | at the proxy, nothing written | ConnectFailed (the proxy lost before the request), or Unhideable (https, TLS not movable) |
+//! | PeerLost | answers checked, a request unanswered (all written) | as a closed answer: Replay, or Unhideable |
+//! | PeerLost | answers checked, nothing written | ConnectFailed (the proxy lost before the request), or Unhideable (https, TLS not movable) |
 //! | PeerLost | otherwise | Proceed (the program sees the end) |
 //! | ConnectErrorSeen reset/refused | at the proxy, nothing written, (https: TLS movable) | ConnectFailed |
 //! | ReadBeforeWrite | at the proxy, nothing written, not an https look, (https: TLS movable) | GoDirect (https: HandToTls) |
@@ -100,7 +100,9 @@ pub enum Unseen {
 /// Facts about the connection's buffers and TLS that the I/O layer reads for a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Facts {
-    /// Every unanswered request is kept whole (within LUNAR_REPLAY_MAX_BYTES).
+    /// Every unanswered request can be sent again whole: its copy is within
+    /// LUNAR_REPLAY_MAX_BYTES, and the program has read nothing of its answer yet (an
+    /// answer begun and then replaced would reach the program twice).
     pub replayable: bool,
     /// For https: the TLS layer can replace the virtual session by a real one.
     pub tls_movable: bool,
@@ -215,7 +217,11 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         Event::HeadComplete { .. } => Action::Proceed,
         Event::NotHttp { first_bytes: true } if at_proxy => to_origin(Reason::NotHttp),
         Event::NotHttp { .. } => Action::Passthrough(Reason::NotHttp),
-        Event::SendFailed { errno } if is_connection_loss(errno) && at_proxy && can_leave => {
+        // Where the answers are not followed, what was answered is unknown: nothing is
+        // sent again.
+        Event::SendFailed { errno }
+            if is_connection_loss(errno) && phase.checks_answers() && can_leave =>
+        {
             if facts.replayable {
                 Action::Replay
             } else {
@@ -227,7 +233,7 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         Event::PeerLost {
             unanswered,
             at_boundary,
-        } if at_proxy => {
+        } if phase.checks_answers() => {
             if unanswered && at_boundary {
                 failure(state.https, facts, None)
             } else if !state.wrote {
@@ -319,3 +325,7 @@ fn decide_unseen(phase: Phase, wrote: bool, how: Unseen, idle: bool) -> Action {
 fn is_proxy(route: Route) -> bool {
     matches!(route, Route::Proxy(_))
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -17,6 +17,10 @@ mod recovery;
 mod responses;
 mod retry_limits;
 mod server_first;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_fuzz;
 mod state;
 mod tls_handoff;
 mod waiting;
@@ -160,8 +164,9 @@ impl Conn {
 
     /// What a decision about a failure needs to know beyond the state (`decide::Facts`).
     fn facts(&self, fd: i32) -> decide::Facts {
+        let responses = self.responses.lock();
         decide::Facts {
-            replayable: self.responses.lock().inflight.replayable(),
+            replayable: responses.inflight.replayable() && responses.tracker.at_message_boundary(),
             tls_movable: self.is_https() && tls_handoff::can_take_over(fd),
         }
     }

@@ -162,11 +162,7 @@ fn unhideable(conn: &Conn, runtime: &Runtime, why: &str, counted: bool) {
         conn.label()
     );
     conn.responses.lock().stop_checking();
-    conn.change(|phase| match phase {
-        Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
-        Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
-        other => other,
-    });
+    conn.change(Phase::blind);
 }
 
 /// Moves the socket to the origin for a failure before any request (for https the TLS

@@ -16,7 +16,6 @@ use super::retry_limits::retry_allowed;
 use super::{Conn, Phase};
 use crate::http::{ResponseStream, Step, MAX_HEAD};
 use crate::proxy;
-use crate::runtime::Route;
 use crate::sys;
 
 /// What the connection knows of the responses it expects from the proxy.
@@ -291,13 +290,7 @@ fn judge_head(
 impl Conn {
     /// The proxy's answers cannot be followed any more: delivered as they come.
     fn go_blind(&self) {
-        self.change(|phase| match phase {
-            Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
-            // Where the next request boundary cannot be told, the socket cannot leave at
-            // it: bytes only, where it is.
-            Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
-            other => other,
-        });
+        self.change(Phase::blind);
     }
 
     /// Feeds bytes the program received to the response tracker.

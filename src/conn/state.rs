@@ -105,6 +105,17 @@ impl Phase {
         }
     }
 
+    /// The phase once the proxy's answers cannot be followed (not HTTP, a failure that
+    /// cannot be hidden): delivered as they come. A socket `Leaving` at its next request
+    /// boundary cannot tell that boundary any more: bytes only, where it is.
+    pub fn blind(self) -> Phase {
+        match self {
+            Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
+            Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
+            other => other,
+        }
+    }
+
     /// The phase after a recovery resent its requests: where the socket now is.
     pub fn after_recovery(self) -> Phase {
         match self {
