@@ -44,6 +44,32 @@ impl AppBuffer {
         }
     }
 
+    /// Whether the program's buffer has no room at all (a read into it returns 0).
+    pub fn is_empty(&self) -> bool {
+        self.parts()
+            .iter()
+            .all(|&(data, len)| len == 0 || data.is_null())
+    }
+
+    /// Calls `sink` with the first `count` bytes a successful read put in the buffer, in
+    /// one slice (copied only when the buffer is scattered over several parts).
+    ///
+    /// # Safety
+    /// As `delivered`.
+    pub unsafe fn with_delivered<R>(&self, count: usize, sink: impl FnOnce(&[u8]) -> R) -> R {
+        if let AppBuffer::Flat { data, len } = *self {
+            if data.is_null() {
+                return sink(&[]);
+            }
+            // SAFETY: the kernel just wrote `count <= len` bytes there.
+            return sink(unsafe { std::slice::from_raw_parts(data, count.min(len)) });
+        }
+        let mut bytes = Vec::with_capacity(count);
+        // SAFETY: the caller's contract.
+        unsafe { self.delivered(count, |part| bytes.extend_from_slice(part)) };
+        sink(&bytes)
+    }
+
     /// Copies as much of `bytes` as fits; returns how much did.
     ///
     /// # Safety

@@ -2,6 +2,7 @@
 //! and the HTTP stream engine its writes go through. Owns every syscall the library makes
 //! on behalf of the program for that fd.
 
+mod answer_read;
 mod app_buffer;
 mod bypass;
 mod connect;

@@ -2,6 +2,7 @@
 //! whose server speaks first (`server_first`), and errors left over from a peer we moved
 //! away from.
 
+use super::answer_read::{read_and_judge, Judged};
 use super::decide::Event;
 use super::recovery::{self, Failure, Started};
 use super::responses::{check_next, Next};
@@ -63,19 +64,36 @@ pub fn receive(
         if let Some(count) = conn.serve_held(buffer, peek) {
             return count;
         }
-        let failure = match check_next(conn, fd, &|| !nonblocking()) {
-            Next::Deliver => None,
-            Next::Held => continue,
-            Next::Wait(errno) => {
-                sys::set_errno(errno);
-                return -1;
-            }
-            Next::Failure(failure) => Some(failure),
+        // The start of an answer: read and judged in the program's own read.
+        let judged = if peek {
+            Judged::NotAtHead
+        } else {
+            read_and_judge(conn, buffer, &mut real)
         };
-        if let Some(failure) = failure {
+        let failure = match judged {
+            Judged::Return(count) => return count,
+            Judged::HeadInPieces => continue,
+            Judged::Failure(failure) => Some(failure),
+            Judged::NotAtHead => match check_next(conn, fd, &|| !nonblocking()) {
+                Next::Deliver => None,
+                Next::Held => continue,
+                Next::Wait(errno) => {
+                    sys::set_errno(errno);
+                    return -1;
+                }
+                Next::Failure(failure) => Some(failure),
+            },
+        };
+        if let Some(mut failure) = failure {
+            let taken = std::mem::take(&mut failure.taken);
             match recovery::start(conn, fd, failure, nonblocking()) {
                 // The answer to the resent request gets the same scrutiny.
                 Started::Done => continue,
+                // The answer goes to the program as it came, what was taken first.
+                Started::NotPossible if !taken.is_empty() => {
+                    conn.responses.lock().held = taken;
+                    continue;
+                }
                 Started::NotPossible => {}
                 Started::InBackground if nonblocking() => {
                     sys::set_errno(libc::EAGAIN);

@@ -23,6 +23,9 @@ pub(super) struct Failure {
     pub event: Event,
     pub why: String,
     pub sequence_id: String,
+    /// The answer's bytes already taken from the socket (`answer_read`): dropped with a
+    /// recovery, the program's to read when the failure cannot be hidden.
+    pub taken: Vec<u8>,
 }
 
 impl Failure {
@@ -31,6 +34,7 @@ impl Failure {
             event,
             why: why.to_string(),
             sequence_id: String::new(),
+            taken: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::inflight::InFlight;
 use super::recovery::Failure;
 use super::retry_limits::retry_allowed;
 use super::{Conn, Phase};
-use crate::http::{ResponseStream, Step, MAX_HEAD};
+use crate::http::{ResponseHead, ResponseStream, Step, MAX_HEAD};
 use crate::proxy;
 use crate::sys;
 
@@ -226,33 +226,8 @@ fn judge_head(
     head_len: usize,
 ) -> Next {
     let head = probe.head();
-    if head.lunar_error.is_some() || head.retry.is_some() {
-        // Not the program's: an answer the proxy's failure or retry replaces.
-        responses.partial_head.clear();
-    }
-    if let Some(code) = head.lunar_error {
-        let why = format!(
-            "x-lunar-error: {code} ({})",
-            proxy::lunar_error::meaning(code)
-        );
-        return Next::Failure(Failure::new(Event::Answer(Answer::LunarError), &why));
-    }
-    if let Some(retry) = head.retry {
-        if let Some(after) = retry_allowed(retry.after_secs, responses.retries) {
-            responses.retries += 1;
-            let mut failure = Failure::new(
-                Event::Answer(Answer::RetryAsked { after: Some(after) }),
-                "the proxy asked for a retry",
-            );
-            failure.sequence_id = retry.sequence_id.to_string();
-            return Next::Failure(failure);
-        }
-    }
-    responses.retries = 0;
-    if !head.informational {
-        if let Some(runtime) = crate::runtime::get() {
-            runtime.failsafe.record_success();
-        }
+    if let Some(failure) = failure_in(&head, responses) {
+        return Next::Failure(failure);
     }
     let answered_before = probe.responses_completed();
     let taken = std::mem::take(&mut responses.partial_head);
@@ -287,9 +262,43 @@ fn judge_head(
     next
 }
 
+/// What a complete head from the proxy means: a failure, or a retry it asks for (its
+/// bytes are not the program's: any part taken is dropped), or `None`: an answer for the
+/// program, which counts as the proxy's success.
+pub(super) fn failure_in(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<Failure> {
+    if head.lunar_error.is_some() || head.retry.is_some() {
+        responses.partial_head.clear();
+    }
+    if let Some(code) = head.lunar_error {
+        let why = format!(
+            "x-lunar-error: {code} ({})",
+            proxy::lunar_error::meaning(code)
+        );
+        return Some(Failure::new(Event::Answer(Answer::LunarError), &why));
+    }
+    if let Some(retry) = head.retry {
+        if let Some(after) = retry_allowed(retry.after_secs, responses.retries) {
+            responses.retries += 1;
+            let mut failure = Failure::new(
+                Event::Answer(Answer::RetryAsked { after: Some(after) }),
+                "the proxy asked for a retry",
+            );
+            failure.sequence_id = retry.sequence_id.to_string();
+            return Some(failure);
+        }
+    }
+    responses.retries = 0;
+    if !head.informational {
+        if let Some(runtime) = crate::runtime::get() {
+            runtime.failsafe.record_success();
+        }
+    }
+    None
+}
+
 impl Conn {
     /// The proxy's answers cannot be followed any more: delivered as they come.
-    fn go_blind(&self) {
+    pub(super) fn go_blind(&self) {
         self.change(Phase::blind);
     }
 

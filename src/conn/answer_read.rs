@@ -1,0 +1,126 @@
+//! The program's read at the start of the proxy's next answer, judged after the fact: the
+//! program's own read call fills its buffer, and the head is judged there before the
+//! count is returned. One system call, the program's own (its blocking mode, timeout and
+//! signals are the kernel's), where looking first would cost a peek per answer.
+//!
+//! A head that ends within the read is judged at once: a failure or a retry is hidden
+//! (its bytes are dropped with the connection), a `x-lunar-sequence-id` line is cut out
+//! in place, anything else is the program's. A read that ends inside the head gives its
+//! bytes to `Responses::partial_head`, and the rest of the head is looked at as before
+//! (`responses::check_next`, peeking), so that no byte the program is shown is unjudged.
+
+use super::app_buffer::AppBuffer;
+use super::decide::{Answer, Event};
+use super::recovery::Failure;
+use super::responses::failure_in;
+use super::Conn;
+use crate::http::Step;
+use crate::sys;
+
+/// What became of the program's read.
+pub(super) enum Judged {
+    /// Not at the start of an answer: the usual path reads.
+    NotAtHead,
+    /// The program's read returns this (bytes judged, or the kernel's error).
+    Return(isize),
+    /// The read ended inside the head; its bytes were taken. Look again.
+    HeadInPieces,
+    /// The proxy failed, or asks for a retry.
+    Failure(Failure),
+}
+
+/// Reads with `real` (the program's own call into `buffer`) when the proxy's next answer
+/// begins here, and judges it.
+pub(super) fn read_and_judge(
+    conn: &Conn,
+    buffer: AppBuffer,
+    real: &mut impl FnMut() -> isize,
+) -> Judged {
+    {
+        let responses = conn.responses.lock();
+        let at_head = conn.phase().checks_answers()
+            && responses.tracker.pending_requests() > 0
+            && responses.tracker.at_message_boundary()
+            && responses.partial_head.is_empty()
+            && responses.held.is_empty();
+        if !at_head || buffer.is_empty() {
+            return Judged::NotAtHead;
+        }
+    }
+    let got = real();
+    if got == 0 {
+        return failed(
+            Answer::Closed,
+            "proxy closed the connection before a complete answer",
+        );
+    }
+    if got < 0 {
+        return match sys::errno() {
+            libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => failed(
+                Answer::Reset,
+                "proxy reset the connection before a complete answer",
+            ),
+            _ => Judged::Return(got),
+        };
+    }
+    // SAFETY: `buffer` is the one the read just filled with `got` bytes.
+    unsafe { buffer.with_delivered(got as usize, |bytes| judge(conn, buffer, bytes)) }
+}
+
+fn failed(answer: Answer, why: &str) -> Judged {
+    Judged::Failure(Failure::new(Event::Answer(answer), why))
+}
+
+/// `bytes`: what the program's read put in `buffer`, from the start of an answer.
+fn judge(conn: &Conn, buffer: AppBuffer, bytes: &[u8]) -> Judged {
+    let mut responses = conn.responses.lock();
+    let mut probe = responses.tracker.clone();
+    let head_len = match probe.feed(bytes) {
+        Step::HeadComplete(head_len) => head_len,
+        Step::Buffered(_) => {
+            responses.partial_head.extend_from_slice(bytes);
+            return Judged::HeadInPieces;
+        }
+        Step::NotHttp(_) | Step::Pass(_) => {
+            responses.stop_checking();
+            conn.go_blind();
+            return Judged::Return(bytes.len() as isize);
+        }
+    };
+    let head = probe.head();
+    if let Some(mut failure) = failure_in(&head, &mut responses) {
+        failure.taken = bytes.to_vec();
+        return Judged::Failure(failure);
+    }
+    let answered_before = probe.responses_completed();
+    let rest = &bytes[head_len..];
+    if head.carries_sequence_id {
+        // The head without its `x-lunar-sequence-id` lines, then the rest: shorter than
+        // what was read, so it fits the program's buffer whole.
+        let mut shown = Vec::with_capacity(bytes.len());
+        probe.emit_head(&mut shown);
+        shown.extend_from_slice(rest);
+        settle(conn, &mut responses, probe, answered_before, rest);
+        // SAFETY: the program's read buffer, writable for the sizes it gave.
+        let copied = unsafe { buffer.fill(&shown) };
+        return Judged::Return(copied as isize);
+    }
+    probe.skip_head();
+    settle(conn, &mut responses, probe, answered_before, rest);
+    Judged::Return(bytes.len() as isize)
+}
+
+/// The head was the program's: the tracker moves past it and follows the rest read.
+fn settle(
+    conn: &Conn,
+    responses: &mut super::responses::Responses,
+    probe: crate::http::ResponseStream,
+    answered_before: u64,
+    rest: &[u8],
+) {
+    if probe.responses_completed() > answered_before {
+        responses.inflight.answered();
+    }
+    responses.tracker = probe;
+    conn.track(responses, rest);
+}
