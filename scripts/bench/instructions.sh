@@ -13,18 +13,23 @@ if command -v valgrind >/dev/null; then
 	say "bench: callgrind (instructions on untracked fds and sessions)"
 	mkdir -p "$REPO/c-tests/bin"
 	insn_count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | awk '/Collected/ {print $4}'; }
-	insn_measure() { # kind program calls-per-iteration
-		local kind="$1" prog="$2" per="$3" n=100000 b0 b w0 w
+	insn_measure() { # kind program calls-per-iteration [label library]
+		local kind="$1" prog="$2" per="$3" label="${4:-lib}" lib="${5:-$LIB}" n=100000 b0 b w0 w
 		b0=$(insn_count "$prog" 0); b=$(insn_count "$prog" $n)
-		w0=$(LD_PRELOAD="$LIB" insn_count "$prog" 0); w=$(LD_PRELOAD="$LIB" insn_count "$prog" $n)
-		awk -v k="$kind" -v b0="$b0" -v b="$b" -v w0="$w0" -v w="$w" -v n=$((n * per)) 'BEGIN {
-			printf "insn.%s.lib\t1\t%.3f\ninsn.%s.base\t1\t%.3f\n", k, (w - w0) / n, k, (b - b0) / n
-			if (k == "fast") printf "insn.load\t1\t%d\n", w0 - b0 }' >>"$SAMPLES"
+		w0=$(LD_PRELOAD="$lib" insn_count "$prog" 0); w=$(LD_PRELOAD="$lib" insn_count "$prog" $n)
+		awk -v k="$kind" -v l="$label" -v b0="$b0" -v b="$b" -v w0="$w0" -v w="$w" -v n=$((n * per)) 'BEGIN {
+			printf "insn.%s.%s\t1\t%.3f\ninsn.%s.base\t1\t%.3f\n", k, l, (w - w0) / n, k, (b - b0) / n
+			if (k == "fast" && l == "lib") printf "insn.load\t1\t%d\n", w0 - b0 }' >>"$SAMPLES"
 	}
 	gcc -O2 -o "$REPO/c-tests/bin/fastpath" "$REPO/c-tests/bench/fastpath.c"
 	insn_measure fast "$REPO/c-tests/bin/fastpath" 3
 	gcc -O2 -o "$REPO/c-tests/bin/sendrecv" "$REPO/c-tests/bench/sendrecv.c"
 	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1
+	# The floor: a C preload doing the same check on the same calls.
+	gcc -O2 -fPIC -fvisibility=hidden -shared -o "$REPO/c-tests/bin/floor_preload.so" \
+		"$REPO/c-tests/bench/floor_preload.c" -ldl
+	insn_measure fast "$REPO/c-tests/bin/fastpath" 3 floor "$REPO/c-tests/bin/floor_preload.so"
+	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1 floor "$REPO/c-tests/bin/floor_preload.so"
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
 	fi

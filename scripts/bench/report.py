@@ -139,7 +139,13 @@ if "insn.fast.lib" in S:
     if "insn.pair.lib" in S:
         row("instructions per send+recv pair, untracked socketpair", "insn.pair.lib", "insn.pair.base",
             "diff")
+        if "insn.pair.floor" in S:
+            row("    the floor: a C preload doing the same check", "insn.pair.floor",
+                "insn.pair.base", "diff")
     row("instructions per write/recv/close call, untracked fd", "insn.fast.lib", "insn.fast.base", "diff")
+    if "insn.fast.floor" in S:
+        row("    the floor: a C preload doing the same check", "insn.fast.floor", "insn.fast.base",
+            "diff")
     if "insn.ssl.lib" in S:
         row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
     print("%-*s %12.0f" % (W, "instructions the library's load adds (no LUNAR_* set)", med("insn.load")))
