@@ -6,9 +6,9 @@
 //!
 //! | event | phase (and facts) | action |
 //! |---|---|---|
-//! | HeadComplete, first request, the head's verdict differs | at the proxy, https, origin wanted | HandToTls |
-//! | HeadComplete, first request, the head's verdict differs | otherwise, another peer wanted | Move(route) |
-//! | HeadComplete | otherwise | Proceed |
+//! | HeadComplete, first request, another peer wanted | at the proxy, https, origin wanted | HandToTls |
+//! | HeadComplete, first request or every earlier answer read, another peer wanted | at the proxy or the origin, http | Move(route) |
+//! | HeadComplete | otherwise (an answer still unread: pipelining keeps the peer) | Proceed |
 //! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
 //! | NotHttp | otherwise | Passthrough |
 //! | SendFailed, reset/pipe/not connected | answers checked, replayable, (https: TLS movable) | Replay |
@@ -40,10 +40,12 @@ pub enum Event {
     /// The program begins a new request (its first byte is about to be taken).
     RequestBegins,
     /// A request head is complete. `first_request`: nothing was sent on the connection
-    /// before it. `wanted`: where a connection judged as this head is would go now, when
-    /// the filter judges the head otherwise than it judged the connection at connect.
+    /// before it. `idle`: every earlier request's answer has been read completely.
+    /// `wanted`: where the filter (this head's `Host`, `x-lunar-allow`) and the failsafe
+    /// send a request like this one now (`None`: not asked).
     HeadComplete {
         first_request: bool,
+        idle: bool,
         wanted: Option<Route>,
     },
     /// The program's bytes are not HTTP/1.x. `first_bytes`: no request came before.
@@ -200,18 +202,25 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
             _ => Action::Proceed,
         },
         Event::HeadComplete {
-            first_request: true,
+            first_request,
+            idle,
             wanted: Some(wanted),
         } if is_proxy(wanted) != at_proxy => {
             if state.https {
-                // A session that started real at the origin stays real.
-                if is_proxy(wanted) {
-                    Action::Proceed
-                } else {
+                // A virtual session leaves for a real one at its first request only; a
+                // session real at the origin stays real.
+                if first_request && !is_proxy(wanted) {
                     Action::HandToTls(Reason::FilterAtFirstRequest)
+                } else {
+                    Action::Proceed
                 }
-            } else {
+            } else if (first_request || idle) && matches!(phase, Phase::Proxied(_) | Phase::Direct)
+            {
+                // Each request is routed when it is sent, as a new connection would be;
+                // one sent behind an unread answer keeps the connection's peer.
                 Action::Move(wanted)
+            } else {
+                Action::Proceed
             }
         }
         Event::HeadComplete { .. } => Action::Proceed,

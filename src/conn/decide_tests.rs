@@ -43,6 +43,7 @@ const TLS_STUCK: Facts = Facts {
 fn head(first_request: bool, wanted: Option<Route>) -> Event {
     Event::HeadComplete {
         first_request,
+        idle: true,
         wanted,
     }
 }
@@ -73,13 +74,13 @@ fn head_complete_first_request_another_peer_wanted_moves() {
 #[test]
 fn head_complete_otherwise_proceeds() {
     let cases = [
-        (proxied(), head(false, Some(ORIGIN))),
+        (proxied(), later_head(false, ORIGIN)),
         (proxied(), head(true, None)),
         (proxied(), head(true, Some(Route::Proxy(proxy())))),
         (state(Phase::Direct), head(true, Some(ORIGIN))),
         (
             state(Phase::Direct),
-            head(false, Some(Route::Proxy(proxy()))),
+            later_head(false, Route::Proxy(proxy())),
         ),
     ];
     for (state, event) in cases {
@@ -699,4 +700,65 @@ fn go_direct_from_leaving_skips_direct() {
     let leaving = Phase::Leaving(proxy());
     assert!(!leaving.may_become(leaving.after_move(ORIGIN)));
     assert!(leaving.may_become(Phase::Passthrough(ORIGIN)));
+}
+
+fn later_head(idle: bool, wanted: Route) -> Event {
+    Event::HeadComplete {
+        first_request: false,
+        idle,
+        wanted: Some(wanted),
+    }
+}
+
+#[test]
+fn head_complete_later_request_every_answer_read_moves_back_to_the_proxy() {
+    let direct = wrote(state(Phase::Direct));
+    let event = later_head(true, Route::Proxy(proxy()));
+    assert_eq!(
+        decide(&direct, REPLAYABLE, event),
+        Action::Move(Route::Proxy(proxy()))
+    );
+}
+
+#[test]
+fn head_complete_later_request_every_answer_read_leaves_the_proxy() {
+    let event = later_head(true, ORIGIN);
+    assert_eq!(
+        decide(&wrote(proxied()), REPLAYABLE, event),
+        Action::Move(ORIGIN)
+    );
+}
+
+#[test]
+fn head_complete_behind_an_unread_answer_keeps_the_peer() {
+    assert_eq!(
+        decide(&wrote(proxied()), REPLAYABLE, later_head(false, ORIGIN)),
+        Action::Proceed
+    );
+    let direct = wrote(state(Phase::Direct));
+    let back = later_head(false, Route::Proxy(proxy()));
+    assert_eq!(decide(&direct, REPLAYABLE, back), Action::Proceed);
+}
+
+#[test]
+fn head_complete_later_https_request_keeps_its_session() {
+    let event = later_head(true, ORIGIN);
+    assert_eq!(
+        decide(&https(wrote(proxied())), REPLAYABLE, event),
+        Action::Proceed
+    );
+}
+
+#[test]
+fn head_complete_where_the_socket_already_is_proceeds() {
+    let event = later_head(true, Route::Proxy(proxy()));
+    assert_eq!(
+        decide(&wrote(proxied()), REPLAYABLE, event),
+        Action::Proceed
+    );
+    let direct = wrote(state(Phase::Direct));
+    assert_eq!(
+        decide(&direct, REPLAYABLE, later_head(true, ORIGIN)),
+        Action::Proceed
+    );
 }

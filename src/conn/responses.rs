@@ -61,7 +61,13 @@ impl Responses {
     pub fn take_for_direct_resend(&mut self) -> Vec<u8> {
         self.partial_head.clear();
         let bytes = self.inflight.direct_bytes();
+        let methods: Vec<String> = self.inflight.methods().map(str::to_string).collect();
         self.stop_checking();
+        // The origin answers them: counted, so that a later request knows when nothing
+        // is unanswered and it may move the socket back to the proxy.
+        methods
+            .iter()
+            .for_each(|method| self.tracker.push_request(method));
         bytes
     }
 
@@ -334,7 +340,7 @@ impl Conn {
     /// After a successful read into `buffer` of `count` bytes.
     pub(super) fn track_delivered(&self, buffer: AppBuffer, count: usize) {
         let mut responses = self.responses.lock();
-        if !self.phase().checks_answers() {
+        if !self.phase().follows_answers() {
             return;
         }
         // SAFETY: `buffer` is the one the read just filled with `count` bytes.

@@ -71,8 +71,11 @@ impl Sim {
                     consumed += n;
                     let first_request = self.requests.heads_completed() == 1;
                     let wanted = if first_request { self.wanted } else { None };
+                    // The model routes the first request only (`wanted` is for it); later
+                    // requests' routing is in decide's own tests.
                     let action = self.ask(Event::HeadComplete {
                         first_request,
+                        idle: first_request,
                         wanted,
                     });
                     if let Err(errno) = self.act(action) {

@@ -86,6 +86,13 @@ impl Phase {
         matches!(self, Phase::Proxied(_) | Phase::Leaving(_))
     }
 
+    /// The answers are followed (judged at the proxy, only counted at the origin), so a
+    /// request boundary with nothing unanswered can be told: where a request may move
+    /// the socket.
+    pub fn follows_answers(self) -> bool {
+        matches!(self, Phase::Proxied(_) | Phase::Leaving(_) | Phase::Direct)
+    }
+
     /// The program's bytes go through the request engine.
     pub fn follows_requests(self) -> bool {
         matches!(
@@ -112,6 +119,8 @@ impl Phase {
         match self {
             Phase::Proxied(proxy) => Phase::ProxiedBlind(proxy),
             Phase::Leaving(proxy) => Phase::Passthrough(Route::Proxy(proxy)),
+            // The origin's answers: with their ends unknown, requests cannot be moved.
+            Phase::Direct => Phase::Passthrough(Route::Origin),
             other => other,
         }
     }

@@ -195,14 +195,22 @@ fn send_request_bytes(
                         Err(errno) => fail(conn, fd, before, errno),
                     };
                 }
-                if matches!(route, Ok(Settled::At(Route::Proxy(_)))) {
-                    // Recorded before the head leaves: its answer may be read at once.
-                    let mut responses = conn.responses.lock();
-                    responses.tracker.push_request(&method);
-                    responses.inflight.start(&method, &out, injected.len());
-                    if writer.requests.at_message_boundary() {
-                        responses.inflight.end_request();
+                match route {
+                    Ok(Settled::At(Route::Proxy(_))) => {
+                        // Recorded before the head leaves: its answer may be read at once.
+                        let mut responses = conn.responses.lock();
+                        responses.tracker.push_request(&method);
+                        responses.inflight.start(&method, &out, injected.len());
+                        if writer.requests.at_message_boundary() {
+                            responses.inflight.end_request();
+                        }
                     }
+                    // At the origin the answers are only counted: the next request knows
+                    // whether it may move the socket.
+                    _ if conn.phase().follows_answers() => {
+                        conn.responses.lock().tracker.push_request(&method);
+                    }
+                    _ => {}
                 }
                 let result = send_all(fd, &out, flags);
                 writer.head_out = out;
@@ -284,9 +292,11 @@ enum Settled {
     HandToTls,
 }
 
-/// For the first request of a connection, nothing has left yet: if what the head says
-/// (its `x-lunar-allow`, its `Host`) calls for another peer than the one chosen at connect,
-/// the socket moves now. Later requests follow the connection's peer.
+/// Each request is routed as a new connection would be: the filter (its `Host`, its
+/// `x-lunar-allow`) and the failsafe. When that calls for another peer than the socket's
+/// and nothing sent before is unanswered, the socket moves before the head leaves (for
+/// the first request, only when the head changes the filter's verdict of the connect,
+/// made a moment ago). A request behind an unread answer keeps the connection's peer.
 fn settle_route(
     conn: &Conn,
     fd: c_int,
@@ -297,30 +307,43 @@ fn settle_route(
     let Some(runtime) = runtime::get() else {
         return Ok(Settled::At(current));
     };
-    let wanted = first_request.then(|| {
-        let host_name = head.host.map(lunar_headers::host_name);
-        let name = host_name.as_deref().or(conn.name.as_deref());
-        let destination = Destination {
-            ip: crate::addr::canonical(conn.original).ip(),
-            name,
-        };
-        let verdict = runtime.judge(&destination, head.lunar_allow);
-        // The failsafe is asked only when the filter changed its mind.
-        (matches!(verdict, Verdict::Divert(_)) != conn.filter_diverts)
-            .then(|| runtime.route(verdict))
-    });
-    let Some(Some((wanted, why))) = wanted else {
-        return Ok(Settled::At(current));
+    let idle = !first_request && {
+        let responses = conn.responses.lock();
+        let tracker = &responses.tracker;
+        tracker.pending_requests() == 0
+            && tracker.at_message_boundary()
+            && !tracker.is_passthrough()
     };
+    if !first_request && !idle {
+        return Ok(Settled::At(current));
+    }
+    let host_name = head.host.map(lunar_headers::host_name);
+    let name = host_name.as_deref().or(conn.name.as_deref());
+    let destination = Destination {
+        ip: crate::addr::canonical(conn.original).ip(),
+        name,
+    };
+    let verdict = runtime.judge(&destination, head.lunar_allow);
+    if first_request && matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
+        return Ok(Settled::At(current));
+    }
+    let (wanted, why) = runtime.route(verdict);
     let event = Event::HeadComplete {
         first_request,
+        idle,
         wanted: Some(wanted),
     };
+    let when = if first_request {
+        "moved at first request"
+    } else {
+        "moved at a request boundary"
+    };
     match decide(&conn.state(), Facts::default(), event) {
-        Action::Move(route) => move_for_request(conn, fd, route, why, runtime).map(Settled::At),
-        Action::HandToTls(_) => {
-            move_for_request(conn, fd, Route::Origin, why, runtime).map(|_| Settled::HandToTls)
+        Action::Move(route) => {
+            move_for_request(conn, fd, route, why, when, runtime).map(Settled::At)
         }
+        Action::HandToTls(_) => move_for_request(conn, fd, Route::Origin, why, when, runtime)
+            .map(|_| Settled::HandToTls),
         _ => Ok(Settled::At(current)),
     }
 }
@@ -330,15 +353,13 @@ fn move_for_request(
     fd: c_int,
     wanted: Route,
     why: runtime::Why,
+    when: &str,
     runtime: &Runtime,
 ) -> Result<Route, c_int> {
     let ended = conn.move_to(fd, wanted, runtime)?;
     match ended {
-        Route::Proxy(proxy) => log::debug!(
-            "{} -> proxy {proxy} ({why}; moved at first request)",
-            conn.label()
-        ),
-        Route::Origin => log::debug!("{} -> direct ({why}; moved at first request)", conn.label()),
+        Route::Proxy(proxy) => log::debug!("{} -> proxy {proxy} ({why}; {when})", conn.label()),
+        Route::Origin => log::debug!("{} -> direct ({why}; {when})", conn.label()),
     }
     Ok(ended)
 }
