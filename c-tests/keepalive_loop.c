@@ -4,15 +4,51 @@
  *   keepalive_loop HOST PORT INTERVAL_MS STEP...   STEP: PATH or PATH|Name: value|...
  * "[client] request I" on stderr before each request. stdout: one JSON line per
  * response {"i", "ts", "status", "len", "body_hex"}. A closed connection or any
- * error ends the program (exit 2): it never reconnects. */
+ * error ends the program (exit 2): it never reconnects.
+ *   -DWAIT_EPOLL   event-loop style: the socket is O_NONBLOCK after its connect, and
+ *                  each send or recv that meets EAGAIN waits in epoll (level-triggered,
+ *                  EPOLL_CTL_MOD to the wanted event), as libuv does. */
 #include "common.h"
 #include <sys/time.h>
 #include <time.h>
+#ifdef WAIT_EPOLL
+#include <fcntl.h>
+#include <sys/epoll.h>
+
+static int g_epoll = -1;
+
+/* Waits until fd is ready for `events` (EPOLLIN or EPOLLOUT). */
+static void wait_ready(int fd, unsigned events)
+{
+	struct epoll_event ev = {.events = events, .data.fd = fd};
+	if (epoll_ctl(g_epoll, EPOLL_CTL_MOD, fd, &ev) != 0)
+		die("epoll_ctl:");
+	for (;;) {
+		struct epoll_event got;
+		int n = epoll_wait(g_epoll, &got, 1, CTEST_WATCHDOG_SEC * 1000);
+		if (n == 1)
+			return;
+		if (n == 0)
+			die("epoll_wait timed out");
+		if (errno != EINTR)
+			die("epoll_wait:");
+	}
+}
+#endif
 
 static ssize_t recv_read(int fd, void *buf, size_t n, void *ctx)
 {
 	(void)ctx;
+#ifdef WAIT_EPOLL
+	for (;;) {
+		ssize_t got = recv(fd, buf, n, 0);
+		if (got >= 0 || errno != EAGAIN)
+			return got;
+		wait_ready(fd, EPOLLIN);
+	}
+#else
 	return recv(fd, buf, n, 0);
+#endif
 }
 
 int main(int argc, char **argv)
@@ -23,6 +59,13 @@ int main(int argc, char **argv)
 		die("usage: %s HOST PORT INTERVAL_MS STEP...", g_prog);
 	long interval_ms = strtol(argv[3], NULL, 10);
 	int fd = connect_blocking(&a);
+#ifdef WAIT_EPOLL
+	g_epoll = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+	if (g_epoll < 0 || epoll_ctl(g_epoll, EPOLL_CTL_ADD, fd, &ev) != 0 ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+		die("epoll set-up:");
+#endif
 	struct rbuf rb = {0};
 	int rc = 0;
 	for (int i = 4; i < argc; i++) {
@@ -47,6 +90,12 @@ int main(int argc, char **argv)
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
+#ifdef WAIT_EPOLL
+				if (errno == EAGAIN) {
+					wait_ready(fd, EPOLLOUT);
+					continue;
+				}
+#endif
 				die("send request %d:", i - 4);
 			}
 			off += (size_t)n;

@@ -31,7 +31,7 @@ URL = "http://api.example.test"
 TESTPROXY_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
                  "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
 CTESTS = os.path.join(REPO, "c-tests")
-CLIENTS = ["py_requests", "node_http", "java_urlconnection", "c", "curl"]
+CLIENTS = ["py_requests", "node_http", "java_urlconnection", "c", "c_epoll", "curl"]
 PATH_RE = re.compile(r"/r(\d+)$")
 
 
@@ -85,10 +85,11 @@ class Run:
             if not builds["java"]:
                 pytest.skip("javac failed or missing")
             argv = ["java"] + JAVA_OPTS + ["-cp", builds["java"], "JavaUrlSeq", URL, str(interval)] + specs
-        elif cname == "c":
+        elif cname in ("c", "c_epoll"):
             if not builds["c"]:
                 pytest.skip("c-tests/build.sh failed")
-            argv = [os.path.join(builds["c"], "keepalive_loop"), "api.example.test", "80",
+            program = "keepalive_loop" if cname == "c" else "keepalive_loop_epoll"
+            argv = [os.path.join(builds["c"], program), "api.example.test", "80",
                     str(int(interval * 1000))] + specs
         elif cname == "curl":
             # one group per URL (its own headers, -o and -w); one connection for all;
@@ -153,7 +154,7 @@ class Run:
     def connections(self):
         """New connections the client made (None: it cannot tell)"""
         a = self.answers()
-        if self.cname == "c":
+        if self.cname in ("c", "c_epoll"):
             return 1  # one socket, never reconnects (exit 2 on a closed connection)
         if self.cname == "curl":
             return sum(x.get("connections", 0) for x in a.values())
