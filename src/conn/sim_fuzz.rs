@@ -12,39 +12,13 @@ use super::decide::{Action, Event};
 use super::sim::tests::{check, Expect};
 use super::sim::{Mode, Sim};
 use super::state::{tests::proxy, Phase};
+use crate::http::fuzz_driver::{env_u64, Rng};
 use crate::runtime::Route;
 use std::time::Instant;
 
 /// Runs when `LUNAR_FUZZ_ITERATIONS` is not set: about two seconds in a release build.
 const DEFAULT_ITERATIONS: u64 = 200_000;
 const DEFAULT_SEED: u64 = 0x4c75_6e61_7253_696d; // "LunarSim"
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |text| {
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a number"))
-    })
-}
 
 fn request(rng: &mut Rng, i: usize) -> Vec<u8> {
     let method = ["GET", "POST", "PUT", "DELETE"][rng.below(4)];

@@ -128,15 +128,16 @@ const TOKENS: &[&[u8]] = &[
     b"\0",
 ];
 
-/// xorshift64*: small, fast and good enough to pick mutations.
-struct Rng(u64);
+/// xorshift64*: small, fast and good enough to pick mutations (the connection model's
+/// fuzz driver, `conn::sim_fuzz`, draws from it too).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -144,11 +145,11 @@ impl Rng {
     }
 
     /// Uniform enough in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn chance(&mut self, percent: usize) -> bool {
+    pub(crate) fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
 
@@ -157,7 +158,7 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(text) => text
             .trim()

@@ -27,7 +27,7 @@ mod testutil;
 #[doc(hidden)]
 pub mod fuzz_checks;
 #[cfg(test)]
-mod fuzz_driver;
+pub(crate) mod fuzz_driver;
 
 pub use head::RequestHead;
 pub use request::{RequestStream, Step};
