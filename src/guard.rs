@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
@@ -33,6 +34,7 @@ impl Drop for Reentry {
 /// Runs library logic for a hook. A panic never crosses into C (it would abort the host):
 /// it is logged and `fallback` decides what the program sees.
 pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
+    quiet_panics();
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(value) => value,
         Err(_) => {
@@ -40,6 +42,34 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
             fallback()
         }
     }
+}
+
+/// std's default panic hook would write to the program's stderr, and with the program's
+/// `RUST_BACKTRACE` set, symbolize a backtrace by reading the program's debug info. Ours
+/// is one log line. Set at the first hook call that runs library logic (never at load);
+/// the hook is our own std's, not the program's.
+fn quiet_panics() {
+    static SET: Once = Once::new();
+    SET.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|at| (at.file(), at.line()));
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            log::error!("internal error at {location:?}: {message}");
+        }))
+    });
+}
+
+/// Test builds (`--features panic-probe`): a connect to port 9 panics inside the hook.
+#[cfg(feature = "panic-probe")]
+pub fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) {
+    // SAFETY: connect(2)'s contract: `address` points to `len` readable bytes.
+    let port = unsafe { crate::addr::from_c(address, len) }.map(|peer| peer.port());
+    assert!(port != Some(9), "panic-probe: connect to port 9");
 }
 
 #[cfg(test)]

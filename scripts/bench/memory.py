@@ -5,7 +5,8 @@
 /bin/sleep with the library preloaded (no LUNAR_* set: inert) and, as the baseline, with
 an empty shared object preloaded; once it sleeps, the preloaded object's smaps Rss and
 Private_Dirty (its file mappings and the .bss that follows them, see smaps.py) are
-read and the process stopped. Appends mem.{lib,empty}.{rss,dirty} (KiB) to SAMPLES.
+read and the process stopped. Both files' pages are first dropped from the page cache
+(smaps.as_after_boot). Appends mem.{lib,empty}.{rss,dirty} (KiB) to SAMPLES.
 """
 import os
 import signal
@@ -14,9 +15,10 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-from smaps import lib_mappings  # noqa: E402
+from smaps import as_after_boot, lib_mappings  # noqa: E402
 
 lib, empty, rounds, samples = sys.argv[1:]
+as_after_boot(lib, empty)
 out = open(samples, "a")
 
 

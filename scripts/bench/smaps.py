@@ -7,6 +7,21 @@ beyond the file's last page: for liblunar_intercept the fd table, zero pages unt
 import os
 
 
+def as_after_boot(*paths):
+    """Drops the files' pages from the page cache, so that processes map them as a booted
+    machine has them (read from disk, by readahead) and not as the linker's or cp's
+    writes left them: the kernel maps a file's cached pages in blocks that follow how
+    they entered the cache, so a freshly written library shows up to 44 KiB more of its
+    code resident than the same file read back (measured on 6.18)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def lib_mappings(pid, path):
     real = os.path.realpath(path)
     maps = []  # [start, end, name, rss, dirty]

@@ -25,6 +25,8 @@ pub unsafe extern "C-unwind" fn connect(
     let saved = sys::errno();
     let result = shielded(
         || {
+            #[cfg(feature = "panic-probe")]
+            crate::guard::panic_probe(address, len);
             // SAFETY: connect(2)'s contract on `address`.
             match unsafe { conn::connect(fd, address, len, crate::tls::drivable) } {
                 Connected::Done(result) => result,

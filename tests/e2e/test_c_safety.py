@@ -154,8 +154,9 @@ def test_high_fd_diverted(c_bins, need_lib, haproxy_up):
 
 @pytest.fixture(scope="session")
 def small_fd_table_lib():
-    """The library built with `--features small-fd-table` (chunks of 1024 fds), from
-    LUNAR_LIB_SMALL_FD_TABLE or built here into target/small-fd-table."""
+    """The library built with `--features small-fd-table,panic-probe` (chunks of 1024
+    fds; a connect to port 9 panics inside the hook), from LUNAR_LIB_SMALL_FD_TABLE or
+    built here into target/small-fd-table."""
     given = os.environ.get("LUNAR_LIB_SMALL_FD_TABLE")
     if given:
         return given
@@ -163,7 +164,8 @@ def small_fd_table_lib():
     if not os.path.exists(cargo):
         pytest.skip("no cargo to build the small-fd-table library")
     target = os.path.join(REPO, "target", "small-fd-table")
-    r = subprocess.run([cargo, "build", "--release", "--lib", "--features", "small-fd-table",
+    r = subprocess.run([cargo, "build", "--release", "--lib", "--features",
+                        "small-fd-table,panic-probe",
                         "--target-dir", target], cwd=REPO, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)
     assert r.returncode == 0, "cargo build --features small-fd-table:\n" + r.stdout.decode()
@@ -183,6 +185,43 @@ def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, small_fd_t
         pytest.skip(res.text_err.strip()[-300:])
     (e,) = bodies(res, "high_fd", 1)
     assert_diverted(e, res, spec())
+
+
+PANIC_PROBE = """
+import socket
+for port in (80, 9):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+        print(port, "connected")
+    except OSError as e:
+        print(port, "error", e.errno)
+print("alive")
+"""
+
+
+def test_panic_in_a_hook_is_caught(small_fd_table_lib):
+    """A panic inside a hook (the test build panics in connect to port 9) unwinds to the
+    hook's catch: the program's connect gets what it gets without the library, the
+    program lives on, one log line says so, and std's panic message and backtrace (asked
+    for by the program's RUST_BACKTRACE) stay out of the program's stderr. Proves that
+    the linked library's unwinder and unwind tables work (build.rs moves them). In a
+    network namespace of its own with only loopback, nothing listening."""
+    def probe(preload):
+        env = {"PATH": os.environ["PATH"], "RUST_BACKTRACE": "1"}
+        if preload:
+            env.update(LD_PRELOAD=small_fd_table_lib, LUNAR_PROXY_HOST="127.0.0.1:8000")
+        return subprocess.run(["unshare", "--net", "sh", "-c",
+                               'ip link set lo up && exec python3 -c "$0"', PANIC_PROBE],
+                              env=env, capture_output=True, text=True, timeout=60)
+    alone, with_library = probe(False), probe(True)
+    assert alone.returncode == 0 and alone.stdout == "80 error 111\n9 error 111\nalive\n", alone
+    assert with_library.returncode == 0, with_library
+    assert with_library.stdout == alone.stdout, with_library
+    errors = with_library.stderr.splitlines()
+    assert len(errors) == 2, with_library.stderr
+    assert "ERROR: internal error at" in errors[0] and "panic-probe" in errors[0], errors
+    assert "internal error caught; this call is passed through" in errors[1], errors
 
 
 # ---- the programs themselves, without the library ----------------------------------------
