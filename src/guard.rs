@@ -65,9 +65,12 @@ fn quiet_panics() {
 }
 
 /// Test builds (`--features panic-probe`): a connect to port 9 panics inside the hook.
+///
+/// # Safety
+/// As connect(2): `address` points to `len` readable bytes.
 #[cfg(feature = "panic-probe")]
-pub fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) {
-    // SAFETY: connect(2)'s contract: `address` points to `len` readable bytes.
+pub unsafe fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) {
+    // SAFETY: the caller's contract.
     let port = unsafe { crate::addr::from_c(address, len) }.map(|peer| peer.port());
     assert!(port != Some(9), "panic-probe: connect to port 9");
 }

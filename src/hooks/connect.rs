@@ -25,8 +25,11 @@ pub unsafe extern "C-unwind" fn connect(
     let saved = sys::errno();
     let result = shielded(
         || {
+            // SAFETY: connect(2)'s contract on `address`.
             #[cfg(feature = "panic-probe")]
-            crate::guard::panic_probe(address, len);
+            unsafe {
+                crate::guard::panic_probe(address, len)
+            };
             // SAFETY: connect(2)'s contract on `address`.
             match unsafe { conn::connect(fd, address, len, crate::tls::drivable) } {
                 Connected::Done(result) => result,
