@@ -77,18 +77,21 @@ fn main() {
 }
 
 /// Every process of an image loads the library, and the kernel maps a file's pages in
-/// 64 KiB windows around each one touched ("fault-around"): what a process that never
-/// diverts anything pays is the number of windows its first calls touch, not the bytes
-/// it runs. So the code such a process runs (the C start-up stubs and std's argv
-/// initialiser, every hook's entry, the first-call lookups of libc's functions and the
-/// PLT) is laid out first, right after the loader's tables, the rest of the code next,
-/// and the read-only data (`.rodata`, the unwind tables) after all the code, where only
-/// a panic or a diverted connection reads it. Patterns are section names: rustc puts
-/// every function in `.text.<symbol>` (`.text.unlikely.<symbol>` when cold). rust-lld
-/// (rustc's linker on x86_64 Linux) keeps its default layout for everything else
-/// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process).
+/// 64 KiB windows around each one touched ("fault-around"): what a process pays in
+/// resident memory is the number of windows its calls touch, not the bytes it runs. So:
+/// first the code every process runs (the C start-up stubs and std's argv initialiser,
+/// every hook's entry, the first-call lookups of libc's functions, the PLT), right after
+/// the loader's tables; then the code that runs when http and https are diverted, as
+/// profiled (scripts/layout/hot-code.txt; a stale list costs memory, never correctness);
+/// then the rest (std's panic and backtrace machinery above all); the read-only data
+/// (`.rodata`, the unwind tables) after all the code. Patterns are section names: rustc
+/// puts every function in `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
+/// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
+/// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process and
+/// after Python's requests).
 fn write_layout_script(path: &std::path::Path) {
     let hooks: String = HOOKED.iter().map(|name| format!(" .text.{name}")).collect();
+    let hot = hot_code_patterns();
     let script = format!(
         "SECTIONS {{
   .plt : {{ *(.plt) }}
@@ -97,6 +100,8 @@ fn write_layout_script(path: &std::path::Path) {
     *(.text.*ARGV_INIT_ARRAY*)
     *({hooks} )
     *(.text.*first_call* .text.*3sys7resolve*)
+    *libc_nonshared.a:*(.text .text.*)
+    *({hot} )
     *(.text .text.*)
   }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
@@ -108,6 +113,18 @@ fn write_layout_script(path: &std::path::Path) {
     );
     std::fs::write(path, script).expect("write layout script");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", path.display());
+}
+
+/// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh).
+fn hot_code_patterns() -> String {
+    let list = "scripts/layout/hot-code.txt";
+    println!("cargo:rerun-if-changed={list}");
+    let text = std::fs::read_to_string(list).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|pattern| format!(" {pattern}"))
+        .collect()
 }
 
 /// Rust's std unwinds through libgcc_s, which every process would then load with us. Its

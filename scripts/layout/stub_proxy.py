@@ -1,0 +1,32 @@
+"""scripts/layout/profile.sh: a stand-in for Lunar Proxy that answers every request
+(the handshake on :8081, any request on :8000) with 200 and a short body, keep-alive."""
+import http.server
+import socketserver
+import threading
+
+
+class Answer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b'{"managed": false}' if self.path.startswith("/handshake") else b"from the stub proxy\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+for port in (8000, 8081):
+    server = Server(("127.0.0.1", port), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+threading.Event().wait()
