@@ -117,9 +117,10 @@ fn write_layout_script(path: &std::path::Path) {
 
 /// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh).
 fn hot_code_patterns() -> String {
-    let list = "scripts/layout/hot-code.txt";
-    println!("cargo:rerun-if-changed={list}");
-    let text = std::fs::read_to_string(list).unwrap_or_default();
+    let list = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"))
+        .join("scripts/layout/hot-code.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    let text = std::fs::read_to_string(&list).unwrap_or_default();
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
