@@ -36,7 +36,8 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-pub fn new_v4() -> String {
+/// Appends a new id's 36 characters to `out`.
+pub fn push_v4(out: &mut Vec<u8>) {
     let key = key();
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let high = mix(key ^ count);
@@ -47,15 +48,20 @@ pub fn new_v4() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(36);
     for (index, byte) in bytes.iter().enumerate() {
         if matches!(index, 4 | 6 | 8 | 10) {
-            text.push('-');
+            out.push(b'-');
         }
-        text.push(HEX[usize::from(byte >> 4)] as char);
-        text.push(HEX[usize::from(byte & 0x0f)] as char);
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0x0f)]);
     }
-    text
+}
+
+#[cfg(test)]
+pub fn new_v4() -> String {
+    let mut out = Vec::with_capacity(36);
+    push_v4(&mut out);
+    String::from_utf8(out).expect("hex digits and dashes")
 }
 
 /// A forked child draws its own key, so parent and child never share an id.
