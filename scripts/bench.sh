@@ -267,6 +267,8 @@ if grep -qi '^x-seen-lunar\|^x-via-haproxy' <<<"$origin" || (($(hap_lines) != n0
 fi
 
 # ---- the rows --------------------------------------------------------------------
+# The library's pages as a booted machine has them in its page cache (see smaps.py).
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from smaps import as_after_boot; as_after_boot(sys.argv[2])' "$BENCH" "$LIB"
 say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
 in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES"
 source "$BENCH/wrk.sh"

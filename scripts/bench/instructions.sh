@@ -4,7 +4,12 @@
 #  pair    a send+recv pair with real data on an untracked socketpair
 #          (c-tests/bench/sendrecv.c), per pair;
 #  ssl     SSL_pending/SSL_get_error/SSL_get_verify_result on a session left alone
-#          (c-tests/bench/ssl_fastpath.c), per call.
+#          (c-tests/bench/ssl_fastpath.c), per call;
+#  request a diverted keep-alive request of an event-loop client (c-tests
+#          keepalive_loop_epoll: send, recv on EAGAIN in epoll), the whole process's
+#          instructions per request through HAProxy, library vs direct mode (the same
+#          client with Lunar's headers written by itself): the CPU a request costs the
+#          program, without the noise of wrk's shared cores.
 # Each program runs with N and with 0 iterations, with and without LD_PRELOAD: the
 # program's own set-up and the library's load cancel out. Appends
 # insn.KIND.{lib,base} (instructions per call or pair) and insn.load (instructions the
@@ -30,6 +35,27 @@ if command -v valgrind >/dev/null; then
 		"$REPO/c-tests/bench/floor_preload.c" -ldl
 	insn_measure fast "$REPO/c-tests/bin/fastpath" 3 floor "$REPO/c-tests/bin/floor_preload.so"
 	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1 floor "$REPO/c-tests/bin/floor_preload.so"
+	"$REPO/c-tests/build.sh" >/dev/null
+	insn_requests() { # count host port header-lines [env...]: instructions of `count` requests
+		local count=$1 host=$2 port=$3 headers=$4 steps=() i
+		shift 4
+		for ((i = 0; i < count; i++)); do steps+=("/$headers"); done
+		in_ns "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+			"$REPO/c-tests/bin/keepalive_loop_epoll" "$host" "$port" 0 "${steps[@]}" 2>&1 >/dev/null |
+			awk '/Collected/ {print $4}' || true
+	}
+	direct_headers="|x-lunar-host: api.example.test|x-lunar-scheme: http|x-lunar-interceptor: lunar-direct/0"
+	direct_headers+="|x-lunar-req-id: 00000000-0000-4000-8000-000000000000"
+	w0=$(insn_requests 20 api.example.test 80 "" "${LIBENV[@]}")
+	w=$(insn_requests 220 api.example.test 80 "" "${LIBENV[@]}")
+	b0=$(insn_requests 20 proxy.lunar.test 8000 "$direct_headers")
+	b=$(insn_requests 220 proxy.lunar.test 8000 "$direct_headers")
+	if [[ -n "$w0" && -n "$w" && -n "$b0" && -n "$b" ]]; then
+		awk -v b0="$b0" -v b="$b" -v w0="$w0" -v w="$w" 'BEGIN {
+			printf "insn.request.lib\t1\t%.1f\ninsn.request.base\t1\t%.1f\n", (w - w0) / 200, (b - b0) / 200 }' >>"$SAMPLES"
+	else
+		say "bench: the keep-alive client under callgrind failed: no per-request instruction row"
+	fi
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
 	fi

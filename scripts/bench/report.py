@@ -149,6 +149,9 @@ if "insn.fast.lib" in S:
     if "insn.ssl.lib" in S:
         row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
     print("%-*s %12.0f" % (W, "instructions the library's load adds (no LUNAR_* set)", med("insn.load")))
+    if "insn.request.lib" in S:
+        row("instructions per diverted keep-alive request (C, epoll)",
+            "insn.request.lib", "insn.request.base", "diff", 0)
 else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)

@@ -5,10 +5,11 @@
 # (as root: it makes a network namespace) after changes that move code between functions
 # or after a toolchain update; a stale list costs resident memory, never correctness.
 #
-# In a network namespace of its own: a stub proxy (stub_proxy.py) on 127.0.0.1, the
-# origin's address 203.0.113.10 on loopback (never reached: every request is diverted),
-# and under callgrind: Python requests (http, then https through a virtual session) and
-# curl (three URLs on one connection, http then https).
+# In network and mount namespaces of its own: a stub proxy (stub_proxy.py) on 127.0.0.1,
+# named proxy.lunar.test, the origin api.example.test at 203.0.113.10 on loopback (never
+# reached: every request is diverted), both names in an /etc/hosts bound over the real one
+# for the namespace only; under callgrind: Python requests (http, then https through a
+# virtual session) and curl (URLs on one connection, http then https).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -21,8 +22,10 @@ done
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
-unshare --net bash -euo pipefail -c '
+printf '127.0.0.1 localhost proxy.lunar.test\n203.0.113.10 api.example.test\n' >"$TMP/hosts"
+unshare --net --mount bash -euo pipefail -c '
 	HERE=$1 LIB=$2 TMP=$3
+	mount --bind "$TMP/hosts" /etc/hosts
 	ip link set lo up
 	ip addr add 203.0.113.10/32 dev lo
 	/usr/bin/python3 "$HERE/stub_proxy.py" &
@@ -35,15 +38,16 @@ unshare --net bash -euo pipefail -c '
 	profile() {
 		local name=$1
 		shift
-		env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST=127.0.0.1:8000 \
+		env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST=proxy.lunar.test:8000 \
 			valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$TMP/$name.out" "$@" >/dev/null
 	}
 	env LD_PRELOAD="$LIB" valgrind -q --tool=callgrind --demangle=no \
 		--callgrind-out-file="$TMP/1-inert.out" /bin/sleep 0
-	profile 2-python-http /usr/bin/python3 "$HERE/client.py" http://203.0.113.10/layout
-	profile 3-curl-http curl -sf http://203.0.113.10/a --next http://203.0.113.10/b --next http://203.0.113.10/c
-	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://203.0.113.10/layout
-	profile 5-curl-https curl -sf https://203.0.113.10/a --next https://203.0.113.10/b
+	profile 2-python-http /usr/bin/python3 "$HERE/client.py" http://api.example.test/layout
+	profile 3-curl-http curl -sf http://api.example.test/a --next http://api.example.test/b/chunked \
+		--next -d @/etc/hosts http://api.example.test/c
+	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://api.example.test/layout
+	profile 5-curl-https curl -sf https://api.example.test/a --next https://api.example.test/b/chunked
 ' profile "$HERE" "$LIB" "$TMP"
 
 {

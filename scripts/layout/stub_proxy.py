@@ -1,5 +1,7 @@
 """scripts/layout/profile.sh: a stand-in for Lunar Proxy that answers every request
-(the handshake on :8081, any request on :8000) with 200 and a short body, keep-alive."""
+(the handshake on :8081, any request on :8000) with 200 and a short body, keep-alive:
+chunked when the path ends in /chunked, else with a Content-Length. A request body is
+read and dropped."""
 import http.server
 import socketserver
 import threading
@@ -9,11 +11,17 @@ class Answer(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b'{"managed": false}' if self.path.startswith("/handshake") else b"from the stub proxy\n"
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if self.path.endswith("/chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     do_POST = do_GET
 

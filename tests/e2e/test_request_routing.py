@@ -31,7 +31,8 @@ URL = "http://api.example.test"
 TESTPROXY_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
                  "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
 CTESTS = os.path.join(REPO, "c-tests")
-CLIENTS = ["py_requests", "node_http", "java_urlconnection", "c", "c_epoll", "curl"]
+CLIENTS = ["py_requests", "node_http", "java_urlconnection", "java_httpclient", "c", "c_epoll",
+           "curl"]
 PATH_RE = re.compile(r"/r(\d+)$")
 
 
@@ -46,7 +47,8 @@ def builds(tmp_path_factory):
     if r.returncode == 0:
         out["c"] = os.path.join(CTESTS, "bin")
     d = str(tmp_path_factory.mktemp("java-seq"))
-    r = subprocess.run(["javac", "-d", d, os.path.join(CLIENT_DIR, "JavaUrlSeq.java")],
+    r = subprocess.run(["javac", "-d", d, os.path.join(CLIENT_DIR, "JavaUrlSeq.java"),
+                        os.path.join(CLIENT_DIR, "JavaClientSeq.java")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode == 0:
         out["java"] = d
@@ -81,10 +83,11 @@ class Run:
             argv = [PY, os.path.join(CLIENT_DIR, "py_session_seq.py"), URL, str(interval)] + specs
         elif cname == "node_http":
             argv = ["/usr/bin/node", os.path.join(CLIENT_DIR, "node_seq.js"), URL, str(interval)] + specs
-        elif cname == "java_urlconnection":
+        elif cname in ("java_urlconnection", "java_httpclient"):
             if not builds["java"]:
                 pytest.skip("javac failed or missing")
-            argv = ["java"] + JAVA_OPTS + ["-cp", builds["java"], "JavaUrlSeq", URL, str(interval)] + specs
+            main = "JavaUrlSeq" if cname == "java_urlconnection" else "JavaClientSeq"
+            argv = ["java"] + JAVA_OPTS + ["-cp", builds["java"], main, URL, str(interval)] + specs
         elif cname in ("c", "c_epoll"):
             if not builds["c"]:
                 pytest.skip("c-tests/build.sh failed")
