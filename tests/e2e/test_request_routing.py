@@ -13,8 +13,9 @@ proxy, by the x-via-* header the proxy adds; the test proxy's own log for failed
 attempts), that the origin got it exactly once and without any x-lunar-* header, and
 the status and body sha256 the program got. Clients (one connection each):
 `clients/py_session_seq.py` (requests.Session), `clients/node_seq.js` (http.Agent
-keepAlive), `clients/JavaUrlSeq.java` (HttpURLConnection), `c-tests/keepalive_loop.c`
-(one blocking socket), curl (one URL per `--next` group, `--rate` for the pacing).
+keepAlive), `clients/JavaUrlSeq.java` (HttpURLConnection), `clients/JavaClientSeq.java`
+(java.net.http.HttpClient, HTTP/1.1), `c-tests/keepalive_loop.c` (one blocking socket;
+`keepalive_loop_epoll`: non-blocking in epoll), curl (one URL per `--next` group, `--rate` for the pacing).
 """
 import json
 import os
