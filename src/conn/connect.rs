@@ -43,9 +43,9 @@ pub unsafe fn connect(
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
         return Connected::Real(NotIntercepted);
     }
-    if tcp_family(fd).is_none() {
+    let Some(family) = tcp_family(fd) else {
         return Connected::Real(NotTcp);
-    }
+    };
     let original = addr::canonical(target);
     let direct = |why| {
         Connected::Real(Direct {
@@ -90,7 +90,7 @@ pub unsafe fn connect(
             matches!(verdict, Verdict::Divert(_)),
             runtime.config.replay_max_bytes,
         )
-        .on_socket(fd),
+        .on_socket(fd, family),
     );
     if !fdtable::insert(fd, conn.clone()) {
         return direct(outcome::Direct::NoMemoryToTrack(fd));
@@ -99,7 +99,7 @@ pub unsafe fn connect(
         conn.enter(Phase::Direct);
         return direct(outcome::Direct::route(why));
     };
-    match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
+    match connect_bounded(fd, family, proxy, runtime.config.connect_timeout_ms) {
         Ok(()) => {
             log::debug!("{label} -> proxy {proxy} ({why})");
             conn.enter(Phase::Proxied(proxy));
@@ -135,12 +135,11 @@ fn repeated_connect(fd: c_int, conn: &Conn, address: *const sockaddr, len: sockl
             // SAFETY: the program's own arguments, unchanged.
             Connected::Done(unsafe { sys::connect(fd, address, len) })
         }
-        Route::Proxy(proxy) => Connected::Done(connect_raw(fd, proxy)),
+        Route::Proxy(proxy) => Connected::Done(connect_raw(fd, conn.family, proxy)),
     }
 }
 
-fn connect_raw(fd: c_int, target: SocketAddr) -> c_int {
-    let family = tcp_family(fd).unwrap_or(libc::AF_INET);
+fn connect_raw(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
     let (storage, len) = addr::to_c(target, family);
     // SAFETY: a valid address of the socket's family.
     unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) }
@@ -216,11 +215,15 @@ pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool
 
 /// What `getpeername` on tracked `fd` should report instead of the kernel's answer: the
 /// original destination of a diverted socket (its address and full length), if `fd` is
-/// still that socket.
+/// still that socket. The kernel's answer tells: only our socket is connected to the
+/// proxy we moved it to (the program's own call, so no system call is added; an fstat
+/// identity check here cost one per call).
 pub fn peer_to_show(conn: &Conn, fd: c_int) -> Option<(libc::sockaddr_storage, socklen_t)> {
-    if !conn.is_diverted() || !conn.still_ours(fd) {
+    let Route::Proxy(proxy) = conn.peer() else {
+        return None;
+    };
+    if !conn.is_diverted() || sys::socket::peer_of(fd).map(addr::canonical) != Some(proxy) {
         return None;
     }
-    let family = tcp_family(fd).unwrap_or(libc::AF_INET);
-    Some(addr::to_c(conn.original, family))
+    Some(addr::to_c(conn.original, conn.family))
 }

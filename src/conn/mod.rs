@@ -62,6 +62,10 @@ pub struct Conn {
     /// number closed behind our back and reused is told apart by it. `None` for our own
     /// placeholders.
     identity: Option<Identity>,
+    /// The socket's address family (AF_INET, AF_INET6), learned at its connect: the
+    /// proxy's and the origin's addresses are written in it (an IPv6 socket reaches an
+    /// IPv4 proxy through a v4-mapped address).
+    pub family: libc::c_int,
     /// Where the socket is and who may touch it (`state`): the one place that says so.
     state: SpinLock<State>,
     /// Lock rules (see also `sync`): `writer` serialises what is sent on the socket (the
@@ -98,6 +102,7 @@ impl Conn {
             name,
             filter_diverts,
             identity: None,
+            family: libc::AF_INET,
             state: SpinLock::new(State::new()),
             writer: SpinLock::new(Writer {
                 requests: RequestStream::new(),
@@ -108,9 +113,11 @@ impl Conn {
         }
     }
 
-    /// The same connection, knowing the identity of the socket `fd` it was made on.
-    pub fn on_socket(mut self, fd: i32) -> Conn {
+    /// The same connection, knowing the identity and address family of the socket `fd`
+    /// it was made on.
+    pub fn on_socket(mut self, fd: i32, family: libc::c_int) -> Conn {
         self.identity = Identity::of(fd);
+        self.family = family;
         self
     }
 
@@ -229,6 +236,7 @@ impl Conn {
             return true;
         };
         if Identity::of(fd) == Some(identity) {
+            self.state.lock().identity_checked = true;
             return true;
         }
         log::debug!(
@@ -239,17 +247,10 @@ impl Conn {
         false
     }
 
-    /// `still_ours`, checked once before the program's first read (the write path checks
-    /// at each request head).
+    /// `still_ours`, checked before the program's first read unless a check since the
+    /// connect (the write path's, at each request head) already found the socket ours.
     fn still_a_socket(&self, fd: i32) -> bool {
-        if self.state.lock().identity_checked {
-            return true;
-        }
-        let ok = self.still_ours(fd);
-        if ok {
-            self.state.lock().identity_checked = true;
-        }
-        ok
+        self.state.lock().identity_checked || self.still_ours(fd)
     }
 
     /// `name:port` when the program resolved a name, else `ip:port`: for log lines.

@@ -27,7 +27,7 @@ impl Conn {
         disconnect(fd);
         let result = match to {
             Route::Proxy(proxy) => {
-                match connect_bounded(fd, proxy, runtime.config.connect_timeout_ms) {
+                match connect_bounded(fd, self.family, proxy, runtime.config.connect_timeout_ms) {
                     Ok(()) => Ok(to),
                     Err(errno) => {
                         let reason = std::io::Error::from_raw_os_error(errno);
@@ -59,7 +59,8 @@ impl Conn {
     }
 
     fn connect_origin(&self, fd: c_int) -> Result<Route, c_int> {
-        connect_bounded(fd, self.original, ORIGIN_CONNECT_TIMEOUT_MS).map(|()| Route::Origin)
+        connect_bounded(fd, self.family, self.original, ORIGIN_CONNECT_TIMEOUT_MS)
+            .map(|()| Route::Origin)
     }
 
     /// The first half of a move, for a non-blocking socket whose program waits in its
@@ -73,7 +74,7 @@ impl Conn {
         self.count_move();
         disconnect(fd);
         let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);
-        let started = connect_start(fd, to, deadline).map(|_| ());
+        let started = connect_start(fd, self.family, to, deadline).map(|_| ());
         self.count_move();
         started
     }

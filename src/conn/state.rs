@@ -166,7 +166,8 @@ pub struct State {
     /// A virtual TLS session runs on this socket: its plaintext is https, and it leaves
     /// the proxy only into a real TLS session (`TlsOwned`), never in clear text.
     pub https: bool,
-    /// The fd was confirmed to be this socket before the program's first read.
+    /// The fd was confirmed to be this socket since its connect (by the check at a request
+    /// head or before the first read).
     pub identity_checked: bool,
     /// Changes twice with each move of the socket (odd while it is between peers): a
     /// reader tells an error that belongs to the old peer by it.

@@ -1,7 +1,7 @@
 //! `GET /handshake` on the proxy (contract, "Handshake"), over a socket of our own made with
 //! the real libc functions, bounded in time.
 
-use crate::sys::socket::{connect_bounded, OwnSocket};
+use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ pub fn run(
     connect_timeout_ms: u64,
 ) -> Result<Answer, String> {
     let socket = OwnSocket::open(address).map_err(|e| format!("socket: {e}"))?;
-    connect_bounded(socket.fd(), address, connect_timeout_ms).map_err(describe)?;
+    connect_bounded(socket.fd(), family_of(address), address, connect_timeout_ms)
+        .map_err(describe)?;
     let request = format!(
         "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         crate::INTERCEPTOR

@@ -12,11 +12,7 @@ pub struct OwnSocket(c_int);
 
 impl OwnSocket {
     pub fn open(target: SocketAddr) -> Result<OwnSocket, i32> {
-        let family = if target.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
+        let family = family_of(target);
         // SAFETY: plain socket(2) call.
         let fd = unsafe { sys::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -109,6 +105,29 @@ pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
     }
 }
 
+/// The peer the kernel has for `fd`, if it is a connected IP socket.
+pub fn peer_of(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer of its full size.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let out = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: `out` has room for `len` bytes.
+    if unsafe { sys::getpeername(fd, out, &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes of an address into `storage`.
+    unsafe { addr::from_c(out, len) }
+}
+
+/// The address family of a socket made for `target`.
+pub fn family_of(target: SocketAddr) -> c_int {
+    if target.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
 /// The socket's address family (AF_INET or AF_INET6), or None for anything that is not a
 /// TCP stream socket of those families.
 pub fn tcp_family(fd: c_int) -> Option<c_int> {
@@ -119,18 +138,15 @@ pub fn tcp_family(fd: c_int) -> Option<c_int> {
     (family == libc::AF_INET || family == libc::AF_INET6).then_some(family)
 }
 
-fn socket_family(fd: c_int, target: SocketAddr) -> c_int {
-    tcp_family(fd).unwrap_or(if target.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    })
-}
-
-/// Connects `fd` to `target` within `timeout_ms`, whatever the socket's blocking mode, and
-/// leaves the mode as it found it. On error the socket is left unconnected (a timed-out
-/// attempt is dissolved), ready for another connect.
-pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result<(), i32> {
+/// Connects `fd` (a socket of address `family`) to `target` within `timeout_ms`, whatever
+/// the socket's blocking mode, and leaves the mode as it found it. On error the socket is
+/// left unconnected (a timed-out attempt is dissolved), ready for another connect.
+pub fn connect_bounded(
+    fd: c_int,
+    family: c_int,
+    target: SocketAddr,
+    timeout_ms: u64,
+) -> Result<(), i32> {
     // SAFETY: F_GETFL takes no argument.
     let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
     let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
@@ -146,7 +162,7 @@ pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
             )
         };
     }
-    let result = connect_nonblocking(fd, target, timeout_ms);
+    let result = connect_nonblocking(fd, family, target, timeout_ms);
     if was_blocking {
         // SAFETY: restores the flags read above.
         unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
@@ -157,9 +173,14 @@ pub fn connect_bounded(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
     result
 }
 
-fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result<(), i32> {
+fn connect_nonblocking(
+    fd: c_int,
+    family: c_int,
+    target: SocketAddr,
+    timeout_ms: u64,
+) -> Result<(), i32> {
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
-    if connect_start(fd, target, deadline)? {
+    if connect_start(fd, family, target, deadline)? {
         return Ok(());
     }
     connect_finish(fd, deadline)
@@ -167,8 +188,13 @@ fn connect_nonblocking(fd: c_int, target: SocketAddr, timeout_ms: u64) -> Result
 
 /// Starts connecting a non-blocking socket: `true` when already connected, `false` when
 /// the connect is under way (finish it with `connect_finish`).
-pub fn connect_start(fd: c_int, target: SocketAddr, deadline: Instant) -> Result<bool, i32> {
-    let (storage, len) = addr::to_c(target, socket_family(fd, target));
+pub fn connect_start(
+    fd: c_int,
+    family: c_int,
+    target: SocketAddr,
+    deadline: Instant,
+) -> Result<bool, i32> {
+    let (storage, len) = addr::to_c(target, family);
     loop {
         // SAFETY: storage/len form a valid address of the socket's family.
         let rc =
