@@ -83,7 +83,7 @@ fn main() {
 /// every hook's entry, the first-call lookups of libc's functions, the PLT), right after
 /// the loader's tables; then the code that runs when http and https are diverted, as
 /// profiled (scripts/layout/hot-code.txt; a stale list costs memory, never correctness);
-/// then the rest (std's panic and backtrace machinery above all); the read-only data
+/// then the rest of our crate and its engine's dependencies (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all); the read-only data
 /// (`.rodata`, the unwind tables) after all the code. Patterns are section names: rustc
 /// puts every function in `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
 /// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
@@ -92,6 +92,7 @@ fn main() {
 fn write_layout_script(path: &std::path::Path) {
     let hooks: String = HOOKED.iter().map(|name| format!(" .text.{name}")).collect();
     let hot = hot_code_patterns();
+    let ours = section_patterns(NEAR_HOT_CODE);
     let script = format!(
         "SECTIONS {{
   .plt : {{ *(.plt) }}
@@ -102,6 +103,7 @@ fn write_layout_script(path: &std::path::Path) {
     *(.text.*first_call* .text.*3sys7resolve*)
     *libc_nonshared.a:*(.text .text.*)
     *({hot} )
+    *({ours} )
     *(.text .text.*)
   }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
@@ -113,6 +115,33 @@ fn write_layout_script(path: &std::path::Path) {
     );
     std::fs::write(path, script).expect("write layout script");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", path.display());
+}
+
+/// Code a profile may miss (a path it did not take) but a diverting process may run: our
+/// own crate and what its engine calls, kept next to the profiled code rather than among
+/// std's panic and backtrace machinery.
+const NEAR_HOT_CODE: &[&str] = &[
+    "lunar_intercept",
+    "httparse",
+    "memchr",
+    "core::fmt",
+    "core::str",
+    "core::net",
+    "alloc",
+];
+
+/// `a::b` -> section patterns of its functions: `*1a1b*` matches the length-prefixed
+/// path of both manglings (legacy `_ZN1a1b...`, v0 `..._1a1b...`), `*a..b..*` the legacy
+/// mangling of a trait impl (`<a::b::T as ..>`).
+fn section_patterns(paths: &[&str]) -> String {
+    let mut patterns = String::new();
+    for path in paths {
+        let segments: Vec<&str> = path.split("::").collect();
+        let prefixed: String = segments.iter().map(|s| format!("{}{s}", s.len())).collect();
+        patterns.push_str(&format!(" .text.*{prefixed}*"));
+        patterns.push_str(&format!(" .text.*$LT${}..*", segments.join("..")));
+    }
+    patterns
 }
 
 /// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh).

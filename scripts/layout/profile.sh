@@ -9,7 +9,8 @@
 # named proxy.lunar.test, the origin api.example.test at 203.0.113.10 on loopback (never
 # reached: every request is diverted), both names in an /etc/hosts bound over the real one
 # for the namespace only; under callgrind: Python requests (http, then https through a
-# virtual session) and curl (URLs on one connection, http then https).
+# virtual session; http also with the proxy and the origin given by address) and curl
+# (URLs on one connection, http then https).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -38,12 +39,14 @@ unshare --net --mount bash -euo pipefail -c '
 	profile() {
 		local name=$1
 		shift
-		env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST=proxy.lunar.test:8000 \
+		env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST="${LUNAR_PROXY_HOST:-proxy.lunar.test:8000}" \
 			valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$TMP/$name.out" "$@" >/dev/null
 	}
 	env LD_PRELOAD="$LIB" valgrind -q --tool=callgrind --demangle=no \
 		--callgrind-out-file="$TMP/1-inert.out" /bin/sleep 0
 	profile 2-python-http /usr/bin/python3 "$HERE/client.py" http://api.example.test/layout
+	LUNAR_PROXY_HOST=127.0.0.1:8000 profile 2-python-http-by-address \
+		/usr/bin/python3 "$HERE/client.py" http://203.0.113.10/layout
 	profile 3-curl-http curl -sf http://api.example.test/a --next http://api.example.test/b/chunked \
 		--next -d @/etc/hosts http://api.example.test/c
 	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://api.example.test/layout
