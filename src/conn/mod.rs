@@ -169,6 +169,7 @@ impl Conn {
         decide::Facts {
             replayable: responses.inflight.replayable() && responses.tracker.at_message_boundary(),
             tls_movable: self.is_https() && tls_handoff::can_take_over(fd),
+            real_tls_ours: false,
         }
     }
 
