@@ -24,6 +24,7 @@ mod sim;
 mod sim_fuzz;
 mod state;
 mod tls_handoff;
+pub mod tls_plain;
 mod waiting;
 mod write;
 

@@ -5,10 +5,10 @@
 //! by a real one.
 
 mod fallback;
+mod follow;
 pub mod real;
 
 pub use fallback::{ex_data, fallback, take_over};
-use fallback::{read_real, write_real};
 
 use super::library;
 use super::sessions::{self, Owned, Session};
@@ -137,11 +137,14 @@ pub unsafe fn read(
     out: &mut [u8],
     peek: bool,
 ) -> Result<usize, c_int> {
+    if let Some(real_ssl) = fallback(session) {
+        return follow::read(session, real_ssl, out, peek);
+    }
     // SAFETY: the caller's contract.
     let result = unsafe { read_virtual(session, ssl, out, peek) };
     match (result, fallback(session)) {
         // The read met a proxy failure and the socket now carries a real session.
-        (Err(_), Some(real_ssl)) => read_real(session, real_ssl, out, peek),
+        (Err(_), Some(real_ssl)) => follow::read(session, real_ssl, out, peek),
         (Err(_), None) if session.state.lock().fallback_failed => {
             // Its reasons (a verification failure) are on this thread's error queue; a
             // set errno keeps wrappers (IO::Socket::SSL) from taking it for an EOF.
@@ -213,7 +216,34 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
     let mut done = std::mem::take(&mut session.state.lock().written).min(input.len());
     while done < input.len() {
         if let Some(real_ssl) = fallback(session) {
-            return write_real(session, real_ssl, &input[done..]).map(|n| done + n);
+            // A real session at the origin: each request is still routed when sent, and
+            // may bring the session back to the proxy (then the loop goes on virtually).
+            match follow::write(session, real_ssl, &input[done..]) {
+                follow::Wrote::Switched(n) => {
+                    done += n;
+                    continue;
+                }
+                follow::Wrote::Taken(n) => {
+                    done += n;
+                    if partial || n == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                follow::Wrote::Failed(n, error) => {
+                    done += n;
+                    if partial && done > 0 {
+                        break;
+                    }
+                    let mut state = session.state.lock();
+                    if matches!(error, SSL_ERROR_WANT_READ | SSL_ERROR_WANT_WRITE) {
+                        // The program repeats its call with the same bytes.
+                        state.written = done;
+                    }
+                    state.last_error = error;
+                    return Err(error);
+                }
+            }
         }
         let rest = &input[done..];
         let len = rest.len().min(c_int::MAX as usize) as c_int;
