@@ -1,0 +1,122 @@
+"""Routing per request on keep-alive https connections (issue 11 item 2): every request
+of a tracked https connection is routed when it is sent, as for http
+(test_request_routing.py, whose client runs and checks these tests share).
+
+A virtual TLS session (plain HTTP to the proxy with x-lunar-scheme: https) whose next
+request must go to the origin (x-lunar-allow: false, a cooldown) leaves for a real TLS
+session to the origin made from the program's own context; a session real at the origin
+because it fell back (x-lunar-error, a cooldown) becomes virtual at the proxy again at a
+later request once the failsafe lets it: its real session is ended (close_notify) and the
+same fd moves to the proxy. The program keeps one TLS connection throughout.
+
+Each test runs ONE client (Python requests.Session, curl with --next) making N GETs on
+one https connection to api.example.test:443 and checks per request where it went (the
+origin's log: through HAProxy / the test proxy, or direct), that the origin got it once,
+over TLS (scheme https, SNI api.example.test), without x-lunar-* headers, and the status
+and body sha256 the program got; and that no plaintext reached the TLS origin (no failed
+TLS handshake logged there during the run).
+"""
+import time
+
+import pytest
+
+from conftest import labmod
+from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines,
+                                  routes, summary, wait_request)
+
+URL = "https://api.example.test"
+API_TLS = "%s:443" % labmod.API_IP
+CLIENTS = ["py_requests", "curl"]
+
+
+@pytest.fixture
+def haproxy_restored(lab):
+    lab.start_haproxy()
+    try:
+        yield lab
+    finally:
+        lab.start_haproxy()
+
+
+def https_run(lab, cname, tag, steps, interval, env, tmp_path):
+    env = dict(env or {}, **lab.tls_env())
+    run = Run(lab, cname, {"c": None, "java": None}, tag, steps, interval, env, tmp_path, url=URL)
+    run.t0 = time.time()
+    return run
+
+
+def check_tls(lab, run, rt, want, one_connection=True):
+    """check() with x-lunar-scheme: https, and every request over TLS at the https
+    origin; nothing but TLS reached that origin during the run."""
+    info = check(run, rt, want, one_connection=one_connection, scheme="https")
+    for i in range(run.n):
+        rec = rt[i]["at_origin"][0]
+        assert rec.get("scheme") == "https" and rec.get("server") == API_TLS \
+            and rec.get("sni") == "api.example.test", \
+            "r%d did not reach the https origin over TLS: %s\n%s" % (
+                i, {k: rec.get(k) for k in ("scheme", "server", "sni")}, info)
+    bad = [r for r in lab.origin_log() if r.get("server") == API_TLS and "tls_error" in r
+           and r.get("t", run.t0) >= run.t0]
+    assert not bad, "the TLS origin saw a failed handshake (plaintext?): %s\n%s" % (bad, info)
+    return info
+
+
+@pytest.mark.parametrize("cname", CLIENTS)
+def test_https_allow_false_on_one_request_of_five(lab, need_lib, tag, tmp_path, cname):
+    """`x-lunar-allow: false` on r2 of 5 on one https connection through HAProxy: r2
+    leaves the virtual session for a real TLS session at the origin (the header
+    removed), r3 brings the session back to the proxy; r0, r1, r3, r4 through it."""
+    steps = [[], [], ["x-lunar-allow: false"], [], []]
+    run = https_run(lab, cname, tag, steps, 0.2, None, tmp_path)
+    run.wait()
+    rt = routes(lab, run)
+    info = check_tls(lab, run, rt, {0: "proxy", 1: "proxy", 2: "direct", 3: "proxy", 4: "proxy"})
+    check_move_lines(run, rt, info)
+
+
+@pytest.mark.parametrize("cname", CLIENTS)
+def test_https_error_answer_then_next_request_through_proxy(lab, need_lib, tag, tmp_path, cname,
+                                                            testproxy):
+    """The test proxy answers r0 with x-lunar-error: 2: r0 is replayed to the origin in a
+    real TLS session (the fallback); one failure is no cooldown, so r1 ends that session
+    and goes through the proxy again, virtually, on the same connection, as do r2..r4."""
+    testproxy.set_mode("error:2")
+    run = https_run(lab, cname, tag, [[] for _ in range(5)], 0.6, TESTPROXY_ENV, tmp_path)
+    wait_request(lab, run, 0)
+    testproxy.set_mode("pass")
+    run.wait()
+    rt = routes(lab, run, tproxy=True)
+    info = summary(run, rt, run.answers())
+    assert rt[0]["tp"] == ["error"], "r0 must reach the proxy once and get its error\n" + info
+    want = {0: "direct", 1: "proxy", 2: "proxy", 3: "proxy", 4: "proxy"}
+    info = check_tls(lab, run, rt, want)
+    assert all(rt[i]["tp"] == ["pass"] for i in range(1, 5)), info
+    check_move_lines(run, rt, info)
+
+
+@pytest.mark.parametrize("cname", CLIENTS)
+def test_https_cooldown_entered_and_left_on_one_connection(lab, need_lib, tag, tmp_path, cname,
+                                                           testproxy):
+    """LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS=2, LUNAR_EXIT_COOLDOWN_AFTER_SEC=2, the test
+    proxy answering x-lunar-error: 2 until r1 was replayed. r0 fails at the proxy and is
+    replayed in a real session; r1 comes back to the proxy (no cooldown yet), fails, and
+    is replayed in a new real session (the cooldown starts); requests in the cooldown stay
+    in that real session; requests after it go through the proxy, virtually again."""
+    testproxy.set_mode("error:2")
+    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
+               LUNAR_EXIT_COOLDOWN_AFTER_SEC=str(COOL))
+    run = https_run(lab, cname, tag, [[] for _ in range(14)], 0.5, env, tmp_path)
+    t1 = wait_request(lab, run, 1)["t"]
+    testproxy.set_mode("pass")
+    run.wait()
+    rt = routes(lab, run, tproxy=True)
+    want = {i: ("direct" if i < 2 or (r["t"] and r["t"] < t1 + COOL - 0.3) else
+                "proxy" if r["t"] and r["t"] > t1 + COOL + 0.7 else None) for i, r in rt.items()}
+    info = summary(run, rt, run.answers(), want)
+    assert rt[0]["tp"] == ["error"], "r0 must fail at the proxy\n" + info
+    assert rt[1]["tp"] == ["error"], "r1 must try the proxy again (no cooldown yet) and fail\n" + info
+    in_cool = [i for i in range(2, run.n) if want[i] == "direct"]
+    assert len(in_cool) >= 2 and sum(1 for w in want.values() if w == "proxy") >= 3, info
+    assert all(not rt[i]["tp"] for i in in_cool), "a request in the cooldown tried the proxy\n" + info
+    info = check_tls(lab, run, rt, want)
+    check_move_lines(run, rt, info)
