@@ -4,10 +4,10 @@
 //! After a proxy failure, `fallback` replaces the session by a real one.
 
 mod fallback;
+mod follow;
 pub mod real;
 
 pub use fallback::{fallback, take_over};
-use fallback::{recv_real, send_real};
 
 use super::library;
 use super::sessions::{self, GnutlsDatum, Owned, Session};
@@ -95,9 +95,26 @@ pub type ProgramSend = unsafe extern "C-unwind" fn(c_int, *const c_void, size_t,
 pub type ProgramRecv = unsafe extern "C-unwind" fn(c_int, *mut c_void, size_t, c_int) -> isize;
 
 pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
-    if let Some(real_session) = fallback(session) {
-        return send_real(real_session, data);
+    let mut done = 0;
+    while let Some(real_session) = fallback(session) {
+        // A real session at the origin: each request is still routed when sent, and may
+        // bring the session back to the proxy (then the rest goes virtually).
+        match follow::send(session, real_session, &data[done..]) {
+            follow::Sent::Done(result) if done == 0 => return result,
+            follow::Sent::Done(result) => return done as isize + result.max(0),
+            follow::Sent::Switched(n) => done += n,
+        }
+        if done == data.len() {
+            return done as isize;
+        }
     }
+    if done > 0 {
+        return done as isize + send_virtual(session, &data[done..], program_send).max(0);
+    }
+    send_virtual(session, data, program_send)
+}
+
+fn send_virtual(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
     session.state.lock().last_was_write = true;
     // SAFETY: the program's own entry point, with a live slice.
     let sent = unsafe {
@@ -111,7 +128,10 @@ pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize 
     if sent < 0 {
         // The send met a proxy failure and the socket now carries a real session.
         if let Some(real_session) = fallback(session) {
-            return send_real(real_session, data);
+            return match follow::send(session, real_session, data) {
+                follow::Sent::Done(result) => result,
+                follow::Sent::Switched(n) => n as isize,
+            };
         }
         return transfer_error(crate::sys::errno(), true);
     }
@@ -120,14 +140,14 @@ pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize 
 
 pub fn recv(session: &Session, out: &mut [u8], program_recv: ProgramRecv) -> isize {
     if let Some(real_session) = fallback(session) {
-        return recv_real(real_session, out);
+        return follow::recv(session, real_session, out);
     }
     session.state.lock().last_was_write = false;
     // SAFETY: the program's own entry point, with a live buffer.
     let got = unsafe { program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
     if got <= 0 {
         if let Some(real_session) = fallback(session) {
-            return recv_real(real_session, out);
+            return follow::recv(session, real_session, out);
         }
         if session.state.lock().fallback_failed {
             return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR as isize;
