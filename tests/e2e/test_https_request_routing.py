@@ -10,19 +10,21 @@ later request once the failsafe lets it: its real session is ended (close_notify
 same fd moves to the proxy. The program keeps one TLS connection throughout.
 
 Each test runs ONE client (Python requests.Session, curl with --next) making N GETs on
-one https connection to api.example.test:443 and checks per request where it went (the
+one https connection to api.example.test:443 (and wget, GnuTLS, several URLs on one
+connection, for the fallback's return) and checks per request where it went (the
 origin's log: through HAProxy / the test proxy, or direct), that the origin got it once,
 over TLS (scheme https, SNI api.example.test), without x-lunar-* headers, and the status
 and body sha256 the program got; and that no plaintext reached the TLS origin (no failed
 TLS handshake logged there during the run).
 """
+import os
 import time
 
 import pytest
 
-from conftest import labmod
+from conftest import labmod, sha256
 from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines,
-                                  routes, summary, wait_request)
+                                  routes, size, summary, wait_request)
 
 URL = "https://api.example.test"
 API_TLS = "%s:443" % labmod.API_IP
@@ -120,3 +122,66 @@ def test_https_cooldown_entered_and_left_on_one_connection(lab, need_lib, tag, t
     assert all(not rt[i]["tp"] for i in in_cool), "a request in the cooldown tried the proxy\n" + info
     info = check_tls(lab, run, rt, want)
     check_move_lines(run, rt, info)
+
+
+class WgetRun:
+    """wget (GnuTLS) fetching N URLs on one keep-alive connection (-d shows its reuse),
+    all bodies to one file: what the program got is checked as their concatenation."""
+
+    def __init__(self, lab, tag, n, env, tmp_path):
+        self.lab, self.tag, self.n, self.cname = lab, tag, n, "wget"
+        self.dir = str(tmp_path)
+        self.paths = ["/bytes/%d?t=%s/r%d" % (size(i), tag, i) for i in range(n)]
+        self.body = os.path.join(self.dir, "bodies")
+        argv = ["wget", "-d", "-O", self.body, "--tries=1", "--timeout=30", "--no-proxy",
+                "--wait=0.3"] + [URL + p for p in self.paths]
+        env = dict(env or {}, **lab.tls_env())
+        err = open(os.path.join(self.dir, "client.err"), "wb")
+        self.t0 = time.time()
+        self.p = lab.spawn(argv, env=env, debug=True, stderr=err)
+        err.close()
+
+    def wait(self, timeout=90):
+        try:
+            self.rc = self.p.wait(timeout)
+        except Exception:
+            self.rc = "timeout"
+        finally:
+            self.lab.stop(self.p)
+
+    def read(self, name):
+        with open(os.path.join(self.dir, name), "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+def test_https_error_answer_then_next_request_through_proxy_wget(lab, need_lib, tag, tmp_path,
+                                                                 testproxy):
+    """GnuTLS: the test proxy answers r0 with x-lunar-error: 2: r0 is replayed in a real
+    session at the origin; r1..r3 end it (gnutls_bye) and go through the proxy again."""
+    testproxy.set_mode("error:2")
+    run = WgetRun(lab, tag, 4, TESTPROXY_ENV, tmp_path)
+    wait_request(lab, run, 0)
+    testproxy.set_mode("pass")
+    run.wait()
+    rt = routes(lab, run, tproxy=True)
+    err = run.read("client.err")
+    info = "\n".join("r%d via=%s origin_x%d proxy=%s" % (i, rt[i]["via"], len(rt[i]["at_origin"]),
+                                                        rt[i]["tp"]) for i in range(run.n))
+    info += "\n--- wget -d (tail) ---\n" + err[-4000:]
+    assert run.rc == 0, "wget failed\n" + info
+    with open(run.body, "rb") as f:
+        got = f.read()
+    want_bytes = b"".join(labmod.pattern_bytes(size(i)) for i in range(run.n))
+    assert sha256(got) == sha256(want_bytes), "wget got %d bytes, not the %d expected\n%s" % (
+        len(got), len(want_bytes), info)
+    assert rt[0]["tp"] == ["error"], "r0 must reach the proxy once and get its error\n" + info
+    for i in range(run.n):
+        assert len(rt[i]["at_origin"]) == 1, "r%d reached the origin %d times\n%s" % (
+            i, len(rt[i]["at_origin"]), info)
+        rec = rt[i]["at_origin"][0]
+        assert rec.get("scheme") == "https" and rec.get("server") == API_TLS, info
+        assert not [k for k, _ in rec["headers"] if k.lower().startswith("x-lunar-")], info
+        assert rt[i]["via"] == ("direct" if i == 0 else "testproxy"), \
+            "r%d went %s\n%s" % (i, rt[i]["via"], info)
+    assert err.count("Reusing existing connection") >= run.n - 1, "wget reconnected\n" + info
+    assert "close_notify sent" in err, info
