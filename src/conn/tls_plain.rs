@@ -194,3 +194,7 @@ pub fn delivered(conn: &Conn, mut bytes: &[u8]) {
         bytes = &bytes[taken..];
     }
 }
+
+#[cfg(test)]
+#[path = "tls_plain_tests.rs"]
+mod tests;
