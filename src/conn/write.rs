@@ -27,7 +27,18 @@ const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// should run unchanged (a connection we only pass through, a number reused behind our
 /// back).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
-    match conn.phase() {
+    let state = conn.state();
+    match state.phase {
+        Phase::Passthrough(Route::Origin) if state.https => {
+            // A move of an https session that failed left the socket here: whatever the
+            // program protects with TLS never leaves in clear text.
+            log::warn!(
+                "{}: TLS-protected bytes not sent in clear text",
+                conn.label()
+            );
+            sys::set_errno(libc::ECONNRESET);
+            Outcome::Done(-1)
+        }
         Phase::TlsOwned => {
             // The program's own writes rarely reach us on a socket a real TLS session
             // owns: one that does may be on a number reused behind our back.

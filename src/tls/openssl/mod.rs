@@ -214,6 +214,13 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
         & SSL_MODE_ENABLE_PARTIAL_WRITE
         != 0;
     let mut done = std::mem::take(&mut session.state.lock().written).min(input.len());
+    if fallback(session).is_none() && session.state.lock().fallback_failed {
+        // No session to write into: a real one could not be made, or a move failed.
+        let mut state = session.state.lock();
+        state.last_error = SSL_ERROR_SSL;
+        crate::sys::set_errno(libc::EPROTO);
+        return Err(SSL_ERROR_SSL);
+    }
     while done < input.len() {
         if let Some(real_ssl) = fallback(session) {
             // A real session at the origin: each request is still routed when sent, and
