@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | HeadComplete, first request, another peer wanted | at the proxy, https, origin wanted | HandToTls |
 //! | HeadComplete, every earlier answer read, origin wanted | Proxied, https, TLS movable | HandToTls (a real session at the origin takes the socket; this head its first bytes) |
-//! | HeadComplete, not the first request, every earlier answer read, proxy wanted | TlsOwned, https, the real session ours (a fallback) | Move(proxy): the real session ends (close_notify), the session is virtual again |
+//! | HeadComplete, not the first request, every earlier answer read, proxy wanted | TlsOwned, https, the real session followed (a fallback, or the program's own after a direct connect) | Move(proxy): the real session ends (close_notify), the session is virtual again |
 //! | HeadComplete, first request or every earlier answer read, another peer wanted | at the proxy or the origin, http | Move(route) |
 //! | HeadComplete | otherwise (an answer still unread: pipelining keeps the peer) | Proceed |
 //! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
@@ -110,9 +110,10 @@ pub struct Facts {
     pub replayable: bool,
     /// For https: the TLS layer can replace the virtual session by a real one.
     pub tls_movable: bool,
-    /// For https at the origin (`TlsOwned`): the real session there is one the TLS layer
-    /// made (a fallback), which it can end cleanly and serve virtually again.
-    pub real_tls_ours: bool,
+    /// For https at the origin (`TlsOwned`): the TLS layer follows the real session there
+    /// (one it made, a fallback, or the program's own that went direct at connect because
+    /// of the failsafe), and can end it cleanly and serve the program virtually again.
+    pub real_tls_followed: bool,
 }
 
 /// What the I/O layer is to do.
@@ -308,7 +309,7 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
 
 /// A socket a real TLS session owns at the origin: a later request that the failsafe
 /// lets the proxy have again, with every earlier answer read, ends that session and
-/// makes the program's session virtual again, when the real one is ours to end. `None`:
+/// makes the program's session virtual again, when the real one is followed. `None`:
 /// nothing particular (the general rule for `TlsOwned` answers).
 fn decide_real_tls(state: &State, facts: Facts, event: Event) -> Option<Action> {
     match event {
@@ -316,7 +317,7 @@ fn decide_real_tls(state: &State, facts: Facts, event: Event) -> Option<Action> 
             first_request: false,
             idle: true,
             wanted: Some(wanted @ Route::Proxy(_)),
-        } if state.https && facts.real_tls_ours => Some(Action::Move(wanted)),
+        } if state.https && facts.real_tls_followed => Some(Action::Move(wanted)),
         _ => None,
     }
 }

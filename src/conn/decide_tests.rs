@@ -30,23 +30,23 @@ fn https(mut state: State) -> State {
 const REPLAYABLE: Facts = Facts {
     replayable: true,
     tls_movable: true,
-    real_tls_ours: false,
+    real_tls_followed: false,
 };
 const NOT_REPLAYABLE: Facts = Facts {
     replayable: false,
     tls_movable: true,
-    real_tls_ours: false,
+    real_tls_followed: false,
 };
 const TLS_STUCK: Facts = Facts {
     replayable: true,
     tls_movable: false,
-    real_tls_ours: false,
+    real_tls_followed: false,
 };
 /// At the origin in a real TLS session the TLS layer made (a fallback).
-const REAL_TLS_OURS: Facts = Facts {
+const REAL_TLS_FOLLOWED: Facts = Facts {
     replayable: true,
     tls_movable: true,
-    real_tls_ours: true,
+    real_tls_followed: true,
 };
 
 fn head(first_request: bool, wanted: Option<Route>) -> Event {
@@ -486,7 +486,7 @@ fn every_facts() -> [Facts; 5] {
         REPLAYABLE,
         NOT_REPLAYABLE,
         TLS_STUCK,
-        REAL_TLS_OURS,
+        REAL_TLS_FOLLOWED,
     ]
 }
 
@@ -792,16 +792,17 @@ fn head_complete_later_https_request_keeps_its_session_when_tls_cannot_move_or_b
 fn is_return_from_real_tls(state: &State, facts: Facts, event: Event) -> bool {
     state.phase == Phase::TlsOwned
         && state.https
-        && facts.real_tls_ours
+        && facts.real_tls_followed
         && event == later_head(true, Route::Proxy(proxy()))
 }
 
 #[test]
-fn head_complete_later_request_every_answer_read_proxy_wanted_tls_owned_ours_moves_to_the_proxy() {
+fn head_complete_later_request_every_answer_read_proxy_wanted_tls_owned_followed_moves_to_the_proxy(
+) {
     let owned = https(wrote(state(Phase::TlsOwned)));
     let to_proxy = Route::Proxy(proxy());
     assert_eq!(
-        decide(&owned, REAL_TLS_OURS, later_head(true, to_proxy)),
+        decide(&owned, REAL_TLS_FOLLOWED, later_head(true, to_proxy)),
         Action::Move(to_proxy)
     );
     assert!(Phase::TlsOwned.may_become(Phase::TlsOwned.after_move(to_proxy)));
@@ -812,15 +813,15 @@ fn tls_owned_stays_unless_every_condition_of_the_return_holds() {
     let owned = https(wrote(state(Phase::TlsOwned)));
     let to_proxy = Route::Proxy(proxy());
     let cases = [
-        // Not ours (the program's own real session), an answer unread, the first
+        // Not followed (a real session the TLS layer cannot end), an answer unread, the first
         // request (a proxy that just failed is not tried twice), the origin wanted.
         (owned, REPLAYABLE, later_head(true, to_proxy)),
-        (owned, REAL_TLS_OURS, later_head(false, to_proxy)),
-        (owned, REAL_TLS_OURS, head(true, Some(to_proxy))),
-        (owned, REAL_TLS_OURS, later_head(true, ORIGIN)),
+        (owned, REAL_TLS_FOLLOWED, later_head(false, to_proxy)),
+        (owned, REAL_TLS_FOLLOWED, head(true, Some(to_proxy))),
+        (owned, REAL_TLS_FOLLOWED, later_head(true, ORIGIN)),
         (
             wrote(state(Phase::TlsOwned)),
-            REAL_TLS_OURS,
+            REAL_TLS_FOLLOWED,
             later_head(true, to_proxy),
         ),
     ];

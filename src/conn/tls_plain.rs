@@ -1,6 +1,7 @@
-//! The plaintext of a real TLS session the TLS layer made at the origin (a fallback, or a
-//! request routed there), shown to this layer by the TLS layer so that each request is
-//! still routed when it is sent: the request engine finds the heads, the origin's
+//! The plaintext of a real TLS session at the origin that the TLS layer follows (one it
+//! made: a fallback, or a request routed there; or the program's own on a socket that
+//! went direct at connect because of the failsafe), shown to this layer so that each
+//! request is still routed when it is sent: the request engine finds the heads, the origin's
 //! answers are counted, and a later request that the failsafe lets the proxy have, with
 //! every earlier answer read, ends the real session and serves the program's virtual
 //! one at the proxy again. Nothing here encrypts or decrypts: the TLS layer's `RealTls`
@@ -103,7 +104,7 @@ pub fn write<T: RealTls>(
                     wanted: wanted.map(|(route, _)| route),
                 };
                 let facts = Facts {
-                    real_tls_ours: true,
+                    real_tls_followed: true,
                     ..Facts::default()
                 };
                 if let (Action::Move(Route::Proxy(proxy)), Some((_, why))) =

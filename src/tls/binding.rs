@@ -28,6 +28,25 @@ pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
     fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_carry_virtual_tls())
 }
 
+/// The connection on `fd` when the program's own real TLS session starting there may be
+/// followed (`sessions::begin_followed`): direct at connect only because of the failsafe.
+pub fn followable(fd: c_int) -> Option<Arc<Conn>> {
+    let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
+    fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_follow_real_tls())
+}
+
+/// What the program's write of a tracked fd is to the TLS layer (`claims_write`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Claim {
+    /// Not a handshake's: the connection layer takes it.
+    No,
+    /// A ClientHello of a session made virtual: reported written, nothing sent.
+    Swallowed,
+    /// The ClientHello of the program's own session, followed from now on: it leaves as
+    /// the program wrote it.
+    AsWritten,
+}
+
 /// Runs the real handshake of `session`, watching where its ClientHello goes. Returns
 /// the handshake's result and the fd it bound to, if any.
 pub fn watch_handshake<R>(
@@ -50,12 +69,15 @@ pub fn watch_handshake<R>(
     (result, (fd >= 0).then_some(fd))
 }
 
-/// The program writes `bytes` to tracked `fd`: true when they are the ClientHello (or a
-/// later handshake record) of the session this thread is handshaking, bound to `fd` now.
-/// The caller then reports them written and sends nothing.
-pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
-    if HANDSHAKING.try_with(Cell::get).unwrap_or(0) == 0 {
-        return false;
+/// The program writes `bytes` to tracked `fd`: `Swallowed` when they are the ClientHello
+/// (or a later handshake record) of the session this thread is handshaking, bound to `fd`
+/// now (the caller reports them written and sends nothing); `AsWritten` when that session
+/// is the program's own on a socket direct because of the failsafe, followed from now on
+/// (the caller sends them as the program wrote them).
+pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
+    let session = HANDSHAKING.try_with(Cell::get).unwrap_or(0);
+    if session == 0 {
+        return Claim::No;
     }
     match BOUND_FD.with(Cell::get) {
         -1 if conn.can_carry_virtual_tls() && is_client_hello(bytes) => {
@@ -64,13 +86,26 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
             let name = SERVER_NAME.with(|n| n.borrow().clone());
             if let Some(name) = name {
                 if !crate::conn::settle_for_server_name(conn, fd, &name) {
-                    return false;
+                    return Claim::No;
                 }
             }
             BOUND_FD.with(|b| b.set(fd));
-            true
+            Claim::Swallowed
         }
-        bound => bound == fd,
+        -1 if is_client_hello(bytes) => match followable(fd) {
+            // Only OpenSSL's handshakes are watched (a BIO of the program's own). Not
+            // bound: the handshake's reads answer "again" in this call, and the program's
+            // next handshake call runs followed, reaching the socket.
+            Some(conn) => {
+                let name = SERVER_NAME.with(|n| n.borrow().clone());
+                let kind = super::sessions::Kind::OpenSsl;
+                super::sessions::begin_followed(session, kind, fd, conn, name);
+                Claim::AsWritten
+            }
+            None => Claim::No,
+        },
+        bound if bound == fd => Claim::Swallowed,
+        _ => Claim::No,
     }
 }
 

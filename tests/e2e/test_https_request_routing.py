@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import labmod, sha256
-from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines,
+from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines, hget,
                                   routes, size, summary, wait_request)
 
 URL = "https://api.example.test"
@@ -45,6 +45,34 @@ def https_run(lab, cname, tag, steps, interval, env, tmp_path):
     run = Run(lab, cname, {"c": None, "java": None}, tag, steps, interval, env, tmp_path, url=URL)
     run.t0 = time.time()
     return run
+
+
+@pytest.mark.parametrize("cname", CLIENTS)
+def test_https_proxy_up_later_moves_connection_to_proxy(lab, need_lib, tag, tmp_path, cname,
+                                                        haproxy_restored):
+    """HAProxy down when the program starts (handshake fails: the 443 connection goes
+    direct at connect, the program's own TLS session to the origin), up after r2: one
+    https connection, a request every 0.5 s. Requests before the start at the origin;
+    requests sent more than the handshake's retry delay after it through HAProxy: the
+    program's real session was ended (close_notify) and the same fd serves it virtually
+    at the proxy."""
+    lab.stop_haproxy()
+    run = https_run(lab, cname, tag, [[] for _ in range(16)], 0.5,
+                    {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}, tmp_path)
+    wait_request(lab, run, 2)
+    lab.start_haproxy()
+    ts_up = time.time()
+    run.wait()
+    rt = routes(lab, run)
+    want = {i: ("direct" if r["t"] and r["t"] < ts_up else
+                "proxy" if r["t"] and r["t"] > ts_up + COOL + 1.0 else None) for i, r in rt.items()}
+    assert sum(1 for w in want.values() if w == "proxy") >= 3, "too few requests after the restart\n" + \
+        summary(run, rt, run.answers(), want)
+    info = check_tls(lab, run, rt, want)
+    check_move_lines(run, rt, info)
+    assert "close_notify sent" in run.read("client.err"), info
+    srcs = {hget(r["at_origin"][0], "x-seen-src")[0] for r in rt.values() if r["via"] == "haproxy"}
+    assert len(srcs) == 1, "proxied requests came from %d connections: %s\n%s" % (len(srcs), srcs, info)
 
 
 def check_tls(lab, run, rt, want, one_connection=True):

@@ -95,12 +95,19 @@ impl RealTls for Real<'_> {
 
     fn end(&mut self) {
         let _inside = Reentry::enter();
-        // SAFETY: our live session, forgotten first and deinitialised once, so no call of
-        // the program's reaches it afterwards.
+        // SAFETY: a live session: ours (forgotten first and deinitialised once, so no call
+        // of the program's reaches it afterwards) or the program's own (never freed here).
         let sent = unsafe {
             let sent = real::gnutls_bye(self.real_session, GNUTLS_SHUT_WR) == 0;
-            self.session.state.lock().fallback = 0;
-            real::gnutls_deinit(self.real_session);
+            let programs = {
+                let mut state = self.session.state.lock();
+                state.fallback = 0;
+                std::mem::take(&mut state.fallback_is_programs)
+            };
+            // The program's own is the program's to deinit (its session, virtual now).
+            if !programs {
+                real::gnutls_deinit(self.real_session);
+            }
             sent
         };
         log::debug!(

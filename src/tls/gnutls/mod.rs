@@ -37,7 +37,12 @@ pub fn virtual_session(session: GnutlsSession) -> Option<Arc<Session>> {
 /// # Safety
 /// `session` is the program's live session.
 pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) -> c_int {
-    if virtual_session(session).is_some() {
+    if let Some(virtual_session) = virtual_session(session) {
+        if fallback(&virtual_session) == Some(session) {
+            // The program's own session, followed: its handshake is its own.
+            let _inside = crate::guard::Reentry::enter();
+            return real();
+        }
         return 0;
     }
     if !fdtable::any_tracked() || !library::gnutls_drivable() {
@@ -45,6 +50,14 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
     }
     // SAFETY: the program's live session.
     let fd = unsafe { real::gnutls_transport_get_int(session) };
+    if let Some(conn) = (fd >= 0).then(|| binding::followable(fd)).flatten() {
+        // Direct at connect only because of the failsafe: real, and followed so that a
+        // later request can bring it to the proxy.
+        let name = server_name(session);
+        sessions::begin_followed(session as usize, sessions::Kind::GnuTls, fd, conn, name);
+        let _inside = crate::guard::Reentry::enter();
+        return real();
+    }
     let Some(conn) = (fd >= 0).then(|| binding::bindable(fd)).flatten() else {
         return real();
     };
@@ -194,7 +207,8 @@ pub unsafe fn peers(session: &Session, count: *mut c_uint) -> *const GnutlsDatum
 /// `gnutls_deinit`: the session is forgotten (with what it owned), then freed by GnuTLS.
 pub fn forget(session: GnutlsSession) {
     if let Some(virtual_session) = sessions::remove(session as usize) {
-        if let Some(real_session) = fallback(&virtual_session) {
+        let programs = virtual_session.state.lock().fallback_is_programs;
+        if let Some(real_session) = fallback(&virtual_session).filter(|_| !programs) {
             // SAFETY: the fallback session is ours; the program never held it.
             unsafe { real::gnutls_deinit(real_session) };
         }

@@ -93,16 +93,20 @@ impl RealTls for Real<'_> {
     fn end(&mut self) {
         let _inside = Reentry::enter();
         // close_notify to the origin; its own is not waited for (the socket moves now).
-        // SAFETY: our live SSL, freed once and forgotten first, so no call of the
-        // program's reaches it afterwards.
+        // SAFETY: a live SSL: ours (freed once, forgotten first, so no call of the
+        // program's reaches it afterwards) or the program's own (never freed here).
         let sent = unsafe {
             let sent = real::SSL_shutdown(self.ssl) >= 0;
-            {
+            let programs = {
                 let mut state = self.session.state.lock();
                 state.fallback = 0;
                 state.last_error = SSL_ERROR_NONE;
+                std::mem::take(&mut state.fallback_is_programs)
+            };
+            // The program's own is the program's to free (its session, virtual now).
+            if !programs {
+                real::SSL_free(self.ssl);
             }
-            real::SSL_free(self.ssl);
             sent
         };
         log::debug!(

@@ -51,7 +51,12 @@ pub fn virtual_session(ssl: Ssl) -> Option<Arc<Session>> {
 /// # Safety
 /// `ssl` is the program's live SSL.
 pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
-    if virtual_session(ssl).is_some() {
+    if let Some(session) = virtual_session(ssl) {
+        if fallback(&session) == Some(ssl) {
+            // The program's own session, followed: its handshake is its own.
+            let _inside = crate::guard::Reentry::enter();
+            return real();
+        }
         return 1;
     }
     if !fdtable::any_tracked() || !library::openssl_drivable() {
@@ -59,6 +64,19 @@ pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
     }
     // SAFETY: the program's live SSL.
     let fd = unsafe { real::SSL_get_fd(ssl) };
+    if let Some(conn) = (fd >= 0).then(|| binding::followable(fd)).flatten() {
+        // Direct at connect only because of the failsafe: real, and followed so that a
+        // later request can bring it to the proxy.
+        sessions::begin_followed(
+            ssl as usize,
+            sessions::Kind::OpenSsl,
+            fd,
+            conn,
+            server_name(ssl),
+        );
+        let _inside = crate::guard::Reentry::enter();
+        return real();
+    }
     if fd >= 0 {
         // The filter judges the server name too: it may send the socket to the origin,
         // where the program's own handshake then runs.
@@ -360,7 +378,8 @@ pub fn kept_peer_certificate(session: &Session) -> X509 {
 /// `SSL_free`: the session is forgotten, then freed by the library.
 pub fn free(ssl: Ssl) {
     if let Some(session) = sessions::remove(ssl as usize) {
-        if let Some(real_ssl) = fallback(&session) {
+        let programs = session.state.lock().fallback_is_programs;
+        if let Some(real_ssl) = fallback(&session).filter(|_| !programs) {
             // SAFETY: the fallback session is ours; the program never held it.
             unsafe { real::SSL_free(real_ssl) };
         }
