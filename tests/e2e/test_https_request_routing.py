@@ -156,13 +156,13 @@ class WgetRun:
     """wget (GnuTLS) fetching N URLs on one keep-alive connection (-d shows its reuse),
     all bodies to one file: what the program got is checked as their concatenation."""
 
-    def __init__(self, lab, tag, n, env, tmp_path):
+    def __init__(self, lab, tag, n, env, tmp_path, wait=0.3):
         self.lab, self.tag, self.n, self.cname = lab, tag, n, "wget"
         self.dir = str(tmp_path)
         self.paths = ["/bytes/%d?t=%s/r%d" % (size(i), tag, i) for i in range(n)]
         self.body = os.path.join(self.dir, "bodies")
         argv = ["wget", "-d", "-O", self.body, "--tries=1", "--timeout=30", "--no-proxy",
-                "--wait=0.3"] + [URL + p for p in self.paths]
+                "--wait=%s" % wait] + [URL + p for p in self.paths]
         env = dict(env or {}, **lab.tls_env())
         err = open(os.path.join(self.dir, "client.err"), "wb")
         self.t0 = time.time()
@@ -182,6 +182,49 @@ class WgetRun:
             return f.read().decode("utf-8", "replace")
 
 
+def check_wget(run, rt, want):
+    """wget's bodies, each request once at the https origin over TLS, where it went, one
+    connection. want: i -> "proxy" | "direct" | None."""
+    err = run.read("client.err")
+    info = "\n".join("r%d want=%s via=%s origin_x%d proxy=%s" % (
+        i, want.get(i), rt[i]["via"], len(rt[i]["at_origin"]), rt[i]["tp"]) for i in range(run.n))
+    info += "\n--- wget -d (tail) ---\n" + err[-4000:]
+    assert run.rc == 0, "wget failed\n" + info
+    with open(run.body, "rb") as f:
+        got = f.read()
+    want_bytes = b"".join(labmod.pattern_bytes(size(i)) for i in range(run.n))
+    assert sha256(got) == sha256(want_bytes), "wget got %d bytes, not the %d expected\n%s" % (
+        len(got), len(want_bytes), info)
+    for i in range(run.n):
+        assert len(rt[i]["at_origin"]) == 1, "r%d reached the origin %d times\n%s" % (
+            i, len(rt[i]["at_origin"]), info)
+        rec = rt[i]["at_origin"][0]
+        assert rec.get("scheme") == "https" and rec.get("server") == API_TLS, info
+        assert not [k for k, _ in rec["headers"] if k.lower().startswith("x-lunar-")], info
+        got_via = "direct" if rt[i]["via"] == "direct" else "proxy"
+        assert want.get(i) in (None, got_via), "r%d went %s\n%s" % (i, rt[i]["via"], info)
+    assert err.count("Reusing existing connection") >= run.n - 1, "wget reconnected\n" + info
+    assert "close_notify sent" in err, info
+    return info
+
+
+def test_https_proxy_up_later_moves_connection_to_proxy_wget(lab, need_lib, tag, tmp_path,
+                                                             haproxy_restored):
+    """GnuTLS: HAProxy down when wget starts (its own TLS session to the origin, followed),
+    up after r2: later requests on the same connection through HAProxy (gnutls_bye)."""
+    lab.stop_haproxy()
+    run = WgetRun(lab, tag, 14, {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}, tmp_path, wait=0.5)
+    wait_request(lab, run, 2)
+    lab.start_haproxy()
+    ts_up = time.time()
+    run.wait()
+    rt = routes(lab, run)
+    want = {i: ("direct" if r["t"] and r["t"] < ts_up else
+                "proxy" if r["t"] and r["t"] > ts_up + COOL + 1.0 else None) for i, r in rt.items()}
+    assert sum(1 for w in want.values() if w == "proxy") >= 3, "too few requests after the restart"
+    check_wget(run, rt, want)
+
+
 def test_https_error_answer_then_next_request_through_proxy_wget(lab, need_lib, tag, tmp_path,
                                                                  testproxy):
     """GnuTLS: the test proxy answers r0 with x-lunar-error: 2: r0 is replayed in a real
@@ -192,24 +235,6 @@ def test_https_error_answer_then_next_request_through_proxy_wget(lab, need_lib, 
     testproxy.set_mode("pass")
     run.wait()
     rt = routes(lab, run, tproxy=True)
-    err = run.read("client.err")
-    info = "\n".join("r%d via=%s origin_x%d proxy=%s" % (i, rt[i]["via"], len(rt[i]["at_origin"]),
-                                                        rt[i]["tp"]) for i in range(run.n))
-    info += "\n--- wget -d (tail) ---\n" + err[-4000:]
-    assert run.rc == 0, "wget failed\n" + info
-    with open(run.body, "rb") as f:
-        got = f.read()
-    want_bytes = b"".join(labmod.pattern_bytes(size(i)) for i in range(run.n))
-    assert sha256(got) == sha256(want_bytes), "wget got %d bytes, not the %d expected\n%s" % (
-        len(got), len(want_bytes), info)
+    info = check_wget(run, rt, {i: "direct" if i == 0 else "proxy" for i in range(run.n)})
     assert rt[0]["tp"] == ["error"], "r0 must reach the proxy once and get its error\n" + info
-    for i in range(run.n):
-        assert len(rt[i]["at_origin"]) == 1, "r%d reached the origin %d times\n%s" % (
-            i, len(rt[i]["at_origin"]), info)
-        rec = rt[i]["at_origin"][0]
-        assert rec.get("scheme") == "https" and rec.get("server") == API_TLS, info
-        assert not [k for k, _ in rec["headers"] if k.lower().startswith("x-lunar-")], info
-        assert rt[i]["via"] == ("direct" if i == 0 else "testproxy"), \
-            "r%d went %s\n%s" % (i, rt[i]["via"], info)
-    assert err.count("Reusing existing connection") >= run.n - 1, "wget reconnected\n" + info
-    assert "close_notify sent" in err, info
+    assert all(rt[i]["tp"] == ["pass"] for i in range(1, run.n)), info
