@@ -16,6 +16,9 @@ thread_local! {
     static HANDSHAKING: Cell<usize> = const { Cell::new(0) };
     /// The fd its ClientHello went to (-1: none yet).
     static BOUND_FD: Cell<c_int> = const { Cell::new(-1) };
+    /// The fd whose ClientHello showed the session to be the program's own, followed
+    /// (-1: none): the rest of this handshake call reaches that socket as written.
+    static FOLLOWED_FD: Cell<c_int> = const { Cell::new(-1) };
     /// Its server name (SNI), which the filter judges before the session is bound.
     static SERVER_NAME: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
@@ -61,10 +64,12 @@ pub fn watch_handshake<R>(
     }
     HANDSHAKING.with(|h| h.set(session));
     BOUND_FD.with(|b| b.set(-1));
+    FOLLOWED_FD.with(|f| f.set(-1));
     SERVER_NAME.with(|n| *n.borrow_mut() = server_name);
     let result = real();
     HANDSHAKING.with(|h| h.set(0));
     SERVER_NAME.with(|n| n.borrow_mut().take());
+    FOLLOWED_FD.with(|f| f.set(-1));
     let fd = BOUND_FD.with(|b| b.replace(-1));
     (result, (fd >= 0).then_some(fd))
 }
@@ -92,14 +97,17 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
             BOUND_FD.with(|b| b.set(fd));
             Claim::Swallowed
         }
+        _ if FOLLOWED_FD.with(Cell::get) == fd => Claim::AsWritten,
         -1 if is_client_hello(bytes) => match followable(fd) {
             // Only OpenSSL's handshakes are watched (a BIO of the program's own). Not
-            // bound: the handshake's reads answer "again" in this call, and the program's
-            // next handshake call runs followed, reaching the socket.
+            // bound: the rest of this handshake call reaches the socket as written
+            // (`passes_through`), and the program's later calls on the session run
+            // followed.
             Some(conn) => {
                 let name = SERVER_NAME.with(|n| n.borrow().clone());
                 let kind = super::sessions::Kind::OpenSsl;
                 super::sessions::begin_followed(session, kind, fd, conn, name);
+                FOLLOWED_FD.with(|f| f.set(fd));
                 Claim::AsWritten
             }
             None => Claim::No,
@@ -107,6 +115,12 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
         bound if bound == fd => Claim::Swallowed,
         _ => Claim::No,
     }
+}
+
+/// A read of `fd` inside the handshake call that found the program's own session on it
+/// (followed): the program's own read, as it made it.
+pub fn passes_through(fd: c_int) -> bool {
+    HANDSHAKING.try_with(Cell::get).unwrap_or(0) != 0 && FOLLOWED_FD.with(Cell::get) == fd
 }
 
 /// A read of `fd` inside the handshake that bound it: nothing will come (the proxy speaks
