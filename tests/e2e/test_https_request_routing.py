@@ -22,7 +22,9 @@ import time
 
 import pytest
 
-from conftest import labmod, sha256
+from conftest import assert_ok, describe, echoes, labmod, sha256
+from test_https import (API, TLS_PROGRAM_POST, TLS_PROGRAMS, assert_direct_tls,  # noqa: F401
+                        c_tls_bins, check_tls_program_answers, run_tls_program)
 from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines, hget,
                                   routes, size, summary, wait_request)
 
@@ -238,3 +240,52 @@ def test_https_error_answer_then_next_request_through_proxy_wget(lab, need_lib, 
     info = check_wget(run, rt, {i: "direct" if i == 0 else "proxy" for i in range(run.n)})
     assert rt[0]["tp"] == ["error"], "r0 must reach the proxy once and get its error\n" + info
     assert all(rt[i]["tp"] == ["pass"] for i in range(1, run.n)), info
+
+
+# ---- the C TLS programs (c-tests/tls_*: a GET then a POST on one connection) ------------
+
+@pytest.mark.parametrize("prog", TLS_PROGRAMS)
+def test_https_c_program_proxy_down_keeps_its_own_session_intact(lab, need_lib, c_tls_bins, tag,
+                                                                 prog, haproxy_restored):
+    """HAProxy down: the connection goes direct at connect and the program's own TLS
+    session is followed (socket BIO, custom BIO, non-blocking epoll with a 2 MB POST
+    meeting WANT_WRITE, GnuTLS): both answers intact, both requests once at the origin
+    over TLS on the program's one connection, nothing moved (the failsafe still says
+    direct)."""
+    lab.stop_haproxy()
+    res = run_tls_program(lab, c_tls_bins, prog, API, 443, tag)
+    es = check_tls_program_answers(prog, res, tag, API_TLS)
+    for e in es:
+        assert_direct_tls(e, res, path=tag)
+    err = res.err.decode("utf-8", "replace")
+    assert "TLS session at the origin followed" in err, describe(res)
+    assert "-> proxy" not in err, describe(res)
+
+
+@pytest.mark.parametrize("prog", TLS_PROGRAMS)
+def test_https_c_program_fallback_returns_to_the_proxy_for_the_next_request(
+        lab, need_lib, c_tls_bins, tag, prog, testproxy):
+    """The test proxy answers every request with x-lunar-error: 2 (no cooldown: 5 failures
+    needed). The GET fails at the proxy and is replayed in a real session at the origin;
+    the POST (2 MB for tls_nonblock_epoll, replayable with a 4 MiB cap) ends that session,
+    returns to the proxy, fails there too and is replayed in a new real session. Both
+    answers intact, each request once at the origin over TLS and once at the proxy."""
+    testproxy.set_mode("error:2")
+    env = dict(TESTPROXY_ENV, LUNAR_REPLAY_MAX_BYTES=str(4 * 1024 * 1024))
+    res = lab.run([os.path.join(c_tls_bins, prog), API, "443", tag, lab.ca_file], env=env,
+                  debug=True, timeout=60)
+    assert_ok(res)
+    es = echoes(res)
+    assert [e["method"] for e in es] == ["GET", "POST"], describe(res)
+    n = TLS_PROGRAM_POST.get(prog, 100000)
+    assert es[1]["body_sha256"] == sha256(labmod.pattern_bytes(n)), "POST body at the origin"
+    for e in es:
+        assert_direct_tls(e, res, path=tag)
+    at_origin = [r for r in lab.origin_log(contains=tag) if r.get("path") == tag]
+    assert sorted(r["method"] for r in at_origin) == ["GET", "POST"], describe(res)
+    at_proxy = [r for r in testproxy.testproxy_log() if r.get("kind") == "traffic"
+                and r.get("path") == tag]
+    assert sorted(r["method"] for r in at_proxy) == ["GET", "POST"], \
+        "the POST did not return to the proxy: %s\n%s" % (at_proxy, describe(res))
+    err = res.err.decode("utf-8", "replace")
+    assert "close_notify sent" in err and "virtual again" in err, describe(res)
