@@ -7,6 +7,8 @@
 //! | event | phase (and facts) | action |
 //! |---|---|---|
 //! | HeadComplete, first request, another peer wanted | at the proxy, https, origin wanted | HandToTls |
+//! | HeadComplete, every earlier answer read, origin wanted | Proxied, https, TLS movable | HandToTls (a real session at the origin takes the socket; this head its first bytes) |
+//! | HeadComplete, not the first request, every earlier answer read, proxy wanted | TlsOwned, https, the real session followed (a fallback, or the program's own after a direct connect) | Move(proxy): the real session ends (close_notify), the session is virtual again |
 //! | HeadComplete, first request or every earlier answer read, another peer wanted | at the proxy or the origin, http | Move(route) |
 //! | HeadComplete | otherwise (an answer still unread: pipelining keeps the peer) | Proceed |
 //! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
@@ -28,7 +30,7 @@
 //! | Unseen: stdio | Proxied, a request unanswered | LeaveAtNextRequest (ProxiedBlind, Leaving: Passthrough) |
 //! | Unseen: untrackable fd | at the proxy with a request unanswered, or at the origin | Passthrough |
 //! | RequestBegins | Leaving | GoDirect |
-//! | any | Passthrough, TlsOwned, Recovering | Proceed (nothing to decide) |
+//! | any other | Passthrough, TlsOwned, Recovering | Proceed (nothing to decide) |
 
 use super::state::{Phase, State};
 use crate::runtime::Route;
@@ -108,6 +110,10 @@ pub struct Facts {
     pub replayable: bool,
     /// For https: the TLS layer can replace the virtual session by a real one.
     pub tls_movable: bool,
+    /// For https at the origin (`TlsOwned`): the TLS layer follows the real session there
+    /// (one it made, a fallback, or the program's own that went direct at connect because
+    /// of the failsafe), and can end it cleanly and serve the program virtually again.
+    pub real_tls_followed: bool,
 }
 
 /// What the I/O layer is to do.
@@ -150,6 +156,7 @@ pub enum Reason {
     NotHttp,
     ServerSpeaksFirst,
     FilterAtFirstRequest,
+    AtRequestBoundary,
     HandedToStdio,
     UntrackableFd,
     IoUring,
@@ -161,6 +168,7 @@ impl std::fmt::Display for Reason {
             Reason::NotHttp => "not HTTP/1.x",
             Reason::ServerSpeaksFirst => "server speaks first: not HTTP",
             Reason::FilterAtFirstRequest => "the first request's headers",
+            Reason::AtRequestBoundary => "routed at a request boundary",
             Reason::HandedToStdio => "handed to stdio",
             Reason::UntrackableFd => "an fd that cannot be tracked",
             Reason::IoUring => "io_uring in use",
@@ -175,6 +183,11 @@ fn is_connection_loss(errno: i32) -> bool {
 /// The decision for `event` on a connection in `state`.
 pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
     let phase = state.phase;
+    if phase == Phase::TlsOwned {
+        if let Some(action) = decide_real_tls(state, facts, event) {
+            return action;
+        }
+    }
     if matches!(
         phase,
         Phase::Passthrough(_) | Phase::TlsOwned | Phase::Recovering(_)
@@ -207,10 +220,16 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
             wanted: Some(wanted),
         } if is_proxy(wanted) != at_proxy => {
             if state.https {
-                // A virtual session leaves for a real one at its first request only; a
-                // session real at the origin stays real.
-                if first_request && !is_proxy(wanted) {
+                // A virtual session leaves for a real one at the origin, never in clear
+                // text: at its first request (as the filter judges the connect), or at a
+                // later boundary with every earlier answer read, when the TLS layer can
+                // make the real session.
+                if is_proxy(wanted) {
+                    Action::Proceed
+                } else if first_request {
                     Action::HandToTls(Reason::FilterAtFirstRequest)
+                } else if idle && facts.tls_movable && matches!(phase, Phase::Proxied(_)) {
+                    Action::HandToTls(Reason::AtRequestBoundary)
                 } else {
                     Action::Proceed
                 }
@@ -285,6 +304,21 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         Event::ServerName { .. } => Action::Proceed,
         Event::Unseen { .. } if state.https => Action::Proceed,
         Event::Unseen { how, idle } => decide_unseen(phase, state.wrote, how, idle),
+    }
+}
+
+/// A socket a real TLS session owns at the origin: a later request that the failsafe
+/// lets the proxy have again, with every earlier answer read, ends that session and
+/// makes the program's session virtual again, when the real one is followed. `None`:
+/// nothing particular (the general rule for `TlsOwned` answers).
+fn decide_real_tls(state: &State, facts: Facts, event: Event) -> Option<Action> {
+    match event {
+        Event::HeadComplete {
+            first_request: false,
+            idle: true,
+            wanted: Some(wanted @ Route::Proxy(_)),
+        } if state.https && facts.real_tls_followed => Some(Action::Move(wanted)),
+        _ => None,
     }
 }
 

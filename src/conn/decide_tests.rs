@@ -30,14 +30,23 @@ fn https(mut state: State) -> State {
 const REPLAYABLE: Facts = Facts {
     replayable: true,
     tls_movable: true,
+    real_tls_followed: false,
 };
 const NOT_REPLAYABLE: Facts = Facts {
     replayable: false,
     tls_movable: true,
+    real_tls_followed: false,
 };
 const TLS_STUCK: Facts = Facts {
     replayable: true,
     tls_movable: false,
+    real_tls_followed: false,
+};
+/// At the origin in a real TLS session the TLS layer made (a fallback).
+const REAL_TLS_FOLLOWED: Facts = Facts {
+    replayable: true,
+    tls_movable: true,
+    real_tls_followed: true,
 };
 
 fn head(first_request: bool, wanted: Option<Route>) -> Event {
@@ -471,8 +480,14 @@ fn every_state(phase: Phase) -> Vec<State> {
     states
 }
 
-fn every_facts() -> [Facts; 4] {
-    [Facts::default(), REPLAYABLE, NOT_REPLAYABLE, TLS_STUCK]
+fn every_facts() -> [Facts; 5] {
+    [
+        Facts::default(),
+        REPLAYABLE,
+        NOT_REPLAYABLE,
+        TLS_STUCK,
+        REAL_TLS_FOLLOWED,
+    ]
 }
 
 /// Runs `check(state, facts, event, action)` over everything.
@@ -490,7 +505,10 @@ fn for_all(mut check: impl FnMut(&State, Facts, Event, Action)) {
 
 #[test]
 fn nothing_is_decided_in_passthrough_tls_owned_or_recovering_but_a_send_error() {
-    for_all(|state, _, event, action| {
+    for_all(|state, facts, event, action| {
+        if is_return_from_real_tls(state, facts, event) {
+            return;
+        }
         if matches!(
             state.phase,
             Phase::Passthrough(_) | Phase::TlsOwned | Phase::Recovering(_)
@@ -590,7 +608,10 @@ fn recoveries_and_moves_away_start_only_at_the_proxy() {
             );
         }
         if matches!(action, Action::Move(Route::Proxy(_))) {
-            let at_origin = matches!(state.phase, Phase::Direct | Phase::Connecting);
+            let at_origin = matches!(
+                state.phase,
+                Phase::Direct | Phase::Connecting | Phase::TlsOwned
+            );
             assert!(at_origin, "{state:?} {event:?}");
         }
     });
@@ -741,12 +762,76 @@ fn head_complete_behind_an_unread_answer_keeps_the_peer() {
 }
 
 #[test]
-fn head_complete_later_https_request_keeps_its_session() {
+fn head_complete_later_https_request_every_answer_read_origin_wanted_hands_to_tls() {
     let event = later_head(true, ORIGIN);
     assert_eq!(
         decide(&https(wrote(proxied())), REPLAYABLE, event),
+        Action::HandToTls(Reason::AtRequestBoundary)
+    );
+}
+
+#[test]
+fn head_complete_later_https_request_keeps_its_session_when_tls_cannot_move_or_busy() {
+    let tls = https(wrote(proxied()));
+    assert_eq!(
+        decide(&tls, TLS_STUCK, later_head(true, ORIGIN)),
         Action::Proceed
     );
+    assert_eq!(
+        decide(&tls, REPLAYABLE, later_head(false, ORIGIN)),
+        Action::Proceed
+    );
+    // A blind session's boundaries are not known: it stays.
+    let blind = https(wrote(state(Phase::ProxiedBlind(proxy()))));
+    assert_eq!(
+        decide(&blind, REPLAYABLE, later_head(true, ORIGIN)),
+        Action::Proceed
+    );
+}
+
+fn is_return_from_real_tls(state: &State, facts: Facts, event: Event) -> bool {
+    state.phase == Phase::TlsOwned
+        && state.https
+        && facts.real_tls_followed
+        && event == later_head(true, Route::Proxy(proxy()))
+}
+
+#[test]
+fn head_complete_later_request_every_answer_read_proxy_wanted_tls_owned_followed_moves_to_the_proxy(
+) {
+    let owned = https(wrote(state(Phase::TlsOwned)));
+    let to_proxy = Route::Proxy(proxy());
+    assert_eq!(
+        decide(&owned, REAL_TLS_FOLLOWED, later_head(true, to_proxy)),
+        Action::Move(to_proxy)
+    );
+    assert!(Phase::TlsOwned.may_become(Phase::TlsOwned.after_move(to_proxy)));
+}
+
+#[test]
+fn tls_owned_stays_unless_every_condition_of_the_return_holds() {
+    let owned = https(wrote(state(Phase::TlsOwned)));
+    let to_proxy = Route::Proxy(proxy());
+    let cases = [
+        // Not followed (a real session the TLS layer cannot end), an answer unread, the first
+        // request (a proxy that just failed is not tried twice), the origin wanted.
+        (owned, REPLAYABLE, later_head(true, to_proxy)),
+        (owned, REAL_TLS_FOLLOWED, later_head(false, to_proxy)),
+        (owned, REAL_TLS_FOLLOWED, head(true, Some(to_proxy))),
+        (owned, REAL_TLS_FOLLOWED, later_head(true, ORIGIN)),
+        (
+            wrote(state(Phase::TlsOwned)),
+            REAL_TLS_FOLLOWED,
+            later_head(true, to_proxy),
+        ),
+    ];
+    for (state, facts, event) in cases {
+        assert_eq!(
+            decide(&state, facts, event),
+            Action::Proceed,
+            "{state:?} {facts:?} {event:?}"
+        );
+    }
 }
 
 #[test]

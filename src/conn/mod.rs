@@ -24,6 +24,7 @@ mod sim;
 mod sim_fuzz;
 mod state;
 mod tls_handoff;
+pub mod tls_plain;
 mod waiting;
 mod write;
 
@@ -176,6 +177,7 @@ impl Conn {
         decide::Facts {
             replayable: responses.inflight.replayable() && responses.tracker.at_message_boundary(),
             tls_movable: self.is_https() && tls_handoff::can_take_over(fd),
+            real_tls_followed: false,
         }
     }
 
@@ -212,6 +214,23 @@ impl Conn {
     pub fn can_carry_virtual_tls(&self) -> bool {
         let state = self.state();
         matches!(state.phase, Phase::Proxied(_)) && !state.wrote && !state.https
+    }
+
+    /// Whether a real TLS session starting on this socket at the origin may be followed
+    /// (its plaintext shown to `tls_plain`), so that a later request can bring it to the
+    /// proxy: the socket went direct at connect only because of the failsafe (the filter
+    /// diverts it), and nothing was written yet.
+    pub fn can_follow_real_tls(&self) -> bool {
+        let state = self.state();
+        state.phase == Phase::Direct && !state.wrote && !state.https && self.filter_diverts
+    }
+
+    /// The program's own real TLS session on this socket is followed from now on: its
+    /// plaintext is https, and the TLS layer owns the socket (`tls`: as for `mark_https`).
+    pub fn follow_real_tls(&self, tls: &'static TlsHandoff) {
+        tls.register();
+        self.state.lock().https = true;
+        self.enter(Phase::TlsOwned);
     }
 
     /// Where the socket is (or is going).

@@ -45,6 +45,14 @@ impl Responses {
         }
     }
 
+    /// Every request sent has been answered completely (and the answers can still be
+    /// followed): a request boundary where the socket may move.
+    pub fn every_answer_read(&self) -> bool {
+        self.tracker.pending_requests() == 0
+            && self.tracker.at_message_boundary()
+            && !self.tracker.is_passthrough()
+    }
+
     /// A fresh tracker that expects the answers to the requests still in flight.
     pub fn restart_tracking(&mut self) {
         self.tracker = ResponseStream::new();

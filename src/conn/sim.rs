@@ -315,6 +315,7 @@ impl Sim {
                 && self.tracker.at_message_boundary()
                 && self.already_tracked == 0,
             tls_movable: true,
+            real_tls_followed: false,
         };
         let action = decide(&self.state, facts, event);
         self.actions.push((event, action));

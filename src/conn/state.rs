@@ -16,9 +16,11 @@
 //! | Proxied, ProxiedBlind, Leaving | Recovering | a proxy failure to hide (replay) or a retry it asked for |
 //! | Recovering | Proxied | a retry was resent to the proxy |
 //! | Recovering | Direct | the unanswered requests were resent to the origin |
-//! | any but TlsOwned | Passthrough | not HTTP, server speaks first, stdio, io_uring, untrackable fd, a move that failed |
-//! | Proxied, ProxiedBlind, Leaving, Recovering, Direct, Passthrough | TlsOwned | an https session left the proxy: real TLS at the origin takes the socket |
-//! | Passthrough, TlsOwned | — | final |
+//! | any (TlsOwned: see below) | Passthrough | not HTTP, server speaks first, stdio, io_uring, untrackable fd, a move that failed |
+//! | Proxied, ProxiedBlind, Leaving, Recovering, Direct, Passthrough | TlsOwned | an https session left the proxy: real TLS at the origin takes the socket; or (Direct) the program's own TLS starts on a socket direct because of the failsafe, followed |
+//! | TlsOwned | Proxied | a later request, every earlier answer read, that the failsafe lets the proxy have: the followed real session ended (close_notify), the program's virtual again |
+//! | TlsOwned | Passthrough | that move could not connect anywhere (the kernel's errors from then on) |
+//! | Passthrough | — | final |
 //!
 //! A recovery owns the socket through its phase: while `Recovering`, the program's reads
 //! and writes wait in the kernel (`Conn::recovery`, a futex raised exactly while the phase
@@ -49,7 +51,8 @@ pub enum Phase {
     /// Bytes only, wherever the socket is; nothing more to decide.
     Passthrough(Route),
     /// A real TLS session of the TLS layer owns the socket, at the origin: the program's
-    /// plaintext path neither reads nor writes it.
+    /// plaintext path neither reads nor writes it (the TLS layer shows this layer the
+    /// plaintext, `tls_plain`, so that a later request can bring it back to the proxy).
     TlsOwned,
 }
 
@@ -106,6 +109,9 @@ impl Phase {
     pub fn after_move(self, route: Route) -> Phase {
         match (self, route) {
             (Phase::Passthrough(_), route) => Phase::Passthrough(route),
+            // A move back to the proxy that ended at the origin: a real session takes the
+            // socket again there.
+            (Phase::TlsOwned, Route::Origin) => Phase::TlsOwned,
             (Phase::Recovering(_), route) => Phase::Recovering(route),
             (_, Route::Proxy(proxy)) => Phase::Proxied(proxy),
             (_, Route::Origin) => Phase::Direct,
@@ -142,6 +148,7 @@ impl Phase {
         }
         match (self, to) {
             (Passthrough(_), TlsOwned) => true,
+            (TlsOwned, Proxied(_) | Passthrough(_)) => true,
             (Passthrough(_) | TlsOwned, _) => false,
             (_, Passthrough(_)) => true,
             (Connecting, Proxied(_) | Direct) => true,
@@ -220,8 +227,14 @@ pub(super) mod tests {
     #[test]
     fn final_phases_stay_final() {
         for to in every_phase() {
+            // A real TLS session of ours returns to the proxy, or the kernel's.
+            let returns = matches!(to, Phase::Proxied(_) | Phase::Passthrough(_));
             if to != Phase::TlsOwned {
-                assert_eq!(Phase::TlsOwned.may_become(to), to == Phase::TlsOwned);
+                assert_eq!(
+                    Phase::TlsOwned.may_become(to),
+                    returns || to == Phase::TlsOwned,
+                    "{to:?}"
+                );
             }
             if !matches!(to, Phase::Passthrough(_) | Phase::TlsOwned) {
                 assert!(!Phase::Passthrough(Route::Origin).may_become(to), "{to:?}");

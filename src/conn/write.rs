@@ -27,7 +27,18 @@ const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// should run unchanged (a connection we only pass through, a number reused behind our
 /// back).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
-    match conn.phase() {
+    let state = conn.state();
+    match state.phase {
+        Phase::Passthrough(Route::Origin) if state.https => {
+            // A move of an https session that failed left the socket here: whatever the
+            // program protects with TLS never leaves in clear text.
+            log::warn!(
+                "{}: TLS-protected bytes not sent in clear text",
+                conn.label()
+            );
+            sys::set_errno(libc::ECONNRESET);
+            Outcome::Done(-1)
+        }
         Phase::TlsOwned => {
             // The program's own writes rarely reach us on a socket a real TLS session
             // owns: one that does may be on a number reused behind our back.
@@ -185,9 +196,16 @@ fn send_request_bytes(
                 out.clear();
                 writer.requests.emit_head(&injected, &mut out);
                 if matches!(route, Ok(Settled::HandToTls)) {
-                    // The first request of a virtual session was moved to the origin (its
-                    // x-lunar-allow, its Host): its TLS becomes real there, this head its
-                    // first bytes; the rest of the program's writes go into that session.
+                    // A request of a virtual session was moved to the origin (its
+                    // x-lunar-allow, its Host, a cooldown): its TLS becomes real there, this
+                    // head its first bytes; the rest of the program's writes go into that
+                    // session. Its answer is counted there, so that a later request knows
+                    // when it may bring the session back (`tls_plain`).
+                    {
+                        let mut responses = conn.responses.lock();
+                        responses.stop_checking();
+                        responses.tracker.push_request(&method);
+                    }
                     let result = recovery::hand_to_tls(conn, fd, &out);
                     writer.head_out = out;
                     return match result {
@@ -307,23 +325,11 @@ fn settle_route(
     let Some(runtime) = runtime::get() else {
         return Ok(Settled::At(current));
     };
-    let idle = !first_request && {
-        let responses = conn.responses.lock();
-        let tracker = &responses.tracker;
-        tracker.pending_requests() == 0
-            && tracker.at_message_boundary()
-            && !tracker.is_passthrough()
-    };
+    let idle = !first_request && conn.responses.lock().every_answer_read();
     if !first_request && !idle {
         return Ok(Settled::At(current));
     }
-    let host_name = head.host.map(lunar_headers::host_name);
-    let name = host_name.as_deref().or(conn.name.as_deref());
-    let destination = Destination {
-        ip: crate::addr::canonical(conn.original).ip(),
-        name,
-    };
-    let verdict = runtime.judge(&destination, head.lunar_allow);
+    let verdict = judge(conn, head, runtime);
     if first_request && matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
         return Ok(Settled::At(current));
     }
@@ -333,12 +339,19 @@ fn settle_route(
         idle,
         wanted: Some(wanted),
     };
-    let when = if first_request {
-        "moved at first request"
-    } else {
-        "moved at a request boundary"
+    let state = conn.state();
+    let when = match (first_request, state.https) {
+        (true, _) => "moved at first request",
+        (false, false) => "moved at a request boundary",
+        (false, true) => "moved at a request boundary; https: a real TLS session there",
     };
-    match decide(&conn.state(), Facts::default(), event) {
+    // Whether the TLS layer can make a real session is asked only where it matters.
+    let facts = if state.https && !first_request {
+        conn.facts(fd)
+    } else {
+        Facts::default()
+    };
+    match decide(&state, facts, event) {
         Action::Move(route) => {
             move_for_request(conn, fd, route, why, when, runtime).map(Settled::At)
         }
@@ -346,6 +359,18 @@ fn settle_route(
             .map(|_| Settled::HandToTls),
         _ => Ok(Settled::At(current)),
     }
+}
+
+/// The filter's verdict on a request like `head` (its `Host`, its `x-lunar-allow`) to
+/// this connection's destination, before the failsafe has its say.
+pub(super) fn judge(conn: &Conn, head: &RequestHead<'_>, runtime: &Runtime) -> Verdict {
+    let host_name = head.host.map(lunar_headers::host_name);
+    let name = host_name.as_deref().or(conn.name.as_deref());
+    let destination = Destination {
+        ip: crate::addr::canonical(conn.original).ip(),
+        name,
+    };
+    runtime.judge(&destination, head.lunar_allow)
 }
 
 fn move_for_request(

@@ -37,6 +37,27 @@ macro_rules! on_session {
     }};
 }
 
+/// `on_session!` for the calls that move plaintext (send, recv): `$virtual` also after
+/// a fallback, where it drives the real session itself and shows the connection layer
+/// the plaintext (each request is routed when it is sent, `tls::gnutls::follow`).
+macro_rules! on_session_followed {
+    ($session:ident, $real:expr, |$virtual_session:ident| $virtual:expr, else $failed:expr) => {{
+        if !crate::tls::sessions::any() {
+            // SAFETY: the program's own arguments, to the library's own function.
+            return unsafe { $real };
+        }
+        crate::tls::off_the_fast_path(
+            move || match crate::tls::gnutls::virtual_session($session) {
+                None => $real,
+                Some($virtual_session) => super::answer_keeping_errno(
+                    || shielded(|| $virtual, || $failed),
+                    Failed::failed,
+                ),
+            },
+        )
+    }};
+}
+
 /// GnuTLS's failure convention, under which a program may read errno: a negative code,
 /// a null pointer.
 trait Failed {
@@ -101,7 +122,7 @@ pub unsafe extern "C-unwind" fn gnutls_record_send(
     data: *const c_void,
     len: size_t,
 ) -> isize {
-    on_session!(
+    on_session_followed!(
         session,
         real::gnutls_record_send(session, data, len),
         |s| {
@@ -124,7 +145,7 @@ pub unsafe extern "C-unwind" fn gnutls_record_recv(
     data: *mut c_void,
     len: size_t,
 ) -> isize {
-    on_session!(
+    on_session_followed!(
         session,
         real::gnutls_record_recv(session, data, len),
         |s| {

@@ -44,6 +44,26 @@ macro_rules! on_session {
     }};
 }
 
+/// `on_session!` for the calls that move plaintext (read, peek, write): `$virtual` also
+/// after a fallback, where it drives the real session itself and shows the connection
+/// layer the plaintext (each request is routed when it is sent, `tls::openssl::follow`).
+macro_rules! on_session_followed {
+    ($ssl:ident, $real:expr, |$session:ident| $virtual:expr, else $failed:expr) => {{
+        if !crate::tls::sessions::any() {
+            // SAFETY: the program's own arguments, to the library's own function.
+            return unsafe { $real };
+        }
+        crate::tls::off_the_fast_path(move || match crate::tls::openssl::virtual_session($ssl) {
+            // SAFETY: as above.
+            None => unsafe { $real },
+            Some($session) => super::answer_keeping_errno(
+                || shielded(|| $virtual, || $failed),
+                |result| is_value(result, &$failed),
+            ),
+        })
+    }};
+}
+
 /// Whether a session call's answer is its failure value (`else` in `on_session!`).
 fn is_value<R: PartialEq>(answer: &R, failed: &R) -> bool {
     answer == failed
@@ -88,7 +108,7 @@ pub unsafe extern "C-unwind" fn SSL_do_handshake(ssl: Ssl) -> c_int {
 /// As SSL_read(3).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn SSL_read(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
-    on_session!(
+    on_session_followed!(
         ssl,
         real::SSL_read(ssl, buf, num),
         |session| {
@@ -110,7 +130,7 @@ pub unsafe extern "C-unwind" fn SSL_read_ex(
     num: size_t,
     read: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, real::SSL_read_ex(ssl, buf, num, read), |session| {
+    on_session_followed!(ssl, real::SSL_read_ex(ssl, buf, num, read), |session| {
         // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
         let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
         // SAFETY: the program's live session.
@@ -122,7 +142,7 @@ pub unsafe extern "C-unwind" fn SSL_read_ex(
 /// As SSL_peek(3).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn SSL_peek(ssl: Ssl, buf: *mut c_void, num: c_int) -> c_int {
-    on_session!(
+    on_session_followed!(
         ssl,
         real::SSL_peek(ssl, buf, num),
         |session| {
@@ -144,7 +164,7 @@ pub unsafe extern "C-unwind" fn SSL_peek_ex(
     num: size_t,
     read: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, real::SSL_peek_ex(ssl, buf, num, read), |session| {
+    on_session_followed!(ssl, real::SSL_peek_ex(ssl, buf, num, read), |session| {
         // SAFETY: the program gives `num` writable bytes at `buf`, and `read`.
         let out = unsafe { std::slice::from_raw_parts_mut(buf.cast(), num) };
         // SAFETY: the program's live session.
@@ -156,7 +176,7 @@ pub unsafe extern "C-unwind" fn SSL_peek_ex(
 /// As SSL_write(3).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn SSL_write(ssl: Ssl, buf: *const c_void, num: c_int) -> c_int {
-    on_session!(
+    on_session_followed!(
         ssl,
         real::SSL_write(ssl, buf, num),
         |session| {
@@ -178,7 +198,7 @@ pub unsafe extern "C-unwind" fn SSL_write_ex(
     num: size_t,
     written: *mut size_t,
 ) -> c_int {
-    on_session!(ssl, real::SSL_write_ex(ssl, buf, num, written), |session| {
+    on_session_followed!(ssl, real::SSL_write_ex(ssl, buf, num, written), |session| {
         // SAFETY: the program gives `num` readable bytes at `buf`, and `written`.
         let input = unsafe { std::slice::from_raw_parts(buf.cast(), num) };
         // SAFETY: the program's live session.

@@ -267,6 +267,7 @@ fn receive_on(
     real: impl Fn() -> isize + Copy,
 ) -> isize {
     match tracked(fd) {
+        Some(_) if crate::tls::passes_through(fd) => real(),
         Some(conn) => on_tracked(
             || {
                 let handshake_holds = crate::tls::holds_reads(fd);

@@ -16,6 +16,9 @@ thread_local! {
     static HANDSHAKING: Cell<usize> = const { Cell::new(0) };
     /// The fd its ClientHello went to (-1: none yet).
     static BOUND_FD: Cell<c_int> = const { Cell::new(-1) };
+    /// The fd whose ClientHello showed the session to be the program's own, followed
+    /// (-1: none): the rest of this handshake call reaches that socket as written.
+    static FOLLOWED_FD: Cell<c_int> = const { Cell::new(-1) };
     /// Its server name (SNI), which the filter judges before the session is bound.
     static SERVER_NAME: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
@@ -26,6 +29,25 @@ pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
     // such sessions stay real, and their ClientHello takes the socket to the origin.
     let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
     fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_carry_virtual_tls())
+}
+
+/// The connection on `fd` when the program's own real TLS session starting there may be
+/// followed (`sessions::begin_followed`): direct at connect only because of the failsafe.
+pub fn followable(fd: c_int) -> Option<Arc<Conn>> {
+    let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
+    fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_follow_real_tls())
+}
+
+/// What the program's write of a tracked fd is to the TLS layer (`claims_write`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Claim {
+    /// Not a handshake's: the connection layer takes it.
+    No,
+    /// A ClientHello of a session made virtual: reported written, nothing sent.
+    Swallowed,
+    /// The ClientHello of the program's own session, followed from now on: it leaves as
+    /// the program wrote it.
+    AsWritten,
 }
 
 /// Runs the real handshake of `session`, watching where its ClientHello goes. Returns
@@ -42,20 +64,25 @@ pub fn watch_handshake<R>(
     }
     HANDSHAKING.with(|h| h.set(session));
     BOUND_FD.with(|b| b.set(-1));
+    FOLLOWED_FD.with(|f| f.set(-1));
     SERVER_NAME.with(|n| *n.borrow_mut() = server_name);
     let result = real();
     HANDSHAKING.with(|h| h.set(0));
     SERVER_NAME.with(|n| n.borrow_mut().take());
+    FOLLOWED_FD.with(|f| f.set(-1));
     let fd = BOUND_FD.with(|b| b.replace(-1));
     (result, (fd >= 0).then_some(fd))
 }
 
-/// The program writes `bytes` to tracked `fd`: true when they are the ClientHello (or a
-/// later handshake record) of the session this thread is handshaking, bound to `fd` now.
-/// The caller then reports them written and sends nothing.
-pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
-    if HANDSHAKING.try_with(Cell::get).unwrap_or(0) == 0 {
-        return false;
+/// The program writes `bytes` to tracked `fd`: `Swallowed` when they are the ClientHello
+/// (or a later handshake record) of the session this thread is handshaking, bound to `fd`
+/// now (the caller reports them written and sends nothing); `AsWritten` when that session
+/// is the program's own on a socket direct because of the failsafe, followed from now on
+/// (the caller sends them as the program wrote them).
+pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
+    let session = HANDSHAKING.try_with(Cell::get).unwrap_or(0);
+    if session == 0 {
+        return Claim::No;
     }
     match BOUND_FD.with(Cell::get) {
         -1 if conn.can_carry_virtual_tls() && is_client_hello(bytes) => {
@@ -64,14 +91,36 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> bool {
             let name = SERVER_NAME.with(|n| n.borrow().clone());
             if let Some(name) = name {
                 if !crate::conn::settle_for_server_name(conn, fd, &name) {
-                    return false;
+                    return Claim::No;
                 }
             }
             BOUND_FD.with(|b| b.set(fd));
-            true
+            Claim::Swallowed
         }
-        bound => bound == fd,
+        _ if FOLLOWED_FD.with(Cell::get) == fd => Claim::AsWritten,
+        -1 if is_client_hello(bytes) => match followable(fd) {
+            // Only OpenSSL's handshakes are watched (a BIO of the program's own). Not
+            // bound: the rest of this handshake call reaches the socket as written
+            // (`passes_through`), and the program's later calls on the session run
+            // followed.
+            Some(conn) => {
+                let name = SERVER_NAME.with(|n| n.borrow().clone());
+                let kind = super::sessions::Kind::OpenSsl;
+                super::sessions::begin_followed(session, kind, fd, conn, name);
+                FOLLOWED_FD.with(|f| f.set(fd));
+                Claim::AsWritten
+            }
+            None => Claim::No,
+        },
+        bound if bound == fd => Claim::Swallowed,
+        _ => Claim::No,
     }
+}
+
+/// A read of `fd` inside the handshake call that found the program's own session on it
+/// (followed): the program's own read, as it made it.
+pub fn passes_through(fd: c_int) -> bool {
+    HANDSHAKING.try_with(Cell::get).unwrap_or(0) != 0 && FOLLOWED_FD.with(Cell::get) == fd
 }
 
 /// A read of `fd` inside the handshake that bound it: nothing will come (the proxy speaks

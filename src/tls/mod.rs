@@ -18,7 +18,7 @@ pub mod openssl;
 pub mod probe;
 pub mod sessions;
 
-pub use binding::{claims_write, holds_reads};
+pub use binding::{claims_write, holds_reads, passes_through, Claim};
 pub use library::drivable;
 
 /// Declares `pub unsafe fn NAME(args) -> ret` calling NAME in the loaded `$library`, or

@@ -40,7 +40,11 @@ pub struct State {
     /// Library objects tied to this session (certificate copies), freed with it.
     pub owned: Vec<Owned>,
     /// After a fallback: the real session on the same fd that now serves every call.
+    /// The session's own key when the program's own real session is followed (`followed`).
     pub fallback: usize,
+    /// `fallback` is the program's own session (followed), not one we made: never ours
+    /// to free.
+    pub fallback_is_programs: bool,
     /// The real session being set up for a fallback (its handshake runs the program's
     /// callbacks, which must find the program's data).
     pub fallback_starting: usize,
@@ -62,6 +66,7 @@ impl Session {
                 self.host
             );
             state.fallback = real_session;
+            state.fallback_is_programs = false;
         } else {
             log::warn!(
                 "https fallback to {} failed (the program sees its TLS library's error)",
@@ -161,6 +166,38 @@ pub fn begin_virtual(
             state: SpinLock::new(State::default()),
         },
     );
+}
+
+/// The program's own real session `key` starts on `fd`, whose socket went direct at
+/// connect only because of the failsafe: it stays real (it serves every call, as a
+/// fallback does: its `fallback` is itself), and its plaintext is followed so that a later
+/// request can end it and make the session virtual at the proxy.
+pub fn begin_followed(
+    key: usize,
+    kind: Kind,
+    fd: c_int,
+    conn: Arc<Conn>,
+    server_name: Option<String>,
+) {
+    let host = super::certificate_host(server_name, &conn);
+    conn.follow_real_tls(&super::HANDOFF);
+    log::debug!(
+        "{} https: the program's TLS session at the origin followed on fd {fd} (host {host}): it may return to the proxy at a request boundary",
+        conn.label()
+    );
+    let session = add(
+        key,
+        Session {
+            kind,
+            fd,
+            conn,
+            host,
+            state: SpinLock::new(State::default()),
+        },
+    );
+    let mut state = session.state.lock();
+    state.fallback = key;
+    state.fallback_is_programs = true;
 }
 
 fn add(key: usize, session: Session) -> Arc<Session> {

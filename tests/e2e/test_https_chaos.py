@@ -15,7 +15,11 @@ import re
 from conftest import PY, assert_ok, labmod
 from test_https import API, TESTPROXY_ENV, TLS_PROGRAM_POST, c_tls_bins  # noqa: F401
 
-ENV = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="100000")
+# The 2 MB POST of tls_nonblock_epoll must stay replayable (default cap 1 MiB): it follows
+# a GET on its connection, and after a fallback the POST returns to the proxy (each
+# request is routed when it is sent), where a new connection may fail it.
+ENV = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="100000",
+           LUNAR_REPLAY_MAX_BYTES=str(4 * 1024 * 1024))
 
 # The C programs GET and POST /bytes/ANSWER_BYTES: both answers are the origin's pattern.
 ANSWER_BYTES = 100000

@@ -75,13 +75,13 @@ class Run:
     """One client process making len(steps) requests on one connection.
     steps: list of header lists (one per request; [] for none)."""
 
-    def __init__(self, lab, cname, builds, tag, steps, interval, env, tmp_path):
+    def __init__(self, lab, cname, builds, tag, steps, interval, env, tmp_path, url=URL):
         self.lab, self.cname, self.tag, self.n = lab, cname, tag, len(steps)
         self.dir = str(tmp_path)
         self.paths = ["/bytes/%d?t=%s/r%d" % (size(i), tag, i) for i in range(self.n)]
         specs = ["|".join([p] + hs) for p, hs in zip(self.paths, steps)]
         if cname == "py_requests":
-            argv = [PY, os.path.join(CLIENT_DIR, "py_session_seq.py"), URL, str(interval)] + specs
+            argv = [PY, os.path.join(CLIENT_DIR, "py_session_seq.py"), url, str(interval)] + specs
         elif cname == "node_http":
             argv = ["/usr/bin/node", os.path.join(CLIENT_DIR, "node_seq.js"), URL, str(interval)] + specs
         elif cname in ("java_urlconnection", "java_httpclient"):
@@ -105,7 +105,7 @@ class Run:
                     argv += ["-H", h]
                 argv += ["-o", os.path.join(self.dir, "curl-%d.body" % i), "-w",
                          '{"i": %d, "status": %%{http_code}, "len": %%{size_download}, '
-                         '"connections": %%{num_connects}}\\n' % i, URL + p]
+                         '"connections": %%{num_connects}}\\n' % i, url + p]
         else:
             raise ValueError(cname)
         out = open(os.path.join(self.dir, "client.out"), "wb")
@@ -217,9 +217,10 @@ def summary(run, rt, answers, want=None):
     return "\n".join(lines) + "\n--- client stderr (tail) ---\n" + run.read("client.err")[-4000:]
 
 
-def check(run, rt, want, one_connection=True):
+def check(run, rt, want, one_connection=True, scheme="http"):
     """The common assertions. want: i -> "proxy" | "direct" | None (either): where the
-    origin's answer came from. Fails on the first request that went the wrong way."""
+    origin's answer came from. Fails on the first request that went the wrong way.
+    scheme: the x-lunar-scheme the proxy must have seen."""
     answers = run.answers()
     info = summary(run, rt, answers, want)
     # every request at the origin exactly once (forwarded by the proxy or sent by the
@@ -233,6 +234,8 @@ def check(run, rt, want, one_connection=True):
             counts = dict(kv.split("=") for kv in hget(recs[0], "x-seen-lunar-counts")[0].split(","))
             assert hget(recs[0], "x-seen-lunar-host") == ["api.example.test"] and counts["allow"] == "0" \
                 and counts["req-id"] == "1", "r%d: Lunar's headers at the proxy %s\n%s" % (i, counts, info)
+            assert hget(recs[0], "x-seen-lunar-scheme") == [scheme], \
+                "r%d: x-lunar-scheme %s\n%s" % (i, hget(recs[0], "x-seen-lunar-scheme"), info)
         else:
             assert not [k for k, _ in recs[0]["headers"] if k.lower().startswith("x-seen-")], info
     # where each request went

@@ -4,10 +4,10 @@
 //! After a proxy failure, `fallback` replaces the session by a real one.
 
 mod fallback;
+mod follow;
 pub mod real;
 
 pub use fallback::{fallback, take_over};
-use fallback::{recv_real, send_real};
 
 use super::library;
 use super::sessions::{self, GnutlsDatum, Owned, Session};
@@ -37,7 +37,12 @@ pub fn virtual_session(session: GnutlsSession) -> Option<Arc<Session>> {
 /// # Safety
 /// `session` is the program's live session.
 pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) -> c_int {
-    if virtual_session(session).is_some() {
+    if let Some(virtual_session) = virtual_session(session) {
+        if fallback(&virtual_session) == Some(session) {
+            // The program's own session, followed: its handshake is its own.
+            let _inside = crate::guard::Reentry::enter();
+            return real();
+        }
         return 0;
     }
     if !fdtable::any_tracked() || !library::gnutls_drivable() {
@@ -45,6 +50,14 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
     }
     // SAFETY: the program's live session.
     let fd = unsafe { real::gnutls_transport_get_int(session) };
+    if let Some(conn) = (fd >= 0).then(|| binding::followable(fd)).flatten() {
+        // Direct at connect only because of the failsafe: real, and followed so that a
+        // later request can bring it to the proxy.
+        let name = server_name(session);
+        sessions::begin_followed(session as usize, sessions::Kind::GnuTls, fd, conn, name);
+        let _inside = crate::guard::Reentry::enter();
+        return real();
+    }
     let Some(conn) = (fd >= 0).then(|| binding::bindable(fd)).flatten() else {
         return real();
     };
@@ -95,9 +108,26 @@ pub type ProgramSend = unsafe extern "C-unwind" fn(c_int, *const c_void, size_t,
 pub type ProgramRecv = unsafe extern "C-unwind" fn(c_int, *mut c_void, size_t, c_int) -> isize;
 
 pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
-    if let Some(real_session) = fallback(session) {
-        return send_real(real_session, data);
+    let mut done = 0;
+    while let Some(real_session) = fallback(session) {
+        // A real session at the origin: each request is still routed when sent, and may
+        // bring the session back to the proxy (then the rest goes virtually).
+        match follow::send(session, real_session, &data[done..]) {
+            follow::Sent::Done(result) if done == 0 => return result,
+            follow::Sent::Done(result) => return done as isize + result.max(0),
+            follow::Sent::Switched(n) => done += n,
+        }
+        if done == data.len() {
+            return done as isize;
+        }
     }
+    if done > 0 {
+        return done as isize + send_virtual(session, &data[done..], program_send).max(0);
+    }
+    send_virtual(session, data, program_send)
+}
+
+fn send_virtual(session: &Session, data: &[u8], program_send: ProgramSend) -> isize {
     session.state.lock().last_was_write = true;
     // SAFETY: the program's own entry point, with a live slice.
     let sent = unsafe {
@@ -111,7 +141,10 @@ pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize 
     if sent < 0 {
         // The send met a proxy failure and the socket now carries a real session.
         if let Some(real_session) = fallback(session) {
-            return send_real(real_session, data);
+            return match follow::send(session, real_session, data) {
+                follow::Sent::Done(result) => result,
+                follow::Sent::Switched(n) => n as isize,
+            };
         }
         return transfer_error(crate::sys::errno(), true);
     }
@@ -120,14 +153,14 @@ pub fn send(session: &Session, data: &[u8], program_send: ProgramSend) -> isize 
 
 pub fn recv(session: &Session, out: &mut [u8], program_recv: ProgramRecv) -> isize {
     if let Some(real_session) = fallback(session) {
-        return recv_real(real_session, out);
+        return follow::recv(session, real_session, out);
     }
     session.state.lock().last_was_write = false;
     // SAFETY: the program's own entry point, with a live buffer.
     let got = unsafe { program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
     if got <= 0 {
         if let Some(real_session) = fallback(session) {
-            return recv_real(real_session, out);
+            return follow::recv(session, real_session, out);
         }
         if session.state.lock().fallback_failed {
             return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR as isize;
@@ -174,7 +207,8 @@ pub unsafe fn peers(session: &Session, count: *mut c_uint) -> *const GnutlsDatum
 /// `gnutls_deinit`: the session is forgotten (with what it owned), then freed by GnuTLS.
 pub fn forget(session: GnutlsSession) {
     if let Some(virtual_session) = sessions::remove(session as usize) {
-        if let Some(real_session) = fallback(&virtual_session) {
+        let programs = virtual_session.state.lock().fallback_is_programs;
+        if let Some(real_session) = fallback(&virtual_session).filter(|_| !programs) {
             // SAFETY: the fallback session is ours; the program never held it.
             unsafe { real::gnutls_deinit(real_session) };
         }

@@ -142,7 +142,11 @@ pub unsafe fn take_over(ssl: Ssl, session: &Session, replay: &[u8]) -> Result<()
 
 /// Repeats an OpenSSL call that returns 1 on success until it succeeds, waiting for the
 /// socket as it asks; any other error ends it (its reasons stay on the error queue).
-fn drive(ssl: Ssl, deadline: Instant, mut call: impl FnMut() -> c_int) -> Result<(), c_int> {
+pub(super) fn drive(
+    ssl: Ssl,
+    deadline: Instant,
+    mut call: impl FnMut() -> c_int,
+) -> Result<(), c_int> {
     loop {
         let result = call();
         if result == 1 {

@@ -5,10 +5,10 @@
 //! by a real one.
 
 mod fallback;
+mod follow;
 pub mod real;
 
 pub use fallback::{ex_data, fallback, take_over};
-use fallback::{read_real, write_real};
 
 use super::library;
 use super::sessions::{self, Owned, Session};
@@ -51,7 +51,12 @@ pub fn virtual_session(ssl: Ssl) -> Option<Arc<Session>> {
 /// # Safety
 /// `ssl` is the program's live SSL.
 pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
-    if virtual_session(ssl).is_some() {
+    if let Some(session) = virtual_session(ssl) {
+        if fallback(&session) == Some(ssl) {
+            // The program's own session, followed: its handshake is its own.
+            let _inside = crate::guard::Reentry::enter();
+            return real();
+        }
         return 1;
     }
     if !fdtable::any_tracked() || !library::openssl_drivable() {
@@ -59,6 +64,19 @@ pub unsafe fn handshake(ssl: Ssl, real: impl FnOnce() -> c_int) -> c_int {
     }
     // SAFETY: the program's live SSL.
     let fd = unsafe { real::SSL_get_fd(ssl) };
+    if let Some(conn) = (fd >= 0).then(|| binding::followable(fd)).flatten() {
+        // Direct at connect only because of the failsafe: real, and followed so that a
+        // later request can bring it to the proxy.
+        sessions::begin_followed(
+            ssl as usize,
+            sessions::Kind::OpenSsl,
+            fd,
+            conn,
+            server_name(ssl),
+        );
+        let _inside = crate::guard::Reentry::enter();
+        return real();
+    }
     if fd >= 0 {
         // The filter judges the server name too: it may send the socket to the origin,
         // where the program's own handshake then runs.
@@ -137,11 +155,14 @@ pub unsafe fn read(
     out: &mut [u8],
     peek: bool,
 ) -> Result<usize, c_int> {
+    if let Some(real_ssl) = fallback(session) {
+        return follow::read(session, real_ssl, out, peek);
+    }
     // SAFETY: the caller's contract.
     let result = unsafe { read_virtual(session, ssl, out, peek) };
     match (result, fallback(session)) {
         // The read met a proxy failure and the socket now carries a real session.
-        (Err(_), Some(real_ssl)) => read_real(session, real_ssl, out, peek),
+        (Err(_), Some(real_ssl)) => follow::read(session, real_ssl, out, peek),
         (Err(_), None) if session.state.lock().fallback_failed => {
             // Its reasons (a verification failure) are on this thread's error queue; a
             // set errno keeps wrappers (IO::Socket::SSL) from taking it for an EOF.
@@ -211,9 +232,43 @@ pub unsafe fn write(session: &Session, ssl: Ssl, input: &[u8]) -> Result<usize, 
         & SSL_MODE_ENABLE_PARTIAL_WRITE
         != 0;
     let mut done = std::mem::take(&mut session.state.lock().written).min(input.len());
+    if fallback(session).is_none() && session.state.lock().fallback_failed {
+        // No session to write into: a real one could not be made, or a move failed.
+        let mut state = session.state.lock();
+        state.last_error = SSL_ERROR_SSL;
+        crate::sys::set_errno(libc::EPROTO);
+        return Err(SSL_ERROR_SSL);
+    }
     while done < input.len() {
         if let Some(real_ssl) = fallback(session) {
-            return write_real(session, real_ssl, &input[done..]).map(|n| done + n);
+            // A real session at the origin: each request is still routed when sent, and
+            // may bring the session back to the proxy (then the loop goes on virtually).
+            match follow::write(session, real_ssl, &input[done..]) {
+                follow::Wrote::Switched(n) => {
+                    done += n;
+                    continue;
+                }
+                follow::Wrote::Taken(n) => {
+                    done += n;
+                    if partial || n == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                follow::Wrote::Failed(n, error) => {
+                    done += n;
+                    if partial && done > 0 {
+                        break;
+                    }
+                    let mut state = session.state.lock();
+                    if matches!(error, SSL_ERROR_WANT_READ | SSL_ERROR_WANT_WRITE) {
+                        // The program repeats its call with the same bytes.
+                        state.written = done;
+                    }
+                    state.last_error = error;
+                    return Err(error);
+                }
+            }
         }
         let rest = &input[done..];
         let len = rest.len().min(c_int::MAX as usize) as c_int;
@@ -323,7 +378,8 @@ pub fn kept_peer_certificate(session: &Session) -> X509 {
 /// `SSL_free`: the session is forgotten, then freed by the library.
 pub fn free(ssl: Ssl) {
     if let Some(session) = sessions::remove(ssl as usize) {
-        if let Some(real_ssl) = fallback(&session) {
+        let programs = session.state.lock().fallback_is_programs;
+        if let Some(real_ssl) = fallback(&session).filter(|_| !programs) {
             // SAFETY: the fallback session is ours; the program never held it.
             unsafe { real::SSL_free(real_ssl) };
         }
