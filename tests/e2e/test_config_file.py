@@ -363,3 +363,35 @@ def test_the_log_target_from_the_file(lab, etc_dir, tag):
     write_conf(etc_dir, LAB_PROXY + "bogus line\nLUNAR_INTERCEPTOR_LOG_TARGET=stderr\n")
     res = run_with_etc(lab, etc_dir, curl(tag))
     assert len(lib_lines(res)) == 1, describe(res)
+
+
+FD_CHECK = r'''
+import os, sys, urllib.request
+with urllib.request.urlopen("http://api.example.test" + sys.argv[1]) as answer:
+    answer.read()
+fds = os.listdir("/proc/self/fd")  # its own descriptor is closed on return
+links = []
+for fd in fds:
+    try:
+        links.append(os.readlink("/proc/self/fd/" + fd))
+    except FileNotFoundError:
+        pass
+print(" ".join(links))
+'''
+
+
+def test_syslog_target_leaves_no_descriptor_open(lab, dev_log, tag):
+    """After a diverted request logged at DEBUG to syslog, the program holds no socket:
+    the library keeps no descriptor for its syslog lines."""
+    d, sock = dev_log
+    argv = ["unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-ec", DEV_LOG_SCRIPT, "sh", d, lab.lib,
+            "/usr/bin/python3", "-c", FD_CHECK, tag]
+    res = lab.run(argv, env={"LUNAR_PROXY_HOST": "127.0.0.1:8000",
+                             "LUNAR_INTERCEPTOR_LOG_LEVEL": "DEBUG",
+                             "LUNAR_INTERCEPTOR_LOG_TARGET": "syslog"},
+                  preload=False, proxy=False, timeout=30)
+    assert res.rc == 0, describe(res)
+    assert any(b"-> proxy" in ln for ln in received(sock)), describe(res)
+    assert "pipe:" in res.text_out, res.text_out  # the listing worked
+    assert "socket:" not in res.text_out, "a socket left open: " + res.text_out
