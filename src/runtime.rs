@@ -124,10 +124,11 @@ pub fn after_fork_in_child() {
 
 fn build() -> Option<Runtime> {
     let mut warnings = Vec::new();
-    // A setuid program's environment is its user's, not its own: `source` reads nothing then.
-    let (setup, level) = source::read(Source::of_this_process(), &mut |w| warnings.push(w));
+    // A setuid program's environment is its user's, not its own: `source` reads only a
+    // root-owned configuration file then.
+    let (setup, logging) = source::read(Source::of_this_process(), &mut |w| warnings.push(w));
     if !warnings.is_empty() || matches!(setup, Setup::Active(_)) {
-        crate::logger::install(level);
+        crate::logger::install(logging);
     }
     for warning in warnings {
         log::warn!("{warning}");

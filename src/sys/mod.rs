@@ -7,8 +7,10 @@
 //! (no lock, safe to race: every thread stores the same value).
 //!
 //! `socket`: what the layers above do with sockets through these functions (bounded
-//! connects, moving a socket, waiting for readiness, socket options).
+//! connects, moving a socket, waiting for readiness, socket options). `file`: reading the
+//! configuration file.
 
+pub mod file;
 pub mod socket;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};

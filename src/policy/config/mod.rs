@@ -1,17 +1,41 @@
-//! Configuration, read once from the environment (see LUNAR-CONTRACT.md's table).
+//! Configuration, read once from the environment and the configuration file (see
+//! LUNAR-CONTRACT.md's table).
 //!
-//! Parsing is pure (`parse`, each variable; `values`, the forms their text takes) so it is
-//! unit-tested without touching the process environment; `policy::source` decides whether
-//! the environment is read at all. Values are bytes: one that is not UTF-8 is malformed
+//! Parsing is pure (`parse`, each variable; `values`, the forms their text takes; `file`,
+//! the configuration file's lines and how they sit under the environment) so it is
+//! unit-tested without touching the process environment or a file; `policy::source`
+//! decides what is read at all. Values are bytes: one that is not UTF-8 is malformed
 //! like any other, never "unset". Every malformed value produces one warning and the safe
 //! behaviour the contract names.
 
+mod file;
 mod values;
 
-pub use values::{is_host_name, parse_host_list, parse_proxy_host};
+pub use file::{layered, parse_file, FileValues};
+pub use values::{is_blank, is_host_name, parse_host_list, parse_proxy_host};
 
 use std::net::IpAddr;
-use values::{is_blank, is_header_safe, parse_log_level, parse_ports, quoted};
+use values::{is_header_safe, parse_log_level, parse_log_target, parse_ports, quoted};
+
+/// Every variable `parse` reads: the names a configuration file may set (a test checks
+/// the list against what `parse` asks for).
+pub const VARIABLES: [&str; 15] = [
+    "LUNAR_PROXY_HOST",
+    "LUNAR_HANDSHAKE_PORT",
+    "LUNAR_PROXY_SUPPORT_TLS",
+    "LUNAR_TENANT_ID",
+    "LUNAR_ALLOW_LIST",
+    "LUNAR_BLOCK_LIST",
+    "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS",
+    "LUNAR_EXIT_COOLDOWN_AFTER_SEC",
+    "LUNAR_INTERCEPTOR_LOG_LEVEL",
+    "LUNAR_INTERCEPTOR_LOG_TARGET",
+    "LUNAR_INTERCEPT_PORTS",
+    "LUNAR_PROXY_CONNECT_TIMEOUT_MS",
+    "LUNAR_REPLAY_MAX_BYTES",
+    "LUNAR_RETRY_MAX_DELAY_SEC",
+    "LUNAR_RETRY_MAX_ATTEMPTS",
+];
 
 pub const DEFAULT_HANDSHAKE_PORT: u16 = 8081;
 pub const DEFAULT_COOLDOWN_ATTEMPTS: u32 = 5;
@@ -43,6 +67,31 @@ pub enum LogLevel {
     Warn,
     Info,
     Debug,
+}
+
+/// Where log lines go (`LUNAR_INTERCEPTOR_LOG_TARGET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    /// The local syslog socket (`/dev/log`, the journal's on systemd machines).
+    Syslog,
+}
+
+/// How the library logs: decided with the configuration, needed even when it is inert
+/// (to say why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logging {
+    pub level: LogLevel,
+    pub target: LogTarget,
+}
+
+impl Default for Logging {
+    fn default() -> Logging {
+        Logging {
+            level: LogLevel::Warn,
+            target: LogTarget::Stderr,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +126,8 @@ pub enum Setup {
     Active(Box<Config>),
     /// `LUNAR_PROXY_HOST` unset: silent, by contract.
     Unset,
-    /// Secure-execution mode (`policy::source`): nothing was read; silent.
+    /// Secure-execution mode (`policy::source`) without a trusted configuration file:
+    /// nothing was read.
     SecureExecution,
     /// Something made diverting unsafe; the warning was already produced.
     Disabled,
@@ -88,7 +138,7 @@ pub enum Setup {
 pub fn parse(
     lookup: impl Fn(&str) -> Option<Vec<u8>>,
     warn: &mut dyn FnMut(String),
-) -> (Setup, LogLevel) {
+) -> (Setup, Logging) {
     // `NAME=` (an env file or compose file easily leaves one) means unset. Any other value
     // is read, and one that is not UTF-8 is malformed: `Err` carries it quoted for the
     // warning.
@@ -106,21 +156,35 @@ pub fn parse(
             LogLevel::Warn
         }
     };
+    let log_target = match text("LUNAR_INTERCEPTOR_LOG_TARGET") {
+        None => LogTarget::Stderr,
+        Some(Ok(raw)) => parse_log_target(&raw, warn),
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_INTERCEPTOR_LOG_TARGET={shown} is not valid UTF-8; using stderr"
+            ));
+            LogTarget::Stderr
+        }
+    };
+    let logging = Logging {
+        level: log_level,
+        target: log_target,
+    };
     let raw_proxy = match text("LUNAR_PROXY_HOST") {
-        None => return (Setup::Unset, log_level),
+        None => return (Setup::Unset, logging),
         Some(Ok(raw)) => raw,
         Some(Err(shown)) => {
             warn(format!(
                 "LUNAR_PROXY_HOST={shown} is not valid UTF-8; interceptor disabled"
             ));
-            return (Setup::Disabled, log_level);
+            return (Setup::Disabled, logging);
         }
     };
     let Some(proxy) = parse_proxy_host(&raw_proxy) else {
         warn(format!(
             "LUNAR_PROXY_HOST={raw_proxy:?} is not host:port (no scheme); interceptor disabled"
         ));
-        return (Setup::Disabled, log_level);
+        return (Setup::Disabled, logging);
     };
     let number =
         |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
@@ -268,7 +332,7 @@ pub fn parse(
                     "LUNAR_BLOCK_LIST entry {} is not a host name or IP; interceptor disabled",
                     invalid[0]
                 ));
-                return (Setup::Disabled, log_level);
+                return (Setup::Disabled, logging);
             }
             block_list = entries;
         }
@@ -290,7 +354,7 @@ pub fn parse(
         intercept_ports,
         log_level,
     };
-    (Setup::Active(Box::new(config)), log_level)
+    (Setup::Active(Box::new(config)), logging)
 }
 
 #[cfg(test)]
@@ -309,8 +373,8 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
         let mut warnings = Vec::new();
-        let (setup, level) = parse(|name| map.get(name).cloned(), &mut |w| warnings.push(w));
-        (setup, level, warnings)
+        let (setup, logging) = parse(|name| map.get(name).cloned(), &mut |w| warnings.push(w));
+        (setup, logging.level, warnings)
     }
 
     fn active(vars: &[(&str, &str)]) -> Config {
@@ -404,6 +468,53 @@ mod tests {
         assert_eq!(config.replay_max_bytes, 2048);
         assert_eq!(config.intercept_ports, vec![80, 8080]);
         assert_eq!(config.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn log_target() {
+        let target = |value: &str| {
+            let mut warnings = Vec::new();
+            let (_, logging) = parse(
+                |name| (name == "LUNAR_INTERCEPTOR_LOG_TARGET").then(|| value.into()),
+                &mut |w| warnings.push(w),
+            );
+            (logging.target, warnings.len())
+        };
+        assert_eq!(target("syslog"), (LogTarget::Syslog, 0));
+        assert_eq!(target(" SysLog "), (LogTarget::Syslog, 0));
+        assert_eq!(target("stderr"), (LogTarget::Stderr, 0));
+        assert_eq!(target(""), (LogTarget::Stderr, 0));
+        assert_eq!(target("journal"), (LogTarget::Stderr, 1));
+        assert_eq!(target("/dev/log"), (LogTarget::Stderr, 1));
+        // Read even when the proxy is unset: an inert process that warns says it there.
+        let (setup, level, warnings) =
+            run_bytes(&[("LUNAR_INTERCEPTOR_LOG_TARGET", b"sys\xfflog")]);
+        assert!(matches!(setup, Setup::Unset));
+        assert_eq!(level, LogLevel::Warn);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn variables_lists_exactly_what_parse_reads() {
+        // Every variable set (lists both given, so both are looked at).
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = parse(
+            |name| {
+                asked.borrow_mut().insert(name.to_string());
+                Some(
+                    if name == "LUNAR_PROXY_HOST" {
+                        "p:1"
+                    } else {
+                        "1"
+                    }
+                    .into(),
+                )
+            },
+            &mut |_| {},
+        );
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|name| name.to_string()).collect();
+        assert_eq!(asked.into_inner(), listed);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! How one variable's text becomes a value: host lists and host names, ports, the proxy's
-//! `host:port`, the log level, a header-safe tenant, and the bytes of a value (blank, or
+//! `host:port`, the log level and target, a header-safe tenant, and the bytes of a value (blank, or
 //! quoted for a warning). A parser says only whether the text is valid (for a list, which
 //! entries are not); what a malformed value means (a default, a dropped entry, the library
 //! disabled) depends on the variable, so `parse` gives the warning and the fallback. The
-//! log level alone warns itself.
+//! log level and target alone warn themselves.
 
-use super::{HostEntry, LogLevel, ProxyAddress};
+use super::{HostEntry, LogLevel, LogTarget, ProxyAddress};
 use std::net::IpAddr;
 
 pub(super) fn parse_log_level(raw: &str, warn: &mut dyn FnMut(String)) -> LogLevel {
@@ -22,8 +22,22 @@ pub(super) fn parse_log_level(raw: &str, warn: &mut dyn FnMut(String)) -> LogLev
     }
 }
 
+pub(super) fn parse_log_target(raw: &str, warn: &mut dyn FnMut(String)) -> LogTarget {
+    let target = raw.trim().to_ascii_lowercase();
+    match target.as_str() {
+        "stderr" | "" => LogTarget::Stderr,
+        "syslog" => LogTarget::Syslog,
+        _ => {
+            warn(format!(
+                "LUNAR_INTERCEPTOR_LOG_TARGET={target:?} is not stderr or syslog; using stderr"
+            ));
+            LogTarget::Stderr
+        }
+    }
+}
+
 /// Whether a value is empty or only white space (what `NAME=` leaves): unset.
-pub(super) fn is_blank(raw: &[u8]) -> bool {
+pub fn is_blank(raw: &[u8]) -> bool {
     std::str::from_utf8(raw).is_ok_and(|text| text.trim().is_empty())
 }
 
