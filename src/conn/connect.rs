@@ -215,14 +215,18 @@ pub fn settle_for_server_name(conn: &Conn, fd: c_int, server_name: &str) -> bool
 
 /// What `getpeername` on tracked `fd` should report instead of the kernel's answer: the
 /// original destination of a diverted socket (its address and full length), if `fd` is
-/// still that socket. The kernel's answer tells: only our socket is connected to the
-/// proxy we moved it to (the program's own call, so no system call is added; an fstat
-/// identity check here cost one per call).
+/// still that socket. Usually the kernel's own answer tells (the program's call, so no
+/// system call is added): only our socket is connected to the proxy we moved it to.
+/// Between peers (a move under way) the fstat identity check decides.
 pub fn peer_to_show(conn: &Conn, fd: c_int) -> Option<(libc::sockaddr_storage, socklen_t)> {
-    let Route::Proxy(proxy) = conn.peer() else {
+    if !conn.is_diverted() {
         return None;
+    }
+    let at_our_proxy = match conn.peer() {
+        Route::Proxy(proxy) => sys::socket::peer_of(fd).map(addr::canonical) == Some(proxy),
+        Route::Origin => false,
     };
-    if !conn.is_diverted() || sys::socket::peer_of(fd).map(addr::canonical) != Some(proxy) {
+    if !at_our_proxy && !conn.still_ours(fd) {
         return None;
     }
     Some(addr::to_c(conn.original, conn.family))
