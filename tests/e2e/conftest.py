@@ -69,6 +69,16 @@ def testproxy(lab):
 
 
 @pytest.fixture
+def haproxy_restored(lab):
+    """For tests that stop/start HAProxy themselves: it is up before and after."""
+    lab.start_haproxy()
+    try:
+        yield lab
+    finally:
+        lab.start_haproxy()
+
+
+@pytest.fixture
 def need_lib(lab):
     if not os.path.exists(lab.lib):
         pytest.fail("library not built: %s (make build)" % lab.lib)

@@ -26,16 +26,6 @@ def haproxy_stopped(lab):
         lab.start_haproxy()
 
 
-@pytest.fixture
-def haproxy_restored(lab):
-    """For tests that stop/start HAProxy themselves: it is up before and after."""
-    lab.start_haproxy()
-    try:
-        yield lab
-    finally:
-        lab.start_haproxy()
-
-
 @pytest.mark.usefixtures("haproxy_stopped")
 class TestProxyDown:
     def test_get_succeeds_from_origin(self, client, need_lib, tag):

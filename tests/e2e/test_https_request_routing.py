@@ -25,21 +25,14 @@ import pytest
 from conftest import assert_ok, describe, echoes, labmod, sha256
 from test_https import (API, TLS_PROGRAM_POST, TLS_PROGRAMS, assert_direct_tls,  # noqa: F401
                         c_tls_bins, check_tls_program_answers, run_tls_program)
-from test_request_routing import (COOL, TESTPROXY_ENV, Run, check, check_move_lines, hget,
-                                  routes, size, summary, wait_request)
+from test_request_routing import (COOL, COOLDOWN_ENV, PROXY_LATER_ENV, TESTPROXY_ENV, Run, check,
+                                  assert_one_proxied_connection, check_move_lines, cooldown_routes,
+                                  hget, proxy_up_later_routes, routes, size, summary,
+                                  wait_request)
 
 URL = "https://api.example.test"
 API_TLS = "%s:443" % labmod.API_IP
 CLIENTS = ["py_requests", "curl"]
-
-
-@pytest.fixture
-def haproxy_restored(lab):
-    lab.start_haproxy()
-    try:
-        yield lab
-    finally:
-        lab.start_haproxy()
 
 
 def https_run(lab, cname, tag, steps, interval, env, tmp_path):
@@ -59,22 +52,12 @@ def test_https_proxy_up_later_moves_connection_to_proxy(lab, need_lib, tag, tmp_
     program's real session was ended (close_notify) and the same fd serves it virtually
     at the proxy."""
     lab.stop_haproxy()
-    run = https_run(lab, cname, tag, [[] for _ in range(16)], 0.5,
-                    {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}, tmp_path)
-    wait_request(lab, run, 2)
-    lab.start_haproxy()
-    ts_up = time.time()
-    run.wait()
-    rt = routes(lab, run)
-    want = {i: ("direct" if r["t"] and r["t"] < ts_up else
-                "proxy" if r["t"] and r["t"] > ts_up + COOL + 1.0 else None) for i, r in rt.items()}
-    assert sum(1 for w in want.values() if w == "proxy") >= 3, "too few requests after the restart\n" + \
-        summary(run, rt, run.answers(), want)
+    run = https_run(lab, cname, tag, [[] for _ in range(16)], 0.5, PROXY_LATER_ENV, tmp_path)
+    rt, want = proxy_up_later_routes(lab, run)
     info = check_tls(lab, run, rt, want)
     check_move_lines(run, rt, info)
     assert "close_notify sent" in run.read("client.err"), info
-    srcs = {hget(r["at_origin"][0], "x-seen-src")[0] for r in rt.values() if r["via"] == "haproxy"}
-    assert len(srcs) == 1, "proxied requests came from %d connections: %s\n%s" % (len(srcs), srcs, info)
+    assert_one_proxied_connection(rt, info)
 
 
 def check_tls(lab, run, rt, want, one_connection=True):
@@ -135,21 +118,8 @@ def test_https_cooldown_entered_and_left_on_one_connection(lab, need_lib, tag, t
     is replayed in a new real session (the cooldown starts); requests in the cooldown stay
     in that real session; requests after it go through the proxy, virtually again."""
     testproxy.set_mode("error:2")
-    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
-               LUNAR_EXIT_COOLDOWN_AFTER_SEC=str(COOL))
-    run = https_run(lab, cname, tag, [[] for _ in range(14)], 0.5, env, tmp_path)
-    t1 = wait_request(lab, run, 1)["t"]
-    testproxy.set_mode("pass")
-    run.wait()
-    rt = routes(lab, run, tproxy=True)
-    want = {i: ("direct" if i < 2 or (r["t"] and r["t"] < t1 + COOL - 0.3) else
-                "proxy" if r["t"] and r["t"] > t1 + COOL + 0.7 else None) for i, r in rt.items()}
-    info = summary(run, rt, run.answers(), want)
-    assert rt[0]["tp"] == ["error"], "r0 must fail at the proxy\n" + info
-    assert rt[1]["tp"] == ["error"], "r1 must try the proxy again (no cooldown yet) and fail\n" + info
-    in_cool = [i for i in range(2, run.n) if want[i] == "direct"]
-    assert len(in_cool) >= 2 and sum(1 for w in want.values() if w == "proxy") >= 3, info
-    assert all(not rt[i]["tp"] for i in in_cool), "a request in the cooldown tried the proxy\n" + info
+    run = https_run(lab, cname, tag, [[] for _ in range(14)], 0.5, COOLDOWN_ENV, tmp_path)
+    rt, want = cooldown_routes(lab, run, testproxy)
     info = check_tls(lab, run, rt, want)
     check_move_lines(run, rt, info)
 
@@ -215,7 +185,7 @@ def test_https_proxy_up_later_moves_connection_to_proxy_wget(lab, need_lib, tag,
     """GnuTLS: HAProxy down when wget starts (its own TLS session to the origin, followed),
     up after r2: later requests on the same connection through HAProxy (gnutls_bye)."""
     lab.stop_haproxy()
-    run = WgetRun(lab, tag, 14, {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}, tmp_path, wait=0.5)
+    run = WgetRun(lab, tag, 14, PROXY_LATER_ENV, tmp_path, wait=0.5)
     wait_request(lab, run, 2)
     lab.start_haproxy()
     ts_up = time.time()

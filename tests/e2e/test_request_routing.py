@@ -56,15 +56,6 @@ def builds(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def haproxy_restored(lab):
-    lab.start_haproxy()
-    try:
-        yield lab
-    finally:
-        lab.start_haproxy()
-
-
 def size(i):
     return 600 + 97 * i
 
@@ -290,8 +281,21 @@ def test_proxy_up_later_moves_connection_to_proxy(lab, builds, need_lib, tag, tm
     the start at the origin; requests sent more than the handshake's retry delay
     (LUNAR_EXIT_COOLDOWN_AFTER_SEC=2) after it through HAProxy, on the same connection."""
     lab.stop_haproxy()
-    run = Run(lab, cname, builds, tag, [[] for _ in range(16)], 0.5,
-              {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}, tmp_path)
+    run = Run(lab, cname, builds, tag, [[] for _ in range(16)], 0.5, PROXY_LATER_ENV, tmp_path)
+    rt, want = proxy_up_later_routes(lab, run)
+    info = check(run, rt, want)
+    check_move_lines(run, rt, info)
+    assert_one_proxied_connection(rt, info)
+
+
+PROXY_LATER_ENV = {"LUNAR_EXIT_COOLDOWN_AFTER_SEC": str(COOL)}
+
+
+def proxy_up_later_routes(lab, run):
+    """The proxy-up-later scenario once its 16 requests are under way with HAProxy down:
+    HAProxy starts after r2. Returns the routes and the wanted peer per request: the
+    origin before the start, the proxy from the handshake's retry delay after it (None
+    between: too close to tell); at least three must be at the proxy."""
     wait_request(lab, run, 2)
     lab.start_haproxy()
     ts_up = time.time()
@@ -301,9 +305,11 @@ def test_proxy_up_later_moves_connection_to_proxy(lab, builds, need_lib, tag, tm
                 "proxy" if r["t"] and r["t"] > ts_up + COOL + 1.0 else None) for i, r in rt.items()}
     assert sum(1 for w in want.values() if w == "proxy") >= 3, "too few requests after the restart\n" + \
         summary(run, rt, run.answers(), want)
-    info = check(run, rt, want)
-    check_move_lines(run, rt, info)
-    # the later requests all came through one connection at the proxy
+    return rt, want
+
+
+def assert_one_proxied_connection(rt, info):
+    """The requests through HAProxy all came from one connection (one source port)."""
     srcs = {hget(r["at_origin"][0], "x-seen-src")[0] for r in rt.values() if r["via"] == "haproxy"}
     assert len(srcs) == 1, "proxied requests came from %d connections: %s\n%s" % (len(srcs), srcs, info)
 
@@ -349,9 +355,21 @@ def test_cooldown_entered_and_left_on_one_connection(lab, builds, need_lib, tag,
     cooldown); requests in the cooldown go to the origin without trying the proxy;
     requests after it through the proxy. One connection throughout."""
     testproxy.set_mode("error:2")
-    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
-               LUNAR_EXIT_COOLDOWN_AFTER_SEC=str(COOL))
-    run = Run(lab, cname, builds, tag, [[] for _ in range(14)], 0.5, env, tmp_path)
+    run = Run(lab, cname, builds, tag, [[] for _ in range(14)], 0.5, COOLDOWN_ENV, tmp_path)
+    rt, want = cooldown_routes(lab, run, testproxy)
+    info = check(run, rt, want)
+    check_move_lines(run, rt, info)
+
+
+COOLDOWN_ENV = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
+                    LUNAR_EXIT_COOLDOWN_AFTER_SEC=str(COOL))
+
+
+def cooldown_routes(lab, run, testproxy):
+    """The cooldown scenario once its 14 requests are under way with the test proxy
+    failing every request: it passes from r1 on; r0 and r1 must have failed at the proxy,
+    requests up to COOL s after r1 must not have tried it, later ones went through it.
+    Returns the routes and the wanted peer per request (None: too close to tell)."""
     t1 = wait_request(lab, run, 1)["t"]
     testproxy.set_mode("pass")
     run.wait()
@@ -364,8 +382,7 @@ def test_cooldown_entered_and_left_on_one_connection(lab, builds, need_lib, tag,
     in_cool = [i for i in range(2, run.n) if want[i] == "direct"]
     assert len(in_cool) >= 2 and sum(1 for w in want.values() if w == "proxy") >= 3, info
     assert all(not rt[i]["tp"] for i in in_cool), "a request in the cooldown tried the proxy\n" + info
-    info = check(run, rt, want)
-    check_move_lines(run, rt, info)
+    return rt, want
 
 
 # ---- chaos: one long-lived pooled connection while the proxy changes ----------------------
