@@ -46,8 +46,9 @@ fuzz:
 # directory (/usr/lib/x86_64-linux-gnu), as a Debian package does; any other PREFIX in
 # $(PREFIX)/lib. Nothing is written to /etc: whether every process loads the library
 # (/etc/ld.so.preload) is the administrator's decision (README "Baking it into an image").
+# (MULTIARCH is expanded only when used: no dpkg-architecture run for other targets.)
 PREFIX ?= /usr/local
-MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 LIBDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH),$(PREFIX)/lib)
 DOCDIR ?= $(PREFIX)/share/doc/liblunar-intercept
 
@@ -61,10 +62,11 @@ DEB_ROOT := target/deb/root
 
 deb: build
 	rm -rf $(DEB_ROOT)
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr \
+	    LIBDIR=/usr/lib/$(MULTIARCH) DOCDIR=/usr/share/doc/liblunar-intercept
 	mkdir -p $(DEB_ROOT)/DEBIAN
 	scripts/deb-control.sh $(DEB_ROOT) > $(DEB_ROOT)/DEBIAN/control
-	dpkg-deb --root-owner-group --build $(DEB_ROOT) target/deb/
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) target/deb
 
 clean:
 	cargo clean
