@@ -3,7 +3,7 @@ SHELL := /bin/bash
 LIB := target/release/liblunar_intercept.so
 export LUNAR_LIB := $(abspath $(LIB))
 
-.PHONY: all build deps test unit lint c-tests e2e demo bench fuzz clean
+.PHONY: all build deps test unit lint c-tests e2e demo bench fuzz clean install deb
 
 all: build
 
@@ -41,6 +41,32 @@ bench: deps build
 # then libFuzzer for LUNAR_FUZZ_SECONDS per target where a nightly toolchain is installed.
 fuzz:
 	scripts/fuzz.sh
+
+# Install: the library and the README. PREFIX=/usr puts the library in the multiarch
+# directory (/usr/lib/x86_64-linux-gnu), as a Debian package does; any other PREFIX in
+# $(PREFIX)/lib. Nothing is written to /etc: whether every process loads the library
+# (/etc/ld.so.preload) is the administrator's decision (README "Baking it into an image").
+# (MULTIARCH is expanded only when used: no dpkg-architecture run for other targets.)
+PREFIX ?= /usr/local
+MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+LIBDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH),$(PREFIX)/lib)
+DOCDIR ?= $(PREFIX)/share/doc/liblunar-intercept
+
+install: build
+	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/liblunar_intercept.so
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+# A Debian package from the staging directory target/deb/root (make install with
+# PREFIX=/usr), written to target/deb/; scripts/deb-control.sh writes DEBIAN/control.
+DEB_ROOT := target/deb/root
+
+deb: build
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr \
+	    LIBDIR=/usr/lib/$(MULTIARCH) DOCDIR=/usr/share/doc/liblunar-intercept
+	mkdir -p $(DEB_ROOT)/DEBIAN
+	scripts/deb-control.sh $(DEB_ROOT) > $(DEB_ROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_ROOT) target/deb
 
 clean:
 	cargo clean

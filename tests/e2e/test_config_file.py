@@ -26,12 +26,18 @@ API = "203.0.113.10:80"
 CONF = "/etc/lunar/interceptor.conf"
 LAB_PROXY = "LUNAR_PROXY_HOST=127.0.0.1:8000\n"
 
-# $1 the temporary directory, $2 the library, the rest the program and its arguments.
-ETC_SCRIPT = r'''
-d=$1; lib=$2; shift 2
+# Shell lines (shared with test_image_recipe.py): the overlay of /etc whose upper layer
+# is $d/upper, the lab's hosts file copied into it first.
+OVERLAY_ETC = r'''
 cat /etc/hosts > "$d/upper/hosts"
 mount -t overlay lunar-test -o "lowerdir=/etc,upperdir=$d/upper,workdir=$d/work" /etc
 [ "$(stat -f -c %T /etc)" = overlayfs ] || exit 97
+'''
+
+# $1 the temporary directory, $2 the library, the rest the program and its arguments.
+ETC_SCRIPT = r'''
+d=$1; lib=$2; shift 2
+''' + OVERLAY_ETC + r'''
 exec env LD_PRELOAD="$lib" "$@"
 '''
 
