@@ -1,6 +1,7 @@
 # liblunar_intercept: the two commands a user needs are `make demo` and `make test`.
 SHELL := /bin/bash
 LIB := target/release/liblunar_intercept.so
+COMMAND := target/release/lunar-intercept
 export LUNAR_LIB := $(abspath $(LIB))
 
 .PHONY: all build deps test unit lint c-tests e2e demo bench fuzz clean install deb
@@ -9,8 +10,9 @@ all: build
 
 build: $(LIB)
 
+# One cargo run builds the library and the command (src/bin/lunar-intercept).
 $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
-	cargo build --release --lib
+	cargo build --release --lib --bins
 
 deps:
 	scripts/install-deps.sh
@@ -42,7 +44,7 @@ bench: deps build
 fuzz:
 	scripts/fuzz.sh
 
-# Install: the library and the README. PREFIX=/usr puts the library in the multiarch
+# Install: the library, the command (lunar-intercept) and the README. PREFIX=/usr puts the library in the multiarch
 # directory (/usr/lib/x86_64-linux-gnu), as a Debian package does; any other PREFIX in
 # $(PREFIX)/lib. Nothing is written to /etc: whether every process loads the library
 # (/etc/ld.so.preload) is the administrator's decision (README "Baking it into an image").
@@ -51,9 +53,11 @@ PREFIX ?= /usr/local
 MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 LIBDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH),$(PREFIX)/lib)
 DOCDIR ?= $(PREFIX)/share/doc/liblunar-intercept
+BINDIR ?= $(PREFIX)/bin
 
 install: build
 	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/liblunar_intercept.so
+	install -D -m 0755 $(COMMAND) $(DESTDIR)$(BINDIR)/lunar-intercept
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 
 # A Debian package from the staging directory target/deb/root (make install with
@@ -63,7 +67,7 @@ DEB_ROOT := target/deb/root
 deb: build
 	rm -rf $(DEB_ROOT)
 	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr \
-	    LIBDIR=/usr/lib/$(MULTIARCH) DOCDIR=/usr/share/doc/liblunar-intercept
+	    LIBDIR=/usr/lib/$(MULTIARCH) DOCDIR=/usr/share/doc/liblunar-intercept BINDIR=/usr/bin
 	mkdir -p $(DEB_ROOT)/DEBIAN
 	scripts/deb-control.sh $(DEB_ROOT) > $(DEB_ROOT)/DEBIAN/control
 	dpkg-deb --root-owner-group --build $(DEB_ROOT) target/deb

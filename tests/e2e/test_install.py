@@ -1,4 +1,4 @@
-"""Issue 13, item 4 (the library part): `make install` and `make deb`.
+"""Issue 13, item 4: `make install` and `make deb` (the library, the command, the README).
 
 Nothing is installed into the real system: `make install` writes into a temporary
 DESTDIR, and the package `make deb` builds is only read (dpkg-deb -c, -f, -e). Needs no
@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, VERSION
 
 BUILT = os.path.join(REPO, "target", "release", "liblunar_intercept.so")
+BUILT_COMMAND = os.path.join(REPO, "target", "release", "lunar-intercept")
 
 
 def sh(argv, **kw):
@@ -28,8 +29,9 @@ MULTIARCH = subprocess.run(["gcc", "-print-multiarch"], stdout=subprocess.PIPE,
 
 @pytest.fixture
 def need_built():
-    if not os.path.exists(BUILT):
-        pytest.fail("library not built: %s (make build)" % BUILT)
+    for built in (BUILT, BUILT_COMMAND):
+        if not os.path.exists(built):
+            pytest.fail("not built: %s (make build)" % built)
 
 
 def files_under(root):
@@ -43,12 +45,18 @@ def files_under(root):
     ("/opt/lunar", "opt/lunar/lib"),
 ])
 def test_make_install_into_destdir(need_built, prefix, libdir):
-    """Exactly the library (the built one, byte for byte, mode 0644) and the README;
-    nothing under etc/ (no /etc/ld.so.preload, no configuration file)."""
+    """Exactly the library (the built one, byte for byte, mode 0644), the command (0755)
+    and the README; nothing under etc/ (no /etc/ld.so.preload, no configuration file).
+    The installed command finds the installed library by itself."""
     with tempfile.TemporaryDirectory(prefix="lunar-install-") as dest:
         sh(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=" + prefix])
         doc = prefix.lstrip("/") + "/share/doc/liblunar-intercept/README.md"
-        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so", doc])
+        command = prefix.lstrip("/") + "/bin/lunar-intercept"
+        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so", doc, command])
+        assert os.stat(os.path.join(dest, command)).st_mode & 0o7777 == 0o755
+        shown = sh([os.path.join(dest, command), "run", "--", "sh", "-c", 'echo "$LD_PRELOAD"'],
+                   env={"PATH": os.environ["PATH"]})
+        assert shown.strip() == os.path.realpath(os.path.join(dest, libdir, "liblunar_intercept.so"))
         lib = os.path.join(dest, libdir, "liblunar_intercept.so")
         with open(lib, "rb") as a, open(BUILT, "rb") as b:
             assert a.read() == b.read(), "the installed library is not the built one"
@@ -75,10 +83,12 @@ def test_make_deb(need_built):
     listing = sh(["dpkg-deb", "-c", deb])
     entries = {ln.split()[-1]: ln.split() for ln in listing.splitlines()}
     files = sorted(p for p, cols in entries.items() if not cols[0].startswith("d"))
-    assert files == ["./usr/lib/%s/liblunar_intercept.so" % MULTIARCH,
+    assert files == ["./usr/bin/lunar-intercept",
+                     "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH,
                      "./usr/share/doc/liblunar-intercept/README.md"], listing
     for p in files:
-        assert entries[p][0] == "-rw-r--r--" and entries[p][1] == "root/root", listing
+        mode = "-rwxr-xr-x" if p.startswith("./usr/bin/") else "-rw-r--r--"
+        assert entries[p][0] == mode and entries[p][1] == "root/root", listing
     assert not [p for p in entries if p.startswith("./etc")], listing
 
     def field(name):
@@ -89,8 +99,9 @@ def test_make_deb(need_built):
     assert field("Maintainer") and field("Description")
     m = re.fullmatch(r"libc6 \(>= ([0-9.]+)\)", field("Depends"))
     assert m, field("Depends")
-    needed = max(glibc_versions(os.path.join(REPO, "target", "deb", "root", "usr", "lib",
-                                             MULTIARCH, "liblunar_intercept.so")))
+    root = os.path.join(REPO, "target", "deb", "root", "usr")
+    needed = max(glibc_versions(os.path.join(root, "lib", MULTIARCH, "liblunar_intercept.so"))
+                 | glibc_versions(os.path.join(root, "bin", "lunar-intercept")))
     assert tuple(int(x) for x in m.group(1).split(".")) == needed, (m.group(1), needed)
 
     with tempfile.TemporaryDirectory(prefix="lunar-deb-") as ctl:

@@ -1,0 +1,44 @@
+//! `lunar-intercept`: runs a program with the library preloaded.
+//!
+//! `lunar-intercept run [--lib PATH] [--] CMD [ARGS...]` execs CMD with
+//! `liblunar_intercept.so` added to `LD_PRELOAD`. The command replaces this process, so
+//! its exit status and the signals it gets or dies of are the caller's to see, as if it
+//! had been started directly. The library is found beside this binary (cargo's
+//! `target/release`), in `../lib` (`make install`), or in `../lib/<multiarch>` (the
+//! Debian package), unless `--lib` names it.
+
+mod library;
+mod run;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: lunar-intercept run [--lib PATH] [--] CMD [ARGS...]
+       lunar-intercept --help | --version
+
+run    runs CMD with liblunar_intercept.so preloaded (LD_PRELOAD), so that its HTTP
+       goes through Lunar Proxy as configured by the LUNAR_* variables or
+       /etc/lunar/interceptor.conf. CMD replaces this process: its exit status and
+       signals are its own.
+--lib  the library to preload (default: beside this command, ../lib, or
+       ../lib/<multiarch>)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("run") => run::run(&args[1..]),
+        Some("--help" | "-h" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("--version" | "-V") => {
+            println!("lunar-intercept {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

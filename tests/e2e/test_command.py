@@ -1,0 +1,65 @@
+"""Issue 13, item 3 (the `run` part): `lunar-intercept run [--lib PATH] [--] CMD ...`.
+
+The command from `make build` (target/release/lunar-intercept) runs programs inside the
+lab's namespace with no LD_PRELOAD of their own (lab.run(preload=False)); the proxy is
+named by LUNAR_PROXY_HOST as usual. What a user checks: the program's request went
+through the proxy (the same program without the command goes direct), its exit status
+and the signal it died of are its own, and a library that cannot be found is said.
+"""
+import os
+
+import pytest
+
+from conftest import REPO, assert_direct, assert_proxied, one_echo
+
+COMMAND = os.path.join(REPO, "target", "release", "lunar-intercept")
+API = "203.0.113.10:80"
+
+
+@pytest.fixture
+def command():
+    if not os.path.exists(COMMAND):
+        pytest.fail("command not built: %s (make build)" % COMMAND)
+    return COMMAND
+
+
+def test_run_diverts_the_program(lab, need_lib, command, tag):
+    url = "http://api.example.test%s" % tag
+    res = lab.run([command, "run", "--", "curl", "-sS", url], preload=False)
+    assert res.rc == 0, res
+    assert_proxied(one_echo(res), res, "api.example.test", origin=API, path=tag)
+    control = lab.run(["curl", "-sS", url + "/control"], preload=False)
+    assert control.rc == 0, control
+    assert_direct(one_echo(control), control, origin=API, path=tag + "/control")
+
+
+def test_run_with_a_named_library(lab, need_lib, command, tag):
+    """--lib names the library (here the same one by its own path)."""
+    res = lab.run([command, "run", "--lib", need_lib, "curl", "-sS",
+                   "http://api.example.test%s" % tag], preload=False)
+    assert res.rc == 0, res
+    assert_proxied(one_echo(res), res, "api.example.test", origin=API, path=tag)
+
+
+def test_run_passes_exit_status_and_signals_through(lab, command):
+    """CMD replaces the command: exit status 7 is 7, death by SIGTERM is death by SIGTERM,
+    and the program sees the library first in its LD_PRELOAD (kept once)."""
+    res = lab.run([command, "run", "sh", "-c", "exit 7"], preload=False)
+    assert res.rc == 7, res
+    res = lab.run([command, "run", "sh", "-c", "kill -TERM $$"], preload=False)
+    assert res.rc == -15, res
+    lib = os.path.realpath(os.path.join(REPO, "target", "release", "liblunar_intercept.so"))
+    res = lab.run([command, "run", "sh", "-c", 'echo "$LD_PRELOAD"'], preload=False,
+                  env={"LD_PRELOAD": "libother.so %s" % lib})
+    assert res.out.decode().strip() == "%s:libother.so" % lib, res
+
+
+def test_run_says_what_is_missing(lab, command, tmp_path):
+    res = lab.run([command, "run", "--lib", str(tmp_path / "nope.so"), "true"], preload=False)
+    assert res.rc == 127 and b"nope.so" in res.err, res
+    res = lab.run([command, "run", "no-such-program-here"], preload=False)
+    assert res.rc == 127 and b"no-such-program-here" in res.err, res
+    res = lab.run([command, "run"], preload=False)
+    assert res.rc == 2 and b"usage" not in res.err and b"no command" in res.err, res
+    res = lab.run([command, "--help"], preload=False)
+    assert res.rc == 0 and res.out.startswith(b"usage: lunar-intercept run"), res
