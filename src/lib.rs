@@ -35,6 +35,7 @@
 
 pub mod addr;
 pub mod conn;
+mod explain;
 mod fork;
 pub mod guard;
 pub mod hooks;

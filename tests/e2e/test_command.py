@@ -63,3 +63,32 @@ def test_run_says_what_is_missing(lab, command, tmp_path):
     assert res.rc == 2 and b"usage" not in res.err and b"no command" in res.err, res
     res = lab.run([command, "--help"], preload=False)
     assert res.rc == 0 and res.out.startswith(b"usage: lunar-intercept run"), res
+
+
+def explain(lab, url, *extra, env=None):
+    return lab.run([COMMAND, "explain", url] + list(extra), preload=False, env=env)
+
+
+def test_explain_answers_as_the_library_would(lab, need_lib, command, haproxy_restored):
+    """The library's own answer: through the proxy for an external name; direct for an
+    internal address, for x-lunar-allow: false, for a block-listed host, for a port not
+    intercepted; proxy unavailable while HAProxy is down. Each is what a connect of a
+    program with the same environment does (the other tests of the suite check that)."""
+    res = explain(lab, "http://api.example.test/x")
+    assert res.rc == 0, res
+    assert res.out.decode() == "http://api.example.test/x -> proxy 127.0.0.1:8000 (external)\n", res
+    res = explain(lab, "http://10.0.0.5/x")
+    assert res.out.decode().endswith("-> direct (internal)\n"), res
+    res = explain(lab, "http://api.example.test/x", "--header", "x-lunar-allow: false")
+    assert res.out.decode().endswith("-> direct (x-lunar-allow: false)\n"), res
+    res = explain(lab, "http://api.example.test/x", env={"LUNAR_BLOCK_LIST": "api.example.test"})
+    assert res.out.decode().endswith("-> direct (block list)\n"), res
+    res = explain(lab, "http://api.example.test:8080/x")
+    assert "direct (port 8080 is not intercepted" in res.out.decode(), res
+    res = explain(lab, "https://api.example.test/x")
+    assert res.out.decode().startswith("https://api.example.test/x -> proxy 127.0.0.1:8000"), res
+    lab.stop_haproxy()
+    res = explain(lab, "http://api.example.test/x")
+    assert res.out.decode().endswith("-> direct (proxy unavailable)\n"), res
+    res = explain(lab, "http://api.example.test/x", env={"LUNAR_PROXY_HOST": ""})
+    assert "-> inert (no proxy configured" in res.out.decode(), res

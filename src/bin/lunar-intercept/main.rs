@@ -1,4 +1,4 @@
-//! `lunar-intercept`: runs a program with the library preloaded.
+//! `lunar-intercept`: runs a program with the library preloaded; explains a request.
 //!
 //! `lunar-intercept run [--lib PATH] [--] CMD [ARGS...]` execs CMD with
 //! `liblunar_intercept.so` added to `LD_PRELOAD`. The command replaces this process, so
@@ -7,6 +7,7 @@
 //! `target/release`), in `../lib` (`make install`), or in `../lib/<multiarch>` (the
 //! Debian package), unless `--lib` names it.
 
+mod explain;
 mod library;
 mod run;
 
@@ -14,20 +15,24 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: lunar-intercept run [--lib PATH] [--] CMD [ARGS...]
+       lunar-intercept explain URL [--header 'x-lunar-allow: true|false'] [--lib PATH]
        lunar-intercept --help | --version
 
 run    runs CMD with liblunar_intercept.so preloaded (LD_PRELOAD), so that its HTTP
        goes through Lunar Proxy as configured by the LUNAR_* variables or
        /etc/lunar/interceptor.conf. CMD replaces this process: its exit status and
        signals are its own.
---lib  the library to preload (default: beside this command, ../lib, or
-       ../lib/<multiarch>)
+explain  what the library would do with a request to URL made now by a process
+       with this environment: proxy or direct, and why (filter rule, internal range,
+       cooldown, proxy unavailable, port not intercepted), answered by the library itself
+--lib  the library (default: beside this command, ../lib, or ../lib/<multiarch>)
 ";
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     match args.first().and_then(|a| a.to_str()) {
         Some("run") => run::run(&args[1..]),
+        Some("explain") => explain::explain(&args[1..]),
         Some("--help" | "-h" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
