@@ -13,7 +13,7 @@
 //! below its own in this table, top to bottom (`tests/layers.rs` checks it):
 //!
 //! ```text
-//! hooks, fork, explain: entry points: program calls, libc's fork handler, the command's ask
+//! hooks, fork, explain, doctor: entry points: program calls, libc's fork handler, the command
 //! tls:         https one level up: the program's TLS sessions
 //! conn:        one intercepted socket; `conn::fdtable`: which fds are connections
 //! runtime:     the process-wide state, built at the first call that needs it
@@ -35,6 +35,7 @@
 
 pub mod addr;
 pub mod conn;
+mod doctor;
 mod explain;
 mod fork;
 pub mod guard;

@@ -169,11 +169,7 @@ impl Proxy {
     }
 
     fn resolve(&self) -> Result<IpAddr, String> {
-        if let Ok(ip) = self.address.host.parse::<IpAddr>() {
-            return Ok(ip);
-        }
-        resolve_name(&self.address.host)
-            .ok_or_else(|| format!("cannot resolve {}", self.address.host))
+        resolve_host(&self.address.host)
     }
 
     /// For a forked child: a handshake running in another thread of the parent never ends.
@@ -183,6 +179,14 @@ impl Proxy {
             self.state
                 .compare_exchange(RUNNING, NEVER_TRIED, Ordering::AcqRel, Ordering::Acquire);
     }
+}
+
+/// The proxy host's address: an IP literal, or the first address the name resolves to.
+pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    resolve_name(host).ok_or_else(|| format!("cannot resolve {host}"))
 }
 
 fn bracketed(host: &str) -> String {

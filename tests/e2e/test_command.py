@@ -7,6 +7,7 @@ through the proxy (the same program without the command goes direct), its exit s
 and the signal it died of are its own, and a library that cannot be found is said.
 """
 import os
+import subprocess
 
 import pytest
 
@@ -92,3 +93,77 @@ def test_explain_answers_as_the_library_would(lab, need_lib, command, haproxy_re
     assert res.out.decode().endswith("-> direct (proxy unavailable)\n"), res
     res = explain(lab, "http://api.example.test/x", env={"LUNAR_PROXY_HOST": ""})
     assert "-> inert (no proxy configured" in res.out.decode(), res
+
+
+# ---- doctor ---------------------------------------------------------------------------
+
+def doctor(lab, *args, env=None):
+    return lab.run([COMMAND, "doctor"] + list(args), preload=False, env=env)
+
+
+def report_lines(res, prefix):
+    return [line for line in res.out.decode().splitlines() if line.startswith(prefix)]
+
+
+def test_doctor_passes_with_the_proxy_up(lab, need_lib, command, tmp_path):
+    """Every value with its origin (environment over the file, file, default); the
+    proxy's traffic port connected and the handshake answered (the lab's proxy says
+    managed: true on 8082); exit 0."""
+    conf = tmp_path / "interceptor.conf"
+    conf.write_text("LUNAR_TENANT_ID=file-tenant\nLUNAR_PROXY_HOST=10.9.9.9:1\n")
+    res = doctor(lab, env={"LUNAR_INTERCEPTOR_CONFIG": str(conf), "LUNAR_HANDSHAKE_PORT": "8082"})
+    out = res.out.decode()
+    assert res.rc == 0, res
+    assert not report_lines(res, "FAIL") and not report_lines(res, "WARN"), out
+    line = lambda name: next(l for l in out.splitlines() if l.startswith("  %s " % name))
+    assert line("LUNAR_PROXY_HOST").split() == ["LUNAR_PROXY_HOST", "=", "127.0.0.1:8000", "(environment)"], out
+    assert line("LUNAR_TENANT_ID").endswith("(file %s)" % conf), out
+    assert line("LUNAR_EXIT_COOLDOWN_AFTER_SEC").endswith("(default: 10)"), out
+    assert "PASS  proxy traffic port: TCP connect to 127.0.0.1:8000 in " in out, out
+    assert "PASS  handshake: GET /handshake on 127.0.0.1:8082 answered in " in out, out
+    assert "managed: true, tenant: file-tenant" in out, out
+
+
+def test_doctor_fails_and_says_why(lab, need_lib, command, haproxy_restored):
+    """No proxy configured; a bad value warned; the proxy down: FAIL with advice, exit 1."""
+    res = doctor(lab, env={"LUNAR_PROXY_HOST": ""})
+    assert res.rc == 1, res
+    assert report_lines(res, "FAIL  configuration: LUNAR_PROXY_HOST is set neither"), res
+    res = doctor(lab, env={"LUNAR_PROXY_CONNECT_TIMEOUT_MS": "soon"})
+    assert res.rc == 0, res
+    assert report_lines(res, 'WARN  configuration: LUNAR_PROXY_CONNECT_TIMEOUT_MS="soon"'), res
+    res = doctor(lab, env={"LUNAR_PROXY_HOST": "no-such-proxy.invalid:8000"})
+    assert res.rc == 1 and report_lines(res, "FAIL  proxy address: cannot resolve"), res
+    lab.stop_haproxy()
+    res = doctor(lab)
+    assert res.rc == 1, res
+    fail = report_lines(res, "FAIL  proxy traffic port: TCP connect to 127.0.0.1:8000:")
+    assert fail and "refused" in fail[0], res
+    assert "-> is Lunar Proxy running" in res.out.decode(), res
+
+
+def test_doctor_judges_programs(lab, need_lib, command, tmp_path):
+    """curl: http and https (OpenSSL) diverted; wget: GnuTLS; Node and Java: https passes
+    through, said as WARN (exit 0); a static program and a missing one: FAIL (exit 1)."""
+    res = doctor(lab, "curl")
+    assert res.rc == 0, res
+    assert report_lines(res, "PASS  curl http: "), res
+    assert report_lines(res, "PASS  curl https: OpenSSL (") , res
+    res = doctor(lab, "wget")
+    assert report_lines(res, "PASS  wget https: GnuTLS (") and res.rc == 0, res
+    res = doctor(lab, "node")
+    assert res.rc == 0 and report_lines(res, "PASS  node http: "), res
+    assert report_lines(res, "WARN  node https: Node: its https runs OpenSSL over memory"), res
+    res = doctor(lab, "java")
+    assert res.rc == 0 and report_lines(res, "WARN  java https: a JVM ("), res
+    res = doctor(lab, "/usr/bin/python3")
+    assert report_lines(res, "PASS  /usr/bin/python3 https: Python: its ssl module"), res
+    source = tmp_path / "static.c"
+    source.write_text("int main(void) { return 0; }\n")
+    static = tmp_path / "static"
+    subprocess.run(["cc", "-static", "-o", str(static), str(source)], check=True)
+    res = doctor(lab, str(static))
+    assert res.rc == 1, res
+    assert report_lines(res, "FAIL  %s: %s is statically linked" % (static, static)), res
+    res = doctor(lab, "no-such-program-here")
+    assert res.rc == 1 and report_lines(res, "FAIL  no-such-program-here: not found"), res

@@ -117,21 +117,7 @@ fn authority(url: &str) -> Result<(String, u16), String> {
 type Explain = unsafe extern "C" fn(*const libc::c_char, u16, libc::c_int, *mut u8, usize) -> usize;
 
 fn ask(lib: &std::path::Path, request: &Request) -> Result<String, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = CString::new(lib.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: a NUL-terminated path; RTLD_LOCAL keeps the library's hooks out of this
-    // process's own calls.
-    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return Err(format!("cannot load {}", lib.display()));
-    }
-    // SAFETY: a valid handle and a NUL-terminated name.
-    let symbol = unsafe { libc::dlsym(handle, c"lunar_intercept_explain".as_ptr()) };
-    if symbol.is_null() {
-        return Err(format!("{} has no lunar_intercept_explain", lib.display()));
-    }
-    // SAFETY: the library defines the function with this signature (src/explain.rs).
-    let explain: Explain = unsafe { std::mem::transmute(symbol) };
+    let explain: Explain = library::symbol(lib, c"lunar_intercept_explain")?;
     let host = CString::new(request.host.as_str()).map_err(|e| e.to_string())?;
     let allow = match request.allow {
         Some(true) => 1,

@@ -48,6 +48,35 @@ pub fn find(named: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
+/// The library's function `name`, the library `dlopen`ed into this process. `F` must be
+/// the function pointer type the library defines `name` with.
+pub fn symbol<F: Copy>(lib: &Path, name: &std::ffi::CStr) -> Result<F, String> {
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(
+        std::mem::size_of::<F>(),
+        std::mem::size_of::<*mut libc::c_void>()
+    );
+    let path = std::ffi::CString::new(lib.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; RTLD_LOCAL keeps the library's hooks out of this
+    // process's own calls.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("cannot load {}", lib.display()));
+    }
+    // SAFETY: a valid handle and a NUL-terminated name.
+    let symbol = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    if symbol.is_null() {
+        return Err(format!(
+            "{} has no {} (an older build?)",
+            lib.display(),
+            name.to_string_lossy()
+        ));
+    }
+    // SAFETY: F is a function pointer type (same size, checked above) matching the
+    // library's definition of `name`, the caller's contract.
+    Ok(unsafe { std::mem::transmute_copy::<*mut libc::c_void, F>(&symbol) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,17 +81,7 @@ fn read_from(
 ) -> (Setup, Logging) {
     match source {
         Source::Environment => {
-            let named = environment(PATH_VARIABLE).filter(|path| !config::is_blank(path));
-            let path = named.as_deref().unwrap_or(DEFAULT_PATH.as_bytes());
-            let shown = String::from_utf8_lossy(path);
-            let file = match open(path, Symlinks::Follow) {
-                Ok(file) => parse_file(&file.bytes, &shown, warn),
-                Err(FileError::Open(libc::ENOENT)) if named.is_none() => FileValues::default(),
-                Err(error) => {
-                    warn(format!("configuration file {shown} {error}; ignored"));
-                    FileValues::default()
-                }
-            };
+            let (_, file) = the_file(environment, open, warn);
             config::parse(layered(environment, &file), warn)
         }
         Source::SecureExecution => {
@@ -117,6 +107,63 @@ fn read_from(
             config::parse(|name| values.get(name).map(<[u8]>::to_vec), warn)
         }
     }
+}
+
+/// The configuration file of an ordinary process: its path as shown, and its values
+/// (none when it is missing or unreadable, said through `warn` unless the default file is
+/// simply absent).
+fn the_file(
+    environment: Environment<'_>,
+    open: OpenFile<'_>,
+    warn: &mut dyn FnMut(String),
+) -> (String, FileValues) {
+    let named = environment(PATH_VARIABLE).filter(|path| !config::is_blank(path));
+    let path = named.as_deref().unwrap_or(DEFAULT_PATH.as_bytes());
+    let shown = String::from_utf8_lossy(path).into_owned();
+    let file = match open(path, Symlinks::Follow) {
+        Ok(file) => parse_file(&file.bytes, &shown, warn),
+        Err(FileError::Open(libc::ENOENT)) if named.is_none() => FileValues::default(),
+        Err(error) => {
+            warn(format!("configuration file {shown} {error}; ignored"));
+            FileValues::default()
+        }
+    };
+    (shown, file)
+}
+
+/// Where a variable's value came from (`lunar-intercept doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Environment,
+    /// The configuration file, by its path.
+    File(String),
+    Unset,
+}
+
+/// Each variable's raw value and where it came from, as an ordinary process reads them
+/// (`read` with `Source::Environment`); `warn` receives the file's complaints.
+pub fn origins(warn: &mut dyn FnMut(String)) -> Vec<(&'static str, Origin, Vec<u8>)> {
+    origins_from(&environment, &open_file, warn)
+}
+
+fn origins_from(
+    environment: Environment<'_>,
+    open: OpenFile<'_>,
+    warn: &mut dyn FnMut(String),
+) -> Vec<(&'static str, Origin, Vec<u8>)> {
+    let (path, file) = the_file(environment, open, warn);
+    config::VARIABLES
+        .iter()
+        .map(
+            |&name| match environment(name).filter(|value| !config::is_blank(value)) {
+                Some(value) => (name, Origin::Environment, value),
+                None => match file.get(name) {
+                    Some(value) => (name, Origin::File(path.clone()), value.to_vec()),
+                    None => (name, Origin::Unset, Vec::new()),
+                },
+            },
+        )
+        .collect()
 }
 
 /// A variable's bytes, whatever they are (a value that is not UTF-8 is still a value).

@@ -219,3 +219,35 @@ fn secure_execution_ignores_an_untrusted_file_with_one_warning() {
 fn a_test_process_is_not_in_secure_execution() {
     assert_eq!(Source::of_this_process(), Source::Environment);
 }
+
+#[test]
+fn origins_say_environment_then_file_then_unset() {
+    let environment = |name: &str| match name {
+        "LUNAR_PROXY_HOST" => Some(b"env-proxy:8000".to_vec()),
+        "LUNAR_TENANT_ID" => Some(b"".to_vec()),
+        PATH_VARIABLE => Some(b"/tmp/x.conf".to_vec()),
+        _ => None,
+    };
+    let open = |path: &[u8], _| {
+        assert_eq!(path, b"/tmp/x.conf");
+        file(0, 0o644, PROXY_FILE)
+    };
+    let mut warnings = Vec::new();
+    let origins = origins_from(&environment, &open, &mut |w| warnings.push(w));
+    let of = |name: &str| {
+        let (_, origin, value) = origins.iter().find(|(n, _, _)| *n == name).unwrap();
+        (origin.clone(), String::from_utf8(value.clone()).unwrap())
+    };
+    assert_eq!(
+        of("LUNAR_PROXY_HOST"),
+        (Origin::Environment, "env-proxy:8000".into())
+    );
+    // A blank variable is unset: the file's value shows through.
+    assert_eq!(
+        of("LUNAR_TENANT_ID"),
+        (Origin::File("/tmp/x.conf".into()), "file-tenant".into())
+    );
+    assert_eq!(of("LUNAR_BLOCK_LIST"), (Origin::Unset, String::new()));
+    assert_eq!(origins.len(), crate::policy::config::VARIABLES.len());
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
