@@ -74,7 +74,7 @@ fn failed(answer: Answer, why: &str) -> Judged {
 /// `bytes`: what the program's read put in `buffer`, from the start of an answer.
 fn judge(conn: &Conn, buffer: AppBuffer, bytes: &[u8]) -> Judged {
     let mut responses = conn.responses.lock();
-    let mut probe = responses.tracker.clone();
+    let mut probe = responses.probe();
     let head_len = match probe.feed(bytes) {
         Step::HeadComplete(head_len) => head_len,
         Step::Buffered(_) => {
@@ -121,6 +121,6 @@ fn settle(
     if probe.responses_completed() > answered_before {
         responses.inflight.answered();
     }
-    responses.tracker = probe;
+    responses.adopt(probe);
     conn.track(responses, rest);
 }

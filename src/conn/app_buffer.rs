@@ -11,19 +11,23 @@ pub enum AppBuffer {
 }
 
 impl AppBuffer {
-    fn parts(&self) -> Vec<(*mut u8, usize)> {
-        match *self {
-            AppBuffer::Flat { data, len } => vec![(data, len)],
+    /// The buffer's parts, in order (no allocation: this runs for every read of a diverted
+    /// connection).
+    fn parts(&self) -> impl Iterator<Item = (*mut u8, usize)> + '_ {
+        let (flat, scattered): (Option<(*mut u8, usize)>, &[iovec]) = match *self {
+            AppBuffer::Flat { data, len } => (Some((data, len)), &[]),
             AppBuffer::Scattered { parts, count } if !parts.is_null() => {
                 // SAFETY: the read call's contract: `parts` holds `count` iovecs.
                 let parts = unsafe { std::slice::from_raw_parts(parts, count) };
-                parts
-                    .iter()
-                    .map(|part| (part.iov_base as *mut u8, part.iov_len))
-                    .collect()
+                (None, parts)
             }
-            AppBuffer::Scattered { .. } => Vec::new(),
-        }
+            AppBuffer::Scattered { .. } => (None, &[]),
+        };
+        flat.into_iter().chain(
+            scattered
+                .iter()
+                .map(|part| (part.iov_base as *mut u8, part.iov_len)),
+        )
     }
 
     /// Calls `sink` with the first `count` bytes a successful read put in the buffer.
@@ -46,9 +50,7 @@ impl AppBuffer {
 
     /// Whether the program's buffer has no room at all (a read into it returns 0).
     pub fn is_empty(&self) -> bool {
-        self.parts()
-            .iter()
-            .all(|&(data, len)| len == 0 || data.is_null())
+        self.parts().all(|(data, len)| len == 0 || data.is_null())
     }
 
     /// Calls `sink` with the first `count` bytes a successful read put in the buffer, in

@@ -4,11 +4,12 @@
 //! Each copy is the request as it went to the proxy (Lunar's lines included); the form for
 //! the original destination is derived by cutting those lines out again.
 
+use crate::http::Asked;
 use std::collections::VecDeque;
 
 #[derive(Debug)]
 struct RequestCopy {
-    method: String,
+    method: Asked,
     /// The request as sent to the proxy, head and body so far.
     wire: Vec<u8>,
     /// Where Lunar's lines sit in `wire`.
@@ -40,7 +41,13 @@ pub struct InFlight {
     writing: bool,
     /// Bytes one request copy may hold (LUNAR_REPLAY_MAX_BYTES).
     cap: usize,
+    /// The buffer of the last copy answered, for the next request's copy: a keep-alive
+    /// connection then keeps one allocation instead of making one per request. Only
+    /// a buffer of at most `SPARE_MAX` bytes is kept (a large upload's is freed).
+    spare: Vec<u8>,
 }
+
+const SPARE_MAX: usize = 16 * 1024;
 
 impl InFlight {
     pub fn new(cap: usize) -> Self {
@@ -48,22 +55,26 @@ impl InFlight {
             copies: VecDeque::new(),
             writing: false,
             cap,
+            spare: Vec::new(),
         }
     }
 
     /// A new request went out: `head` as sent, with Lunar's lines (`injected_len` bytes)
     /// inserted right after its request line.
-    pub fn start(&mut self, method: &str, head: &[u8], injected_len: usize) {
+    pub fn start(&mut self, method: Asked, head: &[u8], injected_len: usize) {
         let injected_len = injected_len.min(head.len());
         let injected_at = request_line_end(head).min(head.len() - injected_len);
         let overflowed = head.len() > self.cap;
         let wire = if overflowed {
             Vec::new()
         } else {
-            head.to_vec()
+            let mut wire = std::mem::take(&mut self.spare);
+            wire.clear();
+            wire.extend_from_slice(head);
+            wire
         };
         self.copies.push_back(RequestCopy {
-            method: method.to_string(),
+            method,
             wire,
             injected_at,
             injected_len,
@@ -100,7 +111,11 @@ impl InFlight {
         if self.copies.len() == 1 {
             self.writing = false;
         }
-        self.copies.pop_front();
+        if let Some(copy) = self.copies.pop_front() {
+            if copy.wire.capacity() <= SPARE_MAX {
+                self.spare = copy.wire;
+            }
+        }
     }
 
     #[cfg(test)]
@@ -113,8 +128,8 @@ impl InFlight {
         self.copies.iter().all(|copy| !copy.overflowed)
     }
 
-    pub fn methods(&self) -> impl Iterator<Item = &str> {
-        self.copies.iter().map(|copy| copy.method.as_str())
+    pub fn methods(&self) -> impl Iterator<Item = Asked> + '_ {
+        self.copies.iter().map(|copy| copy.method)
     }
 
     /// The unanswered requests as the program wrote them (for the original destination).
@@ -175,7 +190,7 @@ mod tests {
     fn direct_form_drops_lunar_lines_and_keeps_the_body() {
         let mut inflight = InFlight::new(1024);
         inflight.start(
-            "POST",
+            Asked::Other,
             &wire("Host: a.test\r\nContent-Length: 5\r\n\r\n"),
             INJECTED.len(),
         );
@@ -196,11 +211,14 @@ mod tests {
     #[test]
     fn pipelined_copies_leave_in_order() {
         let mut inflight = InFlight::new(1024);
-        inflight.start("GET", &wire("Host: a\r\n\r\n"), INJECTED.len());
+        inflight.start(Asked::of("GET"), &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.end_request();
-        inflight.start("HEAD", &wire("Host: b\r\n\r\n"), INJECTED.len());
+        inflight.start(Asked::of("HEAD"), &wire("Host: b\r\n\r\n"), INJECTED.len());
         inflight.end_request();
-        assert_eq!(inflight.methods().collect::<Vec<_>>(), ["GET", "HEAD"]);
+        assert_eq!(
+            inflight.methods().collect::<Vec<_>>(),
+            [Asked::Other, Asked::Head]
+        );
         inflight.answered();
         assert_eq!(
             inflight.direct_bytes(),
@@ -216,7 +234,7 @@ mod tests {
         let mut head = b"\r\n\nGET / HTTP/1.1\r\n".to_vec();
         head.extend_from_slice(INJECTED);
         head.extend_from_slice(b"Host: a\r\n\r\n");
-        inflight.start("GET", &head, INJECTED.len());
+        inflight.start(Asked::of("GET"), &head, INJECTED.len());
         assert_eq!(
             inflight.direct_bytes(),
             b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -226,7 +244,7 @@ mod tests {
     #[test]
     fn over_the_cap_is_not_replayable() {
         let mut inflight = InFlight::new(100);
-        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED.len());
+        inflight.start(Asked::of("POST"), &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.append(&[b'x'; 60]);
         assert!(!inflight.replayable());
         inflight.answered();
@@ -236,7 +254,7 @@ mod tests {
     #[test]
     fn bytes_after_an_early_answer_are_not_kept() {
         let mut inflight = InFlight::new(1024);
-        inflight.start("POST", &wire("Host: a\r\n\r\n"), INJECTED.len());
+        inflight.start(Asked::of("POST"), &wire("Host: a\r\n\r\n"), INJECTED.len());
         inflight.answered();
         inflight.append(b"late body");
         assert!(inflight.is_empty());

@@ -88,6 +88,8 @@ struct Writer {
     requests: RequestStream,
     /// Reused buffer for rewritten heads.
     head_out: Vec<u8>,
+    /// Reused buffer for the Lunar lines of a head.
+    lunar_out: Vec<u8>,
 }
 
 impl Conn {
@@ -108,6 +110,7 @@ impl Conn {
             writer: SpinLock::new(Writer {
                 requests: RequestStream::new(),
                 head_out: Vec::new(),
+                lunar_out: Vec::new(),
             }),
             responses: SpinLock::new(Responses::new(replay_cap)),
             recovery: Gate::new(),

@@ -14,13 +14,16 @@ use super::inflight::InFlight;
 use super::recovery::Failure;
 use super::retry_limits::retry_allowed;
 use super::{Conn, Phase};
-use crate::http::{ResponseHead, ResponseStream, Step, MAX_HEAD};
+use crate::http::{Asked, ResponseHead, ResponseStream, Step, MAX_HEAD};
 use crate::proxy;
 use crate::sys;
 
 /// What the connection knows of the responses it expects from the proxy.
 pub(super) struct Responses {
     pub tracker: ResponseStream,
+    /// A tracker's allocations kept for the next probe (`probe`): a head is judged on a
+    /// copy of the tracker, and copying into this one allocates nothing per response.
+    spare_probe: ResponseStream,
     pub inflight: InFlight,
     /// A head we rewrote, waiting for the program's next read.
     pub held: Vec<u8>,
@@ -37,12 +40,26 @@ impl Responses {
     pub fn new(replay_cap: usize) -> Self {
         Responses {
             tracker: ResponseStream::new(),
+            spare_probe: ResponseStream::new(),
             inflight: InFlight::new(replay_cap),
             held: Vec::new(),
             already_tracked: 0,
             partial_head: Vec::new(),
             retries: 0,
         }
+    }
+
+    /// A copy of the tracker to feed a head to, so that the tracker itself stays where it
+    /// is until the head is found to be the program's (`adopt`).
+    pub fn probe(&mut self) -> ResponseStream {
+        let mut probe = std::mem::take(&mut self.spare_probe);
+        probe.clone_from(&self.tracker);
+        probe
+    }
+
+    /// The probe becomes the tracker; the old tracker's allocations serve the next probe.
+    pub fn adopt(&mut self, probe: ResponseStream) {
+        self.spare_probe = std::mem::replace(&mut self.tracker, probe);
     }
 
     /// Every request sent has been answered completely (and the answers can still be
@@ -58,10 +75,10 @@ impl Responses {
         self.tracker = ResponseStream::new();
         self.already_tracked = 0;
         self.partial_head.clear();
-        let methods: Vec<String> = self.inflight.methods().map(str::to_string).collect();
+        let methods: Vec<Asked> = self.inflight.methods().collect();
         methods
-            .iter()
-            .for_each(|method| self.tracker.push_request(method));
+            .into_iter()
+            .for_each(|method| self.tracker.push_asked(method));
     }
 
     /// The unanswered requests, to be sent again to the original destination, whose
@@ -69,13 +86,13 @@ impl Responses {
     pub fn take_for_direct_resend(&mut self) -> Vec<u8> {
         self.partial_head.clear();
         let bytes = self.inflight.direct_bytes();
-        let methods: Vec<String> = self.inflight.methods().map(str::to_string).collect();
+        let methods: Vec<Asked> = self.inflight.methods().collect();
         self.stop_checking();
         // The origin answers them: counted, so that a later request knows when nothing
         // is unanswered and it may move the socket back to the proxy.
         methods
-            .iter()
-            .for_each(|method| self.tracker.push_request(method));
+            .into_iter()
+            .for_each(|method| self.tracker.push_asked(method));
         bytes
     }
 
@@ -168,7 +185,7 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
         let full_window = got as usize == window.len();
         let peeked = &window[..got as usize];
         let mut responses = conn.responses.lock();
-        let mut probe = responses.tracker.clone();
+        let mut probe = responses.probe();
         let taken_before = responses.partial_head.len();
         if taken_before > 0 {
             probe.feed(&responses.partial_head);
@@ -272,7 +289,7 @@ fn judge_head(
     if probe.responses_completed() > answered_before {
         responses.inflight.answered();
     }
-    responses.tracker = probe;
+    responses.adopt(probe);
     next
 }
 

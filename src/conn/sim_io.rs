@@ -88,7 +88,8 @@ impl Sim {
                     if self.at_proxy() {
                         // Recorded before the head leaves: its answer may be read at once.
                         self.tracker.push_request(&method);
-                        self.inflight.start(&method, &out, injected.len());
+                        self.inflight
+                            .start(crate::http::Asked::of(&method), &out, injected.len());
                         if self.requests.at_message_boundary() {
                             self.inflight.end_request();
                         }

@@ -10,7 +10,7 @@ use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
 use super::waiting::{wait_for_recovery, Direction};
 use super::{lunar_headers, recovery, Conn, Phase, Writer};
-use crate::http::{RequestHead, Step};
+use crate::http::{Asked, RequestHead, Step};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route, Runtime};
 use crate::sys;
@@ -171,23 +171,25 @@ fn send_request_bytes(
                 let before = consumed;
                 consumed += n;
                 let first_request = writer.requests.heads_completed() == 1;
-                let (route, injected, method) = {
+                let mut injected = std::mem::take(&mut writer.lunar_out);
+                injected.clear();
+                let (route, method) = {
                     let head = writer.requests.head();
-                    let method = head.method.to_string();
+                    let method = Asked::of(head.method);
                     let route = settle_route(conn, fd, &head, first_request);
-                    let injected = match (route, runtime::get()) {
-                        (Ok(Settled::At(Route::Proxy(_))), Some(runtime)) => {
-                            lunar_headers::for_request(
-                                &head,
-                                conn.original,
-                                conn.name.as_deref(),
-                                conn.scheme(),
-                                runtime,
-                            )
-                        }
-                        _ => Vec::new(),
-                    };
-                    (route, injected, method)
+                    if let (Ok(Settled::At(Route::Proxy(_))), Some(runtime)) =
+                        (route, runtime::get())
+                    {
+                        lunar_headers::push_for_request(
+                            &mut injected,
+                            &head,
+                            conn.original,
+                            conn.name.as_deref(),
+                            conn.scheme(),
+                            runtime,
+                        );
+                    }
+                    (route, method)
                 };
                 if let Err(errno) = route {
                     return fail(conn, fd, before, errno);
@@ -195,6 +197,8 @@ fn send_request_bytes(
                 let mut out = std::mem::take(&mut writer.head_out);
                 out.clear();
                 writer.requests.emit_head(&injected, &mut out);
+                let injected_len = injected.len();
+                writer.lunar_out = injected;
                 if matches!(route, Ok(Settled::HandToTls)) {
                     // A request of a virtual session was moved to the origin (its
                     // x-lunar-allow, its Host, a cooldown): its TLS becomes real there, this
@@ -204,7 +208,7 @@ fn send_request_bytes(
                     {
                         let mut responses = conn.responses.lock();
                         responses.stop_checking();
-                        responses.tracker.push_request(&method);
+                        responses.tracker.push_asked(method);
                     }
                     let result = recovery::hand_to_tls(conn, fd, &out);
                     writer.head_out = out;
@@ -217,8 +221,8 @@ fn send_request_bytes(
                     Ok(Settled::At(Route::Proxy(_))) => {
                         // Recorded before the head leaves: its answer may be read at once.
                         let mut responses = conn.responses.lock();
-                        responses.tracker.push_request(&method);
-                        responses.inflight.start(&method, &out, injected.len());
+                        responses.tracker.push_asked(method);
+                        responses.inflight.start(method, &out, injected_len);
                         if writer.requests.at_message_boundary() {
                             responses.inflight.end_request();
                         }
@@ -226,7 +230,7 @@ fn send_request_bytes(
                     // At the origin the answers are only counted: the next request knows
                     // whether it may move the socket.
                     _ if conn.phase().follows_answers() => {
-                        conn.responses.lock().tracker.push_request(&method);
+                        conn.responses.lock().tracker.push_asked(method);
                     }
                     _ => {}
                 }

@@ -15,11 +15,24 @@ use super::response_head::{self, ParsedResponse, ResponseHead};
 use super::statusline::StatusLine;
 use super::Step;
 
+/// What a request's method means for the framing of its response: all a response
+/// tracker, or a copy kept for a replay, needs of it (a `Copy` value: no allocation per
+/// request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
+pub enum Asked {
     Head,
     Connect,
     Other,
+}
+
+impl Asked {
+    pub fn of(method: &str) -> Asked {
+        match method {
+            "HEAD" => Asked::Head,
+            "CONNECT" => Asked::Connect,
+            _ => Asked::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,13 +57,34 @@ impl State {
 /// was read and says what the bytes are. Cloning is cheap at a message
 /// boundary (empty buffer): the connection layer probes a peeked head on a
 /// clone.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ResponseStream {
     state: State,
     buf: Vec<u8>,
     asked: VecDeque<Asked>,
     heads: u64,
     responses: u64,
+}
+
+impl Clone for ResponseStream {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            buf: self.buf.clone(),
+            asked: self.asked.clone(),
+            heads: self.heads,
+            responses: self.responses,
+        }
+    }
+
+    /// Reuses `self`'s buffers: a connection probes every response head on a copy.
+    fn clone_from(&mut self, source: &Self) {
+        self.state.clone_from(&source.state);
+        self.buf.clone_from(&source.buf);
+        self.asked.clone_from(&source.asked);
+        self.heads = source.heads;
+        self.responses = source.responses;
+    }
 }
 
 impl Default for ResponseStream {
@@ -73,11 +107,12 @@ impl ResponseStream {
     /// Records that a request with this method was sent; responses are
     /// matched to requests first in, first out.
     pub fn push_request(&mut self, method: &str) {
-        self.asked.push_back(match method {
-            "HEAD" => Asked::Head,
-            "CONNECT" => Asked::Connect,
-            _ => Asked::Other,
-        });
+        self.push_asked(Asked::of(method));
+    }
+
+    /// `push_request` for a method already classified.
+    pub fn push_asked(&mut self, asked: Asked) {
+        self.asked.push_back(asked);
     }
 
     /// Requests sent whose final response has not been completely read.
