@@ -277,7 +277,9 @@ in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"
 EMPTY="$TMP/empty.so"
 cc -shared -o "$EMPTY" -x c /dev/null
 say "bench: start-up, $RUNS starts per variant in $START_ROUNDS rounds"
-in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES"
+FLOOR="$TMP/floor_preload.so"
+gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR" "$REPO/c-tests/bench/floor_preload.c" -ldl
+in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES" "$FLOOR"
 say "bench: memory of an inert process (smaps)"
 "$PY" "$BENCH/memory.py" "$LIB" "$EMPTY" 3 "$SAMPLES"
 source "$BENCH/instructions.sh"

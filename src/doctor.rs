@@ -140,15 +140,6 @@ fn proxy_checks(report: &mut Report, config: &Config) {
              Until it answers, requests go directly to their destinations",
         ),
     }
-    if config.proxy_tls {
-        report.check(
-            Status::Warn,
-            "proxy TLS",
-            "LUNAR_PROXY_SUPPORT_TLS=1: TLS to the proxy is not built yet, so https goes \
-             directly to its destination (http is still diverted)",
-            "unset it (or 0) to divert https as plain HTTP with x-lunar-scheme: https",
-        );
-    }
 }
 
 /// A TCP connect to `target` bounded by the configured timeout, as a diverted connect is.

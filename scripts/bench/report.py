@@ -116,6 +116,10 @@ row("us per start, LUNAR_PROXY_HOST set vs empty .so", "start.lib_env.us", "star
 row("median us per start, library (inert) vs empty .so", "start.lib.us_median", "start.empty.us_median", "diff")
 row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
 row("page faults per start, library (inert) vs no preload", "start.lib.faults", "start.none.faults", "diff")
+if "start.floor.us" in S:
+    row("us per start, C floor preload vs empty .so", "start.floor.us", "start.empty.us", "diff")
+    row("us per start, library (inert) vs C floor preload", "start.lib.us", "start.floor.us", "diff")
+    row("page faults per start, C floor preload vs empty .so", "start.floor.faults", "start.empty.faults", "diff")
 
 head("Memory: smaps of the preloaded object's own mappings (file and .bss), KiB")
 row("Rss in an inert process (sleep), library vs empty .so", "mem.lib.rss", "mem.empty.rss", "diff", 0)

@@ -2,12 +2,14 @@
 preloaded, and with the library preloaded (inert: no LUNAR_* set; and with
 LUNAR_PROXY_HOST set, which the library does not read at load either).
 
-    startup.py LIB EMPTY_SO RUNS ROUNDS SAMPLES
+    startup.py LIB EMPTY_SO RUNS ROUNDS SAMPLES [FLOOR_SO]
 
 Time: hyperfine -N, RUNS/ROUNDS runs of each variant per round, the variants' order
 rotating from round to round. Page faults per start: `perf stat -e page-faults` (minor
 and major faults of the started process from its exec on), RUNS/ROUNDS starts per
 variant per round; where perf cannot count, wait4's ru_minflt + ru_majflt of the child.
+FLOOR_SO (c-tests/bench/floor_preload.c: an fd table and hooks forwarding to libc, the
+least a hooking preload carries) is a fifth variant: the floor beside the library.
 Every variant runs `/usr/bin/env -i [LD_PRELOAD=...] /bin/true`: an empty environment,
 so the env exec is in every baseline too. Appends start.VARIANT.{us,us_median,faults}
 samples (µs and faults per start) to SAMPLES.
@@ -18,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-lib, empty, runs, rounds, samples = sys.argv[1:]
+lib, empty, runs, rounds, samples = sys.argv[1:6]
+floor = sys.argv[6] if len(sys.argv) > 6 else None
 runs, rounds = int(runs), int(rounds)
 per = max(1, runs // rounds)
 VARIANTS = [
@@ -28,6 +31,8 @@ VARIANTS = [
     ("lib_env", ["/usr/bin/env", "-i", "LD_PRELOAD=" + lib,
                  "LUNAR_PROXY_HOST=proxy.lunar.test:8000", "/bin/true"]),
 ]
+if floor:
+    VARIANTS.append(("floor", ["/usr/bin/env", "-i", "LD_PRELOAD=" + floor, "/bin/true"]))
 out = open(samples, "a")
 
 

@@ -53,11 +53,6 @@ pub unsafe fn connect(
             why,
         })
     };
-    // The proxy wants TLS for https; talking TLS to it is not built: https goes to its
-    // destination, end to end.
-    if target.port() == HTTPS_PORT && runtime.config.proxy_tls {
-        return direct(outcome::Direct::ProxyWantsTls);
-    }
     // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
     if target.port() == HTTPS_PORT && !https_drivable() {
         return direct(outcome::Direct::NoDrivableTls);

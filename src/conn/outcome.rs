@@ -34,7 +34,6 @@ pub enum NotDiverted {
 /// Why a candidate connection goes to its destination (the DEBUG line's reason).
 #[derive(Debug, PartialEq)]
 pub enum Direct {
-    ProxyWantsTls,
     NoDrivableTls,
     IoUring,
     NoMemoryToTrack(c_int),
@@ -51,9 +50,6 @@ impl NotDiverted {
             return None;
         };
         let why = match why {
-            Direct::ProxyWantsTls => {
-                "https, and LUNAR_PROXY_SUPPORT_TLS=1 is not supported yet".to_string()
-            }
             Direct::NoDrivableTls => "https, and no TLS library we can drive is loaded".into(),
             Direct::IoUring => "io_uring in use in this process".into(),
             Direct::NoMemoryToTrack(fd) => format!("no memory to track fd {fd}"),

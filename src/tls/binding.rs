@@ -25,17 +25,13 @@ thread_local! {
 
 /// The connection on `fd` when a TLS session there may become virtual.
 pub fn bindable(fd: c_int) -> Option<Arc<Conn>> {
-    // A proxy that wants TLS for https (LUNAR_PROXY_SUPPORT_TLS=1) is not spoken to yet:
-    // such sessions stay real, and their ClientHello takes the socket to the origin.
-    let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
-    fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_carry_virtual_tls())
+    fdtable::get(fd).filter(|conn| conn.can_carry_virtual_tls())
 }
 
 /// The connection on `fd` when the program's own real TLS session starting there may be
 /// followed (`sessions::begin_followed`): direct at connect only because of the failsafe.
 pub fn followable(fd: c_int) -> Option<Arc<Conn>> {
-    let proxy_wants_tls = crate::runtime::get().is_some_and(|r| r.config.proxy_tls);
-    fdtable::get(fd).filter(|conn| !proxy_wants_tls && conn.can_follow_real_tls())
+    fdtable::get(fd).filter(|conn| conn.can_follow_real_tls())
 }
 
 /// What the program's write of a tracked fd is to the TLS layer (`claims_write`).

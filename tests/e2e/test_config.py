@@ -23,6 +23,16 @@ def test_invalid_block_list_entry_disables_interceptor(lab, need_lib, tag):
     assert len(w) == 1 and "bad_host!" in w[0], w
 
 
+def test_tls_to_the_proxy_sends_nothing_in_clear_text(lab, need_lib, tag):
+    """LUNAR_PROXY_SUPPORT_TLS=1 (not built): the request goes to its destination, not in
+    clear text to a proxy that was asked for TLS; one warning says why."""
+    res = run(lab, tag, {"LUNAR_PROXY_SUPPORT_TLS": "1"})
+    assert_ok(res)
+    assert_direct(one_echo(res), res, origin=API, path=tag)
+    w = warnings(res)
+    assert len(w) == 1 and "LUNAR_PROXY_SUPPORT_TLS=1" in w[0] and "clear text" in w[0], w
+
+
 def test_invalid_allow_list_entry_dropped(lab, need_lib, tag):
     res = run(lab, tag, {"LUNAR_ALLOW_LIST": "bad_host!,api.example.test"})
     assert_ok(res)

@@ -338,6 +338,18 @@ pub fn parse(
         }
     }
 
+    if proxy_tls {
+        // Asked for TLS to the proxy, which this version cannot speak: diverting http in
+        // clear text would send API keys over the network unencrypted, exactly what the
+        // setting asks to prevent. Nothing goes to the proxy; every request goes direct.
+        warn(
+            "LUNAR_PROXY_SUPPORT_TLS=1: TLS to Lunar Proxy is not built in this version; \
+             interceptor disabled, so that no request reaches the proxy in clear text"
+                .to_string(),
+        );
+        return (Setup::Disabled, logging);
+    }
+
     let config = Config {
         proxy,
         handshake_port,
@@ -442,7 +454,7 @@ mod tests {
         let config = active(&[
             ("LUNAR_PROXY_HOST", "10.0.0.5:8000"),
             ("LUNAR_HANDSHAKE_PORT", "9081"),
-            ("LUNAR_PROXY_SUPPORT_TLS", "1"),
+            ("LUNAR_PROXY_SUPPORT_TLS", "0"),
             ("LUNAR_TENANT_ID", "acme"),
             ("LUNAR_ALLOW_LIST", "api.example.com, 203.0.113.7,bad host"),
             ("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS", "2"),
@@ -453,7 +465,7 @@ mod tests {
             ("LUNAR_INTERCEPTOR_LOG_LEVEL", "debug"),
         ]);
         assert_eq!(config.handshake_port, 9081);
-        assert!(config.proxy_tls);
+        assert!(!config.proxy_tls);
         assert_eq!(config.tenant_id, "acme");
         assert_eq!(
             config.allow_list.unwrap(),
@@ -551,6 +563,22 @@ mod tests {
         ]);
         assert!(matches!(setup, Setup::Disabled));
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn tls_to_the_proxy_disables_rather_than_send_clear_text() {
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_PROXY_SUPPORT_TLS", "1"),
+        ]);
+        assert!(matches!(setup, Setup::Disabled), "{setup:?}");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("clear text"), "{warnings:?}");
+        let (setup, _, warnings) = run(&[
+            ("LUNAR_PROXY_HOST", "p:1"),
+            ("LUNAR_PROXY_SUPPORT_TLS", "0"),
+        ]);
+        assert!(matches!(setup, Setup::Active(_)) && warnings.is_empty());
     }
 
     #[test]
