@@ -219,6 +219,9 @@ done
 
 # ---- sanity: the library really diverts, the direct mode really reaches the origin --
 LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+FLOOR_DIVERT="$TMP/floor_divert.so"
+gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR_DIVERT" "$REPO/c-tests/bench/floor_divert.c" -ldl
+FLOORENV=(env "LD_PRELOAD=$FLOOR_DIVERT" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
 check=$(in_ns "${LIBENV[@]}" LUNAR_INTERCEPTOR_LOG_LEVEL=DEBUG curl -s -w '\n%{http_code}' http://api.example.test/ 2>"$TMP/check.err" || true)
 if [[ "${check##*$'\n'}" != 200 ]] || ! grep -q 'nginx-bench' <<<"$check"; then
 	say "bench: request through the library failed:"; say "$check"; cat "$TMP/check.err" >&2; exit 1

@@ -97,6 +97,11 @@ def wrk_rows(title, a, b, more=True):
 
 wrk_rows("req/s keep-alive, -t%s -c%s" % (threads, conns), "a_lib", "a_direct")
 wrk_rows("req/s Connection: close, -t%s -c%s" % (threads, conns), "c_lib", "c_direct")
+if "wrk.a_floor.rps" in S:
+    wrk_rows("req/s keep-alive, C floor preload (floor_divert.c) vs direct mode", "a_floor", "a_direct",
+             more=False)
+    wrk_rows("req/s Connection: close, C floor preload vs direct mode", "c_floor", "c_direct",
+             more=False)
 wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
@@ -164,7 +169,7 @@ row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns
 row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
-labels = ("a_lib", "a_direct", "c_lib", "c_direct", "p_lib", "p_direct", "e_lib", "e_direct",
+labels = ("a_lib", "a_direct", "a_floor", "c_lib", "c_direct", "c_floor", "p_lib", "p_direct", "e_lib", "e_direct",
           "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))

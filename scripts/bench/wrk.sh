@@ -4,6 +4,9 @@
 #     to HAProxy) vs direct mode (no library; wrk -> HAProxy with the x-lunar-* headers
 #     written by hand), the same HAProxy and nginx behind it;
 #  c  the same with Connection: close (a new connection, so a new diversion, per request);
+#     a and c have a third arm, the floor: c-tests/bench/floor_divert.c preloaded, the least
+#     a diverting preload does (connect to the proxy, Lunar's lines written into each
+#     request; no parsing, no failover);
 #  p  the same keep-alive pair at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
 #  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
@@ -71,6 +74,26 @@ run_wrk() {
 			substr(l, 5, length(l) - 5), v["rps"], v["lat"], v["p99"], v["cpu"], v["err"], v["hap"], v["rss"] }' "$SAMPLES")"
 }
 
+# triple ROUND LABEL_A CMD_A... -- LABEL_B CMD_B... -- LABEL_C CMD_C...: all three, the
+# order rotating from one round to the next.
+triple() {
+	local round="$1" k
+	shift
+	local -a labels=() cmds=() cmd=()
+	while (($#)); do
+		labels+=("$1")
+		shift
+		cmd=()
+		while (($#)) && [[ "$1" != -- ]]; do cmd+=("$1"); shift; done
+		(($#)) && shift
+		cmds+=("$(printf '%q ' "${cmd[@]}")")
+	done
+	for k in 0 1 2; do
+		local at=$(((round - 1 + k) % 3))
+		eval "run_wrk \"\${labels[$at]}\" \"\$round\" ${cmds[$at]}"
+	done
+}
+
 # pair ROUND LABEL_A CMD_A... -- LABEL_B CMD_B...: both, A first in odd rounds.
 pair() {
 	local round="$1" la="$2" lb i
@@ -92,10 +115,12 @@ hap_before=$(hap_lines)
 say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s (and -t1 -c1), $REPS rounds (pairs alternating, https triples rotating)"
 for i in $(seq "$REPS"); do
 	say " round $i"
-	pair "$i" a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/ \
-		-- a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
-	pair "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
-		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	triple "$i" a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/ \
+		-- a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- a_floor "${FLOORENV[@]}" "${WRK[@]}" http://api.example.test/
+	triple "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- c_floor "${FLOORENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/
 	pair "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
 		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
 	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \

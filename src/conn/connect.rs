@@ -5,7 +5,7 @@ use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
-use crate::sys::socket::{connect_bounded, tcp_family};
+use crate::sys::socket::{connect_bounded_telling_mode, tcp_family, Mode};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
@@ -94,11 +94,11 @@ pub unsafe fn connect(
         conn.enter(Phase::Direct);
         return direct(outcome::Direct::route(why));
     };
-    match connect_bounded(fd, family, proxy, runtime.config.connect_timeout_ms) {
-        Ok(()) => {
+    match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
+        Ok(mode) => {
             log::debug!("{label} -> proxy {proxy} ({why})");
             conn.enter(Phase::Proxied(proxy));
-            Connected::Done(connected_as_program_expects(fd))
+            Connected::Done(connected_as_program_expects(mode))
         }
         Err(errno) => {
             let reason = std::io::Error::from_raw_os_error(errno);
@@ -111,14 +111,13 @@ pub unsafe fn connect(
 
 /// A non-blocking program expects EINPROGRESS and then readiness; a blocking one, 0. The
 /// connection to the proxy is already up, so readiness comes at once.
-fn connected_as_program_expects(fd: c_int) -> c_int {
-    // SAFETY: F_GETFL takes no argument.
-    let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
-    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
-        sys::set_errno(libc::EINPROGRESS);
-        -1
-    } else {
-        0
+fn connected_as_program_expects(mode: Mode) -> c_int {
+    match mode {
+        Mode::NonBlocking => {
+            sys::set_errno(libc::EINPROGRESS);
+            -1
+        }
+        Mode::Blocking => 0,
     }
 }
 

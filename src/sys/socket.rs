@@ -147,6 +147,17 @@ pub fn connect_bounded(
     target: SocketAddr,
     timeout_ms: u64,
 ) -> Result<(), i32> {
+    connect_bounded_telling_mode(fd, family, target, timeout_ms).map(|_| ())
+}
+
+/// `connect_bounded`, also saying whether the socket was non-blocking (read once, so that
+/// a caller answering as the program's own connect would needs no second `fcntl`).
+pub fn connect_bounded_telling_mode(
+    fd: c_int,
+    family: c_int,
+    target: SocketAddr,
+    timeout_ms: u64,
+) -> Result<Mode, i32> {
     // SAFETY: F_GETFL takes no argument.
     let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
     let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
@@ -170,7 +181,17 @@ pub fn connect_bounded(
     if result.is_err() {
         disconnect(fd);
     }
-    result
+    let non_blocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
+    result.map(|()| match non_blocking {
+        true => Mode::NonBlocking,
+        false => Mode::Blocking,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Blocking,
+    NonBlocking,
 }
 
 fn connect_nonblocking(
