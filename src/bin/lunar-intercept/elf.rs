@@ -33,8 +33,36 @@ pub enum Kind {
     Other(&'static str),
 }
 
+/// Reads the file mapped, not copied: a runtime's library can be tens of MiB, of which
+/// the parse touches a few pages (headers, the dynamic section, its strings).
 pub fn read(path: &Path) -> std::io::Result<Kind> {
-    Ok(parse(&std::fs::read(path)?))
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(parse(&[]));
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: a read-only private mapping of an open file, unmapped below; nothing else
+    // holds the pointer.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is `len` readable bytes until the munmap below. (A file truncated
+    // meanwhile would fault; this command reads installed programs, not files in flux.)
+    let kind = parse(unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) });
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(at, len) };
+    Ok(kind)
 }
 
 pub fn parse(bytes: &[u8]) -> Kind {
