@@ -5,7 +5,7 @@ use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
-use crate::sys::socket::{connect_bounded_telling_mode, tcp_family, Mode};
+use crate::sys::socket::{connect_bounded_telling_mode, is_tcp, Mode};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
@@ -43,9 +43,12 @@ pub unsafe fn connect(
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
         return Connected::Real(NotIntercepted);
     }
-    let Some(family) = tcp_family(fd) else {
+    if !is_tcp(fd) {
         return Connected::Real(NotTcp);
-    };
+    }
+    // The socket's family is the connect address's (before a v4-mapped address is
+    // canonicalised): a socket of the other family fails the program's connect, and ours.
+    let family = crate::sys::socket::family_of(target);
     let original = addr::canonical(target);
     let direct = |why| {
         Connected::Real(Direct {
@@ -99,6 +102,12 @@ pub unsafe fn connect(
             log::debug!("{label} -> proxy {proxy} ({why})");
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
+        }
+        // The address did not fit the socket (a program's connect of the wrong family):
+        // not the proxy failing; the program's own connect fails as it would.
+        Err(libc::EAFNOSUPPORT | libc::EINVAL) => {
+            fdtable::remove(fd);
+            Connected::Real(NotTcp)
         }
         Err(errno) => {
             let reason = std::io::Error::from_raw_os_error(errno);

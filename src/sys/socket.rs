@@ -128,14 +128,17 @@ pub fn family_of(target: SocketAddr) -> c_int {
     }
 }
 
-/// The socket's address family (AF_INET or AF_INET6), or None for anything that is not a
-/// TCP stream socket of those families.
-pub fn tcp_family(fd: c_int) -> Option<c_int> {
-    if socket_option(fd, libc::SO_TYPE)? != libc::SOCK_STREAM {
-        return None;
-    }
-    let family = socket_option(fd, libc::SO_DOMAIN)?;
-    (family == libc::AF_INET || family == libc::AF_INET6).then_some(family)
+/// `IPPROTO_MPTCP`: a multipath TCP stream, which carries HTTP as TCP does.
+const IPPROTO_MPTCP: c_int = 262;
+
+/// Whether `fd` is a TCP (or multipath TCP) stream socket. One `getsockopt`: only IPv4 and
+/// IPv6 stream sockets have these protocols, so the family need not be asked; a connect
+/// says it with its address (an address of the other family fails that connect anyway).
+pub fn is_tcp(fd: c_int) -> bool {
+    matches!(
+        socket_option(fd, libc::SO_PROTOCOL),
+        Some(libc::IPPROTO_TCP | IPPROTO_MPTCP)
+    )
 }
 
 /// Connects `fd` (a socket of address `family`) to `target` within `timeout_ms`, whatever

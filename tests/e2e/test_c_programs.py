@@ -719,3 +719,21 @@ def test_fault_evidence_rejects_never_diverted(c_bins, need_lib, testproxy, mode
             assert_random_routes(lab, name, path, res, pairs)
         else:
             assert_fell_back(lab, name, path, mode, res, pairs)
+
+
+def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_lib, haproxy_up):
+    """A connect whose address is of the other family than the socket's fails with the
+    kernel's own error (EAFNOSUPPORT, EINVAL), not diverted into a success, and is not
+    the proxy failing: with a cooldown after one failure, the same process's next,
+    proper connect still goes to the proxy."""
+    lab = haproxy_up
+    argv = [os.path.join(BIN, "wrong_family"), HOST, "80", "/"]
+    plain = lab.run(argv, preload=False, timeout=40)
+    res = lab.run(argv, preload=True, debug=True, timeout=40,
+                  env={"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"})
+    want = ["v4-socket-v6-address EAFNOSUPPORT", "v6-socket-v4-address EINVAL",
+            "v4-socket-v4-address connected"]
+    assert plain.rc == 0 and plain.out.decode().split("\n")[:3] == want, plain
+    assert res.rc == 0 and res.out.decode().split("\n")[:3] == want, res
+    assert not lib_lines(res, "Lunar Proxy failed"), res
+    assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
