@@ -84,6 +84,11 @@ fn retryable(errno: i32) -> bool {
 
 /// Waits until `fd` is ready for `events`, or fails with ETIMEDOUT at `deadline`.
 pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
+    wait_for_events(fd, events, deadline).map(|_| ())
+}
+
+/// `wait_for`, returning the events the kernel reported.
+fn wait_for_events(fd: c_int, events: i16, deadline: Instant) -> Result<i16, i32> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -97,7 +102,7 @@ pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
         let millis = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
         // SAFETY: one valid pollfd.
         match unsafe { sys::poll(&mut poll, 1, millis) } {
-            n if n > 0 => return Ok(()),
+            n if n > 0 => return Ok(poll.revents),
             0 => {}
             _ if sys::errno() == libc::EINTR => {}
             _ => return Err(sys::errno()),
@@ -238,7 +243,14 @@ pub fn connect_start(
 
 /// Waits for a connect under way to succeed or fail.
 pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
-    wait_for(fd, libc::POLLOUT, deadline)?;
+    let revents = wait_for_events(fd, libc::POLLOUT, deadline)?;
+    // Writable with no error or hang-up: connected (a failed connect leaves its error
+    // pending, which poll always reports as POLLERR). Only then is SO_ERROR not needed.
+    if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0
+        && revents & libc::POLLOUT != 0
+    {
+        return Ok(());
+    }
     match socket_option(fd, libc::SO_ERROR) {
         Some(0) => Ok(()),
         Some(error) => Err(error),
