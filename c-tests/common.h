@@ -99,6 +99,27 @@ CT_FN struct addrinfo *resolve(const struct args *a)
 	return res;
 }
 
+/* HOST's first IPv4 address (PORT in it), and the same as a v4-mapped IPv6 address
+ * ::ffff:a.b.c.d, the form Java connects its AF_INET6 sockets to. */
+CT_FN void resolve_v4_and_mapped(const struct args *a, struct sockaddr_in *s4, struct sockaddr_in6 *s6)
+{
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_INET;
+	hints.ai_socktype = SOCK_STREAM;
+	int rc = getaddrinfo(a->host, a->port, &hints, &res);
+	if (rc != 0)
+		die("getaddrinfo(%s): %s", a->host, gai_strerror(rc));
+	memcpy(s4, res->ai_addr, sizeof *s4);
+	freeaddrinfo(res);
+	memset(s6, 0, sizeof *s6);
+	s6->sin6_family = AF_INET6;
+	s6->sin6_port = s4->sin_port;
+	s6->sin6_addr.s6_addr[10] = 0xff;
+	s6->sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&s6->sin6_addr.s6_addr[12], &s4->sin_addr, 4);
+}
+
 /* A blocking TCP connection to the first address of HOST that accepts. */
 CT_FN int connect_blocking(const struct args *a)
 {

@@ -24,22 +24,9 @@ int main(int argc, char **argv)
 {
 	struct args a;
 	ctest_init(argc, argv, &a);
-	struct addrinfo hints, *res = NULL;
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_INET;
-	hints.ai_socktype = SOCK_STREAM;
-	int rc = getaddrinfo(a.host, a.port, &hints, &res);
-	if (rc != 0)
-		die("getaddrinfo(%s): %s", a.host, gai_strerror(rc));
-	struct sockaddr_in *s4 = (struct sockaddr_in *)res->ai_addr;
+	struct sockaddr_in s4;
 	struct sockaddr_in6 s6;
-	memset(&s6, 0, sizeof s6);
-	s6.sin6_family = AF_INET6;
-	s6.sin6_port = s4->sin_port;
-	s6.sin6_addr.s6_addr[10] = 0xff;
-	s6.sin6_addr.s6_addr[11] = 0xff;
-	memcpy(&s6.sin6_addr.s6_addr[12], &s4->sin_addr, 4);
-	freeaddrinfo(res);
+	resolve_v4_and_mapped(&a, &s4, &s6);
 
 	int fd = socket(AF_INET6, SOCK_STREAM, 0);
 	if (fd < 0)
@@ -58,7 +45,7 @@ int main(int argc, char **argv)
 	struct response r;
 	read_response(fd, &rb, &r, plain_read, NULL);
 	peer(fd, "peer-after-response");
-	rc = finish_response(&r);
+	int rc = finish_response(&r);
 	free_response(&r);
 	free(rb.data);
 	close(fd);

@@ -36,23 +36,9 @@ int main(int argc, char **argv)
 {
 	struct args a;
 	ctest_init(argc, argv, &a);
-	struct addrinfo hints, *res = NULL;
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_INET;
-	hints.ai_socktype = SOCK_STREAM;
-	int rc = getaddrinfo(a.host, a.port, &hints, &res);
-	if (rc != 0)
-		die("getaddrinfo(%s): %s", a.host, gai_strerror(rc));
 	struct sockaddr_in s4;
-	memcpy(&s4, res->ai_addr, sizeof s4);
-	freeaddrinfo(res);
 	struct sockaddr_in6 s6;
-	memset(&s6, 0, sizeof s6);
-	s6.sin6_family = AF_INET6;
-	s6.sin6_port = s4.sin_port;
-	s6.sin6_addr.s6_addr[10] = 0xff;
-	s6.sin6_addr.s6_addr[11] = 0xff;
-	memcpy(&s6.sin6_addr.s6_addr[12], &s4.sin_addr, 4);
+	resolve_v4_and_mapped(&a, &s4, &s6);
 	attempt(AF_INET, (struct sockaddr *)&s6, sizeof s6, "v4-socket-v6-address");
 	attempt(AF_INET6, (struct sockaddr *)&s4, sizeof s4, "v6-socket-v4-address");
 	attempt(AF_INET, (struct sockaddr *)&s4, sizeof s4, "v4-socket-v4-address");

@@ -5,7 +5,7 @@ use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
-use crate::sys::socket::{connect_bounded_telling_mode, is_tcp, Mode};
+use crate::sys::socket::{connect_bounded_telling_mode, family_of, is_tcp, Mode};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ pub unsafe fn connect(
     }
     // The socket's family is the connect address's (before a v4-mapped address is
     // canonicalised): a socket of the other family fails the program's connect, and ours.
-    let family = crate::sys::socket::family_of(target);
+    let family = family_of(target);
     let original = addr::canonical(target);
     let direct = |why| {
         Connected::Real(Direct {

@@ -75,10 +75,9 @@ impl Responses {
         self.tracker = ResponseStream::new();
         self.already_tracked = 0;
         self.partial_head.clear();
-        let methods: Vec<Asked> = self.inflight.methods().collect();
-        methods
-            .into_iter()
-            .for_each(|method| self.tracker.push_asked(method));
+        for method in self.inflight.methods() {
+            self.tracker.push_asked(method);
+        }
     }
 
     /// The unanswered requests, to be sent again to the original destination, whose

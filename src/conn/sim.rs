@@ -352,8 +352,9 @@ impl Sim {
                 self.move_to(Route::Proxy(proxy()));
                 self.tracker = ResponseStream::new();
                 self.already_tracked = 0;
-                let methods: Vec<_> = self.inflight.methods().collect();
-                methods.into_iter().for_each(|m| self.tracker.push_asked(m));
+                for method in self.inflight.methods() {
+                    self.tracker.push_asked(method);
+                }
                 let bytes = self.inflight.retry_bytes("s1");
                 self.send_all(&bytes)?;
                 self.set_phase(Phase::Proxied(proxy()));

@@ -18,7 +18,7 @@ pub fn candidates(command_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The Debian multiarch triplet of this build (the one `make deb` installs into).
-fn multiarch() -> Option<&'static str> {
+pub fn multiarch() -> Option<&'static str> {
     match (std::env::consts::ARCH, std::env::consts::OS) {
         ("x86_64", "linux") => Some("x86_64-linux-gnu"),
         ("aarch64", "linux") => Some("aarch64-linux-gnu"),

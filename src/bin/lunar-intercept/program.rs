@@ -3,6 +3,7 @@
 //! https would go through, so whether its http and https can be diverted, and why not.
 
 use super::elf::{self, Elf, Kind};
+use super::library;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,7 @@ fn examine_elf(command: &str, path: &Path, program: &Elf, checks: &mut Vec<Check
 /// The libraries the program loads at start (DT_NEEDED, transitively), by name with the
 /// file found for each, searched as the loader would in the usual places.
 fn dependencies(path: &Path, program: &Elf) -> Vec<(String, PathBuf)> {
+    let system = system_dirs();
     let mut found = Vec::new();
     let mut seen = BTreeSet::new();
     let mut queue: Vec<(PathBuf, Vec<String>, Vec<String>)> = vec![(
@@ -209,7 +211,7 @@ fn dependencies(path: &Path, program: &Elf) -> Vec<(String, PathBuf)> {
             if !seen.insert(name.clone()) || found.len() > 300 {
                 continue;
             }
-            let Some(library) = locate(&name, &origin, &search_paths) else {
+            let Some(library) = locate(&name, &origin, &search_paths, &system) else {
                 continue;
             };
             if let Ok(Kind::Elf(elf)) = elf::read(&library) {
@@ -221,39 +223,42 @@ fn dependencies(path: &Path, program: &Elf) -> Vec<(String, PathBuf)> {
     found
 }
 
-fn locate(name: &str, origin: &Path, search_paths: &[String]) -> Option<PathBuf> {
+/// Where the loader looks for `name` NEEDed by a file in `origin`: that file's RUNPATH or
+/// RPATH (`$ORIGIN` expanded), then `system` (`system_dirs`).
+fn locate(
+    name: &str,
+    origin: &Path,
+    search_paths: &[String],
+    system: &[String],
+) -> Option<PathBuf> {
     if name.contains('/') {
         return Some(PathBuf::from(name)).filter(|p| p.exists());
     }
     let origin = origin.display().to_string();
-    let mut dirs: Vec<String> = search_paths
+    search_paths
         .iter()
         .map(|p| p.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
-        .collect();
-    if let Ok(paths) = std::env::var("LD_LIBRARY_PATH") {
-        dirs.extend(
-            paths
-                .split(':')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string),
-        );
-    }
-    dirs.extend(configured_dirs());
-    for dir in [
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib/aarch64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/lib64",
-        "/usr/lib64",
-        "/lib",
-        "/usr/lib",
-    ] {
-        dirs.push(dir.to_string());
-    }
-    dirs.iter()
-        .map(|dir| Path::new(dir).join(name))
+        .chain(system.iter().cloned())
+        .map(|dir| Path::new(&dir).join(name))
         .find(|candidate| candidate.exists())
+}
+
+/// The directories every lookup ends in: LD_LIBRARY_PATH, those /etc/ld.so.conf names,
+/// the multiarch and default directories. Read once per program examined.
+fn system_dirs() -> Vec<String> {
+    let mut dirs: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    dirs.extend(configured_dirs());
+    if let Some(multiarch) = library::multiarch() {
+        dirs.push(format!("/lib/{multiarch}"));
+        dirs.push(format!("/usr/lib/{multiarch}"));
+    }
+    dirs.extend(["/lib64", "/usr/lib64", "/lib", "/usr/lib"].map(str::to_string));
+    dirs
 }
 
 /// The directories /etc/ld.so.conf names (with its `include` globs of *.conf files).
