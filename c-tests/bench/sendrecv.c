@@ -4,7 +4,11 @@
  * `valgrind --tool=callgrind` with and without LD_PRELOAD, with N and with 0: callgrind
  * counts user-space instructions only, so ((with N - with 0) - (without N - without 0)) / N
  * is what the hooks add to one send+recv pair on an untracked socket.
- * Usage: sendrecv [N] */
+ * With HOST PORT, a TCP connection to it is opened first and kept open (never used): under
+ * the library, a diverted connection, so that the pairs measure an untracked socket in a
+ * process that tracks another.
+ * Usage: sendrecv [N [HOST PORT]] */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,19 @@
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 100000;
+	if (argc > 3) {
+		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found;
+		if (getaddrinfo(argv[2], argv[3], &hints, &found) != 0) {
+			fprintf(stderr, "sendrecv: cannot resolve %s\n", argv[2]);
+			return 1;
+		}
+		int kept = socket(found->ai_family, SOCK_STREAM, 0);
+		if (kept < 0 || connect(kept, found->ai_addr, found->ai_addrlen) != 0) {
+			perror("connect");
+			return 1;
+		}
+		freeaddrinfo(found);
+	}
 	int pair[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) {
 		perror("socketpair");

@@ -30,6 +30,16 @@ if command -v valgrind >/dev/null; then
 	insn_measure fast "$REPO/c-tests/bin/fastpath" 3
 	gcc -O2 -o "$REPO/c-tests/bin/sendrecv" "$REPO/c-tests/bench/sendrecv.c"
 	insn_measure pair "$REPO/c-tests/bin/sendrecv" 1
+	# The same pairs in a process that tracks another connection (a diverted one, kept
+	# open): the hooks' first load no longer answers alone.
+	b0=$(in_ns valgrind --tool=callgrind --callgrind-out-file=/dev/null "$REPO/c-tests/bin/sendrecv" 0 api.example.test 80 2>&1 | awk '/Collected/ {print $4}')
+	b=$(in_ns valgrind --tool=callgrind --callgrind-out-file=/dev/null "$REPO/c-tests/bin/sendrecv" 100000 api.example.test 80 2>&1 | awk '/Collected/ {print $4}')
+	w0=$(in_ns "${LIBENV[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$REPO/c-tests/bin/sendrecv" 0 api.example.test 80 2>&1 | awk '/Collected/ {print $4}')
+	w=$(in_ns "${LIBENV[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$REPO/c-tests/bin/sendrecv" 100000 api.example.test 80 2>&1 | awk '/Collected/ {print $4}')
+	if [[ -n "$b0" && -n "$b" && -n "$w0" && -n "$w" ]]; then
+		awk -v b0="$b0" -v b="$b" -v w0="$w0" -v w="$w" 'BEGIN {
+			printf "insn.pair_busy.lib\t1\t%.3f\ninsn.pair_busy.base\t1\t%.3f\n", (w - w0) / 100000, (b - b0) / 100000 }' >>"$SAMPLES"
+	fi
 	# The floor: a C preload doing the same check on the same calls.
 	gcc -O2 -fPIC -fvisibility=hidden -shared -o "$REPO/c-tests/bin/floor_preload.so" \
 		"$REPO/c-tests/bench/floor_preload.c" -ldl

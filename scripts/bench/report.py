@@ -151,6 +151,9 @@ if "insn.fast.lib" in S:
         if "insn.pair.floor" in S:
             row("    the floor: a C preload doing the same check", "insn.pair.floor",
                 "insn.pair.base", "diff")
+        if "insn.pair_busy.lib" in S:
+            row("    the same, in a process tracking another connection", "insn.pair_busy.lib",
+                "insn.pair_busy.base", "diff")
     row("instructions per write/recv/close call, untracked fd", "insn.fast.lib", "insn.fast.base", "diff")
     if "insn.fast.floor" in S:
         row("    the floor: a C preload doing the same check", "insn.fast.floor", "insn.fast.base",

@@ -15,6 +15,7 @@
 
 use super::Conn;
 use crate::sync::SpinLock;
+use crossbeam_utils::CachePadded;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,9 +51,11 @@ static HIGH: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(null_mut()) };
 /// by this one load.
 static ANY_HIGH: AtomicBool = AtomicBool::new(false);
 
-/// How many fds are tracked now: calls that take many fds at once (poll, select) look
-/// at them only when this is not zero.
-static TRACKED_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// How many fds are tracked now. Zero in most processes all their life (nothing diverted
+/// yet, or nothing to divert): then every hook's first load answers "not ours", and calls
+/// that take many fds at once (poll, select) look at none of them. On a line of its own,
+/// so that the hooks' reads of it never share a cache line with anything written often.
+static TRACKED_COUNT: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 pub fn any_tracked() -> bool {
     TRACKED_COUNT.load(Ordering::Acquire) != 0
@@ -278,12 +281,17 @@ pub fn after_fork_in_child() {
     }
 }
 
-/// Whether `fd` may be tracked: false for every fd never tracked. One atomic load; the
-/// hooks' untracked path is this and the real call. Above 65536 it answers for the whole
-/// range (true once any high fd was tracked): the caller's out-of-line path then looks the
-/// fd up, so that the inline path calls nothing and saves no register.
+/// Whether `fd` may be tracked: false for every fd never tracked, and for every fd while
+/// nothing is tracked. The hooks' untracked path is this and the real call: in a process
+/// tracking nothing, one atomic load; else a second, of the fd's slot. Above 65536 it
+/// answers for the whole range (true once any high fd was tracked): the caller's
+/// out-of-line path then looks the fd up, so that the inline path calls nothing and saves
+/// no register.
 #[inline(always)]
 pub fn maybe_tracked(fd: i32) -> bool {
+    if TRACKED_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
     match LOW.get(fd as u32 as usize) {
         Some(cell) => !cell.load(Ordering::Relaxed).is_null(),
         None => ANY_HIGH.load(Ordering::Relaxed),

@@ -14,24 +14,29 @@ pub mod file;
 pub mod socket;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Looks `name` up in the libraries after ours and caches it in `slot`.
 #[cold]
 #[inline(never)]
-fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
+fn resolve(slot: &AtomicPtr<()>, name: &'static [u8]) -> *mut () {
     // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT is valid in a shared object.
-    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
+    let found =
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) }.cast::<()>();
     // glibc exports every name we ask for; a libc without one cannot run this program
     // with or without us, so there is no sensible fallback to keep.
-    assert!(found != 0, "liblunar_intercept: libc lacks a hooked symbol");
+    assert!(
+        !found.is_null(),
+        "liblunar_intercept: libc lacks a hooked symbol"
+    );
     slot.store(found, Ordering::Relaxed);
     found
 }
 
-/// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME. The cached path is
-/// a load and a tail call; the first call resolves in a cold function of its own, so the
-/// hot one needs no registers saved.
+/// Declares `pub unsafe fn NAME(args) -> ret` calling libc's own NAME. The slot starts
+/// out holding a resolver of the same signature, so the hot path is a load and a tail
+/// call with no test: the first call goes through the resolver, which stores libc's
+/// function in the slot and calls it.
 macro_rules! real {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
         /// libc's own function of this name.
@@ -40,26 +45,21 @@ macro_rules! real {
         /// As the libc function's contract.
         #[inline]
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
-            static ADDRESS: AtomicUsize = AtomicUsize::new(0);
             #[cold]
             #[inline(never)]
-            unsafe fn first_call($($arg: $ty),*) -> $ret {
+            unsafe extern "C" fn first_call($($arg: $ty),*) -> $ret {
                 let address = resolve(&ADDRESS, concat!(stringify!($name), "\0").as_bytes());
                 // SAFETY: the symbol is libc's function of this exact C signature.
                 let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
                 // SAFETY: the caller upholds the libc function's contract.
                 unsafe { function($($arg),*) }
             }
-            match ADDRESS.load(Ordering::Relaxed) {
-                // SAFETY: the caller upholds the libc function's contract.
-                0 => unsafe { first_call($($arg),*) },
-                address => {
-                    // SAFETY: the cached symbol is libc's function of this exact C signature.
-                    let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
-                    // SAFETY: the caller upholds the libc function's contract.
-                    unsafe { function($($arg),*) }
-                }
-            }
+            static ADDRESS: AtomicPtr<()> = AtomicPtr::new(first_call as *mut ());
+            // SAFETY: the slot holds `first_call` or libc's function, both of this exact
+            // C signature.
+            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ADDRESS.load(Ordering::Relaxed)) };
+            // SAFETY: the caller upholds the libc function's contract.
+            unsafe { function($($arg),*) }
         }
     )*};
 }
