@@ -10,6 +10,7 @@
 use crate::policy::config::{Config, HostEntry, LogLevel, LogTarget, Logging, Setup};
 use crate::policy::source::{self, Origin, Source};
 use crate::proxy::handshake;
+use crate::proxy::tls_link::{Link, Trust};
 use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -66,7 +67,19 @@ fn report() -> String {
                 &summary(&config, logging),
                 "",
             );
+            ca_file_check(&mut report, &config);
             proxy_checks(&mut report, &config);
+            if config.proxy_tls {
+                report.check(
+                    Status::Fail,
+                    "TLS to the proxy",
+                    "diverting requests over TLS to Lunar Proxy is not built in this version: \
+                     with LUNAR_PROXY_SUPPORT_TLS=1 the library disables itself and every \
+                     request goes directly to its destination",
+                    "to divert now, reach the proxy in clear text over a network you trust \
+                     (LUNAR_PROXY_SUPPORT_TLS=0)",
+                );
+            }
         }
         Setup::Unset => report.check(
             Status::Fail,
@@ -119,13 +132,32 @@ fn proxy_checks(report: &mut Report, config: &Config) {
         true => format!("[{host}]:{}", config.handshake_port),
         false => format!("{host}:{}", config.handshake_port),
     };
+    let trust = config.proxy_tls.then(|| Trust {
+        host,
+        ca_file: config.proxy_ca_file.as_deref(),
+    });
+    if let Some(trust) = trust {
+        if !tls_check(report, handshake_at, &host_header, trust, timeout) {
+            return;
+        }
+    }
+    let shown = match trust {
+        Some(_) => format!("https://{handshake_at}"),
+        None => handshake_at.to_string(),
+    };
     let started = Instant::now();
-    match handshake::run(handshake_at, &host_header, &config.tenant_id, timeout) {
+    match handshake::run(
+        handshake_at,
+        &host_header,
+        &config.tenant_id,
+        timeout,
+        trust,
+    ) {
         Ok(answer) => report.check(
             Status::Pass,
             "handshake",
             &format!(
-                "GET /handshake on {handshake_at} answered in {:.1} ms: managed: {}, tenant: {}",
+                "GET /handshake on {shown} answered in {:.1} ms: managed: {}, tenant: {}",
                 millis(started),
                 answer.managed,
                 config.tenant_id
@@ -135,7 +167,7 @@ fn proxy_checks(report: &mut Report, config: &Config) {
         Err(why) => report.check(
             Status::Fail,
             "handshake",
-            &format!("GET /handshake on {handshake_at}: {why}"),
+            &format!("GET /handshake on {shown}: {why}"),
             "is Lunar Proxy's handshake port LUNAR_HANDSHAKE_PORT (default 8081)? \
              Until it answers, requests go directly to their destinations",
         ),
@@ -169,6 +201,69 @@ fn timed_connect(report: &mut Report, what: &str, target: SocketAddr, timeout_ms
                 &format!("TCP connect to {target}: {why}"),
                 "is Lunar Proxy running and reachable from here? Until it is, requests go \
                  directly to their destinations",
+            );
+            false
+        }
+    }
+}
+
+/// `LUNAR_PROXY_CA_FILE` names a readable file (whether it holds certificates, the TLS
+/// check says).
+fn ca_file_check(report: &mut Report, config: &Config) {
+    let Some(file) = &config.proxy_ca_file else {
+        return;
+    };
+    if let Err(why) = std::fs::File::open(file) {
+        report.check(
+            Status::Warn,
+            "configuration",
+            &format!("LUNAR_PROXY_CA_FILE={file} cannot be read: {why}"),
+            "name a PEM file of the CA that signed the proxy's certificate, readable by \
+             every program that loads the library",
+        );
+    }
+}
+
+/// The TLS handshake with the proxy's handshake port, verified as the library verifies
+/// it; false when it failed (said in the report).
+fn tls_check(
+    report: &mut Report,
+    target: SocketAddr,
+    name: &str,
+    trust: Trust<'_>,
+    timeout_ms: u64,
+) -> bool {
+    let started = Instant::now();
+    let outcome = OwnSocket::open(target)
+        .and_then(|socket| {
+            connect_bounded(socket.fd(), family_of(target), target, timeout_ms).map(|()| socket)
+        })
+        .map_err(|errno| std::io::Error::from_raw_os_error(errno).to_string())
+        .and_then(|socket| {
+            let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+            Link::connect(socket.fd(), trust, deadline).map(|link| link.description())
+        });
+    match outcome {
+        Ok(session) => {
+            report.check(
+                Status::Pass,
+                "proxy TLS",
+                &format!(
+                    "{name} verified ({session}) against {} in {:.1} ms",
+                    trust.anchors(),
+                    millis(started)
+                ),
+                "",
+            );
+            true
+        }
+        Err(why) => {
+            report.check(
+                Status::Fail,
+                "proxy TLS",
+                &format!("{name} ({target}): {why}"),
+                "the proxy must serve a certificate for the host of LUNAR_PROXY_HOST, \
+                 signed by a CA of the system's store or of LUNAR_PROXY_CA_FILE",
             );
             false
         }
@@ -248,6 +343,7 @@ fn default_of(name: &str) -> &'static str {
         "LUNAR_PROXY_HOST" => "none, the library is inert",
         "LUNAR_HANDSHAKE_PORT" => "8081",
         "LUNAR_PROXY_SUPPORT_TLS" => "0",
+        "LUNAR_PROXY_CA_FILE" => "none, the system's CA store alone",
         "LUNAR_TENANT_ID" => "unknown",
         "LUNAR_ALLOW_LIST" | "LUNAR_BLOCK_LIST" => "none",
         "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS" => "5",

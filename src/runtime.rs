@@ -136,6 +136,18 @@ fn build() -> Option<Runtime> {
     let Setup::Active(config) = setup else {
         return None;
     };
+    if config.proxy_tls {
+        // Asked for TLS to the proxy, which this version speaks only for its own checks
+        // (`lunar-intercept doctor`): diverting in clear text would send API keys over the
+        // network unencrypted, exactly what the setting asks to prevent. Every request
+        // goes direct.
+        log::warn!(
+            "LUNAR_PROXY_SUPPORT_TLS=1: diverting requests over TLS to Lunar Proxy is not built \
+             in this version; interceptor disabled, so that no request reaches the proxy in \
+             clear text"
+        );
+        return None;
+    }
     log::debug!(
         "active: proxy {}:{}, ports {:?}, cooldown after {} failures for {} s",
         config.proxy.host,
@@ -146,8 +158,19 @@ fn build() -> Option<Runtime> {
     );
     Some(Runtime {
         failsafe: Failsafe::new(config.cooldown_attempts, config.cooldown_secs),
-        proxy: Proxy::new(config.proxy.clone(), config.handshake_port),
+        proxy: Proxy::new(
+            config.proxy.clone(),
+            config.handshake_port,
+            proxy_tls(&config),
+        ),
         config: *config,
+    })
+}
+
+/// How the proxy is reached: `None` in clear text.
+fn proxy_tls(config: &Config) -> Option<crate::proxy::TlsSettings> {
+    config.proxy_tls.then(|| crate::proxy::TlsSettings {
+        ca_file: config.proxy_ca_file.clone(),
     })
 }
 

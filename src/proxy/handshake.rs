@@ -1,6 +1,7 @@
 //! `GET /handshake` on the proxy (contract, "Handshake"), over a socket of our own made with
 //! the real libc functions, bounded in time.
 
+use super::tls_link::{Link, Trust};
 use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,11 +15,14 @@ pub struct Answer {
     pub managed: bool,
 }
 
+/// Runs the handshake on `address`, over TLS verified against `tls` when given (the link's
+/// handshake bounded like the connect).
 pub fn run(
     address: SocketAddr,
     host_header: &str,
     tenant: &str,
     connect_timeout_ms: u64,
+    tls: Option<Trust<'_>>,
 ) -> Result<Answer, String> {
     let socket = OwnSocket::open(address).map_err(|e| format!("socket: {e}"))?;
     connect_bounded(socket.fd(), family_of(address), address, connect_timeout_ms)
@@ -27,11 +31,22 @@ pub fn run(
         "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         crate::INTERCEPTOR
     );
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
-    socket
-        .send_all(request.as_bytes(), deadline)
-        .map_err(describe)?;
-    let answer = socket.read_to_end(MAX_ANSWER, deadline).map_err(describe)?;
+    let answer = match tls {
+        None => {
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            socket
+                .send_all(request.as_bytes(), deadline)
+                .map_err(describe)?;
+            socket.read_to_end(MAX_ANSWER, deadline).map_err(describe)?
+        }
+        Some(trust) => {
+            let handshake_by = Instant::now() + Duration::from_millis(connect_timeout_ms);
+            let mut link = Link::connect(socket.fd(), trust, handshake_by)?;
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            link.write_all(request.as_bytes(), deadline)?;
+            link.read_to_end(MAX_ANSWER, deadline)?
+        }
+    };
     parse_answer(&answer)
 }
 

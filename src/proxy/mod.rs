@@ -3,6 +3,7 @@
 
 pub mod handshake;
 pub mod lunar_error;
+pub mod tls_link;
 
 use crate::policy::config::ProxyAddress;
 use crate::sync::{SpinLock, WaitEnd};
@@ -26,6 +27,15 @@ pub struct Proxy {
     retry_at_ms: AtomicU64,
     /// The traffic address, once resolved by a successful handshake.
     traffic: SpinLock<Option<SocketAddr>>,
+    /// TLS to the proxy (`LUNAR_PROXY_SUPPORT_TLS=1`), or clear text.
+    tls: Option<TlsSettings>,
+}
+
+/// How the proxy's TLS is verified, beside its host name.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// `LUNAR_PROXY_CA_FILE`.
+    pub ca_file: Option<String>,
 }
 
 pub struct Settings<'a> {
@@ -35,10 +45,11 @@ pub struct Settings<'a> {
 }
 
 impl Proxy {
-    pub fn new(address: ProxyAddress, handshake_port: u16) -> Self {
+    pub fn new(address: ProxyAddress, handshake_port: u16, tls: Option<TlsSettings>) -> Self {
         Proxy {
             address,
             handshake_port,
+            tls,
             state: AtomicU32::new(NEVER_TRIED),
             managed: AtomicBool::new(false),
             retry_at_ms: AtomicU64::new(0),
@@ -131,11 +142,16 @@ impl Proxy {
         let outcome = self.resolve().and_then(|ip| {
             let handshake_at = SocketAddr::new(ip, self.handshake_port);
             let host_header = format!("{}:{}", bracketed(&self.address.host), self.handshake_port);
+            let trust = self.tls.as_ref().map(|tls| tls_link::Trust {
+                host: &self.address.host,
+                ca_file: tls.ca_file.as_deref(),
+            });
             handshake::run(
                 handshake_at,
                 &host_header,
                 settings.tenant,
                 settings.connect_timeout_ms,
+                trust,
             )
             .map(|answer| (ip, answer))
         });

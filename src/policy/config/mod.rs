@@ -19,10 +19,11 @@ use values::{is_header_safe, parse_log_level, parse_log_target, parse_ports, quo
 
 /// Every variable `parse` reads: the names a configuration file may set (a test checks
 /// the list against what `parse` asks for).
-pub const VARIABLES: [&str; 15] = [
+pub const VARIABLES: [&str; 16] = [
     "LUNAR_PROXY_HOST",
     "LUNAR_HANDSHAKE_PORT",
     "LUNAR_PROXY_SUPPORT_TLS",
+    "LUNAR_PROXY_CA_FILE",
     "LUNAR_TENANT_ID",
     "LUNAR_ALLOW_LIST",
     "LUNAR_BLOCK_LIST",
@@ -104,7 +105,10 @@ pub enum HostEntry {
 pub struct Config {
     pub proxy: ProxyAddress,
     pub handshake_port: u16,
+    /// `LUNAR_PROXY_SUPPORT_TLS=1`: the link to the proxy is TLS.
     pub proxy_tls: bool,
+    /// `LUNAR_PROXY_CA_FILE`: certificates trusted for the proxy beside the system's store.
+    pub proxy_ca_file: Option<String>,
     pub tenant_id: String,
     pub allow_list: Option<Vec<HostEntry>>,
     pub block_list: Vec<HostEntry>,
@@ -275,6 +279,17 @@ pub fn parse(
             false
         }
     };
+    let proxy_ca_file = match text("LUNAR_PROXY_CA_FILE") {
+        None => None,
+        Some(Ok(raw)) => Some(raw.trim().to_string()),
+        Some(Err(shown)) => {
+            warn(format!(
+                "LUNAR_PROXY_CA_FILE={shown} is not valid UTF-8; the system's CA store alone \
+                 verifies the proxy"
+            ));
+            None
+        }
+    };
     let tenant_id = match text("LUNAR_TENANT_ID") {
         None => "unknown".to_string(),
         Some(Ok(raw)) if is_header_safe(raw.trim()) => raw.trim().to_string(),
@@ -338,22 +353,11 @@ pub fn parse(
         }
     }
 
-    if proxy_tls {
-        // Asked for TLS to the proxy, which this version cannot speak: diverting http in
-        // clear text would send API keys over the network unencrypted, exactly what the
-        // setting asks to prevent. Nothing goes to the proxy; every request goes direct.
-        warn(
-            "LUNAR_PROXY_SUPPORT_TLS=1: TLS to Lunar Proxy is not built in this version; \
-             interceptor disabled, so that no request reaches the proxy in clear text"
-                .to_string(),
-        );
-        return (Setup::Disabled, logging);
-    }
-
     let config = Config {
         proxy,
         handshake_port,
         proxy_tls,
+        proxy_ca_file,
         tenant_id,
         allow_list,
         block_list,
@@ -566,19 +570,28 @@ mod tests {
     }
 
     #[test]
-    fn tls_to_the_proxy_disables_rather_than_send_clear_text() {
+    fn tls_to_the_proxy_and_its_ca_file() {
         let (setup, _, warnings) = run(&[
             ("LUNAR_PROXY_HOST", "p:1"),
             ("LUNAR_PROXY_SUPPORT_TLS", "1"),
+            ("LUNAR_PROXY_CA_FILE", " /etc/lunar/proxy-ca.pem "),
         ]);
-        assert!(matches!(setup, Setup::Disabled), "{setup:?}");
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("clear text"), "{warnings:?}");
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}");
+        };
+        assert!(config.proxy_tls && warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            config.proxy_ca_file.as_deref(),
+            Some("/etc/lunar/proxy-ca.pem")
+        );
         let (setup, _, warnings) = run(&[
             ("LUNAR_PROXY_HOST", "p:1"),
             ("LUNAR_PROXY_SUPPORT_TLS", "0"),
         ]);
-        assert!(matches!(setup, Setup::Active(_)) && warnings.is_empty());
+        let Setup::Active(config) = setup else {
+            panic!("{setup:?}");
+        };
+        assert!(!config.proxy_tls && config.proxy_ca_file.is_none() && warnings.is_empty());
     }
 
     #[test]
