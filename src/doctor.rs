@@ -47,7 +47,7 @@ fn report() -> String {
             Origin::File(path) => format!("file {path}"),
             Origin::Unset => format!("default: {}", default_of(name)),
         };
-        report.line(&format!("{shown:<56}({from})"));
+        report.line(&format!("{shown:<55} ({from})"));
     }
     // The file's own complaints come again from `read`: say each once.
     warnings.retain(|w| !file_warnings.contains(w));

@@ -10,6 +10,7 @@ Python 3 stdlib only. Usable as a module (``from lab import Lab``) and as a CLI:
     python3 tests/lab/lab.py run  --name NAME [--no-preload] [--debug] -- CMD...
     python3 tests/lab/lab.py mode --name NAME MODE   # test proxy mode
     python3 tests/lab/lab.py gc                       # remove labs whose owner died
+    python3 tests/lab/lab.py listener --kind reset|silent --bind IP:PORT  # (internal)
 
 Nothing leaves the namespace: every server binds an address on the namespace's
 loopback (203.0.113.0/24 TEST-NET-3 and 127/8), names live in
@@ -25,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -74,6 +76,19 @@ HAPROXY_HANDSHAKE = 8081           # {"managed": <lab's managed flag>}
 HAPROXY_HANDSHAKE_MANAGED = 8082   # always {"managed": true}
 HAPROXY_HANDSHAKE_UNMANAGED = 8083  # always {"managed": false}
 HAPROXY_HEALTH = 8040
+# TLS between the library and the proxy (LUNAR_PROXY_SUPPORT_TLS=1): HAProxy speaks TLS
+# (ALPN http/1.1) with a certificate for proxy.lunar.test (make_tls, proxy*.pem):
+HAPROXY_TLS_TRAFFIC = 8400                # lunar_traffic over TLS, good certificate
+HAPROXY_TLS_HANDSHAKE = 8443              # {"managed": false}, good certificate
+HAPROXY_TLS_HANDSHAKE_WRONG_NAME = 8444   # certificate for wrong.lunar.test only
+HAPROXY_TLS_HANDSHAKE_EXPIRED = 8445      # expired certificate (2020-01-01..2021-01-01)
+HAPROXY_TLS_HANDSHAKE_UNKNOWN_CA = 8446   # certificate from the untrusted CA
+HAPROXY_TLS_HANDSHAKE_PORTS = (HAPROXY_TLS_HANDSHAKE, HAPROXY_TLS_HANDSHAKE_WRONG_NAME,
+                               HAPROXY_TLS_HANDSHAKE_EXPIRED, HAPROXY_TLS_HANDSHAKE_UNKNOWN_CA)
+# Misbehaving "proxies" a test starts on demand (lab.start_listener(kind)), not by up():
+TLS_RESET_PROXY = 8447   # "reset": reads the first bytes (the ClientHello), then RST
+SILENT_PROXY = 8448      # "silent": accepts, reads, never answers (a handshake timeout)
+LISTENERS = {"reset": TLS_RESET_PROXY, "silent": SILENT_PROXY}
 TESTPROXY_TRAFFIC = 9000
 TESTPROXY_CONTROL = 9001
 TESTPROXY_HANDSHAKE = 9081
@@ -143,6 +158,13 @@ TLS_NAMES = [("api.example.test", API_IP), ("other.example.test", OTHER_IP)]
 UNTRUSTED_NAMES = [("untrusted.example.test", UNTRUSTED_IP)]
 # Names in the certificate of the TLS line servers (echo/banner.example.test :443).
 LINE_TLS_NAMES = [("echo.example.test", ECHO_IP), ("banner.example.test", BANNER_IP)]
+# Names in the proxy's certificates (proxy.pem, proxy-expired.pem, proxy-unknown.pem);
+# proxy-wrongname.pem has only PROXY_WRONG_NAME (no IP SAN).
+PROXY_NAME = "proxy.lunar.test"
+PROXY_TLS_NAMES = [(PROXY_NAME, "127.0.0.1")]
+PROXY_WRONG_NAME = "wrong.lunar.test"
+# The expired proxy certificate's validity, entirely in the past (openssl ca dates).
+PROXY_EXPIRED_DATES = ("20200101000000Z", "20210101000000Z")
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 JAVA_TRUSTSTORE_PASSWORD = "changeit"
 
@@ -163,6 +185,26 @@ extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
 subjectAltName = ${ENV::LAB_SAN}
+"""
+
+# `openssl ca` configuration, only to sign a leaf with dates of our choosing
+# (`openssl x509 -req` of OpenSSL 3.0 cannot take a start date in the past). The CA's
+# certificate and key are given on the command line (-cert/-keyfile), the extensions
+# come from OPENSSL_CNF's v3_leaf (-extfile/-extensions), the serial is random
+# (-rand_serial; the serial file must exist all the same).
+OPENSSL_CA_CNF = """[ca]
+default_ca = lab_ca
+[lab_ca]
+database = ca-db/index.txt
+new_certs_dir = ca-db
+serial = ca-db/serial
+default_md = sha256
+policy = policy_any
+unique_subject = no
+email_in_dn = no
+copy_extensions = none
+[policy_any]
+commonName = supplied
 """
 
 CLONE_NEWNET = 0x40000000
@@ -222,6 +264,7 @@ class Lab:
         self.state_file = os.path.join(self.dir, "state.json")
         self.origin_log_path = os.path.join(self.dir, "origin.log")
         self.haproxy_log_path = os.path.join(self.dir, "haproxy.log")
+        self.listener_log_path = os.path.join(self.dir, "listener.log")
         # TLS material, made by up() with the openssl CLI (see make_tls)
         self.tls_dir = os.path.join(self.dir, "tls")
         self.ca_file = os.path.join(self.tls_dir, "ca.pem")                    # lab CA
@@ -232,6 +275,21 @@ class Lab:
         self.untrusted_key = os.path.join(self.tls_dir, "untrusted.key")
         self.lines_cert = os.path.join(self.tls_dir, "lines.pem")   # echo + banner :443
         self.lines_key = os.path.join(self.tls_dir, "lines.key")
+        # the proxy's certificates (TLS between the library and HAProxy; see make_tls):
+        # *_cert/*_key the leaf and its key, *_bundle both in one PEM (HAProxy's `crt`)
+        tls = self.tls_dir
+        self.proxy_cert = os.path.join(tls, "proxy.pem")                # lab CA, good
+        self.proxy_key = os.path.join(tls, "proxy.key")
+        self.proxy_bundle = os.path.join(tls, "proxy-bundle.pem")
+        self.proxy_wrongname_cert = os.path.join(tls, "proxy-wrongname.pem")  # wrong.lunar.test
+        self.proxy_wrongname_key = os.path.join(tls, "proxy-wrongname.key")
+        self.proxy_wrongname_bundle = os.path.join(tls, "proxy-wrongname-bundle.pem")
+        self.proxy_expired_cert = os.path.join(tls, "proxy-expired.pem")  # 2020..2021
+        self.proxy_expired_key = os.path.join(tls, "proxy-expired.key")
+        self.proxy_expired_bundle = os.path.join(tls, "proxy-expired-bundle.pem")
+        self.proxy_unknown_cert = os.path.join(tls, "proxy-unknown.pem")  # untrusted CA
+        self.proxy_unknown_key = os.path.join(tls, "proxy-unknown.key")
+        self.proxy_unknown_bundle = os.path.join(tls, "proxy-unknown-bundle.pem")
         self.wgetrc = os.path.join(self.tls_dir, "wgetrc")
         self.procs = {}     # service -> Popen (services this object started)
         self.extra = []     # background processes started by spawn()
@@ -318,6 +376,29 @@ class Lab:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.port_open(ip, port) == up:
+                return
+            if proc is not None and up and proc.poll() is not None:
+                raise LabError("process for %s:%d exited with %s" % (ip, port, proc.returncode))
+            time.sleep(0.05)
+        raise LabError("%s:%d did not become %s" % (ip, port, "ready" if up else "closed"))
+
+    def listening(self, ip, port):
+        """True if a TCP socket listens on ip:port (IPv4) in the namespace, read from
+        /proc/thread-self/net/tcp: no connection is made (nothing for a server to log)."""
+        want = "%s:%04X" % ("".join("%02X" % int(b) for b in reversed(ip.split("."))), port)
+
+        def probe():
+            with open("/proc/thread-self/net/tcp") as f:
+                next(f)
+                return any(fields[1] == want and fields[3] == "0A"  # TCP_LISTEN
+                           for fields in (line.split() for line in f))
+        return self.in_ns(probe)
+
+    def wait_listen(self, ip, port, up=True, timeout=10.0, proc=None):
+        """wait_port() without connecting (see listening())."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.listening(ip, port) == up:
                 return
             if proc is not None and up and proc.poll() is not None:
                 raise LabError("process for %s:%d exited with %s" % (ip, port, proc.returncode))
@@ -414,21 +495,54 @@ class Lab:
                       "-out", name + ".pem", "-days", "3650", "-subj", "/CN=" + cn,
                       "-config", "openssl.cnf", "-extensions", "v3_ca")
 
-    def _make_leaf(self, name, ca, names):
-        san = ",".join(["DNS:%s" % n for n, _ in names] + ["IP:%s" % ip for _, ip in names])
+    def _make_leaf(self, name, ca, names, dates=None):
+        """name.pem/name.key signed by ca.pem/ca.key: SANs DNS and IP of `names`
+        ([(dns, ip)]; ip None: no IP SAN), CN the first name; valid for 825 days from
+        now, or `dates` = (start, end) in openssl ca's YYYYMMDDHHMMSSZ."""
+        san = ",".join(["DNS:%s" % n for n, _ in names] + ["IP:%s" % ip for _, ip in names if ip])
         self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                       "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
                       "-subj", "/CN=" + names[0][0], "-config", "openssl.cnf")
-        self._openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
-                      "-CAkey", ca + ".key", "-set_serial", "0x" + os.urandom(8).hex(),
-                      "-days", "825", "-out", name + ".pem", "-extfile", "openssl.cnf",
+        if dates is None:
+            self._openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem",
+                          "-CAkey", ca + ".key", "-set_serial", "0x" + os.urandom(8).hex(),
+                          "-days", "825", "-out", name + ".pem", "-extfile", "openssl.cnf",
+                          "-extensions", "v3_leaf", san=san)
+            return
+        # openssl ca takes -startdate/-enddate (in the past too); it keeps a database
+        # (index.txt) and a copy of each certificate in ca-db/
+        db = os.path.join(self.tls_dir, "ca-db")
+        os.makedirs(db, exist_ok=True)
+        open(os.path.join(db, "index.txt"), "a").close()
+        with open(os.path.join(db, "serial"), "w") as f:  # required; -rand_serial used
+            f.write("01\n")
+        with open(os.path.join(self.tls_dir, "openssl-ca.cnf"), "w") as f:
+            f.write(OPENSSL_CA_CNF)
+        self._openssl("ca", "-batch", "-config", "openssl-ca.cnf", "-cert", ca + ".pem",
+                      "-keyfile", ca + ".key", "-rand_serial", "-in", name + ".csr",
+                      "-out", name + ".pem", "-notext", "-startdate", dates[0],
+                      "-enddate", dates[1], "-extfile", "openssl.cnf",
                       "-extensions", "v3_leaf", san=san)
+
+    def _make_bundle(self, name):
+        """name-bundle.pem: name.pem then name.key, one file for HAProxy's `crt`."""
+        with open(os.path.join(self.tls_dir, name + "-bundle.pem"), "w") as out:
+            for ext in (".pem", ".key"):
+                with open(os.path.join(self.tls_dir, name + ext)) as f:
+                    out.write(f.read())
 
     def make_tls(self):
         """The lab's TLS material, in tls_dir: a test CA (ca.pem) and the leaf the
         https origins of api/other.example.test serve (lab.pem: DNS and IP SANs of
         both), an untrusted CA and the leaf of untrusted.example.test, and a wgetrc
-        that trusts the test CA (wget reads no CA variable)."""
+        that trusts the test CA (wget reads no CA variable).
+
+        And the certificates HAProxy serves on its TLS ports (the library's TLS to the
+        proxy), each with a -bundle.pem (certificate + key) for `crt`:
+        proxy.pem (lab CA; DNS:proxy.lunar.test, IP:127.0.0.1), proxy-wrongname.pem
+        (lab CA; DNS:wrong.lunar.test only, no IP SAN), proxy-expired.pem (lab CA,
+        proxy.pem's SANs, valid 2020-01-01 to 2021-01-01 only), proxy-unknown.pem (the
+        untrusted CA, proxy.pem's SANs)."""
         os.makedirs(self.tls_dir, exist_ok=True)
         with open(os.path.join(self.tls_dir, "openssl.cnf"), "w") as f:
             f.write(OPENSSL_CNF)
@@ -437,6 +551,12 @@ class Lab:
         self._make_ca("untrusted-ca", "Lunar Lab Untrusted CA")
         self._make_leaf("untrusted", "untrusted-ca", UNTRUSTED_NAMES)
         self._make_leaf("lines", "ca", LINE_TLS_NAMES)
+        self._make_leaf("proxy", "ca", PROXY_TLS_NAMES)
+        self._make_leaf("proxy-wrongname", "ca", [(PROXY_WRONG_NAME, None)])
+        self._make_leaf("proxy-expired", "ca", PROXY_TLS_NAMES, dates=PROXY_EXPIRED_DATES)
+        self._make_leaf("proxy-unknown", "untrusted-ca", PROXY_TLS_NAMES)
+        for name in ("proxy", "proxy-wrongname", "proxy-expired", "proxy-unknown"):
+            self._make_bundle(name)
         with open(self.wgetrc, "w") as f:
             f.write("ca_certificate = %s\n" % self.ca_file)
 
@@ -558,15 +678,20 @@ class Lab:
                           for h in ("host", "scheme", "interceptor", "req-id", "tenant-id",
                                     "allow", "sequence-id"))
 
-        def hs(port, managed, name):
+        def hs(port, managed, name, crt=None):
+            # crt: a TLS handshake port serving that certificate (+ key) bundle. Every
+            # connection to it is logged (no dontlognull): a failed TLS handshake too,
+            # as "<frontend>/<bind>: <reason>" (e.g. "SSL handshake failure")
+            tls = "" if crt is None else (" ssl crt %s alpn http/1.1\n"
+                                          "    no option dontlognull" % crt)
             return """
 frontend {name}
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{tls}
     capture request header x-lunar-tenant-id len 64
     capture request header x-lunar-interceptor len 100
     http-request return status 200 content-type application/json string '{{"managed": {m}}}' if {{ path /handshake }}
     http-request return status 404 content-type text/plain string "not found"
-""".format(name=name, port=port, m="true" if managed else "false")
+""".format(name=name, port=port, tls=tls, m="true" if managed else "false")
 
         return """# generated by tests/lab/lab.py for lab {name}
 global
@@ -590,8 +715,15 @@ defaults
     errorfile 503 {d}/err503.http
     errorfile 504 {d}/err504.http
 
+# Traffic, plain on {traffic} and over TLS on {tls_traffic} (certificate proxy.pem): one
+# frontend, the same answers. How a test tells a request came over TLS:
+# - haproxy.log: the frontend field of the line (option httplog's %ft) is
+#   "lunar_traffic~" over TLS and "lunar_traffic" in clear text (HAProxy's "~" suffix);
+# - the origin's echo: the header x-seen-proxy-tls (the TLS version, e.g. TLSv1.3) is
+#   added over TLS only.
 frontend lunar_traffic
     bind 127.0.0.1:{traffic}
+    bind 127.0.0.1:{tls_traffic} ssl crt {proxy_bundle} alpn http/1.1
     capture request header x-lunar-host len 100
     capture request header x-lunar-req-id len 64
     http-request return status 401 content-type text/plain hdr x-lunar-error 1 string "missing x-lunar-host" if !{{ req.hdr(x-lunar-host) -m found }}
@@ -605,6 +737,7 @@ frontend lunar_traffic
     http-request set-header x-seen-lunar-counts "{counts}"
 {seen}    http-request set-header x-seen-host %[req.fhdr(host)]
     http-request set-header x-seen-src %[src]:%[src_port]
+    http-request set-header x-seen-proxy-tls %[ssl_fc_protocol] if {{ ssl_fc }}
     http-request set-header Host %[req.hdr(x-lunar-host)]
     http-request del-header x-lunar- -m beg
     http-request add-header x-via-haproxy 1
@@ -628,6 +761,10 @@ backend origins_tls
     server origin_tls 0.0.0.0:0 ssl verify required ca-file {ca} sni var(txn.sni) alpn http/1.1
     server origin_tls_ip 0.0.0.0:0 ssl verify required ca-file {ca} alpn http/1.1
 {hs1}{hs2}{hs3}
+# Handshake over TLS (the library's TLS to the proxy): {{"managed": false}} on each, a
+# good certificate on {tls_hs}, a bad one on the others (see make_tls). A request over
+# TLS is logged with the frontend name followed by "~" (e.g. "lunar_handshake_tls~").
+{hs4}{hs5}{hs6}{hs7}
 frontend lunar_health
     bind 127.0.0.1:{health}
     http-request return status 200 content-type text/plain string "proxy is up" if {{ path /healthcheck }}
@@ -637,7 +774,16 @@ frontend lunar_health
            health=HAPROXY_HEALTH,
            hs1=hs(HAPROXY_HANDSHAKE, self.managed, "lunar_handshake"),
            hs2=hs(HAPROXY_HANDSHAKE_MANAGED, True, "lunar_handshake_managed"),
-           hs3=hs(HAPROXY_HANDSHAKE_UNMANAGED, False, "lunar_handshake_unmanaged"))
+           hs3=hs(HAPROXY_HANDSHAKE_UNMANAGED, False, "lunar_handshake_unmanaged"),
+           tls_traffic=HAPROXY_TLS_TRAFFIC, proxy_bundle=self.proxy_bundle,
+           tls_hs=HAPROXY_TLS_HANDSHAKE,
+           hs4=hs(HAPROXY_TLS_HANDSHAKE, False, "lunar_handshake_tls", self.proxy_bundle),
+           hs5=hs(HAPROXY_TLS_HANDSHAKE_WRONG_NAME, False, "lunar_handshake_tls_wrong_name",
+                  self.proxy_wrongname_bundle),
+           hs6=hs(HAPROXY_TLS_HANDSHAKE_EXPIRED, False, "lunar_handshake_tls_expired",
+                  self.proxy_expired_bundle),
+           hs7=hs(HAPROXY_TLS_HANDSHAKE_UNKNOWN_CA, False, "lunar_handshake_tls_unknown_ca",
+                  self.proxy_unknown_bundle))
 
     def check_haproxy_config(self):
         r = subprocess.run([HAPROXY, "-c", "-f", os.path.join(self.dir, "haproxy.cfg")],
@@ -653,11 +799,16 @@ frontend lunar_health
                                 logname="haproxy.log")
         for port in (HAPROXY_TRAFFIC, HAPROXY_HANDSHAKE, HAPROXY_HEALTH):
             self.wait_port("127.0.0.1", port, proc=p)
+        # the TLS ports: listening, seen without a connection (which their logs would show)
+        for port in (HAPROXY_TLS_TRAFFIC,) + HAPROXY_TLS_HANDSHAKE_PORTS:
+            self.wait_listen("127.0.0.1", port, proc=p)
 
     def stop_haproxy(self):
         self._stop_service("haproxy")
         for port in (HAPROXY_TRAFFIC, HAPROXY_HANDSHAKE):
             self.wait_port("127.0.0.1", port, up=False)
+        for port in (HAPROXY_TLS_TRAFFIC,) + HAPROXY_TLS_HANDSHAKE_PORTS:
+            self.wait_listen("127.0.0.1", port, up=False)
 
     def haproxy_running(self):
         return self._svc_alive("haproxy")
@@ -681,6 +832,48 @@ frontend lunar_health
 
     def stop_testproxy(self):
         self._stop_service("testproxy")
+
+    # ---- misbehaving proxies, started on demand -------------------------------------
+    def start_listener(self, kind):
+        """Start one of the misbehaving "proxies" on 127.0.0.1 (a lab service, stopped by
+        its PID by stop_listener(kind) or down()); returns its port:
+          "reset"  (TLS_RESET_PROXY, 8447): accepts, reads the client's first bytes (a
+                   ClientHello), then closes with SO_LINGER 0: an RST in the TLS handshake;
+          "silent" (SILENT_PROXY, 8448): accepts, reads and discards, never answers: a
+                   handshake that times out.
+        Each connection is one JSON line in listener.log (listener_log())."""
+        port = LISTENERS[kind]
+        svc = "listener-" + kind
+        if not self._svc_alive(svc):
+            ready = os.path.join(self.dir, svc + ".ready")
+            if os.path.exists(ready):
+                os.unlink(ready)
+            p = self._popen_service(svc, [PY, os.path.join(HERE, "lab.py"), "listener",
+                                          "--kind", kind, "--bind", "127.0.0.1:%d" % port,
+                                          "--log", self.listener_log_path, "--ready", ready])
+            self._wait_ready_file(svc, ready, p)
+        return port
+
+    def stop_listener(self, kind):
+        self._stop_service("listener-" + kind)
+        self.wait_listen("127.0.0.1", LISTENERS[kind], up=False)
+
+    def listener_log(self, kind=None):
+        """The listeners' connections (list of dicts: "listener" (kind), "port", "peer",
+        "first_bytes" (hex, up to 64), "client_hello" (bool: a TLS handshake record
+        holding a ClientHello), "bytes" (silent: read until the peer closed), "t"),
+        optionally of one kind. reset logs before its RST, silent when the peer closes."""
+        recs = []
+        try:
+            with open(self.listener_log_path) as f:
+                for line in f:
+                    try:
+                        recs.append(json.loads(line))
+                    except ValueError:
+                        pass
+        except OSError:
+            pass
+        return [r for r in recs if kind is None or r.get("listener") == kind]
 
     def _svc_alive(self, svc):
         p = self.procs.get(svc)
@@ -946,6 +1139,59 @@ frontend lunar_health
         ])
 
 
+def serve_listener(kind, bind, log=None, ready=None):
+    """The misbehaving proxies of Lab.start_listener() (run as `lab.py listener`,
+    inside the namespace): one thread per connection, one JSON line per connection."""
+    ip, port = bind.rsplit(":", 1)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((ip, int(port)))
+    srv.listen(64)
+    lock = threading.Lock()
+
+    def record(peer, first, **more):
+        rec = dict(listener=kind, port=int(port), peer="%s:%d" % peer, first_bytes=first.hex(),
+                   client_hello=len(first) > 5 and first[0] == 0x16 and first[5] == 0x01,
+                   t=time.time(), **more)
+        if log:
+            with lock, open(log, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def handle(c, peer):
+        first = b""
+        try:
+            if kind == "reset":
+                c.settimeout(5)
+                try:
+                    first = c.recv(64)
+                except OSError:
+                    pass
+                record(peer, first)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:  # silent: never a byte back; read (so the client never blocks) until EOF
+                n = 0
+                while True:
+                    try:
+                        d = c.recv(65536)
+                    except OSError:
+                        break
+                    if not d:
+                        break
+                    first = first or d[:64]
+                    n += len(d)
+                record(peer, first, bytes=n)
+        finally:
+            c.close()
+
+    if ready:
+        with open(ready + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(ready + ".tmp", ready)
+    while True:
+        c, peer = srv.accept()
+        threading.Thread(target=handle, args=(c, peer), daemon=True).start()
+
+
 def gc(prefix=""):
     """Remove labs (state in /tmp/lunar-lab-NAME) whose NAME starts with prefix and
     whose owner process is gone. Labs made by the CLI `up` have no owner: kept."""
@@ -984,9 +1230,20 @@ def main(argv=None):
             sp.add_argument("mode")
     sp = sub.add_parser("gc")
     sp.add_argument("--prefix", default="", help="only labs whose name starts with this")
+    sp = sub.add_parser("listener", help="(internal) a misbehaving proxy: Lab.start_listener")
+    sp.add_argument("--kind", choices=sorted(LISTENERS), required=True)
+    sp.add_argument("--bind", required=True, help="ip:port")
+    sp.add_argument("--log", default=None)
+    sp.add_argument("--ready", default=None, help="file written once listening")
     a = ap.parse_args(argv)
     if a.cmd == "gc":
         print("\n".join(gc(a.prefix)))
+        return 0
+    if a.cmd == "listener":
+        try:
+            serve_listener(a.kind, a.bind, a.log, a.ready)
+        except KeyboardInterrupt:
+            pass
         return 0
     lab = Lab(a.name, managed=getattr(a, "managed", False))
     if a.cmd == "up":
