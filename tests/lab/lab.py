@@ -373,9 +373,12 @@ class Lab:
         return self.in_ns(probe)
 
     def wait_port(self, ip, port, up=True, timeout=10.0, proc=None):
+        self._wait_until(self.port_open, ip, port, up, timeout, proc)
+
+    def _wait_until(self, is_up, ip, port, up, timeout, proc):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.port_open(ip, port) == up:
+            if is_up(ip, port) == up:
                 return
             if proc is not None and up and proc.poll() is not None:
                 raise LabError("process for %s:%d exited with %s" % (ip, port, proc.returncode))
@@ -396,14 +399,7 @@ class Lab:
 
     def wait_listen(self, ip, port, up=True, timeout=10.0, proc=None):
         """wait_port() without connecting (see listening())."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.listening(ip, port) == up:
-                return
-            if proc is not None and up and proc.poll() is not None:
-                raise LabError("process for %s:%d exited with %s" % (ip, port, proc.returncode))
-            time.sleep(0.05)
-        raise LabError("%s:%d did not become %s" % (ip, port, "ready" if up else "closed"))
+        self._wait_until(self.listening, ip, port, up, timeout, proc)
 
     def http(self, method, ip, port, path, body=None, headers=None, timeout=10):
         """Plain HTTP request from inside the namespace, without the library.

@@ -58,10 +58,6 @@ pub struct Link {
     transport: Box<Transport>,
 }
 
-// SAFETY: the session is used by one thread at a time (the owner's); OpenSSL objects may
-// move between threads.
-unsafe impl Send for Link {}
-
 impl Link {
     /// The TLS handshake on connected `fd`, verified against `trust`, by `deadline`.
     pub fn connect(fd: c_int, trust: Trust<'_>, deadline: Instant) -> Result<Link, String> {
