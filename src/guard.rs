@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
@@ -47,10 +47,13 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
 /// std's default panic hook would write to the program's stderr, and with the program's
 /// `RUST_BACKTRACE` set, symbolize a backtrace by reading the program's debug info. Ours
 /// is one log line. Set at the first hook call that runs library logic (never at load);
-/// the hook is our own std's, not the program's.
+/// the hook is our own std's, not the program's. A flag, not a `Once`: a `Once` another
+/// thread was running at a `fork` never opens in the child, whose next hook would wait
+/// forever (seen: a child hung in `connect`). The cost: a thread racing the first one
+/// may panic before the hook is set and get std's one-line message.
 fn quiet_panics() {
-    static SET: Once = Once::new();
-    SET.call_once(|| {
+    static SET: AtomicBool = AtomicBool::new(false);
+    if !SET.load(Ordering::Acquire) && !SET.swap(true, Ordering::AcqRel) {
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|at| (at.file(), at.line()));
             let message = info
@@ -60,8 +63,8 @@ fn quiet_panics() {
                 .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("");
             log::error!("internal error at {location:?}: {message}");
-        }))
-    });
+        }));
+    }
 }
 
 /// Test builds (`--features panic-probe`): a connect to port 9 panics inside the hook.
