@@ -9,8 +9,8 @@
 
 use crate::policy::config::{Config, HostEntry, LogLevel, LogTarget, Logging, Setup};
 use crate::policy::source::{self, Origin, Source};
-use crate::proxy::handshake;
-use crate::proxy::tls_link::{Link, Trust};
+use crate::proxy::handshake::{self, Failure, TlsSession};
+use crate::proxy::tls_link::Trust;
 use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -136,23 +136,33 @@ fn proxy_checks(report: &mut Report, config: &Config) {
         host,
         ca_file: config.proxy_ca_file.as_deref(),
     });
-    if let Some(trust) = trust {
-        if !tls_check(report, handshake_at, &host_header, trust, timeout) {
-            return;
-        }
-    }
     let shown = match trust {
         Some(_) => format!("https://{handshake_at}"),
         None => handshake_at.to_string(),
     };
     let started = Instant::now();
-    match handshake::run(
+    let mut on_tls = |session: TlsSession| {
+        report.check(
+            Status::Pass,
+            "proxy TLS",
+            &format!(
+                "{host_header} verified ({}) against {} in {:.1} ms",
+                session.description,
+                trust.map(|t| t.anchors()).unwrap_or_default(),
+                session.took.as_secs_f64() * 1000.0
+            ),
+            "",
+        )
+    };
+    let outcome = handshake::run(
         handshake_at,
         &host_header,
         &config.tenant_id,
         timeout,
         trust,
-    ) {
+        &mut on_tls,
+    );
+    match outcome {
         Ok(answer) => report.check(
             Status::Pass,
             "handshake",
@@ -164,7 +174,14 @@ fn proxy_checks(report: &mut Report, config: &Config) {
             ),
             "",
         ),
-        Err(why) => report.check(
+        Err(Failure::Tls(why)) => report.check(
+            Status::Fail,
+            "proxy TLS",
+            &format!("{host_header} ({handshake_at}): {why}"),
+            "the proxy must serve a certificate for the host of LUNAR_PROXY_HOST, \
+             signed by a CA of the system's store or of LUNAR_PROXY_CA_FILE",
+        ),
+        Err(Failure::Other(why)) => report.check(
             Status::Fail,
             "handshake",
             &format!("GET /handshake on {shown}: {why}"),
@@ -221,52 +238,6 @@ fn ca_file_check(report: &mut Report, config: &Config) {
             "name a PEM file of the CA that signed the proxy's certificate, readable by \
              every program that loads the library",
         );
-    }
-}
-
-/// The TLS handshake with the proxy's handshake port, verified as the library verifies
-/// it; false when it failed (said in the report).
-fn tls_check(
-    report: &mut Report,
-    target: SocketAddr,
-    name: &str,
-    trust: Trust<'_>,
-    timeout_ms: u64,
-) -> bool {
-    let started = Instant::now();
-    let outcome = OwnSocket::open(target)
-        .and_then(|socket| {
-            connect_bounded(socket.fd(), family_of(target), target, timeout_ms).map(|()| socket)
-        })
-        .map_err(|errno| std::io::Error::from_raw_os_error(errno).to_string())
-        .and_then(|socket| {
-            let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
-            Link::connect(socket.fd(), trust, deadline).map(|link| link.description())
-        });
-    match outcome {
-        Ok(session) => {
-            report.check(
-                Status::Pass,
-                "proxy TLS",
-                &format!(
-                    "{name} verified ({session}) against {} in {:.1} ms",
-                    trust.anchors(),
-                    millis(started)
-                ),
-                "",
-            );
-            true
-        }
-        Err(why) => {
-            report.check(
-                Status::Fail,
-                "proxy TLS",
-                &format!("{name} ({target}): {why}"),
-                "the proxy must serve a certificate for the host of LUNAR_PROXY_HOST, \
-                 signed by a CA of the system's store or of LUNAR_PROXY_CA_FILE",
-            );
-            false
-        }
     }
 }
 

@@ -15,18 +15,44 @@ pub struct Answer {
     pub managed: bool,
 }
 
+/// How a handshake went wrong: in its TLS session (the proxy's certificate or TLS itself),
+/// or anywhere else (connect, the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Tls(String),
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Tls(why) | Failure::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The TLS session a handshake ran over: OpenSSL's version and cipher, and the time from
+/// the start of the connect to its end.
+#[derive(Debug, Clone)]
+pub struct TlsSession {
+    pub description: String,
+    pub took: Duration,
+}
+
 /// Runs the handshake on `address`, over TLS verified against `tls` when given (the link's
-/// handshake bounded like the connect).
+/// handshake bounded like the connect); `on_tls` hears of the session once it is verified.
 pub fn run(
     address: SocketAddr,
     host_header: &str,
     tenant: &str,
     connect_timeout_ms: u64,
     tls: Option<Trust<'_>>,
-) -> Result<Answer, String> {
-    let socket = OwnSocket::open(address).map_err(|e| format!("socket: {e}"))?;
-    connect_bounded(socket.fd(), family_of(address), address, connect_timeout_ms)
-        .map_err(describe)?;
+    on_tls: &mut dyn FnMut(TlsSession),
+) -> Result<Answer, Failure> {
+    let started = Instant::now();
+    let other = |errno| Failure::Other(describe(errno));
+    let socket = OwnSocket::open(address).map_err(|e| Failure::Other(format!("socket: {e}")))?;
+    connect_bounded(socket.fd(), family_of(address), address, connect_timeout_ms).map_err(other)?;
     let request = format!(
         "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         crate::INTERCEPTOR
@@ -36,18 +62,24 @@ pub fn run(
             let deadline = Instant::now() + ANSWER_TIMEOUT;
             socket
                 .send_all(request.as_bytes(), deadline)
-                .map_err(describe)?;
-            socket.read_to_end(MAX_ANSWER, deadline).map_err(describe)?
+                .map_err(other)?;
+            socket.read_to_end(MAX_ANSWER, deadline).map_err(other)?
         }
         Some(trust) => {
             let handshake_by = Instant::now() + Duration::from_millis(connect_timeout_ms);
-            let mut link = Link::connect(socket.fd(), trust, handshake_by)?;
+            let mut link = Link::connect(socket.fd(), trust, handshake_by).map_err(Failure::Tls)?;
+            on_tls(TlsSession {
+                description: link.description(),
+                took: started.elapsed(),
+            });
             let deadline = Instant::now() + ANSWER_TIMEOUT;
-            link.write_all(request.as_bytes(), deadline)?;
-            link.read_to_end(MAX_ANSWER, deadline)?
+            link.write_all(request.as_bytes(), deadline)
+                .map_err(Failure::Other)?;
+            link.read_to_end(MAX_ANSWER, deadline)
+                .map_err(Failure::Other)?
         }
     };
-    parse_answer(&answer)
+    parse_answer(&answer).map_err(Failure::Other)
 }
 
 fn describe(errno: i32) -> String {

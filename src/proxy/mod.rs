@@ -152,8 +152,10 @@ impl Proxy {
                 settings.tenant,
                 settings.connect_timeout_ms,
                 trust,
+                &mut |_| {},
             )
             .map(|answer| (ip, answer))
+            .map_err(|failure| failure.to_string())
         });
         match outcome {
             Ok((ip, answer)) => {

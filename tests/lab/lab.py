@@ -250,6 +250,22 @@ class LabError(RuntimeError):
     pass
 
 
+def _json_lines(path):
+    """The JSON records of a log with one per line (lines that do not parse, e.g. one
+    being written, skipped); [] when there is no log yet."""
+    recs = []
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    recs.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return recs
+
+
 class Lab:
     """One lab: network namespace NAME, state in /tmp/lunar-lab-NAME/."""
 
@@ -859,16 +875,7 @@ frontend lunar_health
         "first_bytes" (hex, up to 64), "client_hello" (bool: a TLS handshake record
         holding a ClientHello), "bytes" (silent: read until the peer closed), "t"),
         optionally of one kind. reset logs before its RST, silent when the peer closes."""
-        recs = []
-        try:
-            with open(self.listener_log_path) as f:
-                for line in f:
-                    try:
-                        recs.append(json.loads(line))
-                    except ValueError:
-                        pass
-        except OSError:
-            pass
+        recs = _json_lines(self.listener_log_path)
         return [r for r in recs if kind is None or r.get("listener") == kind]
 
     def _svc_alive(self, svc):
@@ -1080,16 +1087,7 @@ frontend lunar_health
     def origin_log(self, contains=None):
         """Every request the origins logged (list of dicts), optionally only those whose
         path contains `contains`."""
-        recs = []
-        try:
-            with open(self.origin_log_path, "rb") as f:
-                for line in f:
-                    try:
-                        recs.append(json.loads(line))
-                    except ValueError:
-                        pass
-        except OSError:
-            pass
+        recs = _json_lines(self.origin_log_path)
         if contains is not None:
             recs = [r for r in recs if contains in r.get("path", "")]
         return recs
