@@ -182,7 +182,7 @@ pub enum Route {
 }
 
 /// Why a connection goes where it goes, for the DEBUG line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     Filter(filter::Reason),
     Cooldown,

@@ -1,7 +1,7 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
 use super::decide::{decide, Action, Event};
-use super::outcome::{self, Connected, NotDiverted};
+use super::outcome::{self, Connected, Label, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
@@ -52,7 +52,10 @@ pub unsafe fn connect(
     let original = addr::canonical(target);
     let direct = |why| {
         Connected::Real(Direct {
-            label: original.to_string(),
+            label: Label {
+                original,
+                name: None,
+            },
             why,
         })
     };
@@ -61,13 +64,13 @@ pub unsafe fn connect(
         return direct(outcome::Direct::NoDrivableTls);
     }
     let name = names::lookup(original.ip());
-    let label = name.as_deref().map_or_else(
-        || original.to_string(),
-        |n| format!("{n}:{}", original.port()),
-    );
+    let label = || Label {
+        original,
+        name: name.clone(),
+    };
     let direct = |why| {
         Connected::Real(Direct {
-            label: label.clone(),
+            label: label(),
             why,
         })
     };
@@ -95,11 +98,11 @@ pub unsafe fn connect(
     }
     let Route::Proxy(proxy) = route else {
         conn.enter(Phase::Direct);
-        return direct(outcome::Direct::route(why));
+        return direct(outcome::Direct::Route(why));
     };
     match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
         Ok(mode) => {
-            log::debug!("{label} -> proxy {proxy} ({why})");
+            log::debug!("{} -> proxy {proxy} ({why})", label());
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
         }

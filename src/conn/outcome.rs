@@ -5,6 +5,7 @@
 use super::decide::Reason;
 use crate::runtime::Why;
 use libc::c_int;
+use std::net::SocketAddr;
 
 /// The outcome of the program's `connect`.
 #[derive(Debug, PartialEq)]
@@ -27,8 +28,9 @@ pub enum NotDiverted {
     NotIntercepted,
     /// Not a TCP socket.
     NotTcp,
-    /// One of the reasons below, for the connection to `label` (`name:port` or `ip:port`).
-    Direct { label: String, why: Direct },
+    /// One of the reasons below, for the connection to `label` (`name:port` or `ip:port`,
+    /// formatted only when the DEBUG line is written).
+    Direct { label: Label, why: Direct },
 }
 
 /// Why a candidate connection goes to its destination (the DEBUG line's reason).
@@ -38,7 +40,7 @@ pub enum Direct {
     IoUring,
     NoMemoryToTrack(c_int),
     /// The filter, a cooldown, or the proxy's handshake said so.
-    Route(String),
+    Route(Why),
     ProxyConnectFailed,
 }
 
@@ -53,16 +55,27 @@ impl NotDiverted {
             Direct::NoDrivableTls => "https, and no TLS library we can drive is loaded".into(),
             Direct::IoUring => "io_uring in use in this process".into(),
             Direct::NoMemoryToTrack(fd) => format!("no memory to track fd {fd}"),
-            Direct::Route(why) => why.clone(),
+            Direct::Route(why) => why.to_string(),
             Direct::ProxyConnectFailed => "proxy connect failed".into(),
         };
         Some(format!("{label} -> direct ({why})"))
     }
 }
 
-impl Direct {
-    pub(super) fn route(why: Why) -> Direct {
-        Direct::Route(why.to_string())
+/// Where a connection was going, as log lines name it: `name:port` when the program
+/// resolved a name, else `ip:port`.
+#[derive(Debug, PartialEq)]
+pub struct Label {
+    pub original: SocketAddr,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name}:{}", self.original.port()),
+            None => crate::addr::canonical(self.original).fmt(f),
+        }
     }
 }
 

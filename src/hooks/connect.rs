@@ -34,8 +34,10 @@ pub unsafe extern "C-unwind" fn connect(
             match unsafe { conn::connect(fd, address, len, crate::tls::drivable) } {
                 Connected::Done(result) => result,
                 Connected::Real(why) => {
-                    if let Some(line) = why.debug_line() {
-                        log::debug!("{line}");
+                    if log::log_enabled!(log::Level::Debug) {
+                        if let Some(line) = why.debug_line() {
+                            log::debug!("{line}");
+                        }
                     }
                     real()
                 }
