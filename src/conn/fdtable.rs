@@ -155,6 +155,9 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
     if !slot.tracked.swap(true, Ordering::AcqRel) {
         TRACKED_COUNT.fetch_add(1, Ordering::AcqRel);
     }
+    if let Some(conn) = &previous {
+        conn.fd_released();
+    }
     drop(previous);
     true
 }
@@ -195,6 +198,9 @@ fn forget(fd: i32, only: Option<&Conn>) {
         TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
         held.take()
     };
+    if let Some(conn) = &previous {
+        conn.fd_released();
+    }
     drop(previous);
     crate::watchers::forget_fd(fd);
 }

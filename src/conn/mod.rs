@@ -50,6 +50,7 @@ use crate::sync::{Gate, SpinLock};
 use responses::Responses;
 pub use state::{Phase, State};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Conn {
     /// Where the program asked to connect.
@@ -82,6 +83,10 @@ pub struct Conn {
     /// Raised exactly while the phase is `Recovering`: the program's reads and writes
     /// wait here in the kernel (or answer EAGAIN, non-blocking) until it is lowered.
     recovery: Gate,
+    /// Counts the fds that stopped naming this connection (closed, or reused): a futex
+    /// word, so that a recovery waiting out a retry's delay wakes when the program closes
+    /// the fd, rather than sending later on a number that may name another socket.
+    fds_released: AtomicU32,
 }
 
 struct Writer {
@@ -114,6 +119,31 @@ impl Conn {
             }),
             responses: SpinLock::new(Responses::new(replay_cap)),
             recovery: Gate::new(),
+            fds_released: AtomicU32::new(0),
+        }
+    }
+
+    /// An fd stopped naming this connection (`fdtable`): wakes a recovery waiting on it.
+    pub(super) fn fd_released(&self) {
+        self.fds_released.fetch_add(1, Ordering::AcqRel);
+        crate::sync::futex_wake_all(&self.fds_released);
+    }
+
+    /// Waits until `deadline`, in the kernel; false as soon as `fd` no longer names this
+    /// connection (the program closed it: nothing may be sent on that number now).
+    pub(super) fn wait_while_fd_ours(&self, fd: i32, deadline: std::time::Instant) -> bool {
+        loop {
+            let seen = self.fds_released.load(Ordering::Acquire);
+            let ours = fdtable::get(fd)
+                .is_some_and(|conn| std::ptr::eq(std::sync::Arc::as_ptr(&conn), self));
+            if !ours {
+                return false;
+            }
+            if crate::sync::futex_wait_while(&self.fds_released, seen, Some(deadline))
+                == crate::sync::WaitEnd::TimedOut
+            {
+                return true;
+            }
         }
     }
 

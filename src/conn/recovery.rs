@@ -193,6 +193,21 @@ fn finished(outcome: Result<(), i32>) -> Started {
     }
 }
 
+/// The program let go of `fd` while a recovery held it: nothing more is sent; the
+/// connection leaves `Recovering`, so that a dup of it still open is not kept waiting.
+/// Not a failure to report: the recovery simply has no one left to serve.
+fn abandoned(conn: &Conn, fd: i32) -> Result<(), i32> {
+    log::debug!(
+        "{}: fd {fd} closed by the program during the recovery; nothing resent",
+        conn.label()
+    );
+    conn.change(|phase| match phase {
+        Phase::Recovering(route) => Phase::Passthrough(route),
+        other => other,
+    });
+    Ok(())
+}
+
 /// Hands the rest of a recovery to a short-lived thread, which owns the socket (its
 /// `recovery` gate raised) until the requests are resent. `finish_move`: a move that
 /// `begin_move` started, to be finished there first.
@@ -213,9 +228,16 @@ fn in_background(
         };
         let outcome = ended.and_then(|ended| match (recovery, ended) {
             (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
-                // A wait of this helper thread, not of the program's.
-                std::thread::sleep(after);
+                // A wait of this helper thread, in the kernel; cut short when the program
+                // closes the fd (its own timeout, usually): the number may name another
+                // socket by the time the delay is over.
+                if !conn.wait_while_fd_ours(fd, std::time::Instant::now() + after) {
+                    return abandoned(conn, fd);
+                }
                 let _writer = conn.writer.lock();
+                if !conn.still_ours(fd) {
+                    return abandoned(conn, fd);
+                }
                 resend_retry(conn, fd, &sequence_id)
             }
             _ => {

@@ -1030,3 +1030,23 @@ def test_chaos(lab, need_lib, java_classes, cbin, tag, tmp_path):
     assert total >= 2000, text
     assert not problems, text + "\n\n" + "\n\n".join(problems)
     assert injected >= 100 and replays >= 100, "too little chaos to mean anything\n" + text
+
+
+# ---- a program that closes its socket while the proxy's retry delay runs -------------------
+
+def test_retry_delay_ended_by_the_program_closing_sends_nothing_on_the_reused_fd(
+        lab, need_lib, tag, testproxy, cbin):
+    """retry:3:1: the library waits 3 s before sending the request again. The program
+    (c-tests/retry_close_reuse.c) gives up after 1 s (SO_RCVTIMEO), closes the fd and
+    gets the same number for a socketpair: nothing may arrive there, and the proxy sees
+    the request once (the retry is abandoned with the socket)."""
+    if cbin is None:
+        pytest.fail("c-tests did not build")
+    testproxy.set_mode("retry:3:1")
+    res = lab.run([os.path.join(cbin, "retry_close_reuse"), "api.example.test", "80", tag],
+                  env=TESTPROXY_ENV, debug=True, timeout=20)
+    assert res.rc == 0, describe(res)
+    recs = traffic(lab, tag)
+    assert len(recs) == 1, "the proxy got %d requests, want 1 (no retry)\n%s" % (
+        len(recs), describe(res))
+    assert b"closed by the program during the recovery" in res.err, describe(res)
