@@ -1,7 +1,7 @@
 //! `connect`: the moment a socket is chosen for the proxy or left alone.
 
 use super::decide::{decide, Action, Event};
-use super::outcome::{self, Connected, Label, NotDiverted};
+use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
@@ -52,10 +52,8 @@ pub unsafe fn connect(
     let original = addr::canonical(target);
     let direct = |why| {
         Connected::Real(Direct {
-            label: Label {
-                original,
-                name: None,
-            },
+            original,
+            name: None,
             why,
         })
     };
@@ -64,13 +62,10 @@ pub unsafe fn connect(
         return direct(outcome::Direct::NoDrivableTls);
     }
     let name = names::lookup(original.ip());
-    let label = || Label {
-        original,
-        name: name.clone(),
-    };
     let direct = |why| {
         Connected::Real(Direct {
-            label: label(),
+            original,
+            name: name.clone(),
             why,
         })
     };
@@ -102,7 +97,7 @@ pub unsafe fn connect(
     };
     match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
         Ok(mode) => {
-            log::debug!("{} -> proxy {proxy} ({why})", label());
+            log::debug!("{} -> proxy {proxy} ({why})", conn.label());
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
         }

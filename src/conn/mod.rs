@@ -35,7 +35,7 @@ pub use hidden_hang_ups::{
     epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
     poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
 };
-pub use outcome::{Bypass, Connected, NotDiverted, Outcome};
+pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
 pub use server_first::{
     note_input_waits_in_fd_sets, note_input_waits_in_pollfds, reads_before_writing, timespec_ms,
@@ -306,11 +306,10 @@ impl Conn {
     }
 
     /// `name:port` when the program resolved a name, else `ip:port`: for log lines.
-    pub fn label(&self) -> String {
-        let port = self.original.port();
-        match &self.name {
-            Some(name) => format!("{name}:{port}"),
-            None => crate::addr::canonical(self.original).to_string(),
+    pub fn label(&self) -> outcome::Label<'_> {
+        outcome::Label {
+            original: self.original,
+            name: self.name.as_deref(),
         }
     }
 

@@ -28,9 +28,13 @@ pub enum NotDiverted {
     NotIntercepted,
     /// Not a TCP socket.
     NotTcp,
-    /// One of the reasons below, for the connection to `label` (`name:port` or `ip:port`,
-    /// formatted only when the DEBUG line is written).
-    Direct { label: Label, why: Direct },
+    /// One of the reasons below, for the connection to `original` (named `name` by the
+    /// program's lookup), labelled only when the DEBUG line is written.
+    Direct {
+        original: SocketAddr,
+        name: Option<String>,
+        why: Direct,
+    },
 }
 
 /// Why a candidate connection goes to its destination (the DEBUG line's reason).
@@ -48,8 +52,17 @@ impl NotDiverted {
     /// The DEBUG line for a candidate connection; `None` for a connect that was never one
     /// (said for every such connect, it would drown the log).
     pub fn debug_line(&self) -> Option<String> {
-        let NotDiverted::Direct { label, why } = self else {
+        let NotDiverted::Direct {
+            original,
+            name,
+            why,
+        } = self
+        else {
             return None;
+        };
+        let label = Label {
+            original: *original,
+            name: name.as_deref(),
         };
         let why = match why {
             Direct::NoDrivableTls => "https, and no TLS library we can drive is loaded".into(),
@@ -65,12 +78,12 @@ impl NotDiverted {
 /// Where a connection was going, as log lines name it: `name:port` when the program
 /// resolved a name, else `ip:port`.
 #[derive(Debug, PartialEq)]
-pub struct Label {
+pub struct Label<'a> {
     pub original: SocketAddr,
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
 }
 
-impl std::fmt::Display for Label {
+impl std::fmt::Display for Label<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.name {
             Some(name) => write!(f, "{name}:{}", self.original.port()),
