@@ -242,6 +242,10 @@ fn in_background(
             }
             _ => {
                 let _writer = conn.writer.lock();
+                // The move's connect took time the program may have used to close the fd.
+                if !conn.still_ours(fd) {
+                    return abandoned(conn, fd);
+                }
                 resend_direct(conn, fd)
             }
         });
