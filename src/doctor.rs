@@ -10,7 +10,7 @@
 use crate::policy::config::{Config, HostEntry, LogLevel, LogTarget, Logging, Setup};
 use crate::policy::source::{self, Origin, Source};
 use crate::proxy::handshake::{self, Failure, TlsSession};
-use crate::proxy::tls_link::Trust;
+use crate::proxy::tls_link::{Link, Trust};
 use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -69,17 +69,6 @@ fn report() -> String {
             );
             ca_file_check(&mut report, &config);
             proxy_checks(&mut report, &config);
-            if config.proxy_tls {
-                report.check(
-                    Status::Fail,
-                    "TLS to the proxy",
-                    "diverting requests over TLS to Lunar Proxy is not built in this version: \
-                     with LUNAR_PROXY_SUPPORT_TLS=1 the library disables itself and every \
-                     request goes directly to its destination",
-                    "to divert now, reach the proxy in clear text over a network you trust \
-                     (LUNAR_PROXY_SUPPORT_TLS=0)",
-                );
-            }
         }
         Setup::Unset => report.check(
             Status::Fail,
@@ -124,7 +113,11 @@ fn proxy_checks(report: &mut Report, config: &Config) {
     }
     let timeout = config.connect_timeout_ms;
     let traffic = SocketAddr::new(ip, config.proxy.port);
-    if !timed_connect(report, "proxy traffic port", traffic, timeout) {
+    let trust = config.proxy_tls.then(|| Trust {
+        host,
+        ca_file: config.proxy_ca_file.as_deref(),
+    });
+    if !timed_connect(report, "proxy traffic port", traffic, timeout, trust) {
         return;
     }
     let handshake_at = SocketAddr::new(ip, config.handshake_port);
@@ -132,10 +125,6 @@ fn proxy_checks(report: &mut Report, config: &Config) {
         true => format!("[{host}]:{}", config.handshake_port),
         false => format!("{host}:{}", config.handshake_port),
     };
-    let trust = config.proxy_tls.then(|| Trust {
-        host,
-        ca_file: config.proxy_ca_file.as_deref(),
-    });
     let shown = match trust {
         Some(_) => format!("https://{handshake_at}"),
         None => handshake_at.to_string(),
@@ -191,20 +180,48 @@ fn proxy_checks(report: &mut Report, config: &Config) {
     }
 }
 
-/// A TCP connect to `target` bounded by the configured timeout, as a diverted connect is.
-fn timed_connect(report: &mut Report, what: &str, target: SocketAddr, timeout_ms: u64) -> bool {
+/// A TCP connect to `target` bounded by the configured timeout, as a diverted connect is,
+/// and the TLS handshake a diverted connection makes there when `trust` is given.
+fn timed_connect(
+    report: &mut Report,
+    what: &str,
+    target: SocketAddr,
+    timeout_ms: u64,
+    trust: Option<Trust<'_>>,
+) -> bool {
     let started = Instant::now();
-    let outcome = OwnSocket::open(target)
+    let deadline = started + std::time::Duration::from_millis(timeout_ms);
+    let socket = OwnSocket::open(target);
+    let outcome = socket
+        .as_ref()
+        .map_err(|errno| *errno)
         .and_then(|socket| connect_bounded(socket.fd(), family_of(target), target, timeout_ms));
     match outcome {
         Ok(()) => {
             let took = millis(started);
-            report.check(
-                Status::Pass,
-                what,
-                &format!("TCP connect to {target} in {took:.1} ms"),
-                "",
-            );
+            let mut shown = format!("TCP connect to {target} in {took:.1} ms");
+            if let (Some(trust), Ok(socket)) = (trust, &socket) {
+                let started = Instant::now();
+                match Link::connect(socket.fd(), trust, deadline) {
+                    Ok(link) => shown.push_str(&format!(
+                        ", TLS verified ({}) in {:.1} ms",
+                        link.description(),
+                        millis(started)
+                    )),
+                    Err(why) => {
+                        report.check(
+                            Status::Fail,
+                            what,
+                            &format!("TLS to {target}: {why}"),
+                            "the proxy's traffic port must speak TLS with a certificate for \
+                             the host of LUNAR_PROXY_HOST, signed by a CA of the system's \
+                             store or of LUNAR_PROXY_CA_FILE",
+                        );
+                        return false;
+                    }
+                }
+            }
+            report.check(Status::Pass, what, &shown, "");
             true
         }
         Err(errno) => {

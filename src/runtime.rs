@@ -136,18 +136,6 @@ fn build() -> Option<Runtime> {
     let Setup::Active(config) = setup else {
         return None;
     };
-    if config.proxy_tls {
-        // Asked for TLS to the proxy, which this version speaks only for its own checks
-        // (`lunar-intercept doctor`): diverting in clear text would send API keys over the
-        // network unencrypted, exactly what the setting asks to prevent. Every request
-        // goes direct.
-        log::warn!(
-            "LUNAR_PROXY_SUPPORT_TLS=1: diverting requests over TLS to Lunar Proxy is not built \
-             in this version; interceptor disabled, so that no request reaches the proxy in \
-             clear text"
-        );
-        return None;
-    }
     log::debug!(
         "active: proxy {}:{}, ports {:?}, cooldown after {} failures for {} s",
         config.proxy.host,

@@ -11,17 +11,34 @@ struct Watch {
     epoll: c_int,
     fd: c_int,
     data: u64,
+    /// The events asked for (EPOLLIN, ...).
+    events: u32,
 }
 
 static WATCHES: SpinLock<Vec<Watch>> = SpinLock::new(Vec::new());
 
-/// After a successful `epoll_ctl(epoll, op, fd, {data})` on a tracked fd.
-pub fn note(epoll: c_int, op: c_int, fd: c_int, data: u64) {
+/// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd.
+pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
     let mut watches = WATCHES.lock();
     watches.retain(|w| !(w.epoll == epoll && w.fd == fd));
     if op != libc::EPOLL_CTL_DEL {
-        watches.push(Watch { epoll, fd, data });
+        watches.push(Watch {
+            epoll,
+            fd,
+            data,
+            events,
+        });
     }
+}
+
+/// The tracked fds `epoll` watches for input, each with the data it reports them by.
+pub fn watched_for_input(epoll: c_int) -> Vec<(c_int, u64)> {
+    WATCHES
+        .lock()
+        .iter()
+        .filter(|w| w.epoll == epoll && w.events & libc::EPOLLIN as u32 != 0)
+        .map(|w| (w.fd, w.data))
+        .collect()
 }
 
 /// The tracked fd `epoll` reports under `data`, if one was registered that way.
@@ -51,14 +68,16 @@ mod tests {
 
     #[test]
     fn finds_by_epoll_and_data_and_forgets() {
-        note(900, libc::EPOLL_CTL_ADD, 7, 0xdead);
-        note(901, libc::EPOLL_CTL_ADD, 7, 0xbeef);
+        note(900, libc::EPOLL_CTL_ADD, 7, libc::EPOLLIN as u32, 0xdead);
+        note(901, libc::EPOLL_CTL_ADD, 7, libc::EPOLLOUT as u32, 0xbeef);
+        assert_eq!(watched_for_input(900), vec![(7, 0xdead)]);
+        assert_eq!(watched_for_input(901), vec![]);
         assert_eq!(fd_for(900, 0xdead), Some(7));
         assert_eq!(fd_for(900, 0xbeef), None);
-        note(900, libc::EPOLL_CTL_MOD, 7, 0xcafe);
+        note(900, libc::EPOLL_CTL_MOD, 7, libc::EPOLLIN as u32, 0xcafe);
         assert_eq!(fd_for(900, 0xdead), None);
         assert_eq!(fd_for(900, 0xcafe), Some(7));
-        note(900, libc::EPOLL_CTL_DEL, 7, 0);
+        note(900, libc::EPOLL_CTL_DEL, 7, 0, 0);
         assert_eq!(fd_for(900, 0xcafe), None);
         forget_fd(7);
         assert_eq!(fd_for(901, 0xbeef), None);

@@ -48,6 +48,14 @@ impl AppBuffer {
         }
     }
 
+    /// How many bytes the buffer holds, all parts together.
+    pub fn capacity(&self) -> usize {
+        self.parts()
+            .filter(|(data, _)| !data.is_null())
+            .map(|(_, len)| len)
+            .sum()
+    }
+
     /// Whether the program's buffer has no room at all (a read into it returns 0).
     pub fn is_empty(&self) -> bool {
         self.parts().all(|(data, len)| len == 0 || data.is_null())

@@ -5,11 +5,12 @@ use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route};
-use crate::sys::socket::{connect_bounded_telling_mode, family_of, is_tcp, Mode};
+use crate::sys::socket::{connect_bounded_telling_mode, disconnect, family_of, is_tcp, Mode};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const HTTPS_PORT: u16 = 443;
 
@@ -95,8 +96,22 @@ pub unsafe fn connect(
         conn.enter(Phase::Direct);
         return direct(outcome::Direct::Route(why));
     };
+    if let Some(missing) = runtime.proxy.tls_library_missing() {
+        conn.enter(Phase::Direct);
+        super::link::warn_once_no_tls_library(missing);
+        return direct(outcome::Direct::NoTlsForProxy);
+    }
+    let deadline = Instant::now() + Duration::from_millis(runtime.config.connect_timeout_ms);
     match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
         Ok(mode) => {
+            if let Err(why) = conn.secure(fd, proxy, runtime, deadline) {
+                // The program's own connect to its destination follows, on a socket that
+                // must not be at the proxy any more.
+                disconnect(fd);
+                runtime.proxy_failed(&why);
+                conn.enter(Phase::Direct);
+                return direct(outcome::Direct::ProxyConnectFailed);
+            }
             log::debug!("{} -> proxy {proxy} ({why})", conn.label());
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))

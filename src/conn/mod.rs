@@ -10,9 +10,11 @@ mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
 mod inflight;
+mod link;
 mod lunar_headers;
 mod moving;
 mod outcome;
+mod plaintext_ready;
 mod read;
 mod recovery;
 mod responses;
@@ -35,7 +37,11 @@ pub use hidden_hang_ups::{
     epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
     poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
 };
+pub use link::any_plaintext_waiting;
 pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
+pub use plaintext_ready::{
+    epoll_showing_plaintext, poll_showing_plaintext, select_showing_plaintext,
+};
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
 pub use server_first::{
     note_input_waits_in_fd_sets, note_input_waits_in_pollfds, reads_before_writing, timespec_ms,
@@ -87,6 +93,8 @@ pub struct Conn {
     /// word, so that a recovery waiting out a retry's delay wakes when the program closes
     /// the fd, rather than sending later on a number that may name another socket.
     fds_released: AtomicU32,
+    /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
+    link: link::LinkSlot,
 }
 
 struct Writer {
@@ -120,6 +128,7 @@ impl Conn {
             responses: SpinLock::new(Responses::new(replay_cap)),
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
+            link: link::LinkSlot::new(),
         }
     }
 
@@ -332,6 +341,7 @@ impl Conn {
         self.state.force_unlock();
         self.writer.force_unlock();
         self.responses.force_unlock();
+        self.link.after_fork_in_child();
         // A recovery thread of the parent does not exist here: what it would have resent
         // is lost, and the child's reads get the kernel's answers.
         let mut state = self.state.lock();
@@ -364,7 +374,9 @@ pub fn receive(
     if !check {
         return real();
     }
-    read::receive(conn, fd, flags, buffer, handshake_holds, real)
+    // Over TLS to the proxy, what the program reads is our session's plaintext.
+    let wire = || conn.recv_app(fd, buffer, flags).unwrap_or_else(&mut real);
+    read::receive(conn, fd, flags, buffer, handshake_holds, wire)
 }
 
 /// What identifies a socket while it is open: its device and inode numbers.

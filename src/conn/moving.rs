@@ -24,18 +24,18 @@ impl Conn {
             return Err(libc::ENOTSOCK);
         }
         self.count_move();
+        self.link_down();
         disconnect(fd);
         let result = match to {
-            Route::Proxy(proxy) => {
-                match connect_bounded(fd, self.family, proxy, runtime.config.connect_timeout_ms) {
-                    Ok(()) => Ok(to),
-                    Err(errno) => {
-                        let reason = std::io::Error::from_raw_os_error(errno);
-                        runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
-                        self.connect_origin(fd)
-                    }
+            Route::Proxy(proxy) => match self.reach_proxy(fd, proxy, runtime) {
+                Ok(()) => Ok(to),
+                Err(why) => {
+                    runtime.proxy_failed(&why);
+                    // A TLS handshake that failed left the socket at the proxy.
+                    disconnect(fd);
+                    self.connect_origin(fd)
                 }
-            }
+            },
             Route::Origin => self.connect_origin(fd),
         };
         self.after_move(&result);
@@ -51,6 +51,19 @@ impl Conn {
             Ok(route) => self.moved(*route),
             Err(_) => self.enter(Phase::Passthrough(Route::Origin)),
         }
+    }
+
+    /// Connects `fd` to `proxy` (and makes our TLS session there, over TLS), bounded by
+    /// the proxy's connect timeout; `Err`: what failed, for the failsafe's warning.
+    fn reach_proxy(&self, fd: c_int, proxy: SocketAddr, runtime: &Runtime) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_millis(runtime.config.connect_timeout_ms);
+        connect_bounded(fd, self.family, proxy, runtime.config.connect_timeout_ms).map_err(
+            |errno| {
+                let reason = std::io::Error::from_raw_os_error(errno);
+                format!("connect to {proxy}: {reason}")
+            },
+        )?;
+        self.secure(fd, proxy, runtime, deadline)
     }
 
     fn count_move(&self) {
@@ -72,6 +85,7 @@ impl Conn {
             return Err(libc::ENOTSOCK);
         }
         self.count_move();
+        self.link_down();
         disconnect(fd);
         let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);
         let started = connect_start(fd, self.family, to, deadline).map(|_| ());
@@ -92,9 +106,17 @@ impl Conn {
             Route::Proxy(_) => runtime.config.connect_timeout_ms,
             Route::Origin => ORIGIN_CONNECT_TIMEOUT_MS,
         };
-        let finished = connect_finish(fd, Instant::now() + Duration::from_millis(timeout_ms));
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let finished = connect_finish(fd, deadline);
         let result = match (finished, to) {
-            (Ok(()), _) => Ok(to),
+            (Ok(()), Route::Origin) => Ok(to),
+            (Ok(()), Route::Proxy(proxy)) => match self.secure(fd, proxy, runtime, deadline) {
+                Ok(()) => Ok(to),
+                Err(why) => {
+                    runtime.proxy_failed(&why);
+                    self.move_to(fd, Route::Origin, runtime)
+                }
+            },
             (Err(errno), Route::Proxy(proxy)) => {
                 let reason = std::io::Error::from_raw_os_error(errno);
                 runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));

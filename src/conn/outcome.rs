@@ -46,6 +46,8 @@ pub enum Direct {
     /// The filter, a cooldown, or the proxy's handshake said so.
     Route(Why),
     ProxyConnectFailed,
+    /// TLS to the proxy was asked for, and the process has no OpenSSL to speak it with.
+    NoTlsForProxy,
 }
 
 impl NotDiverted {
@@ -70,6 +72,7 @@ impl NotDiverted {
             Direct::NoMemoryToTrack(fd) => format!("no memory to track fd {fd}"),
             Direct::Route(why) => why.to_string(),
             Direct::ProxyConnectFailed => "proxy connect failed".into(),
+            Direct::NoTlsForProxy => "no TLS library for the proxy link".into(),
         };
         Some(format!("{label} -> direct ({why})"))
     }

@@ -159,7 +159,7 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     }
     // An answer still unread is the program's: it reads that first and then meets the
     // loss in a read.
-    if unread_bytes(fd) != 0 {
+    if unread_bytes(fd) != 0 || conn.plaintext_waiting() {
         return false;
     }
     proxy_lost_under_read(conn, fd, true)

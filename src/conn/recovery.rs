@@ -338,7 +338,7 @@ fn resend_retry(conn: &Conn, fd: i32, sequence_id: &str) -> Result<(), i32> {
         responses.inflight.retry_bytes(sequence_id)
     };
     ready_for_the_answer(conn);
-    send_all(fd, &bytes)
+    send_all(conn, fd, &bytes)
 }
 
 fn replay_to_origin(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> {
@@ -376,7 +376,7 @@ pub(super) fn hand_to_tls(conn: &Conn, fd: i32, replay: &[u8]) -> Result<(), i32
 fn resend_direct(conn: &Conn, fd: i32) -> Result<(), i32> {
     let bytes = { conn.responses.lock().take_for_direct_resend() };
     ready_for_the_answer(conn);
-    send_all(fd, &bytes)
+    send_all(conn, fd, &bytes)
 }
 
 /// The answer can arrive as soon as the requests leave, and an edge-triggered poller
@@ -389,6 +389,6 @@ fn ready_for_the_answer(conn: &Conn) {
     });
 }
 
-fn send_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {
-    super::write::send_all(fd, bytes, libc::MSG_NOSIGNAL)
+fn send_all(conn: &Conn, fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    super::write::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)
 }

@@ -149,8 +149,7 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
         } else {
             &mut large
         };
-        // SAFETY: peeks into our own buffer of that length.
-        let got = unsafe { sys::recv(fd, window.as_mut_ptr().cast(), window.len(), peek_flags) };
+        let got = conn.recv_wire(fd, window, peek_flags);
         if got == 0 {
             return failed(
                 conn,
@@ -195,7 +194,7 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
                 large.resize(MAX_HEAD + 1, 0);
             }
             Step::Buffered(_) => {
-                if !take_partial(fd, &mut responses.partial_head, got as usize) {
+                if !take_partial(conn, fd, &mut responses.partial_head, got as usize) {
                     return deliver_as_is(conn, &mut responses);
                 }
                 if !blocking() {
@@ -230,18 +229,10 @@ fn deliver_as_is(conn: &Conn, responses: &mut Responses) -> Next {
 }
 
 /// Moves `count` peeked bytes from the socket to `partial`.
-fn take_partial(fd: i32, partial: &mut Vec<u8>, count: usize) -> bool {
+fn take_partial(conn: &Conn, fd: i32, partial: &mut Vec<u8>, count: usize) -> bool {
     let start = partial.len();
     partial.resize(start + count, 0);
-    // SAFETY: reads into our own buffer, `count` bytes long past `start`.
-    let got = unsafe {
-        sys::recv(
-            fd,
-            partial[start..].as_mut_ptr().cast(),
-            count,
-            libc::MSG_DONTWAIT,
-        )
-    };
+    let got = conn.recv_wire(fd, &mut partial[start..], libc::MSG_DONTWAIT);
     partial.truncate(start + got.max(0) as usize);
     got == count as isize
 }
@@ -265,8 +256,8 @@ fn judge_head(
         // Take the rest of the head from the kernel; the program gets it without the header.
         let rest = head_len - taken.len();
         let mut discard = vec![0u8; rest];
-        // SAFETY: reads into our own buffer; the bytes are there (peeked).
-        let got = unsafe { sys::recv(fd, discard.as_mut_ptr().cast(), rest, libc::MSG_DONTWAIT) };
+        // The bytes are there (peeked).
+        let got = conn.recv_wire(fd, &mut discard, libc::MSG_DONTWAIT);
         if got != rest as isize {
             responses.held = taken;
             return deliver_as_is(conn, responses);

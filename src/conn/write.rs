@@ -48,6 +48,11 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
             sys::set_errno(libc::EAGAIN);
             Outcome::Done(-1)
         }
+        // Bytes only, but at the proxy over TLS: they go through our session.
+        Phase::Passthrough(Route::Proxy(_)) if conn.linked() => {
+            let _writer = conn.writer.lock();
+            Outcome::Done(conn.send_wire(fd, input, flags))
+        }
         Phase::Passthrough(_) => Outcome::Bypass(Bypass::BytesOnly),
         _ => send_tracked(conn, fd, input, flags),
     }
@@ -135,7 +140,7 @@ fn send_request_bytes(
         match writer.requests.feed(rest) {
             Step::Buffered(n) => consumed += n,
             Step::Pass(n) => {
-                let sent = send_raw(fd, &rest[..n], flags);
+                let sent = conn.send_wire(fd, &rest[..n], flags);
                 let taken = sent.max(0) as usize;
                 if taken < n {
                     if let Some(snapshot) = before_feed {
@@ -234,7 +239,7 @@ fn send_request_bytes(
                     }
                     _ => {}
                 }
-                let result = send_all(fd, &out, flags);
+                let result = send_all(conn, fd, &out, flags);
                 writer.head_out = out;
                 if let Err(errno) = result {
                     if !recovery::rescue_send(conn, fd, errno) {
@@ -269,7 +274,7 @@ fn send_request_bytes(
                 match sent {
                     Ok(false) => return Outcome::Done(consumed as isize),
                     Ok(true) => {
-                        if let Err(errno) = send_all(fd, &buffered, flags) {
+                        if let Err(errno) = send_all(conn, fd, &buffered, flags) {
                             return fail(conn, fd, before, errno);
                         }
                     }
@@ -393,18 +398,21 @@ fn move_for_request(
     Ok(ended)
 }
 
-/// One send of the program's bytes, as the program asked (flags unchanged).
-fn send_raw(fd: c_int, bytes: &[u8], flags: c_int) -> isize {
-    // SAFETY: sends from a live slice.
-    unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) }
-}
-
 /// Sends all of `bytes` (a rewritten head): the program was told these bytes were written,
 /// so they must all leave, even on a non-blocking socket.
-pub(super) fn send_all(fd: c_int, mut bytes: &[u8], flags: c_int) -> Result<(), c_int> {
+pub(super) fn send_all(
+    conn: &Conn,
+    fd: c_int,
+    mut bytes: &[u8],
+    flags: c_int,
+) -> Result<(), c_int> {
     let deadline = Instant::now() + HEAD_SEND_TIMEOUT;
+    if let Some(sent) = conn.link_write_all(fd, bytes, deadline) {
+        return sent;
+    }
     while !bytes.is_empty() {
-        match send_raw(fd, bytes, flags) {
+        // SAFETY: sends from a live slice.
+        match unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) } {
             sent if sent >= 0 => bytes = &bytes[sent as usize..],
             _ => match sys::errno() {
                 libc::EINTR => {}

@@ -12,6 +12,12 @@ use crate::sys;
 use crate::watchers;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
+/// A wait's zero timeout: a look at what is ready now.
+const NO_WAIT: timespec = timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
+
 /// # Safety
 /// As poll(2).
 #[no_mangle]
@@ -30,6 +36,10 @@ unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> 
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         conn::note_input_waits_in_pollfds(fds, count, timeout.into());
+        let look = || conn::poll_hiding_proxy_hang_ups(fds, count, 0);
+        if let Some(ready) = conn::poll_showing_plaintext(fds, count, look) {
+            return ready;
+        }
         conn::poll_hiding_proxy_hang_ups(fds, count, timeout)
     }
 }
@@ -50,6 +60,10 @@ pub unsafe extern "C-unwind" fn ppoll(
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         conn::note_input_waits_in_pollfds(fds, count, conn::timespec_ms(timeout));
+        let look = || conn::ppoll_hiding_proxy_hang_ups(fds, count, &NO_WAIT, mask);
+        if let Some(ready) = conn::poll_showing_plaintext(fds, count, look) {
+            return ready;
+        }
         conn::ppoll_hiding_proxy_hang_ups(fds, count, timeout, mask)
     }
 }
@@ -67,17 +81,17 @@ pub unsafe extern "C-unwind" fn epoll_ctl(
     let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
     if result == 0 && fdtable::maybe_tracked(fd) {
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
-        let data = unsafe { event.as_ref() }.map_or(0, |event| event.u64);
-        note_watch(epoll, op, fd, data);
+        let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
+        note_watch(epoll, op, fd, events, data);
     }
     result
 }
 
 #[cold]
 #[inline(never)]
-fn note_watch(epoll: c_int, op: c_int, fd: c_int, data: u64) {
+fn note_watch(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
     if op == libc::EPOLL_CTL_DEL || tracked(fd).is_some() {
-        watchers::note(epoll, op, fd, data);
+        watchers::note(epoll, op, fd, events, data);
     }
 }
 
@@ -108,8 +122,14 @@ pub unsafe extern "C-unwind" fn epoll_pwait(
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
     }
-    // SAFETY: the program's own arguments.
-    unsafe { conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, timeout, mask) }
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        let look = || conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, 0, mask);
+        if let Some(ready) = conn::epoll_showing_plaintext(epoll, events, max, look) {
+            return ready;
+        }
+        conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+    }
 }
 
 /// # Safety
@@ -126,8 +146,14 @@ pub unsafe extern "C-unwind" fn epoll_pwait2(
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
     }
-    // SAFETY: the program's own arguments.
-    unsafe { conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, timeout, mask) }
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        let look = || conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, &NO_WAIT, mask);
+        if let Some(ready) = conn::epoll_showing_plaintext(epoll, events, max, look) {
+            return ready;
+        }
+        conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+    }
 }
 
 /// # Safety
@@ -140,9 +166,19 @@ pub unsafe extern "C-unwind" fn select(
     except: *mut fd_set,
     timeout: *mut timeval,
 ) -> c_int {
-    // SAFETY: the program's own arguments.
+    // SAFETY: the program's own arguments, throughout.
     unsafe {
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timeval_ms(timeout));
+        let look = || {
+            let mut no_wait = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            sys::select(count, read, write, except, &mut no_wait)
+        };
+        if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
+            return ready;
+        }
         sys::select(count, read, write, except, timeout)
     }
 }
@@ -158,9 +194,13 @@ pub unsafe extern "C-unwind" fn pselect(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    // SAFETY: the program's own arguments.
+    // SAFETY: the program's own arguments, throughout.
     unsafe {
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timespec_ms(timeout));
+        let look = || sys::pselect(count, read, write, except, &NO_WAIT, mask);
+        if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
+            return ready;
+        }
         sys::pselect(count, read, write, except, timeout, mask)
     }
 }

@@ -57,6 +57,21 @@ impl Proxy {
         }
     }
 
+    /// Whom the proxy must prove to be, when it is reached over TLS; `None` in clear text.
+    pub fn tls_trust(&self) -> Option<tls_link::Trust<'_>> {
+        self.tls.as_ref().map(|tls| tls_link::Trust {
+            host: &self.address.host,
+            ca_file: tls.ca_file.as_deref(),
+        })
+    }
+
+    /// Why the proxy cannot be reached over TLS in this process (no OpenSSL to load),
+    /// when TLS is asked for; `None` otherwise.
+    pub fn tls_library_missing(&self) -> Option<&'static str> {
+        self.tls.as_ref()?;
+        tls_link::library().err()
+    }
+
     pub fn managed(&self) -> bool {
         self.managed.load(Ordering::Acquire)
     }
@@ -142,10 +157,7 @@ impl Proxy {
         let outcome = self.resolve().and_then(|ip| {
             let handshake_at = SocketAddr::new(ip, self.handshake_port);
             let host_header = format!("{}:{}", bracketed(&self.address.host), self.handshake_port);
-            let trust = self.tls.as_ref().map(|tls| tls_link::Trust {
-                host: &self.address.host,
-                ca_file: tls.ca_file.as_deref(),
-            });
+            let trust = self.tls_trust();
             handshake::run(
                 handshake_at,
                 &host_header,

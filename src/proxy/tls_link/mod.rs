@@ -26,9 +26,19 @@ const SSL_ERROR_SSL: c_int = 1;
 const SSL_ERROR_WANT_READ: c_int = 2;
 const SSL_ERROR_WANT_WRITE: c_int = 3;
 const SSL_ERROR_ZERO_RETURN: c_int = 6;
+const SSL_CTRL_MODE: c_int = 33;
+/// A write returns after each record, and may be retried from a moved buffer: the data
+/// path writes from the program's memory, which is not the same on a retry.
+const SSL_MODE_ENABLE_PARTIAL_WRITE: libc::c_long = 0x1;
+const SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: libc::c_long = 0x2;
 const X509_V_OK: libc::c_long = 0;
 /// ALPN: the proxy speaks HTTP/1.1 with us, whatever else it offers.
 const ALPN_HTTP_1_1: &[u8] = b"\x08http/1.1";
+
+/// The OpenSSL our link uses, found or loaded now; why there is none.
+pub fn library() -> Result<(), &'static str> {
+    openssl::get().map(|_| ())
+}
 
 /// Whom the proxy must prove to be.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +57,22 @@ impl Trust<'_> {
             None => "the system's CA store".to_string(),
         }
     }
+}
+
+/// What one non-blocking step of the session came to (`Link::read`, `Link::write`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Io {
+    /// This many bytes of plaintext were read, peeked or taken.
+    Done(usize),
+    /// The proxy ended the session (close_notify, or the connection's end).
+    End,
+    /// Nothing until the socket is readable.
+    WantRead,
+    /// Nothing until the socket is writable (a record is half sent: the same call must
+    /// be made again).
+    WantWrite,
+    /// The session broke: the errno a socket call would report, and OpenSSL's reason.
+    Broken(c_int, String),
 }
 
 /// A verified TLS session with the proxy on a connected socket the caller owns.
@@ -84,6 +110,12 @@ impl Link {
         unsafe {
             (api.SSL_set_bio)(ssl, bio, bio);
             (api.SSL_set_connect_state)(ssl);
+            (api.SSL_ctrl)(
+                ssl,
+                SSL_CTRL_MODE,
+                SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER,
+                std::ptr::null_mut(),
+            );
         }
         link.expect(trust.host)?;
         link.drive(deadline, "TLS handshake", |api, ssl| {
@@ -177,6 +209,68 @@ impl Link {
         Ok(answer)
     }
 
+    /// Reads (or, `peek`, looks at) the plaintext of the next record into `into`, without
+    /// waiting: the socket is read with MSG_DONTWAIT.
+    pub fn read(&self, into: &mut [u8], peek: bool) -> Io {
+        if into.is_empty() {
+            return Io::Done(0);
+        }
+        let len = into.len().min(c_int::MAX as usize) as c_int;
+        let call = if peek {
+            self.api.SSL_peek
+        } else {
+            self.api.SSL_read
+        };
+        // SAFETY: our live session and `len` writable bytes.
+        self.outcome(|ssl| unsafe { call(ssl, into.as_mut_ptr().cast(), len) })
+    }
+
+    /// Encrypts and sends `bytes` (at least one record of them), without waiting. After
+    /// `WantWrite` the same bytes must be offered again (a record of them is half sent).
+    pub fn write(&self, bytes: &[u8]) -> Io {
+        if bytes.is_empty() {
+            return Io::Done(0);
+        }
+        let len = bytes.len().min(c_int::MAX as usize) as c_int;
+        let call = self.api.SSL_write;
+        // SAFETY: our live session and `len` readable bytes.
+        self.outcome(|ssl| unsafe { call(ssl, bytes.as_ptr().cast(), len) })
+    }
+
+    /// Whether decrypted bytes wait in the session: the socket does not show them.
+    pub fn holds_plaintext(&self) -> bool {
+        // SAFETY: our live session.
+        unsafe { (self.api.SSL_pending)(self.ssl) > 0 }
+    }
+
+    fn outcome(&self, call: impl FnOnce(Ssl) -> c_int) -> Io {
+        let api = self.api;
+        // SAFETY: clears this thread's OpenSSL error queue, so that a reason read below
+        // is this call's.
+        unsafe { (api.ERR_clear_error)() };
+        self.transport.last_errno.set(0);
+        let result = call(self.ssl);
+        if result > 0 {
+            return Io::Done(result as usize);
+        }
+        // SAFETY: our live session and the result of its last call.
+        let error = unsafe { (api.SSL_get_error)(self.ssl, result) };
+        match error {
+            SSL_ERROR_WANT_READ => Io::WantRead,
+            SSL_ERROR_WANT_WRITE => Io::WantWrite,
+            SSL_ERROR_ZERO_RETURN => Io::End,
+            // A proxy that closes without close_notify (OpenSSL 3 calls it an error).
+            _ if self.transport.saw_end.get() => Io::End,
+            _ => {
+                let errno = match self.transport.last_errno.get() {
+                    0 => libc::ECONNRESET,
+                    errno => errno,
+                };
+                Io::Broken(errno, self.reason(error))
+            }
+        }
+    }
+
     /// Calls `step` until it succeeds (a positive result), waiting in `poll` for what
     /// OpenSSL wants; a failure is OpenSSL's error code (0 for a wait's) and a sentence:
     /// `what` and the reason.
@@ -249,6 +343,10 @@ impl Link {
         }
     }
 }
+
+// SAFETY: the session and its BIO are used by one thread at a time: the owner keeps the
+// link behind a lock (`conn::link`), and OpenSSL sessions may move between threads.
+unsafe impl Send for Link {}
 
 impl Drop for Link {
     fn drop(&mut self) {

@@ -69,6 +69,8 @@ functions! {
     fn SSL_set_connect_state(Ssl) -> ();
     fn SSL_do_handshake(Ssl) -> c_int;
     fn SSL_read(Ssl, *mut c_void, c_int) -> c_int;
+    fn SSL_peek(Ssl, *mut c_void, c_int) -> c_int;
+    fn SSL_pending(Ssl) -> c_int;
     fn SSL_write(Ssl, *const c_void, c_int) -> c_int;
     fn SSL_get_error(Ssl, c_int) -> c_int;
     fn SSL_get_verify_result(Ssl) -> c_long;

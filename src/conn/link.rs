@@ -1,0 +1,329 @@
+//! A diverted connection's own TLS session with the proxy (`LUNAR_PROXY_SUPPORT_TLS=1`),
+//! made on the program's socket whenever it reaches the proxy and dropped whenever it
+//! leaves. While there is one, every byte the library sends or reads on the socket goes
+//! through it (`send_wire`, `recv_wire`, `recv_app`): the program reads and writes
+//! plaintext HTTP exactly as over a clear-text link, and only the session's records cross
+//! the network.
+//!
+//! Lock rule: `session` is held for one non-blocking OpenSSL call at a time (our BIO reads
+//! and writes with MSG_DONTWAIT), never across a wait. A read that must wait for the next
+//! record waits in a blocking one-byte peek of the socket, the program's own kind of call,
+//! so its SO_RCVTIMEO, O_NONBLOCK, MSG_DONTWAIT and signals behave as without us. A write
+//! waits for room in a poll bounded like a rewritten head's (`write::send_all`): a record
+//! OpenSSL has begun to send must be finished before the call returns.
+//!
+//! Readiness: a record larger than the program's read leaves decrypted bytes in the
+//! session, which poll, select and epoll cannot see; `plaintext_waiting` tells the wait
+//! hooks (`plaintext_ready`).
+
+use super::app_buffer::AppBuffer;
+use super::read::is_nonblocking;
+use super::Conn;
+use crate::proxy::tls_link::{Io, Link, Trust};
+use crate::runtime::Runtime;
+use crate::sync::SpinLock;
+use crate::sys;
+use crate::sys::socket::wait_for;
+use libc::c_int;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a write may wait for room to finish a record it began; as for a rewritten
+/// head, this only keeps a wedged peer from holding the thread forever.
+const RECORD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most plaintext one TLS record carries: a non-blocking write takes at most this
+/// much, so that it waits for room for one record at most.
+const RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// Connections whose session holds decrypted bytes not yet read: the wait hooks look
+/// only when this is not zero.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any connection's session holds plaintext that the kernel cannot show.
+pub fn any_plaintext_waiting() -> bool {
+    WAITING.load(Ordering::Acquire) != 0
+}
+
+pub(super) struct LinkSlot {
+    /// Whether `session` holds a link: the clear-text path pays this one load.
+    linked: AtomicBool,
+    session: SpinLock<Option<Link>>,
+    /// The session holds decrypted bytes (counted in `WAITING`).
+    waiting: AtomicBool,
+}
+
+impl LinkSlot {
+    pub(super) const fn new() -> LinkSlot {
+        LinkSlot {
+            linked: AtomicBool::new(false),
+            session: SpinLock::new(None),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    fn note_waiting(&self, waiting: bool) {
+        if self.waiting.swap(waiting, Ordering::AcqRel) != waiting {
+            if waiting {
+                WAITING.fetch_add(1, Ordering::AcqRel);
+            } else {
+                WAITING.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub(super) fn after_fork_in_child(&self) {
+        self.session.force_unlock();
+    }
+}
+
+impl Drop for LinkSlot {
+    fn drop(&mut self) {
+        self.note_waiting(false);
+    }
+}
+
+impl Conn {
+    /// Whether the socket carries our TLS session with the proxy.
+    pub(super) fn linked(&self) -> bool {
+        self.link.linked.load(Ordering::Acquire)
+    }
+
+    /// Whether decrypted bytes of the proxy's wait in our session: the program's next read
+    /// gets them although the socket shows nothing.
+    pub fn plaintext_waiting(&self) -> bool {
+        self.link.waiting.load(Ordering::Acquire)
+    }
+
+    /// After a connect of `fd` to `proxy`: our TLS session on it, when the proxy is reached
+    /// over TLS, by `deadline`. `Err`: what failed, for the failsafe's warning.
+    pub(super) fn secure(
+        &self,
+        fd: c_int,
+        proxy: SocketAddr,
+        runtime: &Runtime,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        match runtime.proxy.tls_trust() {
+            None => Ok(()),
+            Some(trust) => self
+                .link_up(fd, trust, deadline)
+                .map_err(|why| format!("TLS to {proxy}: {why}")),
+        }
+    }
+
+    /// Our TLS handshake with the proxy on `fd`, just connected to it, by `deadline`.
+    /// `Err`: why it failed, in OpenSSL's words.
+    fn link_up(&self, fd: c_int, trust: Trust<'_>, deadline: Instant) -> Result<(), String> {
+        let link = Link::connect(fd, trust, deadline)?;
+        log::debug!(
+            "{}: TLS to the proxy ({})",
+            self.label(),
+            link.description()
+        );
+        let replaced = self.link.session.lock().replace(link);
+        self.link.linked.store(true, Ordering::Release);
+        drop(replaced);
+        Ok(())
+    }
+
+    /// The socket leaves the proxy: our session goes with it (nothing more is said on it).
+    pub(super) fn link_down(&self) {
+        if !self.linked() {
+            return;
+        }
+        let gone = self.link.session.lock().take();
+        self.link.linked.store(false, Ordering::Release);
+        self.link.note_waiting(false);
+        drop(gone);
+    }
+
+    /// recv(2) on the connection's wire: through our session when there is one, else the
+    /// socket's own. `flags`: MSG_PEEK and MSG_DONTWAIT as for recv.
+    pub(super) fn recv_wire(&self, fd: c_int, into: &mut [u8], flags: c_int) -> isize {
+        match self.recv_linked(fd, into, flags) {
+            Some(got) => got,
+            // SAFETY: reads into a live slice of that length.
+            None => unsafe { sys::recv(fd, into.as_mut_ptr().cast(), into.len(), flags) },
+        }
+    }
+
+    /// send(2) on the connection's wire, as `recv_wire`.
+    pub(super) fn send_wire(&self, fd: c_int, bytes: &[u8], flags: c_int) -> isize {
+        match self.send_linked(fd, bytes, flags) {
+            Some(sent) => sent,
+            // SAFETY: sends from a live slice.
+            None => unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) },
+        }
+    }
+
+    /// The program's read into `buffer` through our session; `None` when the socket has
+    /// none (the program's own call reads it).
+    pub(super) fn recv_app(&self, fd: c_int, buffer: AppBuffer, flags: c_int) -> Option<isize> {
+        if !self.linked() {
+            return None;
+        }
+        match buffer {
+            AppBuffer::Flat { data, len } => {
+                let into: &mut [u8] = match data.is_null() {
+                    true => &mut [],
+                    // SAFETY: the program's read buffer, writable for the length it gave.
+                    false => unsafe { std::slice::from_raw_parts_mut(data, len) },
+                };
+                self.recv_linked(fd, into, flags)
+            }
+            AppBuffer::Scattered { .. } => {
+                let room = buffer.capacity().min(RECORD_PLAINTEXT);
+                let mut bytes = vec![0u8; room];
+                let got = self.recv_linked(fd, &mut bytes, flags)?;
+                if got > 0 {
+                    // SAFETY: the program's read buffers, writable for the sizes it gave;
+                    // `room` fits them.
+                    unsafe { buffer.fill(&bytes[..got as usize]) };
+                }
+                Some(got)
+            }
+        }
+    }
+
+    /// `Some` with recv(2)'s result, or `None` without a session.
+    fn recv_linked(&self, fd: c_int, into: &mut [u8], flags: c_int) -> Option<isize> {
+        if !self.linked() {
+            return None;
+        }
+        let peek = flags & libc::MSG_PEEK != 0;
+        loop {
+            let io = {
+                let session = self.link.session.lock();
+                let link = session.as_ref()?;
+                let io = link.read(into, peek);
+                self.link.note_waiting(link.holds_plaintext());
+                io
+            };
+            match io {
+                Io::Done(count) => return Some(count as isize),
+                Io::End => return Some(0),
+                // OpenSSL read the socket dry: wait for its next bytes as the program's
+                // own read would have (or not at all, non-blocking).
+                Io::WantRead => {
+                    if let Err(errno) = wait_readable(fd, flags) {
+                        sys::set_errno(errno);
+                        return Some(-1);
+                    }
+                }
+                Io::WantWrite => {
+                    if let Err(errno) =
+                        wait_for(fd, libc::POLLOUT, Instant::now() + RECORD_SEND_TIMEOUT)
+                    {
+                        sys::set_errno(errno);
+                        return Some(-1);
+                    }
+                }
+                Io::Broken(errno, why) => return Some(broken(self, errno, &why)),
+            }
+        }
+    }
+
+    /// `Some` with send(2)'s result, or `None` without a session. A blocking socket's
+    /// bytes are all taken; a non-blocking one's up to a record, if it has room now.
+    fn send_linked(&self, fd: c_int, bytes: &[u8], flags: c_int) -> Option<isize> {
+        if !self.linked() {
+            return None;
+        }
+        let take = if is_nonblocking(fd, flags) {
+            if !writable_now(fd) {
+                sys::set_errno(libc::EAGAIN);
+                return Some(-1);
+            }
+            bytes.len().min(RECORD_PLAINTEXT)
+        } else {
+            bytes.len()
+        };
+        let deadline = Instant::now() + RECORD_SEND_TIMEOUT;
+        match self.link_write_all(fd, &bytes[..take], deadline)? {
+            Ok(()) => Some(take as isize),
+            Err(errno) => {
+                sys::set_errno(errno);
+                Some(-1)
+            }
+        }
+    }
+
+    /// Sends all of `bytes` through our session by `deadline`; `None` without a session.
+    pub(super) fn link_write_all(
+        &self,
+        fd: c_int,
+        mut bytes: &[u8],
+        deadline: Instant,
+    ) -> Option<Result<(), c_int>> {
+        if !self.linked() {
+            return None;
+        }
+        while !bytes.is_empty() {
+            let io = match self.link.session.lock().as_ref() {
+                Some(link) => link.write(bytes),
+                // A move took the session away under us: the peer these bytes were for
+                // is gone.
+                None => return Some(Err(libc::EPIPE)),
+            };
+            let waited = match io {
+                Io::Done(count) => {
+                    bytes = &bytes[count..];
+                    Ok(())
+                }
+                Io::WantWrite => wait_for(fd, libc::POLLOUT, deadline),
+                Io::WantRead => wait_for(fd, libc::POLLIN, deadline),
+                Io::End => Err(libc::EPIPE),
+                Io::Broken(errno, why) => {
+                    log::debug!("{}: TLS to the proxy broke: {why}", self.label());
+                    Err(errno)
+                }
+            };
+            if let Err(errno) = waited {
+                return Some(Err(errno));
+            }
+        }
+        Some(Ok(()))
+    }
+}
+
+/// TLS to the proxy was asked for and no OpenSSL can be loaded (`missing` says so):
+/// said once; every diverted connection goes direct.
+pub(super) fn warn_once_no_tls_library(missing: &str) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::AcqRel) {
+        log::warn!(
+            "LUNAR_PROXY_SUPPORT_TLS=1: {missing}; requests go to their original destinations"
+        );
+    }
+}
+
+fn broken(conn: &Conn, errno: c_int, why: &str) -> isize {
+    log::debug!("{}: TLS to the proxy broke: {why}", conn.label());
+    sys::set_errno(errno);
+    -1
+}
+
+/// Waits until `fd` has bytes (or its end, or an error), as a read with `flags` would:
+/// a one-byte peek, blocking unless the socket or MSG_DONTWAIT says otherwise.
+fn wait_readable(fd: c_int, flags: c_int) -> Result<(), c_int> {
+    let mut byte = 0u8;
+    let peek = libc::MSG_PEEK | (flags & libc::MSG_DONTWAIT);
+    // SAFETY: peeks one byte into a local.
+    match unsafe { sys::recv(fd, (&mut byte as *mut u8).cast(), 1, peek) } {
+        got if got >= 0 => Ok(()),
+        _ => Err(sys::errno()),
+    }
+}
+
+fn writable_now(fd: c_int) -> bool {
+    let mut entry = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { sys::poll(&mut entry, 1, 0) };
+    // An error or hang-up is for the write to meet.
+    ready != 0
+}
