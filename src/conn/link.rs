@@ -116,8 +116,9 @@ impl Conn {
     /// `Err`: why it failed, in OpenSSL's words.
     fn link_up(&self, fd: c_int, trust: Trust<'_>, deadline: Instant) -> Result<(), String> {
         let link = Link::connect(fd, trust, deadline)?;
+        let resumed = if link.resumed() { ", resumed" } else { "" };
         log::debug!(
-            "{}: TLS to the proxy ({})",
+            "{}: TLS to the proxy ({}{resumed})",
             self.label(),
             link.description()
         );

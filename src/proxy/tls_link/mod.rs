@@ -9,17 +9,17 @@
 
 mod bio;
 mod openssl;
+mod shared;
 
 use crate::sys::socket::wait_for;
 use bio::Transport;
 use libc::{c_char, c_int};
-use openssl::{Ctx, OpenSsl, Ssl};
+use openssl::{OpenSsl, Ssl};
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 use std::time::Instant;
 
-const SSL_VERIFY_PEER: c_int = 1;
 const SSL_CTRL_SET_TLSEXT_HOSTNAME: c_int = 55;
 const TLSEXT_NAMETYPE_HOST_NAME: libc::c_long = 0;
 const SSL_ERROR_SSL: c_int = 1;
@@ -27,6 +27,8 @@ const SSL_ERROR_WANT_READ: c_int = 2;
 const SSL_ERROR_WANT_WRITE: c_int = 3;
 const SSL_ERROR_ZERO_RETURN: c_int = 6;
 const SSL_CTRL_MODE: c_int = 33;
+const SSL_SENT_SHUTDOWN: c_int = 1;
+const SSL_RECEIVED_SHUTDOWN: c_int = 2;
 /// A write returns after each record, and may be retried from a moved buffer: the data
 /// path writes from the program's memory, which is not the same on a retry.
 const SSL_MODE_ENABLE_PARTIAL_WRITE: libc::c_long = 0x1;
@@ -34,6 +36,10 @@ const SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: libc::c_long = 0x2;
 const X509_V_OK: libc::c_long = 0;
 /// ALPN: the proxy speaks HTTP/1.1 with us, whatever else it offers.
 const ALPN_HTTP_1_1: &[u8] = b"\x08http/1.1";
+
+pub fn after_fork_in_child() {
+    shared::after_fork_in_child();
+}
 
 /// The OpenSSL our link uses, found or loaded now; why there is none.
 pub fn library() -> Result<(), &'static str> {
@@ -78,10 +84,11 @@ pub enum Io {
 /// A verified TLS session with the proxy on a connected socket the caller owns.
 pub struct Link {
     api: &'static OpenSsl,
-    ctx: Ctx,
     ssl: Ssl,
     /// The BIO's data: boxed so that its address stays put while the link moves.
     transport: Box<Transport>,
+    /// The session failed (an error other than a wait): its ticket must not be reused.
+    broken: Cell<bool>,
 }
 
 impl Link {
@@ -93,14 +100,14 @@ impl Link {
             last_errno: Cell::new(0),
             saw_end: Cell::new(false),
         });
-        let ctx = context(api, trust.ca_file)?;
-        // SAFETY: a context of ours; the session is freed by `Link`'s drop (or below).
+        let ctx = shared::context(api, trust.ca_file)?;
+        // SAFETY: the process's context; the session is freed by `Link`'s drop.
         let ssl = unsafe { (api.SSL_new)(ctx) };
         let link = Link {
             api,
-            ctx,
             ssl,
             transport,
+            broken: Cell::new(false),
         };
         if ssl.is_null() {
             return Err("TLS: cannot make a session".to_string());
@@ -118,6 +125,7 @@ impl Link {
             );
         }
         link.expect(trust.host)?;
+        shared::offer_latest(api, ssl);
         link.drive(deadline, "TLS handshake", |api, ssl| {
             // SAFETY: our live session.
             unsafe { (api.SSL_do_handshake)(ssl) }
@@ -155,6 +163,12 @@ impl Link {
             true => Ok(()),
             false => Err(format!("TLS: cannot check the proxy's name {host:?}")),
         }
+    }
+
+    /// Whether the handshake resumed an earlier session (no certificate exchange).
+    pub fn resumed(&self) -> bool {
+        // SAFETY: our live session.
+        unsafe { (self.api.SSL_session_reused)(self.ssl) == 1 }
     }
 
     /// "TLSv1.3, TLS_AES_256_GCM_SHA384".
@@ -262,6 +276,7 @@ impl Link {
             // A proxy that closes without close_notify (OpenSSL 3 calls it an error).
             _ if self.transport.saw_end.get() => Io::End,
             _ => {
+                self.broken.set(true);
                 let errno = match self.transport.last_errno.get() {
                     0 => libc::ECONNRESET,
                     errno => errno,
@@ -350,38 +365,18 @@ unsafe impl Send for Link {}
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // SAFETY: our own session (which owns the BIO) and context, freed once.
+        if self.ssl.is_null() {
+            return;
+        }
+        // SAFETY: our own session (which owns the BIO), freed once. A healthy session
+        // ends without a close_notify (the socket goes with it), but counts as shut down,
+        // so that OpenSSL keeps its ticket resumable for the next link.
         unsafe {
-            if !self.ssl.is_null() {
-                (self.api.SSL_free)(self.ssl);
+            if !self.broken.get() && (self.api.SSL_is_init_finished)(self.ssl) == 1 {
+                (self.api.SSL_set_shutdown)(self.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
             }
-            (self.api.SSL_CTX_free)(self.ctx);
+            (self.api.SSL_free)(self.ssl);
         }
-    }
-}
-
-/// A client context that verifies the peer against the system's store and `ca_file`.
-fn context(api: &OpenSsl, ca_file: Option<&str>) -> Result<Ctx, String> {
-    // SAFETY: plain OpenSSL calls; the context is freed by the link (or here on failure).
-    unsafe {
-        let ctx = (api.SSL_CTX_new)((api.TLS_client_method)());
-        if ctx.is_null() {
-            return Err(format!("TLS: {} cannot make a context", api.soname));
-        }
-        (api.SSL_CTX_set_verify)(ctx, SSL_VERIFY_PEER, std::ptr::null());
-        (api.SSL_CTX_set_default_verify_paths)(ctx);
-        if let Some(file) = ca_file {
-            let loaded = CString::new(file).is_ok_and(|path| {
-                (api.SSL_CTX_load_verify_locations)(ctx, path.as_ptr(), std::ptr::null()) == 1
-            });
-            (api.ERR_clear_error)();
-            if !loaded {
-                log::warn!(
-                    "LUNAR_PROXY_CA_FILE={file} cannot be read as PEM certificates; the proxy is verified against the system's CA store only"
-                );
-            }
-        }
-        Ok(ctx)
     }
 }
 

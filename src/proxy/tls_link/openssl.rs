@@ -19,6 +19,8 @@ pub type BioMethod = *mut c_void;
 pub type BioWrite = unsafe extern "C" fn(Bio, *const c_char, c_int) -> c_int;
 pub type BioRead = unsafe extern "C" fn(Bio, *mut c_char, c_int) -> c_int;
 pub type BioCtrl = unsafe extern "C" fn(Bio, c_int, c_long, *mut c_void) -> c_long;
+pub type Session = *mut c_void;
+pub type NewSession = unsafe extern "C" fn(Ssl, Session) -> c_int;
 
 /// The shared objects tried, in order: one already loaded first (`RTLD_NOLOAD`), then a
 /// fresh load of the newest.
@@ -63,6 +65,13 @@ functions! {
     fn SSL_CTX_set_verify(Ctx, c_int, *const c_void) -> ();
     fn SSL_CTX_set_default_verify_paths(Ctx) -> c_int;
     fn SSL_CTX_load_verify_locations(Ctx, *const c_char, *const c_char) -> c_int;
+    fn SSL_CTX_ctrl(Ctx, c_int, c_long, *mut c_void) -> c_long;
+    fn SSL_CTX_sess_set_new_cb(Ctx, NewSession) -> ();
+    fn SSL_set_session(Ssl, Session) -> c_int;
+    fn SSL_session_reused(Ssl) -> c_int;
+    fn SSL_set_shutdown(Ssl, c_int) -> ();
+    fn SSL_is_init_finished(Ssl) -> c_int;
+    fn SSL_SESSION_free(Session) -> ();
     fn SSL_new(Ctx) -> Ssl;
     fn SSL_free(Ssl) -> ();
     fn SSL_set_bio(Ssl, Bio, Bio) -> ();
