@@ -222,6 +222,9 @@ LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
 FLOOR_DIVERT="$TMP/floor_divert.so"
 gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR_DIVERT" "$REPO/c-tests/bench/floor_divert.c" -ldl
 FLOORENV=(env "LD_PRELOAD=$FLOOR_DIVERT" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+# TLS to the proxy: HAProxy's TLS traffic port 8400 and TLS handshake port 8443, the lab CA.
+LIBENV_TLS=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8400" LUNAR_PROXY_SUPPORT_TLS=1
+	LUNAR_HANDSHAKE_PORT=8443 "LUNAR_PROXY_CA_FILE=$CA")
 check=$(in_ns "${LIBENV[@]}" LUNAR_INTERCEPTOR_LOG_LEVEL=DEBUG curl -s -w '\n%{http_code}' http://api.example.test/ 2>"$TMP/check.err" || true)
 if [[ "${check##*$'\n'}" != 200 ]] || ! grep -q 'nginx-bench' <<<"$check"; then
 	say "bench: request through the library failed:"; say "$check"; cat "$TMP/check.err" >&2; exit 1
@@ -257,6 +260,19 @@ direct=$(in_ns curl -s -D - -w '\n%{http_code}' -H 'x-lunar-host: api.example.te
 	-H 'x-lunar-scheme: https' http://proxy.lunar.test:8000/seen)
 [[ "${direct##*$'\n'}" == 200 ]] && grep -qi '^x-seen-lunar-scheme: https' <<<"$direct" ||
 	fail_https "direct mode with x-lunar-scheme: https through HAProxy failed:" "$direct"
+# TLS to the proxy: through the library the request reaches HAProxy's TLS traffic port
+# (its log marks a TLS frontend with "~"); direct mode there is curl's own TLS to it.
+n0=$(hap_lines)
+check=$(in_ns "${LIBENV_TLS[@]}" LUNAR_INTERCEPTOR_LOG_LEVEL=DEBUG curl -s -w '\n%{http_code}' \
+	http://api.example.test/ 2>"$TMP/check.err" || true)
+[[ "${check##*$'\n'}" == 200 ]] && grep -q 'nginx-bench' <<<"$check" ||
+	fail_https "a request through the library over TLS to the proxy failed:" "$check"
+wait_hap_lines "$n0" && tail -n +"$((n0 + 1))" "$HAPLOG" | grep -q 'lunar_traffic~' ||
+	fail_https "over TLS to the proxy: HAProxy's log has no request on its TLS traffic port:" \
+		"$(tail -n +"$((n0 + 1))" "$HAPLOG")"
+direct=$(in_ns curl -s --cacert "$CA" -w '\n%{http_code}' -H 'x-lunar-host: api.example.test' \
+	-H 'x-lunar-scheme: http' https://proxy.lunar.test:8400/)
+[[ "${direct##*$'\n'}" == 200 ]] || fail_https "direct mode over TLS to HAProxy (8400) failed:" "$direct"
 rm -f "$TMP/check.err"
 sleep 0.2
 n0=$(hap_lines)

@@ -12,6 +12,9 @@ Rows (each round runs every row, library and direct mode in alternating order):
   curl_process      a curl process per request, CURL_REQS processes
   curl_process_untracked  the same to nginx's :8080 (not intercepted), with and without
                     the library: the part of curl_process that is the preload itself
+  py_session_tlslink, curl_keepalive_tlslink  TLS to the proxy: the library with
+                    LUNAR_PROXY_SUPPORT_TLS=1 (HAProxy's TLS ports 8400/8443) vs direct mode
+                    over the client's own TLS to https://proxy.lunar.test:8400/
 Library: LD_PRELOAD, LUNAR_PROXY_HOST=proxy.lunar.test:8000, the origin's URL.
 Direct mode: no library, http://proxy.lunar.test:8000/ with the x-lunar-* headers
 written by hand (x-lunar-scheme: https for the https rows). Both resolve a name.
@@ -36,6 +39,10 @@ WARM = 20
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 LIB_ENV = dict(BASE_ENV, LD_PRELOAD=lib, LUNAR_PROXY_HOST="proxy.lunar.test:8000")
 DIRECT_URL = "http://proxy.lunar.test:8000/"
+LIB_TLS_ENV = dict(BASE_ENV, LD_PRELOAD=lib, LUNAR_PROXY_HOST="proxy.lunar.test:8400",
+                   LUNAR_PROXY_SUPPORT_TLS="1", LUNAR_HANDSHAKE_PORT="8443",
+                   LUNAR_PROXY_CA_FILE=ca)
+DIRECT_TLS_URL = "https://proxy.lunar.test:8400/"
 
 
 def direct_headers(scheme):
@@ -134,6 +141,12 @@ ROWS = [
     ("curl_process",
      lambda: curl_process("http://api.example.test/", [], LIB_ENV),
      lambda: curl_process(DIRECT_URL, curl_h("http"), BASE_ENV)),
+    ("py_session_tlslink",
+     lambda: py_client("session", "http://api.example.test/", {}, "-", LIB_TLS_ENV),
+     lambda: py_client("session", DIRECT_TLS_URL, direct_headers("http"), ca, BASE_ENV)),
+    ("curl_keepalive_tlslink",
+     lambda: curl_keepalive("http://api.example.test/", [], LIB_TLS_ENV),
+     lambda: curl_keepalive(DIRECT_TLS_URL, ["--cacert", ca] + curl_h("http"), BASE_ENV)),
     # what of curl_process is the preload itself: the same curl to a port the library
     # does not intercept (nginx's :8080), with and without the library
     ("curl_process_untracked",

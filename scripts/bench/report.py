@@ -81,6 +81,13 @@ row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepal
 row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
 row("    of which the preload (untracked :8080, library vs none)", "blk.curl_process_untracked.lib.us",
     "blk.curl_process_untracked.direct.us", "diff")
+if "blk.py_session_tlslink.lib.us" in S:
+    row("TLS to the proxy: Python Session keep-alive, http (vs its own TLS to the proxy)",
+        "blk.py_session_tlslink.lib.us_median", "blk.py_session_tlslink.direct.us_median", "diff")
+    row("    mean of the run's requests", "blk.py_session_tlslink.lib.us",
+        "blk.py_session_tlslink.direct.us", "diff")
+    row("TLS to the proxy: curl, %s URLs on one connection (vs curl --cacert https://proxy)"
+        % curl_reqs, "blk.curl_keepalive_tlslink.lib.us", "blk.curl_keepalive_tlslink.direct.us", "diff")
 
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
      " of %ss" % (reps, dur))
@@ -105,6 +112,8 @@ if "wrk.a_floor.rps" in S:
 wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
+if "wrk.t_lib.rps" in S:
+    wrk_rows("req/s keep-alive, TLS to the proxy vs wrk's own TLS to it", "t_lib", "t_direct")
 
 head("System calls per request: strace -f -c, curl, %s keep-alive requests on one connection,"
      " library vs direct mode" % syscall_reqs)
@@ -173,6 +182,7 @@ row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
 labels = ("a_lib", "a_direct", "a_floor", "c_lib", "c_direct", "c_floor", "p_lib", "p_direct", "e_lib", "e_direct",
+          "t_lib", "t_direct",
           "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))

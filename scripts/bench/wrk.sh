@@ -14,7 +14,11 @@
 #  e  https: library (wrk's OpenSSL session virtual, plaintext to HAProxy with
 #     x-lunar-scheme: https, HAProxy TLS to nginx, verified with the lab CA) vs direct mode
 #     (x-lunar-scheme: https by hand, the same TLS work behind HAProxy) vs wrk's own TLS
-#     straight to nginx (no library, no proxy).
+#     straight to nginx (no library, no proxy);
+#  t  TLS to the proxy, keep-alive: library (LUNAR_PROXY_SUPPORT_TLS=1; wrk -> http://
+#     api.example.test/, diverted over the library's TLS session to HAProxy's TLS traffic
+#     port 8400) vs direct mode over TLS (wrk's own TLS to https://proxy.lunar.test:8400/
+#     with the x-lunar-* headers by hand).
 # Appends wrk.LABEL.{rps,lat,p99,err,cpu,hap,rss} samples to $SAMPLES (lat/p99 ms, cpu
 # wrk's user+sys µs per request, hap HAProxy log lines per request, rss wrk's max RSS KiB).
 WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
@@ -127,6 +131,8 @@ for i in $(seq "$REPS"); do
 		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
 	pair "$i" g_lib "${WRK[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
 		-- g_nolib "${WRK[@]}" "http://$API_IP:$NGINX_NOLIB_PORT/"
+	pair "$i" t_lib "${LIBENV_TLS[@]}" "${WRK[@]}" http://api.example.test/ \
+		-- t_direct "${WRK[@]}" "${DIRECT_H[@]}" https://proxy.lunar.test:8400/
 	for k in 0 1 2; do
 		case $(((i - 1 + k) % 3)) in
 		0) run_wrk e_lib "$i" "${LIBENV[@]}" "${WRK[@]}" https://api.example.test/ ;;

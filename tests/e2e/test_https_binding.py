@@ -5,7 +5,9 @@
   custom BIO: curl with --resolve, so no getaddrinfo name either);
 - TLS that cannot be tied to its socket (asyncio's memory BIOs) reaches the diverted
   socket as a raw ClientHello: the socket goes to the origin and the TLS is untouched;
-- LUNAR_PROXY_SUPPORT_TLS=1 (TLS to the proxy, not built): https stays end to end.
+- LUNAR_PROXY_SUPPORT_TLS=1 with the lab's plain proxy ports (no TLS there): the
+  handshake fails, https stays end to end (test_proxy_tls_traffic.py: https diverted
+  inside TLS to the proxy's TLS ports).
 """
 import os
 
@@ -82,6 +84,8 @@ def test_asyncio_memory_bio_tls_passes_through(lab, need_lib, haproxy_up, tag): 
 
 
 def test_proxy_support_tls_keeps_https_end_to_end(lab, need_lib, haproxy_up, tag):  # noqa: F811
+    """TLS to the proxy asked for, the proxy's ports plain (8000, 8081): the handshake
+    over TLS fails, and the program's https goes to the origin, its TLS untouched."""
     res = run_py(lab, BY_ADDRESS, tag, {"LUNAR_PROXY_SUPPORT_TLS": "1"})
     assert_ok(res)
     assert_direct_tls(one_echo(res), res, path=tag)

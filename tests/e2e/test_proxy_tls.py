@@ -3,29 +3,33 @@
 With LUNAR_PROXY_SUPPORT_TLS=1 the library talks TLS to Lunar Proxy: it verifies the
 proxy's certificate against the system's CA store plus the file LUNAR_PROXY_CA_FILE
 names, and the host of LUNAR_PROXY_HOST against it (a DNS name against a DNS SAN, an IP
-literal against an IP SAN), and sends its handshake (GET /handshake) over TLS on the
-handshake port. `lunar-intercept doctor` (target/release/lunar-intercept, run inside the
-lab with preload=False, as in test_command.py) says how that went, in these lines of its
-report:
+literal against an IP SAN), sends its handshake (GET /handshake) over TLS on the
+handshake port, and carries diverted requests over TLS to the traffic port
+(test_proxy_tls_traffic.py). `lunar-intercept doctor` (target/release/lunar-intercept,
+run inside the lab with preload=False, as in test_command.py) says how that went, in
+these lines of its report:
 
+    PASS  proxy traffic port: ...                         (the TLS traffic port, 8400)
     PASS  proxy TLS: proxy.lunar.test:8443 verified ...
     FAIL  proxy TLS: ... certificate verify failed: hostname mismatch ...
     PASS  handshake: GET /handshake on https://... managed: false ...
     WARN  configuration: LUNAR_PROXY_CA_FILE ...          (a file that cannot be read)
-    FAIL  TLS to the proxy: ...                           (diverting over TLS: not built)
 
-and exits 1 while diverting requests over TLS is not built (that FAIL is in every
-report with LUNAR_PROXY_SUPPORT_TLS=1).
+and exits 0 when nothing fails: with everything good (the TLS traffic port, the good
+TLS handshake port, the lab CA) the report has no FAIL (diverting over TLS is built:
+the former "FAIL  TLS to the proxy: ... not built" line is gone), else 1.
 
 The lab's side (tests/lab/lab.py): HAProxy on 127.0.0.1 (proxy.lunar.test in the
-namespace's hosts file) answers GET /handshake with {"managed": false} over TLS on
+namespace's hosts file) carries traffic over TLS on 8400 (LUNAR_PROXY_HOST here:
+proxy.lunar.test:8400) and answers GET /handshake with {"managed": false} over TLS on
 8443 (a certificate from the lab CA for DNS:proxy.lunar.test and IP:127.0.0.1), 8444
 (DNS:wrong.lunar.test only), 8445 (expired in 2021), 8446 (from the untrusted CA);
-8081 is its plain handshake port (plain HTTP where TLS is expected); and two listeners
-a test starts (lab.start_listener): 8447 resets the connection after the ClientHello's
-first bytes, 8448 accepts and never answers. The system's CA store does not hold the
-lab CA, so no SSL_CERT_FILE/SSL_CERT_DIR is passed: only LUNAR_PROXY_CA_FILE can make
-the proxy trusted.
+8401-8403 are TLS traffic ports with those bad certificates; 8081 is its plain
+handshake port and 8000 its plain traffic port (plain HTTP where TLS is expected); and
+two listeners a test starts (lab.start_listener): 8447 resets the connection after the
+ClientHello's first bytes, 8448 accepts and never answers. The system's CA store does
+not hold the lab CA, so no SSL_CERT_FILE/SSL_CERT_DIR is passed: only
+LUNAR_PROXY_CA_FILE can make the proxy trusted.
 
 The test_lab_* tests check the lab's side alone (no library), so that a failure can be
 told apart from the library's.
@@ -38,13 +42,14 @@ import time
 
 import pytest
 
-from conftest import REPO, assert_direct, assert_ok, describe, labmod, one_echo
+from conftest import REPO, assert_ok, assert_proxied, describe, hdr, labmod, one_echo
 
 COMMAND = os.path.join(REPO, "target", "release", "lunar-intercept")
 API = "203.0.113.10:80"
 PROXY_NAME = labmod.PROXY_NAME                      # proxy.lunar.test = 127.0.0.1
-PROXY_BY_NAME = "%s:%d" % (PROXY_NAME, labmod.HAPROXY_TRAFFIC)
-PROXY_BY_IP = "127.0.0.1:%d" % labmod.HAPROXY_TRAFFIC
+# LUNAR_PROXY_HOST: the TLS traffic port (a doctor with TLS asked for checks TLS there)
+PROXY_BY_NAME = "%s:%d" % (PROXY_NAME, labmod.HAPROXY_TLS_TRAFFIC)
+PROXY_BY_IP = "127.0.0.1:%d" % labmod.HAPROXY_TLS_TRAFFIC
 GOOD = labmod.HAPROXY_TLS_HANDSHAKE                 # 8443
 WRONG_NAME = labmod.HAPROXY_TLS_HANDSHAKE_WRONG_NAME  # 8444
 EXPIRED = labmod.HAPROXY_TLS_HANDSHAKE_EXPIRED      # 8445
@@ -106,20 +111,37 @@ def report_line(res, prefix):
     return lines[0]
 
 
-def assert_tls_not_built(res):
-    """Every report with LUNAR_PROXY_SUPPORT_TLS=1, today: diverting requests over TLS
-    is not built, said as a FAIL; exit status 1."""
-    report_line(res, "FAIL  TLS to the proxy: ")
-    assert res.rc == 1, describe(res)
+def assert_doctor_passes(res):
+    """Nothing fails (no FAIL line, nothing said to be not built): exit status 0."""
+    text = res.out.decode()
+    assert not report_lines(res, "FAIL"), describe(res)
+    assert "not built" not in text, describe(res)
+    assert res.rc == 0, describe(res)
 
 
-def assert_proxy_tls_fails(res, *words):
-    line = report_line(res, "FAIL  proxy TLS: ")
+def assert_doctor_fails(res, prefixes, *words):
+    """One FAIL line starting with one of `prefixes` and holding every word; no
+    handshake answered; exit status 1. Returns the line."""
+    lines = [ln for p in prefixes for ln in report_lines(res, p)]
+    assert len(lines) == 1, "expected one line starting %s\n%s" % (
+        " or ".join(map(repr, prefixes)), describe(res))
+    line = lines[0]
     for w in words:
         assert w in line, "%r not in %r\n%s" % (w, line, describe(res))
     assert not report_lines(res, "PASS  handshake"), describe(res)
-    assert_tls_not_built(res)
+    assert res.rc == 1, describe(res)
     return line
+
+
+def assert_proxy_tls_fails(res, *words):
+    """The handshake port's TLS fails (the traffic port's passed): FAIL  proxy TLS."""
+    report_line(res, "PASS  proxy traffic port: ")
+    return assert_doctor_fails(res, ("FAIL  proxy TLS: ",), *words)
+
+
+# Without the lab CA the first TLS to fail may be the traffic port's (doctor checks it
+# first) or the handshake port's: either line says why.
+ANY_TLS_FAIL = ("FAIL  proxy traffic port: ", "FAIL  proxy TLS: ")
 
 
 def new_log(lab, before, settle=0.3):
@@ -244,7 +266,8 @@ def test_doctor_verifies_the_proxy(haproxy_up, command):
     assert hs.startswith("PASS  handshake: GET /handshake on https://"), describe(res)
     assert "managed: false" in hs, describe(res)
     assert not report_lines(res, "WARN  configuration: LUNAR_PROXY_CA_FILE"), describe(res)
-    assert_tls_not_built(res)
+    assert report_line(res, "PASS  proxy traffic port: "), describe(res)
+    assert_doctor_passes(res)
     # one GET /handshake, over TLS (the verification may be a connection of its own,
     # logged as "<BADREQ>": a TLS session closed without a request)
     lines = new_log(lab, before)
@@ -259,7 +282,7 @@ def test_doctor_verifies_an_ip_literal_against_the_ip_san(haproxy_up, command):
     assert line.startswith("PASS  proxy TLS: 127.0.0.1:%d verified" % GOOD), describe(res)
     assert report_line(res, "PASS  handshake: ").startswith(
         "PASS  handshake: GET /handshake on https://"), describe(res)
-    assert_tls_not_built(res)
+    assert_doctor_passes(res)
 
 
 @pytest.mark.parametrize("port,host,reason", [
@@ -280,7 +303,8 @@ def test_doctor_rejects_a_bad_certificate(haproxy_up, command, port, host, reaso
 
 def test_doctor_without_the_ca_file_trusts_the_system_store_only(haproxy_up, command):
     """The system's store does not hold the lab CA: the good certificate is not trusted."""
-    assert_proxy_tls_fails(doctor(haproxy_up, GOOD, ca=None), "unable to get local issuer certificate")
+    assert_doctor_fails(doctor(haproxy_up, GOOD, ca=None), ANY_TLS_FAIL,
+                        "unable to get local issuer certificate")
 
 
 def test_doctor_warns_of_a_ca_file_it_cannot_read(haproxy_up, command):
@@ -288,7 +312,7 @@ def test_doctor_warns_of_a_ca_file_it_cannot_read(haproxy_up, command):
     not trust the proxy."""
     res = doctor(haproxy_up, GOOD, ca="/no/such/file.pem")
     report_line(res, "WARN  configuration: LUNAR_PROXY_CA_FILE")
-    assert_proxy_tls_fails(res, "unable to get local issuer certificate")
+    assert_doctor_fails(res, ANY_TLS_FAIL, "unable to get local issuer certificate")
 
 
 def test_doctor_plain_http_where_tls_is_expected(haproxy_up, command):
@@ -320,22 +344,48 @@ def test_doctor_times_out_on_a_silent_proxy(listeners, command):
     assert [r["listener"] for r in recs] == ["silent"] and recs[0]["client_hello"], recs
 
 
+@pytest.mark.parametrize("traffic,reason", [
+    (labmod.HAPROXY_TLS_TRAFFIC_WRONG_NAME, "certificate verify failed: hostname mismatch"),
+    (labmod.HAPROXY_TLS_TRAFFIC_EXPIRED, "certificate verify failed: certificate has expired"),
+    (labmod.HAPROXY_TLS_TRAFFIC_UNKNOWN_CA,
+     "certificate verify failed: unable to get local issuer certificate"),
+    (labmod.HAPROXY_TRAFFIC, "TLS handshake failed"),
+], ids=["wrong-name", "expired", "unknown-ca", "plain-http"])
+def test_doctor_checks_tls_on_the_traffic_port(haproxy_up, command, traffic, reason):
+    """The handshake port is good, LUNAR_PROXY_HOST's port is not, for TLS (a bad
+    certificate on 8401-8403, plain HTTP on 8000): diverted requests would all go
+    direct, so the report FAILs, naming the port and OpenSSL's reason; exit 1."""
+    res = doctor(haproxy_up, GOOD, host="%s:%d" % (PROXY_NAME, traffic))
+    fails = [ln for ln in report_lines(res, "FAIL") if reason in ln and ":%d" % traffic in ln]
+    assert len(fails) == 1, describe(res)
+    assert res.rc == 1, describe(res)
+
+
 # ---- a program under the library ---------------------------------------------------------
 
-def test_program_with_tls_to_the_proxy_contacts_no_proxy_port(haproxy_up, need_lib, tag):
+def test_program_with_tls_to_the_proxy_is_diverted_over_tls(haproxy_up, need_lib, tag):
     """TLS to the proxy asked for, with everything it needs (the TLS traffic port 8400,
-    the TLS handshake port 8443, the lab CA): while diverting over TLS is not built, curl
-    under the library goes to its destination, and HAProxy logs nothing of it: no
-    connection to a TLS port (those log every connection, even one without a byte),
-    no request on the plain ones. (test_config.py checks the warning.)"""
+    the TLS handshake port 8443, the lab CA, nothing else trusted): curl under the
+    library is diverted over TLS. The origin's echo has Lunar's headers as HAProxy saw
+    them and x-seen-proxy-tls; haproxy.log has the handshake on its TLS handshake
+    frontend and the request on lunar_traffic~; nothing reached a plain port; no
+    warning. (test_proxy_tls_traffic.py: every client, keep-alive, bodies, https,
+    the failures of the traffic link.)"""
     lab = haproxy_up
     before = lab.haproxy_log()
-    res = lab.run(["curl", "-sS", "http://api.example.test" + tag], debug=False, env={
+    res = lab.run(["curl", "-sS", "-f", "http://api.example.test" + tag], debug=False, env={
         "LUNAR_PROXY_SUPPORT_TLS": "1",
         "LUNAR_PROXY_HOST": "%s:%d" % (PROXY_NAME, labmod.HAPROXY_TLS_TRAFFIC),
-        "LUNAR_HANDSHAKE_PORT": str(GOOD), "LUNAR_PROXY_CA_FILE": lab.ca_file})
+        "LUNAR_HANDSHAKE_PORT": str(GOOD), "LUNAR_PROXY_CA_FILE": lab.ca_file,
+        "SSL_CERT_FILE": None, "SSL_CERT_DIR": None})
     assert_ok(res)
-    assert_direct(one_echo(res), res, origin=API, path=tag)
-    seen = [ln for ln in new_log(lab, before)
-            if "lunar_handshake" in ln or "lunar_traffic" in ln or tag in ln]
-    assert not seen, "the proxy saw the program\n%s\n%s" % ("\n".join(seen), describe(res))
+    e = one_echo(res)
+    assert_proxied(e, res, "api.example.test", origin=API, path=tag)
+    assert hdr(e, "x-seen-proxy-tls") in ("TLSv1.3", "TLSv1.2"), describe(res)
+    lines = new_log(lab, before)
+    assert [ln for ln in lines if " lunar_traffic~ " in ln and tag in ln], lines
+    assert len([ln for ln in tls_requests(lines, GOOD) if '"GET /handshake ' in ln]) == 1, lines
+    plain = [ln for ln in lines if " lunar_handshake " in ln or " lunar_traffic " in ln]
+    assert not plain, "the proxy's plain ports saw the program\n" + "\n".join(plain)
+    warned = [ln for ln in res.text_err.splitlines() if ln.startswith("[lunar-intercept ")]
+    assert not warned, describe(res)
