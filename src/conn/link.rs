@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 /// How long a write may wait for room to finish a record it began; as for a rewritten
 /// head, this only keeps a wedged peer from holding the thread forever.
 const RECORD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a read may wait for the rest of a record whose start it found: its bytes
+/// follow in the same flight, unless a segment was lost.
+const RECORD_REST_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most plaintext one TLS record carries: a non-blocking write takes at most this
 /// much, so that it waits for room for one record at most.
 const RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -194,16 +197,22 @@ impl Conn {
         }
         let peek = flags & libc::MSG_PEEK != 0;
         loop {
-            let io = {
+            let (io, inside_record) = {
                 let session = self.link.session.lock();
                 let link = session.as_ref()?;
                 let io = link.read(into, peek);
                 self.link.note_waiting(link.holds_plaintext());
-                io
+                (io, link.inside_record())
             };
             match io {
                 Io::Done(count) => return Some(count as isize),
                 Io::End => return Some(0),
+                // The socket was readable, but with part of a record: its rest is on its
+                // way (the same flight), and the program, told "readable", expects bytes.
+                Io::WantRead
+                    if inside_record
+                        && wait_for(fd, libc::POLLIN, Instant::now() + RECORD_REST_TIMEOUT)
+                            .is_ok() => {}
                 // OpenSSL read the socket dry: wait for its next bytes as the program's
                 // own read would have (or not at all, non-blocking).
                 Io::WantRead => {

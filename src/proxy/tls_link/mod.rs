@@ -18,7 +18,7 @@ use openssl::{OpenSsl, Ssl};
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SSL_CTRL_SET_TLSEXT_HOSTNAME: c_int = 55;
 const TLSEXT_NAMETYPE_HOST_NAME: libc::c_long = 0;
@@ -27,6 +27,7 @@ const SSL_ERROR_WANT_READ: c_int = 2;
 const SSL_ERROR_WANT_WRITE: c_int = 3;
 const SSL_ERROR_ZERO_RETURN: c_int = 6;
 const SSL_CTRL_MODE: c_int = 33;
+const TLS1_3_VERSION: c_int = 0x0304;
 const SSL_SENT_SHUTDOWN: c_int = 1;
 const SSL_RECEIVED_SHUTDOWN: c_int = 2;
 /// A write returns after each record, and may be retried from a moved buffer: the data
@@ -126,12 +127,52 @@ impl Link {
         }
         link.expect(trust.host)?;
         shared::offer_latest(api, ssl);
+        let started = Instant::now();
         link.drive(deadline, "TLS handshake", |api, ssl| {
             // SAFETY: our live session.
             unsafe { (api.SSL_do_handshake)(ssl) }
         })
         .map_err(|(_, why)| why)?;
+        link.take_tickets(started.elapsed(), deadline);
         Ok(link)
+    }
+
+    /// A TLS 1.3 server sends its session tickets right after the handshake, as records
+    /// of their own. Left in the socket they would make it readable with nothing for the
+    /// program to read (a read that answers EAGAIN after poll said readable breaks
+    /// programs that trust poll, wrk among them), so they are read now: within about one
+    /// more round trip (the handshake's time, at least a millisecond, and no later than
+    /// `deadline`); a server that sends none costs that wait.
+    fn take_tickets(&self, handshake: Duration, deadline: Instant) {
+        // SAFETY: our live, connected session.
+        if unsafe { (self.api.SSL_version)(self.ssl) } != TLS1_3_VERSION {
+            return;
+        }
+        let until = deadline.min(Instant::now() + handshake.max(Duration::from_millis(1)));
+        let mut first = true;
+        loop {
+            // The first batch is waited for; more only if already there.
+            let left = match first {
+                true => until.saturating_duration_since(Instant::now()),
+                false => Duration::ZERO,
+            };
+            if !readable_within(self.transport.fd, left) {
+                return;
+            }
+            // Reads what arrived: tickets are processed, and a peek finds no plaintext.
+            if self.read(&mut [0u8; 1], true) != Io::WantRead {
+                return;
+            }
+            first = false;
+        }
+    }
+
+    /// Whether the session holds part of a record: the rest is on its way.
+    pub fn inside_record(&self) -> bool {
+        // SAFETY: our live session.
+        unsafe {
+            (self.api.SSL_has_pending)(self.ssl) == 1 && (self.api.SSL_pending)(self.ssl) == 0
+        }
     }
 
     /// The name (SNI and the certificate's DNS SAN) or address (IP SAN) the proxy must
@@ -378,6 +419,18 @@ impl Drop for Link {
             (self.api.SSL_free)(self.ssl);
         }
     }
+}
+
+/// Whether `fd` becomes readable within `left` (a signal ends the wait early: no).
+fn readable_within(fd: c_int, left: Duration) -> bool {
+    let mut entry = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
+    // SAFETY: one valid pollfd.
+    unsafe { crate::sys::poll(&mut entry, 1, millis) == 1 }
 }
 
 /// # Safety

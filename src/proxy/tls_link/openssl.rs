@@ -63,7 +63,9 @@ functions! {
     fn SSL_CTX_new(*const c_void) -> Ctx;
     fn SSL_CTX_free(Ctx) -> ();
     fn SSL_CTX_set_verify(Ctx, c_int, *const c_void) -> ();
-    fn SSL_CTX_set_default_verify_paths(Ctx) -> c_int;
+    fn SSL_CTX_set_default_verify_dir(Ctx) -> c_int;
+    fn SSL_CTX_set_default_verify_file(Ctx) -> c_int;
+    fn X509_get_default_cert_dir() -> *const c_char;
     fn SSL_CTX_load_verify_locations(Ctx, *const c_char, *const c_char) -> c_int;
     fn SSL_CTX_ctrl(Ctx, c_int, c_long, *mut c_void) -> c_long;
     fn SSL_CTX_sess_set_new_cb(Ctx, NewSession) -> ();
@@ -80,6 +82,8 @@ functions! {
     fn SSL_read(Ssl, *mut c_void, c_int) -> c_int;
     fn SSL_peek(Ssl, *mut c_void, c_int) -> c_int;
     fn SSL_pending(Ssl) -> c_int;
+    fn SSL_has_pending(Ssl) -> c_int;
+    fn SSL_version(Ssl) -> c_int;
     fn SSL_write(Ssl, *const c_void, c_int) -> c_int;
     fn SSL_get_error(Ssl, c_int) -> c_int;
     fn SSL_get_verify_result(Ssl) -> c_long;
