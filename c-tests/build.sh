@@ -38,6 +38,9 @@ build nonblock_poll nonblock_epoll.c -DWAIT_POLL
 build nonblock_select nonblock_epoll.c -DWAIT_SELECT
 build nonblock_epoll_post nonblock_epoll.c -DPOST_BYTES=2000000
 build nonblock_epoll_et_post nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000
+build small_reads_poll small_reads.c
+build small_reads_select small_reads.c -DWAIT_SELECT
+build small_reads_epoll small_reads.c -DWAIT_EPOLL
 build dup2_close_first dup2_move.c -DCLOSE_FIRST
 build dup3_move dup2_move.c -DUSE_DUP3
 build dup_move dup2_move.c -DUSE_DUP

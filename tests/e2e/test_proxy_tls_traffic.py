@@ -496,6 +496,24 @@ def test_c_epoll_download_2mib_over_tls(mark, need_lib, c_bins, tag):  # noqa: F
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
 
+@pytest.mark.parametrize("wait", ["poll", "select", "epoll"])
+def test_small_reads_per_wakeup_get_every_byte(wait, mark, need_lib, c_bins, tag):  # noqa: F811
+    """An event loop that reads 100 bytes per wake-up (c-tests/small_reads.c): a TLS
+    record of up to 16 KiB is decrypted whole, so most of each record waits in the
+    library, where the kernel cannot see it; the wait (poll, select, epoll) must still
+    report the socket readable until the program has it all. A missed wake-up stalls
+    the program (exit 3). 200,003 bytes, checksum checked."""
+    lab = mark.lab
+    n = 200003
+    res = run_c(lab, c_bins, "small_reads_" + wait, "/bytes/%d?%s" % (n, tag[1:]))
+    assert res.rc != 3, "a wake-up was missed:\n" + describe(res)
+    assert_ok(res)
+    assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), \
+        "download: %d bytes, sha256 %s" % (len(res.out), sha256(res.out))
+    assert_origin_saw_tls(lab, tag[1:], res)
+    assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
+
+
 # ---- https: virtual sessions inside our TLS link ----------------------------------------
 
 def test_curl_https_virtual_over_tls(mark, need_lib, tag):
