@@ -514,6 +514,68 @@ def test_small_reads_per_wakeup_get_every_byte(wait, mark, need_lib, c_bins, tag
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
 
+# ---- no OpenSSL in the process or on the system: GnuTLS -----------------------------------
+
+# Hides the system's libssl (a private mount namespace; /dev/null bound over it: dlopen
+# fails), then runs the rest of the arguments.
+HIDE_LIBSSL = ("for f in /usr/lib/*/libssl.so.3 /usr/lib/*/libssl.so.1.1 /lib/*/libssl.so.3; do "
+               "[ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; exec \"$@\"")
+
+
+def run_without_libssl(lab, cmd, env, debug=True):
+    argv = ["unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-ec", HIDE_LIBSSL, "sh"] + list(cmd)
+    return lab.run(argv, debug=debug, env=env, timeout=30)
+
+
+def assert_no_warning_line(res):
+    """No WARNING or ERROR line of the library (DEBUG lines asked for are fine)."""
+    bad = [ln for ln in lib_warnings(res) if "WARNING" in ln or "ERROR" in ln]
+    assert not bad, "the library warned\n%s\n%s" % ("\n".join(bad), describe(res))
+
+
+def test_without_openssl_the_link_is_gnutls(mark, need_lib, tag):
+    """A process with no OpenSSL to load (a minimal image: apt and wget bring GnuTLS):
+    wget (GnuTLS linked) is diverted over a GnuTLS session of the library's, verified
+    against the lab CA, with Lunar's headers and one TLS session at the proxy."""
+    lab = mark.lab
+    res = run_without_libssl(lab, ["wget", "-qO-", "http://api.example.test" + tag],
+                             dict(NO_SYSTEM_TRUST, **tls_env(lab)))
+    assert_ok(res)
+    assert_diverted_over_tls(one_echo(res), res, path=tag)
+    assert "TLS to the proxy (TLS1.3" in res.text_err, describe(res)  # GnuTLS's words
+    assert_no_warning_line(res)
+    assert_log_over_tls(mark, tag, requests=1, connections=1, res=res)
+
+
+@pytest.mark.parametrize("wait", ["poll", "epoll"])
+def test_without_openssl_a_plain_program_loads_gnutls(wait, mark, need_lib, c_bins, tag):  # noqa: F811
+    """A C program with no TLS library of its own and no OpenSSL on the system: the
+    library loads GnuTLS for its link; 100 bytes per wake-up still get every byte."""
+    lab = mark.lab
+    n = 100003
+    cmd = [os.path.join(c_bins, "small_reads_" + wait), "api.example.test", "80",
+           "/bytes/%d?%s" % (n, tag[1:])]
+    res = run_without_libssl(lab, cmd, dict(NO_SYSTEM_TRUST, **tls_env(lab)))
+    assert res.rc != 3, "a wake-up was missed:\n" + describe(res)
+    assert_ok(res)
+    assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), describe(res)
+    assert "TLS to the proxy (TLS1.3" in res.text_err, describe(res)
+    assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
+
+
+def test_without_openssl_a_bad_certificate_goes_direct(mark, need_lib, tag):
+    """GnuTLS verifies too: the unknown CA's certificate on the traffic port is a proxy
+    failure, served by the origin with one warning in GnuTLS's words."""
+    lab = mark.lab
+    res = run_without_libssl(lab, ["wget", "-qO-", "http://api.example.test" + tag],
+                             dict(NO_SYSTEM_TRUST, **tls_env(lab, traffic=UNKNOWN_CA)),
+                             debug=False)
+    assert_ok(res)
+    assert_served_by_origin(res, tag)
+    assert_one_failure_warning(res, "certificate verify failed", "NOT trusted")
+
+
 # ---- https: virtual sessions inside our TLS link ----------------------------------------
 
 def test_curl_https_virtual_over_tls(mark, need_lib, tag):

@@ -3,9 +3,9 @@
 //! calls (`MSG_DONTWAIT`): the link waits in `poll` itself, bounded by its deadline.
 
 use super::openssl::{Bio, BioMethod, OpenSsl};
+use super::transport::Transport;
 use crate::sys;
 use libc::{c_char, c_int, c_long, c_void};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 const BIO_TYPE_SOURCE_SINK: c_int = 0x0400;
@@ -14,15 +14,6 @@ const BIO_FLAGS_WRITE: c_int = 0x02;
 const BIO_FLAGS_RWS: c_int = 0x07;
 const BIO_FLAGS_SHOULD_RETRY: c_int = 0x08;
 const BIO_CTRL_FLUSH: c_int = 11;
-
-/// What the BIO's data points at: the socket, and the errno of its last failed call (what
-/// a reset during the handshake is reported as).
-pub struct Transport {
-    pub fd: c_int,
-    pub last_errno: Cell<c_int>,
-    /// Set when a read saw the peer's end of stream.
-    pub saw_end: Cell<bool>,
-}
 
 /// A fresh BIO of our method on `transport`, which must outlive it (the link owns both).
 pub fn new(api: &OpenSsl, transport: &Transport) -> Option<Bio> {
@@ -136,7 +127,12 @@ unsafe extern "C" fn read(bio: Bio, buf: *mut c_char, len: c_int) -> c_int {
             transport.saw_end.set(true);
             0
         }
-        n if n > 0 => n as c_int,
+        n if n > 0 => {
+            // SAFETY: the socket just wrote `n` bytes there.
+            transport
+                .read_ciphertext(unsafe { std::slice::from_raw_parts(buf.cast(), n as usize) });
+            n as c_int
+        }
         _ => failed(api, bio, transport, BIO_FLAGS_READ),
     }
 }

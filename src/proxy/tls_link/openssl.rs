@@ -10,7 +10,7 @@
 
 use libc::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::AtomicPtr;
 
 pub type Ctx = *mut c_void;
 pub type Ssl = *mut c_void;
@@ -26,39 +26,9 @@ pub type NewSession = unsafe extern "C" fn(Ssl, Session) -> c_int;
 /// fresh load of the newest.
 const SONAMES: [&CStr; 2] = [c"libssl.so.3", c"libssl.so.1.1"];
 
-macro_rules! functions {
-    ($( fn $name:ident ( $($ty:ty),* ) -> $ret:ty; )*) => {
-        /// libssl's and libcrypto's functions, resolved once.
-        pub struct OpenSsl {
-            /// The shared object they came from, for messages.
-            pub soname: &'static str,
-            $( pub $name: unsafe extern "C" fn($($ty),*) -> $ret, )*
-        }
-
-        impl OpenSsl {
-            /// Every function from `handle` (libssl; libcrypto is its dependency, which
-            /// `dlsym` searches too), or the name of the first one missing.
-            fn resolve(handle: *mut c_void, soname: &'static str) -> Result<OpenSsl, String> {
-                Ok(OpenSsl {
-                    soname,
-                    $( $name: {
-                        // SAFETY: a handle from dlopen and a NUL-terminated name.
-                        let address = unsafe {
-                            libc::dlsym(handle, concat!(stringify!($name), "\0").as_ptr().cast())
-                        };
-                        if address.is_null() {
-                            return Err(format!("{soname} has no {}", stringify!($name)));
-                        }
-                        // SAFETY: OpenSSL's function of this exact C signature.
-                        unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) -> $ret>(address) }
-                    }, )*
-                })
-            }
-        }
-    };
-}
-
-functions! {
+super::symbols::functions! {
+    /// libssl's and libcrypto's functions, resolved once.
+    OpenSsl;
     fn TLS_client_method() -> *const c_void;
     fn SSL_CTX_new(*const c_void) -> Ctx;
     fn SSL_CTX_free(Ctx) -> ();
@@ -82,7 +52,6 @@ functions! {
     fn SSL_read(Ssl, *mut c_void, c_int) -> c_int;
     fn SSL_peek(Ssl, *mut c_void, c_int) -> c_int;
     fn SSL_pending(Ssl) -> c_int;
-    fn SSL_has_pending(Ssl) -> c_int;
     fn SSL_version(Ssl) -> c_int;
     fn SSL_write(Ssl, *const c_void, c_int) -> c_int;
     fn SSL_get_error(Ssl, c_int) -> c_int;
@@ -113,47 +82,11 @@ functions! {
 }
 
 /// The process's OpenSSL for our own use, found (or loaded) at the first call; the reason
-/// when there is none. Published with a compare-and-swap, never a once-cell: a cell held
-/// by another thread at a `fork` would never open in the child; two threads racing here
-/// both look (dlopen counts references) and one answer is kept.
+/// when there is none.
 pub fn get() -> Result<&'static OpenSsl, &'static str> {
     static FOUND: AtomicPtr<Result<OpenSsl, String>> = AtomicPtr::new(std::ptr::null_mut());
-    let mut found = FOUND.load(Ordering::Acquire);
-    if found.is_null() {
-        let fresh = Box::into_raw(Box::new(find()));
-        found = match FOUND.compare_exchange(
-            std::ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(first) => {
-                // SAFETY: `fresh` was never shared.
-                drop(unsafe { Box::from_raw(fresh) });
-                first
-            }
-        };
-    }
-    // SAFETY: a published answer is never freed.
-    let found = unsafe { &*found };
-    found.as_ref().map_err(|reason| reason.as_str())
-}
-
-fn find() -> Result<OpenSsl, String> {
-    let modes = [
-        libc::RTLD_LAZY | libc::RTLD_LOCAL | libc::RTLD_NOLOAD,
-        libc::RTLD_LAZY | libc::RTLD_LOCAL,
-    ];
-    for mode in modes {
-        for soname in SONAMES {
-            // SAFETY: a NUL-terminated name; a library found stays loaded for the process.
-            let handle = unsafe { libc::dlopen(soname.as_ptr(), mode) };
-            if !handle.is_null() {
-                let name = soname.to_str().expect("ASCII literal");
-                return OpenSsl::resolve(handle, name);
-            }
-        }
-    }
-    Err("no OpenSSL library (libssl.so.3 or libssl.so.1.1) could be loaded".to_string())
+    super::symbols::published(&FOUND, || match super::symbols::open_first(&SONAMES) {
+        Some((handle, soname)) => OpenSsl::resolve(handle, soname),
+        None => Err("no OpenSSL library (libssl.so.3 or libssl.so.1.1) could be loaded".into()),
+    })
 }
