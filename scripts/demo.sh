@@ -5,7 +5,10 @@
 # api.example.test = 203.0.113.10, HAProxy standing in for Lunar Proxy on
 # 127.0.0.1:8000), runs curl and Python's urllib under the library, shows what the
 # proxy received, then stops the proxy and shows the same requests served directly
-# by the origin (failsafe). Everything is cleaned up on exit, even on failure or ^C.
+# by the origin (failsafe); then starts the proxy again and runs curl with the
+# library's link to the proxy over TLS (LUNAR_PROXY_SUPPORT_TLS=1 to HAProxy's TLS
+# bind, certificate from the lab's test CA), showing HAProxy's log line of the TLS
+# session. Everything is cleaned up on exit, even on failure or ^C.
 # Nothing leaves the namespace.
 set -euo pipefail
 
@@ -55,8 +58,10 @@ h = {}
 for k, v in echo["headers"]:
     h.setdefault(k.lower(), v)
 via = h.get("x-via-haproxy") == "1"
+tls = h.get("x-seen-proxy-tls")  # added by HAProxy to requests that reached it over TLS
 print("  HTTP %s from the origin %s, %s" % (status, echo["server"],
-      (G + "through Lunar Proxy (HAProxy)" + N) if via else (Y + "directly, not through the proxy" + N)))
+      (G + "through Lunar Proxy (HAProxy)" + (", over %s" % tls if tls else "") + N) if via
+      else (Y + "directly, not through the proxy" + N)))
 if via:
     print("  the proxy received:")
     for name in ("host", "scheme", "interceptor", "req-id", "tenant-id"):
@@ -78,6 +83,42 @@ run_curl() { # label path [scheme]: https trusts the lab's test CA
 	ip netns exec "$NAME" env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST="$PROXY" \
 		curl -s "${ca[@]}" -o "$TMP/body" -w '%{http_code}' "$scheme://api.example.test$p" >"$TMP/status" 2>"$TMP/err" || true
 	show "$TMP/status" "$TMP/body" "$TMP/err"
+}
+
+# The library's link to the proxy over TLS: HAProxy's TLS bind of its traffic frontend
+# (8400) and its TLS handshake frontend (8443), certificate for proxy.lunar.test from the
+# lab's test CA, which LUNAR_PROXY_CA_FILE names (tests/lab/README.md, TLS to the proxy).
+TLS_PROXY=proxy.lunar.test:8400
+TLS_HANDSHAKE_PORT=8443
+run_curl_tls_link() { # label path
+	local p="$2" ca="/tmp/lunar-lab-$NAME/tls/ca.pem"
+	cmdline "LD_PRELOAD=$(basename "$LIB") LUNAR_PROXY_HOST=$TLS_PROXY LUNAR_PROXY_SUPPORT_TLS=1 LUNAR_HANDSHAKE_PORT=$TLS_HANDSHAKE_PORT LUNAR_PROXY_CA_FILE=ca.pem curl -s http://api.example.test$p"
+	ip netns exec "$NAME" env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST="$TLS_PROXY" LUNAR_PROXY_SUPPORT_TLS=1 \
+		LUNAR_HANDSHAKE_PORT="$TLS_HANDSHAKE_PORT" LUNAR_PROXY_CA_FILE="$ca" \
+		curl -s -o "$TMP/body" -w '%{http_code}' "http://api.example.test$p" >"$TMP/status" 2>"$TMP/err" || true
+	show "$TMP/status" "$TMP/body" "$TMP/err"
+}
+
+# HAProxy's log lines about one request (its path), once HAProxy has written them.
+show_haproxy_log() { # path
+	local log="/tmp/lunar-lab-$NAME/haproxy.log" i lines=""
+	for i in $(seq 1 20); do
+		lines="$(grep -F -- "$1" "$log" || true)"
+		[[ -n $lines ]] && break
+		sleep 0.1
+	done
+	if [[ -z $lines ]]; then
+		printf '  %sHAProxy logged nothing for %s%s\n' "$Y" "$1" "$N"
+		return
+	fi
+	echo "  HAProxy's log: the handshake, then the request (a frontend's name ends with \"~\""
+	echo "  when the connection is TLS):"
+	{ grep -F ' lunar_handshake_tls~ ' "$log" || true; printf '%s\n' "$lines"; } | sed 's/^/      /'
+	if grep -q ' lunar_traffic~ ' <<<"$lines"; then
+		printf '  %sthe request reached the proxy inside a TLS session (lunar_traffic~)%s\n' "$G" "$N"
+	else
+		printf '  %sno TLS session in the log line%s\n' "$Y" "$N"
+	fi
 }
 
 run_python() { # label path
@@ -129,13 +170,29 @@ run_curl curl /demo/curl-https?step=6 https
 title "7. Python urllib again: failsafe, served by the origin"
 run_python python /demo/python?step=7
 
+title "8. The proxy comes back, with TLS (HAProxy started again)"
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import lab; lab.Lab(sys.argv[2]).start_haproxy()' \
+	"$REPO/tests/lab" "$NAME"
+echo "  HAProxy is up: $PROXY in clear text as before, and TLS on $TLS_PROXY (traffic) and"
+echo "  :$TLS_HANDSHAKE_PORT (handshake), a certificate for proxy.lunar.test from the lab's test CA:"
+grep -E "bind 127\.0\.0\.1:(8400|$TLS_HANDSHAKE_PORT) " "/tmp/lunar-lab-$NAME/haproxy.cfg" |
+	sed -e 's/^ */      /' -e "s#/tmp/lunar-lab-$NAME/tls/##"
+
+title "9. curl, the library's link to the proxy over TLS (LUNAR_PROXY_SUPPORT_TLS=1)"
+echo "  The library makes its own TLS session to the proxy, verified with LUNAR_PROXY_CA_FILE"
+echo "  and the name proxy.lunar.test; curl itself speaks plain http and sees plain http."
+run_curl_tls_link curl "/demo/curl-tls-link?step=9"
+show_haproxy_log "/demo/curl-tls-link?step=9"
+
 cat <<EOF
 
 ${B}Summary${N}: with the proxy up, the programs' requests (https included, sent to the
 proxy as plain HTTP with x-lunar-scheme: https) went through it carrying
 x-lunar-host / x-lunar-scheme / x-lunar-interceptor / x-lunar-req-id (which the
 proxy removes before calling the API); with the proxy down, the same programs got
-their answer from the API directly, and the library said why on stderr.
+their answer from the API directly, and the library said why on stderr. With
+LUNAR_PROXY_SUPPORT_TLS=1 the same headers travelled inside the library's own TLS
+session to the proxy (verified against LUNAR_PROXY_CA_FILE), and curl never knew.
 Try it yourself: python3 tests/lab/lab.py up --name mylab; then
   ip netns exec mylab env LD_PRELOAD=$LIB LUNAR_PROXY_HOST=$PROXY curl -s http://api.example.test/
   python3 tests/lab/lab.py down --name mylab

@@ -95,8 +95,6 @@ HAPROXY_TLS_TRAFFIC_UNKNOWN_CA = 8403     # frontend lunar_traffic_tls_unknown_c
 HAPROXY_TLS_TRAFFIC_BAD = {HAPROXY_TLS_TRAFFIC_WRONG_NAME: "lunar_traffic_tls_wrong_name",
                            HAPROXY_TLS_TRAFFIC_EXPIRED: "lunar_traffic_tls_expired",
                            HAPROXY_TLS_TRAFFIC_UNKNOWN_CA: "lunar_traffic_tls_unknown_ca"}
-HAPROXY_TLS_PORTS = ((HAPROXY_TLS_TRAFFIC,) + tuple(sorted(HAPROXY_TLS_TRAFFIC_BAD))
-                     + HAPROXY_TLS_HANDSHAKE_PORTS)
 # Misbehaving "proxies" a test starts on demand (lab.start_listener(kind)), not by up():
 TLS_RESET_PROXY = 8447   # "reset": reads the first bytes (the ClientHello), then RST
 SILENT_PROXY = 8448      # "silent": accepts, reads, never answers (a handshake timeout)
@@ -104,7 +102,21 @@ LISTENERS = {"reset": TLS_RESET_PROXY, "silent": SILENT_PROXY}
 TESTPROXY_TRAFFIC = 9000
 TESTPROXY_CONTROL = 9001
 TESTPROXY_HANDSHAKE = 9081
+# The test proxy over TLS (the failsafe and retry protocol on a TLS link): HAProxy
+# frontends in mode tcp with the good proxy certificate (proxy-bundle.pem, ALPN
+# http/1.1) that end TLS and pass the plaintext byte stream, both ways, to the test
+# proxy's clear-text ports, one backend connection per client connection, so every
+# mode of the test proxy (errors, closes, resets, partial heads, retry-after, its
+# handshake answers) applies as it is to a TLS client. Every connection is logged
+# (option tcplog: the frontend name ends with "~", e.g. "lunar_testproxy_tls~").
+HAPROXY_TESTPROXY_TLS_TRAFFIC = 8410     # -> 127.0.0.1:9000, frontend lunar_testproxy_tls
+HAPROXY_TESTPROXY_TLS_HANDSHAKE = 8411   # -> 127.0.0.1:9081, lunar_testproxy_handshake_tls
+HAPROXY_TESTPROXY_TLS_PORTS = (HAPROXY_TESTPROXY_TLS_TRAFFIC, HAPROXY_TESTPROXY_TLS_HANDSHAKE)
+HAPROXY_TLS_PORTS = ((HAPROXY_TLS_TRAFFIC,) + tuple(sorted(HAPROXY_TLS_TRAFFIC_BAD))
+                     + HAPROXY_TLS_HANDSHAKE_PORTS + HAPROXY_TESTPROXY_TLS_PORTS)
 PROXY_HOST = "127.0.0.1:%d" % HAPROXY_TRAFFIC
+TESTPROXY_TLS_FRONTEND = "lunar_testproxy_tls"                      # 8410
+TESTPROXY_TLS_HANDSHAKE_FRONTEND = "lunar_testproxy_handshake_tls"  # 8411
 
 # x-lunar-host value -> origin ip:port, for HAProxy and the test proxy.
 # (":80" forms are accepted too, so that a wrong x-lunar-host still reaches the
@@ -740,6 +752,25 @@ frontend {name}
     default_backend origins
 """.format(d=d, counts=counts, seen=seen)
 
+        def tcp_tls_front(name, port, backend, dst):
+            return """frontend {name}
+    mode tcp
+    bind 127.0.0.1:{port} name tls ssl crt {crt} alpn http/1.1
+    option socket-stats
+    option tcplog
+    no option dontlognull
+    no option http-keep-alive
+    default_backend {backend}
+
+backend {backend}
+    mode tcp
+    no option http-keep-alive
+    # never a second connect for one client connection: a reset at accept (`down`)
+    # can look like a failed connect, which `retries 1` (defaults) would try again
+    retries 0
+    server tp {dst}
+""".format(name=name, port=port, crt=self.proxy_bundle, backend=backend, dst=dst)
+
         def bad_traffic(port, name, crt):
             return """frontend {name}
     bind 127.0.0.1:{port} ssl crt {crt} alpn http/1.1
@@ -808,6 +839,12 @@ backend origins_tls
 # good certificate on {tls_hs}, a bad one on the others (see make_tls). A request over
 # TLS is logged with the frontend name followed by "~" (e.g. "lunar_handshake_tls~").
 {hs4}{hs5}{hs6}{hs7}
+# The test proxy over TLS: TLS ended here, the plaintext passed as it is (mode tcp)
+# to the test proxy's traffic port and handshake port, one backend connection per
+# client connection (what the test proxy does to one, it does to the other). Every
+# connection is logged (tcplog: "<client> [date] lunar_testproxy_tls~ testproxy_traffic/tp ...").
+# show stat: listener "tls" of each frontend (haproxy_sessions(TESTPROXY_TLS_FRONTEND)).
+{testproxy_tls}
 frontend lunar_health
     bind 127.0.0.1:{health}
     http-request return status 200 content-type text/plain string "proxy is up" if {{ path /healthcheck }}
@@ -825,6 +862,11 @@ frontend lunar_health
                    (HAPROXY_TLS_TRAFFIC_WRONG_NAME, self.proxy_wrongname_bundle),
                    (HAPROXY_TLS_TRAFFIC_EXPIRED, self.proxy_expired_bundle),
                    (HAPROXY_TLS_TRAFFIC_UNKNOWN_CA, self.proxy_unknown_bundle)]),
+           testproxy_tls="\n".join([
+               tcp_tls_front(TESTPROXY_TLS_FRONTEND, HAPROXY_TESTPROXY_TLS_TRAFFIC,
+                             "testproxy_traffic", "127.0.0.1:%d" % TESTPROXY_TRAFFIC),
+               tcp_tls_front(TESTPROXY_TLS_HANDSHAKE_FRONTEND, HAPROXY_TESTPROXY_TLS_HANDSHAKE,
+                             "testproxy_handshake", "127.0.0.1:%d" % TESTPROXY_HANDSHAKE)]),
            tls_hs=HAPROXY_TLS_HANDSHAKE,
            hs4=hs(HAPROXY_TLS_HANDSHAKE, False, "lunar_handshake_tls", self.proxy_bundle),
            hs5=hs(HAPROXY_TLS_HANDSHAKE_WRONG_NAME, False, "lunar_handshake_tls_wrong_name",
