@@ -6,9 +6,8 @@
 
 use super::gnutls::{self, Credentials, Datum, GnuTls, Session};
 use super::transport::Transport;
-use super::{take_tickets, text_of, Io, Trust};
+use super::{take_tickets, text_of, wait_or_say, Io, Trust};
 use crate::sys;
-use crate::sys::socket::wait_for;
 use libc::{c_int, c_uint, c_void, size_t};
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -131,18 +130,13 @@ impl GnuTlsLink {
                 }
                 Io::Broken(_, why) => return Err(format!("TLS handshake failed: {why}")),
             };
-            if let Err(errno) = wait_for(self.transport.fd, wanted, deadline) {
-                return Err(match errno {
-                    libc::ETIMEDOUT => format!(
-                        "TLS handshake timed out after {} ms",
-                        started.elapsed().as_millis()
-                    ),
-                    _ => format!(
-                        "TLS handshake failed: {}",
-                        std::io::Error::from_raw_os_error(errno)
-                    ),
-                });
-            }
+            wait_or_say(
+                self.transport.fd,
+                wanted,
+                deadline,
+                "TLS handshake",
+                started,
+            )?;
         }
     }
 

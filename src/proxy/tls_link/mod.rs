@@ -193,16 +193,7 @@ impl Link {
         what: &str,
         started: Instant,
     ) -> Result<(), String> {
-        wait_for(self.fd(), events, deadline).map_err(|errno| match errno {
-            libc::ETIMEDOUT => format!(
-                "{what} timed out after {} ms",
-                started.elapsed().as_millis()
-            ),
-            _ => format!(
-                "{what} failed: {}",
-                std::io::Error::from_raw_os_error(errno)
-            ),
-        })
+        wait_or_say(self.fd(), events, deadline, what, started)
     }
 }
 
@@ -230,6 +221,27 @@ fn take_tickets(fd: c_int, handshake: Duration, deadline: Instant, mut peek: imp
         }
         first = false;
     }
+}
+
+/// Waits for `events` on `fd` by `deadline`; a failure in words: "`what` timed out after
+/// N ms" (counted from `started`) or "`what` failed: <errno>".
+fn wait_or_say(
+    fd: c_int,
+    events: i16,
+    deadline: Instant,
+    what: &str,
+    started: Instant,
+) -> Result<(), String> {
+    wait_for(fd, events, deadline).map_err(|errno| match errno {
+        libc::ETIMEDOUT => format!(
+            "{what} timed out after {} ms",
+            started.elapsed().as_millis()
+        ),
+        _ => format!(
+            "{what} failed: {}",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+    })
 }
 
 /// Whether `fd` becomes readable within `left` (a signal ends the wait early: no).

@@ -3,8 +3,7 @@
 use super::bio;
 use super::openssl::{OpenSsl, Ssl};
 use super::transport::Transport;
-use super::{shared, text_of, Io, Trust, ALPN_HTTP_1_1};
-use crate::sys::socket::wait_for;
+use super::{shared, text_of, wait_or_say, Io, Trust, ALPN_HTTP_1_1};
 use libc::c_int;
 use std::cell::Cell;
 use std::ffi::CString;
@@ -242,21 +241,8 @@ impl OpenSslLink {
                 SSL_ERROR_WANT_WRITE => libc::POLLOUT,
                 _ => return Err((error, format!("{what} failed: {}", self.reason(error)))),
             };
-            if let Err(errno) = wait_for(self.transport.fd, wanted, deadline) {
-                return Err((
-                    0,
-                    match errno {
-                        libc::ETIMEDOUT => format!(
-                            "{what} timed out after {} ms",
-                            started.elapsed().as_millis()
-                        ),
-                        _ => format!(
-                            "{what} failed: {}",
-                            std::io::Error::from_raw_os_error(errno)
-                        ),
-                    },
-                ));
-            }
+            wait_or_say(self.transport.fd, wanted, deadline, what, started)
+                .map_err(|why| (0, why))?;
         }
     }
 
