@@ -520,11 +520,13 @@ def test_small_reads_per_wakeup_get_every_byte(wait, mark, need_lib, c_bins, tag
 # fails), then runs the rest of the arguments.
 HIDE_LIBSSL = ("for f in /usr/lib/*/libssl.so.3 /usr/lib/*/libssl.so.1.1 /lib/*/libssl.so.3; do "
                "[ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; exec \"$@\"")
+HIDE_GNUTLS_TOO = ("for f in /usr/lib/*/libgnutls.so.30 /lib/*/libgnutls.so.30; do "
+                   "[ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; ") + HIDE_LIBSSL
 
 
-def run_without_libssl(lab, cmd, env, debug=True):
+def run_without_libssl(lab, cmd, env, debug=True, hide=HIDE_LIBSSL):
     argv = ["unshare", "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-ec", HIDE_LIBSSL, "sh"] + list(cmd)
+            "/bin/sh", "-ec", hide, "sh"] + list(cmd)
     return lab.run(argv, debug=debug, env=env, timeout=30)
 
 
@@ -574,6 +576,24 @@ def test_without_openssl_a_bad_certificate_goes_direct(mark, need_lib, tag):
     assert_ok(res)
     assert_served_by_origin(res, tag)
     assert_one_failure_warning(res, "certificate verify failed", "NOT trusted")
+
+
+def test_without_any_tls_library_one_warning_and_direct(mark, need_lib, c_bins, tag):  # noqa: F811
+    """Neither OpenSSL nor GnuTLS on the system: a plain C program's 32 requests on 32
+    connections (8 threads) go to their destination, nothing reaches the proxy's traffic
+    port, and the library says so once (not per connection, not as a proxy failure)."""
+    lab = mark.lab
+    before = lab.haproxy_sessions()
+    cmd = [os.path.join(c_bins, "threads"), "api.example.test", "80", tag]
+    env = dict(NO_SYSTEM_TRUST, **tls_env(lab))
+    res = run_without_libssl(lab, cmd, env, debug=False, hide=HIDE_GNUTLS_TOO)
+    assert_ok(res)
+    assert res.text_out.count('"server"') == 32, describe(res)
+    warnings = [ln for ln in lib_warnings(res) if "WARNING" in ln]
+    assert len(warnings) == 1, describe(res)
+    assert all("no TLS library for the proxy link" in ln for ln in warnings), describe(res)
+    assert not any("Lunar Proxy failed" in ln for ln in lib_warnings(res)), describe(res)
+    assert lab.haproxy_sessions() == before, "a connection reached the TLS traffic port"
 
 
 # ---- https: virtual sessions inside our TLS link ----------------------------------------
