@@ -50,6 +50,26 @@ pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
         .map(|w| w.fd)
 }
 
+/// `fd` is registered with `epoll` for one report at a time (EPOLLONESHOT), and a report
+/// of ours was hidden from the program: the registration is turned on again, as the
+/// program would after handling it.
+pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
+    let watch = WATCHES
+        .lock()
+        .iter()
+        .find(|w| w.epoll == epoll && w.fd == fd)
+        .map(|w| (w.events, w.data));
+    let Some((events, data)) = watch else {
+        return;
+    };
+    if events & libc::EPOLLONESHOT as u32 == 0 {
+        return;
+    }
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: a valid event for a registration the program made.
+    unsafe { crate::sys::epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, &mut event) };
+}
+
 /// `fd` is being closed: the kernel drops its registrations with the last reference.
 pub fn forget_fd(fd: c_int) {
     let mut watches = WATCHES.lock();

@@ -5,12 +5,16 @@
 //! move, a replay started in the background: `proxy_lost_under_wait`) and taken out of
 //! what the program sees. When nothing is left to show, the wait goes on for what remains
 //! of the program's own timeout: returning 0 would tell it the timeout expired.
+//!
+//! Over TLS to the proxy (`link`) the same review hides input readiness that carried only
+//! records for our session (a TLS 1.3 session ticket, part of a record): the program
+//! would read and find nothing, which event loops that trust readiness take for an error.
 
-use super::{fdtable, proxy_lost_under_wait};
+use super::{any_linked, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
 use crate::watchers;
-use libc::{c_int, epoll_event, nfds_t, pollfd, sigset_t, timespec};
+use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 
 /// poll(2) for the program, without the proxy's hidden hang-ups.
@@ -84,6 +88,114 @@ pub unsafe fn epoll_pwait2_hiding_proxy_hang_ups(
     })
 }
 
+/// select(2) for the program, without readiness that carried only records for our TLS
+/// session. Linux counts `timeout` down, so a second wait gets what is left of it.
+///
+/// # Safety
+/// As select(2).
+pub unsafe fn select_hiding_tls_records(
+    count: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        if read.is_null() || !any_linked() {
+            return sys::select(count, read, write, except, timeout);
+        }
+        let asked = FdSets::copy(read, write, except);
+        loop {
+            let ready = sys::select(count, read, write, except, timeout);
+            let shown = review_fd_sets(count, read, ready);
+            let expired = timeout
+                .as_ref()
+                .is_some_and(|t| t.tv_sec == 0 && t.tv_usec == 0);
+            if shown != 0 || ready <= 0 || expired {
+                return shown;
+            }
+            asked.restore(read, write, except);
+        }
+    }
+}
+
+/// pselect(2) for the program, as `select_hiding_tls_records`.
+///
+/// # Safety
+/// As pselect(2).
+pub unsafe fn pselect_hiding_tls_records(
+    count: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        if read.is_null() || !any_linked() {
+            return sys::pselect(count, read, write, except, timeout, mask);
+        }
+        let asked = FdSets::copy(read, write, except);
+        wait_until_shown_timespec(timeout, |timeout| {
+            asked.restore(read, write, except);
+            let ready = sys::pselect(count, read, write, except, timeout, mask);
+            (ready, review_fd_sets(count, read, ready))
+        })
+    }
+}
+
+/// The sets a select was asked with, for asking again.
+struct FdSets([Option<fd_set>; 3]);
+
+impl FdSets {
+    /// # Safety
+    /// Each pointer is null or a valid fd_set.
+    unsafe fn copy(read: *const fd_set, write: *const fd_set, except: *const fd_set) -> FdSets {
+        // SAFETY: the caller's contract.
+        unsafe {
+            FdSets([
+                read.as_ref().copied(),
+                write.as_ref().copied(),
+                except.as_ref().copied(),
+            ])
+        }
+    }
+
+    /// # Safety
+    /// As `copy`, with the same pointers.
+    unsafe fn restore(&self, read: *mut fd_set, write: *mut fd_set, except: *mut fd_set) {
+        for (set, asked) in [read, write, except].into_iter().zip(&self.0) {
+            // SAFETY: the caller's contract: null or a valid fd_set.
+            if let (Some(set), Some(asked)) = (unsafe { set.as_mut() }, asked) {
+                *set = *asked;
+            }
+        }
+    }
+}
+
+/// After select returned `ready`: read bits of sockets whose readiness was only records
+/// for our TLS session are cleared. Returns how many bits are left.
+///
+/// # Safety
+/// `read` is a valid fd_set of `count` bits.
+unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int {
+    if ready <= 0 {
+        return ready;
+    }
+    let mut shown = ready;
+    for fd in 0..count.clamp(0, libc::FD_SETSIZE as c_int) {
+        // SAFETY: fd < FD_SETSIZE, and `read` is valid.
+        if unsafe { libc::FD_ISSET(fd, read) } && only_records_for_us(fd) {
+            // SAFETY: as above.
+            unsafe { libc::FD_CLR(fd, read) };
+            shown -= 1;
+        }
+    }
+    shown
+}
+
 /// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
 /// failing a diverted connection, the failure is dealt with (a move, a replay started in
 /// the background) and the program must not see the event: returns true.
@@ -121,6 +233,13 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
     let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
     let mut ready = ready;
     for entry in entries.iter_mut() {
+        if entry.revents & libc::POLLIN != 0 && only_records_for_us(entry.fd) {
+            entry.revents &= !(libc::POLLIN | libc::POLLRDNORM);
+            if entry.revents == 0 {
+                ready -= 1;
+                continue;
+            }
+        }
         if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 || !hang_up_hidden(entry.fd) {
             continue;
         }
@@ -152,7 +271,20 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
     let events = unsafe { std::slice::from_raw_parts_mut(events, ready as usize) };
     let mut kept = 0;
     for index in 0..events.len() {
-        let event = events[index];
+        let mut event = events[index];
+        if event.events & libc::EPOLLIN as u32 != 0 && any_linked() {
+            if let Some(fd) =
+                watchers::fd_for(epoll, event.u64).filter(|&fd| only_records_for_us(fd))
+            {
+                event.events &= !((libc::EPOLLIN | libc::EPOLLRDNORM) as u32);
+                // A one-shot registration is off once reported: on again, since the
+                // program never saw this report.
+                watchers::rearm_one_shot(epoll, fd);
+                if event.events == 0 {
+                    continue;
+                }
+            }
+        }
         let hang_up = event.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
         let hidden = hang_up && watchers::fd_for(epoll, event.u64).is_some_and(hang_up_hidden);
         if !hidden {
@@ -161,6 +293,21 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
         }
     }
     kept as c_int
+}
+
+/// A wait reported `fd` readable, and it carries our TLS session with the proxy whose
+/// records were all for the session itself (`Conn::readable_for_program`).
+fn only_records_for_us(fd: c_int) -> bool {
+    if !any_linked() {
+        return false;
+    }
+    let Some(conn) = fdtable::get(fd) else {
+        return false;
+    };
+    let saved = sys::errno();
+    let hidden = shielded(|| !conn.readable_for_program(), || false);
+    sys::set_errno(saved);
+    hidden
 }
 
 /// The end of a wait's timeout, for waiting again when every event it returned was hidden

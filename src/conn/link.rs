@@ -43,6 +43,15 @@ const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// only when this is not zero.
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
+/// Sockets carrying our TLS session: the wait hooks look closer at readiness only when
+/// this is not zero.
+static LINKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any socket of the process carries our TLS session with the proxy.
+pub fn any_linked() -> bool {
+    LINKED.load(Ordering::Acquire) != 0
+}
+
 /// Whether any connection's session holds plaintext that the kernel cannot show.
 pub fn any_plaintext_waiting() -> bool {
     WAITING.load(Ordering::Acquire) != 0
@@ -75,6 +84,17 @@ impl LinkSlot {
         }
     }
 
+    /// Records whether the socket carries a session now (counted in `LINKED`).
+    fn note_linked(&self, linked: bool) {
+        if self.linked.swap(linked, Ordering::AcqRel) != linked {
+            if linked {
+                LINKED.fetch_add(1, Ordering::AcqRel);
+            } else {
+                LINKED.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     pub(super) fn after_fork_in_child(&self) {
         self.session.force_unlock();
     }
@@ -83,6 +103,7 @@ impl LinkSlot {
 impl Drop for LinkSlot {
     fn drop(&mut self) {
         self.note_waiting(false);
+        self.note_linked(false);
     }
 }
 
@@ -126,7 +147,7 @@ impl Conn {
             link.description()
         );
         let replaced = self.link.session.lock().replace(link);
-        self.link.linked.store(true, Ordering::Release);
+        self.link.note_linked(true);
         drop(replaced);
         Ok(())
     }
@@ -137,9 +158,29 @@ impl Conn {
             return;
         }
         let gone = self.link.session.lock().take();
-        self.link.linked.store(false, Ordering::Release);
+        self.link.note_linked(false);
         self.link.note_waiting(false);
         drop(gone);
+    }
+
+    /// A wait reported the socket readable. Over our TLS session that may be records only
+    /// the session reads (a session ticket, part of a record): they are taken now, with a
+    /// non-blocking peek. Whether the program has something to read: plaintext, the end,
+    /// or an error.
+    pub fn readable_for_program(&self) -> bool {
+        if !self.linked() {
+            return true;
+        }
+        let session = self.link.session.lock();
+        let Some(link) = session.as_ref() else {
+            return true;
+        };
+        if link.holds_plaintext() {
+            return true;
+        }
+        let io = link.read(&mut [0u8; 1], true);
+        self.link.note_waiting(link.holds_plaintext());
+        !matches!(io, Io::WantRead | Io::WantWrite)
     }
 
     /// recv(2) on the connection's wire: through our session when there is one, else the

@@ -35,9 +35,10 @@ pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};
 pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
 pub use hidden_hang_ups::{
     epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
-    poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
+    poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups, pselect_hiding_tls_records,
+    select_hiding_tls_records,
 };
-pub use link::any_plaintext_waiting;
+pub use link::{any_linked, any_plaintext_waiting};
 pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
 pub use plaintext_ready::{
     epoll_showing_plaintext, poll_showing_plaintext, select_showing_plaintext,

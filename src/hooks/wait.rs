@@ -179,7 +179,7 @@ pub unsafe extern "C-unwind" fn select(
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
             return ready;
         }
-        sys::select(count, read, write, except, timeout)
+        conn::select_hiding_tls_records(count, read, write, except, timeout)
     }
 }
 
@@ -201,6 +201,6 @@ pub unsafe extern "C-unwind" fn pselect(
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
             return ready;
         }
-        sys::pselect(count, read, write, except, timeout, mask)
+        conn::pselect_hiding_tls_records(count, read, write, except, timeout, mask)
     }
 }

@@ -496,13 +496,21 @@ def test_c_epoll_download_2mib_over_tls(mark, need_lib, c_bins, tag):  # noqa: F
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
 
+def assert_no_empty_wakeup(res):
+    """Every wake-up had bytes for the program: readiness that carried only records for
+    the library's session (a session ticket, part of a record) was not shown."""
+    m = re.search(r"empty_reads=(\d+)", res.text_err)
+    assert m and m.group(1) == "0", "a read after a wake-up found nothing:\n" + describe(res)
+
+
 @pytest.mark.parametrize("wait", ["poll", "select", "epoll"])
 def test_small_reads_per_wakeup_get_every_byte(wait, mark, need_lib, c_bins, tag):  # noqa: F811
     """An event loop that reads 100 bytes per wake-up (c-tests/small_reads.c): a TLS
     record of up to 16 KiB is decrypted whole, so most of each record waits in the
     library, where the kernel cannot see it; the wait (poll, select, epoll) must still
     report the socket readable until the program has it all. A missed wake-up stalls
-    the program (exit 3). 200,003 bytes, checksum checked."""
+    the program (exit 3); a wake-up with nothing to read (a session ticket) counts as an
+    empty read. 200,003 bytes, checksum checked."""
     lab = mark.lab
     n = 200003
     res = run_c(lab, c_bins, "small_reads_" + wait, "/bytes/%d?%s" % (n, tag[1:]))
@@ -510,6 +518,7 @@ def test_small_reads_per_wakeup_get_every_byte(wait, mark, need_lib, c_bins, tag
     assert_ok(res)
     assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), \
         "download: %d bytes, sha256 %s" % (len(res.out), sha256(res.out))
+    assert_no_empty_wakeup(res)
     assert_origin_saw_tls(lab, tag[1:], res)
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
@@ -562,6 +571,7 @@ def test_without_openssl_a_plain_program_loads_gnutls(wait, mark, need_lib, c_bi
     assert res.rc != 3, "a wake-up was missed:\n" + describe(res)
     assert_ok(res)
     assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), describe(res)
+    assert_no_empty_wakeup(res)
     assert "TLS to the proxy (TLS1.3" in res.text_err, describe(res)
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
