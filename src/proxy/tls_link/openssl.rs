@@ -44,6 +44,7 @@ super::symbols::functions! {
     fn SSL_set_shutdown(Ssl, c_int) -> ();
     fn SSL_is_init_finished(Ssl) -> c_int;
     fn SSL_SESSION_free(Session) -> ();
+    fn SSL_SESSION_dup(Session) -> Session;
     fn SSL_new(Ctx) -> Ssl;
     fn SSL_free(Ssl) -> ();
     fn SSL_set_bio(Ssl, Bio, Bio) -> ();

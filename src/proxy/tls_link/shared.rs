@@ -118,17 +118,25 @@ unsafe impl Send for Latest {}
 static LATEST: SpinLock<Latest> = SpinLock::new(Latest(std::ptr::null_mut()));
 
 /// OpenSSL's new-session callback: a session (or TLS 1.3 ticket) the proxy just gave.
-/// Returning 1 keeps OpenSSL's reference, which the slot now owns.
+/// The slot keeps a copy: OpenSSL marks the session it gave not resumable when its
+/// connection later fails (a proxy closing the handshake's connection without
+/// close_notify does), and the ticket is good all the same. Returning 0 leaves OpenSSL's
+/// reference with OpenSSL.
 unsafe extern "C" fn remember(_ssl: Ssl, session: Session) -> c_int {
     let Ok(api) = super::openssl::get() else {
         return 0;
     };
-    let old = std::mem::replace(&mut LATEST.lock().0, session);
+    // SAFETY: a live session OpenSSL hands us; the copy is ours.
+    let copy = unsafe { (api.SSL_SESSION_dup)(session) };
+    if copy.is_null() {
+        return 0;
+    }
+    let old = std::mem::replace(&mut LATEST.lock().0, copy);
     if !old.is_null() {
         // SAFETY: the slot's reference to the session it held.
         unsafe { (api.SSL_SESSION_free)(old) };
     }
-    1
+    0
 }
 
 /// Offers the latest session to `ssl`, before its handshake (the session takes a
