@@ -63,6 +63,8 @@ pub(super) struct LinkSlot {
     session: SpinLock<Option<Link>>,
     /// The session holds decrypted bytes (counted in `WAITING`).
     waiting: AtomicBool,
+    /// The last write had to wait for room: the next one asks the kernel first.
+    congested: AtomicBool,
 }
 
 impl LinkSlot {
@@ -71,6 +73,7 @@ impl LinkSlot {
             linked: AtomicBool::new(false),
             session: SpinLock::new(None),
             waiting: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
         }
     }
 
@@ -281,9 +284,11 @@ impl Conn {
         if !self.linked() {
             return None;
         }
-        // Up to a record with room for it now: taken whole whatever the socket's mode
-        // (the usual request), without asking the kernel for the mode.
-        let take = if bytes.len() <= RECORD_PLAINTEXT && writable_now(fd) {
+        // Up to a record, while the socket has had room: taken whole whatever its mode
+        // (the usual request), without asking the kernel; after a write that had to wait
+        // for room, a non-blocking program is told EAGAIN rather than held.
+        let roomy = !self.link.congested.load(Ordering::Acquire) || writable_now(fd);
+        let take = if bytes.len() <= RECORD_PLAINTEXT && roomy {
             bytes.len()
         } else if is_nonblocking(fd, flags) {
             if !writable_now(fd) {
@@ -314,6 +319,7 @@ impl Conn {
         if !self.linked() {
             return None;
         }
+        let mut waited_for_room = false;
         while !bytes.is_empty() {
             let io = match self.link.session.lock().as_ref() {
                 Some(link) => link.write(bytes),
@@ -326,7 +332,10 @@ impl Conn {
                     bytes = &bytes[count..];
                     Ok(())
                 }
-                Io::WantWrite => wait_for(fd, libc::POLLOUT, deadline),
+                Io::WantWrite => {
+                    waited_for_room = true;
+                    wait_for(fd, libc::POLLOUT, deadline)
+                }
                 Io::WantRead => wait_for(fd, libc::POLLIN, deadline),
                 Io::End => Err(libc::EPIPE),
                 Io::Broken(errno, why) => {
@@ -338,6 +347,7 @@ impl Conn {
                 return Some(Err(errno));
             }
         }
+        self.link.congested.store(waited_for_room, Ordering::Release);
         Some(Ok(()))
     }
 }
