@@ -5,16 +5,20 @@
 //! plaintext HTTP exactly as over a clear-text link, and only the session's records cross
 //! the network.
 //!
-//! Lock rule: `session` is held for one non-blocking OpenSSL call at a time (our BIO reads
-//! and writes with MSG_DONTWAIT), never across a wait. A read that must wait for the next
-//! record waits in a blocking one-byte peek of the socket, the program's own kind of call,
-//! so its SO_RCVTIMEO, O_NONBLOCK, MSG_DONTWAIT and signals behave as without us. A write
-//! waits for room in a poll bounded like a rewritten head's (`write::send_all`): a record
-//! OpenSSL has begun to send must be finished before the call returns.
+//! Lock rule: `session` is held for one non-blocking call of the TLS library at a time
+//! (its reads and writes of the socket use MSG_DONTWAIT), never across a wait. A read that
+//! must wait for the next record waits in a blocking one-byte peek of the socket, the
+//! program's own kind of call, so its SO_RCVTIMEO, O_NONBLOCK, MSG_DONTWAIT and signals
+//! behave as without us. A write waits for room in a poll bounded like a rewritten head's
+//! (`write::send_all`): a record the library has begun to send must be finished before the
+//! call returns; after a write that had to wait, a non-blocking program's next write asks
+//! the kernel for room first, and gets EAGAIN without it.
 //!
 //! Readiness: a record larger than the program's read leaves decrypted bytes in the
 //! session, which poll, select and epoll cannot see; `plaintext_waiting` tells the wait
-//! hooks (`plaintext_ready`).
+//! hooks (`plaintext_ready`). The other way round, a socket readable with only records for
+//! the session (a TLS 1.3 ticket, part of a record) is hidden from them
+//! (`readable_for_program`, used by `hidden_hang_ups`).
 
 use super::app_buffer::AppBuffer;
 use super::read::is_nonblocking;
