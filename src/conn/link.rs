@@ -351,7 +351,9 @@ impl Conn {
                 return Some(Err(errno));
             }
         }
-        self.link.congested.store(waited_for_room, Ordering::Release);
+        self.link
+            .congested
+            .store(waited_for_room, Ordering::Release);
         Some(Ok(()))
     }
 }
