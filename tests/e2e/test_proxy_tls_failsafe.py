@@ -535,6 +535,31 @@ def test_retry_delay_ended_by_the_program_closing(tp, need_lib, c_bins, tag):  #
     assert b"closed by the program during the recovery" in res.err, describe(res)
 
 
+# ---- the program's own timeouts and signals while it waits on the TLS link -----------------
+
+# rcvtimeo_wait's modes (c-tests/rcvtimeo_wait.c): what the program must get from its recv,
+# poll or epoll while the proxy hangs; the same as without the library (test_safety_waits.py).
+WAIT_MODES = ["rcvtimeo", "alarm", "restart", "restart_rcvtimeo", "poll", "epoll"]
+
+
+@pytest.mark.parametrize("mode", WAIT_MODES)
+def test_programs_timeouts_and_signals_over_tls(mode, tp, need_lib, c_bins, tag):  # noqa: F811
+    """The request reached the test proxy over the TLS link and it never answers: the
+    program's SO_RCVTIMEO, its signal handlers with and without SA_RESTART, and its
+    poll/epoll timeouts end the wait exactly as they would on a plain socket (our reads
+    wait in the kernel, in a blocking peek of the socket), with next to no CPU."""
+    lab = tp.lab
+    lab.set_mode("hang")
+    res = lab.run([os.path.join(c_bins, "rcvtimeo_wait"), "api.example.test", "80", tag, mode],
+                  env=tp_env(lab), debug=True, timeout=20)
+    line = next((ln for ln in res.text_out.splitlines() if ln.startswith("mode=")), "")
+    assert res.rc == 0, "%s\n%s" % (line or "no result line", describe(res))
+    fields = dict(kv.split("=", 1) for kv in line.split())
+    assert float(fields["cpu_ms"]) < 50 and int(fields["nvcsw"]) < 50, describe(res)
+    assert len(traffic(lab, tag)) == 1, describe(res)
+    assert tp.tls_connections() == 1, describe(res)
+
+
 # ---- retry-after: each retry on a new TLS connection ----------------------------------------
 
 @pytest.mark.parametrize("prog", sorted(PROGS))
