@@ -277,7 +277,10 @@ impl Conn {
                         return Some(-1);
                     }
                 }
-                Io::Broken(errno, why) => return Some(broken(self, errno, &why)),
+                Io::Broken(errno, why) => {
+                    sys::set_errno(broken(self, errno, &why));
+                    return Some(-1);
+                }
             }
         }
     }
@@ -342,10 +345,7 @@ impl Conn {
                 }
                 Io::WantRead => wait_for(fd, libc::POLLIN, deadline),
                 Io::End => Err(libc::EPIPE),
-                Io::Broken(errno, why) => {
-                    log::debug!("{}: TLS to the proxy broke: {why}", self.label());
-                    Err(errno)
-                }
+                Io::Broken(errno, why) => Err(broken(self, errno, &why)),
             };
             if let Err(errno) = waited {
                 return Some(Err(errno));
@@ -369,10 +369,11 @@ pub(super) fn warn_once_no_tls_library(missing: &str) {
     }
 }
 
-fn broken(conn: &Conn, errno: c_int, why: &str) -> isize {
+/// The session broke (`why`, the TLS library's words, for the DEBUG log): the errno the
+/// program's call reports.
+fn broken(conn: &Conn, errno: c_int, why: &str) -> c_int {
     log::debug!("{}: TLS to the proxy broke: {why}", conn.label());
-    sys::set_errno(errno);
-    -1
+    errno
 }
 
 /// Waits until `fd` has bytes (or its end, or an error), as a read with `flags` would:

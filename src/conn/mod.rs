@@ -17,6 +17,7 @@ mod outcome;
 mod plaintext_ready;
 mod read;
 mod recovery;
+mod request_route;
 mod responses;
 mod retry_limits;
 mod server_first;

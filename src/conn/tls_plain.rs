@@ -8,7 +8,7 @@
 //! moves the bytes.
 
 use super::decide::{decide, Action, Event, Facts};
-use super::{recovery, write, Conn, Phase};
+use super::{recovery, request_route, Conn, Phase};
 use crate::http::Step;
 use crate::runtime::{self, Route};
 use libc::c_int;
@@ -93,7 +93,7 @@ pub fn write<T: RealTls>(
                     // route its connect was given: a proxy that just failed is not tried
                     // twice for one request).
                     let wanted = runtime::get().filter(|_| idle).map(|runtime| {
-                        let verdict = write::judge(conn, &head, runtime);
+                        let verdict = request_route::judge(conn, &head, runtime);
                         runtime.route(verdict)
                     });
                     (head.method.to_string(), wanted)

@@ -8,11 +8,11 @@
 use super::decide::{decide, Action, Event, Facts, Reason};
 use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
+use super::request_route::{settle_route, Settled};
 use super::waiting::{wait_for_recovery, Direction};
 use super::{lunar_headers, recovery, Conn, Phase, Writer};
-use crate::http::{Asked, RequestHead, Step};
-use crate::policy::filter::{Destination, Verdict};
-use crate::runtime::{self, Route, Runtime};
+use crate::http::{Asked, Step};
+use crate::runtime::{self, Route};
 use crate::sys;
 use crate::sys::socket::wait_for;
 use libc::c_int;
@@ -308,94 +308,6 @@ fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
         sys::set_errno(errno);
         -1
     })
-}
-
-/// Where a request head goes.
-#[derive(Clone, Copy)]
-enum Settled {
-    /// Where the socket now is.
-    At(Route),
-    /// To the origin inside a real TLS session (https), the head its first bytes.
-    HandToTls,
-}
-
-/// Each request is routed as a new connection would be: the filter (its `Host`, its
-/// `x-lunar-allow`) and the failsafe. When that calls for another peer than the socket's
-/// and nothing sent before is unanswered, the socket moves before the head leaves (for
-/// the first request, only when the head changes the filter's verdict of the connect,
-/// made a moment ago). A request behind an unread answer keeps the connection's peer.
-fn settle_route(
-    conn: &Conn,
-    fd: c_int,
-    head: &RequestHead<'_>,
-    first_request: bool,
-) -> Result<Settled, c_int> {
-    let current = conn.peer();
-    let Some(runtime) = runtime::get() else {
-        return Ok(Settled::At(current));
-    };
-    let idle = !first_request && conn.responses.lock().every_answer_read();
-    if !first_request && !idle {
-        return Ok(Settled::At(current));
-    }
-    let verdict = judge(conn, head, runtime);
-    if first_request && matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
-        return Ok(Settled::At(current));
-    }
-    let (wanted, why) = runtime.route(verdict);
-    let event = Event::HeadComplete {
-        first_request,
-        idle,
-        wanted: Some(wanted),
-    };
-    let state = conn.state();
-    let when = match (first_request, state.https) {
-        (true, _) => "moved at first request",
-        (false, false) => "moved at a request boundary",
-        (false, true) => "moved at a request boundary; https: a real TLS session there",
-    };
-    // Whether the TLS layer can make a real session is asked only where it matters.
-    let facts = if state.https && !first_request {
-        conn.facts(fd)
-    } else {
-        Facts::default()
-    };
-    match decide(&state, facts, event) {
-        Action::Move(route) => {
-            move_for_request(conn, fd, route, why, when, runtime).map(Settled::At)
-        }
-        Action::HandToTls(_) => move_for_request(conn, fd, Route::Origin, why, when, runtime)
-            .map(|_| Settled::HandToTls),
-        _ => Ok(Settled::At(current)),
-    }
-}
-
-/// The filter's verdict on a request like `head` (its `Host`, its `x-lunar-allow`) to
-/// this connection's destination, before the failsafe has its say.
-pub(super) fn judge(conn: &Conn, head: &RequestHead<'_>, runtime: &Runtime) -> Verdict {
-    let host_name = head.host.map(lunar_headers::host_name);
-    let name = host_name.as_deref().or(conn.name.as_deref());
-    let destination = Destination {
-        ip: crate::addr::canonical(conn.original).ip(),
-        name,
-    };
-    runtime.judge(&destination, head.lunar_allow)
-}
-
-fn move_for_request(
-    conn: &Conn,
-    fd: c_int,
-    wanted: Route,
-    why: runtime::Why,
-    when: &str,
-    runtime: &Runtime,
-) -> Result<Route, c_int> {
-    let ended = conn.move_to(fd, wanted, runtime)?;
-    match ended {
-        Route::Proxy(proxy) => log::debug!("{} -> proxy {proxy} ({why}; {when})", conn.label()),
-        Route::Origin => log::debug!("{} -> direct ({why}; {when})", conn.label()),
-    }
-    Ok(ended)
 }
 
 /// Sends all of `bytes` (a rewritten head): the program was told these bytes were written,

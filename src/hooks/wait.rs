@@ -168,6 +168,9 @@ pub unsafe extern "C-unwind" fn select(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
+        if !fdtable::any_tracked() {
+            return sys::select(count, read, write, except, timeout);
+        }
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timeval_ms(timeout));
         let look = || {
             let mut no_wait = libc::timeval {
@@ -196,6 +199,9 @@ pub unsafe extern "C-unwind" fn pselect(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
+        if !fdtable::any_tracked() {
+            return sys::pselect(count, read, write, except, timeout, mask);
+        }
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timespec_ms(timeout));
         let look = || sys::pselect(count, read, write, except, &NO_WAIT, mask);
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
