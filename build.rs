@@ -53,6 +53,8 @@ const HOOKED: &[&str] = &[
     "io_uring_queue_init",
     "io_uring_queue_init_params",
     "io_uring_setup",
+    // The java launcher's entry point (src/inject/java.rs).
+    "JLI_Launch",
 ];
 
 fn main() {

@@ -13,7 +13,7 @@
 //! below its own in this table, top to bottom (`tests/layers.rs` checks it):
 //!
 //! ```text
-//! hooks, fork, explain, doctor: entry points: program calls, libc's fork handler, the command
+//! hooks, fork, explain, doctor, inject: entry points: program calls, libc's fork handler, the command, the loader (language hooks)
 //! tls:         https one level up: the program's TLS sessions
 //! conn:        one intercepted socket; `conn::fdtable`: which fds are connections
 //! runtime:     the process-wide state, built at the first call that needs it
@@ -41,6 +41,7 @@ mod fork;
 pub mod guard;
 pub mod hooks;
 pub mod http;
+mod inject;
 mod logger;
 pub mod names;
 pub mod policy;

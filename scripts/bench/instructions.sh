@@ -26,6 +26,11 @@ if command -v valgrind >/dev/null; then
 			printf "insn.%s.%s\t1\t%.3f\ninsn.%s.base\t1\t%.3f\n", k, l, (w - w0) / n, k, (b - b0) / n
 			if (k == "fast" && l == "lib") printf "insn.load\t1\t%d\n", w0 - b0 }' >>"$SAMPLES"
 	}
+	# The language-hook check at load (src/inject): what a program other than node/java
+	# pays for it, counted inside the constructor of a /bin/true start.
+	LD_PRELOAD="$LIB" valgrind --tool=callgrind --callgrind-out-file="$TMP/at_load.cg" /bin/true >/dev/null 2>&1
+	callgrind_annotate --inclusive=yes --threshold=100 "$TMP/at_load.cg" 2>/dev/null |
+		awk '/inject::at_load/ {gsub(",", "", $1); printf "insn.at_load\t1\t%d\n", $1}' >>"$SAMPLES"
 	gcc -O2 -o "$REPO/c-tests/bin/fastpath" "$REPO/c-tests/bench/fastpath.c"
 	insn_measure fast "$REPO/c-tests/bin/fastpath" 3
 	gcc -O2 -o "$REPO/c-tests/bin/sendrecv" "$REPO/c-tests/bench/sendrecv.c"

@@ -170,6 +170,8 @@ if "insn.fast.lib" in S:
     if "insn.ssl.lib" in S:
         row("instructions per SSL_* call, session left alone", "insn.ssl.lib", "insn.ssl.base", "diff")
     print("%-*s %12.0f" % (W, "instructions the library's load adds (no LUNAR_* set)", med("insn.load")))
+    if "insn.at_load" in S:
+        print("%-*s %12.0f" % (W, "    of which the language-hook check (/bin/true start)", med("insn.at_load")))
     if "insn.request.lib" in S:
         row("instructions per diverted keep-alive request (C, epoll)",
             "insn.request.lib", "insn.request.base", "diff", 0)

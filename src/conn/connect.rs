@@ -59,7 +59,8 @@ pub unsafe fn connect(
         })
     };
     // Node's static OpenSSL, Java's JSSE, Go: TLS we cannot reach stays end to end.
-    if target.port() == HTTPS_PORT && !https_drivable() {
+    // ... unless a language hook dresses them as plaintext (`lang_hook`).
+    if target.port() == HTTPS_PORT && !super::lang_hook::armed() && !https_drivable() {
         return direct(outcome::Direct::NoDrivableTls);
     }
     let name = names::lookup(original.ip());

@@ -10,6 +10,7 @@ mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
 mod inflight;
+pub mod lang_hook;
 mod link;
 mod lunar_headers;
 mod moving;
@@ -97,6 +98,9 @@ pub struct Conn {
     fds_released: AtomicU32,
     /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
     link: link::LinkSlot,
+    /// Set when a language hook's marker named this connection its own (`lang_hook`): the
+    /// origin is then the hook's relay, and requests are https.
+    relay: std::sync::OnceLock<lang_hook::Relay>,
 }
 
 struct Writer {
@@ -131,6 +135,7 @@ impl Conn {
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
             link: link::LinkSlot::new(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 
@@ -246,7 +251,7 @@ impl Conn {
     }
 
     fn scheme(&self) -> lunar_headers::Scheme {
-        if self.is_https() {
+        if self.is_https() || self.relay.get().is_some() {
             lunar_headers::Scheme::Https
         } else {
             lunar_headers::Scheme::Http
@@ -285,7 +290,16 @@ impl Conn {
     /// True when the program's view of the peer differs from the socket's: what
     /// `getpeername` must hide.
     pub fn is_diverted(&self) -> bool {
-        self.phase().diverted()
+        // A hook's connection at the origin is at the hook's relay, on loopback.
+        self.phase().diverted() || self.relay.get().is_some()
+    }
+
+    /// Where a move to the origin connects: the program's destination, or for a
+    /// language hook's connection its relay (`lang_hook`).
+    fn origin_address(&self) -> SocketAddr {
+        self.relay
+            .get()
+            .map_or(self.original, lang_hook::Relay::address)
     }
 
     /// Whether `fd` is still the socket this connection was made on (one fstat). A

@@ -72,8 +72,23 @@ impl Conn {
     }
 
     fn connect_origin(&self, fd: c_int) -> Result<Route, c_int> {
-        connect_bounded(fd, self.family, self.original, ORIGIN_CONNECT_TIMEOUT_MS)
-            .map(|()| Route::Origin)
+        connect_bounded(
+            fd,
+            self.family,
+            self.origin_address(),
+            ORIGIN_CONNECT_TIMEOUT_MS,
+        )?;
+        self.greet_relay(fd)?;
+        Ok(Route::Origin)
+    }
+
+    /// A language hook's relay reads the greeting before anything of the program's (the
+    /// unanswered requests follow it); other origins get nothing.
+    fn greet_relay(&self, fd: c_int) -> Result<(), c_int> {
+        match self.relay.get() {
+            Some(relay) => super::write::send_all(self, fd, relay.greeting(), libc::MSG_NOSIGNAL),
+            None => Ok(()),
+        }
     }
 
     /// The first half of a move, for a non-blocking socket whose program waits in its
@@ -109,7 +124,7 @@ impl Conn {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let finished = connect_finish(fd, deadline);
         let result = match (finished, to) {
-            (Ok(()), Route::Origin) => Ok(to),
+            (Ok(()), Route::Origin) => self.greet_relay(fd).map(|()| to),
             (Ok(()), Route::Proxy(proxy)) => match self.secure(fd, proxy, runtime, deadline) {
                 Ok(()) => Ok(to),
                 Err(why) => {

@@ -121,10 +121,10 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
         }
         recovery => {
             let (target, route) = match &recovery {
-                Recovery::Replay(_) => (conn.original, Route::Origin),
+                Recovery::Replay(_) => (conn.origin_address(), Route::Origin),
                 Recovery::Retry { .. } => match conn.peer() {
                     Route::Proxy(proxy) => (proxy, Route::Proxy(proxy)),
-                    Route::Origin => (conn.original, Route::Origin),
+                    Route::Origin => (conn.origin_address(), Route::Origin),
                 },
             };
             if let Recovery::Replay(why) = &recovery {
