@@ -2,17 +2,22 @@
 SHELL := /bin/bash
 LIB := target/release/liblunar_intercept.so
 COMMAND := target/release/lunar-intercept
+# Language hooks sit beside the library, where it finds them (lang/PROTOCOL.md).
+NODE_HOOK := target/release/lunar-node-hook.cjs
 export LUNAR_LIB := $(abspath $(LIB))
 
 .PHONY: all build deps test unit lint c-tests e2e demo bench fuzz clean install deb
 
 all: build
 
-build: $(LIB)
+build: $(LIB) $(NODE_HOOK)
 
 # One cargo run builds the library and the command (src/bin/lunar-intercept).
 $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
 	cargo build --release --lib --bins
+
+$(NODE_HOOK): lang/node/lunar-node-hook.cjs
+	install -D -m 0644 $< $@
 
 deps:
 	scripts/install-deps.sh
@@ -21,6 +26,7 @@ deps:
 # 200,000 runs of the connection model (src/conn/sim_fuzz.rs).
 unit:
 	cargo test --release --lib --tests
+	node lang/node/test/hook_test.js
 
 lint:
 	cargo fmt --check
@@ -57,6 +63,7 @@ BINDIR ?= $(PREFIX)/bin
 
 install: build
 	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/liblunar_intercept.so
+	install -D -m 0644 $(NODE_HOOK) $(DESTDIR)$(LIBDIR)/lunar-node-hook.cjs
 	install -D -m 0755 $(COMMAND) $(DESTDIR)$(BINDIR)/lunar-intercept
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 

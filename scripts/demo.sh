@@ -133,11 +133,26 @@ open(sys.argv[3], "w").write(str(r.status))
 	show "$TMP/status" "$TMP/body" "$TMP/err"
 }
 
+run_node() { # label path: Node's own https, trusting the lab's test CA
+	local p="$2" ca="/tmp/lunar-lab-$NAME/tls/ca.pem"
+	cmdline "LD_PRELOAD=$(basename "$LIB") LUNAR_PROXY_HOST=$PROXY NODE_EXTRA_CA_CERTS=ca.pem node -e 'https.get(\"https://api.example.test$p\")'"
+	ip netns exec "$NAME" env LD_PRELOAD="$LIB" LUNAR_PROXY_HOST="$PROXY" NODE_EXTRA_CA_CERTS="$ca" node -e '
+const fs = require("fs");
+require("https").get(process.argv[1], (r) => {
+  const parts = [];
+  r.on("data", (d) => parts.push(d));
+  r.on("end", () => { fs.writeFileSync(process.argv[2], Buffer.concat(parts)); fs.writeFileSync(process.argv[3], String(r.statusCode)); });
+}).on("error", (e) => { console.error(e.message); process.exit(1); });
+' "https://api.example.test$p" "$TMP/body" "$TMP/status" 2>"$TMP/err" || true
+	show "$TMP/status" "$TMP/body" "$TMP/err"
+}
+
 printf '%sliblunar_intercept demo%s\n' "$B" "$N"
 cat <<EOF
 An LD_PRELOAD library: programs that call an external HTTP API (port 80, and https
-through the program's own OpenSSL/GnuTLS) are diverted to Lunar Proxy, with x-lunar-*
-headers added, without changing the program.
+through the program's own OpenSSL/GnuTLS, or Node's through a hook the library adds to
+it) are diverted to Lunar Proxy, with x-lunar-* headers added, without changing the
+program.
 When the proxy is down, requests go straight to the API (failsafe).
 
 Setting up the lab: network namespace $NAME, api.example.test = 203.0.113.10 (an
@@ -156,21 +171,29 @@ run_curl curl /demo/curl-https?step=2 https
 title "3. Python urllib, with the library, proxy up"
 run_python python /demo/python?step=3
 
-title "4. The proxy goes down (HAProxy stopped)"
+title "4. Node https, with the library, proxy up (through the library's Node hook)"
+echo "  Node's TLS is inside node: the library adds its hook (lunar-node-hook.cjs) to the"
+echo "  process at start; the hook hands the plaintext to the library, which sends it to the proxy."
+run_node node /demo/node-https?step=4
+
+title "5. The proxy goes down (HAProxy stopped)"
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import lab; lab.Lab(sys.argv[2]).stop_haproxy()' \
 	"$REPO/tests/lab" "$NAME"
 echo "  HAProxy stopped: nothing listens on $PROXY any more."
 
-title "5. curl again: failsafe, served by the origin"
-run_curl curl /demo/curl?step=5
+title "6. curl again: failsafe, served by the origin"
+run_curl curl /demo/curl?step=6
 
-title "6. curl over https again: failsafe, real TLS to the origin"
-run_curl curl /demo/curl-https?step=6 https
+title "7. curl over https again: failsafe, real TLS to the origin"
+run_curl curl /demo/curl-https?step=7 https
 
-title "7. Python urllib again: failsafe, served by the origin"
-run_python python /demo/python?step=7
+title "8. Python urllib again: failsafe, served by the origin"
+run_python python /demo/python?step=8
 
-title "8. The proxy comes back, with TLS (HAProxy started again)"
+title "9. Node https again: failsafe, real TLS to the origin made by Node itself"
+run_node node /demo/node-https?step=9
+
+title "10. The proxy comes back, with TLS (HAProxy started again)"
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import lab; lab.Lab(sys.argv[2]).start_haproxy()' \
 	"$REPO/tests/lab" "$NAME"
 echo "  HAProxy is up: $PROXY in clear text as before, and TLS on $TLS_PROXY (traffic) and"
@@ -178,11 +201,11 @@ echo "  :$TLS_HANDSHAKE_PORT (handshake), a certificate for proxy.lunar.test fro
 grep -E "bind 127\.0\.0\.1:(8400|$TLS_HANDSHAKE_PORT) " "/tmp/lunar-lab-$NAME/haproxy.cfg" |
 	sed -e 's/^ */      /' -e "s#/tmp/lunar-lab-$NAME/tls/##"
 
-title "9. curl, the library's link to the proxy over TLS (LUNAR_PROXY_SUPPORT_TLS=1)"
+title "11. curl, the library's link to the proxy over TLS (LUNAR_PROXY_SUPPORT_TLS=1)"
 echo "  The library makes its own TLS session to the proxy, verified with LUNAR_PROXY_CA_FILE"
 echo "  and the name proxy.lunar.test; curl itself speaks plain http and sees plain http."
-run_curl_tls_link curl "/demo/curl-tls-link?step=9"
-show_haproxy_log "/demo/curl-tls-link?step=9"
+run_curl_tls_link curl "/demo/curl-tls-link?step=11"
+show_haproxy_log "/demo/curl-tls-link?step=11"
 
 cat <<EOF
 

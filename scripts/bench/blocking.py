@@ -12,6 +12,10 @@ Rows (each round runs every row, library and direct mode in alternating order):
   curl_process      a curl process per request, CURL_REQS processes
   curl_process_untracked  the same to nginx's :8080 (not intercepted), with and without
                     the library: the part of curl_process that is the preload itself
+  node_https_keepalive  Node https keep-alive GETs (diverted through the Node hook; direct
+                    mode: Node's http to the proxy with the headers by hand)
+  node_start        `node -e 0` starts: the library with a configuration (the Node hook
+                    injected) vs no preload; µs per start
   py_session_tlslink, curl_keepalive_tlslink  TLS to the proxy: the library with
                     LUNAR_PROXY_SUPPORT_TLS=1 (HAProxy's TLS ports 8400/8443) vs direct mode
                     over the client's own TLS to https://proxy.lunar.test:8400/
@@ -122,6 +126,28 @@ def curl_process(url, extra, env):
     return {"us_per_req": (t1 - t0) / 1000 / curl_reqs}, curl_reqs
 
 
+def node_client(url, headers, env):
+    argv = ["node", os.path.join(HERE, "node_client.js"), url, str(py_reqs), str(WARM),
+            json.dumps(headers)]
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit("blocking.py: %s failed:\n%s%s" % (argv, r.stdout, r.stderr))
+    f = r.stdout.split()
+    return {"us_per_req": float(f[1])}, py_reqs + WARM
+
+
+NODE_STARTS = 20
+
+
+def node_start(env):
+    t0 = time.perf_counter_ns()
+    for _ in range(NODE_STARTS):
+        subprocess.run(["node", "-e", "0"], env=env, check=True)
+    return {"us_per_req": (time.perf_counter_ns() - t0) / 1000 / NODE_STARTS}, 0
+
+
+NODE_LIB_ENV = dict(LIB_ENV, NODE_EXTRA_CA_CERTS=ca)
+
 ROWS = [
     ("py_session_http",
      lambda: py_client("session", "http://api.example.test/", {}, "-", LIB_ENV),
@@ -147,6 +173,12 @@ ROWS = [
     ("curl_keepalive_tlslink",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_TLS_ENV),
      lambda: curl_keepalive(DIRECT_TLS_URL, ["--cacert", ca] + curl_h("http"), BASE_ENV)),
+    ("node_https_keepalive",
+     lambda: node_client("https://api.example.test/", {}, NODE_LIB_ENV),
+     lambda: node_client(DIRECT_URL, direct_headers("https"), BASE_ENV)),
+    ("node_start",
+     lambda: node_start(NODE_LIB_ENV),
+     lambda: node_start(BASE_ENV)),
     # what of curl_process is the preload itself: the same curl to a port the library
     # does not intercept (nginx's :8080), with and without the library
     ("curl_process_untracked",

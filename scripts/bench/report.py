@@ -88,6 +88,11 @@ if "blk.py_session_tlslink.lib.us" in S:
         "blk.py_session_tlslink.direct.us", "diff")
     row("TLS to the proxy: curl, %s URLs on one connection (vs curl --cacert https://proxy)"
         % curl_reqs, "blk.curl_keepalive_tlslink.lib.us", "blk.curl_keepalive_tlslink.direct.us", "diff")
+if "blk.node_https_keepalive.lib.us" in S:
+    row("Node https keep-alive, through the Node hook (vs Node's http to the proxy by hand)",
+        "blk.node_https_keepalive.lib.us", "blk.node_https_keepalive.direct.us", "diff")
+    row("Node start-up, `node -e 0`: the library and its Node hook (vs no preload)",
+        "blk.node_start.lib.us", "blk.node_start.direct.us", "diff", 0)
 
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
      " of %ss" % (reps, dur))

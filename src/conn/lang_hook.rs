@@ -1,4 +1,4 @@
-//! Connections a language hook dresses as TLS (Node's `lang/node/lunar-node-hook.js`; the
+//! Connections a language hook dresses as TLS (Node's `lang/node/lunar-node-hook.cjs`; the
 //! protocol is `lang/PROTOCOL.md`). The hook gives the runtime a plain socket to the
 //! origin's port and writes one marker line first; this layer takes the marker out, sends
 //! the plaintext requests to the proxy as https, and makes the hook's in-process relay the

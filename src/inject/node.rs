@@ -1,4 +1,4 @@
-//! Node: `--require lunar-node-hook.js` appended to `NODE_OPTIONS` before `main`, and
+//! Node: `--require lunar-node-hook.cjs` appended to `NODE_OPTIONS` before `main`, and
 //! `LUNAR_NODE_HOOK` telling the hook what it needs (`lang/PROTOCOL.md` section 1); the
 //! hook restores the program's own `NODE_OPTIONS` and removes its variable.
 
@@ -6,7 +6,7 @@ use super::{diverting_config, file_beside_library, ports, random_token, set};
 use crate::conn::lang_hook;
 
 /// The hook's file, found beside the loaded library.
-const HOOK: &str = "lunar-node-hook.js";
+const HOOK: &str = "lunar-node-hook.cjs";
 
 /// Adds the hook when this process diverts at all.
 pub(super) fn inject() {

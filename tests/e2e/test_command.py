@@ -143,8 +143,9 @@ def test_doctor_fails_and_says_why(lab, need_lib, command, haproxy_restored):
 
 
 def test_doctor_judges_programs(lab, need_lib, command, tmp_path):
-    """curl: http and https (OpenSSL) diverted; wget: GnuTLS; Node and Java: https passes
-    through, said as WARN (exit 0); a static program and a missing one: FAIL (exit 1)."""
+    """curl: http and https (OpenSSL) diverted; wget: GnuTLS; Node and Java: https
+    through the language hooks beside the library (PASS), or WARN where the hook is not
+    built; a static program and a missing one: FAIL (exit 1)."""
     res = doctor(lab, "curl")
     assert res.rc == 0, res
     assert report_lines(res, "PASS  curl http: "), res
@@ -153,9 +154,16 @@ def test_doctor_judges_programs(lab, need_lib, command, tmp_path):
     assert report_lines(res, "PASS  wget https: GnuTLS (") and res.rc == 0, res
     res = doctor(lab, "node")
     assert res.rc == 0 and report_lines(res, "PASS  node http: "), res
-    assert report_lines(res, "WARN  node https: Node: its https runs OpenSSL over memory"), res
+    assert report_lines(res, "PASS  node https: Node: its https is diverted through the "
+                             "library's Node hook (%s/lunar-node-hook.cjs)"
+                        % os.path.dirname(os.path.realpath(os.environ["LUNAR_LIB"]))), res
     res = doctor(lab, "java")
-    assert res.rc == 0 and report_lines(res, "WARN  java https: a JVM ("), res
+    agent = os.path.join(os.path.dirname(os.environ["LUNAR_LIB"]), "lunar-java-agent.jar")
+    if os.path.exists(agent):
+        assert res.rc == 0 and report_lines(res, "PASS  java https: a JVM ("), res
+        assert "through the library's Java agent" in res.out.decode(), res
+    else:
+        assert res.rc == 0 and report_lines(res, "WARN  java https: a JVM ("), res
     res = doctor(lab, "/usr/bin/python3")
     assert report_lines(res, "PASS  /usr/bin/python3 https: Python: its ssl module"), res
     source = tmp_path / "static.c"

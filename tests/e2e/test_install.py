@@ -45,14 +45,15 @@ def files_under(root):
     ("/opt/lunar", "opt/lunar/lib"),
 ])
 def test_make_install_into_destdir(need_built, prefix, libdir):
-    """Exactly the library (the built one, byte for byte, mode 0644), the command (0755)
-    and the README; nothing under etc/ (no /etc/ld.so.preload, no configuration file).
+    """Exactly the library (the built one, byte for byte, mode 0644) with Node's hook
+    beside it (where the library looks for it), the command (0755) and the README; nothing under etc/ (no /etc/ld.so.preload, no configuration file).
     The installed command finds the installed library by itself."""
     with tempfile.TemporaryDirectory(prefix="lunar-install-") as dest:
         sh(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=" + prefix])
         doc = prefix.lstrip("/") + "/share/doc/liblunar-intercept/README.md"
         command = prefix.lstrip("/") + "/bin/lunar-intercept"
-        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so", doc, command])
+        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so",
+                                            libdir + "/lunar-node-hook.cjs", doc, command])
         assert os.stat(os.path.join(dest, command)).st_mode & 0o7777 == 0o755
         shown = sh([os.path.join(dest, command), "run", "--", "sh", "-c", 'echo "$LD_PRELOAD"'],
                    env={"PATH": os.environ["PATH"]})
@@ -85,6 +86,7 @@ def test_make_deb(need_built):
     files = sorted(p for p, cols in entries.items() if not cols[0].startswith("d"))
     assert files == ["./usr/bin/lunar-intercept",
                      "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH,
+                     "./usr/lib/%s/lunar-node-hook.cjs" % MULTIARCH,
                      "./usr/share/doc/liblunar-intercept/README.md"], listing
     for p in files:
         mode = "-rwxr-xr-x" if p.startswith("./usr/bin/") else "-rw-r--r--"

@@ -149,17 +149,31 @@ fn examine_elf(command: &str, path: &Path, program: &Elf, checks: &mut Vec<Check
     let https = format!("{command} https");
     let (status, detail, advice) = if let Some(jli) = has("libjli.so").or_else(|| has("libjvm.so"))
     {
-        (
-            Status::Warn,
-            format!("a JVM ({jli}): its https is JSSE, pure Java, which the library cannot see; it goes directly to its destination"),
-            "its http is diverted; for https use Lunar's Java interceptor",
-        )
+        match language_hook("lunar-java-agent.jar") {
+            Some(agent) if name == "java" => (
+                Status::Pass,
+                format!("a JVM ({jli}): its https (JSSE) is diverted through the library's Java agent ({agent}), which the java launcher loads; requests that go to their destination get real TLS with the program's own SSLContext"),
+                "",
+            ),
+            _ => (
+                Status::Warn,
+                format!("a JVM ({jli}): its https is JSSE, pure Java, which the library sees only through its Java agent, added by the `java` launcher with lunar-java-agent.jar beside the library; it goes directly to its destination"),
+                "its http is diverted; start it with the `java` launcher (and the agent installed), or use Lunar's Java interceptor",
+            ),
+        }
     } else if has("libnode.so").is_some() || name == "node" || name == "nodejs" {
-        (
-            Status::Warn,
-            "Node: its https runs OpenSSL over memory buffers inside Node, never on the socket the library sees; it goes directly to its destination".to_string(),
-            "its http is diverted; for https use Lunar's Node interceptor",
-        )
+        match language_hook("lunar-node-hook.cjs") {
+            Some(hook) if name == "node" || name == "nodejs" => (
+                Status::Pass,
+                format!("Node: its https is diverted through the library's Node hook ({hook}), added to NODE_OPTIONS at start; requests that go to their destination get real TLS with the program's own options"),
+                "",
+            ),
+            _ => (
+                Status::Warn,
+                "Node: its https runs OpenSSL over memory buffers inside Node, which the library sees only through its Node hook (lunar-node-hook.cjs beside the library, for a program named node or nodejs); it goes directly to its destination".to_string(),
+                "its http is diverted; install the hook beside the library, or use Lunar's Node interceptor",
+            ),
+        }
     } else if name.starts_with("php") {
         (
             Status::Warn,
@@ -192,6 +206,13 @@ fn examine_elf(command: &str, path: &Path, program: &Elf, checks: &mut Vec<Check
         )
     };
     checks.push(check(status, &https, detail, advice));
+}
+
+/// A language hook's file beside the library this command preloads, if it is there.
+fn language_hook(file: &str) -> Option<String> {
+    let library = library::find(None).ok()?;
+    let hook = library.parent()?.join(file);
+    hook.is_file().then(|| hook.display().to_string())
 }
 
 /// The libraries the program loads at start (DT_NEEDED, transitively), by name with the
