@@ -14,9 +14,11 @@ Rows (each round runs every row, library and direct mode in alternating order):
                     the library: the part of curl_process that is the preload itself
   node_https_keepalive  Node https keep-alive GETs (diverted through the Node hook; direct
                     mode: Node's http to the proxy with the headers by hand)
+  java_https_keepalive, java_start  the same for Java's HttpClient (through the Java
+                    agent) and `java -version` starts, where a JDK is and the agent was built
   node_start        `node -e 0` starts: the library with a configuration (the Node hook
                     injected) vs no preload; µs per start
-  py_session_tlslink, curl_keepalive_tlslink  TLS to the proxy: the library with
+  py_session_tlslink, curl_keepalive_tlslink, curl_once_tlslink  TLS to the proxy: the library with
                     LUNAR_PROXY_SUPPORT_TLS=1 (HAProxy's TLS ports 8400/8443) vs direct mode
                     over the client's own TLS to https://proxy.lunar.test:8400/
 Library: LD_PRELOAD, LUNAR_PROXY_HOST=proxy.lunar.test:8000, the origin's URL.
@@ -29,8 +31,10 @@ request, first round only: 1 = through the proxy).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,19 +87,20 @@ def py_client(mode, url, headers, verify, env):
     return vals, py_reqs + WARM
 
 
-def curl_keepalive(url, extra, env):
-    argv = [CURL, "-s", "-w", "%{http_code} %{num_connects}\\n"] + extra + [url] * curl_reqs
+def curl_keepalive(url, extra, env, count=None):
+    count = count or curl_reqs
+    argv = [CURL, "-s", "-w", "%{http_code} %{num_connects}\\n"] + extra + [url] * count
     t0 = time.perf_counter_ns()
     r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t1 = time.perf_counter_ns()
     codes = [l.split() for l in r.stdout.decode(errors="replace").splitlines()]
     codes = [c for c in codes if len(c) == 2 and c[0].isdigit() and len(c[0]) == 3]
-    if r.returncode != 0 or len(codes) != curl_reqs or any(c[0] != "200" for c in codes):
+    if r.returncode != 0 or len(codes) != count or any(c[0] != "200" for c in codes):
         sys.exit("blocking.py: curl keep-alive to %s failed (rc %d): %r" % (url, r.returncode, codes[:3]))
     if sum(int(c[1]) for c in codes) != 1:
         sys.exit("blocking.py: curl keep-alive to %s made %d connections"
                  % (url, sum(int(c[1]) for c in codes)))
-    return {"us_per_req": (t1 - t0) / 1000 / curl_reqs}, curl_reqs
+    return {"us_per_req": (t1 - t0) / 1000 / count}, count
 
 
 def curl_process(url, extra, env):
@@ -143,10 +148,43 @@ def node_start(env):
     t0 = time.perf_counter_ns()
     for _ in range(NODE_STARTS):
         subprocess.run(["node", "-e", "0"], env=env, check=True)
-    return {"us_per_req": (time.perf_counter_ns() - t0) / 1000 / NODE_STARTS}, 0
+    return {"us_per_req": (time.perf_counter_ns() - t0) / 1000 / NODE_STARTS}, NODE_STARTS
 
 
 NODE_LIB_ENV = dict(LIB_ENV, NODE_EXTRA_CA_CERTS=ca)
+
+# Java: JavaBench compiled here, the lab CA in a truststore; only where a JDK is and the
+# agent was built beside the library.
+JAVA_DIR = None
+if shutil.which("javac") and os.path.exists(os.path.join(os.path.dirname(lib), "lunar-java-agent.jar")):
+    JAVA_DIR = tempfile.mkdtemp(prefix="lunar-bench-java.")
+    subprocess.run(["javac", "-d", JAVA_DIR, os.path.join(HERE, "JavaBench.java")], check=True)
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "lab", "-file", ca,
+                    "-keystore", os.path.join(JAVA_DIR, "ca.p12"), "-storetype", "PKCS12",
+                    "-storepass", "changeit"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+JAVA_OPTS = ["-XX:+UseSerialGC", "-Djavax.net.ssl.trustStore=%s/ca.p12" % JAVA_DIR,
+             "-Djavax.net.ssl.trustStorePassword=changeit"]
+
+
+def java_client(url, headers, env):
+    argv = (["java"] + JAVA_OPTS + ["-cp", JAVA_DIR, "JavaBench", url, str(py_reqs), str(WARM)]
+            + [x for kv in headers.items() for x in kv])
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit("blocking.py: %s failed:\n%s%s" % (argv, r.stdout, r.stderr))
+    return {"us_per_req": float(r.stdout.split()[1])}, py_reqs + WARM
+
+
+JAVA_STARTS = 5
+
+
+def java_start(env):
+    t0 = time.perf_counter_ns()
+    for _ in range(JAVA_STARTS):
+        subprocess.run(["java", "-XX:+UseSerialGC", "-version"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"us_per_req": (time.perf_counter_ns() - t0) / 1000 / JAVA_STARTS}, JAVA_STARTS
 
 ROWS = [
     ("py_session_http",
@@ -173,12 +211,25 @@ ROWS = [
     ("curl_keepalive_tlslink",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_TLS_ENV),
      lambda: curl_keepalive(DIRECT_TLS_URL, ["--cacert", ca] + curl_h("http"), BASE_ENV)),
+    # the same with one URL: the once-per-process part (TLS set-up, Lunar's handshake),
+    # which the report takes out to give the steady per-request cost
+    ("curl_once_tlslink",
+     lambda: curl_keepalive("http://api.example.test/", [], LIB_TLS_ENV, 1),
+     lambda: curl_keepalive(DIRECT_TLS_URL, ["--cacert", ca] + curl_h("http"), BASE_ENV, 1)),
     ("node_https_keepalive",
      lambda: node_client("https://api.example.test/", {}, NODE_LIB_ENV),
      lambda: node_client(DIRECT_URL, direct_headers("https"), BASE_ENV)),
     ("node_start",
-     lambda: node_start(NODE_LIB_ENV),
+     lambda: node_start(LIB_ENV),
      lambda: node_start(BASE_ENV)),
+] + ([
+    ("java_https_keepalive",
+     lambda: java_client("https://api.example.test/", {}, LIB_ENV),
+     lambda: java_client(DIRECT_URL, direct_headers("https"), BASE_ENV)),
+    ("java_start",
+     lambda: java_start(LIB_ENV),
+     lambda: java_start(BASE_ENV)),
+] if JAVA_DIR else []) + [
     # what of curl_process is the preload itself: the same curl to a port the library
     # does not intercept (nginx's :8080), with and without the library
     ("curl_process_untracked",
@@ -211,3 +262,6 @@ for rnd in range(1, rounds + 1):
             line.append("%s %.1f us" % (mode, vals["us_per_req"])
                         + (" (median %.1f)" % vals["us_median"] if "us_median" in vals else ""))
         print("  %-22s round %d: %s" % (row, rnd, ", ".join(line)), file=sys.stderr)
+
+if JAVA_DIR:
+    shutil.rmtree(JAVA_DIR, ignore_errors=True)

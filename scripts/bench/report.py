@@ -88,11 +88,28 @@ if "blk.py_session_tlslink.lib.us" in S:
         "blk.py_session_tlslink.direct.us", "diff")
     row("TLS to the proxy: curl, %s URLs on one connection (vs curl --cacert https://proxy)"
         % curl_reqs, "blk.curl_keepalive_tlslink.lib.us", "blk.curl_keepalive_tlslink.direct.us", "diff")
+    if "blk.curl_once_tlslink.lib.us" in S and int(curl_reqs) > 1:
+        # Per round: N requests' time less one request's (the process, its TLS set-up and
+        # Lunar's handshake), over the N - 1 requests left.
+        n = int(curl_reqs)
+        for arm in ("lib", "direct"):
+            many, once = S["blk.curl_keepalive_tlslink.%s.us" % arm], S["blk.curl_once_tlslink.%s.us" % arm]
+            S["blk.curl_steady_tlslink.%s.us" % arm] = {
+                r: (n * many[r] - once[r]) / (n - 1) for r in many if r in once}
+        row("    each request after the first (steady state)", "blk.curl_steady_tlslink.lib.us",
+            "blk.curl_steady_tlslink.direct.us", "diff")
+        row("    a one-URL process: the once-per-process set-up", "blk.curl_once_tlslink.lib.us",
+            "blk.curl_once_tlslink.direct.us", "diff", 0)
 if "blk.node_https_keepalive.lib.us" in S:
     row("Node https keep-alive, through the Node hook (vs Node's http to the proxy by hand)",
         "blk.node_https_keepalive.lib.us", "blk.node_https_keepalive.direct.us", "diff")
     row("Node start-up, `node -e 0`: the library and its Node hook (vs no preload)",
         "blk.node_start.lib.us", "blk.node_start.direct.us", "diff", 0)
+if "blk.java_https_keepalive.lib.us" in S:
+    row("Java HttpClient https keep-alive, through the Java agent (vs http to the proxy by hand)",
+        "blk.java_https_keepalive.lib.us", "blk.java_https_keepalive.direct.us", "diff")
+    row("Java start-up, `java -version`: the library and its agent (vs no preload)",
+        "blk.java_start.lib.us", "blk.java_start.direct.us", "diff", 0)
 
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
      " of %ss" % (reps, dur))
