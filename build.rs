@@ -100,7 +100,7 @@ fn write_layout_script(path: &std::path::Path) {
   .plt : {{ *(.plt) }}
   .text : {{
     *crtbeginS.o(.text .text.*)
-    *(.text.*ARGV_INIT_ARRAY*)
+    *(.text.*ARGV_INIT_ARRAY* .text.*6inject7at_load*)
     *({hooks} )
     *(.text.*first_call* .text.*3sys7resolve*)
     *libc_nonshared.a:*(.text .text.*)
