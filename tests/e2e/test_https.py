@@ -11,7 +11,7 @@ Two kinds of tests:
 - unmarked: hold today (port 443 passes through the library untouched) and must
   keep holding once https is diverted: every client works over TLS with the library
   loaded (whichever way the request went, the origin answered over TLS and saw no
-  x-lunar-* header), Java and PHP's curl (TLS the library cannot drive) go straight to the
+  x-lunar-* header), PHP's curl (TLS the library cannot drive) goes straight to the
   origin, a block-listed host keeps its TLS end to end, a proxy that is down means
   TLS to the origin, a certificate the client does not trust is the client's error.
 - `needs_tls_divert`: what diversion must do (the request reaches the proxy as plain
@@ -44,12 +44,12 @@ CTESTS = os.path.join(REPO, "c-tests")
 # client name -> how it is run (see HttpsClient.argv)
 CLIENTS = ["curl", "wget", "py_httpsclient", "py_urllib", "py_requests", "perl_ssl",
            "ruby_nethttp", "php_curl", "node_https", "java_httpclient"]
-# Never diverted, must keep working untouched: TLS inside the runtime itself with no hook
-# of ours in it (Java's JSSE without the agent), and PHP's curl extension, which PHP loads
-# with RTLD_DEEPBIND: libcurl binds connect/send/recv and SSL_* straight to libc and
-# libssl, so a preloaded library never sees its calls (plain http included). Node's TLS is
-# diverted through the Node hook the library injects (lang/node; test_node_hook.py).
-UNTOUCHED = ["java_httpclient", "php_curl"]
+# Never diverted, must keep working untouched: PHP's curl extension, which PHP loads with
+# RTLD_DEEPBIND: libcurl binds connect/send/recv and SSL_* straight to libc and libssl, so
+# a preloaded library never sees its calls (plain http included). Node's and Java's TLS
+# are their own, diverted through the hooks the library injects (lang/; test_node_hook.py,
+# test_java_hook.py).
+UNTOUCHED = ["php_curl"]
 DIVERTED = [c for c in CLIENTS if c not in UNTOUCHED]
 CANNOT = {
     ("py_urllib", "keepalive"): "urllib.request opens a new connection for every request",
@@ -344,7 +344,7 @@ def test_curl_parallel_with_library(lab, need_lib, haproxy_up, tag):
 
 
 def test_untouched_runtimes_go_straight_to_origin(uclient, need_lib, haproxy_up, tag):
-    """Java without the agent (its own TLS) and PHP's curl (RTLD_DEEPBIND): with the library
+    """PHP's curl (RTLD_DEEPBIND): with the library
     loaded and the proxy up, their https goes to the origin, untouched, keep-alive
     included."""
     res = uclient.run("POST", "https://api.example.test" + tag, data=b'{"a": 1}', repeat=3,

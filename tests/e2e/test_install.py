@@ -14,6 +14,8 @@ import pytest
 from conftest import REPO, VERSION
 
 BUILT = os.path.join(REPO, "target", "release", "liblunar_intercept.so")
+# Built where a JDK is (make deps installs one); installed beside the library when built.
+JAVA_AGENT = os.path.join(REPO, "target", "release", "lunar-java-agent.jar")
 BUILT_COMMAND = os.path.join(REPO, "target", "release", "lunar-intercept")
 
 
@@ -52,8 +54,10 @@ def test_make_install_into_destdir(need_built, prefix, libdir):
         sh(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=" + prefix])
         doc = prefix.lstrip("/") + "/share/doc/liblunar-intercept/README.md"
         command = prefix.lstrip("/") + "/bin/lunar-intercept"
-        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so",
-                                            libdir + "/lunar-node-hook.cjs", doc, command])
+        hooks = [libdir + "/lunar-node-hook.cjs"] + ([libdir + "/lunar-java-agent.jar"]
+                                                     if os.path.exists(JAVA_AGENT) else [])
+        assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so", doc, command]
+                                           + hooks)
         assert os.stat(os.path.join(dest, command)).st_mode & 0o7777 == 0o755
         shown = sh([os.path.join(dest, command), "run", "--", "sh", "-c", 'echo "$LD_PRELOAD"'],
                    env={"PATH": os.environ["PATH"]})
@@ -72,7 +76,8 @@ def glibc_versions(lib):
 
 
 def test_make_deb(need_built):
-    """The package holds the library in the multiarch directory and the README, its
+    """The package holds the library with its language hooks in the multiarch directory
+    and the README, its
     control fields are right, libc6's minimum covers every glibc symbol version the
     library imports, and it has no maintainer scripts (nothing writes
     /etc/ld.so.preload on install) and no conffiles."""
@@ -84,10 +89,11 @@ def test_make_deb(need_built):
     listing = sh(["dpkg-deb", "-c", deb])
     entries = {ln.split()[-1]: ln.split() for ln in listing.splitlines()}
     files = sorted(p for p, cols in entries.items() if not cols[0].startswith("d"))
-    assert files == ["./usr/bin/lunar-intercept",
-                     "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH,
-                     "./usr/lib/%s/lunar-node-hook.cjs" % MULTIARCH,
-                     "./usr/share/doc/liblunar-intercept/README.md"], listing
+    agent = ["./usr/lib/%s/lunar-java-agent.jar" % MULTIARCH] if os.path.exists(JAVA_AGENT) else []
+    assert files == (["./usr/bin/lunar-intercept",
+                      "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH] + agent
+                     + ["./usr/lib/%s/lunar-node-hook.cjs" % MULTIARCH,
+                        "./usr/share/doc/liblunar-intercept/README.md"]), listing
     for p in files:
         mode = "-rwxr-xr-x" if p.startswith("./usr/bin/") else "-rw-r--r--"
         assert entries[p][0] == mode and entries[p][1] == "root/root", listing

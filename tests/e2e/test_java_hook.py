@@ -1,0 +1,422 @@
+"""https of JVM programs through the Java agent (lang/java, lang/PROTOCOL.md section 7).
+
+The preload adds `-javaagent:<dir>/lunar-java-agent.jar=v1 <pid> <token> <ports>` to the
+`java` launcher's arguments (its JLI_Launch); the agent dresses the program's TLS connections
+to intercepted ports as plain sockets whose plaintext the preload diverts like any https
+request (`x-lunar-scheme: https`), and runs the relay that makes real TLS, with the program's
+own trust and parameters, whenever the preload sends a connection to the origin.
+
+Clients: `clients/JavaHookClient.java` (java.net.http.HttpClient with its default HTTP_2 +
+ALPN, or HttpsURLConnection; SSLContext.getDefault() trusting the lab CA through
+lab.java_opts(), or an app-made SSLContext.getInstance("TLS") with its own TrustManager).
+Needs `lunar-java-agent.jar` beside the library (`make build`).
+"""
+import json
+import os
+import random
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import (CLIENT_DIR, INTERCEPTOR, JAVA_OPTS, UUID4, assert_direct, assert_ok, describe,
+                      echoes, hdr, hdrs, labmod, one_echo, sha256)
+
+API = "api.example.test"
+API_TLS = "%s:443" % labmod.API_IP
+API_TLS_8443 = "%s:8443" % labmod.API_IP
+UNTRUSTED_TLS = "%s:443" % labmod.UNTRUSTED_IP
+PORTS_8443 = {"LUNAR_INTERCEPT_PORTS": "80,443,8443"}
+TESTPROXY_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
+                 "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
+COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
+APIS = ["httpclient", "urlconn"]
+# The JDK's own words for a certificate it does not trust, or one without the host's name
+# (JDK 25 puts the alert first: "(certificate_unknown) PKIX path building failed").
+PKIX = re.compile(r"SSLHandshakeException: (\(\w+\) )?PKIX path building failed")
+NO_NAME = re.compile(r"SSLHandshakeException: (\(\w+\) )?No subject alternative DNS name matching "
+                     r"wrongname\.example\.test")
+AGENT_CLASS = "dev.lunar.intercept.Agent"
+
+
+# ---- fixtures -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def java_hook_classes(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("java-hook-clients"))
+    r = subprocess.run(["javac", "-d", out, os.path.join(CLIENT_DIR, "JavaHookClient.java")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("javac failed:\n" + r.stdout.decode())
+    return out
+
+
+@pytest.fixture
+def java_hook(need_lib):
+    """The agent beside the library, where the preload finds it."""
+    jar = os.path.join(os.path.dirname(need_lib), "lunar-java-agent.jar")
+    if not os.path.exists(jar):
+        pytest.fail("no %s (make build copies lang/java's agent beside the library)" % jar)
+    return jar
+
+
+@pytest.fixture
+def haproxy_up(lab):
+    lab.start_haproxy()
+    yield lab
+    lab.start_haproxy()
+
+
+@pytest.fixture
+def haproxy_down(lab):
+    lab.stop_haproxy()
+    try:
+        yield lab
+    finally:
+        lab.start_haproxy()
+
+
+class JavaClient:
+    def __init__(self, api, lab, classes, tmpdir):
+        self.api, self.lab, self.classes, self.tmpdir = api, lab, classes, tmpdir
+
+    def run(self, method, url, data=None, headers=(), repeat=1, interval=None, new_connection=False,
+            app_trust=False, ca=None, http1=False, env=None, preload=True, debug=True, timeout=90):
+        argv = ["java"] + JAVA_OPTS
+        if not app_trust:
+            argv += self.lab.java_opts(ca)
+        argv += ["-cp", self.classes, "JavaHookClient", self.api, method, url]
+        if app_trust:
+            argv += ["--app-trust", self.lab.java_truststore(ca)]
+        if data is not None:
+            path = os.path.join(self.tmpdir, "body-%d.bin" % random.randrange(1 << 30))
+            with open(path, "wb") as f:
+                f.write(data)
+            argv += ["--data-file", path]
+        for h in headers:
+            argv += ["--header", h]
+        if repeat != 1:
+            argv += ["--repeat", str(repeat)]
+        if interval is not None:
+            argv += ["--interval", str(interval)]
+        if new_connection:
+            argv.append("--new-connection")
+        if http1:
+            argv.append("--http1")
+        return self.lab.run(argv, env=env, preload=preload, debug=debug, timeout=timeout)
+
+
+@pytest.fixture(params=APIS)
+def jclient(request, lab, java_hook_classes, tmp_path):
+    return JavaClient(request.param, lab, java_hook_classes, str(tmp_path))
+
+
+@pytest.fixture
+def httpclient(lab, java_hook_classes, tmp_path):
+    return JavaClient("httpclient", lab, java_hook_classes, str(tmp_path))
+
+
+# ---- what arrived -------------------------------------------------------------------
+
+def assert_tls_origin(e, res, server=API_TLS, sni=API, path=None):
+    ctx = "\norigin saw: %s\n%s" % (json.dumps(e), describe(res))
+    assert e.get("scheme") == "https", "the origin did not answer over TLS" + ctx
+    assert e["server"] == server, "wrong origin" + ctx
+    assert e.get("sni") == sni, "SNI at the origin" + ctx
+    if path:
+        assert e["path"] == path, "path" + ctx
+    assert not [k for k, _ in e["headers"] if k.lower().startswith("x-lunar-")], \
+        "x-lunar-* header reached the origin" + ctx
+
+
+def assert_direct_tls(e, res, server=API_TLS, sni=API, path=None):
+    """The origin answered over real TLS (the agent's relay), nothing of Lunar's."""
+    assert_direct(e, res, origin=server, path=path)
+    assert_tls_origin(e, res, server, sni, path)
+
+
+def assert_proxied_tls(e, res, lunar_host=API, server=API_TLS, via="x-via-haproxy", path=None):
+    """Through the proxy as plain HTTP with x-lunar-scheme: https (the proxy made the TLS)."""
+    ctx = "\norigin saw: %s\n%s" % (json.dumps(e["headers"]), describe(res))
+    assert hdr(e, via) == "1", "request did not go through the proxy" + ctx
+    assert hdr(e, "x-seen-lunar-scheme") == "https", "x-lunar-scheme" + ctx
+    assert hdr(e, "x-seen-lunar-host") == lunar_host, "x-lunar-host" + ctx
+    assert hdr(e, "x-seen-lunar-interceptor") == INTERCEPTOR, "x-lunar-interceptor" + ctx
+    rid = hdr(e, "x-seen-lunar-req-id")
+    assert rid and UUID4.match(rid), "x-lunar-req-id not a UUID v4: %r%s" % (rid, ctx)
+    assert hdrs(e, "host") == [lunar_host], "Host at the origin" + ctx
+    assert_tls_origin(e, res, server, lunar_host.split(":")[0], path)
+    return rid
+
+
+def assert_program_error(res, pattern):
+    """The program's own TLS error (the JDK's exception and words), no body."""
+    assert res.rc != 0, "the program accepted a certificate it must reject\n" + describe(res)
+    assert res.out == b"", "a body despite the TLS error\n" + describe(res)
+    assert pattern.search(res.text_err), "not the program's own TLS error\n" + describe(res)
+
+
+def origin_records_since(lab, n):
+    return labmod._json_lines(lab.origin_log_path)[n:]
+
+
+def no_plaintext_at(recs, server):
+    """No byte of the program's plaintext reached this TLS origin: every connection there
+    failed its handshake on the certificate (a plaintext request shows as an HTTP_REQUEST or
+    WRONG_VERSION_NUMBER error), and none was answered."""
+    mine = [r for r in recs if r.get("server") == server]
+    assert not [r for r in mine if "path" in r], "a request was answered at %s: %s" % (server, mine)
+    bad = [r for r in mine if re.search(r"HTTP_REQUEST|WRONG_VERSION|http request|LUNAR",
+                                        r.get("tls_error", ""), re.I)]
+    assert not bad, "plaintext reached %s: %s" % (server, bad)
+
+
+def proxy_log_for(lab, path):
+    return [r for r in lab.testproxy_log() if r.get("kind") == "traffic" and r.get("path") == path]
+
+
+def h(rec, name):
+    return [v for k, v in rec["headers"] if k.lower() == name]
+
+
+# ==== the launcher: java gets the agent, nothing printed; javac untouched ==================
+
+def test_java_version_unchanged(lab, need_lib, java_hook):
+    """`java -version` prints exactly the same with the preload (and its agent) as without."""
+    base = lab.run(["java", "-version"], preload=False, debug=False)
+    res = lab.run(["java", "-version"], debug=False)
+    assert base.rc == res.rc == 0, describe(res)
+    assert (res.out, res.err) == (base.out, base.err), \
+        "java -version differs under the preload:\n%r\n%r" % (base.err, res.err)
+
+
+def test_agent_loaded_into_java_only(lab, need_lib, java_hook):
+    """The agent's classes load into `java` under the preload (a positive control for the
+    other tests), not without a configuration, and never into javac."""
+    res = lab.run(["java", "-verbose:class", "-version"], debug=False)
+    assert AGENT_CLASS in res.text_out, "the agent was not injected into java\n" + describe(res)
+    res = lab.run(["java", "-verbose:class", "-version"], proxy=False, debug=False)
+    assert AGENT_CLASS not in res.text_out, "agent injected without LUNAR_PROXY_HOST"
+    base = lab.run(["javac", "-version"], preload=False, debug=False)
+    res = lab.run(["javac", "-version"], debug=False)
+    assert (res.rc, res.out, res.err) == (base.rc, base.out, base.err), describe(res)
+    res = lab.run(["javac", "-J-verbose:class", "-version"], debug=False)
+    assert res.rc == 0 and AGENT_CLASS not in res.text_out, "the agent went into javac\n" + describe(res)
+
+
+def test_javac_compiles_under_preload(lab, need_lib, java_hook, tmp_path):
+    src = tmp_path / "Hello.java"
+    src.write_text("public class Hello { public static void main(String[] a) { System.out.println(\"hi\"); } }\n")
+    res = lab.run(["javac", "-d", str(tmp_path), str(src)], debug=False)
+    assert res.rc == 0 and res.out == b"" and res.err == b"", describe(res)
+    res = lab.run(["java"] + JAVA_OPTS + ["-cp", str(tmp_path), "Hello"], debug=False)
+    assert res.rc == 0 and res.out == b"hi\n" and res.err == b"", describe(res)
+
+
+# ==== diverted: through the proxy as https ==============================================
+
+def test_get(jclient, java_hook, haproxy_up, tag):
+    res = jclient.run("GET", "https://api.example.test" + tag)
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, path=tag)
+
+
+def test_get_httpclient_http1_without_alpn(httpclient, java_hook, haproxy_up, tag):
+    """HttpClient forced to HTTP/1.1 offers no ALPN (the default HTTP_2 offers h2,http/1.1 and
+    gets http/1.1 from the dressed engine): dressed the same."""
+    res = httpclient.run("GET", "https://api.example.test" + tag, http1=True)
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, path=tag)
+
+
+def test_post_json(jclient, java_hook, haproxy_up, tag):
+    body = json.dumps({"client": jclient.api, "diverted": True}).encode()
+    res = jclient.run("POST", "https://api.example.test" + tag, data=body,
+                      headers=["Content-Type: application/json"])
+    assert_ok(res)
+    e = one_echo(res)
+    assert_proxied_tls(e, res, path=tag)
+    assert e["method"] == "POST" and e["body_sha256"] == sha256(body)
+    assert hdr(e, "content-type") == "application/json"
+
+
+def test_post_2mib(jclient, java_hook, haproxy_up, tag):
+    body = random.Random(11).randbytes(2 * 1024 * 1024)
+    res = jclient.run("POST", "https://api.example.test" + tag, data=body,
+                      headers=["Content-Type: application/octet-stream"])
+    assert_ok(res)
+    e = one_echo(res)
+    assert_proxied_tls(e, res, path=tag)
+    assert (e["body_len"], e["body_sha256"]) == (len(body), sha256(body)), "body in the response"
+    assert [r["body_sha256"] for r in jclient.lab.origin_log(contains=tag)] == [sha256(body)]
+
+
+def test_download_2mib(jclient, java_hook, haproxy_up):
+    n = 2 * 1024 * 1024 + 7
+    res = jclient.run("GET", "https://api.example.test/bytes/%d" % n)
+    assert_ok(res)
+    assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), describe(res)
+
+
+def test_keepalive_one_proxy_connection(jclient, java_hook, haproxy_up, tag):
+    """3 requests on one connection of the program: one connection at the proxy, three
+    request ids."""
+    res = jclient.run("GET", "https://api.example.test" + tag, repeat=3)
+    assert_ok(res)
+    es = echoes(res)
+    assert len(es) == 3, describe(res)
+    rids = [assert_proxied_tls(e, res, path=tag) for e in es]
+    assert len(set(rids)) == 3, "request ids repeat: %s" % rids
+    assert len({hdr(e, "x-seen-src") for e in es}) == 1, "not one connection at the proxy\n" + describe(res)
+
+
+def test_non_default_port(jclient, java_hook, haproxy_up, tag):
+    res = jclient.run("GET", "https://api.example.test:8443" + tag, env=PORTS_8443)
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, lunar_host="api.example.test:8443", server=API_TLS_8443, path=tag)
+
+
+def test_port_8443_not_listed_is_real_tls(jclient, java_hook, haproxy_up, tag):
+    """8443 without LUNAR_INTERCEPT_PORTS: not dressed, the program's own TLS to the origin."""
+    res = jclient.run("GET", "https://api.example.test:8443" + tag)
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, server=API_TLS_8443, path=tag)
+
+
+def test_app_made_context(jclient, java_hook, haproxy_up, tag):
+    """SSLContext.getInstance("TLS") with the program's own TrustManager (no
+    javax.net.ssl properties): dressed too."""
+    res = jclient.run("GET", "https://api.example.test" + tag, app_trust=True)
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, path=tag)
+
+
+# ==== to the origin over real TLS: the agent's relay ======================================
+
+def test_block_list_origin_over_real_tls(jclient, java_hook, haproxy_up, tag):
+    body = b'{"blocked": true}'
+    res = jclient.run("POST", "https://api.example.test" + tag, data=body,
+                      headers=["Content-Type: application/json"], env={"LUNAR_BLOCK_LIST": API})
+    assert_ok(res)
+    e = one_echo(res)
+    assert_direct_tls(e, res, path=tag)
+    assert e["body_sha256"] == sha256(body)
+
+
+def test_proxy_down_origin_over_real_tls(jclient, java_hook, haproxy_down, tag):
+    body = random.Random(7).randbytes(300000)
+    res = jclient.run("POST", "https://api.example.test" + tag, data=body,
+                      headers=["Content-Type: application/octet-stream"])
+    assert_ok(res)
+    e = one_echo(res)
+    assert_direct_tls(e, res, path=tag)
+    assert e["body_sha256"] == sha256(body)
+    assert len(jclient.lab.origin_log(contains=tag)) == 1
+
+
+@pytest.mark.parametrize("mode", ["error:2", "close", "close-head"])
+def test_proxy_fault_replayed_at_origin(jclient, java_hook, testproxy, tag, mode):
+    """The proxy got the request (x-lunar-scheme: https) and failed it: x-lunar-error, a close
+    before any answer, a close in the middle of the request body. The program gets the
+    origin's answer over real TLS, and the origin saw the request exactly as the program
+    sends it without the library."""
+    body = random.Random(13).randbytes(200000)
+    headers = ["Content-Type: application/octet-stream", "X-Fault-Test: %s" % mode]
+    url = "https://api.example.test" + tag
+    base = jclient.run("POST", url + "/baseline", data=body, headers=headers, preload=False)
+    assert_ok(base)
+    testproxy.set_mode(mode)
+    res = jclient.run("POST", url, data=body, headers=headers, env=TESTPROXY_ENV)
+    assert_ok(res)
+    e = one_echo(res)
+    assert_direct_tls(e, res, path=tag)
+    assert e["body_sha256"] == sha256(body)
+    recs = [r for r in testproxy.origin_log(contains=tag) if r["path"] == tag]
+    assert len(recs) == 1, "origin got %d requests, expected the one replay\n%s" % (len(recs), describe(res))
+    want = [[k.lower(), v] for k, v in one_echo(base)["headers"]]
+    got = [[k.lower(), v] for k, v in recs[0]["headers"]]
+    assert got == want, "the origin did not see the program's own request:\n%s\n!=\n%s" % (got, want)
+    seen = proxy_log_for(testproxy, tag)
+    assert seen and h(seen[0], "x-lunar-scheme") == ["https"] and h(seen[0], "x-lunar-host") == [API], \
+        "the request never reached the test proxy as https\n%s" % seen
+
+
+def test_retry_after(jclient, java_hook, testproxy, tag):
+    testproxy.set_mode("retry:0.3:2")
+    t0 = time.time()
+    res = jclient.run("GET", "https://api.example.test" + tag, env=TESTPROXY_ENV)
+    elapsed = time.time() - t0
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, via="x-via-testproxy", path=tag)
+    log = proxy_log_for(testproxy, tag)
+    assert len(log) == 3, "expected 3 requests at the proxy (2 retries), got %d\n%s" % (len(log), describe(res))
+    assert all(h(r, "x-lunar-scheme") == ["https"] for r in log)
+    assert len({h(r, "x-lunar-req-id")[0] for r in log}) == 1, "req-id changed across retries"
+    assert h(log[0], "x-lunar-sequence-id") == [] and h(log[1], "x-lunar-sequence-id") \
+        and h(log[2], "x-lunar-sequence-id"), "retries must carry x-lunar-sequence-id"
+    assert elapsed >= 0.6, "retries did not wait x-lunar-retry-after"
+    assert b"x-lunar-sequence-id" not in res.out.lower()
+
+
+def test_cooldown(jclient, java_hook, testproxy, tag):
+    """2 failures at the proxy (x-lunar-error) start a 3 s cooldown: the program's next
+    connections go to the origin without the proxy, still over real TLS through the relay;
+    every request gets the origin's answer."""
+    testproxy.set_mode("error:2")
+    res = jclient.run("GET", "https://api.example.test" + tag, repeat=6, interval=0.1, new_connection=True,
+                      env=dict(TESTPROXY_ENV, **COOLDOWN_ENV))
+    assert_ok(res)
+    es = echoes(res)
+    assert len(es) == 6, describe(res)
+    for e in es:
+        assert_direct_tls(e, res, path=tag)
+    assert len(testproxy.origin_log(contains=tag)) == 6
+    seen = proxy_log_for(testproxy, tag)
+    assert len(seen) == 2, "expected the 2 failures at the proxy, then a cooldown: %d\n%s" % (
+        len(seen), describe(res))
+    assert [ln for ln in res.text_err.splitlines() if "cooldown" in ln], \
+        "no cooldown in the library's log\n" + describe(res)
+
+
+@pytest.mark.parametrize("host,pattern", [("untrusted.example.test", PKIX),
+                                          ("wrongname.example.test", NO_NAME)])
+def test_untrusted_origin_is_the_programs_error(jclient, java_hook, haproxy_up, tag, host, pattern):
+    """HAProxy cannot verify the origin (x-lunar-error: 2); the preload moves the connection
+    to the relay, whose real TLS with the program's own trust fails: the program sees the
+    JDK's own error, and nothing reached the origin in plaintext."""
+    before = len(labmod._json_lines(jclient.lab.origin_log_path))
+    res = jclient.run("GET", "https://%s%s" % (host, tag))
+    assert_program_error(res, pattern)
+    recs = origin_records_since(jclient.lab, before)
+    assert not [r for r in recs if tag in r.get("path", "")], "a request reached the origin"
+    no_plaintext_at(recs, UNTRUSTED_TLS if host.startswith("untrusted") else API_TLS)
+
+
+def test_untrusted_origin_after_proxy_error(jclient, java_hook, testproxy, tag):
+    testproxy.set_mode("error:2")
+    before = len(labmod._json_lines(jclient.lab.origin_log_path))
+    res = jclient.run("GET", "https://untrusted.example.test" + tag, env=TESTPROXY_ENV)
+    assert_program_error(res, PKIX)
+    no_plaintext_at(origin_records_since(jclient.lab, before), UNTRUSTED_TLS)
+    seen = proxy_log_for(testproxy, tag)
+    assert seen and h(seen[0], "x-lunar-host") == ["untrusted.example.test"], "never reached the proxy"
+
+
+def test_untrusted_with_its_ca_works(jclient, java_hook, haproxy_down, tag):
+    """The same origin, its CA trusted by the program: it works through the relay (so the
+    error above is the program's trust, not the relay)."""
+    res = jclient.run("GET", "https://untrusted.example.test" + tag, ca=jclient.lab.untrusted_ca_file)
+    assert_ok(res)
+    e = one_echo(res)
+    assert (e["scheme"], e["sni"], e["path"]) == ("https", "untrusted.example.test", tag), describe(res)
+
+
+def test_app_made_context_its_own_trust_at_the_relay(jclient, java_hook, haproxy_down, tag):
+    """Proxy down: the relay verifies with the app's own TrustManager (the lab CA): the
+    origin answers; the untrusted origin is the app's own PKIX error."""
+    res = jclient.run("GET", "https://api.example.test" + tag, app_trust=True)
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
+    res = jclient.run("GET", "https://untrusted.example.test" + tag, app_trust=True)
+    assert_program_error(res, PKIX)
