@@ -455,3 +455,49 @@ def test_library_under_a_type_module_package(lab, hook, haproxy_up, tag, tmp_pat
     res = run_node(lab, "node_https.js", ["GET", URL + tag], env={"LD_PRELOAD": str(lib)})
     assert_ok(res)
     assert_proxied_tls(one_echo(res), res, path=tag)
+
+
+# ==== a relay that cannot be reached ==============================================================
+
+# A marker with this process's token naming a relay port nothing listens on (port 1): what a
+# dead relay looks like to the library. The program must get a reset, and nothing of the
+# request may reach the origin.
+DEAD_RELAY = r"""
+const net = require('net');
+const data = require('worker_threads').getEnvironmentData('lunar-node-hook');
+const token = data.split(' ')[2];
+const s = net.connect(443, 'api.example.test', () => {
+  s.write('LUNAR-HOOK/1 ' + token + ' 1 1\r\n' +
+          'GET ' + process.argv[1] + ' HTTP/1.1\r\nHost: api.example.test\r\n\r\n');
+});
+let got = 0;
+s.on('data', (d) => { got += d.length; });
+s.on('error', (e) => { console.log(JSON.stringify({ error: e.code, got })); process.exit(0); });
+s.on('close', () => { console.log(JSON.stringify({ error: null, got })); process.exit(0); });
+"""
+
+
+@pytest.mark.parametrize("route", ["proxy_down", "x-lunar-error"])
+def test_unreachable_relay_is_a_reset_not_a_leak(lab, hook, testproxy, haproxy_up, tag, route):
+    """The relay named by the marker cannot be reached: with the proxy down (the socket was
+    at the origin when the marker came) and after x-lunar-error (a replay to the origin),
+    the program's connection fails (reset; after a replay that could not connect, closed
+    with no answer, as a replay of plain http to an unreachable origin ends), and the
+    origin saw nothing of the request (no request logged, no plaintext met by its TLS)."""
+    if route == "proxy_down":
+        env = {"LUNAR_PROXY_HOST": "proxy.lunar.test:8009", "LUNAR_HANDSHAKE_PORT": "8089"}
+    else:
+        testproxy.set_mode("error:2")
+        env = TESTPROXY_ENV
+    t0 = time.time()
+    res = lab.run([NODE, "-e", DEAD_RELAY, tag], env=dict(lab.tls_env(), **env), debug=True,
+                  timeout=30)
+    assert res.rc == 0, describe(res)
+    out = json_lines(res)
+    failed = ("ECONNRESET", "EPIPE") if route == "proxy_down" else ("ECONNRESET", "EPIPE", None)
+    assert out and out[0]["error"] in failed and out[0]["got"] == 0, describe(res)
+    assert lab.origin_log(contains=tag) == [], describe(res)
+    assert_no_plaintext(lab, API_TLS, t0, res)
+    if route == "x-lunar-error":
+        seen = proxy_log_for(testproxy, tag)
+        assert seen and h(seen[0], "x-lunar-scheme") == ["https"], describe(res)
