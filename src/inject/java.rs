@@ -63,45 +63,16 @@ pub unsafe extern "C" fn JLI_Launch(
     let agent = (jargc == 0 && argc >= 1)
         .then(|| crate::guard::shielded(|| agent_argument(unsafe { args(argc, argv) }), || None))
         .flatten();
-    let Some(agent) = agent else {
-        // SAFETY: forwarded unchanged.
-        return unsafe {
-            real(
-                argc,
-                argv,
-                jargc,
-                jargv,
-                appclassc,
-                appclassv,
-                fullversion,
-                dotversion,
-                pname,
-                lname,
-                javaargs,
-                cpwildcard,
-                javaw,
-                ergo,
-            )
-        };
+    let (argc, argv) = match agent {
+        // SAFETY: the launcher's arguments.
+        Some(agent) => unsafe { with_agent(argc, argv, agent) },
+        None => (argc, argv),
     };
-    // The launcher keeps pointers into argv for the JVM's life: both are leaked.
-    let agent: &'static CStr = Box::leak(agent.into_boxed_c_str());
-    let mut with_agent: Vec<*mut c_char> = Vec::with_capacity(argc as usize + 2);
-    // SAFETY: argv holds argc pointers (and a null after them, which the copy keeps).
-    unsafe {
-        with_agent.push(*argv);
-        with_agent.push(agent.as_ptr().cast_mut());
-        for i in 1..argc as usize {
-            with_agent.push(*argv.add(i));
-        }
-    }
-    with_agent.push(std::ptr::null_mut());
-    let with_agent: &'static mut [*mut c_char] = Box::leak(with_agent.into_boxed_slice());
-    // SAFETY: the launcher's arguments with one more valid string.
+    // SAFETY: the launcher's arguments, with one more valid string when the agent is added.
     unsafe {
         real(
-            argc + 1,
-            with_agent.as_mut_ptr(),
+            argc,
+            argv,
             jargc,
             jargv,
             appclassc,
@@ -116,6 +87,31 @@ pub unsafe extern "C" fn JLI_Launch(
             ergo,
         )
     }
+}
+
+/// `argv` with `agent` after the program's name.
+///
+/// # Safety
+/// `argv` holds `argc` pointers and a null after them.
+unsafe fn with_agent(
+    argc: c_int,
+    argv: *mut *mut c_char,
+    agent: CString,
+) -> (c_int, *mut *mut c_char) {
+    // The launcher keeps pointers into argv for the JVM's life: both are leaked.
+    let agent: &'static CStr = Box::leak(agent.into_boxed_c_str());
+    let mut extended: Vec<*mut c_char> = Vec::with_capacity(argc as usize + 2);
+    // SAFETY: the caller's contract.
+    unsafe {
+        extended.push(*argv);
+        extended.push(agent.as_ptr().cast_mut());
+        for i in 1..argc as usize {
+            extended.push(*argv.add(i));
+        }
+    }
+    extended.push(std::ptr::null_mut());
+    let extended: &'static mut [*mut c_char] = Box::leak(extended.into_boxed_slice());
+    (argc + 1, extended.as_mut_ptr())
 }
 
 /// The launcher's arguments, as byte strings.

@@ -20,16 +20,13 @@ import time
 
 import pytest
 
-from conftest import (CLIENT_DIR, INTERCEPTOR, JAVA_OPTS, UUID4, assert_direct, assert_ok, describe,
-                      echoes, hdr, hdrs, labmod, one_echo, sha256)
+from conftest import (CLIENT_DIR, JAVA_OPTS, assert_ok, describe, echoes, hdr, labmod, one_echo,
+                      sha256)
+from test_https import (API, API_TLS, API_TLS_8443, PORTS_8443, TESTPROXY_ENV,  # noqa: F401
+                        assert_direct_tls, assert_proxied_tls, h, haproxy_down, haproxy_up,
+                        proxy_log_for)
 
-API = "api.example.test"
-API_TLS = "%s:443" % labmod.API_IP
-API_TLS_8443 = "%s:8443" % labmod.API_IP
 UNTRUSTED_TLS = "%s:443" % labmod.UNTRUSTED_IP
-PORTS_8443 = {"LUNAR_INTERCEPT_PORTS": "80,443,8443"}
-TESTPROXY_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
-                 "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
 COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
 APIS = ["httpclient", "urlconn"]
 # The JDK's own words for a certificate it does not trust, or one without the host's name
@@ -59,22 +56,6 @@ def java_hook(need_lib):
     if not os.path.exists(jar):
         pytest.fail("no %s (make build copies lang/java's agent beside the library)" % jar)
     return jar
-
-
-@pytest.fixture
-def haproxy_up(lab):
-    lab.start_haproxy()
-    yield lab
-    lab.start_haproxy()
-
-
-@pytest.fixture
-def haproxy_down(lab):
-    lab.stop_haproxy()
-    try:
-        yield lab
-    finally:
-        lab.start_haproxy()
 
 
 class JavaClient:
@@ -119,37 +100,6 @@ def httpclient(lab, java_hook_classes, tmp_path):
 
 # ---- what arrived -------------------------------------------------------------------
 
-def assert_tls_origin(e, res, server=API_TLS, sni=API, path=None):
-    ctx = "\norigin saw: %s\n%s" % (json.dumps(e), describe(res))
-    assert e.get("scheme") == "https", "the origin did not answer over TLS" + ctx
-    assert e["server"] == server, "wrong origin" + ctx
-    assert e.get("sni") == sni, "SNI at the origin" + ctx
-    if path:
-        assert e["path"] == path, "path" + ctx
-    assert not [k for k, _ in e["headers"] if k.lower().startswith("x-lunar-")], \
-        "x-lunar-* header reached the origin" + ctx
-
-
-def assert_direct_tls(e, res, server=API_TLS, sni=API, path=None):
-    """The origin answered over real TLS (the agent's relay), nothing of Lunar's."""
-    assert_direct(e, res, origin=server, path=path)
-    assert_tls_origin(e, res, server, sni, path)
-
-
-def assert_proxied_tls(e, res, lunar_host=API, server=API_TLS, via="x-via-haproxy", path=None):
-    """Through the proxy as plain HTTP with x-lunar-scheme: https (the proxy made the TLS)."""
-    ctx = "\norigin saw: %s\n%s" % (json.dumps(e["headers"]), describe(res))
-    assert hdr(e, via) == "1", "request did not go through the proxy" + ctx
-    assert hdr(e, "x-seen-lunar-scheme") == "https", "x-lunar-scheme" + ctx
-    assert hdr(e, "x-seen-lunar-host") == lunar_host, "x-lunar-host" + ctx
-    assert hdr(e, "x-seen-lunar-interceptor") == INTERCEPTOR, "x-lunar-interceptor" + ctx
-    rid = hdr(e, "x-seen-lunar-req-id")
-    assert rid and UUID4.match(rid), "x-lunar-req-id not a UUID v4: %r%s" % (rid, ctx)
-    assert hdrs(e, "host") == [lunar_host], "Host at the origin" + ctx
-    assert_tls_origin(e, res, server, lunar_host.split(":")[0], path)
-    return rid
-
-
 def assert_program_error(res, pattern):
     """The program's own TLS error (the JDK's exception and words), no body."""
     assert res.rc != 0, "the program accepted a certificate it must reject\n" + describe(res)
@@ -170,14 +120,6 @@ def no_plaintext_at(recs, server):
     bad = [r for r in mine if re.search(r"HTTP_REQUEST|WRONG_VERSION|http request|LUNAR",
                                         r.get("tls_error", ""), re.I)]
     assert not bad, "plaintext reached %s: %s" % (server, bad)
-
-
-def proxy_log_for(lab, path):
-    return [r for r in lab.testproxy_log() if r.get("kind") == "traffic" and r.get("path") == path]
-
-
-def h(rec, name):
-    return [v for k, v in rec["headers"] if k.lower() == name]
 
 
 # ==== the launcher: java gets the agent, nothing printed; javac untouched ==================
