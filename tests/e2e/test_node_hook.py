@@ -20,8 +20,8 @@ as plaintext; the program and its children see the environment the user gave
 (NODE_OPTIONS, no LUNAR_NODE_HOOK), and a child `node` without the library stays inert.
 
 Clients: the common-interface `node_https.js` (`https`, keep-alive Agent) and
-`node_fetch.js` (undici), and `node_hook_*.js` (clients/): `_seq` (https requests on one
-keep-alive connection), `_get` (one GET, the error as data), `_worker` (https and fetch
+`node_fetch.js` (undici), `node_seq.js` with an https URL (requests on one keep-alive
+connection), and `node_hook_*.js` (clients/): `_get` (one GET, the error as data), `_worker` (https and fetch
 in a worker thread), `_env` (what the program and a child node see), `_tls` (a bare
 tls.connect with a chosen ALPN or a client certificate). Every client trusts the lab
 CA only (`lab.tls_env()`: NODE_EXTRA_CA_CERTS). Nothing leaves the namespace.
@@ -299,10 +299,10 @@ def test_retry_after(lab, hook, testproxy, tag, cname, tmp_path):
     assert b"x-lunar-sequence-id" not in res.out.lower()
 
 
-# ---- per request on one keep-alive connection (node_hook_seq.js) -----------------------------------
+# ---- per request on one keep-alive connection (node_seq.js) -----------------------------------
 
 class HookSeqRun(Run):
-    """test_request_routing's Run (its routes/check helpers read it) for node_hook_seq.js:
+    """test_request_routing's Run (its routes/check helpers read it) for node_seq.js:
     len(steps) https GETs on one keep-alive https.Agent socket, a pause between."""
 
     def __init__(self, lab, tag, steps, interval, env, tmp_path):  # Run's own argv is http only
@@ -310,7 +310,7 @@ class HookSeqRun(Run):
         self.dir = str(tmp_path)
         self.paths = ["/bytes/%d?t=%s/r%d" % (size(i), tag, i) for i in range(self.n)]
         specs = ["|".join([p] + hs) for p, hs in zip(self.paths, steps)]
-        self.argv = [NODE, os.path.join(CLIENT_DIR, "node_hook_seq.js"), URL, str(interval)] + specs
+        self.argv = [NODE, os.path.join(CLIENT_DIR, "node_seq.js"), URL, str(interval)] + specs
         full = dict(env or {}, **lab.tls_env())
         out = open(os.path.join(self.dir, "client.out"), "wb")
         err = open(os.path.join(self.dir, "client.err"), "wb")

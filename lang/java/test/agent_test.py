@@ -57,6 +57,23 @@ def free_port():
 
 # ---- the preload + proxy + origin stand-in ---------------------------------------------------
 
+def pump(a, b):
+    """Copies a to b until a ends, then shuts both down (one direction of a relay)."""
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for x in (a, b):
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Server:
     """One listener per (address, port): TLS origin or dressed-connection peer by first byte."""
 
@@ -197,21 +214,6 @@ class Server:
         r.settimeout(None)
         c.settimeout(None)
 
-        def pump(a, b):
-            try:
-                while True:
-                    d = a.recv(65536)
-                    if not d:
-                        break
-                    b.sendall(d)
-            except OSError:
-                pass
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
         t = threading.Thread(target=pump, args=(r, c), daemon=True)
         t.start()
         pump(c, r)
@@ -250,21 +252,6 @@ def serve_connect_proxy(log):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(16)
-
-    def pump(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle(c):
         buf = b""

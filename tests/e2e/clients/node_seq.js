@@ -1,22 +1,25 @@
 #!/usr/bin/node
-// Requests on ONE keep-alive connection (http.Agent keepAlive, maxSockets 1), one
-// step after the other. usage: node_seq.js BASE_URL INTERVAL STEP...
+// Requests on ONE keep-alive connection (an Agent with keepAlive, maxSockets 1), one
+// step after the other; http or https as BASE_URL says (https: through the Node hook,
+// lang/PROTOCOL.md, whose dressed socket the library moves between the proxy and the
+// hook's relay per request). usage: node_seq.js BASE_URL INTERVAL STEP...
 //   STEP: PATH or PATH|Name: value|... (headers of that request only)
 // "[client] request I" on stderr before each request; INTERVAL seconds after each
 // response. stdout: one JSON line per request {"i", "ts", "status", "len", "sha256",
 // "connections" (distinct sockets used so far), "reused"} or {"i", "error"}.
 'use strict';
-const http = require('http');
 const crypto = require('crypto');
 
 const [base, interval, ...steps] = process.argv.slice(2);
 const u = new URL(base);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const secure = u.protocol === 'https:';
+const client = require(secure ? 'https' : 'http');
+const agent = new client.Agent({ keepAlive: true, maxSockets: 1 });
 const sockets = new Set();
 
 function once(path, headers) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port || 80, path, method: 'GET', headers, agent }, (res) => {
+    const req = client.request({ host: u.hostname, port: u.port || (secure ? 443 : 80), path, method: 'GET', headers, agent }, (res) => {
       const parts = [];
       res.on('data', (d) => parts.push(d));
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(parts), reused: req.reusedSocket }));
@@ -43,7 +46,7 @@ function once(path, headers) {
                            sha256: crypto.createHash('sha256').update(r.body).digest('hex') });
       if (r.status < 200 || r.status >= 300) rc = 1;
     } catch (e) {
-      rec.error = String(e);
+      rec.error = `${e.code || ''} ${e.message}`;
       rc = 1;
     }
     rec.connections = sockets.size;
