@@ -4,14 +4,14 @@ LIB := target/release/liblunar_intercept.so
 COMMAND := target/release/lunar-intercept
 # Language hooks sit beside the library, where it finds them (lang/PROTOCOL.md).
 NODE_HOOK := target/release/lunar-node-hook.cjs
-JAVA_AGENT := target/release/lunar-java-agent.jar
+JAVA_HOOK := target/release/lunar-java-hook.jar
 export LUNAR_LIB := $(abspath $(LIB))
 
-.PHONY: all build java-agent deps test unit lint c-tests e2e demo bench fuzz clean install deb
+.PHONY: all build java-hook deps test unit lint c-tests e2e demo bench fuzz clean install deb
 
 all: build
 
-build: $(LIB) $(NODE_HOOK) java-agent
+build: $(LIB) $(NODE_HOOK) java-hook
 
 # One cargo run builds the library and the command (src/bin/lunar-intercept).
 $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
@@ -20,13 +20,13 @@ $(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
 $(NODE_HOOK): lang/node/lunar-node-hook.cjs
 	install -D -m 0644 $< $@
 
-# The Java agent needs a JDK (make deps installs one); without javac, Java's https goes
+# The Java hook needs a JDK (make deps installs one); without javac, Java's https goes
 # to its destination as before, and the build says so.
-java-agent:
-	@if command -v javac >/dev/null; then $(MAKE) --no-print-directory $(JAVA_AGENT); \
-	else echo "make: no javac: the Java agent is not built (make deps installs a JDK)"; fi
+java-hook:
+	@if command -v javac >/dev/null; then $(MAKE) --no-print-directory $(JAVA_HOOK); \
+	else echo "make: no javac: the Java hook is not built (make deps installs a JDK)"; fi
 
-$(JAVA_AGENT): lang/java/build.sh $(wildcard lang/java/src/dev/lunar/intercept/*.java)
+$(JAVA_HOOK): lang/java/build.sh $(wildcard lang/java/src/dev/lunar/intercept/*.java)
 	lang/java/build.sh $(dir $@)
 
 deps:
@@ -37,7 +37,7 @@ deps:
 unit:
 	cargo test --release --lib --tests
 	node lang/node/test/hook_test.js
-	if command -v javac >/dev/null; then python3 lang/java/test/agent_test.py; fi
+	if command -v javac >/dev/null; then python3 lang/java/test/hook_test.py; fi
 
 lint:
 	cargo fmt --check
@@ -75,7 +75,7 @@ BINDIR ?= $(PREFIX)/bin
 install: build
 	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/liblunar_intercept.so
 	install -D -m 0644 $(NODE_HOOK) $(DESTDIR)$(LIBDIR)/lunar-node-hook.cjs
-	if [ -f $(JAVA_AGENT) ]; then install -D -m 0644 $(JAVA_AGENT) $(DESTDIR)$(LIBDIR)/lunar-java-agent.jar; fi
+	if [ -f $(JAVA_HOOK) ]; then install -D -m 0644 $(JAVA_HOOK) $(DESTDIR)$(LIBDIR)/lunar-java-hook.jar; fi
 	install -D -m 0755 $(COMMAND) $(DESTDIR)$(BINDIR)/lunar-intercept
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 

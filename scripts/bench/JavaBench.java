@@ -1,7 +1,7 @@
 // make bench: sequential keep-alive GETs from Java's HttpClient (HTTP/1.1), one at a time.
 //   java JavaBench URL REQUESTS WARMUP [HEADER VALUE]...
 // Prints "us_per_req X" for the REQUESTS after the warm-up (the warm-up pays the connect,
-// the agent's and the library's set-up, and the JIT's).
+// the hook's and the library's set-up, and the JIT's).
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;

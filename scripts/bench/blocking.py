@@ -15,7 +15,7 @@ Rows (each round runs every row, library and direct mode in alternating order):
   node_https_keepalive  Node https keep-alive GETs (diverted through the Node hook; direct
                     mode: Node's http to the proxy with the headers by hand)
   java_https_keepalive, java_start  the same for Java's HttpClient (through the Java
-                    agent) and `java -version` starts, where a JDK is and the agent was built
+                    hook) and `java -version` starts, where a JDK is and the hook was built
   node_start        `node -e 0` starts: the library with a configuration (the Node hook
                     injected) vs no preload; µs per start
   py_session_tlslink, curl_keepalive_tlslink, curl_once_tlslink  TLS to the proxy: the library with
@@ -154,9 +154,9 @@ def node_start(env):
 NODE_LIB_ENV = dict(LIB_ENV, NODE_EXTRA_CA_CERTS=ca)
 
 # Java: JavaBench compiled here, the lab CA in a truststore; only where a JDK is and the
-# agent was built beside the library.
+# hook was built beside the library.
 JAVA_DIR = None
-if shutil.which("javac") and os.path.exists(os.path.join(os.path.dirname(lib), "lunar-java-agent.jar")):
+if shutil.which("javac") and os.path.exists(os.path.join(os.path.dirname(lib), "lunar-java-hook.jar")):
     JAVA_DIR = tempfile.mkdtemp(prefix="lunar-bench-java.")
     subprocess.run(["javac", "-d", JAVA_DIR, os.path.join(HERE, "JavaBench.java")], check=True)
     subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "lab", "-file", ca,

@@ -106,9 +106,9 @@ if "blk.node_https_keepalive.lib.us" in S:
     row("Node start-up, `node -e 0`: the library and its Node hook (vs no preload)",
         "blk.node_start.lib.us", "blk.node_start.direct.us", "diff", 0)
 if "blk.java_https_keepalive.lib.us" in S:
-    row("Java HttpClient https keep-alive, through the Java agent (vs http to the proxy by hand)",
+    row("Java HttpClient https keep-alive, through the Java hook (vs http to the proxy by hand)",
         "blk.java_https_keepalive.lib.us", "blk.java_https_keepalive.direct.us", "diff")
-    row("Java start-up, `java -version`: the library and its agent (vs no preload)",
+    row("Java start-up, `java -version`: the library and its hook (vs no preload)",
         "blk.java_start.lib.us", "blk.java_start.direct.us", "diff", 0)
 
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"

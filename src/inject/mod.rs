@@ -1,10 +1,11 @@
 //! Language hooks, injected into the runtimes whose https the preload cannot see (their
 //! TLS is inside the runtime; protocol: `lang/PROTOCOL.md`): Node gets
 //! `--require lunar-node-hook.cjs` through `NODE_OPTIONS` at load (`node`), the JVM a
-//! `-javaagent:lunar-java-agent.jar` from its launcher (`java`). The check at load is the
+//! `lunar-java-hook.jar` and a security provider from its launcher (`java`). The check at load is the
 //! library's only work there: every other program pays one comparison of its name.
 
 mod java;
+mod java_security;
 mod node;
 
 use crate::conn::lang_hook::TOKEN_LEN;

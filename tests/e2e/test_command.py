@@ -158,10 +158,10 @@ def test_doctor_judges_programs(lab, need_lib, command, tmp_path):
                              "library's Node hook (%s/lunar-node-hook.cjs)"
                         % os.path.dirname(os.path.realpath(os.environ["LUNAR_LIB"]))), res
     res = doctor(lab, "java")
-    agent = os.path.join(os.path.dirname(os.environ["LUNAR_LIB"]), "lunar-java-agent.jar")
-    if os.path.exists(agent):
+    hook = os.path.join(os.path.dirname(os.environ["LUNAR_LIB"]), "lunar-java-hook.jar")
+    if os.path.exists(hook):
         assert res.rc == 0 and report_lines(res, "PASS  java https: a JVM ("), res
-        assert "through the library's Java agent" in res.out.decode(), res
+        assert "through the library's Java hook" in res.out.decode(), res
     else:
         assert res.rc == 0 and report_lines(res, "WARN  java https: a JVM ("), res
     res = doctor(lab, "/usr/bin/python3")

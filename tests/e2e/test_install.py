@@ -15,7 +15,7 @@ from conftest import REPO, VERSION
 
 BUILT = os.path.join(REPO, "target", "release", "liblunar_intercept.so")
 # Built where a JDK is (make deps installs one); installed beside the library when built.
-JAVA_AGENT = os.path.join(REPO, "target", "release", "lunar-java-agent.jar")
+JAVA_HOOK = os.path.join(REPO, "target", "release", "lunar-java-hook.jar")
 BUILT_COMMAND = os.path.join(REPO, "target", "release", "lunar-intercept")
 
 
@@ -54,8 +54,8 @@ def test_make_install_into_destdir(need_built, prefix, libdir):
         sh(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=" + prefix])
         doc = prefix.lstrip("/") + "/share/doc/liblunar-intercept/README.md"
         command = prefix.lstrip("/") + "/bin/lunar-intercept"
-        hooks = [libdir + "/lunar-node-hook.cjs"] + ([libdir + "/lunar-java-agent.jar"]
-                                                     if os.path.exists(JAVA_AGENT) else [])
+        hooks = [libdir + "/lunar-node-hook.cjs"] + ([libdir + "/lunar-java-hook.jar"]
+                                                     if os.path.exists(JAVA_HOOK) else [])
         assert files_under(dest) == sorted([libdir + "/liblunar_intercept.so", doc, command]
                                            + hooks)
         assert os.stat(os.path.join(dest, command)).st_mode & 0o7777 == 0o755
@@ -89,9 +89,9 @@ def test_make_deb(need_built):
     listing = sh(["dpkg-deb", "-c", deb])
     entries = {ln.split()[-1]: ln.split() for ln in listing.splitlines()}
     files = sorted(p for p, cols in entries.items() if not cols[0].startswith("d"))
-    agent = ["./usr/lib/%s/lunar-java-agent.jar" % MULTIARCH] if os.path.exists(JAVA_AGENT) else []
+    hook = ["./usr/lib/%s/lunar-java-hook.jar" % MULTIARCH] if os.path.exists(JAVA_HOOK) else []
     assert files == (["./usr/bin/lunar-intercept",
-                      "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH] + agent
+                      "./usr/lib/%s/liblunar_intercept.so" % MULTIARCH] + hook
                      + ["./usr/lib/%s/lunar-node-hook.cjs" % MULTIARCH,
                         "./usr/share/doc/liblunar-intercept/README.md"]), listing
     for p in files:

@@ -1,16 +1,24 @@
-"""https of JVM programs through the Java agent (lang/java, lang/PROTOCOL.md section 7).
+"""https of JVM programs through the Java hook (lang/java, lang/PROTOCOL.md section 7).
 
-The preload adds `-javaagent:<dir>/lunar-java-agent.jar=v1 <pid> <token> <ports>` to the
-`java` launcher's arguments (its JLI_Launch); the agent dresses the program's TLS connections
-to intercepted ports as plain sockets whose plaintext the preload diverts like any https
-request (`x-lunar-scheme: https`), and runs the relay that makes real TLS, with the program's
-own trust and parameters, whenever the preload sends a connection to the origin.
+The preload's JLI_Launch adds, right after the `java` launcher's argv[0],
+`-Xbootclasspath/a:<dir>/lunar-java-hook.jar` and `-Djava.security.properties=/proc/<pid>/fd/N`
+(a close-on-exec memfd, `memfd:lunar-java-security`, holding the JDK's providers with
+dev.lunar.intercept.LunarProvider right before SunJSSE and
+`lunar.intercept.hook=v1 <pid> <token> <ports>`). The JDK loads the provider at the first
+lookup that reaches its slot (any SSLContext); active, it dresses the program's TLS
+connections to intercepted ports as plain sockets whose plaintext the preload diverts like
+any https request (`x-lunar-scheme: https`), and runs the relay that makes real TLS, with the
+program's own trust and parameters, whenever the preload sends a connection to the origin.
+A program that sets java.security.properties itself is left alone.
 
 Clients: `clients/JavaHookClient.java` (java.net.http.HttpClient with its default HTTP_2 +
 ALPN, or HttpsURLConnection; SSLContext.getDefault() trusting the lab CA through
-lab.java_opts(), or an app-made SSLContext.getInstance("TLS") with its own TrustManager).
-Needs `lunar-java-agent.jar` beside the library (`make build`).
+lab.java_opts(), or an app-made SSLContext.getInstance("TLS") with its own TrustManager);
+`clients/JavaHookProbe.java` (what the JVM sees of the injection: its security properties,
+input arguments, memfd descriptors; a child process). Needs `lunar-java-hook.jar` beside the
+library (`make build`).
 """
+import importlib.util
 import json
 import os
 import random
@@ -20,7 +28,7 @@ import time
 
 import pytest
 
-from conftest import (CLIENT_DIR, JAVA_OPTS, assert_ok, describe, echoes, hdr, labmod, one_echo,
+from conftest import (CLIENT_DIR, JAVA_OPTS, REPO, assert_ok, describe, echoes, hdr, labmod, one_echo,
                       sha256)
 from test_https import (API, API_TLS, API_TLS_8443, PORTS_8443, TESTPROXY_ENV,  # noqa: F401
                         assert_direct_tls, assert_proxied_tls, h, haproxy_down, haproxy_up,
@@ -34,7 +42,20 @@ APIS = ["httpclient", "urlconn"]
 PKIX = re.compile(r"SSLHandshakeException: (\(\w+\) )?PKIX path building failed")
 NO_NAME = re.compile(r"SSLHandshakeException: (\(\w+\) )?No subject alternative DNS name matching "
                      r"wrongname\.example\.test")
-AGENT_CLASS = "dev.lunar.intercept.Agent"
+# The hook's classes: the provider the JDK loads from the properties, and what it loads.
+HOOK_PACKAGE = "dev.lunar.intercept."
+PROVIDER_CLASS = "dev.lunar.intercept.LunarProvider"
+MEMFD = "memfd:lunar-java-security"
+HOOK_LINE = re.compile(r"v1 (\d+) ([0-9a-f]{32}) 80,443")
+
+
+def load_hook_test():
+    """lang/java/test/hook_test.py, whose security_properties() plays the preload there."""
+    spec = importlib.util.spec_from_file_location(
+        "lunar_java_hook_test", os.path.join(REPO, "lang", "java", "test", "hook_test.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 # ---- fixtures -------------------------------------------------------------------
@@ -42,7 +63,8 @@ AGENT_CLASS = "dev.lunar.intercept.Agent"
 @pytest.fixture(scope="session")
 def java_hook_classes(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("java-hook-clients"))
-    r = subprocess.run(["javac", "-d", out, os.path.join(CLIENT_DIR, "JavaHookClient.java")],
+    r = subprocess.run(["javac", "-d", out] + [os.path.join(CLIENT_DIR, f) for f in
+                                               ("JavaHookClient.java", "JavaHookProbe.java")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise RuntimeError("javac failed:\n" + r.stdout.decode())
@@ -51,10 +73,10 @@ def java_hook_classes(tmp_path_factory):
 
 @pytest.fixture
 def java_hook(need_lib):
-    """The agent beside the library, where the preload finds it."""
-    jar = os.path.join(os.path.dirname(need_lib), "lunar-java-agent.jar")
+    """The hook's jar beside the library, where the preload finds it."""
+    jar = os.path.join(os.path.dirname(need_lib), "lunar-java-hook.jar")
     if not os.path.exists(jar):
-        pytest.fail("no %s (make build copies lang/java's agent beside the library)" % jar)
+        pytest.fail("no %s (make build builds lang/java's hook beside the library)" % jar)
     return jar
 
 
@@ -63,8 +85,9 @@ class JavaClient:
         self.api, self.lab, self.classes, self.tmpdir = api, lab, classes, tmpdir
 
     def run(self, method, url, data=None, headers=(), repeat=1, interval=None, new_connection=False,
-            app_trust=False, ca=None, http1=False, env=None, preload=True, debug=True, timeout=90):
-        argv = ["java"] + JAVA_OPTS
+            app_trust=False, ca=None, http1=False, env=None, preload=True, debug=True, timeout=90,
+            jvm_opts=()):
+        argv = ["java"] + JAVA_OPTS + list(jvm_opts)
         if not app_trust:
             argv += self.lab.java_opts(ca)
         argv += ["-cp", self.classes, "JavaHookClient", self.api, method, url]
@@ -122,10 +145,69 @@ def no_plaintext_at(recs, server):
     assert not bad, "plaintext reached %s: %s" % (server, bad)
 
 
-# ==== the launcher: java gets the agent, nothing printed; javac untouched ==================
+# ==== the launcher: java gets the hook's two options, nothing printed; javac untouched =======
+
+def probe(lab, classes, args, jvm_opts=(), **kw):
+    """JavaHookProbe ARGS under the preload (lab.run's keywords)."""
+    kw.setdefault("debug", False)
+    return lab.run(["java"] + JAVA_OPTS + list(jvm_opts) + ["-cp", classes, "JavaHookProbe"] + list(args), **kw)
+
+
+def state_of(res):
+    """The probe's STATE line, and a Result of the rest of its stdout (a child's)."""
+    lines = res.out.split(b"\n")
+    states = [ln for ln in lines if ln.startswith(b"STATE ")]
+    assert len(states) == 1, "no STATE line\n" + describe(res)
+    rest = b"".join(ln + b"\n" for ln in lines if ln and not ln.startswith(b"STATE "))
+    return json.loads(states[0][len(b"STATE "):]), labmod.Result(res.rc, rest, res.err, res.argv, res.elapsed)
+
+
+def ours(arg, jar):
+    """One of the preload's two options."""
+    return (arg.startswith("-Xbootclasspath/a:")
+            and os.path.realpath(arg[len("-Xbootclasspath/a:"):]) == os.path.realpath(jar)) \
+        or re.fullmatch(r"-Djava\.security\.properties=/proc/(\d+|self)/fd/\d+", arg) is not None
+
+
+def assert_injected(st, jar, res):
+    """The JVM got the preload's two options first, once each; the properties file is its
+    one memfd, close-on-exec, holding exactly what lang/java/test/hook_test.py's
+    security_properties() makes of this JDK's java.security with the hook's line for this
+    JVM (its pid, a token, the ports)."""
+    ctx = "\nstate: %s\n%s" % (json.dumps(st, indent=1), describe(res))
+    args = st["input_args"]
+    assert len(args) >= 2 and args[0].startswith("-Xbootclasspath/a:") and ours(args[0], jar), \
+        "not the hook's boot class path first" + ctx
+    m = re.fullmatch(r"-Djava\.security\.properties=/proc/%d/fd/(\d+)" % st["pid"], args[1])
+    assert m, "not the hook's security properties second" + ctx
+    assert [a for a in args if ours(a, jar)] == args[:2], "the hook's options more than once" + ctx
+    fd = int(m.group(1))
+    assert [(f["fd"], MEMFD in f["target"], f["cloexec"]) for f in st["memfds"]] == [(fd, True, True)], \
+        "not one close-on-exec memfd, the one named" + ctx
+    assert st["security_properties"] == "/proc/%d/fd/%d" % (st["pid"], fd), ctx
+    hook = HOOK_LINE.fullmatch(st["hook"] or "")
+    assert hook and int(hook.group(1)) == st["pid"], "the hook's property is not for this JVM" + ctx
+    with open(os.path.join(st["java_home"], "conf", "security", "java.security"), encoding="latin-1") as f:
+        master = f.read()
+    want = load_hook_test().security_properties(master, st["hook"])
+    assert want and st["file"] == want, "the properties are not the JDK's with ours:\n%s\n!=\n%s%s" % (
+        st["file"], want, ctx)
+
+
+def assert_not_injected(st, jar, res):
+    ctx = "\nstate: %s\n%s" % (json.dumps(st, indent=1), describe(res))
+    assert st["hook"] is None, "the hook's property is set" + ctx
+    assert not [a for a in st["input_args"] if ours(a, jar)], "the hook's options were added" + ctx
+    assert st["memfds"] == [], "a memfd of the hook's" + ctx
+
+
+def hook_classes(text):
+    """The hook's classes in a -Xlog:class+load log."""
+    return sorted(set(re.findall(r"\[class,load\] (dev\.lunar\.intercept\.[\w$]+) ", text)))
+
 
 def test_java_version_unchanged(lab, need_lib, java_hook):
-    """`java -version` prints exactly the same with the preload (and its agent) as without."""
+    """`java -version` prints exactly the same with the preload (and its hook) as without."""
     base = lab.run(["java", "-version"], preload=False, debug=False)
     res = lab.run(["java", "-version"], debug=False)
     assert base.rc == res.rc == 0, describe(res)
@@ -133,18 +215,27 @@ def test_java_version_unchanged(lab, need_lib, java_hook):
         "java -version differs under the preload:\n%r\n%r" % (base.err, res.err)
 
 
-def test_agent_loaded_into_java_only(lab, need_lib, java_hook):
-    """The agent's classes load into `java` under the preload (a positive control for the
-    other tests), not without a configuration, and never into javac."""
-    res = lab.run(["java", "-verbose:class", "-version"], debug=False)
-    assert AGENT_CLASS in res.text_out, "the agent was not injected into java\n" + describe(res)
-    res = lab.run(["java", "-verbose:class", "-version"], proxy=False, debug=False)
-    assert AGENT_CLASS not in res.text_out, "agent injected without LUNAR_PROXY_HOST"
+def test_hook_injected_into_java_only(lab, need_lib, java_hook, java_hook_classes):
+    """`java` under the preload gets the two options (a positive control for the other
+    tests), not without a configuration; javac never."""
+    res = probe(lab, java_hook_classes, ["state"])
+    assert res.rc == 0 and res.err == b"", describe(res)
+    assert_injected(state_of(res)[0], java_hook, res)
+    res = probe(lab, java_hook_classes, ["state"], proxy=False)
+    assert res.rc == 0 and res.err == b"", describe(res)
+    st = state_of(res)[0]
+    assert_not_injected(st, java_hook, res)
+    assert st["security_properties"] is None, "java.security.properties without LUNAR_PROXY_HOST"
     base = lab.run(["javac", "-version"], preload=False, debug=False)
     res = lab.run(["javac", "-version"], debug=False)
     assert (res.rc, res.out, res.err) == (base.rc, base.out, base.err), describe(res)
-    res = lab.run(["javac", "-J-verbose:class", "-version"], debug=False)
-    assert res.rc == 0 and AGENT_CLASS not in res.text_out, "the agent went into javac\n" + describe(res)
+    # The JVM's system properties name the file: in java (the control), not in javac.
+    res = lab.run(["java", "-XshowSettings:properties", "-version"], debug=False)
+    assert re.search(r"java\.security\.properties = /proc/\d+/fd/\d+", res.text_err), describe(res)
+    res = lab.run(["javac", "-J-XshowSettings:properties", "-version"], debug=False)
+    assert res.rc == 0 and "sun.java.command = jdk.compiler/com.sun.tools.javac.Main" in res.text_err, describe(res)
+    assert "java.security.properties" not in res.text_err and "lunar" not in res.text_err.lower(), \
+        "the hook went into javac\n" + describe(res)
 
 
 def test_javac_compiles_under_preload(lab, need_lib, java_hook, tmp_path):
@@ -154,6 +245,168 @@ def test_javac_compiles_under_preload(lab, need_lib, java_hook, tmp_path):
     assert res.rc == 0 and res.out == b"" and res.err == b"", describe(res)
     res = lab.run(["java"] + JAVA_OPTS + ["-cp", str(tmp_path), "Hello"], debug=False)
     assert res.rc == 0 and res.out == b"hi\n" and res.err == b"", describe(res)
+
+
+def test_no_tls_loads_none_of_the_hook(lab, need_lib, java_hook, java_hook_classes, httpclient, haproxy_up,
+                                       tag, tmp_path):
+    """The hook injected, a JVM making no TLS runs none of its code: `java -version`, and a
+    program using digests, UUID.randomUUID, SecureRandom and EC signatures (answered by the
+    providers before LunarProvider's slot). The control: the first https loads it."""
+    log = "-Xlog:class+load:stdout"
+    res = lab.run(["java", log, "-XshowSettings:properties", "-version"], debug=False)
+    assert res.rc == 0 and re.search(r"java\.security\.properties = /proc/\d+/fd/\d+", res.text_err), describe(res)
+    assert "java.lang.Object" in res.text_out, "no class+load log\n" + describe(res)
+    assert hook_classes(res.text_out) == [], "java -version loaded the hook\n" + describe(res)
+    res = probe(lab, java_hook_classes, ["nontls"], jvm_opts=[log])
+    assert res.rc == 0 and res.err == b"", describe(res)
+    assert_injected(state_of(res)[0], java_hook, res)
+    assert "java.security.MessageDigest" in res.text_out, "no class+load log\n" + describe(res)
+    assert hook_classes(res.text_out) == [], "a JVM without TLS loaded the hook\n" + describe(res)
+    loaded = str(tmp_path / "class-load.log")
+    res = httpclient.run("GET", "https://api.example.test" + tag, jvm_opts=["-Xlog:class+load:file=" + loaded])
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, path=tag)
+    with open(loaded) as f:
+        got = hook_classes(f.read())
+    assert {PROVIDER_CLASS, "dev.lunar.intercept.Hook", "dev.lunar.intercept.LunarContextSpi"} <= set(got), \
+        "the first https did not load the hook: %s" % got
+
+
+@pytest.mark.parametrize("how", ["argv", "argfile", "JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS"])
+def test_programs_own_security_properties_are_left_alone(lab, need_lib, java_hook, java_hook_classes,
+                                                         httpclient, haproxy_up, tag, tmp_path, how):
+    """A program that sets java.security.properties itself (on its command line, in an
+    @argfile, or in a variable the JDK reads options from) keeps its own properties and gets
+    nothing of the hook: its https to a listed port goes straight to the origin over the
+    JDK's own TLS, the proxy up."""
+    own = tmp_path / "own.security"
+    own.write_text("lunar.test.own=kept-%s\n" % how)
+    option = "-Djava.security.properties=" + str(own)
+    jvm_opts, env = [], None
+    if how == "argv":
+        jvm_opts = [option]
+    elif how == "argfile":
+        argfile = tmp_path / "java.args"
+        argfile.write_text(option + "\n")
+        jvm_opts = ["@" + str(argfile)]
+    else:
+        env = {how: option}
+    res = probe(lab, java_hook_classes, ["state", "lunar.test.own"], jvm_opts=jvm_opts, env=env)
+    assert res.rc == 0, describe(res)
+    st = state_of(res)[0]
+    assert st["own"] == {"lunar.test.own": "kept-" + how}, "the program's own property is lost\n" + describe(res)
+    assert st["security_properties"] == str(own), describe(res)
+    assert_not_injected(st, java_hook, res)
+    res = httpclient.run("GET", "https://api.example.test" + tag, jvm_opts=jvm_opts, env=env)
+    assert_ok(res)
+    assert_direct_tls(one_echo(res), res, path=tag)
+
+
+def test_program_argument_starting_with_at_sign(lab, need_lib, java_hook, java_hook_classes):
+    """`java Main @someone`: an argument of the program (not an @argfile: the launcher
+    expands none after the main class) leaves the injection as it is."""
+    res = probe(lab, java_hook_classes, ["state", "@someone"])
+    assert res.rc == 0 and res.err == b"", describe(res)
+    assert_injected(state_of(res)[0], java_hook, res)
+
+
+def test_memfd_close_on_exec_and_not_inherited(lab, need_lib, java_hook, java_hook_classes):
+    """The properties' memfd is the JVM's alone: close-on-exec (assert_injected), and a child
+    the program starts (ProcessBuilder, `ls -l /proc/self/fd`) sees none."""
+    res = probe(lab, java_hook_classes, ["child", "/bin/ls", "-l", "/proc/self/fd"])
+    st, child = state_of(res)
+    assert res.rc == 0, describe(res)
+    assert_injected(st, java_hook, res)
+    assert re.search(rb"\b2 -> ", child.out), "no descriptor listing from the child\n" + describe(res)
+    assert MEMFD.encode() not in child.out, "the child inherited the memfd\n" + describe(res)
+
+
+def test_launcher_that_runs_itself_again(lab, need_lib, java_hook, java_hook_classes, httpclient,
+                                         haproxy_up, tag):
+    """An LD_LIBRARY_PATH naming the JVM's directory (not first) makes the launcher exec itself
+    again with its arguments, ours included: the new launcher replaces them by its own (the
+    old memfd closed at the exec): one memfd, each option once, the hook for the new process;
+    https diverted."""
+    st = state_of(probe(lab, java_hook_classes, ["state"]))[0]
+    server = os.path.join(st["java_home"], "lib", "server")
+    assert os.path.exists(os.path.join(server, "libjvm.so")), server
+    env = {"LD_LIBRARY_PATH": "/nonexistent-lunar:" + server}
+    res = probe(lab, java_hook_classes, ["state"], env=env)
+    assert res.rc == 0 and res.err == b"", describe(res)
+    st = state_of(res)[0]
+    # The launcher puts the JVM's directory first when it execs itself (the control).
+    assert (st["ld_library_path"] or "").startswith(server + ":"), "the launcher did not exec itself\n%s" % st
+    assert_injected(st, java_hook, res)
+    res = httpclient.run("GET", "https://api.example.test" + tag, env=env)
+    assert_ok(res)
+    assert_proxied_tls(one_echo(res), res, path=tag)
+
+
+def child_client(lab, classes, url, more=()):
+    return ["java"] + JAVA_OPTS + lab.java_opts() + list(more) + ["-cp", classes, "JavaHookClient",
+                                                                  "httpclient", "GET", url]
+
+
+def test_child_java_with_the_preload_gets_its_own_hook(lab, need_lib, java_hook, java_hook_classes,
+                                                       haproxy_up, tag):
+    """A `java` started by a Java program, the preload inherited: injected anew, diverted."""
+    res = probe(lab, java_hook_classes, ["child"] + child_client(lab, java_hook_classes,
+                                                                 "https://api.example.test" + tag), debug=True)
+    st, child = state_of(res)
+    assert_ok(child)
+    assert_injected(st, java_hook, res)
+    assert_proxied_tls(one_echo(child), child, path=tag)
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["environment", "copied-properties"])
+def test_child_java_without_the_preload_is_inert(lab, need_lib, java_hook, java_hook_classes,
+                                                 haproxy_up, tag, tmp_path, copy):
+    """A child `java` without LD_PRELOAD gets nothing of the hook from its parent (nothing in
+    the environment, the memfd not inherited): straight to the origin over its own TLS. Given
+    a copy of the parent's properties and boot class path (a program passing its command
+    line on), the provider loads but stays inert (the pid is the parent's): the same."""
+    loaded = str(tmp_path / "child-class-load.log")
+    cmd = child_client(lab, java_hook_classes, "https://api.example.test" + tag,
+                       ["-Xlog:class+load:file=" + loaded])
+    res = probe(lab, java_hook_classes, ["child", "--unset", "LD_PRELOAD"]
+                + (["--copy-properties"] if copy else []) + cmd, debug=True)
+    st, child = state_of(res)
+    assert_ok(child)
+    assert_injected(st, java_hook, res)
+    assert_direct_tls(one_echo(child), child, path=tag)
+    with open(loaded) as f:
+        got = hook_classes(f.read())
+    if copy:
+        # The control: the copy made the child load the provider, which found another pid.
+        assert PROVIDER_CLASS in got and "dev.lunar.intercept.LunarContextSpi" not in got, got
+    else:
+        assert got == [], got
+
+
+@pytest.mark.parametrize("where", [
+    "preload-first",
+    "preload-after-options",
+    "preload-without-config",
+    "no-preload"])
+def test_child_java_given_the_parents_jvm_arguments(lab, need_lib, java_hook, java_hook_classes,
+                                                    haproxy_up, tag, where):
+    """A Java program starting a JVM with its own JVM arguments (RuntimeMXBean's input
+    arguments, the hook's two options among them), as a program relaunching itself or a
+    benchmark harness forking does: the child runs, its request answered by the origin over
+    TLS (through the proxy when the child has the preload and a proxy)."""
+    cmd = child_client(lab, java_hook_classes, "https://api.example.test" + tag)
+    at = 1 if where != "preload-after-options" else 1 + len(JAVA_OPTS)
+    unset = {"no-preload": ["--unset", "LD_PRELOAD"],
+             "preload-without-config": ["--unset", "LUNAR_PROXY_HOST"]}.get(where, [])
+    res = probe(lab, java_hook_classes, ["child", "--pass-jvm-arguments", str(at)] + unset + cmd, debug=True)
+    st, child = state_of(res)
+    assert_injected(st, java_hook, res)
+    assert_ok(child)
+    e = one_echo(child)
+    if unset:
+        assert_direct_tls(e, child, path=tag)
+    else:
+        assert_proxied_tls(e, child, path=tag)
 
 
 # ==== diverted: through the proxy as https ==============================================
@@ -234,7 +487,7 @@ def test_app_made_context(jclient, java_hook, haproxy_up, tag):
     assert_proxied_tls(one_echo(res), res, path=tag)
 
 
-# ==== to the origin over real TLS: the agent's relay ======================================
+# ==== to the origin over real TLS: the hook's relay =======================================
 
 def test_block_list_origin_over_real_tls(jclient, java_hook, haproxy_up, tag):
     body = b'{"blocked": true}'

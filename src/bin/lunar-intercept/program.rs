@@ -149,16 +149,16 @@ fn examine_elf(command: &str, path: &Path, program: &Elf, checks: &mut Vec<Check
     let https = format!("{command} https");
     let (status, detail, advice) = if let Some(jli) = has("libjli.so").or_else(|| has("libjvm.so"))
     {
-        match language_hook("lunar-java-agent.jar") {
-            Some(agent) if name == "java" => (
+        match language_hook("lunar-java-hook.jar") {
+            Some(hook) if name == "java" => (
                 Status::Pass,
-                format!("a JVM ({jli}): its https (JSSE) is diverted through the library's Java agent ({agent}), which the java launcher loads; requests that go to their destination get real TLS with the program's own SSLContext"),
+                format!("a JVM ({jli}): its https (JSSE) is diverted through the library's Java hook ({hook}), which the java launcher adds (unless the program sets java.security.properties itself); requests that go to their destination get real TLS with the program's own SSLContext"),
                 "",
             ),
             _ => (
                 Status::Warn,
-                format!("a JVM ({jli}): its https is JSSE, pure Java, which the library sees only through its Java agent, added by the `java` launcher with lunar-java-agent.jar beside the library; it goes directly to its destination"),
-                "its http is diverted; start it with the `java` launcher (and the agent installed), or use Lunar's Java interceptor",
+                format!("a JVM ({jli}): its https is JSSE, pure Java, which the library sees only through its Java hook, added by the `java` launcher with lunar-java-hook.jar beside the library; it goes directly to its destination"),
+                "its http is diverted; start it with the `java` launcher (and the hook installed), or use Lunar's Java interceptor",
             ),
         }
     } else if has("libnode.so").is_some() || name == "node" || name == "nodejs" {

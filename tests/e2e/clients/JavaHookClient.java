@@ -1,4 +1,4 @@
-// https through the Java agent (lang/java), the e2e clients' interface plus an API choice:
+// https through the Java hook (lang/java), the e2e clients' interface plus an API choice:
 //   JavaHookClient API METHOD URL [--data-file F] [--header 'K: V']... [--repeat N]
 //                  [--interval S] [--new-connection] [--app-trust STORE] [--http1]
 // API: httpclient (java.net.http.HttpClient, its default version HTTP_2: ALPN h2,http/1.1;

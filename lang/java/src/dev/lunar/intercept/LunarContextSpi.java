@@ -47,7 +47,7 @@ final class LunarContextSpi extends SSLContextSpi {
 
     /** Whether a client connection to this port is dressed. */
     boolean dresses(int port) {
-        return !clientKeys && Agent.listed(port);
+        return !clientKeys && Hook.listed(port);
     }
 
     boolean mayDress() {

@@ -5,16 +5,22 @@ import java.security.Provider;
 import java.util.List;
 
 /**
- * The security provider inserted first: it serves the SSLContext algorithms programs ask for
+ * The security provider the preload lists before SunJSSE (lang/PROTOCOL.md section 7), loaded
+ * by the JDK at the first lookup that reaches it. Active (the preload's arguments, for this
+ * process: {@link Hook}), it serves the SSLContext algorithms programs ask for
  * by name ("Default" for {@code SSLContext.getDefault()}, "TLS" (alias "SSL"), "TLSv1.2",
  * "TLSv1.3") with {@link LunarContextSpi}, which wraps the JDK's own SunJSSE context of the
  * same algorithm. A program asking for "SunJSSE" by name gets the JDK's, untouched.
  */
-final class LunarProvider extends Provider {
+public final class LunarProvider extends Provider {
     private static final long serialVersionUID = 1L;
 
-    LunarProvider() {
+    /** Called by the JDK (a public class and constructor); inert, it serves nothing. */
+    public LunarProvider() {
         super("LunarIntercept", "1", "Lunar interceptor: https to intercepted ports as HTTP for the preload");
+        if (!Hook.start()) {
+            return;
+        }
         putService(new ContextService(this, "Default", null));
         putService(new ContextService(this, "TLS", List.of("SSL")));
         putService(new ContextService(this, "TLSv1.2", null));

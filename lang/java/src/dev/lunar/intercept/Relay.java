@@ -117,7 +117,7 @@ final class Relay implements Runnable {
 
     /** The marker line of connection id. */
     static byte[] marker(long id) {
-        return ("LUNAR-HOOK/1 " + Agent.token + " " + port() + " " + id + "\r\n").getBytes(StandardCharsets.US_ASCII);
+        return ("LUNAR-HOOK/1 " + Hook.token + " " + port() + " " + id + "\r\n").getBytes(StandardCharsets.US_ASCII);
     }
 
     private static final class Entry extends WeakReference<Dressed> {
@@ -252,12 +252,12 @@ final class Relay implements Runnable {
             if (space < 0) {
                 return null;
             }
-            byte[] token = Agent.token.getBytes(StandardCharsets.US_ASCII);
+            byte[] token = Hook.token.getBytes(StandardCharsets.US_ASCII);
             byte[] got = java.util.Arrays.copyOfRange(line, GREETING.length, space);
             if (!MessageDigest.isEqual(got, token)) {
                 return null;
             }
-            long id = Agent.number(new String(line, space + 1, end - space - 1, StandardCharsets.US_ASCII), 19);
+            long id = Hook.number(new String(line, space + 1, end - space - 1, StandardCharsets.US_ASCII), 19);
             if (id <= 0) {
                 return null;
             }

@@ -1,19 +1,35 @@
 #!/usr/bin/env python3
-"""The Java agent without the preload: python3 lang/java/test/agent_test.py [-v] [-k WORD]
+"""The Java hook without the preload: python3 lang/java/test/hook_test.py [-v] [-k WORD]
 
-This script plays the preload's part (lang/PROTOCOL.md sections 4-6) and Lunar Proxy's:
-java runs with `-javaagent:<jar>=v1 <pid> <token> <ports>` (pid = the JVM's own, through
-`sh -c 'exec java ...'` and `$$`), and every listed-port connection lands on one local
-server here, which looks at the first bytes:
+This script plays the preload's part (lang/PROTOCOL.md sections 4-7) and Lunar Proxy's:
+java runs with `-Xbootclasspath/a:<jar> -Djava.security.properties=<file>` right after its
+name, the file made as the preload makes it (`security_properties`: the provider list of
+this `java`'s own conf/security/java.security with dev.lunar.intercept.LunarProvider right
+before SunJSSE, the rest shifted by one, and `lunar.intercept.hook=v1 <pid> <token> <ports>`;
+pid = the JVM's own, through `sh -c '... exec java ...'` and `$$`), and every listed-port
+connection lands on one local server here, which looks at the first bytes:
 
 - a TLS ClientHello (0x16): the connection was NOT dressed (or is the relay's own real
   TLS): the server is the TLS origin (a self-signed certificate made with openssl at start,
   trusted by the program through -Djavax.net.ssl.trustStore) and answers an HTTP echo;
 - the marker line `LUNAR-HOOK/1 <token> <relay-port> <conn-id>\r\n`: the connection was
   dressed; the server checks the marker and, by the request's path, either answers as the
-  proxy would (plain HTTP, `"via": "proxy"`), or plays the failsafe: connects to the agent's
+  proxy would (plain HTTP, `"via": "proxy"`), or plays the failsafe: connects to the hook's
   relay, sends the greeting and the request bytes it holds, and pipes both ways (the relay
   then makes real TLS back to this server, which answers as the origin, `"via": "origin"`).
+
+Beyond the connections: `java -version` prints the same with the hook's options; the
+provider list is the JDK's with LunarIntercept before SunJSSE; a JVM making no TLS loads
+none of dev.lunar.intercept (-Xlog:class+load); properties that are not this JVM's (another
+pid, v2, a bad token, no ports, an empty or no hook line) leave the provider loaded but
+inert.
+
+The `java` on PATH is the one tested (its java.home and release from
+`java -XshowSettings:properties -version`), e.g. Temurin 25:
+`PATH=/usr/lib/jvm/temurin-25-jdk-amd64/bin:$PATH python3 lang/java/test/hook_test.py`. From
+JDK 24 the relay cannot read an HttpsURLConnection's own HostnameVerifier (unless the
+program opened sun.net.www.protocol.https) and the default one decides: the own-verifier
+check expects that there.
 
 Needs java, javac, jar, keytool and openssl. Exit status 0 when every check passed.
 """
@@ -21,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -280,10 +297,76 @@ def serve_connect_proxy(log):
 
 # ---- running java ----------------------------------------------------------------------------
 
+PROVIDER = "dev.lunar.intercept.LunarProvider"
+HOOK_PROPERTY = "lunar.intercept.hook"
+SUN_JSSE = ("SunJSSE", "sun.security.ssl.SunJSSE", "com.sun.net.ssl.internal.ssl.Provider")
+
+
+def split_property(line):
+    """A java.util.Properties line as (key, raw value), as src/inject/java_security.rs."""
+    end = 0
+    while end < len(line):
+        c = line[end]
+        if c == "\\":
+            end += 2
+        elif c in "=: \t\f":
+            break
+        else:
+            end += 1
+    end = min(end, len(line))
+    rest = line[end:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:]
+    return line[:end], rest.lstrip(" \t\f")
+
+
+def security_properties(master, hook_line):
+    """What the preload gives the JVM (src/inject/java_security.rs, lang/PROTOCOL.md section 7):
+    the JDK's providers from SunJSSE on, LunarProvider in SunJSSE's place, and the hook's
+    line (none when hook_line is None). None where the preload gives nothing (no SunJSSE, an
+    include, overriding turned off, a provider value spread over lines)."""
+    providers = {}
+    for line in master.splitlines():
+        line = line.lstrip()
+        if not line or line[0] in "#!":
+            continue
+        key, value = split_property(line)
+        trailing = len(value) - len(value.rstrip("\\"))
+        if trailing % 2 == 1 and (key.startswith("security.") or key == "include"):
+            return None
+        if key == "include" or (key == "security.overridePropertiesFile" and value.strip() == "false"):
+            return None
+        if key.startswith("security.provider."):
+            index = key[len("security.provider."):]
+            if not index.isdigit() or int(index) == 0:
+                return None
+            providers[int(index)] = value.rstrip()
+    listed = []
+    while len(listed) + 1 in providers:
+        listed.append(providers[len(listed) + 1])
+    jsse = [at for at, value in enumerate(listed) if (value.split() or [""])[0] in SUN_JSSE]
+    if not jsse:
+        return None
+    out = ["# liblunar_intercept: the JDK's providers, Lunar's before SunJSSE",
+           "security.provider.%d=%s" % (jsse[0] + 1, PROVIDER)]
+    out += ["security.provider.%d=%s" % (at + 2, value) for at, value in enumerate(listed) if at >= jsse[0]]
+    if hook_line is not None:
+        out.append("%s=%s" % (HOOK_PROPERTY, hook_line))
+    return "\n".join(out) + "\n"
+
+
+def java_settings():
+    """java.home and the feature release (17, 25, ...) of the `java` on PATH, as it says."""
+    r = subprocess.run(["java", "-XshowSettings:properties", "-version"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, check=True)
+    props = dict(ln.strip().partition(" = ")[::2] for ln in r.stdout.decode("latin-1").splitlines())
+    return props["java.home"], int(props["java.specification.version"].split(".")[-1])
+
+
 class Env:
     def __init__(self, tmp):
         self.tmp = tmp
-        self.jar_dir = os.path.join(tmp, "agent")
+        self.jar_dir = os.path.join(tmp, "hook")
         self.classes = os.path.join(tmp, "classes")
 
     def setup(self):
@@ -291,9 +374,13 @@ class Env:
                            stderr=subprocess.STDOUT)
         if r.returncode != 0 or r.stdout:
             raise SystemExit("build.sh failed or printed something:\n" + r.stdout.decode())
-        self.jar = os.path.join(self.jar_dir, "lunar-java-agent.jar")
+        self.jar = os.path.join(self.jar_dir, "lunar-java-hook.jar")
+        self.java_home, self.feature = java_settings()
+        with open(os.path.join(self.java_home, "conf", "security", "java.security"), encoding="latin-1") as f:
+            self.master = f.read()
+        self.runs = 0
         os.makedirs(self.classes)
-        subprocess.run(["javac", "-d", self.classes, os.path.join(HERE, "AgentClient.java")], check=True)
+        subprocess.run(["javac", "-d", self.classes, os.path.join(HERE, "HookClient.java")], check=True)
         t = self.tmp
         self.cert, self.key = os.path.join(t, "origin.pem"), os.path.join(t, "origin.key")
         openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -319,25 +406,39 @@ class Env:
         self.tunnels = []
         self.connect_proxy = serve_connect_proxy(self.tunnels)
 
-    def java(self, argv, agent=True, trust=True, pid="$$", agent_args=None, timeout=60):
+    def java(self, argv, hook=True, trust=True, hook_args=None, timeout=60):
+        """java ARGV through `sh -c`, with the preload's two options after its name when hook:
+        the properties of security_properties() with `lunar.intercept.hook=HOOK_ARGS` (default
+        `v1 @PID@ TOKEN PORTS`; @PID@ becomes the JVM's pid, the shell's `$$` it execs into;
+        hook_args=False: no such line at all)."""
         opts = list(JAVA_OPTS)
         if trust:
             opts += ["-Djavax.net.ssl.trustStore=" + self.trust, "-Djavax.net.ssl.trustStoreType=PKCS12",
                      "-Djavax.net.ssl.trustStorePassword=" + PASSWORD]
         words = ["exec", "java"]
-        if agent:
-            args = agent_args if agent_args is not None else "v1 %s %s %s" % ("@PID@", TOKEN, self.ports)
-            word = shlex.quote("-javaagent:%s=%s" % (self.jar, args))
-            words.append(word.replace("@PID@", "'\"%s\"'" % pid) if "@PID@" in word else word)
+        prelude = ""
+        if hook:
+            args = hook_args if hook_args is not None else "v1 @PID@ %s %s" % (TOKEN, self.ports)
+            props = security_properties(self.master, args if args is not False else None)
+            if props is None:
+                raise SystemExit("this JDK's java.security is one the preload leaves alone")
+            self.runs += 1
+            template = os.path.join(self.tmp, "java-%d.security.in" % self.runs)
+            with open(template, "w") as f:
+                f.write(props)
+            made = template[:-len(".in")]
+            prelude = "sed \"s/@PID@/$$/\" %s > %s && " % (shlex.quote(template), shlex.quote(made))
+            words += [shlex.quote("-Xbootclasspath/a:" + self.jar),
+                      shlex.quote("-Djava.security.properties=" + made)]
         words += [shlex.quote(a) for a in opts + argv]
-        script = " ".join(words)
+        script = prelude + " ".join(words)
         t0 = time.time()
         p = subprocess.run(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=timeout)
         return Run(p.returncode, p.stdout, p.stderr, script, time.time() - t0)
 
     def client(self, mode, url, *more, **kw):
-        return self.java(["-cp", self.classes, "AgentClient", mode, url] + list(more), **kw)
+        return self.java(["-cp", self.classes, "HookClient", mode, url] + list(more), **kw)
 
 
 class Run:
@@ -349,12 +450,24 @@ class Run:
         return [json.loads(ln) for ln in self.out.decode("latin-1").splitlines()
                 if ln.startswith("{")]
 
+    def _line(self, prefix):
+        for ln in self.out.decode("latin-1").splitlines():
+            if ln.startswith(prefix):
+                return json.loads(ln[len(prefix):])
+        return None
+
     @property
     def info(self):
-        for ln in self.out.decode("latin-1").splitlines():
-            if ln.startswith("INFO "):
-                return json.loads(ln[5:])
-        return None
+        return self._line("INFO ")
+
+    @property
+    def providers(self):
+        return self._line("PROVIDERS ")
+
+    @property
+    def loaded(self):
+        """Our classes the JVM loaded (-Xlog:class+load on stdout)."""
+        return sorted(set(re.findall(r"\[class,load\] (dev\.lunar\.intercept\.[\w$]+) ", self.out.decode("latin-1"))))
 
     def __str__(self):
         return "script: %s\nrc: %s\nstdout: %r\nstderr: %s" % (
@@ -393,28 +506,86 @@ def markers_ok(ev, n, run):
         check(e["whole_in_first_read"], "the marker did not arrive whole first", run)
 
 
+def failed_tries_ok(ev, run):
+    """A request that fails at the relay, after it was written: the JDK's clients retry an
+    idempotent one once then (lang/java/README.md, known limits): one or two dressed tries."""
+    tries = len(kinds(ev, "marker"))
+    check(1 <= tries <= 2, "tries: %s" % kinds(ev, "marker"), run)
+    markers_ok(ev, tries, run)
+
+
 def no_markers(ev, run):
     check(not kinds(ev, "marker"), "a connection was dressed: %s" % kinds(ev, "marker"), run)
 
 
 def t_java_version_unchanged(env):
-    base = env.java(["-version"], agent=False, trust=False)
-    withagent = env.java(["-version"], trust=False)
-    check(base.rc == 0 and withagent.rc == 0, "java -version failed", withagent)
-    check(withagent.err == base.err and withagent.out == base.out == b"",
-          "java -version output differs with the agent:\n%r\n%r" % (base.err, withagent.err))
+    base = env.java(["-version"], hook=False, trust=False)
+    withhook = env.java(["-version"], trust=False)
+    check(base.rc == 0 and withhook.rc == 0, "java -version failed", withhook)
+    check(withhook.err == base.err and withhook.out == base.out == b"",
+          "java -version output differs with the hook:\n%r\n%r" % (base.err, withhook.err))
+
+
+def t_provider_list(env):
+    """The JVM's providers with the hook: the JDK's own, in order, LunarIntercept right before
+    SunJSSE; SSLContext.getDefault() comes from it, and from SunJSSE without the hook."""
+    base = env.java(["-cp", env.classes, "HookClient", "providers"], hook=False)
+    r = env.java(["-cp", env.classes, "HookClient", "providers"])
+    check(base.rc == 0 and r.rc == 0 and r.err == b"", "providers", r)
+    names = base.providers["providers"]
+    check("SunJSSE" in names and "LunarIntercept" not in names, "the JDK's own list: %s" % names, base)
+    at = names.index("SunJSSE")
+    check(r.providers["providers"] == names[:at] + ["LunarIntercept"] + names[at:],
+          "the list with the hook: %s, without: %s" % (r.providers["providers"], names), r)
+    check((base.providers["context_provider"], r.providers["context_provider"]) == ("SunJSSE", "LunarIntercept"),
+          "SSLContext.getDefault(): %s, without the hook: %s" % (r.providers, base.providers), r)
+    check(r.providers["hook_property"] and not base.providers["hook_property"], "the hook's property", r)
+
+
+def t_no_tls_loads_nothing(env):
+    """A JVM that makes no TLS runs none of the hook: `java -version`, and a program using
+    digests, UUID.randomUUID, SecureRandom and EC signatures (answered by the providers before
+    LunarProvider's slot). Positive control: the first https loads the provider."""
+    log = ["-Xlog:class+load:stdout"]
+    r = env.java(log + ["-version"], trust=False)
+    check(r.rc == 0 and b"java.lang.Object" in r.out, "-Xlog:class+load shows nothing", r)
+    check(r.loaded == [], "java -version loaded %s" % r.loaded, r)
+    r = env.java(log + ["-cp", env.classes, "HookClient", "nontls"])
+    check(r.rc == 0 and b"nontls ok" in r.out and b"java.security.MessageDigest" in r.out, "nontls", r)
+    check(r.loaded == [], "a program without TLS loaded %s" % r.loaded, r)
+    r = env.java(log + ["-cp", env.classes, "HookClient", "httpclient", "https://localhost:%d/proxy/loaded" % env.port])
+    ev = env.server.take()
+    check(r.rc == 0, "https with -Xlog:class+load", r)
+    markers_ok(ev, 1, r)
+    check({PROVIDER, "dev.lunar.intercept.Hook", "dev.lunar.intercept.LunarContextSpi"} <= set(r.loaded),
+          "the first https did not load the hook: %s" % r.loaded, r)
 
 
 def t_inert_when_pid_or_args_wrong(env):
+    """The provider is loaded (it is listed) but serves nothing: SSLContext.getDefault() is
+    SunJSSE's, the program goes to the origin over its own TLS. One thing wrong each time."""
     url = "https://localhost:%d/proxy" % env.port
-    for kw in ({"pid": "1"}, {"agent_args": "v2 1 %s %s" % (TOKEN, env.ports)},
-               {"agent_args": "v1 $$ short %s" % env.ports}, {"agent_args": ""}):
+    good = ("v1", "@PID@", TOKEN, env.ports)
+    cases = {"pid 1": ("v1", "1", TOKEN, env.ports), "v2": ("v2",) + good[1:],
+             "short token": good[:2] + (TOKEN[:31],) + good[3:],
+             "upper-case token": good[:2] + ("A" * 32,) + good[3:],
+             "no ports": good[:3] + ("",), "empty": "", "absent": False}
+    for what, args in cases.items():
+        args = " ".join(args) if isinstance(args, tuple) else args
         env.server.take()
-        r = env.client("httpclient", url, **kw)
+        r = env.client("httpclient", url, "--providers", hook_args=args)
         ev = env.server.take()
-        check(r.rc == 0 and r.err == b"", "program failed or printed with an inert agent (%s)" % kw, r)
+        check(r.rc == 0 and r.err == b"", "program failed or printed with an inert hook (%s)" % what, r)
         no_markers(ev, r)
-        check(r.bodies[0]["via"] == "origin", "not straight to the origin over TLS", r)
+        check(r.bodies[0]["via"] == "origin", "not straight to the origin over TLS (%s)" % what, r)
+        p = r.providers
+        check(p["context_provider"] == "SunJSSE" and "LunarIntercept" in p["providers"],
+              "%s: not the inert provider: %s" % (what, p), r)
+    # The control: the same run with the right arguments is dressed.
+    r = env.client("httpclient", url, "--providers", hook_args=" ".join(good))
+    ev = env.server.take()
+    markers_ok(ev, 1, r)
+    check(r.providers["context_provider"] == "LunarIntercept", "control: %s" % r.providers, r)
 
 
 def t_httpclient_get_via_proxy(env):
@@ -546,20 +717,44 @@ def t_wrong_name_is_the_programs_error(env):
 def t_urlconnection_own_hostname_verifier(env):
     """An HttpsURLConnection with a HostnameVerifier of its own checks names after the handshake
     (certificate names first, then its verifier). Dressed, the synthetic certificate names the
-    host; at the relay the check runs again on the real certificate."""
+    host; at the relay the check runs again on the real certificate, with the connection's own
+    verifier read from a private field of the JDK: by reflection where the program opened the
+    package, else sun.misc.Unsafe up to JDK 23; from JDK 24 neither, and the default verifier
+    decides (a real certificate without the host's name fails, as with a strict verifier)."""
     for verifier in ("accept", "reject"):
         r = env.client("urlconn", "https://127.0.0.2:%d/proxy/hv" % env.port, "--verifier", verifier)
         env.server.take()
         check(r.rc == 0 and r.bodies[0]["via"] == "proxy", "proxied with a %s verifier" % verifier, r)
-    # The origin's certificate lacks 127.0.0.2: the verifier decides, as without the agent.
-    r = env.client("urlconn", "https://127.0.0.2:%d/failsafe/hv" % env.port, "--verifier", "accept")
-    env.server.take()
-    check(r.rc == 0 and r.bodies[0]["via"] == "origin", "relay with an accepting verifier", r)
-    # Without the agent the program says (at the handshake) what it must say through the relay.
+    # Without the hook (a port not listed) the program says at the handshake what it must
+    # say through the relay: its verifier decides.
+    base_accept = env.client("urlconn", "https://127.0.0.2:%d/direct/hv" % env.unlisted, "--verifier", "accept")
+    check(base_accept.rc == 0 and base_accept.bodies[0]["via"] == "origin", "baseline, accepting", base_accept)
     base = env.client("urlconn", "https://127.0.0.2:%d/direct/hv" % env.unlisted, "--verifier", "reject")
-    check(base.rc == 3 and b"should be <127.0.0.2>" in base.err, "baseline", base)
+    check(base.rc == 3 and b"should be <127.0.0.2>" in base.err, "baseline, rejecting", base)
+    env.server.take()
+    # The origin's certificate lacks 127.0.0.2: the verifier decides, as without the hook...
+    r = env.client("urlconn", "https://127.0.0.2:%d/failsafe/hv" % env.port, "--verifier", "accept")
+    ev = env.server.take()
+    if env.feature <= 23:
+        markers_ok(ev, 1, r)
+        check(r.rc == 0 and r.err == b"" and r.bodies[0]["via"] == "origin", "relay with an accepting verifier", r)
+    else:
+        # ... up to JDK 23. From 24 the default verifier: the JDK's own refusal, nothing sent.
+        failed_tries_ok(ev, r)
+        check(r.rc == 3 and r.err == base.err,
+              "JDK %d: relay with an accepting verifier: not the default verifier's refusal" % env.feature, r)
+        check(not kinds(ev, "request"), "a request reached the origin", r)
+    # ... and on every JDK when the program opened the package itself.
+    opened = ["--add-opens", "java.base/sun.net.www.protocol.https=ALL-UNNAMED"]
+    r = env.java(opened + ["-cp", env.classes, "HookClient", "urlconn",
+                           "https://127.0.0.2:%d/failsafe/hv-opened" % env.port, "--verifier", "accept"])
+    ev = env.server.take()
+    markers_ok(ev, 1, r)
+    check(r.rc == 0 and r.err == b"" and r.bodies[0]["via"] == "origin",
+          "relay with an accepting verifier, the package opened by the program", r)
     r = env.client("urlconn", "https://127.0.0.2:%d/failsafe/hv" % env.port, "--verifier", "reject")
     ev = env.server.take()
+    failed_tries_ok(ev, r)
     check(r.rc == 3 and r.err == base.err, "relay with a rejecting verifier: not the JDK's own error", r)
     check(not kinds(ev, "request"), "a request reached the origin", r)
 
@@ -613,7 +808,7 @@ def t_not_dressed(env):
     no_markers(ev, r)
     # The default context with a key store named by javax.net.ssl.keyStore.
     r = env.java(["-Djavax.net.ssl.keyStore=" + env.client_keys, "-Djavax.net.ssl.keyStoreType=PKCS12",
-                  "-Djavax.net.ssl.keyStorePassword=" + PASSWORD, "-cp", env.classes, "AgentClient",
+                  "-Djavax.net.ssl.keyStorePassword=" + PASSWORD, "-cp", env.classes, "HookClient",
                   "httpclient", "https://localhost:%d/default-keys" % env.port])
     ev = env.server.take()
     check(r.rc == 0 and r.bodies[0]["via"] == "origin", "default context with a key store", r)
@@ -643,10 +838,10 @@ def t_relay_thread_is_daemon_and_quiet(env):
     check(r.rc == 0 and r.err == b"" and r.elapsed < 30, "exit", r)
 
 
-TESTS = [t_java_version_unchanged, t_inert_when_pid_or_args_wrong, t_httpclient_get_via_proxy,
-         t_httpclient_post_and_download_2mib, t_httpclient_keepalive, t_urlconnection_via_proxy,
-         t_socket_via_proxy, t_failsafe_reaches_origin_over_real_tls, t_failsafe_post_body_intact,
-         t_untrusted_origin_is_the_programs_error, t_wrong_name_is_the_programs_error,
+TESTS = [t_java_version_unchanged, t_provider_list, t_no_tls_loads_nothing, t_inert_when_pid_or_args_wrong,
+         t_httpclient_get_via_proxy, t_httpclient_post_and_download_2mib, t_httpclient_keepalive,
+         t_urlconnection_via_proxy, t_socket_via_proxy, t_failsafe_reaches_origin_over_real_tls,
+         t_failsafe_post_body_intact, t_untrusted_origin_is_the_programs_error, t_wrong_name_is_the_programs_error,
          t_urlconnection_own_hostname_verifier, t_relay_refuses_bad_greetings, t_app_context_dressed, t_not_dressed,
          t_tunnels_and_own_sockets_not_dressed, t_relay_thread_is_daemon_and_quiet]
 
@@ -660,11 +855,12 @@ def main():
         if not shutil.which(tool):
             print("missing: " + tool)
             return 2
-    tmp = tempfile.mkdtemp(prefix="lunar-agent-test-")
+    tmp = tempfile.mkdtemp(prefix="lunar-hook-test-")
     failed = 0
     try:
         env = Env(tmp)
         env.setup()
+        print("java: %s (JDK %d)" % (env.java_home, env.feature))
         for t in TESTS:
             if a.k and a.k not in t.__name__:
                 continue

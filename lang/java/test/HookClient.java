@@ -1,14 +1,22 @@
-// Test client for lang/java/test/agent_test.py (the agent without the preload).
-//   AgentClient MODE URL [--repeat N] [--data-file F] [--app-trust STORE] [--client-keys STORE]
-//                        [--alpn P[,P]] [--http1] [--proxy HOST:PORT] [--layered]
-//                        [--verifier accept|reject]
+// Test client for lang/java/test/hook_test.py (the hook without the preload).
+//   HookClient MODE URL [--repeat N] [--data-file F] [--app-trust STORE] [--client-keys STORE]
+//                       [--alpn P[,P]] [--http1] [--proxy HOST:PORT] [--layered]
+//                       [--verifier accept|reject] [--providers]
+//   HookClient providers
+//   HookClient nontls
 // MODE: httpclient (java.net.http.HttpClient, SSLContext.getDefault() unless --app-trust),
 //       urlconn (HttpsURLConnection), socket (SSLSocketFactory.createSocket(host, port), a
-//       GET of its own), raw-engine-info. --app-trust: an app-made SSLContext.getInstance("TLS")
+//       GET of its own). --app-trust: an app-made SSLContext.getInstance("TLS")
 //       with its own TrustManager from STORE (PKCS12, password "changeit"); --client-keys adds
 //       a KeyManager with the keys of STORE. Prints each body on its own line, then a line
 //       "INFO {json}" with what the program saw of the TLS session; exit 0 when every status
 //       was 2xx; on an exception: "EXC <class>: <message>" (and its causes) on stderr, exit 3.
+//       --providers: after the requests, a line "PROVIDERS {json}" (as the mode below).
+// providers: one line "PROVIDERS {json}": the provider of SSLContext.getDefault(), the names
+//       of every provider (all loaded), whether the security property lunar.intercept.hook
+//       is set.
+// nontls: what a JVM doing no TLS does with the security API (digests, UUID.randomUUID,
+//       SecureRandom, signatures), prints "nontls ok".
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
 import java.io.InputStream;
@@ -33,7 +41,7 @@ import javax.net.ssl.SSLSocket;
 import javax.net.ssl.SSLSocketFactory;
 import javax.net.ssl.TrustManagerFactory;
 
-public class AgentClient {
+public class HookClient {
     static String info = "";
 
     public static void main(String[] args) {
@@ -50,12 +58,20 @@ public class AgentClient {
 
     static int run(String[] args) throws Exception {
         String mode = args[0];
+        if (mode.equals("providers")) {
+            System.out.println("PROVIDERS " + providers());
+            return 0;
+        }
+        if (mode.equals("nontls")) {
+            return nonTls();
+        }
         String url = args[1];
         int repeat = 1;
         byte[] body = null;
         String appTrust = null, clientKeys = null, alpn = null, proxy = null, verifier = null;
         boolean layered = false;
         boolean http1 = false;
+        boolean listProviders = false;
         for (int i = 2; i < args.length; i++) {
             switch (args[i]) {
                 case "--repeat": repeat = Integer.parseInt(args[++i]); break;
@@ -67,6 +83,7 @@ public class AgentClient {
                 case "--proxy": proxy = args[++i]; break;
                 case "--layered": layered = true; break;
                 case "--verifier": verifier = args[++i]; break;
+                case "--providers": listProviders = true; break;
                 default: throw new IllegalArgumentException(args[i]);
             }
         }
@@ -166,7 +183,35 @@ public class AgentClient {
                 throw new IllegalArgumentException(mode);
         }
         System.out.println("INFO " + info);
+        if (listProviders) {
+            System.out.println("PROVIDERS " + providers());
+        }
         return rc;
+    }
+
+    static String providers() throws Exception {
+        String context = SSLContext.getDefault().getProvider().getName();
+        StringBuilder names = new StringBuilder();
+        for (java.security.Provider p : java.security.Security.getProviders()) {
+            names.append(names.length() == 0 ? "" : ", ").append('"').append(p.getName()).append('"');
+        }
+        return "{\"context_provider\": \"" + context + "\", \"providers\": [" + names + "], \"hook_property\": "
+                + (java.security.Security.getProperty("lunar.intercept.hook") != null) + "}";
+    }
+
+    static int nonTls() throws Exception {
+        java.security.MessageDigest.getInstance("SHA-256").digest(new byte[] {1, 2, 3});
+        java.security.MessageDigest.getInstance("MD5").digest(new byte[] {1, 2, 3});
+        java.util.UUID.randomUUID();
+        new java.security.SecureRandom().nextInt();
+        java.security.KeyPairGenerator g = java.security.KeyPairGenerator.getInstance("EC");
+        java.security.KeyPair kp = g.generateKeyPair();
+        java.security.Signature sig = java.security.Signature.getInstance("SHA256withECDSA");
+        sig.initSign(kp.getPrivate());
+        sig.update(new byte[] {4, 5, 6});
+        sig.sign();
+        System.out.println("nontls ok");
+        return 0;
     }
 
     static String describe(SSLSession s) {

@@ -1,31 +1,33 @@
 package dev.lunar.intercept;
 
-import java.lang.instrument.Instrumentation;
+import java.security.Security;
 
 /**
- * The Java agent the preload adds to a {@code java} launcher's arguments
- * ({@code -javaagent:<dir>/lunar-java-agent.jar=v1 <pid> <token> <ports>}, lang/PROTOCOL.md
- * section 7). Its only work at start: check the arguments and insert {@link LunarProvider}
- * first among the security providers. Everything else is loaded at the first connection
- * it dresses. It never writes to the program's standard streams.
+ * The hook's arguments, read by {@link LunarProvider} when the JDK first loads it. The preload
+ * gives the JVM security properties (lang/PROTOCOL.md section 7) listing that provider before
+ * SunJSSE and the property {@code lunar.intercept.hook=v1 <pid> <token> <ports>}; anything
+ * else (another process's arguments, none at all) leaves the hook inert. Nothing of the hook
+ * runs before that first lookup, and it never writes to the program's standard streams.
  */
-public final class Agent {
+final class Hook {
+    static final String PROPERTY = "lunar.intercept.hook";
     /** This process's token (32 lowercase hex digits); null while inert. */
     static volatile String token;
     /** The intercepted ports. */
-    private static int[] ports = new int[0];
-    /** Kept for the rare moment the relay must read an HttpsURLConnection's verifier. */
-    static volatile Instrumentation instrumentation;
+    private static volatile int[] ports = new int[0];
 
-    private Agent() {}
+    private Hook() {}
 
-    public static void premain(String args, Instrumentation inst) {
+    /** Whether the hook is active: the preload's arguments, for this process. */
+    static synchronized boolean start() {
+        if (token != null) {
+            return true;
+        }
         try {
-            if (start(args, inst)) {
-                instrumentation = inst;
-            }
+            return start(Security.getProperty(PROPERTY));
         } catch (Throwable ignored) {
-            // Inert: the program runs as if the agent were not there.
+            // Inert: the program runs as if the hook were not there.
+            return false;
         }
     }
 
@@ -39,8 +41,7 @@ public final class Agent {
         return false;
     }
 
-    /** Whether the agent is active (the arguments are the preload's, for this process). */
-    static boolean start(String args, Instrumentation inst) {
+    static boolean start(String args) {
         if (args == null) {
             return false;
         }
@@ -49,8 +50,8 @@ public final class Agent {
             return false;
         }
         long pid = number(fields[1], 19);
-        // A child that got the option without the preload (it cannot, as nothing goes into the
-        // environment, but a program could pass its own command line on) stays inert.
+        // A child given these properties without the preload (the descriptor is close-on-exec,
+        // but a program could pass a copy of the file on) stays inert.
         if (pid < 0 || pid != currentPid(pid)) {
             return false;
         }
@@ -63,7 +64,6 @@ public final class Agent {
         }
         ports = parsed;
         token = fields[2];
-        ProviderFirst.insert(new LunarProvider(), inst);
         return true;
     }
 
