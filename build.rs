@@ -84,16 +84,26 @@ fn main() {
 /// first the code every process runs (the C start-up stubs and std's argv initialiser,
 /// every hook's entry, the first-call lookups of libc's functions, the PLT), right after
 /// the loader's tables; then the code that runs when http and https are diverted, as
-/// profiled (scripts/layout/hot-code.txt; a stale list costs memory, never correctness);
-/// then the rest of our crate and its engine's dependencies (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all); the read-only data
-/// (`.rodata`, the unwind tables) after all the code. Patterns are section names: rustc
-/// puts every function in `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
+/// profiled (scripts/layout/hot-code.txt, http's code first; a stale list costs memory,
+/// never correctness), one input statement per pattern, as the linker keeps input order
+/// within a statement; then the rest of our crate and its engine's dependencies
+/// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). The
+/// read-only data after all the code, ordered the same way: constants, the jump tables of
+/// the profiled code (`.rodata.<symbol>`), httparse's tables, then the rest; the unwind
+/// tables last. Patterns are section names: rustc puts every function in
+/// `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
 /// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
 /// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process and
 /// after Python's requests).
 fn write_layout_script(path: &std::path::Path) {
     let hooks: String = HOOKED.iter().map(|name| format!(" .text.{name}")).collect();
-    let hot = hot_code_patterns();
+    let hot_code = hot_code_patterns();
+    let hot: String = hot_code.iter().map(|p| format!("    *({p})\n")).collect();
+    let hot_rodata: String = hot_code
+        .iter()
+        .filter_map(|p| p.strip_prefix(".text."))
+        .map(|p| format!(" .rodata.{p}"))
+        .collect();
     let ours = section_patterns(NEAR_HOT_CODE);
     let script = format!(
         "SECTIONS {{
@@ -104,12 +114,17 @@ fn write_layout_script(path: &std::path::Path) {
     *({hooks} )
     *(.text.*first_call* .text.*3sys7resolve*)
     *libc_nonshared.a:*(.text .text.*)
-    *({hot} )
-    *({ours} )
+{hot}    *({ours} )
     *(.text .text.*)
   }}
+  .rodata : {{
+    *(.rodata.cst*)
+    *({hot_rodata} )
+    *(.rodata.*8httparse* .rodata)
+    *(.rodata..L* .rodata.str*)
+    *(.rodata.*)
+  }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
-  .rodata : {{ *(.rodata .rodata.*) }}
   .eh_frame_hdr : {{ *(.eh_frame_hdr) }}
   .eh_frame : {{ KEEP(*(.eh_frame)) }}
 }} INSERT AFTER .fini;
@@ -147,7 +162,7 @@ fn section_patterns(paths: &[&str]) -> String {
 }
 
 /// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh).
-fn hot_code_patterns() -> String {
+fn hot_code_patterns() -> Vec<String> {
     let list = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"))
         .join("scripts/layout/hot-code.txt");
     println!("cargo:rerun-if-changed={}", list.display());
@@ -155,7 +170,7 @@ fn hot_code_patterns() -> String {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|pattern| format!(" {pattern}"))
+        .map(str::to_string)
         .collect()
 }
 
