@@ -215,21 +215,27 @@ fn is_ours(arg: &[u8]) -> bool {
 /// `@argfile`, or the variables the JDK reads options from): the program's choice stands,
 /// and its https stays on its own TLS.
 fn gives_its_own_security_properties(args: &[&[u8]]) -> bool {
-    const NAME: &[u8] = b"java.security.properties";
-    let mentions = |text: &[u8]| memchr::memmem::find(text, NAME).is_some();
-    args.iter().any(|arg| {
-        mentions(arg)
-            || arg
-                .strip_prefix(b"@")
-                .filter(|file| !file.starts_with(b"@"))
-                .is_some_and(|file| {
-                    // Unreadable: not an argfile of the launcher's (it fails on one), e.g. an
-                    // argument of the program's after its main class.
-                    std::fs::read(OsStr::from_bytes(file)).is_ok_and(|text| mentions(&text))
-                })
-    }) || OPTION_VARIABLES
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|value| mentions(value.as_encoded_bytes())))
+    args.iter()
+        .any(|arg| mentions_security_properties(arg) || argfile_mentions_it(arg))
+        || OPTION_VARIABLES.iter().any(|name| {
+            std::env::var_os(name)
+                .is_some_and(|value| mentions_security_properties(value.as_encoded_bytes()))
+        })
+}
+
+fn mentions_security_properties(text: &[u8]) -> bool {
+    memchr::memmem::find(text, b"java.security.properties").is_some()
+}
+
+/// `@file` (not `@@`, the launcher's escape): whether that argfile sets the property. One
+/// that cannot be read is not the launcher's (it fails on those) but the program's own
+/// argument, after its main class say.
+fn argfile_mentions_it(arg: &[u8]) -> bool {
+    match arg.strip_prefix(b"@") {
+        Some(file) if !file.starts_with(b"@") => std::fs::read(OsStr::from_bytes(file))
+            .is_ok_and(|text| mentions_security_properties(&text)),
+        _ => false,
+    }
 }
 
 /// The JDK this launcher belongs to: `<home>/bin/java`.
