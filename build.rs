@@ -83,13 +83,18 @@ fn main() {
 /// resident memory is the number of windows its calls touch, not the bytes it runs. So:
 /// first the code every process runs (the C start-up stubs and std's argv initialiser,
 /// every hook's entry, the first-call lookups of libc's functions, the PLT), right after
-/// the loader's tables; then the code that runs when http and https are diverted, as
+/// the loader's tables, and what runs before the set-up fences what follows (see below:
+/// its entry, and the panic hook's installation at the first hook with work to do); then
+/// the code that runs when http and https are diverted, as
 /// profiled (scripts/layout/hot-code.txt, http's code first; a stale list costs memory,
 /// never correctness), one input statement per pattern, as the linker keeps input order
-/// within a statement; then the rest of our crate and its engine's dependencies
+/// within a statement, with a marker function after http's code and after https's
+/// (`src/sys/residency.rs` gives what follows each a VMA of its own, which no window
+/// crosses); then the rest of our crate and its engine's dependencies
 /// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). The
 /// read-only data after all the code, ordered the same way: constants, the jump tables of
-/// the profiled code (`.rodata.<symbol>`), httparse's tables, then the rest; the unwind
+/// the profiled code (`.rodata.<symbol>`), httparse's tables, the strings, a marker (the
+/// end of what the hot code reads), then the rest; the unwind
 /// tables last. Patterns are section names: rustc puts every function in
 /// `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
 /// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
@@ -97,10 +102,14 @@ fn main() {
 /// after Python's requests).
 fn write_layout_script(path: &std::path::Path) {
     let hooks: String = HOOKED.iter().map(|name| format!(" .text.{name}")).collect();
-    let hot_code = hot_code_patterns();
-    let hot: String = hot_code.iter().map(|p| format!("    *({p})\n")).collect();
-    let hot_rodata: String = hot_code
+    let (http_code, https_code) = hot_code_patterns();
+    let statements = |patterns: &[String]| -> String {
+        patterns.iter().map(|p| format!("    *({p})\n")).collect()
+    };
+    let (http, https) = (statements(&http_code), statements(&https_code));
+    let hot_rodata: String = http_code
         .iter()
+        .chain(&https_code)
         .filter_map(|p| p.strip_prefix(".text."))
         .map(|p| format!(" .rodata.{p}"))
         .collect();
@@ -113,8 +122,11 @@ fn write_layout_script(path: &std::path::Path) {
     *(.text.*ARGV_INIT_ARRAY* .text.*6inject7at_load*)
     *({hooks} )
     *(.text.*first_call* .text.*3sys7resolve*)
+    *(.text.*7runtime6set_up* .text.*3sys9residency* .text.*9panicking8set_hook*)
     *libc_nonshared.a:*(.text .text.*)
-{hot}    *({ours} )
+{http}    *(.text.lunar_layout_http_end)
+{https}    *(.text.lunar_layout_hot_end)
+    *({ours} )
     *(.text .text.*)
   }}
   .rodata : {{
@@ -122,6 +134,7 @@ fn write_layout_script(path: &std::path::Path) {
     *({hot_rodata} )
     *(.rodata.*8httparse* .rodata)
     *(.rodata..L* .rodata.str*)
+    *(.rodata.LUNAR_LAYOUT_HOT_RODATA_END)
     *(.rodata.*)
   }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
@@ -161,17 +174,23 @@ fn section_patterns(paths: &[&str]) -> String {
     patterns
 }
 
-/// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh).
-fn hot_code_patterns() -> Vec<String> {
+/// The patterns of scripts/layout/hot-code.txt (written by scripts/layout/profile.sh):
+/// the code http runs, and after its `[https]` line the code only https adds.
+fn hot_code_patterns() -> (Vec<String>, Vec<String>) {
     let list = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"))
         .join("scripts/layout/hot-code.txt");
     println!("cargo:rerun-if-changed={}", list.display());
     let text = std::fs::read_to_string(&list).unwrap_or_default();
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_string)
-        .collect()
+    let (mut http, mut https) = (Vec::new(), Vec::new());
+    let mut group = &mut http;
+    for line in text.lines().map(str::trim) {
+        if line == "[https]" {
+            group = &mut https;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            group.push(line.to_string());
+        }
+    }
+    (http, https)
 }
 
 /// Rust's std unwinds through libgcc_s, which every process would then load with us. Its

@@ -8,9 +8,10 @@
 //!
 //! `socket`: what the layers above do with sockets through these functions (bounded
 //! connects, moving a socket, waiting for readiness, socket options). `file`: reading the
-//! configuration file.
+//! configuration file. `residency`: what a diverting process keeps mapped of the library.
 
 pub mod file;
+pub mod residency;
 pub mod socket;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};

@@ -1,0 +1,135 @@
+//! What a diverting process keeps resident of this library.
+//!
+//! The kernel maps a file's pages in 64 KiB windows around each page a process touches
+//! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the code
+//! out as http's, then https's, then the rest, and the read-only data as the hot code's
+//! tables and strings, then the rest; but one VMA spans each segment, so a window at the
+//! edge of http's code maps 60 KiB of https's or of cold code with it. Two `madvise` calls
+//! (at the set-up of a process that names a proxy: once, never at load) give those parts
+//! a flag of their own (`MADV_RANDOM`, which only turns off read-ahead for them): the
+//! kernel then keeps them in VMAs of their own, which no window crosses. Measured by `make
+//! bench` (the library's Rss after Python's requests).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Placed by build.rs's layout script right after the code http runs. (The markers
+/// return different values: identical functions would be merged into one.)
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn lunar_layout_http_end() -> u32 {
+    1
+}
+
+/// Placed right after the code https runs.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn lunar_layout_hot_end() -> u32 {
+    2
+}
+
+/// Placed right after the read-only data the hot code reads.
+#[no_mangle]
+#[used]
+pub static LUNAR_LAYOUT_HOT_RODATA_END: u8 = 0;
+
+extern "C" {
+    /// The ELF header of the object this code is linked into (defined by the linker).
+    static __ehdr_start: libc::Elf64_Ehdr;
+}
+
+static FENCED: AtomicBool = AtomicBool::new(false);
+
+/// x86_64 Linux pages.
+const PAGE: usize = 4096;
+
+/// Separates the hot parts of the library's mappings from the rest (see the module
+/// comment). Once per process; a failure (a kernel refusing more VMAs) changes nothing
+/// but memory.
+pub fn fence_hot_code() {
+    if FENCED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let http_end = page_up(lunar_layout_http_end as extern "C" fn() -> u32 as usize);
+    let hot_end = page_up(lunar_layout_hot_end as extern "C" fn() -> u32 as usize);
+    let rodata_end = page_up(std::ptr::addr_of!(LUNAR_LAYOUT_HOT_RODATA_END) as usize);
+    // Each range lies inside one of this library's segments, or is skipped: never a flag
+    // on a mapping that is not ours (a build without the layout script places the markers
+    // anywhere, a linker may put read-only data beside the code).
+    if let Some(text) = segment_of(http_end) {
+        if http_end < hot_end && hot_end <= text.end {
+            advise(http_end, hot_end, libc::MADV_RANDOM);
+        }
+    }
+    if let Some(data) = segment_of(rodata_end - 1) {
+        if data.flags == libc::PF_R && rodata_end < data.end {
+            advise(rodata_end, data.end, libc::MADV_RANDOM);
+            // Windows mapped before the fence (the program's start, its imports) may reach
+            // into the cold data: unmapped again. Read-only data is never written (no
+            // debugger breakpoint lives there), so this only drops pages the kernel maps
+            // back from the page cache when read. The code is not unmapped: a breakpoint or
+            // uprobe in it would be lost.
+            advise(rodata_end, data.end, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+fn page_up(address: usize) -> usize {
+    (address + PAGE - 1) & !(PAGE - 1)
+}
+
+/// `MADV_RANDOM` changes read-ahead only, never contents or protection.
+fn advise(start: usize, end: usize, advice: libc::c_int) {
+    // SAFETY: a page-aligned range inside a read-only segment of this library.
+    let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) };
+}
+
+/// One of this library's loadable segments, as mapped: where it ends (page-aligned) and
+/// its permissions (`PF_*`).
+struct Segment {
+    end: usize,
+    flags: u32,
+}
+
+/// The segment of this library that holds `address`, from its own program headers
+/// (mapped with the ELF header, which every process has read).
+fn segment_of(address: usize) -> Option<Segment> {
+    // SAFETY: the linker defines __ehdr_start at our mapped ELF header; its program
+    // headers follow it at e_phoff inside the same mapped first page(s).
+    let (base, headers) = unsafe {
+        let header = &*std::ptr::addr_of!(__ehdr_start);
+        let first = (header as *const libc::Elf64_Ehdr as *const u8).add(header.e_phoff as usize);
+        (
+            header as *const libc::Elf64_Ehdr as usize,
+            std::slice::from_raw_parts(first.cast::<libc::Elf64_Phdr>(), header.e_phnum.into()),
+        )
+    };
+    let loads = || headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+    // The object's load bias: where the segment at file offset 0 (the ELF header's) sits.
+    let bias = base - loads().find(|h| h.p_offset == 0)?.p_vaddr as usize;
+    loads()
+        .find(|h| {
+            let start = bias + h.p_vaddr as usize;
+            start <= address && address < start + h.p_memsz as usize
+        })
+        .map(|h| Segment {
+            end: page_up(bias + (h.p_vaddr + h.p_memsz) as usize),
+            flags: h.p_flags,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_segment_of_its_own_code_and_nothing_outside() {
+        let code = fence_hot_code as fn() as usize;
+        let text = segment_of(code).expect("our code is in a loadable segment");
+        assert!(text.end > code);
+        assert_eq!(text.flags, libc::PF_R | libc::PF_X);
+        let data = segment_of(std::ptr::addr_of!(LUNAR_LAYOUT_HOT_RODATA_END) as usize)
+            .expect("read-only data is in a loadable segment");
+        assert_eq!(data.flags & libc::PF_W, 0);
+        assert!(segment_of(0x1000).is_none());
+    }
+}
