@@ -101,17 +101,25 @@ fn main() {
 /// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process and
 /// after Python's requests).
 fn write_layout_script(path: &std::path::Path) {
-    let hooks: String = HOOKED.iter().map(|name| format!(" .text.{name}")).collect();
+    // The java launcher's entry runs in java launchers only, once.
+    let hooks: String = HOOKED
+        .iter()
+        .filter(|&&name| name != "JLI_Launch")
+        .map(|name| format!(" .text.{name}"))
+        .collect();
     let (http_code, https_code) = hot_code_patterns();
     let statements = |patterns: &[String]| -> String {
-        patterns.iter().map(|p| format!("    *({p})\n")).collect()
+        patterns
+            .iter()
+            .map(|p| format!("    *({})\n", with_lto_copies(p)))
+            .collect()
     };
     let (http, https) = (statements(&http_code), statements(&https_code));
     let hot_rodata: String = http_code
         .iter()
         .chain(&https_code)
         .filter_map(|p| p.strip_prefix(".text."))
-        .map(|p| format!(" .rodata.{p}"))
+        .map(|p| format!(" {}", with_lto_copies(&format!(".rodata.{p}"))))
         .collect();
     let ours = section_patterns(NEAR_HOT_CODE);
     let script = format!(
@@ -145,6 +153,13 @@ fn write_layout_script(path: &std::path::Path) {
     );
     std::fs::write(path, script).expect("write layout script");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", path.display());
+}
+
+/// A function's section pattern and those of the copies LTO numbers anew in each build
+/// (`.1226`, `.llvm.4711`), not those of clones LLVM made for a call site
+/// (`.specialized.1`), which scripts/layout/hot-code.txt names when they ran.
+fn with_lto_copies(pattern: &str) -> String {
+    format!("{pattern} {pattern}.[0-9]* {pattern}.llvm.[0-9]*")
 }
 
 /// Code a profile may miss (a path it did not take) but a diverting process may run: our

@@ -2,17 +2,36 @@
 
     patterns.py LIB PROFILE...
 
-Prints one linker-script section pattern per Rust function of LIB that ran, in the order
-of the profiles and within one by cost: its mangled name with what changes between builds
-and toolchains wildcarded (legacy mangling's trailing hash, v0's crate disambiguators, the
-`.1226`-style suffix LTO gives a local copy, numbered anew by each build). A line
-`[https]` comes before the first function of the first profile named *https*: build.rs
-ends http's code there. C functions are left to build.rs's own rules.
+Prints one linker-script section pattern per Rust function of LIB that ran (`pattern`),
+in the order of the profiles and within one by cost. A line `[https]` comes before the
+first function of the first profile named *https*: build.rs ends http's code there. C
+functions are left to build.rs's own rules.
 """
 import os
 import re
 import subprocess
 import sys
+
+
+def pattern(name):
+    """The section pattern of the function `name` (mangled, as it ran), or None for a C
+    function. Exact up to what changes between builds: legacy mangling's hash, v0's crate
+    disambiguators, and the number LTO gives a local copy (`.1226`, `.llvm.4711`: build.rs
+    matches those); a clone LLVM made (`.specialized.1`, `.constprop.0`) keeps its suffix,
+    so that the copies that did not run stay out of the hot code."""
+    if name.startswith("_ZN"):
+        m = re.fullmatch(r"(.*17h)[0-9a-f]{16}E(.*)", name)
+        if not m:
+            return None
+        base, suffix = m.group(1) + "?" * 16 + "E", m.group(2)
+    elif name.startswith("_R"):
+        base, dot, rest = name.partition(".")
+        base, suffix = re.sub(r"Cs[0-9A-Za-z]+_", "*", base), dot + rest
+    else:
+        return None
+    suffix = re.sub(r"(\.llvm)?\.\d+$", "", suffix)
+    return ".text.*" + (base + suffix).lstrip("*")
+
 
 lib, profiles = os.path.realpath(sys.argv[1]), sys.argv[2:]
 seen, out = set(), []
@@ -25,15 +44,8 @@ for profile in profiles:
         m = re.search(r"\?\?\?:(\S+) \[(.*)\]$", line)
         if not m or os.path.realpath(m.group(2)) != lib:
             continue
-        name = re.sub(r"(\.llvm)?\.\d+$", "", m.group(1))
-        if name.startswith("_ZN"):
-            pattern = re.sub(r"17h[0-9a-f]{16}E$", "", name) + "*"
-        elif name.startswith("_R"):
-            pattern = re.sub(r"Cs[0-9A-Za-z]+_", "*", name) + "*"
-        else:
-            continue
-        pattern = ".text.*" + pattern.lstrip("*")
-        if pattern not in seen:
-            seen.add(pattern)
-            out.append(pattern)
+        found = pattern(m.group(1))
+        if found and found not in seen:
+            seen.add(found)
+            out.append(found)
 print("\n".join(out))

@@ -143,20 +143,84 @@ pub fn parse(
     lookup: impl Fn(&str) -> Option<Vec<u8>>,
     warn: &mut dyn FnMut(String),
 ) -> (Setup, Logging) {
-    // `NAME=` (an env file or compose file easily leaves one) means unset. Any other value
-    // is read, and one that is not UTF-8 is malformed: `Err` carries it quoted for the
-    // warning.
-    let lookup = |name: &str| lookup(name).filter(|raw| !is_blank(raw));
-    let text = |name: &str| {
-        lookup(name).map(|raw| String::from_utf8(raw).map_err(|bad| quoted(bad.as_bytes())))
-    };
+    parse_values(&lookup, warn)
+}
+
+/// A variable's value: unset, its text, or (`Err`) its bytes quoted for a warning.
+type Text = Option<Result<String, String>>;
+
+/// Says a complaint through `warn`. Out of line and cold, as is every complaint's
+/// formatting: a process reads its configuration once, and its code stays resident only
+/// as far as it runs (build.rs on resident memory).
+#[cold]
+#[inline(never)]
+fn say(warn: &mut dyn FnMut(String), complaint: std::fmt::Arguments<'_>) {
+    warn(complaint.to_string());
+}
+
+/// A number variable: its value when in `min..=max`, else `default` (said through `warn`).
+#[inline(never)]
+fn number(
+    name: &str,
+    text: Text,
+    (default, min, max): (u64, u64, u64),
+    warn: &mut dyn FnMut(String),
+) -> u64 {
+    match text {
+        None => default,
+        Some(Ok(raw)) => match raw.trim().parse::<u64>() {
+            Ok(value) if (min..=max).contains(&value) => value,
+            _ => {
+                say(
+                    warn,
+                    format_args!(
+                        "{name}={raw:?} is not a number in {min}..={max}; using {default}"
+                    ),
+                );
+                default
+            }
+        },
+        Some(Err(shown)) => {
+            say(
+                warn,
+                format_args!("{name}={shown} is not valid UTF-8; using {default}"),
+            );
+            default
+        }
+    }
+}
+
+/// `NAME=` (an env file or compose file easily leaves one) means unset.
+#[inline(never)]
+fn set_value(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Option<Vec<u8>> {
+    lookup(name).filter(|raw| !is_blank(raw))
+}
+
+/// A set value is read as text; one that is not UTF-8 is malformed: `Err` carries it
+/// quoted for the warning.
+#[inline(never)]
+fn text_of(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Text {
+    set_value(lookup, name).map(|raw| String::from_utf8(raw).map_err(|bad| quoted(bad.as_bytes())))
+}
+
+/// `parse`'s body, one copy whatever the lookup.
+#[inline(never)]
+fn parse_values(
+    lookup: &dyn Fn(&str) -> Option<Vec<u8>>,
+    warn: &mut dyn FnMut(String),
+) -> (Setup, Logging) {
+    let text = |name: &str| text_of(lookup, name);
+    let lookup = |name: &str| set_value(lookup, name);
     let log_level = match text("LUNAR_INTERCEPTOR_LOG_LEVEL") {
         None => LogLevel::Warn,
         Some(Ok(raw)) => parse_log_level(&raw, warn),
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_INTERCEPTOR_LOG_LEVEL={shown} is not valid UTF-8; using WARNING"
-            ));
+            say(
+                warn,
+                format_args!(
+                    "LUNAR_INTERCEPTOR_LOG_LEVEL={shown} is not valid UTF-8; using WARNING"
+                ),
+            );
             LogLevel::Warn
         }
     };
@@ -164,9 +228,12 @@ pub fn parse(
         None => LogTarget::Stderr,
         Some(Ok(raw)) => parse_log_target(&raw, warn),
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_INTERCEPTOR_LOG_TARGET={shown} is not valid UTF-8; using stderr"
-            ));
+            say(
+                warn,
+                format_args!(
+                    "LUNAR_INTERCEPTOR_LOG_TARGET={shown} is not valid UTF-8; using stderr"
+                ),
+            );
             LogTarget::Stderr
         }
     };
@@ -178,86 +245,62 @@ pub fn parse(
         None => return (Setup::Unset, logging),
         Some(Ok(raw)) => raw,
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_PROXY_HOST={shown} is not valid UTF-8; interceptor disabled"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_PROXY_HOST={shown} is not valid UTF-8; interceptor disabled"),
+            );
             return (Setup::Disabled, logging);
         }
     };
     let Some(proxy) = parse_proxy_host(&raw_proxy) else {
-        warn(format!(
-            "LUNAR_PROXY_HOST={raw_proxy:?} is not host:port (no scheme); interceptor disabled"
-        ));
+        say(
+            warn,
+            format_args!(
+                "LUNAR_PROXY_HOST={raw_proxy:?} is not host:port (no scheme); interceptor disabled"
+            ),
+        );
         return (Setup::Disabled, logging);
     };
-    let number =
-        |name: &str, default: u64, min: u64, max: u64, warn: &mut dyn FnMut(String)| -> u64 {
-            match text(name) {
-                None => default,
-                Some(Ok(raw)) => match raw.trim().parse::<u64>() {
-                    Ok(value) if (min..=max).contains(&value) => value,
-                    _ => {
-                        warn(format!(
-                            "{name}={raw:?} is not a number in {min}..={max}; using {default}"
-                        ));
-                        default
-                    }
-                },
-                Some(Err(shown)) => {
-                    warn(format!(
-                        "{name}={shown} is not valid UTF-8; using {default}"
-                    ));
-                    default
-                }
-            }
-        };
     let handshake_port = number(
         "LUNAR_HANDSHAKE_PORT",
-        DEFAULT_HANDSHAKE_PORT.into(),
-        1,
-        65535,
+        text("LUNAR_HANDSHAKE_PORT"),
+        (DEFAULT_HANDSHAKE_PORT.into(), 1, 65535),
         warn,
     ) as u16;
     let cooldown_attempts = number(
         "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS",
-        DEFAULT_COOLDOWN_ATTEMPTS.into(),
-        1,
-        u32::MAX.into(),
+        text("LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS"),
+        (DEFAULT_COOLDOWN_ATTEMPTS.into(), 1, u32::MAX.into()),
         warn,
     ) as u32;
     let cooldown_secs = number(
         "LUNAR_EXIT_COOLDOWN_AFTER_SEC",
-        DEFAULT_COOLDOWN_SECS,
-        0,
-        86_400 * 365,
+        text("LUNAR_EXIT_COOLDOWN_AFTER_SEC"),
+        (DEFAULT_COOLDOWN_SECS, 0, 86_400 * 365),
         warn,
     );
     let connect_timeout_ms = number(
         "LUNAR_PROXY_CONNECT_TIMEOUT_MS",
-        DEFAULT_CONNECT_TIMEOUT_MS,
-        1,
-        600_000,
+        text("LUNAR_PROXY_CONNECT_TIMEOUT_MS"),
+        (DEFAULT_CONNECT_TIMEOUT_MS, 1, 600_000),
         warn,
     );
     let replay_max_bytes = number(
         "LUNAR_REPLAY_MAX_BYTES",
-        DEFAULT_REPLAY_MAX_BYTES,
-        0,
-        1 << 32,
+        text("LUNAR_REPLAY_MAX_BYTES"),
+        (DEFAULT_REPLAY_MAX_BYTES, 0, 1 << 32),
         warn,
     ) as usize;
     let retry_max_delay_secs = number(
         "LUNAR_RETRY_MAX_DELAY_SEC",
-        DEFAULT_RETRY_MAX_DELAY_SECS,
-        0,
-        86_400,
+        text("LUNAR_RETRY_MAX_DELAY_SEC"),
+        (DEFAULT_RETRY_MAX_DELAY_SECS, 0, 86_400),
         warn,
     );
     let retry_max_attempts = number(
         "LUNAR_RETRY_MAX_ATTEMPTS",
-        DEFAULT_RETRY_MAX_ATTEMPTS,
-        0,
-        1000,
+        text("LUNAR_RETRY_MAX_ATTEMPTS"),
+        (DEFAULT_RETRY_MAX_ATTEMPTS, 0, 1000),
         warn,
     ) as u32;
     let proxy_tls = match text("LUNAR_PROXY_SUPPORT_TLS") {
@@ -266,16 +309,18 @@ pub fn parse(
             "0" | "" => false,
             "1" => true,
             other => {
-                warn(format!(
-                    "LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"
-                ));
+                say(
+                    warn,
+                    format_args!("LUNAR_PROXY_SUPPORT_TLS={other:?} is neither 0 nor 1; using 0"),
+                );
                 false
             }
         },
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_PROXY_SUPPORT_TLS={shown} is not valid UTF-8; using 0"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_PROXY_SUPPORT_TLS={shown} is not valid UTF-8; using 0"),
+            );
             false
         }
     };
@@ -283,10 +328,13 @@ pub fn parse(
         None => None,
         Some(Ok(raw)) => Some(raw.trim().to_string()),
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_PROXY_CA_FILE={shown} is not valid UTF-8; the system's CA store alone \
+            say(
+                warn,
+                format_args!(
+                    "LUNAR_PROXY_CA_FILE={shown} is not valid UTF-8; the system's CA store alone \
                  verifies the proxy"
-            ));
+                ),
+            );
             None
         }
     };
@@ -294,15 +342,17 @@ pub fn parse(
         None => "unknown".to_string(),
         Some(Ok(raw)) if is_header_safe(raw.trim()) => raw.trim().to_string(),
         Some(Ok(raw)) => {
-            warn(format!(
-                "LUNAR_TENANT_ID={raw:?} is not printable ASCII; using unknown"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_TENANT_ID={raw:?} is not printable ASCII; using unknown"),
+            );
             "unknown".to_string()
         }
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_TENANT_ID={shown} is not valid UTF-8; using unknown"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_TENANT_ID={shown} is not valid UTF-8; using unknown"),
+            );
             "unknown".to_string()
         }
     };
@@ -311,16 +361,20 @@ pub fn parse(
         Some(Ok(raw)) => match parse_ports(&raw) {
             Some(ports) => ports,
             None => {
-                warn(format!(
-                    "LUNAR_INTERCEPT_PORTS={raw:?} is not a list of ports; using 80,443"
-                ));
+                say(
+                    warn,
+                    format_args!(
+                        "LUNAR_INTERCEPT_PORTS={raw:?} is not a list of ports; using 80,443"
+                    ),
+                );
                 DEFAULT_PORTS.to_vec()
             }
         },
         Some(Err(shown)) => {
-            warn(format!(
-                "LUNAR_INTERCEPT_PORTS={shown} is not valid UTF-8; using 80,443"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_INTERCEPT_PORTS={shown} is not valid UTF-8; using 80,443"),
+            );
             DEFAULT_PORTS.to_vec()
         }
     };
@@ -330,9 +384,10 @@ pub fn parse(
     let allow_list = lookup("LUNAR_ALLOW_LIST").map(|raw| {
         let (entries, invalid) = parse_host_list(&raw);
         for entry in invalid {
-            warn(format!(
-                "LUNAR_ALLOW_LIST entry {entry} is not a host name or IP; ignored"
-            ));
+            say(
+                warn,
+                format_args!("LUNAR_ALLOW_LIST entry {entry} is not a host name or IP; ignored"),
+            );
         }
         entries
     });
@@ -343,10 +398,13 @@ pub fn parse(
         } else {
             let (entries, invalid) = parse_host_list(&raw);
             if !invalid.is_empty() {
-                warn(format!(
-                    "LUNAR_BLOCK_LIST entry {} is not a host name or IP; interceptor disabled",
-                    invalid[0]
-                ));
+                say(
+                    warn,
+                    format_args!(
+                        "LUNAR_BLOCK_LIST entry {} is not a host name or IP; interceptor disabled",
+                        invalid[0]
+                    ),
+                );
                 return (Setup::Disabled, logging);
             }
             block_list = entries;
