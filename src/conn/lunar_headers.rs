@@ -126,16 +126,19 @@ fn push_decimal(out: &mut Vec<u8>, value: u16) {
 }
 
 /// Splits `host[:port]` (IPv6 literals in brackets); a missing port means `default`.
+/// Byte searches, not `char` ones: this runs for every diverted request, and ASCII
+/// delimiters split UTF-8 text only at character boundaries.
 pub fn split_authority(value: &str, default: u16) -> (&str, u16) {
-    let value = value.trim();
-    let (host, port) = if value.starts_with('[') {
-        match value.find(']') {
+    let value = value.trim_ascii();
+    let bytes = value.as_bytes();
+    let (host, port) = if bytes.first() == Some(&b'[') {
+        match memchr::memchr(b']', bytes) {
             Some(end) => (&value[..=end], value[end + 1..].strip_prefix(':')),
             None => (value, None),
         }
     } else {
-        match value.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
+        match memchr::memrchr(b':', bytes) {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
             None => (value, None),
         }
     };
