@@ -142,12 +142,12 @@ fn write_layout_script(path: &std::path::Path) {
     *({hot_rodata} )
     *(.rodata.*8httparse* .rodata)
     *(.rodata..L* .rodata.str*)
-    *(.rodata.LUNAR_LAYOUT_HOT_RODATA_END)
+    *(.rodata.lunar_layout_hot_rodata_end)
     *(.rodata.*)
   }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
   .eh_frame_hdr : {{ *(.eh_frame_hdr) }}
-  .eh_frame : {{ KEEP(*(.eh_frame)) }}
+  .eh_frame : {{ KEEP(*(.eh_frame)) . = ALIGN(4096); }}
 }} INSERT AFTER .fini;
 "
     );

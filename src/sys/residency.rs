@@ -12,25 +12,27 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Placed by build.rs's layout script right after the code http runs. (The markers
-/// return different values: identical functions would be merged into one.)
-#[no_mangle]
+/// Placed by build.rs's layout script right after the code http runs. The markers are
+/// named by their sections, not exported (rustc exports every `no_mangle` item of a
+/// cdylib, and each dynamic symbol costs every process a look at it); they return
+/// different values, as identical functions would be merged into one.
+#[link_section = ".text.lunar_layout_http_end"]
 #[inline(never)]
-pub extern "C" fn lunar_layout_http_end() -> u32 {
+extern "C" fn http_code_end() -> u32 {
     1
 }
 
 /// Placed right after the code https runs.
-#[no_mangle]
+#[link_section = ".text.lunar_layout_hot_end"]
 #[inline(never)]
-pub extern "C" fn lunar_layout_hot_end() -> u32 {
+extern "C" fn hot_code_end() -> u32 {
     2
 }
 
 /// Placed right after the read-only data the hot code reads.
-#[no_mangle]
+#[link_section = ".rodata.lunar_layout_hot_rodata_end"]
 #[used]
-pub static LUNAR_LAYOUT_HOT_RODATA_END: u8 = 0;
+static HOT_RODATA_END: u8 = 0;
 
 extern "C" {
     /// The ELF header of the object this code is linked into (defined by the linker).
@@ -49,9 +51,9 @@ pub fn fence_hot_code() {
     if FENCED.swap(true, Ordering::Relaxed) {
         return;
     }
-    let http_end = page_up(lunar_layout_http_end as extern "C" fn() -> u32 as usize);
-    let hot_end = page_up(lunar_layout_hot_end as extern "C" fn() -> u32 as usize);
-    let rodata_end = page_up(std::ptr::addr_of!(LUNAR_LAYOUT_HOT_RODATA_END) as usize);
+    let http_end = page_up(http_code_end as extern "C" fn() -> u32 as usize);
+    let hot_end = page_up(hot_code_end as extern "C" fn() -> u32 as usize);
+    let rodata_end = page_up(std::ptr::addr_of!(HOT_RODATA_END) as usize);
     // Each range lies inside one of this library's segments, or is skipped: never a flag
     // on a mapping that is not ours (a build without the layout script places the markers
     // anywhere, a linker may put read-only data beside the code).
@@ -127,7 +129,7 @@ mod tests {
         let text = segment_of(code).expect("our code is in a loadable segment");
         assert!(text.end > code);
         assert_eq!(text.flags, libc::PF_R | libc::PF_X);
-        let data = segment_of(std::ptr::addr_of!(LUNAR_LAYOUT_HOT_RODATA_END) as usize)
+        let data = segment_of(std::ptr::addr_of!(HOT_RODATA_END) as usize)
             .expect("read-only data is in a loadable segment");
         assert_eq!(data.flags & libc::PF_W, 0);
         assert!(segment_of(0x1000).is_none());
