@@ -480,7 +480,9 @@ def test_retry_sends_back_the_sequence_id_it_got(lab, need_lib, tag, tmp_path, f
 
 def test_retry_after_half_second_twice(client, need_lib, tag, testproxy):
     """retry:0.5:2 — the call takes about 1 s (0.9..3 s for the whole process; Java:
-    minus its own start-up, measured in pass mode), the proxy sees 3 requests with one
+    at most 3 s more than its own start-up, measured in pass mode, and at least as long
+    as the retries took: a JVM's start-up varies too much on a loaded machine to deduct
+    it from a lower bound), the proxy sees 3 requests with one
     x-lunar-req-id, the 2nd and 3rd with a sequence id, and the program gets the
     final 200 (through the proxy)."""
     startup = 0.0
@@ -507,7 +509,10 @@ def test_retry_after_half_second_twice(client, need_lib, tag, testproxy):
     gaps = [log[i + 1]["t"] - log[i]["t"] for i in range(2)]
     assert all(0.45 <= g <= 1.5 for g in gaps), "retries %.2f s, %.2f s apart%s" % (gaps[0], gaps[1], ctx)
     t = res.elapsed - startup
-    assert 0.9 <= t <= 3.0, "the call took %.2f s (start-up %.2f s deducted)%s" % (t, startup, ctx)
+    least = sum(gaps) if startup else 0.9
+    assert least <= res.elapsed and t <= 3.0, \
+        "the call took %.2f s (start-up %.2f s deducted), the retries %.2f s%s" % (
+            t, startup, sum(gaps), ctx)
     assert len([r for r in testproxy.origin_log(contains=tag) if r["path"] == tag]) == 1, ctx
 
 
