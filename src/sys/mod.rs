@@ -110,6 +110,12 @@ real! {
     fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE;
 }
 
+// Not hooked, but needed only once in a diverting process: looked up then rather than by
+// the dynamic linker at every process start (each import is a symbol search there).
+real! {
+    fn madvise(address: *mut c_void, len: size_t, advice: c_int) -> c_int;
+}
+
 /// The calling thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: __errno_location always returns this thread's errno slot.

@@ -82,7 +82,7 @@ fn page_up(address: usize) -> usize {
 /// `MADV_RANDOM` changes read-ahead only, never contents or protection.
 fn advise(start: usize, end: usize, advice: libc::c_int) {
     // SAFETY: a page-aligned range inside a read-only segment of this library.
-    let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) };
+    let _ = unsafe { super::madvise(start as *mut libc::c_void, end - start, advice) };
 }
 
 /// One of this library's loadable segments, as mapped: where it ends (page-aligned) and
