@@ -4,11 +4,12 @@
 //! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the code
 //! out as http's, then https's, then the rest, and the read-only data as the hot code's
 //! tables and strings, then the rest; but one VMA spans each segment, so a window at the
-//! edge of http's code maps 60 KiB of https's or of cold code with it. Two `madvise` calls
-//! (at the set-up of a process that names a proxy: once, never at load) give those parts
-//! a flag of their own (`MADV_RANDOM`, which only turns off read-ahead for them): the
-//! kernel then keeps them in VMAs of their own, which no window crosses. Measured by `make
-//! bench` (the library's Rss after Python's requests).
+//! edge of http's code maps 60 KiB of https's or of cold code with it. Two
+//! `madvise(MADV_RANDOM)` calls (at the set-up of a process that names a proxy: once,
+//! never at load) give those parts a flag of their own (it only turns off read-ahead for
+//! them): the kernel then keeps them in VMAs of their own, which no window crosses; a third
+//! unmaps the cold data mapped before. Measured by `make bench` (the library's Rss after
+//! Python's requests) and checked by tests/e2e/test_residency.py.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
