@@ -15,7 +15,9 @@ pub use file::{layered, parse_file, FileValues};
 pub use values::{is_blank, is_host_name, parse_host_list, parse_proxy_host};
 
 use std::net::IpAddr;
-use values::{is_header_safe, parse_log_level, parse_log_target, parse_ports, quoted};
+use values::{
+    is_header_safe, number, parse_log_level, parse_log_target, parse_ports, say, set_value, text_of,
+};
 
 /// Every variable `parse` reads: the names a configuration file may set (a test checks
 /// the list against what `parse` asks for).
@@ -144,63 +146,6 @@ pub fn parse(
     warn: &mut dyn FnMut(String),
 ) -> (Setup, Logging) {
     parse_values(&lookup, warn)
-}
-
-/// A variable's value: unset, its text, or (`Err`) its bytes quoted for a warning.
-type Text = Option<Result<String, String>>;
-
-/// Says a complaint through `warn`. Out of line and cold, as is every complaint's
-/// formatting: a process reads its configuration once, and its code stays resident only
-/// as far as it runs (build.rs on resident memory).
-#[cold]
-#[inline(never)]
-fn say(warn: &mut dyn FnMut(String), complaint: std::fmt::Arguments<'_>) {
-    warn(complaint.to_string());
-}
-
-/// A number variable: its value when in `min..=max`, else `default` (said through `warn`).
-#[inline(never)]
-fn number(
-    name: &str,
-    text: Text,
-    (default, min, max): (u64, u64, u64),
-    warn: &mut dyn FnMut(String),
-) -> u64 {
-    match text {
-        None => default,
-        Some(Ok(raw)) => match raw.trim().parse::<u64>() {
-            Ok(value) if (min..=max).contains(&value) => value,
-            _ => {
-                say(
-                    warn,
-                    format_args!(
-                        "{name}={raw:?} is not a number in {min}..={max}; using {default}"
-                    ),
-                );
-                default
-            }
-        },
-        Some(Err(shown)) => {
-            say(
-                warn,
-                format_args!("{name}={shown} is not valid UTF-8; using {default}"),
-            );
-            default
-        }
-    }
-}
-
-/// `NAME=` (an env file or compose file easily leaves one) means unset.
-#[inline(never)]
-fn set_value(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Option<Vec<u8>> {
-    lookup(name).filter(|raw| !is_blank(raw))
-}
-
-/// A set value is read as text; one that is not UTF-8 is malformed: `Err` carries it
-/// quoted for the warning.
-#[inline(never)]
-fn text_of(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Text {
-    set_value(lookup, name).map(|raw| String::from_utf8(raw).map_err(|bad| quoted(bad.as_bytes())))
 }
 
 /// `parse`'s body, one copy whatever the lookup.

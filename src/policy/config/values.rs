@@ -3,7 +3,9 @@
 //! quoted for a warning). A parser says only whether the text is valid (for a list, which
 //! entries are not); what a malformed value means (a default, a dropped entry, the library
 //! disabled) depends on the variable, so `parse` gives the warning and the fallback. The
-//! log level and target alone warn themselves.
+//! log level and target alone warn themselves, and a number (`number`: its fallback is
+//! its default). Reading a variable (`set_value`, `text_of`) and complaining (`say`) are
+//! here too, out of line: a process reads its configuration once.
 
 use super::{HostEntry, LogLevel, LogTarget, ProxyAddress};
 use std::net::IpAddr;
@@ -145,4 +147,61 @@ pub(super) fn is_header_safe(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// A variable's value: unset, its text, or (`Err`) its bytes quoted for a warning.
+pub(super) type Text = Option<Result<String, String>>;
+
+/// Says a complaint through `warn`. Out of line and cold, as is every complaint's
+/// formatting: a process reads its configuration once, and its code stays resident only
+/// as far as it runs (build.rs on resident memory).
+#[cold]
+#[inline(never)]
+pub(super) fn say(warn: &mut dyn FnMut(String), complaint: std::fmt::Arguments<'_>) {
+    warn(complaint.to_string());
+}
+
+/// A number variable: its value when in `min..=max`, else `default` (said through `warn`).
+#[inline(never)]
+pub(super) fn number(
+    name: &str,
+    text: Text,
+    (default, min, max): (u64, u64, u64),
+    warn: &mut dyn FnMut(String),
+) -> u64 {
+    match text {
+        None => default,
+        Some(Ok(raw)) => match raw.trim().parse::<u64>() {
+            Ok(value) if (min..=max).contains(&value) => value,
+            _ => {
+                say(
+                    warn,
+                    format_args!(
+                        "{name}={raw:?} is not a number in {min}..={max}; using {default}"
+                    ),
+                );
+                default
+            }
+        },
+        Some(Err(shown)) => {
+            say(
+                warn,
+                format_args!("{name}={shown} is not valid UTF-8; using {default}"),
+            );
+            default
+        }
+    }
+}
+
+/// `NAME=` (an env file or compose file easily leaves one) means unset.
+#[inline(never)]
+pub(super) fn set_value(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Option<Vec<u8>> {
+    lookup(name).filter(|raw| !is_blank(raw))
+}
+
+/// A set value is read as text; one that is not UTF-8 is malformed: `Err` carries it
+/// quoted for the warning.
+#[inline(never)]
+pub(super) fn text_of(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Text {
+    set_value(lookup, name).map(|raw| String::from_utf8(raw).map_err(|bad| quoted(bad.as_bytes())))
 }
