@@ -82,7 +82,8 @@ fn main() {
 /// 64 KiB windows around each one touched ("fault-around"): what a process pays in
 /// resident memory is the number of windows its calls touch, not the bytes it runs. So:
 /// first the code every process runs (the C start-up stubs and std's argv initialiser,
-/// every hook's entry, the first-call lookups of libc's functions, the PLT), right after
+/// every hook's entry (the TLS libraries' functions we stand in for among them), the
+/// first-call lookups of libc's functions, the PLT), right after
 /// the loader's tables, and what runs before the set-up fences what follows (see below:
 /// its entry, and the panic hook's installation at the first hook with work to do); then
 /// the code that runs when http and https are diverted, as
@@ -92,10 +93,11 @@ fn main() {
 /// (`src/sys/residency.rs` gives what follows each a VMA of its own, which no window
 /// crosses); then the rest of our crate and its engine's dependencies
 /// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). The
-/// read-only data after all the code, ordered the same way: constants, the jump tables of
-/// the profiled code (`.rodata.<symbol>`), httparse's tables, the strings, a marker (the
-/// end of what the hot code reads), then the rest; the unwind
-/// tables last. Patterns are section names: rustc puts every function in
+/// read-only data after all the code, ordered the same way: constants, the jump and
+/// switch tables of the profiled code (`.rodata.<symbol>`, `.rodata..Lswitch.table.<symbol>`),
+/// httparse's tables, the literals the diverting path reads (`src/hot_data.rs`), a marker
+/// (the end of what the hot code reads), then the rest (the other literals, panic
+/// messages and file names among them); the unwind tables last. Patterns are section names: rustc puts every function in
 /// `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
 /// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
 /// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process and
@@ -119,7 +121,11 @@ fn write_layout_script(path: &std::path::Path) {
         .iter()
         .chain(&https_code)
         .filter_map(|p| p.strip_prefix(".text."))
-        .map(|p| format!(" {}", with_lto_copies(&format!(".rodata.{p}"))))
+        .map(|p| {
+            let tables = with_lto_copies(&format!(".rodata.{p}"));
+            let switches = with_lto_copies(&format!(".rodata..Lswitch.table.{p}"));
+            format!(" {tables} {switches}")
+        })
         .collect();
     let ours = section_patterns(NEAR_HOT_CODE);
     let script = format!(
@@ -128,7 +134,7 @@ fn write_layout_script(path: &std::path::Path) {
   .text : {{
     *crtbeginS.o(.text .text.*)
     *(.text.*ARGV_INIT_ARRAY* .text.*6inject7at_load*)
-    *({hooks} )
+    *({hooks} .text.SSL_* .text.gnutls_* )
     *(.text.*first_call* .text.*3sys7resolve*)
     *(.text.*7runtime6set_up* .text.*3sys9residency* .text.*9panicking8set_hook*)
     *libc_nonshared.a:*(.text .text.*)
@@ -141,8 +147,9 @@ fn write_layout_script(path: &std::path::Path) {
     *(.rodata.cst*)
     *({hot_rodata} )
     *(.rodata.*8httparse* .rodata)
-    *(.rodata..L* .rodata.str*)
+    *(.rodata.lunar_hot)
     *(.rodata.lunar_layout_hot_rodata_end)
+    *(.rodata..L* .rodata.str*)
     *(.rodata.*)
   }}
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}

@@ -22,6 +22,7 @@
 //! sync
 //! sys:         libc's own functions, and sockets through them (`sys::socket`)
 //! addr
+//! hot_data:    literals the diverting path reads, laid out with the hot code
 //! ```
 //!
 //! What a lower layer needs from a higher one is handed down: the hooks pass
@@ -40,6 +41,7 @@ mod explain;
 mod fork;
 pub mod guard;
 pub mod hooks;
+mod hot_data;
 pub mod http;
 mod inject;
 mod logger;

@@ -82,7 +82,9 @@ fn set_up() -> Option<&'static Runtime> {
                     .compare_exchange(UNBUILT, me, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    return build_and_publish();
+                    let runtime = build_and_publish();
+                    crate::sys::residency::drop_cold_data();
+                    return runtime;
                 }
             }
             building if building == me => {

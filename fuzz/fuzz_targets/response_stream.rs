@@ -10,5 +10,9 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code, unused_imports)]
 #[path = "../../src/http/mod.rs"]
 mod http;
+// The engine keeps the literals it reads per request with the hot data.
+#[allow(dead_code, unused_macros)]
+#[path = "../../src/hot_data.rs"]
+mod hot_data;
 
 fuzz_target!(|data: &[u8]| http::fuzz_checks::response_stream(data));

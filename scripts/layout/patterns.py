@@ -2,10 +2,9 @@
 
     patterns.py LIB PROFILE...
 
-Prints one linker-script section pattern per Rust function of LIB that ran (`pattern`),
-in the order of the profiles and within one by cost. A line `[https]` comes before the
-first function of the first profile named *https*: build.rs ends http's code there. C
-functions are left to build.rs's own rules.
+Prints one linker-script section pattern per function of LIB that ran (`pattern`), in
+the order of the profiles and within one by cost. A line `[https]` comes before the
+first function of the first profile named *https*: build.rs ends http's code there.
 """
 import os
 import re
@@ -14,21 +13,26 @@ import sys
 
 
 def pattern(name):
-    """The section pattern of the function `name` (mangled, as it ran), or None for a C
-    function. Exact up to what changes between builds: legacy mangling's hash, v0's crate
+    """The section pattern of the function `name` (mangled, as it ran). A name that is not
+    mangled is one of our C-named entry points (the TLS libraries' functions we stand in
+    for; the exported hooks come first anyway, build.rs places them before any pattern).
+    Exact up to what changes between builds: legacy mangling's hash, v0's crate
     disambiguators, and the number LTO gives a local copy (`.1226`, `.llvm.4711`: build.rs
     matches those); a clone LLVM made (`.specialized.1`, `.constprop.0`) keeps its suffix,
-    so that the copies that did not run stay out of the hot code."""
+    so that the copies that did not run stay out of the hot code. None for code callgrind
+    has no name for."""
     if name.startswith("_ZN"):
         m = re.fullmatch(r"(.*17h)[0-9a-f]{16}E(.*)", name)
         if not m:
-            return None
+            return ".text." + name
         base, suffix = m.group(1) + "?" * 16 + "E", m.group(2)
     elif name.startswith("_R"):
         base, dot, rest = name.partition(".")
         base, suffix = re.sub(r"Cs[0-9A-Za-z]+_", "*", base), dot + rest
+    elif name.startswith("0x"):
+        return None  # an address callgrind found no name for
     else:
-        return None
+        return ".text." + name
     suffix = re.sub(r"(\.llvm)?\.\d+$", "", suffix)
     return ".text.*" + (base + suffix).lstrip("*")
 

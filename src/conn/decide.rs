@@ -183,7 +183,7 @@ fn is_connection_loss(errno: i32) -> bool {
 /// The decision for `event` on a connection in `state`.
 pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
     let phase = state.phase;
-    if phase == Phase::TlsOwned {
+    if matches!(phase, Phase::TlsOwned) {
         if let Some(action) = decide_real_tls(state, facts, event) {
             return action;
         }

@@ -1,5 +1,6 @@
 //! The headers Lunar Proxy needs on each diverted request (contract, "A diverted request").
 
+use crate::hot_data::hot_bytes;
 use crate::http::RequestHead;
 use crate::runtime::Runtime;
 use std::borrow::Cow;
@@ -14,10 +15,10 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn name(self) -> &'static str {
+    fn name(self) -> &'static [u8] {
         match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
+            Scheme::Http => hot_bytes!(b"http"),
+            Scheme::Https => hot_bytes!(b"https"),
         }
     }
 
@@ -48,21 +49,29 @@ pub fn push_for_request(
     // The lines' usual size in one allocation on a connection's first request, rather
     // than a doubling per line (a no-op once the buffer has grown).
     lines.reserve(LINES_ROOM + runtime.config.tenant_id.len());
-    lines.extend_from_slice(b"x-lunar-host: ");
+    lines.extend_from_slice(HOST);
     push_lunar_host(lines, head.host, original, name, scheme);
-    lines.extend_from_slice(b"\r\nx-lunar-scheme: ");
-    lines.extend_from_slice(scheme.name().as_bytes());
-    lines.extend_from_slice(b"\r\nx-lunar-interceptor: ");
-    lines.extend_from_slice(crate::INTERCEPTOR.as_bytes());
-    lines.extend_from_slice(b"\r\nx-lunar-req-id: ");
+    lines.extend_from_slice(SCHEME);
+    lines.extend_from_slice(scheme.name());
+    lines.extend_from_slice(INTERCEPTOR);
+    lines.extend_from_slice(INTERCEPTOR_NAME);
+    lines.extend_from_slice(REQ_ID);
     crate::uuid::push_v4(lines);
     lines.extend_from_slice(b"\r\n");
     if runtime.proxy.managed() {
-        lines.extend_from_slice(b"x-lunar-tenant-id: ");
+        lines.extend_from_slice(TENANT_ID);
         lines.extend_from_slice(runtime.config.tenant_id.as_bytes());
         lines.extend_from_slice(b"\r\n");
     }
 }
+
+// The lines' fixed parts, read for every request: with the hot data (`crate::hot_data`).
+const HOST: &[u8] = hot_bytes!(b"x-lunar-host: ");
+const SCHEME: &[u8] = hot_bytes!(b"\r\nx-lunar-scheme: ");
+const INTERCEPTOR: &[u8] = hot_bytes!(b"\r\nx-lunar-interceptor: ");
+const INTERCEPTOR_NAME: &[u8] = hot_bytes!(crate::INTERCEPTOR.as_bytes());
+const REQ_ID: &[u8] = hot_bytes!(b"\r\nx-lunar-req-id: ");
+const TENANT_ID: &[u8] = hot_bytes!(b"x-lunar-tenant-id: ");
 
 /// `host[:port]` with the port only when it is not the scheme's default. The request's
 /// `Host` header is the authority; without one, the name the program resolved, else the IP.

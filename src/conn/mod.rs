@@ -271,7 +271,7 @@ impl Conn {
     /// diverts it), and nothing was written yet.
     pub fn can_follow_real_tls(&self) -> bool {
         let state = self.state();
-        state.phase == Phase::Direct && !state.wrote && !state.https && self.filter_diverts
+        matches!(state.phase, Phase::Direct) && !state.wrote && !state.https && self.filter_diverts
     }
 
     /// The program's own real TLS session on this socket is followed from now on: its

@@ -25,7 +25,7 @@ pub fn receive(
     mut real: impl FnMut() -> isize,
 ) -> isize {
     let state = conn.state();
-    if handshake_holds || state.phase == Phase::TlsOwned {
+    if handshake_holds || matches!(state.phase, Phase::TlsOwned) {
         sys::set_errno(libc::EAGAIN);
         return -1;
     }
@@ -41,7 +41,7 @@ pub fn receive(
     let peek = flags & libc::MSG_PEEK != 0;
     loop {
         let phase = conn.phase();
-        if phase == Phase::TlsOwned {
+        if matches!(phase, Phase::TlsOwned) {
             // A recovery just gave the socket to a real TLS session: the program's TLS
             // call reads from that session now.
             sys::set_errno(libc::EAGAIN);
@@ -104,7 +104,7 @@ pub fn receive(
                 // A failed TLS fallback ends the plaintext stream; the program's TLS call
                 // then reports its library's own error (a certificate it rejects), not a
                 // socket error of ours.
-                Started::Failed(_) if conn.phase() == Phase::TlsOwned => return 0,
+                Started::Failed(_) if matches!(conn.phase(), Phase::TlsOwned) => return 0,
                 Started::Failed(errno) => {
                     sys::set_errno(errno);
                     return -1;

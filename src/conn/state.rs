@@ -229,10 +229,10 @@ pub(super) mod tests {
         for to in every_phase() {
             // A real TLS session of ours returns to the proxy, or the kernel's.
             let returns = matches!(to, Phase::Proxied(_) | Phase::Passthrough(_));
-            if to != Phase::TlsOwned {
+            if !matches!(to, Phase::TlsOwned) {
                 assert_eq!(
                     Phase::TlsOwned.may_become(to),
-                    returns || to == Phase::TlsOwned,
+                    returns || matches!(to, Phase::TlsOwned),
                     "{to:?}"
                 );
             }
@@ -247,7 +247,7 @@ pub(super) mod tests {
         for from in every_phase() {
             assert_eq!(
                 from.may_become(Phase::Connecting),
-                from == Phase::Connecting
+                matches!(from, Phase::Connecting)
             );
         }
     }

@@ -174,7 +174,7 @@ fn back_to_proxy(conn: &Conn, fd: c_int, proxy: std::net::SocketAddr) -> Result<
 /// so that a later request knows when every earlier one is answered.
 pub fn delivered(conn: &Conn, mut bytes: &[u8]) {
     let mut responses = conn.responses.lock();
-    if conn.phase() != Phase::TlsOwned {
+    if !matches!(conn.phase(), Phase::TlsOwned) {
         return;
     }
     let tracker = &mut responses.tracker;

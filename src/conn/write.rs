@@ -191,7 +191,7 @@ fn send_request_bytes(
                 if sent < 0 {
                     let errno = sys::errno();
                     if recovery::rescue_send(conn, fd, errno) {
-                        if conn.phase() == Phase::TlsOwned {
+                        if matches!(conn.phase(), Phase::TlsOwned) {
                             return fail(conn, fd, consumed, libc::EAGAIN);
                         }
                         continue;
@@ -283,7 +283,7 @@ fn send_request_bytes(
                     if !recovery::rescue_send(conn, fd, errno) {
                         return fail(conn, fd, before, errno);
                     }
-                    if conn.phase() == Phase::TlsOwned {
+                    if matches!(conn.phase(), Phase::TlsOwned) {
                         return Outcome::Done(consumed as isize);
                     }
                 }

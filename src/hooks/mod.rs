@@ -39,7 +39,10 @@ fn on_tracked(work: impl FnOnce() -> isize, real: impl FnOnce() -> isize) -> isi
 
 /// Runs `work`, the answer of a virtual TLS session (or a handshake we may have made
 /// virtual): the program's errno is kept unless `failed(result)` says the call failed, as
-/// the library's convention tells (the program may then read errno).
+/// the library's convention tells (the program may then read errno). Out of line: the TLS
+/// hooks' entries are laid out with every hook, which every process using the library
+/// runs; this part runs in processes with virtual sessions only (build.rs's layout).
+#[inline(never)]
 fn answer_keeping_errno<R>(work: impl FnOnce() -> R, failed: impl FnOnce(&R) -> bool) -> R {
     let saved = sys::errno();
     let result = work();

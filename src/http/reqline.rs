@@ -12,7 +12,24 @@ use super::collect::{StartLine, Verdict};
 
 /// RFC 9110 `tchar`, the characters of a method token.
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// What httparse takes for a request target: visible ASCII and any byte of a
@@ -21,7 +38,7 @@ fn is_target_byte(b: u8) -> bool {
     (b'!'..=0x7e).contains(&b) || b >= 0x80
 }
 
-const VERSION_PREFIX: &[u8] = b"HTTP/1.";
+const VERSION_PREFIX: &[u8] = crate::hot_data::hot_bytes!(b"HTTP/1.");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -5,7 +5,7 @@
 
 use super::collect::{StartLine, Verdict};
 
-const VERSION_PREFIX: &[u8] = b"HTTP/1.";
+const VERSION_PREFIX: &[u8] = crate::hot_data::hot_bytes!(b"HTTP/1.");
 
 /// HTAB, SP, VCHAR and obs-text.
 fn is_reason_byte(b: u8) -> bool {

@@ -2,6 +2,7 @@
 //! the real libc functions, bounded in time.
 
 use super::tls_link::{Link, Trust};
+use crate::hot_data::hot_bytes;
 use crate::sys::socket::{connect_bounded, family_of, OwnSocket};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,16 +54,11 @@ pub fn run(
     let other = |errno| Failure::Other(describe(errno));
     let socket = OwnSocket::open(address).map_err(|e| Failure::Other(format!("socket: {e}")))?;
     connect_bounded(socket.fd(), family_of(address), address, connect_timeout_ms).map_err(other)?;
-    let request = format!(
-        "GET /handshake HTTP/1.1\r\nHost: {host_header}\r\nx-lunar-tenant-id: {tenant}\r\nx-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
-        crate::INTERCEPTOR
-    );
+    let request = request(host_header, tenant);
     let answer = match tls {
         None => {
             let deadline = Instant::now() + ANSWER_TIMEOUT;
-            socket
-                .send_all(request.as_bytes(), deadline)
-                .map_err(other)?;
+            socket.send_all(&request, deadline).map_err(other)?;
             socket.read_to_end(MAX_ANSWER, deadline).map_err(other)?
         }
         Some(trust) => {
@@ -73,13 +69,27 @@ pub fn run(
                 took: started.elapsed(),
             });
             let deadline = Instant::now() + ANSWER_TIMEOUT;
-            link.write_all(request.as_bytes(), deadline)
-                .map_err(Failure::Other)?;
+            link.write_all(&request, deadline).map_err(Failure::Other)?;
             link.read_to_end(MAX_ANSWER, deadline)
                 .map_err(Failure::Other)?
         }
     };
     parse_answer(&answer).map_err(Failure::Other)
+}
+
+/// The handshake's request. Its fixed parts are with the hot data (`crate::hot_data`): a
+/// handshake (again after a failure) comes after the set-up has let the cold data go.
+fn request(host_header: &str, tenant: &str) -> Vec<u8> {
+    let pieces = [
+        hot_bytes!(b"GET /handshake HTTP/1.1\r\nHost: "),
+        host_header.as_bytes(),
+        hot_bytes!(b"\r\nx-lunar-tenant-id: "),
+        tenant.as_bytes(),
+        hot_bytes!(b"\r\nx-lunar-interceptor: "),
+        hot_bytes!(crate::INTERCEPTOR.as_bytes()),
+        hot_bytes!(b"\r\nAccept: application/json\r\nConnection: close\r\n\r\n"),
+    ];
+    pieces.concat()
 }
 
 fn describe(errno: i32) -> String {
@@ -127,6 +137,19 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_names_the_proxy_tenant_and_interceptor() {
+        let request = String::from_utf8(request("proxy.test:8081", "acme")).unwrap();
+        assert_eq!(
+            request,
+            format!(
+                "GET /handshake HTTP/1.1\r\nHost: proxy.test:8081\r\nx-lunar-tenant-id: acme\r\n\
+                 x-lunar-interceptor: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+                crate::INTERCEPTOR
+            )
+        );
+    }
 
     #[test]
     fn managed_answers() {

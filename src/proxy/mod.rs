@@ -21,6 +21,9 @@ const FAILED: u32 = 3;
 pub struct Proxy {
     pub address: ProxyAddress,
     handshake_port: u16,
+    /// The handshake's `Host` header, written at the set-up (`crate::hot_data`: a
+    /// handshake may come after the set-up has let the cold data, `format!`'s, go).
+    handshake_host: String,
     /// NEVER_TRIED, RUNNING, READY or FAILED; waited on as a futex while RUNNING.
     state: AtomicU32,
     managed: AtomicBool,
@@ -47,6 +50,7 @@ pub struct Settings<'a> {
 impl Proxy {
     pub fn new(address: ProxyAddress, handshake_port: u16, tls: Option<TlsSettings>) -> Self {
         Proxy {
+            handshake_host: format!("{}:{handshake_port}", bracketed(&address.host)),
             address,
             handshake_port,
             tls,
@@ -156,11 +160,10 @@ impl Proxy {
     fn handshake(&self, settings: &Settings<'_>, now_ms: u64) {
         let outcome = self.resolve().and_then(|ip| {
             let handshake_at = SocketAddr::new(ip, self.handshake_port);
-            let host_header = format!("{}:{}", bracketed(&self.address.host), self.handshake_port);
             let trust = self.tls_trust();
             handshake::run(
                 handshake_at,
-                &host_header,
+                &self.handshake_host,
                 settings.tenant,
                 settings.connect_timeout_ms,
                 trust,

@@ -49,7 +49,7 @@ macro_rules! real {
             #[cold]
             #[inline(never)]
             unsafe extern "C" fn first_call($($arg: $ty),*) -> $ret {
-                let address = resolve(&ADDRESS, concat!(stringify!($name), "\0").as_bytes());
+                let address = resolve(&ADDRESS, $crate::hot_data::hot_bytes!(concat!(stringify!($name), "\0").as_bytes()));
                 // SAFETY: the symbol is libc's function of this exact C signature.
                 let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
                 // SAFETY: the caller upholds the libc function's contract.

@@ -3,13 +3,14 @@
 //! The kernel maps a file's pages in 64 KiB windows around each page a process touches
 //! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the code
 //! out as http's, then https's, then the rest, and the read-only data as the hot code's
-//! tables and strings, then the rest; but one VMA spans each segment, so a window at the
+//! tables and literals (`crate::hot_data`), then the rest; but one VMA spans each segment, so a window at the
 //! edge of http's code maps 60 KiB of https's or of cold code with it. Two
 //! `madvise(MADV_RANDOM)` calls (at the set-up of a process that names a proxy: once,
 //! never at load) give those parts a flag of their own (it only turns off read-ahead for
-//! them): the kernel then keeps them in VMAs of their own, which no window crosses; a third
-//! unmaps the cold data mapped before. Measured by `make bench` (the library's Rss after
-//! Python's requests) and checked by tests/e2e/test_residency.py.
+//! them): the kernel then keeps them in VMAs of their own, which no window crosses; a third,
+//! once the set-up is done, unmaps the cold data mapped until then. Measured by
+//! `make bench` (the library's Rss after Python's requests) and checked by
+//! tests/e2e/test_residency.py.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,7 +55,6 @@ pub fn fence_hot_code() {
     }
     let http_end = page_up(http_code_end as extern "C" fn() -> u32 as usize);
     let hot_end = page_up(hot_code_end as extern "C" fn() -> u32 as usize);
-    let rodata_end = page_up(std::ptr::addr_of!(HOT_RODATA_END) as usize);
     // Each range lies inside one of this library's segments, or is skipped: never a flag
     // on a mapping that is not ours (a build without the layout script places the markers
     // anywhere, a linker may put read-only data beside the code).
@@ -63,17 +63,30 @@ pub fn fence_hot_code() {
             advise(http_end, hot_end, libc::MADV_RANDOM);
         }
     }
-    if let Some(data) = segment_of(rodata_end - 1) {
-        if data.flags == libc::PF_R && rodata_end < data.end {
-            advise(rodata_end, data.end, libc::MADV_RANDOM);
-            // Windows mapped before the fence (the program's start, its imports) may reach
-            // into the cold data: unmapped again. Read-only data is never written (no
-            // debugger breakpoint lives there), so this only drops pages the kernel maps
-            // back from the page cache when read. The code is not unmapped: a breakpoint or
-            // uprobe in it would be lost.
-            advise(rodata_end, data.end, libc::MADV_DONTNEED);
-        }
+    if let Some((start, end)) = cold_data() {
+        advise(start, end, libc::MADV_RANDOM);
     }
+}
+
+/// Unmaps the cold read-only data, once the set-up is done: windows mapped before the
+/// fence (the program's start, its imports) or by the set-up (the configuration's names
+/// and messages) may reach into it. Read-only data is never written (no debugger breakpoint lives there), so this only
+/// drops pages the kernel maps back from the page cache when read. The code is not
+/// unmapped: a breakpoint or uprobe in it would be lost. After the fence only.
+pub fn drop_cold_data() {
+    if !FENCED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some((start, end)) = cold_data() {
+        advise(start, end, libc::MADV_DONTNEED);
+    }
+}
+
+/// The read-only data after what the hot code reads, to the end of its segment.
+fn cold_data() -> Option<(usize, usize)> {
+    let start = page_up(std::ptr::addr_of!(HOT_RODATA_END) as usize);
+    let data = segment_of(start - 1)?;
+    (data.flags == libc::PF_R && start < data.end).then_some((start, data.end))
 }
 
 fn page_up(address: usize) -> usize {

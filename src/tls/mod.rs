@@ -36,7 +36,7 @@ macro_rules! real_in {
             #[cold]
             #[inline(never)]
             fn resolve() -> usize {
-                let name = concat!(stringify!($name), "\0").as_bytes();
+                let name = $crate::hot_data::hot_bytes!(concat!(stringify!($name), "\0").as_bytes());
                 let name = std::ffi::CStr::from_bytes_with_nul(name).expect("NUL-terminated literal");
                 let address = $crate::tls::library::symbol($library, name);
                 ADDRESS.store(address, Ordering::Relaxed);

@@ -59,15 +59,27 @@ impl CivilTime {
     /// RFC 5280 4.1.2.5: UTCTime for years 1950 through 2049, GeneralizedTime otherwise;
     /// both in UTC ("Z") with seconds and without fractions.
     pub(super) fn tag_and_text(&self) -> (u8, String) {
-        let rest = format!(
-            "{:02}{:02}{:02}{:02}{:02}Z",
-            self.month, self.day, self.hour, self.minute, self.second
-        );
-        if (1950..=2049).contains(&self.year) {
-            (der::UTC_TIME, format!("{:02}{rest}", self.year % 100))
+        let (tag, year_digits) = if (1950..=2049).contains(&self.year) {
+            (der::UTC_TIME, 2)
         } else {
-            (der::GENERALIZED_TIME, format!("{:04}{rest}", self.year))
+            (der::GENERALIZED_TIME, 4)
+        };
+        let mut text = String::with_capacity(15);
+        push_digits(&mut text, self.year, year_digits);
+        for part in [self.month, self.day, self.hour, self.minute, self.second] {
+            push_digits(&mut text, part.into(), 2);
         }
+        text.push('Z');
+        (tag, text)
+    }
+}
+
+/// The last `width` decimal digits of `value`, zero-padded. By hand rather than with
+/// `format!`: this runs for each virtual session, after the set-up has let the cold data
+/// (`format!`'s templates and digit tables among it) go (`crate::hot_data`).
+fn push_digits(out: &mut String, value: u64, width: u32) {
+    for place in (0..width).rev() {
+        out.push(char::from(b'0' + (value / 10u64.pow(place) % 10) as u8));
     }
 }
 

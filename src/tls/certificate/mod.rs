@@ -12,12 +12,13 @@ mod der;
 #[cfg(test)]
 mod tool_checks;
 
+use crate::hot_data::hot_bytes;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dates::{CivilTime, SECONDS_PER_DAY};
 
 /// Shown to a user who inspects the certificate, so the name says where it comes from.
-const ISSUER_COMMON_NAME: &str = "Lunar Proxy virtual session";
+const ISSUER_COMMON_NAME: &[u8] = hot_bytes!(b"Lunar Proxy virtual session");
 
 /// notBefore lies a day back so that a client whose clock runs behind still accepts it.
 const NOT_BEFORE_SLACK_SECONDS: u64 = SECONDS_PER_DAY;
@@ -31,25 +32,27 @@ const COMMON_NAME_MAX_BYTES: usize = 64;
 /// `openssl ecparam -name prime256v1 -genkey | openssl ec -pubout -outform DER`.
 /// The private key was thrown away: nothing is ever signed with it. It must still be a
 /// point on the curve, because TLS stacks decode the key when they load the certificate.
-const PUBLIC_POINT_P256: [u8; 65] = [
+const PUBLIC_POINT_P256: &[u8] = hot_bytes!(&[
     0x04, 0x65, 0x7b, 0x44, 0xa7, 0x13, 0x1e, 0x03, 0x2d, 0x48, 0xa2, 0x6b, 0x69, 0x59, 0xe6, 0xac,
     0x9f, 0x89, 0x6b, 0x66, 0xbf, 0xca, 0xbe, 0x88, 0xb8, 0xf4, 0xd8, 0x8a, 0xa0, 0x1b, 0xf7, 0xb8,
     0xa8, 0x71, 0x32, 0x47, 0xb0, 0x8a, 0x31, 0x21, 0x6b, 0xa6, 0x45, 0xf0, 0xe6, 0x3e, 0xdd, 0x77,
     0xc1, 0xc1, 0xba, 0x3c, 0x7a, 0xd9, 0x2c, 0xd5, 0x5e, 0x56, 0x95, 0xb4, 0xac, 0x53, 0x62, 0x64,
     0xc6,
-];
+]);
 
-/// Object identifiers, as arcs.
+/// Object identifiers, as arcs. Like the other constants read for each virtual session,
+/// with the hot data (`crate::hot_data`).
 mod oid {
-    pub const ECDSA_WITH_SHA256: &[u64] = &[1, 2, 840, 10045, 4, 3, 2];
-    pub const EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10045, 2, 1];
-    pub const PRIME256V1: &[u64] = &[1, 2, 840, 10045, 3, 1, 7];
-    pub const COMMON_NAME: &[u64] = &[2, 5, 4, 3];
-    pub const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
-    pub const KEY_USAGE: &[u64] = &[2, 5, 29, 15];
-    pub const EXT_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
-    pub const SUBJECT_ALT_NAME: &[u64] = &[2, 5, 29, 17];
-    pub const SERVER_AUTH: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 1];
+    use crate::hot_data::hot;
+    pub const ECDSA_WITH_SHA256: &[u64] = hot!([u64; 7] = [1, 2, 840, 10045, 4, 3, 2]);
+    pub const EC_PUBLIC_KEY: &[u64] = hot!([u64; 6] = [1, 2, 840, 10045, 2, 1]);
+    pub const PRIME256V1: &[u64] = hot!([u64; 7] = [1, 2, 840, 10045, 3, 1, 7]);
+    pub const COMMON_NAME: &[u64] = hot!([u64; 4] = [2, 5, 4, 3]);
+    pub const BASIC_CONSTRAINTS: &[u64] = hot!([u64; 4] = [2, 5, 29, 19]);
+    pub const KEY_USAGE: &[u64] = hot!([u64; 4] = [2, 5, 29, 15]);
+    pub const EXT_KEY_USAGE: &[u64] = hot!([u64; 4] = [2, 5, 29, 37]);
+    pub const SUBJECT_ALT_NAME: &[u64] = hot!([u64; 4] = [2, 5, 29, 17]);
+    pub const SERVER_AUTH: &[u64] = hot!([u64; 9] = [1, 3, 6, 1, 5, 5, 7, 3, 1]);
 }
 
 /// A leaf certificate, DER, that names `host` (a DNS name, or an IPv4/IPv6 literal) in its
@@ -144,7 +147,7 @@ fn write_tbs_certificate(out: &mut der::Writer, name: &HostName<'_>, now_unix: u
             write_time(validity, now_unix.saturating_sub(NOT_BEFORE_SLACK_SECONDS));
             write_time(validity, now_unix.saturating_add(VALIDITY_SECONDS));
         });
-        write_common_name_only(tbs, name.common_name);
+        write_common_name_only(tbs, name.common_name.as_bytes());
         write_subject_public_key_info(tbs);
         tbs.nested(der::CONTEXT_CONSTRUCTED_3, |extensions| {
             extensions.sequence(|extensions| write_extensions(extensions, &name.alt_name));
@@ -185,12 +188,12 @@ fn write_signature_algorithm(out: &mut der::Writer) {
 }
 
 /// A Name with one RDN: CN = `common_name`.
-fn write_common_name_only(out: &mut der::Writer, common_name: &str) {
+fn write_common_name_only(out: &mut der::Writer, common_name: &[u8]) {
     out.sequence(|name| {
         name.nested(der::SET, |relative_name| {
             relative_name.sequence(|attribute| {
                 attribute.object_identifier(oid::COMMON_NAME);
-                attribute.element(der::UTF8_STRING, common_name.as_bytes());
+                attribute.element(der::UTF8_STRING, common_name);
             });
         });
     });
@@ -202,7 +205,7 @@ fn write_subject_public_key_info(out: &mut der::Writer) {
             algorithm.object_identifier(oid::EC_PUBLIC_KEY);
             algorithm.object_identifier(oid::PRIME256V1);
         });
-        key_info.bit_string(0, &PUBLIC_POINT_P256);
+        key_info.bit_string(0, PUBLIC_POINT_P256);
     });
 }
 
@@ -272,7 +275,7 @@ mod tests {
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
             0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
         ];
-        expected.extend_from_slice(&PUBLIC_POINT_P256);
+        expected.extend_from_slice(PUBLIC_POINT_P256);
         let mut writer = der::Writer::new();
         write_subject_public_key_info(&mut writer);
         assert_eq!(writer.into_bytes(), expected);
