@@ -3,13 +3,13 @@
 //! The kernel maps a file's pages in 64 KiB windows around each page a process touches
 //! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the code
 //! out as http's, then https's, then the rest, and the read-only data as the hot code's
-//! tables and literals (`crate::hot_data`), then the rest; but one VMA spans each segment, so a window at the
-//! edge of http's code maps 60 KiB of https's or of cold code with it. Two
-//! `madvise(MADV_RANDOM)` calls (at the set-up of a process that names a proxy: once,
-//! never at load) give those parts a flag of their own (it only turns off read-ahead for
-//! them): the kernel then keeps them in VMAs of their own, which no window crosses; a third,
-//! once the set-up is done, unmaps the cold data mapped until then. Measured by
-//! `make bench` (the library's Rss after Python's requests) and checked by
+//! tables and literals (`crate::hot_data`), then the rest; but one VMA spans each
+//! segment, so a window at the edge of http's code maps 60 KiB of https's or of cold code
+//! with it. Two `madvise(MADV_RANDOM)` calls (at the set-up of a process that names a
+//! proxy: once, never at load) give those parts a flag of their own (it only turns off
+//! read-ahead for them): the kernel then keeps them in VMAs of their own, which no window
+//! crosses; a third, once the set-up is done, unmaps the cold data mapped until then.
+//! Measured by `make bench` (the library's Rss after Python's requests) and checked by
 //! tests/e2e/test_residency.py.
 
 use std::sync::atomic::{AtomicBool, Ordering};
