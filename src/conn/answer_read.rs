@@ -34,7 +34,7 @@ pub(super) enum Judged {
 pub(super) fn read_and_judge(
     conn: &Conn,
     buffer: AppBuffer,
-    real: &mut impl FnMut() -> isize,
+    real: &mut dyn FnMut() -> isize,
 ) -> Judged {
     {
         let responses = conn.responses.lock();

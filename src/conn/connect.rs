@@ -4,7 +4,7 @@ use super::decide::{decide, Action, Event};
 use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
-use crate::runtime::{self, Route};
+use crate::runtime::{self, Route, Runtime};
 use crate::sys::socket::{connect_bounded_telling_mode, disconnect, family_of, is_tcp, Mode};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
@@ -106,11 +106,7 @@ pub unsafe fn connect(
     match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
         Ok(mode) => {
             if let Err(why) = conn.secure(fd, proxy, runtime, deadline) {
-                // The program's own connect to its destination follows, on a socket that
-                // must not be at the proxy any more.
-                disconnect(fd);
-                runtime.proxy_failed(&why);
-                conn.enter(Phase::Direct);
+                link_failed(&conn, fd, runtime, &why);
                 return direct(outcome::Direct::ProxyConnectFailed);
             }
             log::debug!("{} -> proxy {proxy} ({why})", conn.label());
@@ -124,12 +120,31 @@ pub unsafe fn connect(
             Connected::Real(NotTcp)
         }
         Err(errno) => {
-            let reason = std::io::Error::from_raw_os_error(errno);
-            runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
-            conn.enter(Phase::Direct);
+            connect_failed(&conn, runtime, proxy, errno);
             direct(outcome::Direct::ProxyConnectFailed)
         }
     }
+}
+
+/// The proxy's TLS link failed after its connect: the program's own connect to its
+/// destination follows, on a socket that must not be at the proxy any more. Out of line,
+/// as every failure's handling here: build.rs's layout keeps code that never runs while
+/// the proxy is up away from the code a diverting process keeps resident.
+#[cold]
+#[inline(never)]
+fn link_failed(conn: &Conn, fd: c_int, runtime: &Runtime, why: &str) {
+    disconnect(fd);
+    runtime.proxy_failed(why);
+    conn.enter(Phase::Direct);
+}
+
+/// The connect to the proxy failed: the program's own connect follows.
+#[cold]
+#[inline(never)]
+fn connect_failed(conn: &Conn, runtime: &Runtime, proxy: SocketAddr, errno: c_int) {
+    let reason = std::io::Error::from_raw_os_error(errno);
+    runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
+    conn.enter(Phase::Direct);
 }
 
 /// A non-blocking program expects EINPROGRESS and then readiness; a blocking one, 0. The
@@ -146,6 +161,7 @@ fn connected_as_program_expects(mode: Mode) -> c_int {
 
 /// Programs that poll a non-blocking connect by calling connect again get the kernel's
 /// answer (EALREADY, EISCONN) for the socket's real peer.
+#[inline(never)]
 fn repeated_connect(fd: c_int, conn: &Conn, address: *const sockaddr, len: socklen_t) -> Connected {
     match conn.peer() {
         Route::Origin => {

@@ -298,9 +298,14 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
 /// A wait reported `fd` readable, and it carries our TLS session with the proxy whose
 /// records were all for the session itself (`Conn::readable_for_program`).
 fn only_records_for_us(fd: c_int) -> bool {
-    if !any_linked() {
-        return false;
-    }
+    any_linked() && linked_records_only(fd)
+}
+
+/// `only_records_for_us` with the proxy over TLS: out of line, as the default clear-text
+/// link never comes here (build.rs's layout keeps what never runs apart).
+#[cold]
+#[inline(never)]
+fn linked_records_only(fd: c_int) -> bool {
     let Some(conn) = fdtable::get(fd) else {
         return false;
     };

@@ -391,8 +391,9 @@ pub fn receive(
         return real();
     }
     // Over TLS to the proxy, what the program reads is our session's plaintext.
-    let wire = || conn.recv_app(fd, buffer, flags).unwrap_or_else(&mut real);
-    read::receive(conn, fd, flags, buffer, handshake_holds, wire)
+    // One copy of the read path for every hook: `real` differs between them, the rest not.
+    let mut wire = || conn.recv_app(fd, buffer, flags).unwrap_or_else(&mut real);
+    read::receive(conn, fd, flags, buffer, handshake_holds, &mut wire)
 }
 
 /// What identifies a socket while it is open: its device and inode numbers.

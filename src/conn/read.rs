@@ -22,7 +22,7 @@ pub fn receive(
     flags: c_int,
     buffer: AppBuffer,
     handshake_holds: bool,
-    mut real: impl FnMut() -> isize,
+    real: &mut dyn FnMut() -> isize,
 ) -> isize {
     let state = conn.state();
     if handshake_holds || matches!(state.phase, Phase::TlsOwned) {
@@ -68,7 +68,7 @@ pub fn receive(
         let judged = if peek {
             Judged::NotAtHead
         } else {
-            read_and_judge(conn, buffer, &mut real)
+            read_and_judge(conn, buffer, real)
         };
         let failure = match judged {
             Judged::Return(count) => return count,

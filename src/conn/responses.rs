@@ -134,6 +134,13 @@ pub(super) fn check_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> N
             return Next::Deliver;
         }
     }
+    peek_at_next(conn, fd, blocking)
+}
+
+/// `check_next`'s look, out of line: most reads find the answer's head in their own bytes
+/// (`answer_read`) and never come here (build.rs's layout keeps what never runs apart).
+#[inline(never)]
+fn peek_at_next(conn: &Conn, fd: i32, blocking: &dyn Fn() -> bool) -> Next {
     // A first look that never waits: an answer already there (the usual case for a
     // program that polled first) needs no question about the socket's mode.
     const LOOK: i32 = libc::MSG_PEEK | libc::MSG_DONTWAIT;
@@ -288,23 +295,7 @@ fn judge_head(
 /// program, which counts as the proxy's success.
 pub(super) fn failure_in(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<Failure> {
     if head.lunar_error.is_some() || head.retry.is_some() {
-        responses.partial_head.clear();
-    }
-    if let Some(code) = head.lunar_error {
-        let why = format!(
-            "x-lunar-error: {code} ({})",
-            proxy::lunar_error::meaning(code)
-        );
-        return Some(Failure::new(Event::Answer(Answer::LunarError), &why));
-    }
-    if let Some(retry) = head.retry {
-        if let Some(after) = retry_allowed(retry.after_secs, responses.retries) {
-            responses.retries += 1;
-            let mut failure = Failure::new(
-                Event::Answer(Answer::RetryAsked { after: Some(after) }),
-                "the proxy asked for a retry",
-            );
-            failure.sequence_id = retry.sequence_id.to_string();
+        if let Some(failure) = error_or_retry(head, responses) {
             return Some(failure);
         }
     }
@@ -315,6 +306,30 @@ pub(super) fn failure_in(head: &ResponseHead<'_>, responses: &mut Responses) -> 
         }
     }
     None
+}
+
+/// `failure_in` for a head with `x-lunar-error` or a retry asked: out of line, as answers
+/// of a healthy proxy carry neither (build.rs's layout keeps what never runs apart).
+#[cold]
+#[inline(never)]
+fn error_or_retry(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<Failure> {
+    responses.partial_head.clear();
+    if let Some(code) = head.lunar_error {
+        let why = format!(
+            "x-lunar-error: {code} ({})",
+            proxy::lunar_error::meaning(code)
+        );
+        return Some(Failure::new(Event::Answer(Answer::LunarError), &why));
+    }
+    let retry = head.retry.as_ref()?;
+    let after = retry_allowed(retry.after_secs, responses.retries)?;
+    responses.retries += 1;
+    let mut failure = Failure::new(
+        Event::Answer(Answer::RetryAsked { after: Some(after) }),
+        "the proxy asked for a retry",
+    );
+    failure.sequence_id = retry.sequence_id.to_string();
+    Some(failure)
 }
 
 impl Conn {

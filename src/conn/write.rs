@@ -13,6 +13,7 @@ use super::waiting::{wait_for_recovery, Direction};
 use super::{lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
 use crate::http::{Asked, Step};
 use crate::runtime::{self, Route};
+use crate::sync::SpinGuard;
 use crate::sys;
 use crate::sys::socket::wait_for;
 use libc::c_int;
@@ -34,16 +35,8 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     }
     let state = conn.state();
     match state.phase {
-        Phase::Passthrough(Route::Origin) if state.https => {
-            // A move of an https session that failed left the socket here: whatever the
-            // program protects with TLS never leaves in clear text.
-            log::warn!(
-                "{}: TLS-protected bytes not sent in clear text",
-                conn.label()
-            );
-            sys::set_errno(libc::ECONNRESET);
-            Outcome::Done(-1)
-        }
+        // A move of an https session that failed left the socket here.
+        Phase::Passthrough(Route::Origin) if state.https => refuse_clear_text(conn),
         Phase::TlsOwned => {
             // The program's own writes rarely reach us on a socket a real TLS session
             // owns: one that does may be on a number reused behind our back.
@@ -63,9 +56,24 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     }
 }
 
+/// What TLS protects never leaves in clear text: the write fails as on a reset connection.
+#[cold]
+#[inline(never)]
+fn refuse_clear_text(conn: &Conn) -> Outcome {
+    log::warn!(
+        "{}: TLS-protected bytes not sent in clear text",
+        conn.label()
+    );
+    sys::set_errno(libc::ECONNRESET);
+    Outcome::Done(-1)
+}
+
 /// A language hook's first write begins with its marker (`lang_hook`): the marker is taken
 /// out and the connection becomes the hook's (https; its origin the hook's relay); the
-/// rest of the write is the program's. `None`: not such a write.
+/// rest of the write is the program's. `None`: not such a write. Out of line: Node's and
+/// the JVM's hooks only (build.rs's layout keeps what other clients never run apart).
+#[cold]
+#[inline(never)]
 fn take_hook_marker(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<Outcome> {
     let state = conn.state();
     if state.wrote || conn.relay.get().is_some() {
@@ -100,20 +108,15 @@ fn take_hook_marker(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Optio
 /// went direct for good; the program's own call runs.
 fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     let mut writer = conn.writer.lock();
-    // A recovery is resending the unanswered requests: what the program writes now must
-    // follow them.
-    while matches!(conn.phase(), Phase::Recovering(_)) {
+    if matches!(conn.phase(), Phase::Recovering(_)) {
         drop(writer);
-        let waited = if is_nonblocking(fd, flags) {
-            Err(libc::EAGAIN)
-        } else {
-            wait_for_recovery(conn, fd, Direction::Write)
+        writer = match after_recovery(conn, fd, flags) {
+            Ok(writer) => writer,
+            Err(errno) => {
+                sys::set_errno(errno);
+                return Outcome::Done(-1);
+            }
         };
-        if let Err(errno) = waited {
-            sys::set_errno(errno);
-            return Outcome::Done(-1);
-        }
-        writer = conn.writer.lock();
     }
     if writer.requests.at_message_boundary() {
         // A new request begins: one fstat per request tells a number reused behind our
@@ -140,12 +143,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     if state.https && !state.phase.diverted() {
         // A virtual session's plaintext belongs on the proxy link only; every move to the
         // origin hands the socket to a real session first (`recovery::hand_to_tls`).
-        log::warn!(
-            "{}: TLS-protected bytes not sent in clear text",
-            conn.label()
-        );
-        sys::set_errno(libc::ECONNRESET);
-        return Outcome::Done(-1);
+        return refuse_clear_text(conn);
     }
     if !state.wrote {
         // Set under the writer lock: a reader that finds the proxy gone judges by a
@@ -153,6 +151,24 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         conn.note_written();
     }
     send_request_bytes(conn, fd, input, flags, &mut writer)
+}
+
+/// A recovery is resending the unanswered requests: what the program writes now must
+/// follow them. The writer, once no recovery runs, or the errno of a wait that failed
+/// (`EAGAIN` at once on a non-blocking socket).
+#[cold]
+#[inline(never)]
+fn after_recovery(conn: &Conn, fd: c_int, flags: c_int) -> Result<SpinGuard<'_, Writer>, c_int> {
+    loop {
+        if is_nonblocking(fd, flags) {
+            return Err(libc::EAGAIN);
+        }
+        wait_for_recovery(conn, fd, Direction::Write)?;
+        let writer = conn.writer.lock();
+        if !matches!(conn.phase(), Phase::Recovering(_)) {
+            return Ok(writer);
+        }
+    }
 }
 
 fn send_request_bytes(
@@ -243,22 +259,7 @@ fn send_request_bytes(
                 let injected_len = injected.len();
                 writer.lunar_out = injected;
                 if matches!(route, Ok(Settled::HandToTls)) {
-                    // A request of a virtual session was moved to the origin (its
-                    // x-lunar-allow, its Host, a cooldown): its TLS becomes real there, this
-                    // head its first bytes; the rest of the program's writes go into that
-                    // session. Its answer is counted there, so that a later request knows
-                    // when it may bring the session back (`tls_plain`).
-                    {
-                        let mut responses = conn.responses.lock();
-                        responses.stop_checking();
-                        responses.tracker.push_asked(method);
-                    }
-                    let result = recovery::hand_to_tls(conn, fd, &out);
-                    writer.head_out = out;
-                    return match result {
-                        Ok(()) => Outcome::Done(consumed as isize),
-                        Err(errno) => fail(conn, fd, before, errno),
-                    };
+                    return hand_head_to_tls(conn, fd, writer, out, method, before, consumed);
                 }
                 match route {
                     Ok(Settled::At(Route::Proxy(_))) => {
@@ -291,37 +292,80 @@ fn send_request_bytes(
             Step::NotHttp(n) => {
                 let before = consumed;
                 consumed += n;
-                let first_bytes = writer.requests.heads_completed() == 0;
-                let buffered = writer.requests.take_buffered();
-                let event = Event::NotHttp { first_bytes };
-                let sent = match decide(&conn.state(), Facts::default(), event) {
-                    Action::HandToTls(why) => {
-                        // What the program protects with TLS never leaves without it: the
-                        // session becomes real at the origin, these bytes its first.
-                        move_to_origin(conn, fd, why)
-                            .and_then(|()| recovery::hand_to_tls(conn, fd, &buffered))
-                            .map(|()| false)
-                    }
-                    Action::GoDirect(why) => move_to_origin(conn, fd, why).map(|()| true),
-                    _ => Ok(true),
-                };
-                conn.change(|phase| match phase {
-                    Phase::TlsOwned | Phase::Passthrough(_) => phase,
-                    other => Phase::Passthrough(other.route()),
-                });
-                match sent {
-                    Ok(false) => return Outcome::Done(consumed as isize),
-                    Ok(true) => {
-                        if let Err(errno) = send_all(conn, fd, &buffered, flags) {
-                            return fail(conn, fd, before, errno);
-                        }
-                    }
-                    Err(errno) => return fail(conn, fd, before, errno),
+                if let Some(outcome) = not_http(conn, fd, flags, writer, before, consumed) {
+                    return outcome;
                 }
             }
         }
     }
     Outcome::Done(consumed as isize)
+}
+
+/// A request of a virtual session was moved to the origin (its x-lunar-allow, its Host, a
+/// cooldown): its TLS becomes real there, this head (`out`) its first bytes; the rest of
+/// the program's writes go into that session. Its answer is counted there, so that a later
+/// request knows when it may bring the session back (`tls_plain`).
+#[cold]
+#[inline(never)]
+fn hand_head_to_tls(
+    conn: &Conn,
+    fd: c_int,
+    writer: &mut Writer,
+    out: Vec<u8>,
+    method: Asked,
+    before: usize,
+    consumed: usize,
+) -> Outcome {
+    {
+        let mut responses = conn.responses.lock();
+        responses.stop_checking();
+        responses.tracker.push_asked(method);
+    }
+    let result = recovery::hand_to_tls(conn, fd, &out);
+    writer.head_out = out;
+    match result {
+        Ok(()) => Outcome::Done(consumed as isize),
+        Err(errno) => fail(conn, fd, before, errno),
+    }
+}
+
+/// The program's bytes are not HTTP: they leave as they are, and the connection passes
+/// bytes only from now on. What to report, or `None` when the write goes on.
+#[cold]
+#[inline(never)]
+fn not_http(
+    conn: &Conn,
+    fd: c_int,
+    flags: c_int,
+    writer: &mut Writer,
+    before: usize,
+    consumed: usize,
+) -> Option<Outcome> {
+    let first_bytes = writer.requests.heads_completed() == 0;
+    let buffered = writer.requests.take_buffered();
+    let event = Event::NotHttp { first_bytes };
+    let sent = match decide(&conn.state(), Facts::default(), event) {
+        Action::HandToTls(why) => {
+            // What the program protects with TLS never leaves without it: the session
+            // becomes real at the origin, these bytes its first.
+            move_to_origin(conn, fd, why)
+                .and_then(|()| recovery::hand_to_tls(conn, fd, &buffered))
+                .map(|()| false)
+        }
+        Action::GoDirect(why) => move_to_origin(conn, fd, why).map(|()| true),
+        _ => Ok(true),
+    };
+    conn.change(|phase| match phase {
+        Phase::TlsOwned | Phase::Passthrough(_) => phase,
+        other => Phase::Passthrough(other.route()),
+    });
+    match sent {
+        Ok(false) => Some(Outcome::Done(consumed as isize)),
+        Ok(true) => send_all(conn, fd, &buffered, flags)
+            .err()
+            .map(|errno| fail(conn, fd, before, errno)),
+        Err(errno) => Some(fail(conn, fd, before, errno)),
+    }
 }
 
 /// Moves the socket to the origin before the program's first bytes leave.
@@ -336,6 +380,8 @@ fn move_to_origin(conn: &Conn, fd: c_int, why: Reason) -> Result<(), c_int> {
 /// What the program sees when a send of ours failed after `reported` of its bytes were
 /// taken in this call. `Bypass` (the program's own call runs) when the fd turned out not to
 /// be our socket any more and nothing of this call was taken.
+#[cold]
+#[inline(never)]
 fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
     if conn.lost_fd(fd, errno) && reported == 0 {
         return Outcome::Bypass(Bypass::NotOurSocket);

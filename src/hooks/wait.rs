@@ -171,6 +171,25 @@ pub unsafe extern "C-unwind" fn select(
         if !fdtable::any_tracked() {
             return sys::select(count, read, write, except, timeout);
         }
+        select_tracked(count, read, write, except, timeout)
+    }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `select`.
+#[cold]
+#[inline(never)]
+unsafe fn select_tracked(
+    count: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timeval_ms(timeout));
         let look = || {
             let mut no_wait = libc::timeval {
@@ -202,6 +221,26 @@ pub unsafe extern "C-unwind" fn pselect(
         if !fdtable::any_tracked() {
             return sys::pselect(count, read, write, except, timeout, mask);
         }
+        pselect_tracked(count, read, write, except, timeout, mask)
+    }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `pselect`.
+#[cold]
+#[inline(never)]
+unsafe fn pselect_tracked(
+    count: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timespec_ms(timeout));
         let look = || sys::pselect(count, read, write, except, &NO_WAIT, mask);
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {

@@ -61,20 +61,39 @@ pub fn run(
             socket.send_all(&request, deadline).map_err(other)?;
             socket.read_to_end(MAX_ANSWER, deadline).map_err(other)?
         }
-        Some(trust) => {
-            let handshake_by = Instant::now() + Duration::from_millis(connect_timeout_ms);
-            let mut link = Link::connect(socket.fd(), trust, handshake_by).map_err(Failure::Tls)?;
-            on_tls(TlsSession {
-                description: link.description(),
-                took: started.elapsed(),
-            });
-            let deadline = Instant::now() + ANSWER_TIMEOUT;
-            link.write_all(&request, deadline).map_err(Failure::Other)?;
-            link.read_to_end(MAX_ANSWER, deadline)
-                .map_err(Failure::Other)?
-        }
+        Some(trust) => over_tls(
+            &socket,
+            &request,
+            trust,
+            connect_timeout_ms,
+            started,
+            on_tls,
+        )?,
     };
     parse_answer(&answer).map_err(Failure::Other)
+}
+
+/// The request and its answer over TLS to the proxy. Out of line: the default link is
+/// clear text (build.rs's layout keeps what never runs apart).
+#[inline(never)]
+fn over_tls(
+    socket: &OwnSocket,
+    request: &[u8],
+    trust: Trust<'_>,
+    connect_timeout_ms: u64,
+    started: Instant,
+    on_tls: &mut dyn FnMut(TlsSession),
+) -> Result<Vec<u8>, Failure> {
+    let handshake_by = Instant::now() + Duration::from_millis(connect_timeout_ms);
+    let mut link = Link::connect(socket.fd(), trust, handshake_by).map_err(Failure::Tls)?;
+    on_tls(TlsSession {
+        description: link.description(),
+        took: started.elapsed(),
+    });
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    link.write_all(request, deadline).map_err(Failure::Other)?;
+    link.read_to_end(MAX_ANSWER, deadline)
+        .map_err(Failure::Other)
 }
 
 /// The handshake's request. Its fixed parts are with the hot data (`crate::hot_data`): a
