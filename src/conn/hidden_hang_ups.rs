@@ -303,7 +303,6 @@ fn only_records_for_us(fd: c_int) -> bool {
 
 /// `only_records_for_us` with the proxy over TLS: out of line, as the default clear-text
 /// link never comes here (build.rs's layout keeps what never runs apart).
-#[cold]
 #[inline(never)]
 fn linked_records_only(fd: c_int) -> bool {
     let Some(conn) = fdtable::get(fd) else {

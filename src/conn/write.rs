@@ -72,7 +72,6 @@ fn refuse_clear_text(conn: &Conn) -> Outcome {
 /// out and the connection becomes the hook's (https; its origin the hook's relay); the
 /// rest of the write is the program's. `None`: not such a write. Out of line: Node's and
 /// the JVM's hooks only (build.rs's layout keeps what other clients never run apart).
-#[cold]
 #[inline(never)]
 fn take_hook_marker(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<Outcome> {
     let state = conn.state();

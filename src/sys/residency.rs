@@ -70,9 +70,10 @@ pub fn fence_hot_code() {
 
 /// Unmaps the cold read-only data, once the set-up is done: windows mapped before the
 /// fence (the program's start, its imports) or by the set-up (the configuration's names
-/// and messages) may reach into it. Read-only data is never written (no debugger breakpoint lives there), so this only
-/// drops pages the kernel maps back from the page cache when read. The code is not
-/// unmapped: a breakpoint or uprobe in it would be lost. After the fence only.
+/// and messages) may reach into it. Read-only data is never written (no debugger
+/// breakpoint lives there), so this only drops pages the kernel maps back from the page
+/// cache when read. The code is not unmapped: a breakpoint or uprobe in it would be lost.
+/// After the fence only.
 pub fn drop_cold_data() {
     if !FENCED.load(Ordering::Relaxed) {
         return;
@@ -93,7 +94,8 @@ fn page_up(address: usize) -> usize {
     (address + PAGE - 1) & !(PAGE - 1)
 }
 
-/// `MADV_RANDOM` changes read-ahead only, never contents or protection.
+/// `MADV_RANDOM` changes read-ahead only, and `MADV_DONTNEED` of read-only file pages
+/// only unmaps them: never contents or protection.
 fn advise(start: usize, end: usize, advice: libc::c_int) {
     // SAFETY: a page-aligned range inside a read-only segment of this library.
     let _ = unsafe { super::madvise(start as *mut libc::c_void, end - start, advice) };
