@@ -42,7 +42,7 @@ unit:
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	cargo clippy --release --lib --features small-fd-table,panic-probe -- -D warnings
+	cargo clippy --release --lib --features small-fd-table,panic-probe,race-probe -- -D warnings
 	cargo check --manifest-path fuzz/Cargo.toml
 
 e2e: build

@@ -78,6 +78,16 @@ pub unsafe fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) 
     assert!(port != Some(9), "panic-probe: connect to port 9");
 }
 
+/// Test builds (`--features race-probe`): a read of exactly 4093 bytes pauses 300 ms
+/// after the read path's checks, before the read, widening the window in which another
+/// thread of the program may move the socket (`conn::read::receive`).
+#[cfg(feature = "race-probe")]
+pub fn race_probe(buffer_len: usize) {
+    if buffer_len == 4093 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Reentry;

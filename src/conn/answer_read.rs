@@ -12,7 +12,7 @@
 use super::app_buffer::AppBuffer;
 use super::decide::{Answer, Event};
 use super::recovery::Failure;
-use super::responses::failure_in;
+use super::responses::{failure_in, Responses};
 use super::Conn;
 use crate::http::Step;
 use crate::sys;
@@ -36,16 +36,8 @@ pub(super) fn read_and_judge(
     buffer: AppBuffer,
     real: &mut dyn FnMut() -> isize,
 ) -> Judged {
-    {
-        let responses = conn.responses.lock();
-        let at_head = conn.phase().checks_answers()
-            && responses.tracker.pending_requests() > 0
-            && responses.tracker.at_message_boundary()
-            && responses.partial_head.is_empty()
-            && responses.held.is_empty();
-        if !at_head || buffer.is_empty() {
-            return Judged::NotAtHead;
-        }
+    if buffer.is_empty() || !at_head(conn, &conn.responses.lock()) {
+        return Judged::NotAtHead;
     }
     let got = real();
     if got == 0 {
@@ -64,7 +56,35 @@ pub(super) fn read_and_judge(
         };
     }
     // SAFETY: `buffer` is the one the read just filled with `got` bytes.
-    unsafe { buffer.with_delivered(got as usize, |bytes| judge(conn, buffer, bytes)) }
+    unsafe {
+        buffer.with_delivered(got as usize, |bytes| {
+            judge(conn, &mut conn.responses.lock(), buffer, bytes)
+        })
+    }
+}
+
+/// `count` bytes a read got while a move of the socket raced it (another thread of the
+/// program wrote the next request, which moved the socket, and the new peer answered
+/// before this read began): judged when they begin the answer the new peer owes, as the
+/// checks made before the read could not know. `None`: they are not, and are tracked as
+/// any read's.
+pub(super) fn judge_raced_read(conn: &Conn, buffer: AppBuffer, count: usize) -> Option<Judged> {
+    // SAFETY: `buffer` is the one the read just filled with `count` bytes.
+    unsafe {
+        buffer.with_delivered(count, |bytes| {
+            let mut responses = conn.responses.lock();
+            at_head(conn, &responses).then(|| judge(conn, &mut responses, buffer, bytes))
+        })
+    }
+}
+
+/// The next bytes read begin an answer of the proxy's, not judged yet.
+fn at_head(conn: &Conn, responses: &Responses) -> bool {
+    conn.phase().checks_answers()
+        && responses.tracker.pending_requests() > 0
+        && responses.tracker.at_message_boundary()
+        && responses.partial_head.is_empty()
+        && responses.held.is_empty()
 }
 
 fn failed(answer: Answer, why: &str) -> Judged {
@@ -72,8 +92,7 @@ fn failed(answer: Answer, why: &str) -> Judged {
 }
 
 /// `bytes`: what the program's read put in `buffer`, from the start of an answer.
-fn judge(conn: &Conn, buffer: AppBuffer, bytes: &[u8]) -> Judged {
-    let mut responses = conn.responses.lock();
+fn judge(conn: &Conn, responses: &mut Responses, buffer: AppBuffer, bytes: &[u8]) -> Judged {
     let mut probe = responses.probe();
     let head_len = match probe.feed(bytes) {
         Step::HeadComplete(head_len) => head_len,
@@ -88,7 +107,7 @@ fn judge(conn: &Conn, buffer: AppBuffer, bytes: &[u8]) -> Judged {
         }
     };
     let head = probe.head();
-    if let Some(mut failure) = failure_in(&head, &mut responses) {
+    if let Some(mut failure) = failure_in(&head, responses) {
         failure.taken = bytes.to_vec();
         return Judged::Failure(failure);
     }
@@ -100,20 +119,20 @@ fn judge(conn: &Conn, buffer: AppBuffer, bytes: &[u8]) -> Judged {
         let mut shown = Vec::with_capacity(bytes.len());
         probe.emit_head(&mut shown);
         shown.extend_from_slice(rest);
-        settle(conn, &mut responses, probe, answered_before, rest);
+        settle(conn, responses, probe, answered_before, rest);
         // SAFETY: the program's read buffer, writable for the sizes it gave.
         let copied = unsafe { buffer.fill(&shown) };
         return Judged::Return(copied as isize);
     }
     probe.skip_head();
-    settle(conn, &mut responses, probe, answered_before, rest);
+    settle(conn, responses, probe, answered_before, rest);
     Judged::Return(bytes.len() as isize)
 }
 
 /// The head was the program's: the tracker moves past it and follows the rest read.
 fn settle(
     conn: &Conn,
-    responses: &mut super::responses::Responses,
+    responses: &mut Responses,
     probe: crate::http::ResponseStream,
     answered_before: u64,
     rest: &[u8],

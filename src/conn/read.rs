@@ -2,7 +2,7 @@
 //! whose server speaks first (`server_first`), and errors left over from a peer we moved
 //! away from.
 
-use super::answer_read::{read_and_judge, Judged};
+use super::answer_read::{judge_raced_read, read_and_judge, Judged};
 use super::decide::Event;
 use super::recovery::{self, Failure, Started};
 use super::responses::{check_next, Next};
@@ -39,7 +39,12 @@ pub fn receive(
         reads_before_writing(conn, fd);
     }
     let peek = flags & libc::MSG_PEEK != 0;
+    // A failure found in bytes a read got while a move raced it: dealt with as any other.
+    let mut raced_failure = None;
     loop {
+        // Taken before the checks below: a move after them (another thread of the program
+        // writing) is seen after the read.
+        let epoch = conn.epoch();
         let phase = conn.phase();
         if matches!(phase, Phase::TlsOwned) {
             // A recovery just gave the socket to a real TLS session: the program's TLS
@@ -65,7 +70,9 @@ pub fn receive(
             return count;
         }
         // The start of an answer: read and judged in the program's own read.
-        let judged = if peek {
+        let judged = if let Some(failure) = raced_failure.take() {
+            Judged::Failure(failure)
+        } else if peek {
             Judged::NotAtHead
         } else {
             read_and_judge(conn, buffer, real)
@@ -111,8 +118,26 @@ pub fn receive(
                 }
             }
         }
-        let epoch = conn.epoch();
+        #[cfg(feature = "race-probe")]
+        crate::guard::race_probe(buffer.capacity());
         let got = real();
+        // A move began or ended since the checks: the bytes may begin the new peer's
+        // answer, which they could not see. A peek looks again (once per move: the epoch
+        // of one still under way stays the same), a read has them judged now.
+        if got > 0 && conn.epoch() != epoch {
+            if peek {
+                continue;
+            }
+            match judge_raced_read(conn, buffer, got as usize) {
+                Some(Judged::Failure(failure)) => {
+                    raced_failure = Some(failure);
+                    continue;
+                }
+                Some(Judged::HeadInPieces) => continue,
+                Some(Judged::Return(count)) => return count,
+                Some(Judged::NotAtHead) | None => {}
+            }
+        }
         if got > 0 && !peek {
             conn.track_delivered(buffer, got as usize);
         }

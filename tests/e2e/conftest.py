@@ -78,6 +78,27 @@ def haproxy_restored(lab):
         lab.start_haproxy()
 
 
+@pytest.fixture(scope="session")
+def test_build_lib():
+    """The library's test build (`--features small-fd-table,panic-probe,race-probe`, see
+    Cargo.toml): fd-table chunks of 1024 fds; a connect to port 9 panics inside the hook;
+    a read of 4093 bytes pauses between the read path's checks and the read. From
+    LUNAR_LIB_TEST_BUILD, or built here into target/test-build."""
+    given = os.environ.get("LUNAR_LIB_TEST_BUILD")
+    if given:
+        return given
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    if not os.path.exists(cargo):
+        pytest.skip("no cargo to build the library's test build")
+    target = os.path.join(REPO, "target", "test-build")
+    r = subprocess.run([cargo, "build", "--release", "--lib", "--features",
+                        "small-fd-table,panic-probe,race-probe",
+                        "--target-dir", target], cwd=REPO, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert r.returncode == 0, "cargo build of the test build:\n" + r.stdout.decode()
+    return os.path.join(target, "release", "liblunar_intercept.so")
+
+
 @pytest.fixture
 def need_lib(lab):
     if not os.path.exists(lab.lib):

@@ -8,7 +8,6 @@ headers, or straight to the origin, untouched). Every one of them fails with the
 of commit 8d55b62 (see each docstring) and passes with this one.
 """
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -152,35 +151,15 @@ def test_high_fd_diverted(c_bins, need_lib, haproxy_up):
     assert_diverted(e, res, spec())
 
 
-@pytest.fixture(scope="session")
-def small_fd_table_lib():
-    """The library built with `--features small-fd-table,panic-probe` (chunks of 1024
-    fds; a connect to port 9 panics inside the hook), from LUNAR_LIB_SMALL_FD_TABLE or
-    built here into target/small-fd-table."""
-    given = os.environ.get("LUNAR_LIB_SMALL_FD_TABLE")
-    if given:
-        return given
-    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
-    if not os.path.exists(cargo):
-        pytest.skip("no cargo to build the small-fd-table library")
-    target = os.path.join(REPO, "target", "small-fd-table")
-    r = subprocess.run([cargo, "build", "--release", "--lib", "--features",
-                        "small-fd-table,panic-probe",
-                        "--target-dir", target], cwd=REPO, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-    assert r.returncode == 0, "cargo build --features small-fd-table:\n" + r.stdout.decode()
-    return os.path.join(target, "release", "liblunar_intercept.so")
-
-
 @pytest.mark.parametrize("fd", [1023, 3000])
-def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, small_fd_table_lib, fd):
+def test_fd_beyond_first_chunk_diverted(c_bins, need_lib, haproxy_up, test_build_lib, fd):
     """The same with the table's first level lowered to 1024 fds (a test build), so
     that the second level is exercised without raising the limit past 65536: fd 1023
     (last of the first chunk) and 3000 (a chunk mapped on demand). (8d55b62, with its
     table lowered to 1024 the same way: 401 at fd 3000.)"""
     path = "/c/high_fd/small-%d" % fd
     res = run(haproxy_up, "high_fd", path, extra=[str(fd)],
-              env={"LD_PRELOAD": small_fd_table_lib})
+              env={"LD_PRELOAD": test_build_lib})
     if res.rc == 77:
         pytest.skip(res.text_err.strip()[-300:])
     (e,) = bodies(res, "high_fd", 1)
@@ -200,7 +179,7 @@ print("alive")
 """
 
 
-def test_panic_in_a_hook_is_caught(small_fd_table_lib):
+def test_panic_in_a_hook_is_caught(test_build_lib):
     """A panic inside a hook (the test build panics in connect to port 9) unwinds to the
     hook's catch: the program's connect gets what it gets without the library, the
     program lives on, one log line says so, and std's panic message and backtrace (asked
@@ -210,7 +189,7 @@ def test_panic_in_a_hook_is_caught(small_fd_table_lib):
     def probe(preload):
         env = {"PATH": os.environ["PATH"], "RUST_BACKTRACE": "1"}
         if preload:
-            env.update(LD_PRELOAD=small_fd_table_lib, LUNAR_PROXY_HOST="127.0.0.1:8000")
+            env.update(LD_PRELOAD=test_build_lib, LUNAR_PROXY_HOST="127.0.0.1:8000")
         return subprocess.run(["unshare", "--net", "sh", "-c",
                                'ip link set lo up && exec python3 -c "$0"', PANIC_PROBE],
                               env=env, capture_output=True, text=True, timeout=60)

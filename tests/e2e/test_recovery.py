@@ -8,7 +8,9 @@ count. This file adds:
 
 1a  error:2 with `x-lunar-allow: true` sent by the program: the origin gets exactly
     the headers it gets without the library, minus x-lunar-allow; a 300 KB body intact;
-1b  error:2 and close on keep-alive connections (3 requests on one connection);
+1b  error:2 and close on keep-alive connections (3 requests on one connection); a
+    request of one thread moving the socket back to the proxy while another thread is
+    inside its next read (c-tests/move_race.c, with the library's test build);
 1c  a proxied answer with x-lunar-sequence-id but no valid x-lunar-retry-after (a
     fake proxy of this file on 127.0.0.1:9100, handshake 9181): passed on, without
     x-lunar-sequence-id; and the sequence id of each retry is the one the proxy sent;
@@ -255,6 +257,30 @@ def test_fault_on_keepalive_connection(client, need_lib, tag, testproxy, mode):
         assert hdr(e, "x-lunar-allow") is None
     assert len(testproxy.origin_log(contains=tag)) == 3, describe(res)
     assert traffic(testproxy, tag), "no request reached the test proxy"
+
+
+def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testproxy, cbin):
+    """One keep-alive connection, the requests written by one thread and the answers read
+    by another, each request with `x-lunar-allow: true` and the proxy failing them all:
+    the next request moves the socket back to the proxy while the reader, right after the
+    last answer, is already inside its next read, past the library's checks
+    (c-tests/move_race.c; the test build pauses such a read there). The proxy's failure
+    that read gets must be judged and hidden: 3 answers, all the origin's, each request
+    at the proxy first. (Before the fix: `status 503`, the proxy's x-lunar-error answer
+    in the program, as Java's HttpClient met it once in CI.)"""
+    if cbin is None:
+        pytest.fail("c-tests did not build")
+    testproxy.set_mode("error:2")
+    res = lab.run([os.path.join(cbin, "move_race"), "api.example.test", "80", tag],
+                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    es = echoes(res)
+    assert len(es) == 3, "expected 3 answers\n" + describe(res)
+    for e in es:
+        assert_direct(e, res, origin=API, path=tag)
+    assert len(testproxy.origin_log(contains=tag)) == 3, describe(res)
+    assert len(traffic(testproxy, tag)) == 3, "each request at the proxy first\n" + describe(res)
+    assert res.err.count(b"moved at a request boundary") == 2, describe(res)
 
 
 # ---- 1c: x-lunar-sequence-id without a valid retry-after (fake proxy) ------------------------
