@@ -96,6 +96,9 @@ pub struct Conn {
     /// word, so that a recovery waiting out a retry's delay wakes when the program closes
     /// the fd, rather than sending later on a number that may name another socket.
     fds_released: AtomicU32,
+    /// Threads waiting on `fds_released`: a close wakes them only when there are any (a
+    /// futex call per closed connection otherwise).
+    release_waiters: AtomicU32,
     /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
     link: link::LinkSlot,
     /// Set when a language hook's marker named this connection its own (`lang_hook`): the
@@ -134,6 +137,7 @@ impl Conn {
             responses: SpinLock::new(Responses::new(replay_cap)),
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
+            release_waiters: AtomicU32::new(0),
             link: link::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
         }
@@ -141,15 +145,27 @@ impl Conn {
 
     /// An fd stopped naming this connection (`fdtable`): wakes a recovery waiting on it.
     pub(super) fn fd_released(&self) {
-        self.fds_released.fetch_add(1, Ordering::AcqRel);
-        crate::sync::futex_wake_all(&self.fds_released);
+        // SeqCst on both sides (here and in `wait_while_fd_ours`): either this load sees
+        // the waiter, or the waiter's load of the count sees this increment and its futex
+        // wait returns at once.
+        self.fds_released.fetch_add(1, Ordering::SeqCst);
+        if self.release_waiters.load(Ordering::SeqCst) != 0 {
+            crate::sync::futex_wake_all(&self.fds_released);
+        }
     }
 
     /// Waits until `deadline`, in the kernel; false as soon as `fd` no longer names this
     /// connection (the program closed it: nothing may be sent on that number now).
     pub(super) fn wait_while_fd_ours(&self, fd: i32, deadline: std::time::Instant) -> bool {
+        self.release_waiters.fetch_add(1, Ordering::SeqCst);
+        let ours = self.wait_for_release(fd, deadline);
+        self.release_waiters.fetch_sub(1, Ordering::SeqCst);
+        ours
+    }
+
+    fn wait_for_release(&self, fd: i32, deadline: std::time::Instant) -> bool {
         loop {
-            let seen = self.fds_released.load(Ordering::Acquire);
+            let seen = self.fds_released.load(Ordering::SeqCst);
             let ours = fdtable::get(fd)
                 .is_some_and(|conn| std::ptr::eq(std::sync::Arc::as_ptr(&conn), self));
             if !ours {
