@@ -4,62 +4,156 @@
 //! Only tracked sockets are recorded; an entry can outlive its epoll instance, so every
 //! answer is checked against the socket's live state before anything is done with it.
 
+//!
+//! Kept by fd: a program's `epoll_ctl` and `close` on a tracked socket cost one lookup, not
+//! a scan of every watched socket (an event loop with thousands of connections makes
+//! several of those calls per request). Finding the fd of an event (`fd_for`) scans; it
+//! runs only for hang-ups and errors, and with TLS to the proxy.
+
 use crate::sync::SpinLock;
 use libc::c_int;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-struct Watch {
+/// One epoll instance's registration of a socket.
+#[derive(Clone, Copy)]
+struct Registration {
     epoll: c_int,
-    fd: c_int,
     data: u64,
     /// The events asked for (EPOLLIN, ...).
     events: u32,
 }
 
-static WATCHES: SpinLock<Vec<Watch>> = SpinLock::new(Vec::new());
+/// A socket's registrations: nearly always with one epoll instance, kept inline (no
+/// allocation per connection).
+#[derive(Default)]
+struct Registrations {
+    first: Option<Registration>,
+    others: Vec<Registration>,
+}
 
-/// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd.
-pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
-    let mut watches = WATCHES.lock();
-    watches.retain(|w| !(w.epoll == epoll && w.fd == fd));
-    if op != libc::EPOLL_CTL_DEL {
-        watches.push(Watch {
-            epoll,
-            fd,
-            data,
-            events,
-        });
+impl Registrations {
+    fn iter(&self) -> impl Iterator<Item = &Registration> {
+        self.first.iter().chain(&self.others)
     }
+
+    fn of(&self, epoll: c_int) -> Option<Registration> {
+        self.iter().find(|r| r.epoll == epoll).copied()
+    }
+
+    fn set(&mut self, registration: Registration) {
+        let same = |r: &&mut Registration| r.epoll == registration.epoll;
+        if let Some(existing) = self.first.iter_mut().chain(&mut self.others).find(same) {
+            *existing = registration;
+        } else if self.first.is_none() {
+            self.first = Some(registration);
+        } else {
+            self.others.push(registration);
+        }
+    }
+
+    /// Drops `epoll`'s registration; true when none is left.
+    fn remove(&mut self, epoll: c_int) -> bool {
+        if self.first.is_some_and(|r| r.epoll == epoll) {
+            self.first = self.others.pop();
+        } else {
+            self.others.retain(|r| r.epoll != epoll);
+        }
+        self.first.is_none()
+    }
+}
+
+/// fd -> its registrations.
+type Watches = HashMap<c_int, Registrations, BuildHasherDefault<FdHasher>>;
+
+static WATCHES: SpinLock<Option<Watches>> = SpinLock::new(None);
+
+/// Hashes an fd number with one multiplication: fds are small integers, which the map's
+/// default hasher (SipHash, seeded per thread) would spend a hundred instructions on.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = (self.0 ^ u64::from(n as u32)).wrapping_mul(FIBONACCI);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// 2^64 / the golden ratio: spreads consecutive integers over the high bits, which the
+/// map's probing reads.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd (or a
+/// `EPOLL_CTL_DEL` on any fd).
+pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
+    let mut held = WATCHES.lock();
+    if op == libc::EPOLL_CTL_DEL {
+        let Some(registrations) = held.as_mut().and_then(|watches| watches.get_mut(&fd)) else {
+            return;
+        };
+        if registrations.remove(epoll) {
+            held.as_mut().map(|watches| watches.remove(&fd));
+        }
+        return;
+    }
+    let registrations = held
+        .get_or_insert_with(Watches::default)
+        .entry(fd)
+        .or_default();
+    registrations.set(Registration {
+        epoll,
+        data,
+        events,
+    });
 }
 
 /// The tracked fds `epoll` watches for input, each with the data it reports them by.
 pub fn watched_for_input(epoll: c_int) -> Vec<(c_int, u64)> {
-    WATCHES
-        .lock()
+    let held = WATCHES.lock();
+    let Some(watches) = held.as_ref() else {
+        return Vec::new();
+    };
+    watches
         .iter()
-        .filter(|w| w.epoll == epoll && w.events & libc::EPOLLIN as u32 != 0)
-        .map(|w| (w.fd, w.data))
+        .flat_map(|(&fd, registrations)| registrations.iter().map(move |r| (fd, r)))
+        .filter(|(_, r)| r.epoll == epoll && r.events & libc::EPOLLIN as u32 != 0)
+        .map(|(fd, r)| (fd, r.data))
         .collect()
 }
 
 /// The tracked fd `epoll` reports under `data`, if one was registered that way.
 pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
-    WATCHES
-        .lock()
+    let held = WATCHES.lock();
+    held.as_ref()?
         .iter()
-        .find(|w| w.epoll == epoll && w.data == data)
-        .map(|w| w.fd)
+        .find(|(_, registrations)| {
+            registrations
+                .iter()
+                .any(|r| r.epoll == epoll && r.data == data)
+        })
+        .map(|(&fd, _)| fd)
 }
 
 /// `fd` is registered with `epoll` for one report at a time (EPOLLONESHOT), and a report
 /// of ours was hidden from the program: the registration is turned on again, as the
 /// program would after handling it.
 pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
-    let watch = WATCHES
+    let registration = WATCHES
         .lock()
-        .iter()
-        .find(|w| w.epoll == epoll && w.fd == fd)
-        .map(|w| (w.events, w.data));
-    let Some((events, data)) = watch else {
+        .as_ref()
+        .and_then(|watches| watches.get(&fd))
+        .and_then(|registrations| registrations.of(epoll));
+    let Some(Registration { events, data, .. }) = registration else {
         return;
     };
     if events & libc::EPOLLONESHOT as u32 == 0 {
@@ -72,10 +166,12 @@ pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
 
 /// `fd` is being closed: the kernel drops its registrations with the last reference.
 pub fn forget_fd(fd: c_int) {
-    let mut watches = WATCHES.lock();
-    if !watches.is_empty() {
-        watches.retain(|w| w.fd != fd);
-    }
+    let removed = WATCHES
+        .lock()
+        .as_mut()
+        .and_then(|watches| watches.remove(&fd));
+    // Freed outside the lock.
+    drop(removed);
 }
 
 pub fn after_fork_in_child() {
@@ -101,5 +197,35 @@ mod tests {
         assert_eq!(fd_for(900, 0xcafe), None);
         forget_fd(7);
         assert_eq!(fd_for(901, 0xbeef), None);
+    }
+
+    #[test]
+    fn a_delete_leaves_the_other_epolls_registration() {
+        for fd in 1000..1100 {
+            note(
+                910,
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                fd as u64,
+            );
+            note(
+                911,
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                1 << 32 | fd as u64,
+            );
+        }
+        note(910, libc::EPOLL_CTL_DEL, 1050, 0, 0);
+        assert_eq!(fd_for(910, 1050), None);
+        assert_eq!(fd_for(911, 1 << 32 | 1050), Some(1050));
+        assert_eq!(fd_for(910, 1051), Some(1051));
+        assert_eq!(watched_for_input(910).len(), 99);
+        for fd in 1000..1100 {
+            forget_fd(fd);
+        }
+        assert_eq!(fd_for(911, 1 << 32 | 1050), None);
+        assert!(watched_for_input(911).is_empty());
     }
 }
