@@ -88,7 +88,7 @@ pub unsafe fn connect(
             matches!(verdict, Verdict::Divert(_)),
             runtime.config.replay_max_bytes,
         )
-        .on_socket(fd, family),
+        .on_socket(family),
     );
     if !fdtable::insert(fd, conn.clone()) {
         return direct(outcome::Direct::NoMemoryToTrack(fd));

@@ -69,10 +69,15 @@ pub struct Conn {
     /// What the traffic filter said at connect (before the failsafe had its say): a
     /// request head that changes this verdict moves the socket.
     filter_diverts: bool,
-    /// The socket's identity (device and inode, from fstat) when it was connected: an fd
-    /// number closed behind our back and reused is told apart by it. `None` for our own
-    /// placeholders.
-    identity: Option<Identity>,
+    /// The socket's identity (device and inode, from fstat): an fd number closed behind our
+    /// back and reused is told apart by it. Taken at the first check after the connect
+    /// (`still_ours`: the first request, read or move), not at the connect, which saves a
+    /// system call per connection: a number reused in between for a file or a pipe is
+    /// still told apart (not a socket); only one reused by a socket that libc made
+    /// internally (which the program would not write its request to) would pass.
+    identity: std::sync::OnceLock<Identity>,
+    /// Made on a program's socket (`on_socket`); our own placeholders are never checked.
+    on_a_socket: bool,
     /// The socket's address family (AF_INET, AF_INET6), learned at its connect: the
     /// proxy's and the origin's addresses are written in it (an IPv6 socket reaches an
     /// IPv4 proxy through a v4-mapped address).
@@ -126,7 +131,8 @@ impl Conn {
             original,
             name,
             filter_diverts,
-            identity: None,
+            identity: std::sync::OnceLock::new(),
+            on_a_socket: false,
             family: libc::AF_INET,
             state: SpinLock::new(State::new()),
             writer: SpinLock::new(Writer {
@@ -179,10 +185,9 @@ impl Conn {
         }
     }
 
-    /// The same connection, knowing the identity and address family of the socket `fd`
-    /// it was made on.
-    pub fn on_socket(mut self, fd: i32, family: libc::c_int) -> Conn {
-        self.identity = Identity::of(fd);
+    /// The same connection, made on a socket of address family `family`.
+    pub fn on_socket(mut self, family: libc::c_int) -> Conn {
+        self.on_a_socket = true;
         self.family = family;
         self
     }
@@ -325,10 +330,14 @@ impl Conn {
     /// and must be left alone. Checked where acting on a wrong fd would hurt: before each
     /// request head, before the first read, before a move; never on the untracked path.
     pub fn still_ours(&self, fd: i32) -> bool {
-        let Some(identity) = self.identity else {
+        if !self.on_a_socket {
             return true;
+        }
+        let ours = match Identity::of(fd) {
+            Some(now) => *self.identity.get_or_init(|| now) == now,
+            None => false,
         };
-        if Identity::of(fd) == Some(identity) {
+        if ours {
             self.state.lock().identity_checked = true;
             return true;
         }
