@@ -15,7 +15,9 @@
 #      (wrk, Python);
 #  untracked         instructions per send+recv pair and per hooked call on untracked
 #      fds, per TLS call on sessions left alone (callgrind, scripts/bench/instructions.sh);
-#      wrk to an untracked port with the library in wrk; nginx itself under the preload.
+#      wrk to an untracked port with the library in wrk; nginx itself under the preload;
+#      instructions per diverted request, keep-alive (a C epoll client) and on a new
+#      connection (wrk, Connection: close), library vs direct mode.
 # "Direct mode" is the program talking to HAProxy itself, with the x-lunar-* headers
 # written by hand: the same proxy, the same origin, no library.
 #

@@ -9,7 +9,9 @@
 #          keepalive_loop_epoll: send, recv on EAGAIN in epoll), the whole process's
 #          instructions per request through HAProxy, library vs direct mode (the same
 #          client with Lunar's headers written by itself): the CPU a request costs the
-#          program, without the noise of wrk's shared cores.
+#          program, without the noise of wrk's shared cores;
+#  close   a request on a new connection (wrk -t1 -c4, Connection: close), the whole
+#          process's instructions per request, library vs direct mode.
 # Each program runs with N and with 0 iterations, with and without LD_PRELOAD: the
 # program's own set-up and the library's load cancel out. Appends
 # insn.KIND.{lib,base} (instructions per call or pair) and insn.load (instructions the
@@ -70,6 +72,30 @@ if command -v valgrind >/dev/null; then
 			printf "insn.request.lib\t1\t%.1f\ninsn.request.base\t1\t%.1f\n", (w - w0) / 200, (b - b0) / 200 }' >>"$SAMPLES"
 	else
 		say "bench: the keep-alive client under callgrind failed: no per-request instruction row"
+	fi
+	# A new connection per request: wrk -t1 -c4 with Connection: close under callgrind,
+	# library vs direct mode, the whole process's instructions per request. Runs of 1 s and
+	# 3 s: (I3 - I1) / (N3 - N1), so that start-up and the library's set-up cancel out.
+	insn_wrk() { # seconds url [wrk args...] [-- env...]: "instructions requests"
+		local secs=$1 url=$2 args=() envs=()
+		shift 2
+		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
+		[[ $# -gt 0 ]] && shift && envs=("$@")
+		in_ns "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+			wrk -t1 -c4 "-d${secs}s" -H 'Connection: close' "${args[@]}" "$url" 2>&1 |
+			awk '/requests in/ {n = $1} /Collected/ {c = $4} END {if (n > 0 && c > 0) print c, n}' || true
+	}
+	wl1=$(insn_wrk 1 http://api.example.test/ -- "${LIBENV[@]}")
+	wl3=$(insn_wrk 3 http://api.example.test/ -- "${LIBENV[@]}")
+	wd1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	wd3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	if [[ -n "$wl1" && -n "$wl3" && -n "$wd1" && -n "$wd3" ]]; then
+		awk -v l1="$wl1" -v l3="$wl3" -v d1="$wd1" -v d3="$wd3" 'BEGIN {
+			split(l1, a); split(l3, b); split(d1, c); split(d3, d)
+			if (b[2] > a[2] && d[2] > c[2])
+				printf "insn.close.lib\t1\t%.1f\ninsn.close.base\t1\t%.1f\n", (b[1] - a[1]) / (b[2] - a[2]), (d[1] - c[1]) / (d[2] - c[2]) }' >>"$SAMPLES"
+	else
+		say "bench: wrk under callgrind failed: no per-connection instruction row"
 	fi
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3

@@ -197,6 +197,9 @@ if "insn.fast.lib" in S:
     if "insn.request.lib" in S:
         row("instructions per diverted keep-alive request (C, epoll)",
             "insn.request.lib", "insn.request.base", "diff", 0)
+    if "insn.close.lib" in S:
+        row("instructions per request on a new connection (wrk, Connection: close)",
+            "insn.close.lib", "insn.close.base", "diff", 0)
 else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
