@@ -3,7 +3,6 @@
 //! proxy's hang-up from an event loop (see `conn::hidden_hang_ups`) we must find the fd again.
 //! Only tracked sockets are recorded; an entry can outlive its epoll instance, so every
 //! answer is checked against the socket's live state before anything is done with it.
-
 //!
 //! Kept by fd: a program's `epoll_ctl` and `close` on a tracked socket cost one lookup, not
 //! a scan of every watched socket (an event loop with thousands of connections makes
@@ -66,7 +65,7 @@ impl Registrations {
 /// fd -> its registrations.
 type Watches = HashMap<c_int, Registrations, BuildHasherDefault<FdHasher>>;
 
-static WATCHES: SpinLock<Option<Watches>> = SpinLock::new(None);
+static WATCHES: SpinLock<Watches> = SpinLock::new(HashMap::with_hasher(BuildHasherDefault::new()));
 
 /// Hashes an fd number with one multiplication: fds are small integers, which the map's
 /// default hasher (SipHash, seeded per thread) would spend a hundred instructions on.
@@ -96,21 +95,14 @@ const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 /// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd (or a
 /// `EPOLL_CTL_DEL` on any fd).
 pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
-    let mut held = WATCHES.lock();
+    let mut watches = WATCHES.lock();
     if op == libc::EPOLL_CTL_DEL {
-        let Some(registrations) = held.as_mut().and_then(|watches| watches.get_mut(&fd)) else {
-            return;
-        };
-        if registrations.remove(epoll) {
-            held.as_mut().map(|watches| watches.remove(&fd));
+        if watches.get_mut(&fd).is_some_and(|r| r.remove(epoll)) {
+            watches.remove(&fd);
         }
         return;
     }
-    let registrations = held
-        .get_or_insert_with(Watches::default)
-        .entry(fd)
-        .or_default();
-    registrations.set(Registration {
+    watches.entry(fd).or_default().set(Registration {
         epoll,
         data,
         events,
@@ -119,11 +111,8 @@ pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
 
 /// The tracked fds `epoll` watches for input, each with the data it reports them by.
 pub fn watched_for_input(epoll: c_int) -> Vec<(c_int, u64)> {
-    let held = WATCHES.lock();
-    let Some(watches) = held.as_ref() else {
-        return Vec::new();
-    };
-    watches
+    WATCHES
+        .lock()
         .iter()
         .flat_map(|(&fd, registrations)| registrations.iter().map(move |r| (fd, r)))
         .filter(|(_, r)| r.epoll == epoll && r.events & libc::EPOLLIN as u32 != 0)
@@ -133,8 +122,8 @@ pub fn watched_for_input(epoll: c_int) -> Vec<(c_int, u64)> {
 
 /// The tracked fd `epoll` reports under `data`, if one was registered that way.
 pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
-    let held = WATCHES.lock();
-    held.as_ref()?
+    WATCHES
+        .lock()
         .iter()
         .find(|(_, registrations)| {
             registrations
@@ -150,8 +139,7 @@ pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
 pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
     let registration = WATCHES
         .lock()
-        .as_ref()
-        .and_then(|watches| watches.get(&fd))
+        .get(&fd)
         .and_then(|registrations| registrations.of(epoll));
     let Some(Registration { events, data, .. }) = registration else {
         return;
@@ -166,10 +154,7 @@ pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
 
 /// `fd` is being closed: the kernel drops its registrations with the last reference.
 pub fn forget_fd(fd: c_int) {
-    let removed = WATCHES
-        .lock()
-        .as_mut()
-        .and_then(|watches| watches.remove(&fd));
+    let removed = WATCHES.lock().remove(&fd);
     // Freed outside the lock.
     drop(removed);
 }
