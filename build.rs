@@ -72,18 +72,21 @@ fn main() {
     );
     write_layout_script(&out.join("layout.ld"));
     link_unwinder_statically();
+    bind_std_imports_lazily(&out.join("lazy_imports.s"));
     // Resolve our few libc imports when first called, not at every process start: the
     // library is loaded by every process of an image, most of which never call them.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-rosegment");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
     println!("cargo:rerun-if-changed=build.rs");
 }
 
 /// Every process of an image loads the library, and the kernel maps a file's pages in
 /// 64 KiB windows around each one touched ("fault-around"): what a process pays in
 /// resident memory is the number of windows its calls touch, not the bytes it runs. So:
-/// first the code every process runs (the C start-up stubs and std's argv initialiser,
+/// first the code every process runs (std's argv initialiser and our check at load,
 /// every hook's entry (the TLS libraries' functions we stand in for among them), the
-/// first-call lookups of libc's functions, the PLT), right after
+/// first-call lookups of libc's functions, std's trampolines to libc, the PLT), right after
 /// the loader's tables, and what runs before the set-up fences what follows (see below:
 /// its entry, and the panic hook's installation at the first hook with work to do); then
 /// the code that runs when http and https are diverted, as
@@ -132,18 +135,19 @@ fn write_layout_script(path: &std::path::Path) {
         "SECTIONS {{
   .plt : {{ *(.plt) }}
   .text : {{
-    *crtbeginS.o(.text .text.*)
     *(.text.*ARGV_INIT_ARRAY* .text.*6inject7at_load*)
     *({hooks} .text.SSL_* .text.gnutls_* )
-    *(.text.*first_call* .text.*3sys7resolve*)
+    *(.text.*first_call* .text.*3sys7resolve* .text.__wrap_*)
     *(.text.*7runtime6set_up* .text.*3sys9residency* .text.*9panicking8set_hook*)
     *libc_nonshared.a:*(.text .text.*)
 {http}    *(.text.lunar_layout_http_end)
 {https}    *(.text.lunar_layout_hot_end)
     *({ours} )
     *(.text .text.*)
+    *(.lunar_layout_code_end)
   }}
-  .rodata : {{
+  .rodata : ALIGN(65536) {{
+    *(.rodata.lunar_layout_rodata_start)
     *(.rodata.cst*)
     *({hot_rodata} )
     *(.rodata.*8httparse* .rodata)
@@ -155,7 +159,7 @@ fn write_layout_script(path: &std::path::Path) {
   .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
   .eh_frame_hdr : {{ *(.eh_frame_hdr) }}
   .eh_frame : {{ KEEP(*(.eh_frame)) . = ALIGN(4096); }}
-}} INSERT AFTER .fini;
+}} INSERT AFTER .rela.plt;
 "
     );
     std::fs::write(path, script).expect("write layout script");
@@ -213,6 +217,90 @@ fn hot_code_patterns() -> (Vec<String>, Vec<String>) {
         }
     }
     (http, https)
+}
+
+/// The libc functions std calls. std is built for full RELRO: it calls them through a GOT
+/// that the dynamic linker fills in at every process start, one symbol lookup each
+/// (~700 instructions), in every process of an image, though an inert process calls none
+/// of them. `--wrap=NAME` sends std's calls to `__wrap_NAME`, a jump through our PLT
+/// (`src/sys/lazy_imports.rs` includes them), bound at the first call like our own
+/// imports. A name std stops calling costs nothing; one it starts calling is a lookup at
+/// load again (tests/e2e/test_residency.py checks that none is left).
+const STD_IMPORTS: &[&str] = &[
+    "abort",
+    "access",
+    "bcmp",
+    "calloc",
+    "closedir",
+    "dirfd",
+    "fileno",
+    "free",
+    "fstat",
+    "fstat64",
+    "gai_strerror",
+    "getcwd",
+    "getenv",
+    "gettid",
+    "gnu_get_libc_version",
+    "lseek64",
+    "malloc",
+    "memcpy",
+    "memmove",
+    "memset",
+    "mmap64",
+    "open",
+    "open64",
+    "opendir",
+    "pause",
+    "posix_memalign",
+    "pthread_attr_destroy",
+    "pthread_attr_init",
+    "pthread_attr_setstacksize",
+    "pthread_create",
+    "pthread_detach",
+    "pthread_key_create",
+    "pthread_key_delete",
+    "pthread_self",
+    "pthread_setname_np",
+    "pthread_setspecific",
+    "readdir64",
+    "readlink",
+    "realloc",
+    "realpath",
+    "__res_init",
+    "sched_yield",
+    "stat64",
+    "statx",
+    "strlen",
+    "sysconf",
+    "__xpg_strerror_r",
+    "__cxa_thread_atexit_impl",
+    "__pthread_key_create",
+];
+
+/// Writes the trampolines of `STD_IMPORTS`, links them in with `--wrap`, and leaves out
+/// the C start-up files.
+fn bind_std_imports_lazily(path: &std::path::Path) {
+    let mut asm = String::new();
+    for name in STD_IMPORTS {
+        asm.push_str(&format!(
+            ".section .text.__wrap_{name},\"ax\",@progbits\n\
+             .globl __wrap_{name}\n.hidden __wrap_{name}\n.type __wrap_{name},@function\n\
+             __wrap_{name}:\n    jmp __real_{name}@PLT\n.size __wrap_{name}, . - __wrap_{name}\n"
+        ));
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--wrap={name}");
+    }
+    // Of the C start-up files, a shared object needs `__dso_handle` (what std names this
+    // object by when it registers a thread-local destructor). Their other parts cost every
+    // process lookups at load (three weak names no library defines, `__cxa_finalize`) and
+    // a call at exit, for what a preload never uses: transactional memory's clone table,
+    // profiling, running the destructors of an object unloaded before exit.
+    asm.push_str(
+        ".section .data.rel.ro.lunar_dso_handle,\"aw\",@progbits\n.p2align 3\n\
+         .weak __dso_handle\n.hidden __dso_handle\n__dso_handle:\n    .quad __dso_handle\n",
+    );
+    println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    std::fs::write(path, asm).expect("write lazy imports");
 }
 
 /// Rust's std unwinds through libgcc_s, which every process would then load with us. Its

@@ -25,11 +25,6 @@ const FACILITY: u8 = 1 << 3;
 /// Longest program name kept (RFC 3164 allows 32; modern receivers take more).
 const MAX_IDENT: usize = 64;
 
-extern "C" {
-    /// glibc's (and musl's) basename of argv[0], what libc's own syslog names a program by.
-    static program_invocation_short_name: *const c_char;
-}
-
 pub fn send(level: Level, message: &str) {
     let line = frame(severity(level), ident(), std::process::id(), message);
     if send_datagram(&line) == Err(libc::EPROTOTYPE) {
@@ -66,19 +61,11 @@ fn frame(severity: u8, ident: &[u8], pid: u32, message: &str) -> Vec<u8> {
     line
 }
 
+/// What libc's own syslog names a program by.
 fn ident() -> &'static [u8] {
-    // SAFETY: libc sets this pointer once before main, to a NUL-terminated string in
-    // argv[0] that lives as long as the process; null only without an argv[0].
-    let name = unsafe { program_invocation_short_name };
-    if name.is_null() {
-        return b"lunar-intercept";
-    }
-    // SAFETY: as above.
-    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
-    if name.is_empty() {
-        b"lunar-intercept"
-    } else {
-        name
+    match crate::sys::program_short_name() {
+        Some(name) if !name.is_empty() => name,
+        _ => b"lunar-intercept",
     }
 }
 

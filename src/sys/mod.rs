@@ -11,11 +11,32 @@
 //! configuration file. `residency`: what a diverting process keeps mapped of the library.
 
 pub mod file;
+mod lazy_imports;
 pub mod residency;
 pub mod socket;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// glibc's `program_invocation_short_name` (the basename of argv[0]), looked up when
+/// asked: a reference to it would be a symbol lookup at every process start.
+pub fn program_short_name() -> Option<&'static [u8]> {
+    // SAFETY: a NUL-terminated literal; RTLD_DEFAULT is valid anywhere.
+    let slot = unsafe {
+        libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"program_invocation_short_name".as_ptr(),
+        )
+    };
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: glibc's (and musl's) variable, a pointer set once before main to a
+    // NUL-terminated string in argv[0] that lives as long as the process, or null.
+    let name = unsafe { *slot.cast::<*const c_char>() };
+    // SAFETY: as above.
+    (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes())
+}
 
 /// Looks `name` up in the libraries after ours and caches it in `slot`.
 #[cold]
