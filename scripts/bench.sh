@@ -8,8 +8,9 @@
 #  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99, https
 #      (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
 #      scripts/bench/syscalls.py);
-#  start-up          /bin/true: no preload vs an empty shared object vs the library,
-#      µs (hyperfine) and page faults (perf stat) per start (scripts/bench/startup.py);
+#  start-up          /bin/true: no preload vs an empty shared object vs the library vs a
+#      C floor preload, µs, CPU µs and page faults per start, the variants taking turns
+#      start by start (scripts/bench/startup.py), and instructions per start (callgrind);
 #  memory            the library's own smaps Rss and Private_Dirty in an inert process
 #      vs an empty shared object's (scripts/bench/memory.py); peak RSS added with traffic
 #      (wrk, Python);
@@ -30,7 +31,7 @@
 #
 # Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (wrk rounds, default 3),
 # BENCH_CONNS (default 32), BENCH_THREADS (default 2), BENCH_RUNS (starts of each
-# start-up variant, default 1000, in BENCH_START_ROUNDS rounds, default 10),
+# start-up variant, default 3000, in BENCH_START_ROUNDS rounds, default 10),
 # BENCH_ROUNDS (blocking-client rounds, default 9), BENCH_PY_REQS (Python requests per
 # round, default 300), BENCH_CURL_REQS (curl requests per round, default 200),
 # LUNAR_LIB (library path). Output: a table on stdout and target/bench.txt.
@@ -43,7 +44,7 @@ DUR="${BENCH_DURATION:-5}"
 REPS="${BENCH_REPS:-3}"
 CONNS="${BENCH_CONNS:-32}"
 THREADS="${BENCH_THREADS:-2}"
-RUNS="${BENCH_RUNS:-1000}"
+RUNS="${BENCH_RUNS:-3000}"
 START_ROUNDS="${BENCH_START_ROUNDS:-10}"
 ROUNDS="${BENCH_ROUNDS:-9}"
 PY_REQS="${BENCH_PY_REQS:-300}"
@@ -57,7 +58,7 @@ NGINX_NOLIB_PORT=8091 # nginx without and with the preload (rows g)
 NGINX_LIB_PORT=8092
 OUT="$REPO/target/bench.txt"
 
-for tool in wrk hyperfine nginx haproxy ip curl strace; do
+for tool in wrk nginx haproxy ip curl strace; do
 	command -v "$tool" >/dev/null || { echo "bench.sh: $tool missing (make deps)" >&2; exit 1; }
 done
 "$PY" -c 'import requests' 2>/dev/null || { echo "bench.sh: python3-requests missing (make deps)" >&2; exit 1; }

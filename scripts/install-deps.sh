@@ -13,9 +13,9 @@ fi
 
 # Debian packages, checked by dpkg status.
 PKGS=(
-    haproxy nginx-light wrk hyperfine curl wget iproute2 strace
+    haproxy nginx-light wrk curl wget iproute2 strace
     gcc g++ libc6-dev make python3 python3-pytest perl libhttp-tiny-perl
-    procps valgrind linux-perf
+    procps valgrind
     openssl gnutls-bin libssl-dev libgnutls28-dev libio-socket-ssl-perl python3-requests python3-venv
     ruby php-cli php-curl
 )

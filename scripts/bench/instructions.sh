@@ -28,6 +28,12 @@ if command -v valgrind >/dev/null; then
 			printf "insn.%s.%s\t1\t%.3f\ninsn.%s.base\t1\t%.3f\n", k, l, (w - w0) / n, k, (b - b0) / n
 			if (k == "fast" && l == "lib") printf "insn.load\t1\t%d\n", w0 - b0 }' >>"$SAMPLES"
 	}
+	# A /bin/true start, its dynamic linker's work included: the library (inert) against
+	# an empty shared object and the C floor preload (bench.sh built both).
+	for v in lib empty floor; do
+		case $v in lib) so="$LIB" ;; empty) so="$EMPTY" ;; floor) so="$FLOOR" ;; esac
+		printf 'insn.start.%s\t1\t%s\n' "$v" "$(LD_PRELOAD="$so" insn_count /bin/true)" >>"$SAMPLES"
+	done
 	# The language-hook check at load (src/inject): what a program other than node/java
 	# pays for it, counted inside the constructor of a /bin/true start.
 	LD_PRELOAD="$LIB" valgrind --tool=callgrind --callgrind-out-file="$TMP/at_load.cg" /bin/true >/dev/null 2>&1

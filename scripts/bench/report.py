@@ -142,20 +142,28 @@ head("System calls per request: strace -f -c, curl, %s keep-alive requests on on
 row("system calls per keep-alive request", "sys.lib.per_req", "sys.direct.per_req", "diff", 2)
 row("system calls of a whole one-request curl process", "sys.lib.one", "sys.direct.one", "diff", 0)
 
-tool = "perf stat" if "start.faults_tool.perf" in S else "wait4 rusage"
-head("Start-up: /bin/true (env -i), %s starts per variant in %s rotating rounds (hyperfine -N);"
-     " page faults: %s" % (runs, start_rounds, tool))
+head("Start-up: /bin/true, %s starts per variant in %s rounds, the variants taking turns start by"
+     " start; CPU time and page faults: wait4 rusage" % (runs, start_rounds))
 row("us per start, library (inert) vs empty .so", "start.lib.us", "start.empty.us", "diff")
+row("median us per start, library (inert) vs empty .so", "start.lib.us_median", "start.empty.us_median", "diff")
+row("CPU us per start, library (inert) vs empty .so", "start.lib.cpu_us", "start.empty.cpu_us", "diff")
+row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
+row("us per start, LUNAR_PROXY_HOST set vs empty .so", "start.lib_env.us", "start.empty.us", "diff")
 row("us per start, library (inert) vs no preload", "start.lib.us", "start.none.us", "diff")
 row("us per start, empty .so vs no preload", "start.empty.us", "start.none.us", "diff")
-row("us per start, LUNAR_PROXY_HOST set vs empty .so", "start.lib_env.us", "start.empty.us", "diff")
-row("median us per start, library (inert) vs empty .so", "start.lib.us_median", "start.empty.us_median", "diff")
-row("page faults per start, library (inert) vs empty .so", "start.lib.faults", "start.empty.faults", "diff")
 row("page faults per start, library (inert) vs no preload", "start.lib.faults", "start.none.faults", "diff")
 if "start.floor.us" in S:
     row("us per start, C floor preload vs empty .so", "start.floor.us", "start.empty.us", "diff")
-    row("us per start, library (inert) vs C floor preload", "start.lib.us", "start.floor.us", "diff")
+    row("median us per start, C floor preload vs empty .so", "start.floor.us_median",
+        "start.empty.us_median", "diff")
+    row("CPU us per start, C floor preload vs empty .so", "start.floor.cpu_us", "start.empty.cpu_us", "diff")
     row("page faults per start, C floor preload vs empty .so", "start.floor.faults", "start.empty.faults", "diff")
+if "insn.start.lib" in S:
+    row("instructions per start (callgrind), library (inert) vs empty .so", "insn.start.lib",
+        "insn.start.empty", "diff", 0)
+    if "insn.start.floor" in S:
+        row("instructions per start (callgrind), C floor preload vs empty .so", "insn.start.floor",
+            "insn.start.empty", "diff", 0)
 
 head("Memory: smaps of the preloaded object's own mappings (file and .bss), KiB")
 row("Rss in an inert process (sleep), library vs empty .so", "mem.lib.rss", "mem.empty.rss", "diff", 0)
