@@ -30,6 +30,7 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 done
 build threads threads.c -pthread
 build move_race move_race.c -pthread
+build first_answer_race first_answer_race.c -pthread
 build fork_during_setup fork_during_setup.c -pthread
 build rcvtimeo_wait rcvtimeo_wait.c -pthread
 build retry_close_reuse retry_close_reuse.c

@@ -63,9 +63,9 @@ pub(super) fn read_and_judge(
     }
 }
 
-/// `count` bytes a read got while a move of the socket raced it (another thread of the
-/// program wrote the next request, which moved the socket, and the new peer answered
-/// before this read began): judged when they begin the answer the new peer owes, as the
+/// `count` bytes a read got while another thread of the program wrote a request (which
+/// was recorded as unanswered, or moved the socket, after this read's checks, and was
+/// answered before the read was made): judged when they begin the answer due, as the
 /// checks made before the read could not know. `None`: they are not, and are tracked as
 /// any read's.
 pub(super) fn judge_raced_read(conn: &Conn, buffer: AppBuffer, count: usize) -> Option<Judged> {

@@ -104,6 +104,11 @@ pub struct Conn {
     /// Threads waiting on `fds_released`: a close wakes them only when there are any (a
     /// futex call per closed connection otherwise).
     release_waiters: AtomicU32,
+    /// Counts the requests whose answers the connection awaits, raised as each is recorded
+    /// (before it leaves): a read whose checks found no answer due, made by one thread
+    /// while another wrote a request, is judged if it got the start of that answer
+    /// (`read::receive`).
+    requests_recorded: AtomicU32,
     /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
     link: link::LinkSlot,
     /// Set when a language hook's marker named this connection its own (`lang_hook`): the
@@ -144,9 +149,20 @@ impl Conn {
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
             release_waiters: AtomicU32::new(0),
+            requests_recorded: AtomicU32::new(0),
             link: link::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A request was recorded as awaiting its answer (before it leaves). SeqCst, as the
+    /// load in `requests_recorded`: a read that got the answer sees the count raised.
+    fn request_recorded(&self) {
+        self.requests_recorded.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn requests_recorded(&self) -> u32 {
+        self.requests_recorded.load(Ordering::SeqCst)
     }
 
     /// An fd stopped naming this connection (`fdtable`): wakes a recovery waiting on it.

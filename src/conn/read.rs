@@ -42,9 +42,10 @@ pub fn receive(
     // A failure found in bytes a read got while a move raced it: dealt with as any other.
     let mut raced_failure = None;
     loop {
-        // Taken before the checks below: a move after them (another thread of the program
-        // writing) is seen after the read.
+        // Taken before the checks below: a move after them, or a request recorded after
+        // them (another thread of the program writing), is seen after the read.
         let epoch = conn.epoch();
+        let recorded = conn.requests_recorded();
         let phase = conn.phase();
         if matches!(phase, Phase::TlsOwned) {
             // A recovery just gave the socket to a real TLS session: the program's TLS
@@ -121,10 +122,11 @@ pub fn receive(
         #[cfg(feature = "race-probe")]
         crate::guard::race_probe(buffer.capacity());
         let got = real();
-        // A move began or ended since the checks: the bytes may begin the new peer's
-        // answer, which they could not see. A peek looks again (once per move: the epoch
-        // of one still under way stays the same), a read has them judged now.
-        if got > 0 && conn.epoch() != epoch {
+        // A move began or ended since the checks, or a request was recorded: the bytes may
+        // begin an answer they could not see due (the new peer's, or the answer to that
+        // request). A peek looks again (once per change: the epoch of a move still under
+        // way stays the same), a read has them judged now.
+        if got > 0 && (conn.epoch() != epoch || conn.requests_recorded() != recorded) {
             if peek {
                 continue;
             }

@@ -269,11 +269,13 @@ fn send_request_bytes(
                         if writer.requests.at_message_boundary() {
                             responses.inflight.end_request();
                         }
+                        conn.request_recorded();
                     }
                     // At the origin the answers are only counted: the next request knows
                     // whether it may move the socket.
                     _ if conn.phase().follows_answers() => {
                         conn.responses.lock().tracker.push_asked(method);
+                        conn.request_recorded();
                     }
                     _ => {}
                 }

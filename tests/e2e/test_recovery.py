@@ -10,7 +10,8 @@ count. This file adds:
     the headers it gets without the library, minus x-lunar-allow; a 300 KB body intact;
 1b  error:2 and close on keep-alive connections (3 requests on one connection); a
     request of one thread moving the socket back to the proxy while another thread is
-    inside its next read (c-tests/move_race.c, with the library's test build);
+    inside its next read (c-tests/move_race.c, with the library's test build); a read
+    begun before the request it gets the answer to was recorded (first_answer_race.c);
 1c  a proxied answer with x-lunar-sequence-id but no valid x-lunar-retry-after (a
     fake proxy of this file on 127.0.0.1:9100, handshake 9181): passed on, without
     x-lunar-sequence-id; and the sequence id of each retry is the one the proxy sent;
@@ -281,6 +282,28 @@ def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testprox
     assert len(testproxy.origin_log(contains=tag)) == 3, describe(res)
     assert len(traffic(testproxy, tag)) == 3, "each request at the proxy first\n" + describe(res)
     assert res.err.count(b"moved at a request boundary") == 2, describe(res)
+
+
+def test_answer_arriving_in_a_read_begun_before_its_request(lab, test_build_lib, tag,
+                                                            testproxy, cbin):
+    """The request written by one thread, its answer read by another whose read began
+    while the request was half written: the library's checks found no answer due, and the
+    proxy's answer was in the socket when the read was made (c-tests/first_answer_race.c;
+    the test build pauses the read between the two). The proxy fails the request: its
+    answer must be judged and hidden, the request replayed to the origin. (Before the fix:
+    `status 503`, every time; move_race met it now and then, when its reader's first read
+    came between its writer's first byte and the end of the head.)"""
+    if cbin is None:
+        pytest.fail("c-tests did not build")
+    testproxy.set_mode("error:2")
+    res = lab.run([os.path.join(cbin, "first_answer_race"), "api.example.test", "80", tag],
+                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    es = echoes(res)
+    assert len(es) == 1, "expected 1 answer\n" + describe(res)
+    assert_direct(es[0], res, origin=API, path=tag)
+    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
+    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
 
 
 # ---- 1c: x-lunar-sequence-id without a valid retry-after (fake proxy) ------------------------
