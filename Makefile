@@ -14,7 +14,7 @@ all: build
 build: $(LIB) $(NODE_HOOK) java-hook
 
 # One cargo run builds the library and the command (src/bin/lunar-intercept).
-$(LIB): Cargo.toml build.rs $(shell find src -name '*.rs') $(wildcard *.map)
+$(LIB): Cargo.toml build.rs scripts/layout/hot-code.txt $(shell find src -name '*.rs') $(wildcard *.map)
 	cargo build --release --lib --bins
 
 $(NODE_HOOK): lang/node/lunar-node-hook.cjs
