@@ -4,16 +4,18 @@
 use crate::sync::SpinLock;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Enough for any real program's working set of API hosts; on overflow we forget all
 /// rather than grow without bound (a forgotten name only costs a less precise match until
 /// the program resolves it again).
 const CAPACITY: usize = 4096;
 
-static NAMES: SpinLock<Option<HashMap<IpAddr, String>>> = SpinLock::new(None);
+/// Shared (`Arc`): each connection to an address holds its name without a copy.
+static NAMES: SpinLock<Option<HashMap<IpAddr, Arc<str>>>> = SpinLock::new(None);
 
 pub fn remember(ip: IpAddr, name: &str) {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name: Arc<str> = name.trim_end_matches('.').to_ascii_lowercase().into();
     let mut names = NAMES.lock();
     let map = names.get_or_insert_with(HashMap::new);
     if map.len() >= CAPACITY && !map.contains_key(&ip) {
@@ -22,7 +24,7 @@ pub fn remember(ip: IpAddr, name: &str) {
     map.insert(ip, name);
 }
 
-pub fn lookup(ip: IpAddr) -> Option<String> {
+pub fn lookup(ip: IpAddr) -> Option<Arc<str>> {
     NAMES.lock().as_ref()?.get(&ip).cloned()
 }
 

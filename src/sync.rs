@@ -75,6 +75,11 @@ impl<T> SpinLock<T> {
             .map(|_| SpinGuard { lock: self })
     }
 
+    /// The value, without locking: `&mut self` proves no one else holds it.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
     /// Only for a freshly forked child, where the holder no longer exists.
     pub fn force_unlock(&self) {
         self.state.store(UNLOCKED, Ordering::Release);

@@ -49,13 +49,55 @@ pub struct InFlight {
 
 const SPARE_MAX: usize = 16 * 1024;
 
+/// An `InFlight`'s allocations, kept from a closed connection for the next one.
+#[derive(Debug, Default)]
+pub struct InFlightBuffers {
+    copies: VecDeque<RequestCopy>,
+    spare: Vec<u8>,
+}
+
+impl InFlightBuffers {
+    /// Bytes they hold.
+    pub fn capacity(&self) -> usize {
+        self.copies.capacity() * std::mem::size_of::<RequestCopy>() + self.spare.capacity()
+    }
+}
+
 impl InFlight {
+    #[cfg(test)]
     pub fn new(cap: usize) -> Self {
+        Self::with_buffers(cap, InFlightBuffers::default())
+    }
+
+    /// Copies kept in a closed connection's buffers (emptied).
+    pub fn with_buffers(cap: usize, buffers: InFlightBuffers) -> Self {
+        let InFlightBuffers {
+            mut copies,
+            mut spare,
+        } = buffers;
+        copies.clear();
+        spare.clear();
         InFlight {
-            copies: VecDeque::new(),
+            copies,
             writing: false,
             cap,
-            spare: Vec::new(),
+            spare,
+        }
+    }
+
+    /// The buffers, for a later connection (`with_buffers`): the copies' own, and the
+    /// spare, when they are small enough to keep (`SPARE_MAX`). This one is left empty.
+    pub fn take_buffers(&mut self) -> InFlightBuffers {
+        let mut spare = std::mem::take(&mut self.spare);
+        for copy in self.copies.drain(..) {
+            if spare.capacity() == 0 && copy.wire.capacity() <= SPARE_MAX {
+                spare = copy.wire;
+            }
+        }
+        self.writing = false;
+        InFlightBuffers {
+            copies: std::mem::take(&mut self.copies),
+            spare,
         }
     }
 
@@ -258,5 +300,19 @@ mod tests {
         inflight.answered();
         inflight.append(b"late body");
         assert!(inflight.is_empty());
+    }
+
+    #[test]
+    fn recycled_buffers_carry_no_copy_over() {
+        let mut old = InFlight::new(1024);
+        old.start(Asked::Other, b"GET /a HTTP/1.1\r\n\r\n", 0);
+        old.start(Asked::Other, b"GET /b HTTP/1.1\r\n\r\n", 0);
+        let buffers = old.take_buffers();
+        assert!(buffers.capacity() > 0);
+        let mut inflight = InFlight::with_buffers(1024, buffers);
+        assert!(inflight.is_empty());
+        assert!(inflight.direct_bytes().is_empty());
+        inflight.start(Asked::Other, b"GET /c HTTP/1.1\r\n\r\n", 0);
+        assert_eq!(inflight.direct_bytes(), b"GET /c HTTP/1.1\r\n\r\n");
     }
 }

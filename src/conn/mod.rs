@@ -26,6 +26,7 @@ mod server_first;
 mod sim;
 #[cfg(test)]
 mod sim_fuzz;
+mod spares;
 mod state;
 mod tls_handoff;
 pub mod tls_plain;
@@ -65,7 +66,7 @@ pub struct Conn {
     /// Where the program asked to connect.
     pub original: SocketAddr,
     /// The name the program resolved for `original`, if it did.
-    pub name: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
     /// What the traffic filter said at connect (before the failsafe had its say): a
     /// request head that changes this verdict moves the socket.
     filter_diverts: bool,
@@ -124,14 +125,34 @@ struct Writer {
     lunar_out: Vec<u8>,
 }
 
+/// A closed connection's buffers serve the next one (`spares`).
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let writer = self.writer.get_mut();
+        let responses = self.responses.get_mut();
+        spares::give(spares::Spares {
+            request: writer.requests.take_buffer(),
+            head_out: std::mem::take(&mut writer.head_out),
+            lunar_out: std::mem::take(&mut writer.lunar_out),
+            responses: responses.take_buffers(),
+        });
+    }
+}
+
+fn empty(mut buffer: Vec<u8>) -> Vec<u8> {
+    buffer.clear();
+    buffer
+}
+
 impl Conn {
     /// A connection to `original`, not (yet) diverted.
     pub fn new(
         original: SocketAddr,
-        name: Option<String>,
+        name: Option<std::sync::Arc<str>>,
         filter_diverts: bool,
         replay_cap: usize,
     ) -> Conn {
+        let spares = spares::take();
         Conn {
             original,
             name,
@@ -141,11 +162,11 @@ impl Conn {
             family: libc::AF_INET,
             state: SpinLock::new(State::new()),
             writer: SpinLock::new(Writer {
-                requests: RequestStream::new(),
-                head_out: Vec::new(),
-                lunar_out: Vec::new(),
+                requests: RequestStream::with_buffer(spares.request),
+                head_out: empty(spares.head_out),
+                lunar_out: empty(spares.lunar_out),
             }),
-            responses: SpinLock::new(Responses::new(replay_cap)),
+            responses: SpinLock::new(Responses::new(replay_cap, spares.responses)),
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
             release_waiters: AtomicU32::new(0),

@@ -32,7 +32,7 @@ pub enum NotDiverted {
     /// program's lookup), labelled only when the DEBUG line is written.
     Direct {
         original: SocketAddr,
-        name: Option<String>,
+        name: Option<std::sync::Arc<str>>,
         why: Direct,
     },
 }

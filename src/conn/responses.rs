@@ -10,11 +10,11 @@
 
 use super::app_buffer::AppBuffer;
 use super::decide::{Answer, Event};
-use super::inflight::InFlight;
+use super::inflight::{InFlight, InFlightBuffers};
 use super::recovery::Failure;
 use super::retry_limits::retry_allowed;
 use super::{Conn, Phase};
-use crate::http::{Asked, ResponseHead, ResponseStream, Step, MAX_HEAD};
+use crate::http::{Asked, ResponseHead, ResponseStream, Step, StreamBuffers, MAX_HEAD};
 use crate::proxy;
 use crate::sys;
 
@@ -36,16 +36,41 @@ pub(super) struct Responses {
     pub retries: u32,
 }
 
+/// The allocations of a connection's answers (its tracker's, its probe's, the copies of
+/// its requests), kept from a closed connection for the next one (`spares`).
+#[derive(Debug, Default)]
+pub(super) struct ResponsesBuffers {
+    tracker: StreamBuffers,
+    probe: StreamBuffers,
+    inflight: InFlightBuffers,
+}
+
+impl ResponsesBuffers {
+    /// Bytes they hold.
+    pub fn capacity(&self) -> usize {
+        self.tracker.capacity() + self.probe.capacity() + self.inflight.capacity()
+    }
+}
+
 impl Responses {
-    pub fn new(replay_cap: usize) -> Self {
+    pub fn new(replay_cap: usize, buffers: ResponsesBuffers) -> Self {
         Responses {
-            tracker: ResponseStream::new(),
-            spare_probe: ResponseStream::new(),
-            inflight: InFlight::new(replay_cap),
+            tracker: ResponseStream::with_buffers(buffers.tracker),
+            spare_probe: ResponseStream::with_buffers(buffers.probe),
+            inflight: InFlight::with_buffers(replay_cap, buffers.inflight),
             held: Vec::new(),
             already_tracked: 0,
             partial_head: Vec::new(),
             retries: 0,
+        }
+    }
+
+    /// The allocations worth keeping for a later connection; this one is left empty.
+    pub fn take_buffers(&mut self) -> ResponsesBuffers {
+        ResponsesBuffers {
+            tracker: self.tracker.take_buffers(),
+            probe: self.spare_probe.take_buffers(),
+            inflight: self.inflight.take_buffers(),
         }
     }
 

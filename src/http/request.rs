@@ -67,11 +67,23 @@ impl Default for RequestStream {
 
 impl RequestStream {
     pub fn new() -> Self {
+        Self::with_buffer(Vec::new())
+    }
+
+    /// A new stream whose heads go into `buf` (emptied): a closed connection's, whose
+    /// capacity then spares this one its allocations.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         Self {
             state: State::new_head(),
-            buf: Vec::new(),
+            buf,
             heads: 0,
         }
+    }
+
+    /// The stream's buffer, for a later stream (`with_buffer`); this one is left empty.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     /// Offer bytes the application wants to write. Consumes a prefix of

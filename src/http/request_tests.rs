@@ -484,3 +484,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_stream_on_a_recycled_buffer_starts_afresh() {
+    let mut old = RequestStream::new();
+    assert_eq!(old.feed(b"GET /a HTTP/1.1\r\nHost: x"), Step::Buffered(24));
+    let mut stream = RequestStream::with_buffer(old.take_buffer());
+    let head = b"GET /b HTTP/1.1\r\n\r\n";
+    assert_eq!(stream.feed(head), Step::HeadComplete(head.len()));
+    assert_eq!(stream.head().target, "/b");
+}

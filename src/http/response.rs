@@ -53,6 +53,20 @@ impl State {
     }
 }
 
+/// A response stream's allocations, kept from a closed connection for the next one.
+#[derive(Debug, Default)]
+pub struct StreamBuffers {
+    buf: Vec<u8>,
+    asked: VecDeque<Asked>,
+}
+
+impl StreamBuffers {
+    /// Bytes they hold.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity() + self.asked.capacity() * std::mem::size_of::<Asked>()
+    }
+}
+
 /// Follows the response stream of one connection. Sans-IO: it is told what
 /// was read and says what the bytes are. Cloning is cheap at a message
 /// boundary (empty buffer): the connection layer probes a peeked head on a
@@ -95,12 +109,29 @@ impl Default for ResponseStream {
 
 impl ResponseStream {
     pub fn new() -> Self {
+        Self::with_buffers(StreamBuffers::default())
+    }
+
+    /// A new stream on a closed connection's buffers (emptied): their capacity spares
+    /// this one its allocations.
+    pub fn with_buffers(buffers: StreamBuffers) -> Self {
+        let StreamBuffers { mut buf, mut asked } = buffers;
+        buf.clear();
+        asked.clear();
         Self {
             state: State::new_head(),
-            buf: Vec::new(),
-            asked: VecDeque::new(),
+            buf,
+            asked,
             heads: 0,
             responses: 0,
+        }
+    }
+
+    /// The stream's buffers, for a later stream (`with_buffers`); this one is left empty.
+    pub fn take_buffers(&mut self) -> StreamBuffers {
+        StreamBuffers {
+            buf: std::mem::take(&mut self.buf),
+            asked: std::mem::take(&mut self.asked),
         }
     }
 

@@ -550,3 +550,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_stream_on_recycled_buffers_starts_afresh() {
+    let mut old = ResponseStream::new();
+    old.push_request("GET");
+    old.push_request("HEAD");
+    assert_eq!(
+        old.feed(b"HTTP/1.1 200 OK\r\nContent-Le"),
+        Step::Buffered(27)
+    );
+    let buffers = old.take_buffers();
+    assert!(buffers.capacity() > 0);
+    let mut stream = ResponseStream::with_buffers(buffers);
+    assert_eq!(stream.pending_requests(), 0);
+    assert!(stream.at_message_boundary());
+    stream.push_request("GET");
+    let head = b"HTTP/1.1 204 No Content\r\n\r\n";
+    assert_eq!(stream.feed(head), Step::HeadComplete(head.len()));
+    assert_eq!(stream.head().status, 204);
+}

@@ -6,8 +6,6 @@
 //! searched once; at most the last two bytes of what was already buffered are
 //! looked at again, when an LF there still waits for what follows it.
 
-use memchr::memchr;
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EndScan {
     /// Every LF before this position is known not to end the head.
@@ -35,12 +33,12 @@ impl EndScan {
         let mut pos = self.from;
         loop {
             let lf = if pos < head.len() {
-                memchr(b'\n', &head[pos..])
+                find_lf(&head[pos..])
                     .map(|k| pos + k)
-                    .or_else(|| memchr(b'\n', new).map(|k| head.len() + k))
+                    .or_else(|| find_lf(new).map(|k| head.len() + k))
             } else {
                 new.get(pos - head.len()..)
-                    .and_then(|rest| memchr(b'\n', rest))
+                    .and_then(find_lf)
                     .map(|k| pos + k)
             };
             let Some(lf) = lf else {
@@ -58,6 +56,33 @@ impl EndScan {
             }
         }
     }
+}
+
+/// The first LF in `bytes`, eight bytes at a time, inline: a head's lines are short, and
+/// a call to a vectorised search per line costs more in set-up than it saves.
+#[inline]
+fn find_lf(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8")) ^ LFS;
+        // A high bit for each zero byte (an LF), least significant first: none below the
+        // first zero is set wrongly (a borrow only runs upwards from a zero), so the
+        // lowest set bit marks the first LF.
+        let zeros = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|k| at + k)
 }
 
 #[cfg(test)]
@@ -86,6 +111,35 @@ mod tests {
             for split in 0..=data.len() {
                 assert_eq!(scan_split(data, start, split), end, "{data:?} at {split}");
             }
+        }
+    }
+
+    #[test]
+    fn finds_the_first_lf_at_every_place_among_any_bytes() {
+        for len in 0..40 {
+            for lf in 0..=len {
+                // Every other byte value around it, the borrow-prone 0x00, 0x01, 0x0b and
+                // 0x80.. among them.
+                let mut bytes: Vec<u8> = (0..len).map(|i| ((i * 37 + 1) % 256) as u8).collect();
+                bytes.iter_mut().for_each(|b| {
+                    if *b == b'\n' {
+                        *b = 0x0b;
+                    }
+                });
+                let expected = (lf < len).then(|| {
+                    bytes[lf] = b'\n';
+                    lf
+                });
+                if lf + 1 < len {
+                    bytes[lf + 1] = b'\n';
+                }
+                assert_eq!(find_lf(&bytes), expected, "{bytes:?}");
+                assert_eq!(find_lf(&bytes), memchr::memchr(b'\n', &bytes));
+            }
+        }
+        for b in 0..=255u8 {
+            let bytes = [b, 0, 1, b'\n', 0x80, 0xff, b, 0x0a ^ 0x80, 1];
+            assert_eq!(find_lf(&bytes), memchr::memchr(b'\n', &bytes), "{bytes:?}");
         }
     }
 

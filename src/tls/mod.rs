@@ -112,6 +112,6 @@ fn now_unix() -> u64 {
 /// name it resolved, else the address it connected to.
 fn certificate_host(server_name: Option<String>, conn: &crate::conn::Conn) -> String {
     server_name
-        .or_else(|| conn.name.clone())
+        .or_else(|| conn.name.as_deref().map(str::to_string))
         .unwrap_or_else(|| crate::addr::canonical(conn.original).ip().to_string())
 }
