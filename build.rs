@@ -225,7 +225,7 @@ fn hot_code_patterns() -> (Vec<String>, Vec<String>) {
 /// of them. `--wrap=NAME` sends std's calls to `__wrap_NAME`, a jump through our PLT
 /// (`src/sys/lazy_imports.rs` includes them), bound at the first call like our own
 /// imports. A name std stops calling costs nothing; one it starts calling is a lookup at
-/// load again (tests/e2e/test_residency.py checks that none is left).
+/// load again (tests/e2e/test_startup_work.py checks that none is left).
 const STD_IMPORTS: &[&str] = &[
     "abort",
     "access",

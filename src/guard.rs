@@ -80,7 +80,7 @@ pub unsafe fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) 
 
 /// Test builds (`--features race-probe`): a read of exactly 4093 bytes pauses 300 ms
 /// after the read path's checks, before the read, widening the window in which another
-/// thread of the program may move the socket (`conn::read::receive`).
+/// thread of the program may move the socket or complete a request (`conn::read::receive`).
 #[cfg(feature = "race-probe")]
 pub fn race_probe(buffer_len: usize) {
     if buffer_len == 4093 {

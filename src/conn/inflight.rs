@@ -85,19 +85,13 @@ impl InFlight {
         }
     }
 
-    /// The buffers, for a later connection (`with_buffers`): the copies' own, and the
-    /// spare, when they are small enough to keep (`SPARE_MAX`). This one is left empty.
+    /// The buffers, for a later connection (`with_buffers`): the queue of copies, and the
+    /// spare (an answered copy's buffer). This one is left empty.
     pub fn take_buffers(&mut self) -> InFlightBuffers {
-        let mut spare = std::mem::take(&mut self.spare);
-        for copy in self.copies.drain(..) {
-            if spare.capacity() == 0 && copy.wire.capacity() <= SPARE_MAX {
-                spare = copy.wire;
-            }
-        }
         self.writing = false;
         InFlightBuffers {
             copies: std::mem::take(&mut self.copies),
-            spare,
+            spare: std::mem::take(&mut self.spare),
         }
     }
 

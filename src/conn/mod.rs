@@ -139,11 +139,6 @@ impl Drop for Conn {
     }
 }
 
-fn empty(mut buffer: Vec<u8>) -> Vec<u8> {
-    buffer.clear();
-    buffer
-}
-
 impl Conn {
     /// A connection to `original`, not (yet) diverted.
     pub fn new(
@@ -163,8 +158,9 @@ impl Conn {
             state: SpinLock::new(State::new()),
             writer: SpinLock::new(Writer {
                 requests: RequestStream::with_buffer(spares.request),
-                head_out: empty(spares.head_out),
-                lunar_out: empty(spares.lunar_out),
+                // Both are cleared at each use.
+                head_out: spares.head_out,
+                lunar_out: spares.lunar_out,
             }),
             responses: SpinLock::new(Responses::new(replay_cap, spares.responses)),
             recovery: Gate::new(),

@@ -260,6 +260,18 @@ def test_fault_on_keepalive_connection(client, need_lib, tag, testproxy, mode):
     assert traffic(testproxy, tag), "no request reached the test proxy"
 
 
+def run_against_failing_proxy(lab, testproxy, cbin, program, tag, library):
+    """c-tests' `program` on api.example.test:80 with `library` preloaded and the test
+    proxy failing every request (x-lunar-error: 2); it must exit 0."""
+    if cbin is None:
+        pytest.fail("c-tests did not build")
+    testproxy.set_mode("error:2")
+    res = lab.run([os.path.join(cbin, program), "api.example.test", "80", tag],
+                  env=dict(TESTPROXY_ENV, LD_PRELOAD=library), debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    return res
+
+
 def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testproxy, cbin):
     """One keep-alive connection, the requests written by one thread and the answers read
     by another, each request with `x-lunar-allow: true` and the proxy failing them all:
@@ -269,12 +281,7 @@ def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testprox
     that read gets must be judged and hidden: 3 answers, all the origin's, each request
     at the proxy first. (Before the fix: `status 503`, the proxy's x-lunar-error answer
     in the program, as Java's HttpClient met it once in CI.)"""
-    if cbin is None:
-        pytest.fail("c-tests did not build")
-    testproxy.set_mode("error:2")
-    res = lab.run([os.path.join(cbin, "move_race"), "api.example.test", "80", tag],
-                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
-    assert res.rc == 0, describe(res)
+    res = run_against_failing_proxy(lab, testproxy, cbin, "move_race", tag, test_build_lib)
     es = echoes(res)
     assert len(es) == 3, "expected 3 answers\n" + describe(res)
     for e in es:
@@ -293,12 +300,8 @@ def test_answer_arriving_in_a_read_begun_before_its_request(lab, test_build_lib,
     answer must be judged and hidden, the request replayed to the origin. (Before the fix:
     `status 503`, every time; move_race met it now and then, when its reader's first read
     came between its writer's first byte and the end of the head.)"""
-    if cbin is None:
-        pytest.fail("c-tests did not build")
-    testproxy.set_mode("error:2")
-    res = lab.run([os.path.join(cbin, "first_answer_race"), "api.example.test", "80", tag],
-                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
-    assert res.rc == 0, describe(res)
+    res = run_against_failing_proxy(lab, testproxy, cbin, "first_answer_race", tag,
+                                    test_build_lib)
     es = echoes(res)
     assert len(es) == 1, "expected 1 answer\n" + describe(res)
     assert_direct(es[0], res, origin=API, path=tag)
