@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import ssl
 import subprocess
 import time
 
@@ -502,6 +503,41 @@ def test_divert_curl_parallel(lab, need_lib, haproxy_up, tag):
     assert sorted(e["path"] for e in es) == sorted("%s/%d" % (tag, i) for i in range(4)), describe(res)
     rids = {assert_proxied_tls(e, res) for e in es}
     assert len(rids) == 4 and len({hdr(e, "x-seen-src") for e in es}) == 4, describe(res)
+
+
+# A connection per request, alternating between two hosts: each session's certificate
+# names its own host and is valid now (Python checks the name; the test, what Python got),
+# although the library keeps the certificates it made for the next session to that host.
+ALTERNATING_HOSTS = r"""
+import http.client, json, ssl, sys
+context = ssl.create_default_context()
+for host in sys.argv[1:]:
+    conn = http.client.HTTPSConnection(host, context=context)
+    conn.request("GET", "%s/" + host)
+    answer = conn.getresponse()
+    cert = conn.sock.getpeercert()
+    print(json.dumps({"status": answer.status, "san": cert["subjectAltName"],
+                      "not_before": cert["notBefore"], "not_after": cert["notAfter"],
+                      "echo": json.loads(answer.read())}))
+    conn.close()
+"""
+
+
+@divert
+def test_divert_new_sessions_alternating_hosts(lab, need_lib, haproxy_up, tag):
+    hosts = [API, "other.example.test"] * 3
+    res = lab.run([PY, "-c", ALTERNATING_HOSTS % tag] + hosts, env=lab.tls_env(), debug=True)
+    assert_ok(res)
+    seen = [json.loads(line) for line in res.out.decode().splitlines() if line.strip()]
+    assert len(seen) == len(hosts), describe(res)
+    now = time.time()
+    for host, one in zip(hosts, seen):
+        assert one["status"] == 200 and one["san"] == [["DNS", host]], describe(res)
+        valid = ssl.cert_time_to_seconds(one["not_before"]), ssl.cert_time_to_seconds(one["not_after"])
+        assert valid[0] <= now <= valid[1], one
+        server = API_TLS if host == API else "%s:443" % labmod.OTHER_IP
+        assert one["echo"]["path"] == "%s/%s" % (tag, host), describe(res)
+        assert_proxied_tls(one["echo"], res, lunar_host=host, server=server)
 
 
 @divert

@@ -4,6 +4,7 @@
 //! see it, exactly as for port 80. After a proxy failure, `fallback` replaces the session
 //! by a real one.
 
+mod certificates;
 mod fallback;
 mod follow;
 pub mod real;
@@ -351,12 +352,15 @@ pub unsafe fn nominal_cipher(ssl: Ssl) -> *const c_void {
     }
 }
 
-/// A new certificate object naming the session's host (the caller owns it).
+/// A certificate object naming the session's host (the caller owns a reference to it).
 pub fn new_peer_certificate(session: &Session) -> X509 {
-    let der = certificate::synthetic_leaf_der(&session.host, now_unix());
-    let mut input = der.as_ptr();
-    // SAFETY: `input` points to `der.len()` bytes of DER; d2i_X509 allocates the object.
-    unsafe { real::d2i_X509(std::ptr::null_mut(), &mut input, der.len() as c_long) }
+    let now = now_unix();
+    certificates::certificate_for(&session.host, now, || {
+        let der = certificate::synthetic_leaf_der(&session.host, now);
+        let mut input = der.as_ptr();
+        // SAFETY: `input` points to `der.len()` bytes of DER; d2i_X509 allocates the object.
+        unsafe { real::d2i_X509(std::ptr::null_mut(), &mut input, der.len() as c_long) }
+    })
 }
 
 /// A certificate object the session keeps (for `SSL_get0_peer_certificate`).
@@ -386,8 +390,8 @@ pub fn free(ssl: Ssl) {
         let owned: Vec<Owned> = std::mem::take(&mut session.state.lock().owned);
         for item in owned {
             if let Owned::X509(x509) = item {
-                // SAFETY: made by d2i_X509 for this session and handed out without a
-                // reference of the program's own.
+                // SAFETY: the session's own reference (from `new_peer_certificate`),
+                // handed out without one of the program's.
                 unsafe { real::X509_free(x509 as X509) };
             }
         }

@@ -63,6 +63,7 @@ real_in! { Library::Crypto;
     fn BIO_test_flags(bio: Bio, flags: c_int) -> c_int, else 0;
     fn d2i_X509(out: *mut X509, input: *mut *const u8, len: c_long) -> X509, else std::ptr::null_mut();
     fn X509_free(x509: X509) -> (), else ();
+    fn X509_up_ref(x509: X509) -> c_int, else 0;
     fn ERR_set_mark() -> c_int, else 0;
     fn OPENSSL_sk_value(stack: *const c_void, index: c_int) -> *const c_void, else std::ptr::null();
     fn ERR_pop_to_mark() -> c_int, else 0;
