@@ -3,7 +3,9 @@
 Run inside the bench's lab namespace:
     blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES
 
-Rows (each round runs every row, library and direct mode in alternating order):
+Rows (each round runs every row's arms, library and direct mode, taking turns going first;
+py_session_https and py_get_https add a third, "tlssetup": direct mode with the client
+also building its own TLS objects per connection, as it does for https with the library):
   py_session_http   Python requests.Session, keep-alive, http://api.example.test/
   py_session_https  the same, https://api.example.test/ (a virtual TLS session)
   py_get_http       requests.get: a new connection per request
@@ -51,6 +53,9 @@ LIB_TLS_ENV = dict(BASE_ENV, LD_PRELOAD=lib, LUNAR_PROXY_HOST="proxy.lunar.test:
                    LUNAR_PROXY_SUPPORT_TLS="1", LUNAR_HANDSHAKE_PORT="8443",
                    LUNAR_PROXY_CA_FILE=ca)
 DIRECT_TLS_URL = "https://proxy.lunar.test:8400/"
+# The https rows' third arm: direct mode, the client also doing its own TLS set-up for
+# each connection (client.py), which the library's side does and plain direct mode does not.
+TLS_SETUP_ENV = dict(BASE_ENV, BENCH_TLS_SETUP=ca)
 
 
 def direct_headers(scheme):
@@ -194,13 +199,15 @@ ROWS = [
      lambda: py_client("session", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
     ("py_session_https",
      lambda: py_client("session", "https://api.example.test/", {}, ca, LIB_ENV),
-     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV)),
+     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
+     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV)),
     ("py_get_http",
      lambda: py_client("get", "http://api.example.test/", {}, "-", LIB_ENV),
      lambda: py_client("get", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
     ("py_get_https",
      lambda: py_client("get", "https://api.example.test/", {}, ca, LIB_ENV),
-     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV)),
+     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
+     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV)),
     ("curl_keepalive",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_ENV),
      lambda: curl_keepalive(DIRECT_URL, curl_h("http"), BASE_ENV)),
@@ -240,10 +247,11 @@ ROWS = [
 ]
 
 for rnd in range(1, rounds + 1):
-    for row, lib_run, direct_run in ROWS:
+    for row, lib_run, direct_run, *tls_setup_run in ROWS:
         arms = [("lib", lib_run), ("direct", direct_run)]
-        if rnd % 2 == 0:
-            arms.reverse()
+        arms += [("tlssetup", run) for run in tls_setup_run]
+        turn = rnd % len(arms)  # the arms take turns going first
+        arms = arms[turn:] + arms[:turn]
         line = []
         for mode, run in arms:
             h0 = hap_lines() if rnd == 1 else 0

@@ -6,14 +6,21 @@ namespace, with or without the library preloaded.
 MODE "session": one requests.Session, keep-alive on one connection; "get": requests.get,
 a new connection per request. WARM requests first (not timed: the library's set-up and
 handshake, the first connection), then N timed. VERIFY: a CA file or "-" (http). LIB:
-the library's path, to report its own mappings after the traffic. Prints one line:
+the library's path, to report its own mappings after the traffic. BENCH_TLS_SETUP=CAFILE
+(direct mode only): the client also builds, for each connection it makes, what requests
+builds for an https connection verified with CAFILE short of the handshake (urllib3's
+SSLContext, the CA loaded, an SSL object): the part of an https row that is the client's
+own TLS work, not the library's. Prints one line:
 "us_per_req <mean> us_median <median request> hwm_kib <VmHWM> lib_rss_kib <Rss> lib_dirty_kib <Private_Dirty>".
 """
 import json
+import os
+import ssl
 import sys
 import time
 
 import requests
+from urllib3.util.ssl_ import create_urllib3_context
 
 mode, url, n, warm, headers, verify = sys.argv[1:7]
 lib = sys.argv[7] if len(sys.argv) > 7 else None
@@ -27,7 +34,25 @@ else:
     get = lambda: requests.get(url, headers=headers, verify=verify)
 
 
+tls_ca = os.environ.get("BENCH_TLS_SETUP")
+tls_objects = None
+
+
+def tls_setup():
+    """What urllib3's HTTPSConnection.connect and requests' cert_verify do for an https
+    connection with verify=CAFILE, but the handshake and the encryption."""
+    global tls_objects
+    if not os.path.exists(tls_ca) or os.path.isdir(tls_ca):  # requests' two stats
+        sys.exit("client.py: BENCH_TLS_SETUP=%s is not a CA file" % tls_ca)
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.load_verify_locations(tls_ca)
+    tls_objects = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(),
+                                   server_hostname="api.example.test")
+
+
 def one():
+    if tls_ca and (mode == "get" or tls_objects is None):
+        tls_setup()  # a new connection: every request of "get", the first of "session"
     r = get()
     if r.status_code != 200 or b"nginx-bench" not in r.content:
         sys.exit("client.py: %s answered %d: %r" % (url, r.status_code, r.content[:200]))
