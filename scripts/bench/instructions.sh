@@ -11,7 +11,11 @@
 #          client with Lunar's headers written by itself): the CPU a request costs the
 #          program, without the noise of wrk's shared cores;
 #  close   a request on a new connection (wrk -t1 -c4, Connection: close), the whole
-#          process's instructions per request, library vs direct mode.
+#          process's instructions per request, library vs direct mode;
+#  pass    wrk -t1 -c4 keep-alive to nginx's :8080 (a port the library does not
+#          intercept), the whole process's instructions per request with the library
+#          (LUNAR_PROXY_HOST set) and without: the pass-through cost without the noise of
+#          req/s on shared cores.
 # Each program runs with N and with 0 iterations, with and without LD_PRELOAD: the
 # program's own set-up and the library's load cancel out. Appends
 # insn.KIND.{lib,base} (instructions per call or pair) and insn.load (instructions the
@@ -88,21 +92,30 @@ if command -v valgrind >/dev/null; then
 		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
 		[[ $# -gt 0 ]] && shift && envs=("$@")
 		in_ns "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-			wrk -t1 -c4 "-d${secs}s" -H 'Connection: close' "${args[@]}" "$url" 2>&1 |
+			wrk -t1 -c4 "-d${secs}s" "${args[@]}" "$url" 2>&1 |
 			awk '/requests in/ {n = $1} /Collected/ {c = $4} END {if (n > 0 && c > 0) print c, n}' || true
 	}
-	wl1=$(insn_wrk 1 http://api.example.test/ -- "${LIBENV[@]}")
-	wl3=$(insn_wrk 3 http://api.example.test/ -- "${LIBENV[@]}")
-	wd1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
-	wd3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
-	if [[ -n "$wl1" && -n "$wl3" && -n "$wd1" && -n "$wd3" ]]; then
-		awk -v l1="$wl1" -v l3="$wl3" -v d1="$wd1" -v d3="$wd3" 'BEGIN {
-			split(l1, a); split(l3, b); split(d1, c); split(d3, d)
-			if (b[2] > a[2] && d[2] > c[2])
-				printf "insn.close.lib\t1\t%.1f\ninsn.close.base\t1\t%.1f\n", (b[1] - a[1]) / (b[2] - a[2]), (d[1] - c[1]) / (d[2] - c[2]) }' >>"$SAMPLES"
-	else
-		say "bench: wrk under callgrind failed: no per-connection instruction row"
-	fi
+	insn_wrk_rows() { # kind lib-run(1 s, 3 s) base-run(1 s, 3 s): insn.KIND.{lib,base}
+		if [[ -n "$2" && -n "$3" && -n "$4" && -n "$5" ]]; then
+			awk -v k="$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
+				split(l1, a); split(l3, b); split(d1, c); split(d3, d)
+				if (b[2] > a[2] && d[2] > c[2])
+					printf "insn.%s.lib\t1\t%.1f\ninsn.%s.base\t1\t%.1f\n", k, (b[1] - a[1]) / (b[2] - a[2]), k, (d[1] - c[1]) / (d[2] - c[2]) }' >>"$SAMPLES"
+		else
+			say "bench: wrk under callgrind failed: no $1 instruction row"
+		fi
+	}
+	CLOSE=(-H 'Connection: close')
+	insn_wrk_rows close \
+		"$(insn_wrk 1 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
+		"$(insn_wrk 3 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
+		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
+		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
+	insn_wrk_rows pass \
+		"$(insn_wrk 1 http://api.example.test:8080/ -- "${LIBENV[@]}")" \
+		"$(insn_wrk 3 http://api.example.test:8080/ -- "${LIBENV[@]}")" \
+		"$(insn_wrk 1 http://api.example.test:8080/)" \
+		"$(insn_wrk 3 http://api.example.test:8080/)"
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
 	fi
