@@ -57,6 +57,18 @@ pub unsafe extern "C-unwind" fn ppoll(
         // SAFETY: the program's own arguments.
         return unsafe { sys::ppoll(fds, count, timeout, mask) };
     }
+    // SAFETY: as above.
+    unsafe { ppoll_with_tracked(fds, count, timeout, mask) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn ppoll_with_tracked(
+    fds: *mut pollfd,
+    count: nfds_t,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         conn::note_input_waits_in_pollfds(fds, count, conn::timespec_ms(timeout));
@@ -77,22 +89,31 @@ pub unsafe extern "C-unwind" fn epoll_ctl(
     fd: c_int,
     event: *mut epoll_event,
 ) -> c_int {
-    // SAFETY: the program's own arguments.
-    let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
-    if result == 0 && fdtable::maybe_tracked(fd) {
-        // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
-        let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
-        note_watch(epoll, op, fd, events, data);
+    // Nothing tracked, nothing to note: the call is libc's, a tail call (as in the waits,
+    // a count taken before the call; only a program racing its own connect of this fd from
+    // another thread could tell the difference).
+    if !fdtable::any_tracked() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::epoll_ctl(epoll, op, fd, event) };
     }
-    result
+    // SAFETY: as above.
+    unsafe { epoll_ctl_noting(epoll, op, fd, event) }
 }
 
 #[cold]
 #[inline(never)]
-fn note_watch(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
-    if op == libc::EPOLL_CTL_DEL || tracked(fd).is_some() {
+unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int {
+    // SAFETY: the program's own arguments.
+    let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
+    if result == 0
+        && fdtable::maybe_tracked(fd)
+        && (op == libc::EPOLL_CTL_DEL || tracked(fd).is_some())
+    {
+        // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
+        let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
         watchers::note(epoll, op, fd, events, data);
     }
+    result
 }
 
 /// # Safety
@@ -105,7 +126,7 @@ pub unsafe extern "C-unwind" fn epoll_wait(
     timeout: c_int,
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
-    unsafe { epoll_pwait(epoll, events, max, timeout, std::ptr::null()) }
+    unsafe { epoll_pwait_hook(epoll, events, max, timeout, std::ptr::null()) }
 }
 
 /// # Safety
@@ -118,10 +139,40 @@ pub unsafe extern "C-unwind" fn epoll_pwait(
     timeout: c_int,
     mask: *const sigset_t,
 ) -> c_int {
+    // SAFETY: the program's own arguments.
+    unsafe { epoll_pwait_hook(epoll, events, max, timeout, mask) }
+}
+
+/// `epoll_wait` and `epoll_pwait`, inlined into each (not a call through the PLT to our
+/// exported `epoll_pwait`).
+///
+/// # Safety
+/// As epoll_pwait(2).
+#[inline(always)]
+unsafe fn epoll_pwait_hook(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> c_int {
     if !fdtable::any_tracked() {
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
     }
+    // SAFETY: as above.
+    unsafe { epoll_pwait_with_tracked(epoll, events, max, timeout, mask) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn epoll_pwait_with_tracked(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         let look = || conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, 0, mask);
@@ -146,6 +197,19 @@ pub unsafe extern "C-unwind" fn epoll_pwait2(
         // SAFETY: the program's own arguments.
         return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
     }
+    // SAFETY: as above.
+    unsafe { epoll_pwait2_with_tracked(epoll, events, max, timeout, mask) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn epoll_pwait2_with_tracked(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         let look = || conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, &NO_WAIT, mask);
