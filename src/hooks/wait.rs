@@ -35,13 +35,34 @@ pub unsafe extern "C-unwind" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c
 unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        conn::note_input_waits_in_pollfds(fds, count, timeout.into());
-        let look = || conn::poll_hiding_proxy_hang_ups(fds, count, 0);
-        if let Some(ready) = conn::poll_showing_plaintext(fds, count, look) {
+        pollfds_with_tracked(fds, count, timeout.into(), |look| {
+            conn::poll_hiding_proxy_hang_ups(fds, count, if look { 0 } else { timeout })
+        })
+    }
+}
+
+/// The part of poll and ppoll a process with tracked fds needs: a wait for input on a
+/// socket the program never wrote to is noted (`conn::server_first`), plaintext a virtual
+/// session already holds is shown at once, else the program's own wait runs with the
+/// proxy's hang-ups hidden. `wait(true)` only looks (no waiting); `wait(false)` is the
+/// program's wait.
+///
+/// # Safety
+/// As poll(2), for `fds` and `count`.
+unsafe fn pollfds_with_tracked(
+    fds: *mut pollfd,
+    count: nfds_t,
+    timeout_ms: i64,
+    wait: impl Fn(bool) -> c_int,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        conn::note_input_waits_in_pollfds(fds, count, timeout_ms);
+        if let Some(ready) = conn::poll_showing_plaintext(fds, count, || wait(true)) {
             return ready;
         }
-        conn::poll_hiding_proxy_hang_ups(fds, count, timeout)
     }
+    wait(false)
 }
 
 /// # Safety
@@ -71,12 +92,10 @@ unsafe fn ppoll_with_tracked(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        conn::note_input_waits_in_pollfds(fds, count, conn::timespec_ms(timeout));
-        let look = || conn::ppoll_hiding_proxy_hang_ups(fds, count, &NO_WAIT, mask);
-        if let Some(ready) = conn::poll_showing_plaintext(fds, count, look) {
-            return ready;
-        }
-        conn::ppoll_hiding_proxy_hang_ups(fds, count, timeout, mask)
+        pollfds_with_tracked(fds, count, conn::timespec_ms(timeout), |look| {
+            let timeout = if look { &NO_WAIT } else { timeout };
+            conn::ppoll_hiding_proxy_hang_ups(fds, count, timeout, mask)
+        })
     }
 }
 
@@ -175,11 +194,29 @@ unsafe fn epoll_pwait_with_tracked(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        let look = || conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, 0, mask);
-        if let Some(ready) = conn::epoll_showing_plaintext(epoll, events, max, look) {
-            return ready;
-        }
-        conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+        epoll_with_tracked(epoll, events, max, |look| {
+            let timeout = if look { 0 } else { timeout };
+            conn::epoll_pwait_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+        })
+    }
+}
+
+/// The part of the epoll waits a process with tracked fds needs: plaintext a virtual
+/// session already holds is shown at once, else the program's own wait runs with the
+/// proxy's hang-ups hidden. `wait(true)` only looks; `wait(false)` is the program's wait.
+///
+/// # Safety
+/// As epoll_wait(2), for `events` and `max`.
+unsafe fn epoll_with_tracked(
+    epoll: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    wait: impl Fn(bool) -> c_int,
+) -> c_int {
+    // SAFETY: the program's own arguments.
+    match unsafe { conn::epoll_showing_plaintext(epoll, events, max, || wait(true)) } {
+        Some(ready) => ready,
+        None => wait(false),
     }
 }
 
@@ -212,11 +249,10 @@ unsafe fn epoll_pwait2_with_tracked(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        let look = || conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, &NO_WAIT, mask);
-        if let Some(ready) = conn::epoll_showing_plaintext(epoll, events, max, look) {
-            return ready;
-        }
-        conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+        epoll_with_tracked(epoll, events, max, |look| {
+            let timeout = if look { &NO_WAIT } else { timeout };
+            conn::epoll_pwait2_hiding_proxy_hang_ups(epoll, events, max, timeout, mask)
+        })
     }
 }
 

@@ -65,11 +65,12 @@ fn keep(host: &str, now_unix: u64, x509: X509) {
     };
     let released = match KEPT_CERTIFICATES.try_lock() {
         Some(mut kept) => {
+            // The host's own slot, else an empty one (None sorts first), else the oldest.
             let slot = kept
                 .iter()
-                .position(|k| k.as_ref().is_some_and(|k| &*k.host == host));
-            let slot = slot.or_else(|| kept.iter().position(Option::is_none));
-            let slot = slot.unwrap_or_else(|| oldest(&kept[..]));
+                .position(|k| k.as_ref().is_some_and(|k| &*k.host == host))
+                .or_else(|| (0..KEPT).min_by_key(|&i| kept[i].as_ref().map(|k| k.made_unix)))
+                .unwrap_or(0);
             kept[slot].replace(entry).map(|old| old.x509)
         }
         None => Some(entry.x509),
@@ -78,10 +79,4 @@ fn keep(host: &str, now_unix: u64, x509: X509) {
         // SAFETY: the cache's own reference, given up; freed outside the lock.
         unsafe { real::X509_free(old as X509) };
     }
-}
-
-fn oldest(kept: &[Option<Kept>]) -> usize {
-    (0..kept.len())
-        .min_by_key(|&i| kept[i].as_ref().map_or(0, |k| k.made_unix))
-        .unwrap_or(0)
 }
