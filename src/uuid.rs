@@ -48,17 +48,14 @@ pub fn push_v4(out: &mut Vec<u8>) {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Where each byte's two digits go among the 36 characters (8-4-4-4-12).
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     // Written into an array, appended once: a push per character checks the capacity
     // each time, on every diverted request.
     let mut text = [b'-'; 36];
-    let mut at = 0;
-    for (index, byte) in bytes.iter().enumerate() {
-        if matches!(index, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
+    for (byte, at) in bytes.iter().zip(AT) {
         text[at] = HEX[usize::from(byte >> 4)];
         text[at + 1] = HEX[usize::from(byte & 0x0f)];
-        at += 2;
     }
     out.extend_from_slice(&text);
 }
@@ -85,6 +82,8 @@ mod tests {
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(100) {
             assert_eq!(id.len(), 36);
+            let dashes: Vec<usize> = id.match_indices('-').map(|(at, _)| at).collect();
+            assert_eq!(dashes, [8, 13, 18, 23], "{id}");
             assert_eq!(&id[14..15], "4");
             assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
             assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));

@@ -3,8 +3,11 @@
     patterns.py LIB PROFILE...
 
 Prints one linker-script section pattern per function of LIB that ran (`pattern`), in
-the order of the profiles and within one by cost. A line `[https]` comes before the
-first function of the first profile named *https*: build.rs ends http's code there.
+groups: what an inert process runs, then the functions http's clients run for every
+request (called at least as often as request heads are written), then http's set-up (once per process or
+connection), then the same two for https after a line `[https]` (build.rs ends http's
+code there); within a group in the order of the profiles, and by cost within one. The
+code a request runs is then a few contiguous pages, not spread among set-up code.
 """
 import collections
 import os
@@ -53,22 +56,58 @@ def pattern(name, instances):
     return ".text.*" + (base + suffix).lstrip("*")
 
 
+# A function runs for every request when it is called at least as often as the request
+# heads are written (`RequestStream::emit_head`), and at least this often: set-up runs
+# once per process or connection (reading the configuration: a call per variable).
+PER_REQUEST_MIN = 10
+REQUEST_HEAD = "_ZN15lunar_intercept4http7request13RequestStream9emit_head17h"
+
+
+def call_counts(profile):
+    """Calls to each function (mangled name) in a callgrind profile."""
+    names, counts, callee = {}, collections.Counter(), None
+    with open(profile) as lines:
+        for line in lines:
+            m = re.match(r"c?fn=\((\d+)\)(?: (\S+))?", line)
+            if m:
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                callee = names.get(m.group(1)) if line.startswith("cfn=") else callee
+            elif line.startswith("calls=") and callee:
+                counts[callee] += int(line[6:].split()[0])
+    return counts
+
+
 lib, profiles = os.path.realpath(sys.argv[1]), sys.argv[2:]
 nm = subprocess.run(["nm", "--defined-only", lib], capture_output=True, text=True, check=True)
 symbols = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
 instances = collections.Counter(unhashed(s.split(".")[0]) for s in set(symbols))
-seen, out = set(), []
+# Groups in order: what an inert process runs (the load), then http's per-request code,
+# http's set-up, then (after `[https]`) the same two for https.
+groups = {key: [] for key in ("inert", "http", "http-setup", "https", "https-setup")}
+placed = set()
 for profile in profiles:
-    if "https" in os.path.basename(profile) and "[https]" not in out:
-        out.append("[https]")
+    kind = "https" if "https" in os.path.basename(profile) else "http"
+    if "inert" in os.path.basename(profile):
+        kind = "inert"
     text = subprocess.run(["callgrind_annotate", "--threshold=100", profile],
                           capture_output=True, text=True, check=True).stdout
+    calls = call_counts(profile)
+    heads = max((n for name, n in calls.items() if name.startswith(REQUEST_HEAD)), default=0)
     for line in text.splitlines():
         m = re.search(r"\?\?\?:(\S+) \[(.*)\]$", line)
         if not m or os.path.realpath(m.group(2)) != lib:
             continue
-        found = pattern(m.group(1), instances)
-        if found and found not in seen:
-            seen.add(found)
-            out.append(found)
+        name = m.group(1)
+        found = pattern(name, instances)
+        if not found or found in placed:
+            continue  # the first profile it ran in places it
+        per_request = calls[name] >= max(heads, PER_REQUEST_MIN)
+        placed.add(found)
+        groups[kind if kind == "inert" or per_request else kind + "-setup"].append(found)
+out = []
+for key, found in groups.items():
+    if key == "https":
+        out.append("[https]")
+    out.extend(found)
 print("\n".join(out))

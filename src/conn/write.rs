@@ -403,17 +403,22 @@ pub(super) fn send_all(
     mut bytes: &[u8],
     flags: c_int,
 ) -> Result<(), c_int> {
-    let deadline = Instant::now() + HEAD_SEND_TIMEOUT;
-    if let Some(sent) = conn.link_write_all(fd, bytes, deadline) {
-        return sent;
+    let deadline = || Instant::now() + HEAD_SEND_TIMEOUT;
+    if conn.linked() {
+        if let Some(sent) = conn.link_write_all(fd, bytes, deadline()) {
+            return sent;
+        }
     }
+    // The clock is read only when the socket buffer is full: nearly every head leaves in
+    // one send.
+    let mut give_up = None;
     while !bytes.is_empty() {
         // SAFETY: sends from a live slice.
         match unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) } {
             sent if sent >= 0 => bytes = &bytes[sent as usize..],
             _ => match sys::errno() {
                 libc::EINTR => {}
-                libc::EAGAIN => wait_for(fd, libc::POLLOUT, deadline)?,
+                libc::EAGAIN => wait_for(fd, libc::POLLOUT, *give_up.get_or_insert_with(deadline))?,
                 errno => return Err(errno),
             },
         }
