@@ -13,7 +13,6 @@ use memchr::memchr;
 
 use super::fields::{copy_without, field_line, span};
 use super::framing::{trim_ows, Framing, FramingHeaders};
-use super::MAX_HEAD;
 
 /// The parts of a request head the connection layer decides on. Borrows the
 /// stream's head buffer.
@@ -65,15 +64,13 @@ pub(crate) struct ParsedHead {
 const STACK_HEADERS: usize = 64;
 
 /// The head at the start of `input` when all of it is there and httparse takes it: its
-/// length and its parse. A head that arrives whole (nearly every one) is parsed once,
-/// without the byte-by-byte start-line check and end search that a head arriving in
-/// pieces needs; `None` sends the caller that way (it reaches the same verdict).
+/// length and its parse (`StartLine::parse_whole`).
 pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedHead)> {
-    let window = &input[..input.len().min(MAX_HEAD)];
+    // Uninitialised: 64 empty fields would be 2 KiB of stores per request.
     let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
     let mut request = httparse::Request::new(&mut []);
-    match request.parse_with_uninit_headers(window, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => read(&window[..n], &request).map(|head| (n, head)),
+    match request.parse_with_uninit_headers(input, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => read(&input[..n], &request).map(|head| (n, head)),
         _ => None,
     }
 }
@@ -81,15 +78,11 @@ pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedHead)> {
 /// Parses `head`, which must end exactly at the end of the head. `None` when
 /// httparse refuses it.
 pub(crate) fn parse(head: &[u8]) -> Option<ParsedHead> {
-    // Uninitialised: 64 empty fields would be 2 KiB of stores per request.
-    let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
-    match request.parse_with_uninit_headers(head, &mut headers) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => return read(head, &request),
-        Err(httparse::Error::TooManyHeaders) => {}
-        _ => return None,
+    if let Some((n, parsed)) = parse_whole(head) {
+        return (n == head.len()).then_some(parsed);
     }
-    // Every field takes a line, so the LF count is always enough.
+    // Refused, or more fields than the stack holds: every field takes a line, so the LF
+    // count is always enough.
     let lines = memchr::memchr_iter(b'\n', head).count();
     let mut headers = vec![httparse::EMPTY_HEADER; lines];
     let mut request = httparse::Request::new(&mut headers);

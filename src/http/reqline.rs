@@ -9,6 +9,7 @@
 //! a line that passes here is not refused by httparse for its request line.
 
 use super::collect::{StartLine, Verdict};
+use super::head;
 
 /// RFC 9110 `tchar`, the characters of a method token.
 pub(crate) fn is_tchar(b: u8) -> bool {
@@ -71,6 +72,16 @@ impl Default for RequestLine {
 }
 
 impl StartLine for RequestLine {
+    type Head = head::ParsedHead;
+
+    fn parse_whole(input: &[u8]) -> Option<(usize, Self::Head)> {
+        head::parse_whole(input)
+    }
+
+    fn parse(head: &[u8]) -> Option<Self::Head> {
+        head::parse(head)
+    }
+
     fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::collect::{Collected, HeadCollector};
 use super::framing::{Body, Framing, Progress};
-use super::response_head::{self, ParsedResponse, ResponseHead};
+use super::response_head::{ParsedResponse, ResponseHead};
 use super::statusline::StatusLine;
 use super::Step;
 
@@ -175,36 +175,16 @@ impl ResponseStream {
                     Step::Pass(input.len())
                 }
             },
-            State::Head(_) if self.buf.is_empty() => match response_head::parse_whole(input) {
-                Some((n, parsed)) => {
-                    self.buf.extend_from_slice(&input[..n]);
-                    self.ready(parsed, n)
+            State::Head(collector) => match collector.feed(&mut self.buf, input) {
+                Collected::More(n) => Step::Buffered(n),
+                Collected::Complete(n, parsed) => {
+                    self.heads += 1;
+                    self.state = State::Ready(parsed);
+                    Step::HeadComplete(n)
                 }
-                None => self.collect(input),
+                Collected::NotHttp(n) => self.not_http(n),
             },
-            State::Head(_) => self.collect(input),
         }
-    }
-
-    /// Takes a head arriving in pieces into the buffer.
-    fn collect(&mut self, input: &[u8]) -> Step {
-        let State::Head(collector) = &mut self.state else {
-            return self.not_http(0);
-        };
-        match collector.feed(&mut self.buf, input) {
-            Collected::More(n) => Step::Buffered(n),
-            Collected::Complete(n) => match response_head::parse(&self.buf) {
-                Some(parsed) => self.ready(parsed, n),
-                None => self.not_http(n),
-            },
-            Collected::NotHttp(n) => self.not_http(n),
-        }
-    }
-
-    fn ready(&mut self, parsed: ParsedResponse, n: usize) -> Step {
-        self.heads += 1;
-        self.state = State::Ready(parsed);
-        Step::HeadComplete(n)
     }
 
     fn not_http(&mut self, n: usize) -> Step {

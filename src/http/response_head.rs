@@ -9,7 +9,6 @@ use std::ops::Range;
 
 use super::fields::{copy_without, field_line, span};
 use super::framing::{trim_ows, Framing, FramingHeaders};
-use super::MAX_HEAD;
 
 /// The parts of a response head the connection layer decides on. Borrows
 /// the stream's head buffer.
@@ -66,19 +65,18 @@ pub(crate) struct ParsedResponse {
 const STACK_HEADERS: usize = 64;
 
 /// The head at the start of `input` when all of it is there and httparse takes it: its
-/// length and its parse. A head that arrives whole is parsed once, without the
-/// byte-by-byte status-line check and end search a head in pieces needs; `None` sends the
-/// caller that way (it reaches the same verdict).
+/// length and its parse (`StartLine::parse_whole`).
 pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedResponse)> {
-    let window = &input[..input.len().min(MAX_HEAD)];
+    // Uninitialised: 64 empty fields would be 2 KiB of stores per response.
     let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
-        window,
+        input,
         &mut headers,
-    ) {
-        Ok(httparse::Status::Complete(n)) => read(&window[..n], &response).map(|head| (n, head)),
+    );
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => read(&input[..n], &response).map(|head| (n, head)),
         _ => None,
     }
 }
@@ -86,18 +84,10 @@ pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedResponse)> {
 /// Parses `head`, which must end exactly at the end of the head. `None` when
 /// httparse refuses it.
 pub(crate) fn parse(head: &[u8]) -> Option<ParsedResponse> {
-    // Uninitialised: 64 empty fields would be 2 KiB of stores per response.
-    let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        head,
-        &mut headers,
-    ) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => return read(head, &response),
-        Err(httparse::Error::TooManyHeaders) => {}
-        _ => return None,
+    if let Some((n, parsed)) = parse_whole(head) {
+        return (n == head.len()).then_some(parsed);
     }
+    // Refused, or more fields than the stack holds.
     let lines = memchr::memchr_iter(b'\n', head).count();
     let mut headers = vec![httparse::EMPTY_HEADER; lines];
     let mut response = httparse::Response::new(&mut headers);

@@ -4,6 +4,7 @@
 //! end straight away.
 
 use super::collect::{StartLine, Verdict};
+use super::response_head;
 
 const VERSION_PREFIX: &[u8] = crate::hot_data::hot_bytes!(b"HTTP/1.");
 
@@ -42,6 +43,16 @@ impl Default for StatusLine {
 }
 
 impl StartLine for StatusLine {
+    type Head = response_head::ParsedResponse;
+
+    fn parse_whole(input: &[u8]) -> Option<(usize, Self::Head)> {
+        response_head::parse_whole(input)
+    }
+
+    fn parse(head: &[u8]) -> Option<Self::Head> {
+        response_head::parse(head)
+    }
+
     fn is_done(&self) -> bool {
         self.state == State::Done
     }
