@@ -78,11 +78,14 @@ pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedHead)> {
 /// Parses `head`, which must end exactly at the end of the head. `None` when
 /// httparse refuses it.
 pub(crate) fn parse(head: &[u8]) -> Option<ParsedHead> {
-    if let Some((n, parsed)) = parse_whole(head) {
-        return (n == head.len()).then_some(parsed);
+    let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut headers) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => return read(head, &request),
+        Err(httparse::Error::TooManyHeaders) => {}
+        _ => return None,
     }
-    // Refused, or more fields than the stack holds: every field takes a line, so the LF
-    // count is always enough.
+    // Every field takes a line, so the LF count is always enough.
     let lines = memchr::memchr_iter(b'\n', head).count();
     let mut headers = vec![httparse::EMPTY_HEADER; lines];
     let mut request = httparse::Request::new(&mut headers);

@@ -84,10 +84,18 @@ pub(crate) fn parse_whole(input: &[u8]) -> Option<(usize, ParsedResponse)> {
 /// Parses `head`, which must end exactly at the end of the head. `None` when
 /// httparse refuses it.
 pub(crate) fn parse(head: &[u8]) -> Option<ParsedResponse> {
-    if let Some((n, parsed)) = parse_whole(head) {
-        return (n == head.len()).then_some(parsed);
+    let mut headers = [MaybeUninit::uninit(); STACK_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        head,
+        &mut headers,
+    );
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => return read(head, &response),
+        Err(httparse::Error::TooManyHeaders) => {}
+        _ => return None,
     }
-    // Refused, or more fields than the stack holds.
     let lines = memchr::memchr_iter(b'\n', head).count();
     let mut headers = vec![httparse::EMPTY_HEADER; lines];
     let mut response = httparse::Response::new(&mut headers);
