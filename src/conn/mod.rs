@@ -21,6 +21,7 @@ mod recovery;
 mod request_route;
 mod responses;
 mod retry_limits;
+mod send_all;
 mod server_first;
 #[cfg(test)]
 mod sim;

@@ -86,7 +86,9 @@ impl Conn {
     /// unanswered requests follow it); other origins get nothing.
     fn greet_relay(&self, fd: c_int) -> Result<(), c_int> {
         match self.relay.get() {
-            Some(relay) => super::write::send_all(self, fd, relay.greeting(), libc::MSG_NOSIGNAL),
+            Some(relay) => {
+                super::send_all::send_all(self, fd, relay.greeting(), libc::MSG_NOSIGNAL)
+            }
             None => Ok(()),
         }
     }

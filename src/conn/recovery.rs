@@ -390,5 +390,5 @@ fn ready_for_the_answer(conn: &Conn) {
 }
 
 fn send_all(conn: &Conn, fd: i32, bytes: &[u8]) -> Result<(), i32> {
-    super::write::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)
+    super::send_all::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)
 }

@@ -9,19 +9,14 @@ use super::decide::{decide, Action, Event, Facts, Reason};
 use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
 use super::request_route::{settle_route, Settled};
+use super::send_all::send_all;
 use super::waiting::{wait_for_recovery, Direction};
 use super::{lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
 use crate::http::{Asked, Step};
 use crate::runtime::{self, Route};
 use crate::sync::SpinGuard;
 use crate::sys;
-use crate::sys::socket::wait_for;
 use libc::c_int;
-use std::time::{Duration, Instant};
-
-/// How long a rewritten head may wait for room in a full socket buffer. A blocking socket
-/// would wait too; this bound only keeps a wedged peer from holding the thread forever.
-const HEAD_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
 /// Returns the count to report (or -1 with errno set), or why the program's own call
@@ -393,35 +388,4 @@ fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
         sys::set_errno(errno);
         -1
     })
-}
-
-/// Sends all of `bytes` (a rewritten head): the program was told these bytes were written,
-/// so they must all leave, even on a non-blocking socket.
-pub(super) fn send_all(
-    conn: &Conn,
-    fd: c_int,
-    mut bytes: &[u8],
-    flags: c_int,
-) -> Result<(), c_int> {
-    let deadline = || Instant::now() + HEAD_SEND_TIMEOUT;
-    if conn.linked() {
-        if let Some(sent) = conn.link_write_all(fd, bytes, deadline()) {
-            return sent;
-        }
-    }
-    // The clock is read only when the socket buffer is full: nearly every head leaves in
-    // one send.
-    let mut give_up = None;
-    while !bytes.is_empty() {
-        // SAFETY: sends from a live slice.
-        match unsafe { sys::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) } {
-            sent if sent >= 0 => bytes = &bytes[sent as usize..],
-            _ => match sys::errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => wait_for(fd, libc::POLLOUT, *give_up.get_or_insert_with(deadline))?,
-                errno => return Err(errno),
-            },
-        }
-    }
-    Ok(())
 }
