@@ -1,17 +1,20 @@
 //! Which file descriptors are connections we track.
 //!
 //! Almost every fd a program uses is not ours, so the question "is this fd tracked?" must
-//! cost one atomic load: a static array of pointers indexed by fd, null for every fd never
-//! tracked. A slot, once allocated for an fd number, lives for the life of the process (fd
+//! cost one atomic load while nothing is tracked (a count), and then little more: an array
+//! of pointers indexed by fd, null for every fd never tracked. A slot, once allocated for an fd number, lives for the life of the process (fd
 //! numbers are few and reused), so a pointer read from the table never dangles; the
 //! connection it holds is reference-counted, since `dup` makes two fds share one.
 //!
-//! Every fd number a process can have is covered. The first 65536 are in that static
-//! array (the one-load fast path); the numbers above (a raised RLIMIT_NOFILE, a `dup2` to
-//! a high number) are in chunks of the same size, mapped on demand and found through a
-//! second static array, so a program that never tracks a high fd pays nothing for them
-//! (one load tells). Linux keeps fd numbers below 2^31
-//! (`fs.nr_open` is at most `INT_MAX`), which bounds the second array.
+//! Every fd number a process can have is covered. The first 65536 are in one array (the
+//! one-load fast path); the numbers above (a raised RLIMIT_NOFILE, a `dup2` to a high
+//! number) are in chunks of the same size, mapped on demand and found through a second
+//! array, so a program that never tracks a high fd pays nothing for them (one load tells).
+//! Linux keeps fd numbers below 2^31 (`fs.nr_open` is at most `INT_MAX`), which bounds the
+//! second array. Both arrays are one anonymous mapping made when the first fd is tracked:
+//! as statics they were 768 KiB of `.bss`, which the dynamic linker maps at every process
+//! start (one `mmap` more, ~4 µs of every start on our VM), in processes that never track
+//! an fd.
 
 use super::Conn;
 use crate::sync::SpinLock;
@@ -40,14 +43,18 @@ struct Slot {
 
 type Chunk = [AtomicPtr<Slot>; CHUNK];
 
-/// Slots of fds 0..65536 (the first chunk): zero pages until used.
-static LOW: Chunk = [const { AtomicPtr::new(null_mut()) }; CHUNK];
+/// The fd table, zero pages until used.
+struct Table {
+    /// Slots of fds 0..65536 (the first chunk).
+    low: Chunk,
+    /// Chunk `n` holds the slots of fds `n * CHUNK ..`; entry 0 stays null (that is `low`).
+    high: [AtomicPtr<Chunk>; CHUNKS],
+}
 
-/// Chunk `n` holds the slots of fds `n * CHUNK ..`; entry 0 stays null (that is `LOW`).
-/// 256 KiB of zero pages until a high fd is tracked.
-static HIGH: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
+/// Null until the first fd is tracked; then a mapping never unmapped.
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(null_mut());
 
-/// Set once any chunk of `HIGH` exists: until then an fd beyond `LOW` is known untracked
+/// Set once any chunk of `high` exists: until then an fd beyond `low` is known untracked
 /// by this one load.
 static ANY_HIGH: AtomicBool = AtomicBool::new(false);
 
@@ -61,27 +68,49 @@ pub fn any_tracked() -> bool {
     TRACKED_COUNT.load(Ordering::Acquire) != 0
 }
 
+fn table() -> Option<&'static Table> {
+    // SAFETY: non-null, TABLE is a zeroed mapping of a whole `Table`, never unmapped
+    // (zero bytes are null pointers, and AtomicPtr has the layout of a pointer).
+    unsafe { TABLE.load(Ordering::Acquire).as_ref() }
+}
+
+fn table_or_new() -> Option<&'static Table> {
+    if let Some(table) = table() {
+        return Some(table);
+    }
+    let fresh = map_zeroed::<Table>()?;
+    if let Err(_existing) =
+        TABLE.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+    {
+        // SAFETY: `fresh` is our own mapping, never shared; another thread mapped first.
+        unsafe { libc::munmap(fresh.cast(), std::mem::size_of::<Table>()) };
+    }
+    table()
+}
+
 /// The table cell of `fd`, if its chunk exists.
 fn cell(fd: i32) -> Option<&'static AtomicPtr<Slot>> {
     let index = usize::try_from(fd).ok()?;
-    if let Some(cell) = LOW.get(index) {
+    let table = table()?;
+    if let Some(cell) = table.low.get(index) {
         return Some(cell);
     }
-    let chunk = HIGH.get(index >> CHUNK_BITS)?.load(Ordering::Acquire);
+    let chunk = table.high.get(index >> CHUNK_BITS)?.load(Ordering::Acquire);
     // SAFETY: non-null chunks are mappings of a whole `Chunk` that are never unmapped.
     let chunk = unsafe { chunk.as_ref() }?;
     Some(&chunk[index & (CHUNK - 1)])
 }
 
-/// The table cell of `fd`, mapping its chunk if needed; `None` for a negative fd or when
-/// no memory can be had.
+/// The table cell of `fd`, mapping the table or its chunk if needed; `None` for a negative
+/// fd or when no memory can be had.
 fn cell_or_new(fd: i32) -> Option<&'static AtomicPtr<Slot>> {
+    let table = table_or_new()?;
     if let Some(cell) = cell(fd) {
         return Some(cell);
     }
     let index = usize::try_from(fd).ok()?;
-    let entry = HIGH.get(index >> CHUNK_BITS)?;
-    let fresh = map_chunk()?;
+    let entry = table.high.get(index >> CHUNK_BITS)?;
+    let fresh = map_zeroed::<Chunk>()?;
     match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => ANY_HIGH.store(true, Ordering::Release),
         // SAFETY: `fresh` is our own mapping, never shared; another thread mapped first.
@@ -92,21 +121,21 @@ fn cell_or_new(fd: i32) -> Option<&'static AtomicPtr<Slot>> {
     cell(fd)
 }
 
-/// A zeroed chunk (every slot null) of its own anonymous mapping: no page is touched until
-/// a slot is stored, and the allocator is not involved (it could be the program's).
-fn map_chunk() -> Option<*mut Chunk> {
+/// A `T` of zero bytes (every slot null) in an anonymous mapping of its own: no page is
+/// touched until a slot is stored, and the allocator is not involved (it could be the
+/// program's).
+fn map_zeroed<T>() -> Option<*mut T> {
     // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
     let address = unsafe {
         libc::mmap(
             null_mut(),
-            std::mem::size_of::<Chunk>(),
+            std::mem::size_of::<T>(),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
-    // Zero bytes are null pointers, and AtomicPtr has the layout of a pointer.
     (address != libc::MAP_FAILED).then_some(address.cast())
 }
 
@@ -231,8 +260,12 @@ pub fn remove_range(first: u32, last: u32) {
     if last < CHUNK || !ANY_HIGH.load(Ordering::Acquire) {
         return;
     }
+    let Some(table) = table() else {
+        return;
+    };
     let chunks = (first.max(CHUNK) >> CHUNK_BITS)..=(last >> CHUNK_BITS);
-    for (chunk, entry) in HIGH
+    for (chunk, entry) in table
+        .high
         .iter()
         .enumerate()
         .take(*chunks.end() + 1)
@@ -251,12 +284,17 @@ pub fn remove_range(first: u32, last: u32) {
 
 /// Every slot made so far, with its fd number.
 fn slots() -> impl Iterator<Item = (i32, &'static Slot)> {
-    let high = HIGH.iter().enumerate().filter_map(|(n, chunk)| {
-        // SAFETY: as in `cell`.
-        let chunk = unsafe { chunk.load(Ordering::Acquire).as_ref() }?;
-        Some((n << CHUNK_BITS, chunk))
+    let table = table();
+    let high = table.into_iter().flat_map(|table| {
+        table.high.iter().enumerate().filter_map(|(n, chunk)| {
+            // SAFETY: as in `cell`.
+            let chunk = unsafe { chunk.load(Ordering::Acquire).as_ref() }?;
+            Some((n << CHUNK_BITS, chunk))
+        })
     });
-    std::iter::once((0, &LOW))
+    table
+        .map(|table| (0, &table.low))
+        .into_iter()
         .chain(high)
         .flat_map(|(base, chunk)| {
             chunk.iter().enumerate().filter_map(move |(i, cell)| {
@@ -289,7 +327,8 @@ pub fn after_fork_in_child() {
 
 /// Whether `fd` may be tracked: false for every fd never tracked, and for every fd while
 /// nothing is tracked. The hooks' untracked path is this and the real call: in a process
-/// tracking nothing, one atomic load; else a second, of the fd's slot. Above 65536 it
+/// tracking nothing, one atomic load; else two more, the table's address and the fd's
+/// slot. Above 65536 it
 /// answers for the whole range (true once any high fd was tracked): the caller's
 /// out-of-line path then looks the fd up, so that the inline path calls nothing and saves
 /// no register.
@@ -298,7 +337,10 @@ pub fn maybe_tracked(fd: i32) -> bool {
     if TRACKED_COUNT.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    match LOW.get(fd as u32 as usize) {
+    let Some(table) = table() else {
+        return false;
+    };
+    match table.low.get(fd as u32 as usize) {
         Some(cell) => !cell.load(Ordering::Relaxed).is_null(),
         None => ANY_HIGH.load(Ordering::Relaxed),
     }
