@@ -82,29 +82,39 @@ fn main() {
 }
 
 /// Every process of an image loads the library, and the kernel maps a file's pages in
-/// 64 KiB windows around each one touched ("fault-around"): what a process pays in
-/// resident memory is the number of windows its calls touch, not the bytes it runs. So:
-/// first the code every process runs (std's argv initialiser and our check at load,
+/// 64 KiB windows around each one touched ("fault-around"), aligned to 64 KiB of address:
+/// what a process pays in resident memory is the number of windows its calls touch, not
+/// the bytes it runs. So, after the loader's tables (which every process reads): the
+/// read-only data the hot code reads (constants, the jump and switch tables of the
+/// profiled code: `.rodata.<symbol>`, `.rodata..Lswitch.table.<symbol>`; httparse's
+/// tables; the literals of `src/hot_data.rs`), a few pages among what every process maps
+/// anyway; then the code every process runs (std's argv initialiser and our check at load,
 /// every hook's entry (the TLS libraries' functions we stand in for among them), the
-/// first-call lookups of libc's functions, std's trampolines to libc, the PLT), right after
-/// the loader's tables, and what runs before the set-up fences what follows (see below:
-/// its entry, and the panic hook's installation at the first hook with work to do); then
-/// the code that runs when http and https are diverted, as
-/// profiled (scripts/layout/hot-code.txt, http's code first; a stale list costs memory,
-/// never correctness), one input statement per pattern, as the linker keeps input order
-/// within a statement, with a marker function after http's code and after https's
-/// (`src/sys/residency.rs` gives what follows each a VMA of its own, which no window
-/// crosses); then the rest of our crate and its engine's dependencies
-/// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). The
-/// read-only data after all the code, ordered the same way: constants, the jump and
-/// switch tables of the profiled code (`.rodata.<symbol>`, `.rodata..Lswitch.table.<symbol>`),
-/// httparse's tables, the literals the diverting path reads (`src/hot_data.rs`), a marker
-/// (the end of what the hot code reads), then the rest (the other literals, panic
-/// messages and file names among them); the unwind tables last. Patterns are section names: rustc puts every function in
-/// `.text.<symbol>` (`.text.unlikely.<symbol>` when cold).
-/// rust-lld (rustc's linker on x86_64 Linux) keeps its default layout for everything else
-/// (`INSERT AFTER`). Measured by `make bench` (the library's Rss in an inert process and
-/// after Python's requests).
+/// first-call lookups of libc's functions, std's trampolines to libc, the PLT), and what
+/// runs before the set-up fences what follows (see below: its entry, and the panic hook's
+/// installation at the first hook with work to do); then the code that runs when http and
+/// https are diverted, as profiled (scripts/layout/hot-code.txt, http's code first; a
+/// stale list costs memory, never correctness), one input statement per pattern, as the
+/// linker keeps input order within a statement, with a marker function after http's code
+/// and after https's (`src/sys/residency.rs` gives what follows each a VMA of its own,
+/// which no window crosses); then the rest of our crate and its engine's dependencies
+/// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). Then,
+/// from a page of its own, the cold read-only data, which residency.rs fences off too: the
+/// unwind tables (~120 KiB, read only when a panic unwinds) and then the other literals
+/// (panic messages and file names among them), which the set-up may read before the
+/// fence: a window around them maps the unwind tables before them, not cold code.
+/// Patterns are section names: rustc puts every function in `.text.<symbol>`
+/// (`.text.unlikely.<symbol>` when cold). rust-lld (rustc's linker on x86_64 Linux) keeps
+/// its default layout for everything else (`INSERT AFTER`). Measured by `make bench` (the
+/// library's Rss in an inert process and after Python's requests).
+///
+/// What every process start pays for the mappings: the segments are aligned to pages, not
+/// to 64 KiB (a larger alignment makes the dynamic linker reserve more and unmap the
+/// excess: three system calls more, ~10 µs per start on our VM; so no data is placed by
+/// the 64 KiB windows' edges, which fall anywhere), and `.bss` (1.7 KiB) is file contents
+/// after `.data` (a `.bss` past the file's last page is a zero-fill mapping of its own,
+/// one `mmap` more, ~4 µs): the writable data is two file pages, the second written only
+/// when a static there is.
 fn write_layout_script(path: &std::path::Path) {
     // The java launcher's entry runs in java launchers only, once.
     let hooks: String = HOOKED
@@ -133,6 +143,12 @@ fn write_layout_script(path: &std::path::Path) {
     let ours = section_patterns(NEAR_HOT_CODE);
     let script = format!(
         "SECTIONS {{
+  .rodata.hot : {{
+    *(.rodata.cst*)
+    *({hot_rodata} )
+    *(.rodata.*8httparse* .rodata)
+    *(.rodata.lunar_hot)
+  }}
   .plt : {{ *(.plt) }}
   .text : {{
     *(.text.*ARGV_INIT_ARRAY* .text.*6inject7at_load*)
@@ -146,20 +162,21 @@ fn write_layout_script(path: &std::path::Path) {
     *(.text .text.*)
     *(.lunar_layout_code_end)
   }}
-  .rodata : ALIGN(65536) {{
-    *(.rodata.lunar_layout_rodata_start)
-    *(.rodata.cst*)
-    *({hot_rodata} )
-    *(.rodata.*8httparse* .rodata)
-    *(.rodata.lunar_hot)
-    *(.rodata.lunar_layout_hot_rodata_end)
+  .gcc_except_table : ALIGN(4096) {{
+    *(.rodata.lunar_layout_cold_rodata_start)
+    *(.gcc_except_table .gcc_except_table.*)
+  }}
+  .eh_frame_hdr : {{ *(.eh_frame_hdr) }}
+  .eh_frame : {{ KEEP(*(.eh_frame)) }}
+  .rodata : {{
     *(.rodata..L* .rodata.str*)
     *(.rodata.*)
+    . = ALIGN(4096);
   }}
-  .gcc_except_table : {{ *(.gcc_except_table .gcc_except_table.*) }}
-  .eh_frame_hdr : {{ *(.eh_frame_hdr) }}
-  .eh_frame : {{ KEEP(*(.eh_frame)) . = ALIGN(4096); }}
 }} INSERT AFTER .rela.plt;
+SECTIONS {{
+  .bss : {{ KEEP(*(.lunar_bss_in_file)) *(.bss .bss.*) *(COMMON) }}
+}} INSERT AFTER .got.plt;
 "
     );
     std::fs::write(path, script).expect("write layout script");
@@ -300,6 +317,9 @@ fn bind_std_imports_lazily(path: &std::path::Path) {
          .weak __dso_handle\n.hidden __dso_handle\n__dso_handle:\n    .quad __dso_handle\n",
     );
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    // The first input of the layout script's `.bss` (see `write_layout_script`): one byte
+    // of the file, which makes the output section file contents too.
+    asm.push_str(".section .lunar_bss_in_file,\"aw\",@progbits\n    .byte 0\n");
     std::fs::write(path, asm).expect("write lazy imports");
 }
 

@@ -4,7 +4,7 @@
 
 /bin/sleep with the library preloaded (no LUNAR_* set: inert) and, as the baseline, with
 an empty shared object preloaded; once it sleeps, the preloaded object's smaps Rss and
-Private_Dirty (its file mappings and the .bss that follows them, see smaps.py) are
+Private_Dirty (its file mappings, and a .bss mapping that follows them: see smaps.py) are
 read and the process stopped. Both files' pages are first dropped from the page cache
 (smaps.as_after_boot). Appends mem.{lib,empty}.{rss,dirty} (KiB) to SAMPLES.
 """

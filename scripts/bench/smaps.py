@@ -1,10 +1,13 @@
 """make bench: a shared object's own resident memory in a process, from /proc/PID/smaps.
 
 lib_mappings(pid, path) -> (Rss KiB, Private_Dirty KiB) summed over the mappings of the
-file `path` and the anonymous mapping that directly follows its last one (its .bss
-beyond the file's last page: for liblunar_intercept the fd table, zero pages until used).
+file `path` and, when the object has a .bss beyond its file's last page, the anonymous
+mapping that directly follows its last one (liblunar_intercept has none: build.rs keeps
+its .bss in the file; an anonymous mapping that follows is then another's, e.g. the main
+thread's TLS block, which the kernel may merge with a .bss mapping it follows).
 """
 import os
+import struct
 
 
 def as_after_boot(*paths):
@@ -22,8 +25,28 @@ def as_after_boot(*paths):
             os.close(fd)
 
 
+def has_zero_fill_mapping(path):
+    """Whether the dynamic linker maps a .bss of `path` beyond its file's pages: the last
+    PT_LOAD's memory size reaches a page past its file size (ELF64, little-endian)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        phoff, = struct.unpack_from("<Q", header, 32)
+        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    page = 4096
+    zero_fill = False
+    for i in range(phnum):
+        kind, _, _, vaddr, _, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
+        if kind == 1:  # PT_LOAD
+            file_end = -(-(vaddr + filesz) // page) * page
+            zero_fill = vaddr + memsz > file_end
+    return zero_fill
+
+
 def lib_mappings(pid, path):
     real = os.path.realpath(path)
+    with_bss = has_zero_fill_mapping(real)
     maps = []  # [start, end, name, rss, dirty]
     for line in open("/proc/%s/smaps" % pid):
         f = line.split()
@@ -39,7 +62,7 @@ def lib_mappings(pid, path):
     rss = dirty = 0
     last_end = None
     for start, end, name, r, d in maps:
-        if name == real or (name == "" and start == last_end):
+        if name == real or (with_bss and name == "" and start == last_end):
             rss += r
             dirty += d
             last_end = end if name == real else None

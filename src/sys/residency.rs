@@ -1,18 +1,18 @@
 //! What a diverting process keeps resident of this library.
 //!
 //! The kernel maps a file's pages in 64 KiB windows around each page a process touches
-//! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the code
-//! out as http's, then https's, then the rest, and after it, from a page of its own, the
-//! read-only data: the hot code's tables and literals (`crate::hot_data`), then the rest;
-//! but one VMA spans the whole segment (code and read-only data: `--no-rosegment`, one
-//! mapping fewer at every process start), so a window at the edge of http's code maps
-//! 60 KiB of https's or of cold code with it. Three `madvise` calls (at the set-up of a
-//! process that names a proxy: once, never at load) give https's code, the hot data and
-//! the cold data a flag each, different from their neighbours' (flags that change only
-//! read-ahead or core dumps): the kernel then keeps them in VMAs of their own, which no
-//! window crosses; a fourth, once the set-up is done, unmaps the cold data mapped until
-//! then. Measured by `make bench` (the library's Rss after Python's requests) and checked
-//! by tests/e2e/test_residency.py.
+//! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the
+//! segment out as the loader's tables and the hot code's read-only data (`crate::hot_data`
+//! among it), then http's code, https's, the rest, and from a page of its own the cold
+//! read-only data (the unwind tables, then the other literals); but one VMA spans the whole segment (code and read-only data:
+//! `--no-rosegment`, one mapping fewer at every process start), so a window at the edge of
+//! http's code maps 60 KiB of https's or of cold code with it. Two `madvise` calls (at the
+//! set-up of a process that names a proxy: once, never at load) give https's code and the
+//! cold data a flag each, different from their neighbours' (a flag that changes only
+//! read-ahead): the kernel then keeps them in VMAs of their own, which no window crosses;
+//! a third, once the set-up is done, unmaps the cold data mapped until then. Measured by
+//! `make bench` (the library's Rss after Python's requests) and checked by
+//! tests/e2e/test_residency.py.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,16 +41,11 @@ extern "C" fn code_end() -> u32 {
     3
 }
 
-/// Placed first in the read-only data, which starts a 64 KiB window of its own: a window
-/// around the hot data never maps the last of the cold code with it.
-#[link_section = ".rodata.lunar_layout_rodata_start"]
+/// Placed first in the cold read-only data (before the unwind tables), which starts on a
+/// page of its own after all the code.
+#[link_section = ".rodata.lunar_layout_cold_rodata_start"]
 #[used]
-static RODATA_START: u8 = 0;
-
-/// Placed right after the read-only data the hot code reads.
-#[link_section = ".rodata.lunar_layout_hot_rodata_end"]
-#[used]
-static HOT_RODATA_END: u8 = 0;
+static COLD_RODATA_START: u8 = 0;
 
 extern "C" {
     /// The ELF header of the object this code is linked into (defined by the linker).
@@ -79,11 +74,7 @@ pub fn fence_hot_code() {
             advise(http_end, hot_end, libc::MADV_RANDOM);
         }
     }
-    if let Some((hot, cold, end)) = read_only_data() {
-        // Between the cold code (no flag) and the cold data (MADV_RANDOM). Its only
-        // effect: these pages stay out of a core dump, which by default holds no
-        // file-backed read-only pages anyway.
-        advise(hot, cold, libc::MADV_DONTDUMP);
+    if let Some((cold, end)) = cold_data() {
         advise(cold, end, libc::MADV_RANDOM);
     }
 }
@@ -98,30 +89,28 @@ pub fn drop_cold_data() {
     if !FENCED.load(Ordering::Relaxed) {
         return;
     }
-    if let Some((_, cold, end)) = read_only_data() {
+    if let Some((cold, end)) = cold_data() {
         advise(cold, end, libc::MADV_DONTNEED);
     }
 }
 
-/// The read-only data: where it starts (after all the code), where its cold part
-/// starts (the page after what the hot code reads), and the end of its segment. The
-/// segment is the code's too, but all the code lies before the data: checked, never a
-/// page of code flagged as data or unmapped.
-fn read_only_data() -> Option<(usize, usize, usize)> {
+/// The cold read-only data: where it starts (the page after all the code) and the end of
+/// its segment. The segment is the code's too, but all the code lies before the cold
+/// data: checked, never a page of code flagged as data or unmapped.
+fn cold_data() -> Option<(usize, usize)> {
     let code_end = code_end as extern "C" fn() -> u32 as usize;
-    let hot = std::ptr::addr_of!(RODATA_START) as usize & !(PAGE - 1);
-    let cold = page_up(std::ptr::addr_of!(HOT_RODATA_END) as usize);
-    let segment = segment_of(cold - 1)?;
-    let ordered = code_end < hot && hot < cold && cold < segment.end;
-    (segment.flags & libc::PF_W == 0 && ordered).then_some((hot, cold, segment.end))
+    let cold = std::ptr::addr_of!(COLD_RODATA_START) as usize & !(PAGE - 1);
+    let segment = segment_of(cold)?;
+    let ordered = code_end < cold && cold < segment.end;
+    (segment.flags & libc::PF_W == 0 && ordered).then_some((cold, segment.end))
 }
 
 fn page_up(address: usize) -> usize {
     (address + PAGE - 1) & !(PAGE - 1)
 }
 
-/// `MADV_RANDOM` changes read-ahead only, `MADV_DONTDUMP` core dumps only, and
-/// `MADV_DONTNEED` of read-only file pages only unmaps them: never contents or protection.
+/// `MADV_RANDOM` changes read-ahead only, and `MADV_DONTNEED` of read-only file pages only
+/// unmaps them: never contents or protection.
 fn advise(start: usize, end: usize, advice: libc::c_int) {
     // SAFETY: a page-aligned range inside a read-only segment of this library.
     let _ = unsafe { super::madvise(start as *mut libc::c_void, end - start, advice) };
@@ -171,7 +160,7 @@ mod tests {
         let text = segment_of(code).expect("our code is in a loadable segment");
         assert!(text.end > code);
         assert_eq!(text.flags, libc::PF_R | libc::PF_X);
-        let data = segment_of(std::ptr::addr_of!(HOT_RODATA_END) as usize)
+        let data = segment_of(std::ptr::addr_of!(COLD_RODATA_START) as usize)
             .expect("read-only data is in a loadable segment");
         assert_eq!(data.flags & libc::PF_W, 0);
         assert!(segment_of(0x1000).is_none());

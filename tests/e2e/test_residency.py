@@ -3,8 +3,9 @@ src/hot_data.rs): a process that diverts http maps the code http runs and its da
 https's code nor the cold code and data, which the set-up fences off into mappings of
 their own; one that diverts https maps https's code too, still none of the cold; an inert
 process is not fenced (no system call for it). Code and read-only data share one segment
-(build.rs: `--no-rosegment`): once fenced, its mappings are http's code, https's, the
-cold code, the hot read-only data and the cold."""
+(build.rs: `--no-rosegment`): once fenced, its mappings are the loader's tables with the
+hot read-only data and http's code, https's code, the cold code, and the cold read-only
+data."""
 import json
 import os
 
@@ -28,10 +29,10 @@ def test_http_process_maps_none_of_the_https_or_cold_code(lab, need_lib, tmp_pat
         assert_proxied(echo, res, "api.example.test", origin=API, path=tag)
     shown = "\n".join(json.dumps(m) for m in maps)
     fenced = [m for m in maps if "x" in m["perm"]]
-    assert len(fenced) == 5, "code and data not fenced into http's code, https's, the" \
-        " cold code, the hot data and the cold:\n" + shown
-    http, https, cold, hot_data, cold_data = fenced
-    assert http["resident"] > 0 and hot_data["resident"] > 0, shown
+    assert len(fenced) == 4, "code and data not fenced into http's code (and the hot data)," \
+        " https's, the cold code and the cold data:\n" + shown
+    http, https, cold, cold_data = fenced
+    assert http["resident"] > 0, shown
     assert https["resident"] == 0 and cold["resident"] == 0, (
         "an http-only process mapped code beyond http's (a stale scripts/layout/hot-code.txt?"
         " run scripts/layout/profile.sh):\n" + shown)
@@ -48,9 +49,9 @@ def test_https_process_maps_none_of_the_cold_code_or_data(lab, need_lib, tmp_pat
         assert ["x-seen-lunar-scheme", "https"] in echo["headers"], describe(res)
     shown = "\n".join(json.dumps(m) for m in maps)
     fenced = [m for m in maps if "x" in m["perm"]]
-    assert len(fenced) == 5, "code and data not fenced:\n" + shown
-    http, https, cold, hot_data, cold_data = fenced
-    assert http["resident"] > 0 and https["resident"] > 0 and hot_data["resident"] > 0, shown
+    assert len(fenced) == 4, "code and data not fenced:\n" + shown
+    http, https, cold, cold_data = fenced
+    assert http["resident"] > 0 and https["resident"] > 0, shown
     assert cold["resident"] == 0, (
         "an https process mapped cold code (a TLS entry point or its work outside the hot"
         " code? a stale scripts/layout/hot-code.txt?):\n" + shown)

@@ -91,6 +91,42 @@ def test_code_and_read_only_data_are_one_mapping(lib):
     assert all("E" not in f for f in flags[1:]), flags
     # The writable data the dynamic linker relocates (.data, the PLT's GOT) is one page:
     # one copy-on-write fault per process, not two (a big static initialised other than
-    # with zeros would push it over; zeros go to .bss).
-    file_size = int(loads[2][4], 16)
-    assert file_size <= 4096, "writable data of %d bytes: two pages written at every start" % file_size
+    # with zeros would push it over; zeros go to .bss, after them).
+    # readelf -S: [Nr] Name Type Address Off Size ...
+    sections = dict((m.group(1), (int(m.group(2), 16), int(m.group(3), 16))) for m in (
+        re.search(r"\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
+        for line in readelf("-S", lib).splitlines()) if m)
+    first_page = int(loads[2][2], 16)
+    address, size = sections[".got.plt"]
+    written_end = address + size
+    assert written_end - first_page <= 4096, \
+        "relocated writable data ends %d bytes into its segment: two pages written at every" \
+        " start" % (written_end - first_page)
+
+
+def mapping_calls(preload):
+    """The memory-mapping system calls of one `/bin/true` start (strace)."""
+    r = subprocess.run(["strace", "-f", "-e", "trace=mmap,munmap,mprotect", "-o", "/dev/stderr",
+                        "env", "-i", "LD_PRELOAD=" + preload, "/bin/true"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert r.returncode == 0, r.stderr
+    calls = r.stderr.splitlines()
+    # From the exec of /bin/true on (env's own start is the same in both runs).
+    execs = [i for i, line in enumerate(calls) if "+++" in line or "execve" in line]
+    return [line for line in calls[execs[-1] if execs else 0:] if re.search(r"\bm(map|unmap|protect)\(", line)]
+
+
+def test_loading_makes_no_more_mappings_than_an_empty_object(lib, tmp_path):
+    """The segments are page-aligned (a 64 KiB alignment makes the dynamic linker reserve
+    more and unmap the excess) and the .bss is file contents (one beyond the file's pages
+    is a zero-fill mapping of its own): build.rs's layout."""
+    loads = [line.split() for line in readelf("-l", lib).splitlines()
+             if line.split()[:1] == ["LOAD"]]
+    for load in loads:
+        filesz, memsz, align = (int(x, 16) for x in (load[4], load[5], load[-1]))
+        assert align <= 4096, load
+        assert memsz <= -(-filesz // 4096) * 4096, ("a .bss beyond the file's pages", load)
+    empty = str(tmp_path / "empty.so")
+    subprocess.run(["cc", "-shared", "-o", empty, "-x", "c", "/dev/null"], check=True)
+    with_empty, with_lib = mapping_calls(empty), mapping_calls(lib)
+    assert len(with_lib) <= len(with_empty), "\n".join(with_lib)
