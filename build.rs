@@ -112,9 +112,12 @@ fn main() {
 /// to 64 KiB (a larger alignment makes the dynamic linker reserve more and unmap the
 /// excess: three system calls more, ~10 µs per start on our VM; so no data is placed by
 /// the 64 KiB windows' edges, which fall anywhere), and `.bss` (1.7 KiB) is file contents
-/// after `.data` (a `.bss` past the file's last page is a zero-fill mapping of its own,
-/// one `mmap` more, ~4 µs): the writable data is two file pages, the second written only
-/// when a static there is.
+/// (a `.bss` past the file's last page is a zero-fill mapping of its own,
+/// one `mmap` more, ~4 µs). The data the dynamic linker writes at load, `.data` (our
+/// resolvers' addresses) and the PLT's GOT (which it reads, then writes: a read fault,
+/// then a copy-on-write fault), share the segment's last page with eight bytes of zero
+/// fill, which it zeroes first: one write fault for that page. `.bss` comes before, on a
+/// page touched only when a static there is.
 fn write_layout_script(path: &std::path::Path) {
     // The java launcher's entry runs in java launchers only, once.
     let hooks: String = HOOKED
@@ -175,7 +178,10 @@ fn write_layout_script(path: &std::path::Path) {
   }}
 }} INSERT AFTER .rela.plt;
 SECTIONS {{
-  .bss : {{ KEEP(*(.lunar_bss_in_file)) *(.bss .bss.*) *(COMMON) }}
+  .bss : {{ KEEP(*(.lunar_bss_in_file)) *(.bss .bss.*) *(COMMON) . = ALIGN(4096); }}
+}} INSERT BEFORE .data;
+SECTIONS {{
+  .lunar_zero_tail : {{ KEEP(*(.lunar_zero_tail)) }}
 }} INSERT AFTER .got.plt;
 "
     );
@@ -318,8 +324,10 @@ fn bind_std_imports_lazily(path: &std::path::Path) {
     );
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
     // The first input of the layout script's `.bss` (see `write_layout_script`): one byte
-    // of the file, which makes the output section file contents too.
+    // of the file, which makes the output section file contents too; and the segment's
+    // last input, eight bytes of zero fill (see there).
     asm.push_str(".section .lunar_bss_in_file,\"aw\",@progbits\n    .byte 0\n");
+    asm.push_str(".section .lunar_zero_tail,\"aw\",@nobits\n    .zero 8\n");
     std::fs::write(path, asm).expect("write lazy imports");
 }
 

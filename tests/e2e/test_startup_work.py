@@ -89,19 +89,20 @@ def test_code_and_read_only_data_are_one_mapping(lib):
     assert flags == ["R E", "RW", "RW"], flags
     # Only the writable data is writable, only the code segment executable.
     assert all("E" not in f for f in flags[1:]), flags
-    # The writable data the dynamic linker relocates (.data, the PLT's GOT) is one page:
-    # one copy-on-write fault per process, not two (a big static initialised other than
-    # with zeros would push it over; zeros go to .bss, after them).
+    # The writable data the dynamic linker writes at load (the PLT's GOT, which it reads
+    # then writes, and the zero fill after it) is one page, the segment's last: one
+    # copy-on-write fault per process, the zeroing's, not a read fault then a write fault.
     # readelf -S: [Nr] Name Type Address Off Size ...
     sections = dict((m.group(1), (int(m.group(2), 16), int(m.group(3), 16))) for m in (
         re.search(r"\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
         for line in readelf("-S", lib).splitlines()) if m)
-    first_page = int(loads[2][2], 16)
-    address, size = sections[".got.plt"]
-    written_end = address + size
-    assert written_end - first_page <= 4096, \
-        "relocated writable data ends %d bytes into its segment: two pages written at every" \
-        " start" % (written_end - first_page)
+    address, _ = sections[".got.plt"]
+    segment_end = int(loads[2][2], 16) + int(loads[2][5], 16)
+    assert address // 4096 == (segment_end - 1) // 4096, \
+        "the PLT's GOT is not in the writable data's last page: %s, segment end %#x" % (
+            sections[".got.plt"], segment_end)
+    assert int(loads[2][5], 16) > int(loads[2][4], 16), \
+        "no zero fill after the PLT's GOT: the dynamic linker reads its page before writing it"
 
 
 def mapping_calls(preload):
