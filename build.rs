@@ -100,7 +100,7 @@ fn main() {
 /// which no window crosses); then the rest of our crate and its engine's dependencies
 /// (`NEAR_HOT_CODE`); then the rest (std's panic and backtrace machinery above all). Then,
 /// from a page of its own, the cold read-only data, which residency.rs fences off too: the
-/// unwind tables (~120 KiB, read only when a panic unwinds) and then the other literals
+/// unwind tables (~110 KiB, read only when a panic unwinds) and then the other literals
 /// (panic messages and file names among them), which the set-up may read before the
 /// fence: a window around them maps the unwind tables before them, not cold code.
 /// Patterns are section names: rustc puts every function in `.text.<symbol>`

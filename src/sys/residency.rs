@@ -4,9 +4,10 @@
 //! ("fault-around"), clipped to the mapping (VMA) the page is in. build.rs lays the
 //! segment out as the loader's tables and the hot code's read-only data (`crate::hot_data`
 //! among it), then http's code, https's, the rest, and from a page of its own the cold
-//! read-only data (the unwind tables, then the other literals); but one VMA spans the whole segment (code and read-only data:
-//! `--no-rosegment`, one mapping fewer at every process start), so a window at the edge of
-//! http's code maps 60 KiB of https's or of cold code with it. Two `madvise` calls (at the
+//! read-only data (the unwind tables, then the other literals); but one VMA spans the
+//! whole segment (code and read-only data: `--no-rosegment`, one mapping fewer at every
+//! process start), so a window at the edge of http's code maps 60 KiB of https's or of
+//! cold code with it. Two `madvise` calls (at the
 //! set-up of a process that names a proxy: once, never at load) give https's code and the
 //! cold data a flag each, different from their neighbours' (a flag that changes only
 //! read-ahead): the kernel then keeps them in VMAs of their own, which no window crosses;
