@@ -189,6 +189,12 @@ SECTIONS {{
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", path.display());
 }
 
+/// The inputs the layout script's writable data needs beside rustc's: the first of `.bss`,
+/// one byte of the file, which makes that output section file contents too; and the
+/// segment's last, eight bytes of zero fill (see `write_layout_script`).
+const WRITABLE_DATA_ANCHORS: &str = ".section .lunar_bss_in_file,\"aw\",@progbits\n    .byte 0\n\
+     .section .lunar_zero_tail,\"aw\",@nobits\n    .zero 8\n";
+
 /// A function's section pattern and those of the copies LTO numbers anew in each build
 /// (`.1226`, `.llvm.4711`), not those of clones LLVM made for a call site
 /// (`.specialized.1`), which scripts/layout/hot-code.txt names when they ran.
@@ -323,11 +329,8 @@ fn bind_std_imports_lazily(path: &std::path::Path) {
          .weak __dso_handle\n.hidden __dso_handle\n__dso_handle:\n    .quad __dso_handle\n",
     );
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
-    // The first input of the layout script's `.bss` (see `write_layout_script`): one byte
-    // of the file, which makes the output section file contents too; and the segment's
-    // last input, eight bytes of zero fill (see there).
-    asm.push_str(".section .lunar_bss_in_file,\"aw\",@progbits\n    .byte 0\n");
-    asm.push_str(".section .lunar_zero_tail,\"aw\",@nobits\n    .zero 8\n");
+    // The library's one assembly file also carries the layout script's anchors.
+    asm.push_str(WRITABLE_DATA_ANCHORS);
     std::fs::write(path, asm).expect("write lazy imports");
 }
 

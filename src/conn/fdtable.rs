@@ -79,9 +79,10 @@ fn table_or_new() -> Option<&'static Table> {
         return Some(table);
     }
     let fresh = map_zeroed::<Table>()?;
-    if let Err(_existing) =
-        TABLE.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
-    {
+    let lost = TABLE
+        .compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        .is_err();
+    if lost {
         // SAFETY: `fresh` is our own mapping, never shared; another thread mapped first.
         unsafe { libc::munmap(fresh.cast(), std::mem::size_of::<Table>()) };
     }

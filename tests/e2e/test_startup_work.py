@@ -30,6 +30,12 @@ def readelf(*args):
     return r.stdout
 
 
+def load_segments(lib):
+    """readelf -l's LOAD lines, split: Type Offset VirtAddr PhysAddr FileSiz MemSiz Flg Align."""
+    return [line.split() for line in readelf("-l", lib).splitlines()
+            if line.split()[:1] == ["LOAD"]]
+
+
 def loader_statistics(preload):
     """ld.so's statistics of one `/bin/true` start: {"number of relocations": n, ...}."""
     r = subprocess.run(["/bin/true"], env={"LD_PRELOAD": preload, "LD_DEBUG": "statistics"},
@@ -83,8 +89,7 @@ def test_a_start_makes_no_more_symbol_relocations_than_with_an_empty_object(lib,
 
 
 def test_code_and_read_only_data_are_one_mapping(lib):
-    loads = [line.split() for line in readelf("-l", lib).splitlines()
-             if line.split()[:1] == ["LOAD"]]
+    loads = load_segments(lib)
     flags = [" ".join(f[6:-1]) for f in loads]
     assert flags == ["R E", "RW", "RW"], flags
     # Only the writable data is writable, only the code segment executable.
@@ -121,8 +126,7 @@ def test_loading_makes_no_more_mappings_than_an_empty_object(lib, tmp_path):
     """The segments are page-aligned (a 64 KiB alignment makes the dynamic linker reserve
     more and unmap the excess) and the .bss is file contents (one beyond the file's pages
     is a zero-fill mapping of its own): build.rs's layout."""
-    loads = [line.split() for line in readelf("-l", lib).splitlines()
-             if line.split()[:1] == ["LOAD"]]
+    loads = load_segments(lib)
     for load in loads:
         filesz, memsz, align = (int(x, 16) for x in (load[4], load[5], load[-1]))
         assert align <= 4096, load
