@@ -292,7 +292,7 @@ fi
 # The library's pages as a booted machine has them in its page cache (see smaps.py).
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from smaps import as_after_boot; as_after_boot(sys.argv[2])' "$BENCH" "$LIB"
 say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
-in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES"
+in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES" "$FLOOR_DIVERT"
 source "$BENCH/wrk.sh"
 say "bench: system calls per request (strace -f -c, curl, $SYSCALL_REQS keep-alive requests)"
 in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"

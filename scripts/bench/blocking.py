@@ -1,11 +1,15 @@
 """make bench: blocking clients, one request at a time, library vs direct mode.
 
 Run inside the bench's lab namespace:
-    blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES
+    blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES [FLOOR_SO]
 
 Rows (each round runs every row's arms, library and direct mode, taking turns going first;
 py_session_https and py_get_https add a third, "tlssetup": direct mode with the client
-also building its own TLS objects per connection, as it does for https with the library):
+also building its own TLS objects per connection, as it does for https with the library;
+and with FLOOR_SO (c-tests/bench/floor_divert.c) a fourth, "floor": the same https
+requests through that C preload, whose virtual sessions do nothing the client does not
+need, so that the client's whole https path (its SSL socket object, the certificate it
+decodes and matches) is in both arms and only the library's own work differs):
   py_session_http   Python requests.Session, keep-alive, http://api.example.test/
   py_session_https  the same, https://api.example.test/ (a virtual TLS session)
   py_get_http       requests.get: a new connection per request
@@ -40,7 +44,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-lib, ca, haplog, rounds, py_reqs, curl_reqs, samples = sys.argv[1:]
+lib, ca, haplog, rounds, py_reqs, curl_reqs, samples = sys.argv[1:8]
+floor = sys.argv[8] if len(sys.argv) > 8 else None
 rounds, py_reqs, curl_reqs = int(rounds), int(py_reqs), int(curl_reqs)
 PY = "/usr/bin/python3"
 CURL = "/usr/bin/curl"
@@ -56,6 +61,10 @@ DIRECT_TLS_URL = "https://proxy.lunar.test:8400/"
 # The https rows' third arm: direct mode, the client also doing its own TLS set-up for
 # each connection (client.py), which the library's side does and plain direct mode does not.
 TLS_SETUP_ENV = dict(BASE_ENV, BENCH_TLS_SETUP=ca)
+# The https rows' fourth arm: the C floor's virtual sessions, with the lab's certificate
+# for the client to decode and match (lab.pem, beside the CA).
+FLOOR_ENV = dict(BASE_ENV, LD_PRELOAD=floor or "", LUNAR_PROXY_HOST="proxy.lunar.test:8000",
+                 FLOOR_PEER_CERT=os.path.join(os.path.dirname(ca), "lab.pem"))
 
 
 def direct_headers(scheme):
@@ -83,7 +92,7 @@ def hap_lines():
 
 def py_client(mode, url, headers, verify, env):
     argv = [PY, os.path.join(HERE, "client.py"), mode, url, str(py_reqs), str(WARM),
-            json.dumps(headers), verify] + ([lib] if "LD_PRELOAD" in env else [])
+            json.dumps(headers), verify] + ([lib] if env.get("LD_PRELOAD") == lib else [])
     r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         sys.exit("blocking.py: %s failed:\n%s%s" % (argv, r.stdout, r.stderr))
@@ -200,14 +209,17 @@ ROWS = [
     ("py_session_https",
      lambda: py_client("session", "https://api.example.test/", {}, ca, LIB_ENV),
      lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
-     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV)),
+     {"tlssetup": lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-",
+                                    TLS_SETUP_ENV),
+      "floor": lambda: py_client("session", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
     ("py_get_http",
      lambda: py_client("get", "http://api.example.test/", {}, "-", LIB_ENV),
      lambda: py_client("get", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
     ("py_get_https",
      lambda: py_client("get", "https://api.example.test/", {}, ca, LIB_ENV),
      lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
-     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV)),
+     {"tlssetup": lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV),
+      "floor": lambda: py_client("get", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
     ("curl_keepalive",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_ENV),
      lambda: curl_keepalive(DIRECT_URL, curl_h("http"), BASE_ENV)),
@@ -247,9 +259,10 @@ ROWS = [
 ]
 
 for rnd in range(1, rounds + 1):
-    for row, lib_run, direct_run, *tls_setup_run in ROWS:
+    for row, lib_run, direct_run, *more in ROWS:
         arms = [("lib", lib_run), ("direct", direct_run)]
-        arms += [("tlssetup", run) for run in tls_setup_run]
+        arms += [(mode, run) for mode, run in (more[0] if more else {}).items()
+                 if mode != "floor" or floor]
         turn = rnd % len(arms)  # the arms take turns going first
         arms = arms[turn:] + arms[:turn]
         line = []

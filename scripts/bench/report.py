@@ -80,6 +80,10 @@ for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
         row("    vs direct mode doing the client's own TLS set-up", "blk.%s.lib.us_median" % r,
             "blk.%s.tlssetup.us_median" % r, "diff")
         row("        mean of the run's requests", "blk.%s.lib.us" % r, "blk.%s.tlssetup.us" % r, "diff")
+    if "blk.%s.floor.us" % r in S:
+        row("    vs the C floor's virtual session (floor_divert.c)", "blk.%s.lib.us_median" % r,
+            "blk.%s.floor.us_median" % r, "diff")
+        row("        mean of the run's requests", "blk.%s.lib.us" % r, "blk.%s.floor.us" % r, "diff")
 row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepalive.lib.us",
     "blk.curl_keepalive.direct.us", "diff")
 row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
@@ -182,8 +186,18 @@ row("peak RSS (VmHWM), Python requests.Session https", "blk.py_session_https.lib
     "blk.py_session_https.direct.hwm", "diff", 0)
 row("    vs direct mode doing the client's own TLS set-up", "blk.py_session_https.lib.hwm",
     "blk.py_session_https.tlssetup.hwm", "diff", 0)
+if "blk.py_session_https.floor.hwm" in S:
+    row("    vs the C floor's virtual session", "blk.py_session_https.lib.hwm",
+        "blk.py_session_https.floor.hwm", "diff", 0)
 row("peak RSS (VmHWM), Python requests.get http", "blk.py_get_http.lib.hwm",
     "blk.py_get_http.direct.hwm", "diff", 0)
+row("peak RSS (VmHWM), Python requests.get https", "blk.py_get_https.lib.hwm",
+    "blk.py_get_https.direct.hwm", "diff", 0)
+row("    vs direct mode doing the client's own TLS set-up", "blk.py_get_https.lib.hwm",
+    "blk.py_get_https.tlssetup.hwm", "diff", 0)
+if "blk.py_get_https.floor.hwm" in S:
+    row("    vs the C floor's virtual session", "blk.py_get_https.lib.hwm",
+        "blk.py_get_https.floor.hwm", "diff", 0)
 row("peak RSS (max RSS), wrk keep-alive -t%s -c%s" % (threads, conns), "wrk.a_lib.rss",
     "wrk.a_direct.rss", "diff", 0)
 
