@@ -140,6 +140,9 @@ if "wrk.a_floor.rps" in S:
     wrk_rows("req/s Connection: close, C floor preload vs direct mode", "c_floor", "c_direct",
              more=False)
 wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
+if "wrk.p_floor.rps" in S:
+    wrk_rows("req/s keep-alive, -t1 -c1, C floor preload vs direct mode", "p_floor", "p_direct",
+             more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
 if "wrk.t_lib.rps" in S:
@@ -239,7 +242,7 @@ row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns
 row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
-labels = ("a_lib", "a_direct", "a_floor", "c_lib", "c_direct", "c_floor", "p_lib", "p_direct", "e_lib", "e_direct",
+labels = ("a_lib", "a_direct", "a_floor", "c_lib", "c_direct", "c_floor", "p_lib", "p_direct", "p_floor", "e_lib", "e_direct",
           "t_lib", "t_direct",
           "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "

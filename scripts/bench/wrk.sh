@@ -7,7 +7,7 @@
 #     a and c have a third arm, the floor: c-tests/bench/floor_divert.c preloaded, the least
 #     a diverting preload does (connect to the proxy, Lunar's lines written into each
 #     request; no parsing, no failover);
-#  p  the same keep-alive pair at -t1 -c1 (one request at a time: latency, p99);
+#  p  the same keep-alive triple at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
 #  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
 #     wrk (no library) to each;
@@ -125,8 +125,9 @@ for i in $(seq "$REPS"); do
 	triple "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
 		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
 		-- c_floor "${FLOORENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/
-	pair "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
-		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/
+	triple "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
+		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- p_floor "${FLOORENV[@]}" "${WRK1[@]}" http://api.example.test/
 	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \
 		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
 	pair "$i" g_lib "${WRK[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
