@@ -4,8 +4,10 @@
 #  blocking clients  Python requests (Session keep-alive, and requests.get: a new
 #      connection per request; http, and https through a virtual session) and curl (one
 #      process on one connection, and a process per request): µs added per request over
-#      direct mode, the proxy given by name in both (scripts/bench/blocking.py);
-#  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99, https
+#      direct mode, the proxy given by name in both, the https rows also over the C floor's
+#      virtual sessions (c-tests/bench/floor_divert.c; scripts/bench/blocking.py);
+#  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99 (each also with the
+#      C floor), https
 #      (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
 #      scripts/bench/syscalls.py);
 #  start-up          /bin/true: no preload vs an empty shared object vs the library vs a

@@ -36,14 +36,19 @@ static struct session {
 static struct sockaddr_storage proxy;
 static socklen_t proxy_len;
 
-#define REAL(ret, name, params) \
-	static ret (*real_##name) params; \
-	static ret (*get_##name(void)) params \
+/* The function `fn` of the next object, found at its first call by `lookup`, an expression
+ * of `symbol` (its name). */
+#define FOUND_AT_FIRST_CALL(ret, fn, params, lookup) \
+	static ret (*real_##fn) params; \
+	static ret (*get_##fn(void)) params \
 	{ \
-		if (!real_##name) \
-			real_##name = (ret (*) params)dlsym(RTLD_NEXT, #name); \
-		return real_##name; \
+		if (!real_##fn) { \
+			const char *symbol = #fn; \
+			real_##fn = (ret (*) params)(lookup); \
+		} \
+		return real_##fn; \
 	}
+#define REAL(ret, fn, params) FOUND_AT_FIRST_CALL(ret, fn, params, dlsym(RTLD_NEXT, symbol))
 REAL(int, connect, (int, const struct sockaddr *, socklen_t))
 REAL(ssize_t, write, (int, const void *, size_t))
 REAL(ssize_t, writev, (int, const struct iovec *, int))
@@ -144,14 +149,8 @@ static void *openssl_symbol(const char *library, const char *name)
 		found = dlsym(handle, name);
 	return found;
 }
-#define OPENSSL(library, ret, name, params) \
-	static ret (*real_##name) params; \
-	static ret (*get_##name(void)) params \
-	{ \
-		if (!real_##name) \
-			real_##name = (ret (*) params)openssl_symbol(library, #name); \
-		return real_##name; \
-	}
+#define OPENSSL(library, ret, fn, params) \
+	FOUND_AT_FIRST_CALL(ret, fn, params, openssl_symbol(library, symbol))
 #define SSL_LIB "libssl.so.3"
 OPENSSL(SSL_LIB, int, SSL_get_fd, (const SSL *))
 OPENSSL(SSL_LIB, int, SSL_do_handshake, (SSL *))

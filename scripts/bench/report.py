@@ -84,6 +84,8 @@ for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
         row("    vs the C floor's virtual session (floor_divert.c)", "blk.%s.lib.us_median" % r,
             "blk.%s.floor.us_median" % r, "diff")
         row("        mean of the run's requests", "blk.%s.lib.us" % r, "blk.%s.floor.us" % r, "diff")
+        row("    the C floor itself vs direct mode doing the client's own TLS set-up",
+            "blk.%s.floor.us_median" % r, "blk.%s.tlssetup.us_median" % r, "diff")
 row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepalive.lib.us",
     "blk.curl_keepalive.direct.us", "diff")
 row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
@@ -182,6 +184,10 @@ row("Private_Dirty in an inert process, library vs empty .so", "mem.lib.dirty", 
 print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session requests (library)" % py_reqs,
                                  med("blk.py_session_http.lib.librss"), "", ""))
 print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_http.lib.libdirty"),
+                                 "", ""))
+print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session https requests" % py_reqs,
+                                 med("blk.py_session_https.lib.librss"), "", ""))
+print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_https.lib.libdirty"),
                                  "", ""))
 row("peak RSS (VmHWM), Python requests.Session http", "blk.py_session_http.lib.hwm",
     "blk.py_session_http.direct.hwm", "diff", 0)
