@@ -1,12 +1,12 @@
 """make bench: blocking clients, one request at a time, library vs direct mode.
 
 Run inside the bench's lab namespace:
-    blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES [FLOOR_SO]
+    blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES FLOOR_SO
 
 Rows (each round runs every row's arms, library and direct mode, taking turns going first;
 py_session_https and py_get_https add a third, "tlssetup": direct mode with the client
 also building its own TLS objects per connection, as it does for https with the library;
-and with FLOOR_SO (c-tests/bench/floor_divert.c) a fourth, "floor": the same https
+and a fourth, "floor": through FLOOR_SO (c-tests/bench/floor_divert.c), the same https
 requests through that C preload, whose virtual sessions do nothing the client does not
 need, so that the client's whole https path (its SSL socket object, the certificate it
 decodes and matches) is in both arms and only the library's own work differs):
@@ -44,8 +44,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-lib, ca, haplog, rounds, py_reqs, curl_reqs, samples = sys.argv[1:8]
-floor = sys.argv[8] if len(sys.argv) > 8 else None
+lib, ca, haplog, rounds, py_reqs, curl_reqs, samples, floor = sys.argv[1:]
 rounds, py_reqs, curl_reqs = int(rounds), int(py_reqs), int(curl_reqs)
 PY = "/usr/bin/python3"
 CURL = "/usr/bin/curl"
@@ -63,7 +62,7 @@ DIRECT_TLS_URL = "https://proxy.lunar.test:8400/"
 TLS_SETUP_ENV = dict(BASE_ENV, BENCH_TLS_SETUP=ca)
 # The https rows' fourth arm: the C floor's virtual sessions, with the lab's certificate
 # for the client to decode and match (lab.pem, beside the CA).
-FLOOR_ENV = dict(BASE_ENV, LD_PRELOAD=floor or "", LUNAR_PROXY_HOST="proxy.lunar.test:8000",
+FLOOR_ENV = dict(BASE_ENV, LD_PRELOAD=floor, LUNAR_PROXY_HOST="proxy.lunar.test:8000",
                  FLOOR_PEER_CERT=os.path.join(os.path.dirname(ca), "lab.pem"))
 
 
@@ -261,8 +260,7 @@ ROWS = [
 for rnd in range(1, rounds + 1):
     for row, lib_run, direct_run, *more in ROWS:
         arms = [("lib", lib_run), ("direct", direct_run)]
-        arms += [(mode, run) for mode, run in (more[0] if more else {}).items()
-                 if mode != "floor" or floor]
+        arms += list(more[0].items()) if more else []
         turn = rnd % len(arms)  # the arms take turns going first
         arms = arms[turn:] + arms[:turn]
         line = []

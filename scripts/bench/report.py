@@ -181,32 +181,21 @@ if "insn.start.lib" in S:
 head("Memory: smaps of the preloaded object's own mappings (file and .bss), KiB")
 row("Rss in an inert process (sleep), library vs empty .so", "mem.lib.rss", "mem.empty.rss", "diff", 0)
 row("Private_Dirty in an inert process, library vs empty .so", "mem.lib.dirty", "mem.empty.dirty", "diff", 0)
-print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session requests (library)" % py_reqs,
-                                 med("blk.py_session_http.lib.librss"), "", ""))
-print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_http.lib.libdirty"),
-                                 "", ""))
-print("%-*s %12.0f %12s %10s" % (W, "Rss after %s Python Session https requests" % py_reqs,
-                                 med("blk.py_session_https.lib.librss"), "", ""))
-print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them", med("blk.py_session_https.lib.libdirty"),
-                                 "", ""))
-row("peak RSS (VmHWM), Python requests.Session http", "blk.py_session_http.lib.hwm",
-    "blk.py_session_http.direct.hwm", "diff", 0)
-row("peak RSS (VmHWM), Python requests.Session https", "blk.py_session_https.lib.hwm",
-    "blk.py_session_https.direct.hwm", "diff", 0)
-row("    vs direct mode doing the client's own TLS set-up", "blk.py_session_https.lib.hwm",
-    "blk.py_session_https.tlssetup.hwm", "diff", 0)
-if "blk.py_session_https.floor.hwm" in S:
-    row("    vs the C floor's virtual session", "blk.py_session_https.lib.hwm",
-        "blk.py_session_https.floor.hwm", "diff", 0)
-row("peak RSS (VmHWM), Python requests.get http", "blk.py_get_http.lib.hwm",
-    "blk.py_get_http.direct.hwm", "diff", 0)
-row("peak RSS (VmHWM), Python requests.get https", "blk.py_get_https.lib.hwm",
-    "blk.py_get_https.direct.hwm", "diff", 0)
-row("    vs direct mode doing the client's own TLS set-up", "blk.py_get_https.lib.hwm",
-    "blk.py_get_https.tlssetup.hwm", "diff", 0)
-if "blk.py_get_https.floor.hwm" in S:
-    row("    vs the C floor's virtual session", "blk.py_get_https.lib.hwm",
-        "blk.py_get_https.floor.hwm", "diff", 0)
+for scheme, name in (("http", "Rss after %s Python Session requests (library)" % py_reqs),
+                     ("https", "Rss after %s Python Session https requests" % py_reqs)):
+    print("%-*s %12.0f %12s %10s" % (W, name, med("blk.py_session_%s.lib.librss" % scheme), "", ""))
+    print("%-*s %12.0f %12s %10s" % (W, "Private_Dirty after them",
+                                     med("blk.py_session_%s.lib.libdirty" % scheme), "", ""))
+for r, name in (("py_session", "requests.Session"), ("py_get", "requests.get")):
+    row("peak RSS (VmHWM), Python %s http" % name, "blk.%s_http.lib.hwm" % r,
+        "blk.%s_http.direct.hwm" % r, "diff", 0)
+    lib_hwm = "blk.%s_https.lib.hwm" % r
+    row("peak RSS (VmHWM), Python %s https" % name, lib_hwm, "blk.%s_https.direct.hwm" % r,
+        "diff", 0)
+    row("    vs direct mode doing the client's own TLS set-up", lib_hwm,
+        "blk.%s_https.tlssetup.hwm" % r, "diff", 0)
+    if "blk.%s_https.floor.hwm" % r in S:
+        row("    vs the C floor's virtual session", lib_hwm, "blk.%s_https.floor.hwm" % r, "diff", 0)
 row("peak RSS (max RSS), wrk keep-alive -t%s -c%s" % (threads, conns), "wrk.a_lib.rss",
     "wrk.a_direct.rss", "diff", 0)
 
