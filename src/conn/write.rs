@@ -183,8 +183,12 @@ fn send_request_bytes(
         };
         let rest = &input[consumed..];
         // Body bytes the kernel does not take will be offered again by the program: the
-        // engine must not count them now. Between heads the snapshot costs no allocation.
-        let before_feed = (writer.requests.buffered_len() == 0).then(|| writer.requests.clone());
+        // engine must not count them now. Only a body or a tunnel passes bytes (a head is
+        // held until complete), and no head is held then: the snapshot allocates nothing.
+        let before_feed = writer
+            .requests
+            .passes_bytes()
+            .then(|| writer.requests.clone());
         match writer.requests.feed(rest) {
             Step::Buffered(n) => consumed += n,
             Step::Pass(n) => {

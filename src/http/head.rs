@@ -115,15 +115,18 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
     let mut seen_allow = false;
     for header in request.headers.iter() {
         let name = header.name;
-        let value = trim_ows(header.value);
+        // Trimmed only for the fields read (most are not): this runs for every field of
+        // every diverted request and answer.
+        let value = || trim_ows(header.value);
         if name.eq_ignore_ascii_case("host") {
+            let value = value();
             if parsed.host.is_none() && std::str::from_utf8(value).is_ok() {
                 parsed.host = Some(span(head, value));
             }
         } else if name.eq_ignore_ascii_case("x-lunar-allow") {
             if !seen_allow {
                 seen_allow = true;
-                parsed.lunar_allow = match value {
+                parsed.lunar_allow = match value() {
                     v if v.eq_ignore_ascii_case(b"true") => Some(true),
                     v if v.eq_ignore_ascii_case(b"false") => Some(false),
                     _ => None,
@@ -133,9 +136,9 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
         } else if name.eq_ignore_ascii_case("upgrade") {
             parsed.upgrade = true;
         } else if name.eq_ignore_ascii_case("content-length") {
-            framing.content_length(value);
+            framing.content_length(value());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            framing.transfer_encoding(value);
+            framing.transfer_encoding(value());
         }
     }
     parsed.framing = framing.framing(minor_version);

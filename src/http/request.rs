@@ -187,6 +187,12 @@ impl RequestStream {
         matches!(self.state, State::Head(_)) && self.buf.is_empty()
     }
 
+    /// True while the next bytes offered pass (`Step::Pass`): a body, or everything for
+    /// good; false while a head is collected or waits to be emitted.
+    pub fn passes_bytes(&self) -> bool {
+        matches!(self.state, State::Body { .. } | State::Passthrough)
+    }
+
     /// True once everything passes through for good (not HTTP, an
     /// Upgrade/CONNECT tunnel, a framing error).
     pub fn is_passthrough(&self) -> bool {

@@ -124,22 +124,24 @@ fn read(head: &[u8], response: &httparse::Response<'_, '_>) -> Option<ParsedResp
     let mut sequence_id = None;
     for header in response.headers.iter() {
         let name = header.name;
-        let value = trim_ows(header.value);
+        // Trimmed only for the fields read (most are not): this runs for every field of
+        // every diverted request and answer.
+        let value = || trim_ows(header.value);
         if name.eq_ignore_ascii_case("x-lunar-error") {
             if parsed.lunar_error.is_none() {
-                parsed.lunar_error = Some(span(head, text(value).map_or(&[], str::as_bytes)));
+                parsed.lunar_error = Some(span(head, text(value()).map_or(&[], str::as_bytes)));
             }
         } else if name.eq_ignore_ascii_case("x-lunar-retry-after") {
-            retry_after = retry_after.or(Some(value));
+            retry_after = retry_after.or_else(|| Some(value()));
         } else if name.eq_ignore_ascii_case("x-lunar-sequence-id") {
             if sequence_id.is_none() {
-                sequence_id = text(value).map(|v| span(head, v.as_bytes()));
+                sequence_id = text(value()).map(|v| span(head, v.as_bytes()));
             }
             parsed.removed.push(field_line(head, name)?);
         } else if name.eq_ignore_ascii_case("content-length") {
-            framing.content_length(value);
+            framing.content_length(value());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            framing.transfer_encoding(value);
+            framing.transfer_encoding(value());
         }
     }
     let delay = retry_after
