@@ -175,6 +175,13 @@ pub fn get(fd: i32) -> Option<Arc<Conn>> {
     slot.conn.lock().clone()
 }
 
+/// Whether `fd` is tracked, without taking its connection (`get`'s lock and reference
+/// count): for a call that only notes the fd (an event loop's `epoll_ctl`, several per
+/// request).
+pub fn is_tracked(fd: i32) -> bool {
+    slot(fd).is_some_and(|slot| slot.tracked.load(Ordering::Acquire))
+}
+
 /// Starts tracking `fd`. False only for a negative fd or when the memory for a high fd's
 /// chunk cannot be mapped: the caller must then leave the socket alone.
 pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {

@@ -6,7 +6,6 @@
 //! records which epoll instances watch a tracked fd (`watchers`), so that an event, known
 //! by the program's data only, leads back to its fd.
 
-use super::tracked;
 use crate::conn::{self, fdtable};
 use crate::sys;
 use crate::watchers;
@@ -126,7 +125,7 @@ unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll
     let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
     if result == 0
         && fdtable::maybe_tracked(fd)
-        && (op == libc::EPOLL_CTL_DEL || tracked(fd).is_some())
+        && (op == libc::EPOLL_CTL_DEL || fdtable::is_tracked(fd))
     {
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
         let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
