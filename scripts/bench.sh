@@ -20,7 +20,8 @@
 #      fds, per TLS call on sessions left alone (callgrind, scripts/bench/instructions.sh);
 #      wrk to an untracked port with the library in wrk; nginx itself under the preload;
 #      instructions per diverted request, keep-alive (a C epoll client) and on a new
-#      connection (wrk, Connection: close), library vs direct mode.
+#      connection (wrk, Connection: close), library vs direct mode; per Python https
+#      request (Session, get), library vs the C floor's virtual session.
 # "Direct mode" is the program talking to HAProxy itself, with the x-lunar-* headers
 # written by hand: the same proxy, the same origin, no library.
 #

@@ -12,6 +12,10 @@
 #          program, without the noise of wrk's shared cores;
 #  close   a request on a new connection (wrk -t1 -c4, Connection: close), the whole
 #          process's instructions per request, library vs direct mode;
+#  py_session, py_get
+#          Python requests over https (requests.Session; requests.get, a new connection
+#          each), the whole process's instructions per request, library vs the C floor's
+#          virtual session (c-tests/bench/floor_divert.c);
 #  pass    wrk -t1 -c4 keep-alive to nginx's :8080 (a port the library does not
 #          intercept), the whole process's instructions per request with the library
 #          (LUNAR_PROXY_HOST set) and without: the pass-through cost without the noise of
@@ -116,6 +120,31 @@ if command -v valgrind >/dev/null; then
 		"$(insn_wrk 3 http://api.example.test:8080/ -- "${LIBENV[@]}")" \
 		"$(insn_wrk 1 http://api.example.test:8080/)" \
 		"$(insn_wrk 3 http://api.example.test:8080/)"
+	# Python https (the rows Python's own noise hides, +-30 us between runs): the whole
+	# process's instructions per request through the library and through the C floor's
+	# virtual session, requests.Session and requests.get (client.py, no warm-up); runs of
+	# 10 and 40 requests, so that start-up and set-up cancel out.
+	insn_python() { # mode count env...: instructions of `count` https requests
+		local mode=$1 count=$2
+		shift 2
+		in_ns env -i PATH=/usr/bin:/bin LANG=C.UTF-8 PYTHONHASHSEED=0 "$@" valgrind --tool=callgrind \
+			--callgrind-out-file=/dev/null /usr/bin/python3 "$BENCH/client.py" "$mode" \
+			https://api.example.test/ "$count" 0 '{}' "$CA" 2>&1 >/dev/null |
+			awk '/Collected/ {print $4}' || true
+	}
+	FLOOR_PY=("${FLOORENV[@]}" "FLOOR_PEER_CERT=$LABDIR/tls/lab.pem")
+	for mode in session get; do
+		w0=$(insn_python "$mode" 10 "${LIBENV[@]}")
+		w=$(insn_python "$mode" 40 "${LIBENV[@]}")
+		f0=$(insn_python "$mode" 10 "${FLOOR_PY[@]}")
+		f=$(insn_python "$mode" 40 "${FLOOR_PY[@]}")
+		if [[ -n "$w0" && -n "$w" && -n "$f0" && -n "$f" ]]; then
+			awk -v k="py_$mode" -v w0="$w0" -v w="$w" -v f0="$f0" -v f="$f" 'BEGIN {
+				printf "insn.%s.lib\t1\t%.1f\ninsn.%s.floor\t1\t%.1f\n", k, (w - w0) / 30, k, (f - f0) / 30 }' >>"$SAMPLES"
+		else
+			say "bench: Python under callgrind failed: no py_$mode instruction row"
+		fi
+	done
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3
 	fi

@@ -226,6 +226,10 @@ if "insn.fast.lib" in S:
     if "insn.close.lib" in S:
         row("instructions per request on a new connection (wrk, Connection: close)",
             "insn.close.lib", "insn.close.base", "diff", 0)
+    for mode, name in (("session", "requests.Session"), ("get", "requests.get (new connection)")):
+        if "insn.py_%s.lib" % mode in S:
+            row("instructions per Python https request, %s, vs the C floor's virtual session"
+                % name, "insn.py_%s.lib" % mode, "insn.py_%s.floor" % mode, "diff", 0)
 else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
