@@ -168,18 +168,19 @@ fn slot_or_new(fd: i32) -> Option<&'static Slot> {
 /// The connection behind `fd`, if we track it. The fast path of every I/O hook.
 #[inline]
 pub fn get(fd: i32) -> Option<Arc<Conn>> {
-    let slot = slot(fd)?;
-    if !slot.tracked.load(Ordering::Acquire) {
-        return None;
-    }
-    slot.conn.lock().clone()
+    tracked_slot(fd)?.conn.lock().clone()
 }
 
 /// Whether `fd` is tracked, without taking its connection (`get`'s lock and reference
 /// count): for a call that only notes the fd (an event loop's `epoll_ctl`, several per
 /// request).
 pub fn is_tracked(fd: i32) -> bool {
-    slot(fd).is_some_and(|slot| slot.tracked.load(Ordering::Acquire))
+    tracked_slot(fd).is_some()
+}
+
+#[inline]
+fn tracked_slot(fd: i32) -> Option<&'static Slot> {
+    slot(fd).filter(|slot| slot.tracked.load(Ordering::Acquire))
 }
 
 /// Starts tracking `fd`. False only for a negative fd or when the memory for a high fd's
