@@ -38,6 +38,8 @@ build keepalive_loop_epoll keepalive_loop.c -DWAIT_EPOLL
 build nonblock_epoll_et nonblock_epoll.c -DWAIT_EPOLLET
 build nonblock_poll nonblock_epoll.c -DWAIT_POLL
 build nonblock_select nonblock_epoll.c -DWAIT_SELECT
+build nonblock_select_reconnect nonblock_epoll.c -DWAIT_SELECT -DCHECK_BY_CONNECT
+build nonblock_poll_write nonblock_epoll.c -DWAIT_POLL -DCHECK_BY_WRITE
 build nonblock_epoll_post nonblock_epoll.c -DPOST_BYTES=2000000
 build nonblock_epoll_et_post nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000
 build small_reads_poll small_reads.c

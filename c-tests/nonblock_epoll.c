@@ -6,6 +6,10 @@
  *   -DWAIT_EPOLLET epoll, edge-triggered, registered once for IN|OUT|RDHUP|ET
  *   -DWAIT_POLL    poll() (curl)
  *   -DWAIT_SELECT  select() (wget, perl)
+ *   -DCHECK_BY_CONNECT  learn the connect's outcome by calling connect() again
+ *                  (0 or EISCONN: connected; EALREADY: wait on), not SO_ERROR (perl's
+ *                  IO::Socket::INET)
+ *   -DCHECK_BY_WRITE    do not ask at all: write once writable (wrk)
  *   -DPOST_BYTES=N POST a body of N bytes (0..250 repeated, like the lab origin's
  *                  /bytes/N) instead of a GET, with SO_SNDBUF set to 16 KiB, so
  *                  that write() meets EAGAIN and short writes */
@@ -160,12 +164,32 @@ int main(int argc, char **argv)
 		die("epoll_ctl ADD:");
 #endif
 
+	struct sockaddr_storage peer;
+	socklen_t peer_len = res->ai_addrlen;
+	memcpy(&peer, res->ai_addr, peer_len);
 	int rc = connect(fd, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
 	if (rc == 0) {
 		note("connect completed at once");
 	} else if (errno == EINPROGRESS) {
 		unsigned evs = wait_for(ep, fd, EPOLLOUT, deadline);
+#if defined(CHECK_BY_CONNECT)
+		for (;;) {
+			int rc2 = connect(fd, (struct sockaddr *)&peer, peer_len);
+			int e = errno;
+			if (rc2 == 0 || e == EISCONN)
+				break;
+			if (e != EALREADY && e != EINPROGRESS) {
+				errno = e;
+				die("connect again (events 0x%x):", evs);
+			}
+			evs = wait_for(ep, fd, EPOLLOUT, deadline);
+		}
+		note("connect EINPROGRESS, then connected by connect (events 0x%x, %s)", evs,
+		     WAIT_NAME);
+#elif defined(CHECK_BY_WRITE)
+		note("connect EINPROGRESS, then writable (events 0x%x, %s)", evs, WAIT_NAME);
+#else
 		int err = 0;
 		socklen_t el = sizeof err;
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
@@ -175,6 +199,7 @@ int main(int argc, char **argv)
 			die("connect failed (events 0x%x):", evs);
 		}
 		note("connect EINPROGRESS, then writable (events 0x%x, %s)", evs, WAIT_NAME);
+#endif
 	} else {
 		die("connect:");
 	}

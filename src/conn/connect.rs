@@ -5,7 +5,10 @@ use super::outcome::{self, Connected, NotDiverted};
 use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route, Runtime};
-use crate::sys::socket::{connect_bounded_telling_mode, disconnect, family_of, is_tcp, Mode};
+use crate::sys::socket::{
+    connect_bounded_in_mode, connect_start, disconnect, family_of, is_tcp, mode_of, status_flags,
+    Mode,
+};
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
@@ -102,9 +105,29 @@ pub unsafe fn connect(
         super::link::warn_once_no_tls_library(missing);
         return direct(outcome::Direct::NoTlsForProxy);
     }
-    let deadline = Instant::now() + Duration::from_millis(runtime.config.connect_timeout_ms);
-    match connect_bounded_telling_mode(fd, family, proxy, runtime.config.connect_timeout_ms) {
-        Ok(mode) => {
+    let flags = status_flags(fd);
+    let mode = mode_of(flags);
+    let timeout_ms = runtime.config.connect_timeout_ms;
+    if mode == Mode::NonBlocking && connect_unwaited_suits(runtime, target.port()) {
+        return match connect_unwaited(fd, &conn, family, proxy, timeout_ms) {
+            Ok(()) => {
+                log::debug!("{} -> proxy {proxy} ({why})", conn.label());
+                conn.enter(Phase::Proxied(proxy));
+                Connected::Done(connected_as_program_expects(mode))
+            }
+            Err(libc::EAFNOSUPPORT | libc::EINVAL) => {
+                fdtable::remove(fd);
+                Connected::Real(NotTcp)
+            }
+            Err(errno) => {
+                connect_failed(&conn, runtime, proxy, errno);
+                direct(outcome::Direct::ProxyConnectFailed)
+            }
+        };
+    }
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    match connect_bounded_in_mode(fd, family, proxy, timeout_ms, flags) {
+        Ok(()) => {
             if let Err(why) = conn.secure(fd, proxy, runtime, deadline) {
                 link_failed(&conn, fd, runtime, &why);
                 return direct(outcome::Direct::ProxyConnectFailed);
@@ -122,6 +145,36 @@ pub unsafe fn connect(
         Err(errno) => {
             connect_failed(&conn, runtime, proxy, errno);
             direct(outcome::Direct::ProxyConnectFailed)
+        }
+    }
+}
+
+/// Whether a non-blocking program's connect to the proxy may be left under way
+/// (`connecting`). Not over TLS to the proxy (our handshake needs the connection up),
+/// nor on the https port: a failure found after the program's TLS session began could
+/// not always be hidden, and one found before, by the bounded wait, always can.
+fn connect_unwaited_suits(runtime: &Runtime, port: u16) -> bool {
+    port != HTTPS_PORT && runtime.proxy.tls_trust().is_none()
+}
+
+/// Starts the connect to the proxy and returns; the program's readiness tells the rest.
+fn connect_unwaited(
+    fd: c_int,
+    conn: &Conn,
+    family: c_int,
+    proxy: SocketAddr,
+    timeout_ms: u64,
+) -> Result<(), c_int> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    match connect_start(fd, family, proxy, deadline) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            super::connecting::begin(conn, timeout_ms);
+            Ok(())
+        }
+        Err(errno) => {
+            disconnect(fd);
+            Err(errno)
         }
     }
 }
@@ -160,16 +213,59 @@ fn connected_as_program_expects(mode: Mode) -> c_int {
 }
 
 /// Programs that poll a non-blocking connect by calling connect again get the kernel's
-/// answer (EALREADY, EISCONN) for the socket's real peer.
+/// answer (EALREADY, EISCONN) for the socket's real peer. A pending connect to the proxy
+/// that failed is the proxy failing (`connect_error_seen`); one past its due time moves
+/// (`connecting::sweep_due`): a program polling so (Perl's IO::Socket) never waits where
+/// the hang-ups are hidden.
 #[inline(never)]
 fn repeated_connect(fd: c_int, conn: &Conn, address: *const sockaddr, len: socklen_t) -> Connected {
-    match conn.peer() {
-        Route::Origin => {
-            // SAFETY: the program's own arguments, unchanged.
-            Connected::Done(unsafe { sys::connect(fd, address, len) })
-        }
-        Route::Proxy(proxy) => Connected::Done(connect_raw(fd, conn.family, proxy)),
+    super::connecting::sweep_due();
+    // SAFETY: the program's own arguments, unchanged.
+    let at_origin = || Connected::Done(unsafe { sys::connect(fd, address, len) });
+    let Route::Proxy(proxy) = conn.peer() else {
+        return at_origin();
+    };
+    let result = connect_raw(fd, conn.family, proxy);
+    let errno = sys::errno();
+    if result == 0 || matches!(errno, libc::EALREADY | libc::EINPROGRESS | libc::EISCONN) {
+        return Connected::Done(result);
     }
+    match connect_error_seen(conn, fd, errno) {
+        0 => at_origin(),
+        error => {
+            sys::set_errno(error);
+            Connected::Done(-1)
+        }
+    }
+}
+
+/// A non-blocking program's connect to the proxy (`connecting`) was still under way at
+/// its due time: the proxy is failing as a bounded connect's timeout would have found,
+/// and the socket moves to the original destination before the program wrote anything.
+#[cold]
+#[inline(never)]
+pub(super) fn proxy_connect_timed_out(conn: &Conn, fd: c_int) {
+    let Some(runtime) = runtime::get() else {
+        return;
+    };
+    if !conn.still_ours(fd) {
+        return;
+    }
+    let _writer = conn.writer.lock();
+    let Route::Proxy(proxy) = conn.peer() else {
+        return;
+    };
+    let event = Event::ConnectErrorSeen {
+        error: libc::ETIMEDOUT,
+    };
+    if decide(&conn.state(), conn.facts(fd), event) != Action::ConnectFailed {
+        return;
+    }
+    let reason = std::io::Error::from_raw_os_error(libc::ETIMEDOUT);
+    runtime.proxy_failed(&format!("connect to {proxy}: {reason}"));
+    // A failed move leaves the socket unconnected: the program's wait then reports it as
+    // a failed connect to its origin would be.
+    let _ = super::recovery::leave_for_origin(conn, fd, runtime, "proxy connect failed");
 }
 
 fn connect_raw(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
@@ -183,6 +279,7 @@ fn connect_raw(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
 /// destination and the program sees the outcome of that connect instead.
 pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
     let event = Event::ConnectErrorSeen { error };
+    let connecting = super::connecting::is_pending(conn);
     let ask = |conn: &Conn| decide(&conn.state(), conn.facts(fd), event);
     if ask(conn) == Action::Report(error) || !conn.still_ours(fd) {
         return error;
@@ -200,13 +297,21 @@ pub fn connect_error_seen(conn: &Conn, fd: c_int, error: c_int) -> c_int {
         return error;
     }
     let reason = std::io::Error::from_raw_os_error(error);
-    runtime.proxy_failed(&format!(
-        "proxy connection lost before the request: {reason}"
-    ));
+    let (failure, why) = match conn.peer() {
+        Route::Proxy(proxy) if connecting => (
+            format!("connect to {proxy}: {reason}"),
+            "proxy connect failed",
+        ),
+        _ => (
+            format!("proxy connection lost before the request: {reason}"),
+            "proxy connection lost",
+        ),
+    };
+    runtime.proxy_failed(&failure);
     if action != Action::ConnectFailed {
         return error;
     }
-    match super::recovery::leave_for_origin(conn, fd, runtime, "proxy connection lost") {
+    match super::recovery::leave_for_origin(conn, fd, runtime, why) {
         Ok(()) => 0,
         Err(errno) => errno,
     }
@@ -256,7 +361,13 @@ pub fn peer_to_show(conn: &Conn, fd: c_int) -> Option<(libc::sockaddr_storage, s
         return None;
     }
     let at_our_proxy = match conn.peer() {
-        Route::Proxy(proxy) => sys::socket::peer_of(fd).map(addr::canonical) == Some(proxy),
+        Route::Proxy(proxy) => match sys::socket::peer_of(fd) {
+            Some(peer) => addr::canonical(peer) == proxy,
+            // Still connecting (a connect the program did not wait for): not connected,
+            // as the kernel's own answer says.
+            None if super::connecting::is_pending(conn) => return None,
+            None => false,
+        },
         Route::Origin => false,
     };
     if !at_our_proxy && !conn.still_ours(fd) {

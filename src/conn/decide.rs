@@ -13,8 +13,8 @@
 //! | HeadComplete | otherwise (an answer still unread: pipelining keeps the peer) | Proceed |
 //! | NotHttp, first bytes | at the proxy | GoDirect (https: HandToTls) |
 //! | NotHttp | otherwise | Passthrough |
-//! | SendFailed, reset/pipe/not connected | answers checked, replayable, (https: TLS movable) | Replay |
-//! | SendFailed, reset/pipe/not connected | answers checked, not replayable (past the cap, or part of its answer read) | Unhideable |
+//! | SendFailed, reset/pipe/not connected/a connect's failure | answers checked, replayable, (https: TLS movable) | Replay |
+//! | SendFailed, reset/pipe/not connected/a connect's failure | answers checked, not replayable (past the cap, or part of its answer read) | Unhideable |
 //! | SendFailed | otherwise | Report(errno) |
 //! | Answer: closed, reset, `x-lunar-error` | answers checked | Replay, or Unhideable when not replayable (https: TLS not movable) |
 //! | Answer: retry asked within bounds | answers checked | Retry{after}, or Unhideable when not replayable |
@@ -23,7 +23,7 @@
 //! | PeerLost | answers checked, a request unanswered (all written) | as a closed answer: Replay, or Unhideable |
 //! | PeerLost | answers checked, nothing written | ConnectFailed (the proxy lost before the request), or Unhideable (https, TLS not movable) |
 //! | PeerLost | otherwise | Proceed (the program sees the end) |
-//! | ConnectErrorSeen reset/refused | at the proxy, nothing written, (https: TLS movable) | ConnectFailed |
+//! | ConnectErrorSeen reset/refused/timed out/unreachable | at the proxy, nothing written, (https: TLS movable) | ConnectFailed |
 //! | ReadBeforeWrite | at the proxy, nothing written, not an https look, (https: TLS movable) | GoDirect (https: HandToTls) |
 //! | ServerName | at the proxy, the name not diverted | Move(Origin) |
 //! | Unseen (stdio, untrackable fd, io_uring) | at the proxy, idle | GoDirect |
@@ -177,7 +177,20 @@ impl std::fmt::Display for Reason {
 }
 
 fn is_connection_loss(errno: i32) -> bool {
-    matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN)
+    matches!(errno, libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN) || is_connect_failure(errno)
+}
+
+/// How a connect that the program did not wait for (`connecting`) can end badly, as
+/// SO_ERROR, a repeated connect or the first write tells it.
+fn is_connect_failure(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::ECONNABORTED
+            | libc::ETIMEDOUT
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+    )
 }
 
 /// The decision for `event` on a connection in `state`.
@@ -281,10 +294,8 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         Event::ConnectErrorSeen { error }
             if at_proxy
                 && !state.wrote
-                && matches!(
-                    error,
-                    libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED
-                ) =>
+                && (matches!(error, libc::ECONNRESET | libc::EPIPE)
+                    || is_connect_failure(error)) =>
         {
             if can_leave {
                 Action::ConnectFailed

@@ -124,7 +124,16 @@ fn not_http_otherwise_passes_through() {
 
 #[test]
 fn send_failed_connection_loss_at_the_proxy_replayable_replays() {
-    for errno in [libc::ECONNRESET, libc::EPIPE, libc::ENOTCONN] {
+    // The last four: a connect the program did not wait for failed (`connecting`).
+    for errno in [
+        libc::ECONNRESET,
+        libc::EPIPE,
+        libc::ENOTCONN,
+        libc::ECONNREFUSED,
+        libc::ETIMEDOUT,
+        libc::EHOSTUNREACH,
+        libc::ENETUNREACH,
+    ] {
         let event = Event::SendFailed { errno };
         assert_eq!(decide(&wrote(proxied()), REPLAYABLE, event), Action::Replay);
         let leaving = wrote(state(Phase::Leaving(proxy())));
@@ -265,12 +274,16 @@ fn peer_lost_otherwise_proceeds() {
 }
 
 #[test]
-fn connect_error_seen_reset_or_refused_at_the_proxy_nothing_written_fails_the_connect() {
+fn connect_error_seen_reset_refused_or_unreachable_at_the_proxy_nothing_written_fails_the_connect()
+{
     for error in [
         libc::ECONNRESET,
         libc::ECONNREFUSED,
         libc::EPIPE,
         libc::ECONNABORTED,
+        libc::ETIMEDOUT,
+        libc::EHOSTUNREACH,
+        libc::ENETUNREACH,
     ] {
         let event = Event::ConnectErrorSeen { error };
         assert_eq!(decide(&proxied(), REPLAYABLE, event), Action::ConnectFailed);
@@ -283,11 +296,12 @@ fn connect_error_seen_reset_or_refused_at_the_proxy_nothing_written_fails_the_co
         let direct = decide(&state(Phase::Direct), REPLAYABLE, event);
         assert_eq!(direct, Action::Report(error));
     }
-    let timeout = Event::ConnectErrorSeen {
-        error: libc::ETIMEDOUT,
+    // Not a connection's failure (a firewall's verdict on the socket, say): reported.
+    let denied = Event::ConnectErrorSeen {
+        error: libc::EACCES,
     };
-    let action = decide(&proxied(), REPLAYABLE, timeout);
-    assert_eq!(action, Action::Report(libc::ETIMEDOUT));
+    let action = decide(&proxied(), REPLAYABLE, denied);
+    assert_eq!(action, Action::Report(libc::EACCES));
 }
 
 #[test]

@@ -51,6 +51,11 @@ struct Table {
     high: [AtomicPtr<Chunk>; CHUNKS],
 }
 
+/// One past the highest fd of `low` that ever got a slot: a walk over every slot
+/// (`tracked`, a connect sweep of `connecting`) stops there instead of reading all 65536
+/// cells. Raised only when a slot is made (once per fd number), never on a hook's path.
+static LOW_SLOTS_END: AtomicUsize = AtomicUsize::new(0);
+
 /// Null until the first fd is tracked; then a mapping never unmapped.
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(null_mut());
 
@@ -156,7 +161,10 @@ fn slot_or_new(fd: i32) -> Option<&'static Slot> {
         conn: SpinLock::new(None),
     }));
     match cell.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Some(slot(fd).expect("just stored")),
+        Ok(_) => {
+            LOW_SLOTS_END.fetch_max((fd as usize + 1).min(CHUNK), Ordering::AcqRel);
+            Some(slot(fd).expect("just stored"))
+        }
         Err(_) => {
             // SAFETY: `fresh` was never shared; another thread installed its slot first.
             drop(unsafe { Box::from_raw(fresh) });
@@ -291,18 +299,21 @@ pub fn remove_range(first: u32, last: u32) {
     }
 }
 
-/// Every slot made so far, with its fd number.
+/// Every slot made so far, with its fd number: `low` up to its last slot made, then the
+/// chunks of `high` (looked for only once one exists).
 fn slots() -> impl Iterator<Item = (i32, &'static Slot)> {
     let table = table();
-    let high = table.into_iter().flat_map(|table| {
+    let any_high = ANY_HIGH.load(Ordering::Acquire);
+    let high = table.filter(|_| any_high).into_iter().flat_map(|table| {
         table.high.iter().enumerate().filter_map(|(n, chunk)| {
             // SAFETY: as in `cell`.
             let chunk = unsafe { chunk.load(Ordering::Acquire).as_ref() }?;
-            Some((n << CHUNK_BITS, chunk))
+            Some((n << CHUNK_BITS, &chunk[..]))
         })
     });
+    let low_end = LOW_SLOTS_END.load(Ordering::Acquire);
     table
-        .map(|table| (0, &table.low))
+        .map(|table| (0, &table.low[..low_end]))
         .into_iter()
         .chain(high)
         .flat_map(|(base, chunk)| {

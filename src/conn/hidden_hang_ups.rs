@@ -6,11 +6,16 @@
 //! what the program sees. When nothing is left to show, the wait goes on for what remains
 //! of the program's own timeout: returning 0 would tell it the timeout expired.
 //!
+//! While a connect to the proxy that a non-blocking program did not wait for is pending
+//! (`connecting`), every wait, select and pselect included, ends no later than the
+//! earliest one is due, so that one still under way then moves to its origin; the
+//! program's wait goes on for the rest of its own timeout.
+//!
 //! Over TLS to the proxy (`link`) the same review hides input readiness that carried only
 //! records for our session (a TLS 1.3 session ticket, part of a record): the program
 //! would read and find nothing, which event loops that trust readiness take for an error.
 
-use super::{any_linked, fdtable, proxy_lost_under_wait};
+use super::{any_linked, connecting, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
 use crate::watchers;
@@ -102,6 +107,9 @@ pub unsafe fn select_hiding_tls_records(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
+        if connecting::any() {
+            return select_with_connects_pending(count, read, write, except, timeout);
+        }
         if read.is_null() || !any_linked() {
             return sys::select(count, read, write, except, timeout);
         }
@@ -120,6 +128,43 @@ pub unsafe fn select_hiding_tls_records(
     }
 }
 
+/// select(2) while a connect to the proxy is pending, as `wait_with_connects_pending`;
+/// `timeout` gets what is left of it, as Linux's select writes it.
+///
+/// # Safety
+/// As select(2).
+#[inline(never)]
+unsafe fn select_with_connects_pending(
+    count: c_int,
+    read: *mut fd_set,
+    write: *mut fd_set,
+    except: *mut fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    // SAFETY: the program's own arguments, throughout.
+    unsafe {
+        let deadline = Deadline::after_timeval(timeout);
+        let asked = FdSets::copy(read, write, except);
+        let shown = loop {
+            let bounded = deadline.no_later_than(connecting::sweep_then_time_to_due());
+            let mut left = bounded.left_timeval();
+            asked.restore(read, write, except);
+            let wait_for = left
+                .as_mut()
+                .map_or(std::ptr::null_mut(), |t| t as *mut timeval);
+            let ready = sys::select(count, read, write, except, wait_for);
+            let shown = review_fd_sets(count, read, ready);
+            if shown != 0 || ready < 0 || deadline.passed() {
+                break shown;
+            }
+        };
+        if let (Some(timeout), Some(left)) = (timeout.as_mut(), deadline.left_timeval()) {
+            *timeout = left;
+        }
+        shown
+    }
+}
+
 /// pselect(2) for the program, as `select_hiding_tls_records`.
 ///
 /// # Safety
@@ -134,7 +179,7 @@ pub unsafe fn pselect_hiding_tls_records(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        if read.is_null() || !any_linked() {
+        if (read.is_null() || !any_linked()) && !connecting::any() {
             return sys::pselect(count, read, write, except, timeout, mask);
         }
         let asked = FdSets::copy(read, write, except);
@@ -179,9 +224,9 @@ impl FdSets {
 /// for our TLS session are cleared. Returns how many bits are left.
 ///
 /// # Safety
-/// `read` is a valid fd_set of `count` bits.
+/// `read` is null or a valid fd_set of `count` bits.
 unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int {
-    if ready <= 0 {
+    if ready <= 0 || read.is_null() || !any_linked() {
         return ready;
     }
     let mut shown = ready;
@@ -316,9 +361,40 @@ fn linked_records_only(fd: c_int) -> bool {
 
 /// The end of a wait's timeout, for waiting again when every event it returned was hidden
 /// (returning 0 would tell the program its timeout expired).
+#[derive(Clone, Copy)]
 struct Deadline(Option<Instant>);
 
 impl Deadline {
+    /// This deadline, or `span` from now if that is sooner (`None`: no limit).
+    fn no_later_than(self, span: Option<Duration>) -> Deadline {
+        let Some(span) = span else {
+            return self;
+        };
+        let due = Instant::now() + span;
+        Deadline(Some(self.0.map_or(due, |end| end.min(due))))
+    }
+
+    /// # Safety
+    /// `timeout` is null or points to a timeval.
+    unsafe fn after_timeval(timeout: *const timeval) -> Self {
+        // SAFETY: the caller's contract.
+        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
+            return Deadline(None);
+        };
+        let span = Duration::new(
+            timeout.tv_sec.max(0) as u64,
+            (timeout.tv_usec.clamp(0, 999_999) * 1000) as u32,
+        );
+        Deadline(Some(Instant::now() + span))
+    }
+
+    fn left_timeval(&self) -> Option<timeval> {
+        self.left().map(|left| timeval {
+            tv_sec: left.tv_sec,
+            tv_usec: left.tv_nsec / 1000,
+        })
+    }
+
     fn after_ms(timeout_ms: c_int) -> Self {
         Deadline(
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
@@ -371,6 +447,9 @@ fn wait_until_shown(
     deadline: Deadline,
     mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
 ) -> c_int {
+    if connecting::any() {
+        return wait_with_connects_pending(deadline, wait);
+    }
     let (ready, shown) = wait(None);
     if shown != 0 || ready <= 0 {
         return shown;
@@ -381,6 +460,23 @@ fn wait_until_shown(
         }
         let (ready, shown) = wait(Some(&deadline));
         if shown != 0 || ready <= 0 {
+            return shown;
+        }
+    }
+}
+
+/// `wait_until_shown` while a connect to the proxy is pending (`connecting`): each wait
+/// ends no later than the earliest one is due, so that one still under way then moves to
+/// its origin; the program's wait goes on for what is left of its own timeout.
+#[inline(never)]
+fn wait_with_connects_pending(
+    deadline: Deadline,
+    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
+) -> c_int {
+    loop {
+        let bounded = deadline.no_later_than(connecting::sweep_then_time_to_due());
+        let (ready, shown) = wait(Some(&bounded));
+        if shown != 0 || ready < 0 || deadline.passed() {
             return shown;
         }
     }
@@ -408,4 +504,43 @@ unsafe fn wait_until_shown_timespec(
         None => wait(timeout),
         Some(left) => wait(left.as_ref().map_or(std::ptr::null(), |t| t)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_connect_due_sooner_bounds_the_wait_and_a_later_one_does_not() {
+        let forever = Deadline(None);
+        assert!(forever.no_later_than(None).0.is_none());
+        let bounded = forever.no_later_than(Some(Duration::from_millis(300)));
+        let left = bounded.left_ms();
+        assert!((290..=300).contains(&left), "{left}");
+        let program = Deadline::after_ms(100);
+        let left = program
+            .no_later_than(Some(Duration::from_secs(5)))
+            .left_ms();
+        assert!((90..=100).contains(&left), "{left}");
+        let left = program
+            .no_later_than(Some(Duration::from_millis(20)))
+            .left_ms();
+        assert!((10..=20).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn a_select_timeout_round_trips_through_the_deadline() {
+        let asked = timeval {
+            tv_sec: 2,
+            tv_usec: 500_000,
+        };
+        // SAFETY: a valid timeval.
+        let deadline = unsafe { Deadline::after_timeval(&asked) };
+        let left = deadline.left_timeval().expect("a timeout");
+        let micros = left.tv_sec * 1_000_000 + left.tv_usec;
+        assert!((2_400_000..=2_500_000).contains(&micros), "{micros}");
+        // SAFETY: null is "no timeout".
+        let forever = unsafe { Deadline::after_timeval(std::ptr::null()) };
+        assert!(forever.left_timeval().is_none());
+    }
 }

@@ -6,6 +6,7 @@ mod answer_read;
 mod app_buffer;
 mod bypass;
 mod connect;
+mod connecting;
 mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
@@ -116,6 +117,9 @@ pub struct Conn {
     /// Set when a language hook's marker named this connection its own (`lang_hook`): the
     /// origin is then the hook's relay, and requests are https.
     relay: std::sync::OnceLock<lang_hook::Relay>,
+    /// While a non-blocking program's connect to the proxy is pending: when it is due
+    /// (`connecting`); 0 otherwise.
+    connect_due: std::sync::atomic::AtomicU64,
 }
 
 struct Writer {
@@ -129,6 +133,7 @@ struct Writer {
 /// A closed connection's buffers serve the next one (`spares`).
 impl Drop for Conn {
     fn drop(&mut self) {
+        connecting::settle(self);
         let writer = self.writer.get_mut();
         let responses = self.responses.get_mut();
         spares::give(spares::Spares {
@@ -170,6 +175,7 @@ impl Conn {
             requests_recorded: AtomicU32::new(0),
             link: link::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
+            connect_due: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -285,11 +291,13 @@ impl Conn {
         }
     }
 
-    /// The program has written to this connection.
+    /// The program has written to this connection: it found the socket writable, so a
+    /// connect it did not wait for is no longer pending (`connecting`).
     fn note_written(&self) {
         let mut state = self.state.lock();
         if !state.wrote {
             state.wrote = true;
+            connecting::settle(self);
         }
     }
 

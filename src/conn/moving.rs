@@ -23,6 +23,8 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
+        // A connect to the proxy still pending ends here: the move decides where it goes.
+        super::connecting::settle(self);
         self.count_move();
         self.link_down();
         disconnect(fd);
@@ -101,6 +103,7 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
+        super::connecting::settle(self);
         self.count_move();
         self.link_down();
         disconnect(fd);

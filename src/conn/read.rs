@@ -184,12 +184,27 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
     if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
         return false;
     }
+    if super::connecting::is_pending(conn) {
+        return connect_failed_under_wait(conn, fd);
+    }
     // An answer still unread is the program's: it reads that first and then meets the
     // loss in a read.
     if unread_bytes(fd) != 0 || conn.plaintext_waiting() {
         return false;
     }
     proxy_lost_under_read(conn, fd, true)
+}
+
+/// The wait's hang-up is a connect to the proxy that the program did not wait for
+/// failing: its error, taken from the socket, is the one SO_ERROR would have shown.
+#[cold]
+#[inline(never)]
+fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
+    match crate::sys::socket::socket_option(fd, libc::SO_ERROR) {
+        Some(error) if error != 0 => super::connect_error_seen(conn, fd, error) == 0,
+        // Connected, and then lost: as any hang-up before the request.
+        _ => proxy_lost_under_read(conn, fd, true),
+    }
 }
 
 /// The program's `shutdown` of diverted `fd` failed with ENOTCONN: the proxy reset the

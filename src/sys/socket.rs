@@ -155,24 +155,37 @@ pub fn connect_bounded(
     target: SocketAddr,
     timeout_ms: u64,
 ) -> Result<(), i32> {
-    connect_bounded_telling_mode(fd, family, target, timeout_ms).map(|_| ())
+    connect_bounded_in_mode(fd, family, target, timeout_ms, status_flags(fd))
 }
 
-/// `connect_bounded`, also saying whether the socket was non-blocking (read once, so that
-/// a caller answering as the program's own connect would needs no second `fcntl`).
-pub fn connect_bounded_telling_mode(
+/// The socket's file status flags (`F_GETFL`; negative when that failed), read once so
+/// that a caller answering as the program's own connect would needs no second `fcntl`.
+pub fn status_flags(fd: c_int) -> c_int {
+    // SAFETY: F_GETFL takes no argument.
+    unsafe { sys::fcntl(fd, libc::F_GETFL, 0) }
+}
+
+/// The blocking mode `flags` (from `status_flags`) say.
+pub fn mode_of(flags: c_int) -> Mode {
+    match flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+        true => Mode::NonBlocking,
+        false => Mode::Blocking,
+    }
+}
+
+/// `connect_bounded` for a socket whose status flags the caller read (`status_flags`).
+pub fn connect_bounded_in_mode(
     fd: c_int,
     family: c_int,
     target: SocketAddr,
     timeout_ms: u64,
-) -> Result<Mode, i32> {
-    // SAFETY: F_GETFL takes no argument.
-    let flags = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
+    flags: c_int,
+) -> Result<(), i32> {
     let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
     if was_blocking {
         // A blocking connect cannot be bounded otherwise; the flag is restored before the
         // program can see this socket again (it is inside its own connect call).
-        // SAFETY: F_SETFL with flags read just above.
+        // SAFETY: F_SETFL with flags read by the caller.
         unsafe {
             sys::fcntl(
                 fd,
@@ -183,17 +196,13 @@ pub fn connect_bounded_telling_mode(
     }
     let result = connect_nonblocking(fd, family, target, timeout_ms);
     if was_blocking {
-        // SAFETY: restores the flags read above.
+        // SAFETY: restores the flags read by the caller.
         unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
     }
     if result.is_err() {
         disconnect(fd);
     }
-    let non_blocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
-    result.map(|()| match non_blocking {
-        true => Mode::NonBlocking,
-        false => Mode::Blocking,
-    })
+    result
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,0 +1,172 @@
+//! Connects to the proxy that a non-blocking program does not wait for. Its `connect`
+//! answers EINPROGRESS at once, as the kernel's own would, and its event loop serves its
+//! other connections while the proxy's handshake runs; how the connect ended reaches the
+//! program as readiness. A refusal or reset is hidden where the program looks: its wait
+//! (`hidden_hang_ups`), SO_ERROR or a repeated connect (`connect_error_seen`), its first
+//! write (`decide`: a connection loss before any answer, replayed to the origin).
+//!
+//! A proxy that never answers (SYNs dropped) raises no event at all: each such connect is
+//! due at the proxy's connect timeout, the program's waits end no later than the earliest
+//! one due, and what is still connecting then moves to its original destination
+//! (`sweep_then_time_to_due`), as a blocking connect's bounded wait would have done.
+
+use super::{fdtable, Conn};
+use crate::sys;
+use libc::{c_int, pollfd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Connections whose connect to the proxy is pending (their `connect_due` set).
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// No later than the earliest due time of those (nanoseconds of CLOCK_MONOTONIC);
+/// `NONE_DUE` when none is known. A sweep recomputes it from the connections it finds.
+static EARLIEST: AtomicU64 = AtomicU64::new(NONE_DUE);
+const NONE_DUE: u64 = u64::MAX;
+
+/// The connect of `conn` to the proxy is under way; it is due in `timeout_ms`.
+pub(super) fn begin(conn: &Conn, timeout_ms: u64) {
+    let due = now_ns().saturating_add(timeout_ms.saturating_mul(1_000_000));
+    conn.connect_due.store(due, Ordering::SeqCst);
+    PENDING.fetch_add(1, Ordering::SeqCst);
+    EARLIEST.fetch_min(due, Ordering::SeqCst);
+}
+
+/// The connect of `conn` is no longer pending (it moved, or the connection is gone).
+/// True for the one caller that ended it.
+pub(super) fn settle(conn: &Conn) -> bool {
+    if conn.connect_due.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let ended = conn.connect_due.swap(0, Ordering::SeqCst) != 0;
+    if ended {
+        PENDING.fetch_sub(1, Ordering::SeqCst);
+    }
+    ended
+}
+
+/// Whether the connect of `conn` to the proxy is pending.
+pub(super) fn is_pending(conn: &Conn) -> bool {
+    conn.connect_due.load(Ordering::SeqCst) != 0
+}
+
+/// Whether any connect to the proxy is pending: the waits' one load.
+#[inline]
+pub fn any() -> bool {
+    PENDING.load(Ordering::Relaxed) != 0
+}
+
+/// Moves each connect past its due time, then says how long a wait may last before
+/// the next one is due (`None`: no limit). One clock read; none while nothing is pending.
+pub fn sweep_then_time_to_due() -> Option<Duration> {
+    if !any() {
+        return None;
+    }
+    let earliest = EARLIEST.load(Ordering::SeqCst);
+    if earliest == NONE_DUE {
+        return None;
+    }
+    let now = now_ns();
+    if earliest <= now {
+        sweep(now);
+    }
+    match EARLIEST.load(Ordering::SeqCst) {
+        NONE_DUE => None,
+        due => Some(Duration::from_nanos(due.saturating_sub(now))),
+    }
+}
+
+/// Moves each connect past its due time and still under way to its original
+/// destination (`proxy_connect_timed_out`), in the program's thread.
+pub fn sweep_due() {
+    let _ = sweep_then_time_to_due();
+}
+
+#[cold]
+#[inline(never)]
+fn sweep(now: u64) {
+    // A connect begun meanwhile lowers the estimate again (`begin`), or is found below:
+    // its connection is in the table before its connect starts.
+    EARLIEST.store(NONE_DUE, Ordering::SeqCst);
+    for (fd, conn) in fdtable::tracked() {
+        let due = conn.connect_due.load(Ordering::SeqCst);
+        if due == 0 {
+            continue;
+        }
+        if due > now {
+            EARLIEST.fetch_min(due, Ordering::SeqCst);
+            continue;
+        }
+        if settle(&conn) && still_connecting(&conn, fd) {
+            super::connect::proxy_connect_timed_out(&conn, fd);
+        }
+    }
+}
+
+/// Neither connected nor failed: no event yet. A connection that wrote was connected.
+fn still_connecting(conn: &Conn, fd: c_int) -> bool {
+    if conn.state().wrote {
+        return false;
+    }
+    let mut probe = pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { sys::poll(&mut probe, 1, 0) == 0 }
+}
+
+fn now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC is always there (vDSO).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn conn() -> Conn {
+        let original: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        Conn::new(original, None, true, 1024)
+    }
+
+    // One test: the counters are the process's.
+    #[test]
+    fn pending_until_settled_once_and_due_bounds_the_wait() {
+        let before = PENDING.load(Ordering::SeqCst);
+        let first = conn();
+        let second = conn();
+        begin(&first, 60_000);
+        begin(&second, 120_000);
+        assert!(any());
+        assert_eq!(PENDING.load(Ordering::SeqCst), before + 2);
+        let left = sweep_then_time_to_due().expect("a connect is pending");
+        assert!(left <= Duration::from_secs(60), "{left:?}");
+        assert!(left > Duration::from_secs(50), "{left:?}");
+        assert!(settle(&first));
+        assert!(!settle(&first), "settled twice");
+        assert_eq!(PENDING.load(Ordering::SeqCst), before + 1);
+        // Dropping a connection whose connect is pending ends it.
+        drop(second);
+        assert_eq!(PENDING.load(Ordering::SeqCst), before);
+        // Due at once, and its connection in no fd's slot (held elsewhere): the sweep
+        // forgets the estimate, so that the waits are not cut short over and over.
+        let third = conn();
+        begin(&third, 0);
+        assert_eq!(
+            EARLIEST.load(Ordering::SeqCst),
+            third.connect_due.load(Ordering::SeqCst)
+        );
+        assert_eq!(sweep_then_time_to_due(), None);
+        assert!(settle(&third));
+        assert_eq!(PENDING.load(Ordering::SeqCst), before);
+    }
+}
