@@ -19,7 +19,7 @@
 //! runtime:     the process-wide state, built at the first call that needs it
 //! proxy, logger, uuid, names, watchers
 //! http, policy, guard
-//! sync
+//! sync, int_hash
 //! sys:         libc's own functions, and sockets through them (`sys::socket`)
 //! addr
 //! hot_data:    literals the diverting path reads, laid out with the hot code
@@ -44,6 +44,7 @@ pub mod hooks;
 mod hot_data;
 pub mod http;
 mod inject;
+pub mod int_hash;
 mod logger;
 pub mod names;
 pub mod policy;

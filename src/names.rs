@@ -1,8 +1,8 @@
 //! Names the program resolved: `getaddrinfo` tells us which name an address was looked up
 //! by, so that `connect(ip)` can be judged (allow and block lists name hosts) and labelled.
 
+use crate::int_hash::{int_map, IntMap};
 use crate::sync::SpinLock;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,12 +12,12 @@ use std::sync::Arc;
 const CAPACITY: usize = 4096;
 
 /// Shared (`Arc`): each connection to an address holds its name without a copy.
-static NAMES: SpinLock<Option<HashMap<IpAddr, Arc<str>>>> = SpinLock::new(None);
+static NAMES: SpinLock<IntMap<IpAddr, Arc<str>>> = SpinLock::new(int_map());
 
 pub fn remember(ip: IpAddr, name: &str) {
     let name: Arc<str> = name.trim_end_matches('.').to_ascii_lowercase().into();
     let mut names = NAMES.lock();
-    let map = names.get_or_insert_with(HashMap::new);
+    let map = &mut *names;
     if map.len() >= CAPACITY && !map.contains_key(&ip) {
         map.clear();
     }
@@ -25,7 +25,7 @@ pub fn remember(ip: IpAddr, name: &str) {
 }
 
 pub fn lookup(ip: IpAddr) -> Option<Arc<str>> {
-    NAMES.lock().as_ref()?.get(&ip).cloned()
+    NAMES.lock().get(&ip).cloned()
 }
 
 /// For a forked child: the parent's other threads may have held the lock.

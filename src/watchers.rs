@@ -9,10 +9,9 @@
 //! several of those calls per request). Finding the fd of an event (`fd_for`) scans; it
 //! runs only for hang-ups and errors, and with TLS to the proxy.
 
+use crate::int_hash::{int_map, IntMap};
 use crate::sync::SpinLock;
 use libc::c_int;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// One epoll instance's registration of a socket.
 #[derive(Clone, Copy)]
@@ -63,34 +62,9 @@ impl Registrations {
 }
 
 /// fd -> its registrations.
-type Watches = HashMap<c_int, Registrations, BuildHasherDefault<FdHasher>>;
+type Watches = IntMap<c_int, Registrations>;
 
-static WATCHES: SpinLock<Watches> = SpinLock::new(HashMap::with_hasher(BuildHasherDefault::new()));
-
-/// Hashes an fd number with one multiplication: fds are small integers, which the map's
-/// default hasher (SipHash, seeded per thread) would spend a hundred instructions on.
-#[derive(Default)]
-struct FdHasher(u64);
-
-impl Hasher for FdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(FIBONACCI);
-        }
-    }
-
-    fn write_i32(&mut self, n: i32) {
-        self.0 = (self.0 ^ u64::from(n as u32)).wrapping_mul(FIBONACCI);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// 2^64 / the golden ratio: spreads consecutive integers over the high bits, which the
-/// map's probing reads.
-const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+static WATCHES: SpinLock<Watches> = SpinLock::new(int_map());
 
 /// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd (or a
 /// `EPOLL_CTL_DEL` on any fd).

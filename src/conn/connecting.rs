@@ -8,17 +8,17 @@
 //! A proxy that never answers (SYNs dropped) raises no event at all: each such connect is
 //! due at the proxy's connect timeout, the program's waits end no later than the earliest
 //! one due, and what is still connecting then moves to its original destination
-//! (`sweep_then_time_to_due`), as a blocking connect's bounded wait would have done.
+//! (`sweep_then_next_due`), as a blocking connect's bounded wait would have done.
 
 use super::{fdtable, Conn};
 use crate::sys;
 use libc::{c_int, pollfd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections whose connect to the proxy is pending (their `connect_due` set).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
-/// No later than the earliest due time of those (nanoseconds of CLOCK_MONOTONIC);
+/// No later than the earliest due time of those (`now_ns`'s clock);
 /// `NONE_DUE` when none is known. A sweep recomputes it from the connections it finds.
 static EARLIEST: AtomicU64 = AtomicU64::new(NONE_DUE);
 const NONE_DUE: u64 = u64::MAX;
@@ -55,9 +55,10 @@ pub fn any() -> bool {
     PENDING.load(Ordering::Relaxed) != 0
 }
 
-/// Moves each connect past its due time, then says how long a wait may last before
-/// the next one is due (`None`: no limit). One clock read; none while nothing is pending.
-pub fn sweep_then_time_to_due() -> Option<Duration> {
+/// Moves each connect past its due time (`now`: the caller's reading of `now_ns`), then
+/// says when the next one is due, on the same clock (`None`: none known). Nothing but a
+/// load while nothing is pending.
+pub fn sweep_then_next_due(now: u64) -> Option<u64> {
     if !any() {
         return None;
     }
@@ -65,20 +66,29 @@ pub fn sweep_then_time_to_due() -> Option<Duration> {
     if earliest == NONE_DUE {
         return None;
     }
-    let now = now_ns();
     if earliest <= now {
         sweep(now);
     }
     match EARLIEST.load(Ordering::SeqCst) {
         NONE_DUE => None,
-        due => Some(Duration::from_nanos(due.saturating_sub(now))),
+        due => Some(due),
     }
+}
+
+/// `sweep_then_next_due` for a wait whose clock is `Instant`'s (a timespec's or a
+/// timeval's timeout): the due time as an `Instant`.
+pub fn sweep_then_next_due_instant() -> Option<Instant> {
+    let now = now_ns();
+    let due = sweep_then_next_due(now)?;
+    Some(Instant::now() + Duration::from_nanos(due.saturating_sub(now)))
 }
 
 /// Moves each connect past its due time and still under way to its original
 /// destination (`proxy_connect_timed_out`), in the program's thread.
 pub fn sweep_due() {
-    let _ = sweep_then_time_to_due();
+    if any() {
+        let _ = sweep_then_next_due(now_ns());
+    }
 }
 
 #[cold]
@@ -116,12 +126,13 @@ fn still_connecting(conn: &Conn, fd: c_int) -> bool {
     unsafe { sys::poll(&mut probe, 1, 0) == 0 }
 }
 
-fn now_ns() -> u64 {
+/// CLOCK_MONOTONIC in nanoseconds: one vDSO call, integer arithmetic after it.
+pub fn now_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC is always there (vDSO).
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC is always there.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
@@ -148,7 +159,9 @@ mod tests {
         begin(&second, 120_000);
         assert!(any());
         assert_eq!(PENDING.load(Ordering::SeqCst), before + 2);
-        let left = sweep_then_time_to_due().expect("a connect is pending");
+        let now = now_ns();
+        let due = sweep_then_next_due(now).expect("a connect is pending");
+        let left = Duration::from_nanos(due - now);
         assert!(left <= Duration::from_secs(60), "{left:?}");
         assert!(left > Duration::from_secs(50), "{left:?}");
         assert!(settle(&first));
@@ -165,7 +178,7 @@ mod tests {
             EARLIEST.load(Ordering::SeqCst),
             third.connect_due.load(Ordering::SeqCst)
         );
-        assert_eq!(sweep_then_time_to_due(), None);
+        assert_eq!(sweep_then_next_due(now_ns()), None);
         assert!(settle(&third));
         assert_eq!(PENDING.load(Ordering::SeqCst), before);
     }

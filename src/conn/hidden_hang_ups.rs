@@ -146,7 +146,7 @@ unsafe fn select_with_connects_pending(
         let deadline = Deadline::after_timeval(timeout);
         let asked = FdSets::copy(read, write, except);
         let shown = loop {
-            let bounded = deadline.no_later_than(connecting::sweep_then_time_to_due());
+            let bounded = deadline.no_later_than(connecting::sweep_then_next_due_instant());
             let mut left = bounded.left_timeval();
             asked.restore(read, write, except);
             let wait_for = left
@@ -365,12 +365,11 @@ fn linked_records_only(fd: c_int) -> bool {
 struct Deadline(Option<Instant>);
 
 impl Deadline {
-    /// This deadline, or `span` from now if that is sooner (`None`: no limit).
-    fn no_later_than(self, span: Option<Duration>) -> Deadline {
-        let Some(span) = span else {
+    /// This deadline, or `due` if that is sooner (`None`: no limit).
+    fn no_later_than(self, due: Option<Instant>) -> Deadline {
+        let Some(due) = due else {
             return self;
         };
-        let due = Instant::now() + span;
         Deadline(Some(self.0.map_or(due, |end| end.min(due))))
     }
 
@@ -474,7 +473,7 @@ fn wait_with_connects_pending(
     mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
 ) -> c_int {
     loop {
-        let bounded = deadline.no_later_than(connecting::sweep_then_time_to_due());
+        let bounded = deadline.no_later_than(connecting::sweep_then_next_due_instant());
         let (ready, shown) = wait(Some(&bounded));
         if shown != 0 || ready < 0 || deadline.passed() {
             return shown;
@@ -485,9 +484,46 @@ fn wait_with_connects_pending(
 /// `wait_until_shown` for calls whose timeout is in milliseconds (negative: forever);
 /// `wait` gets the timeout to pass on, the program's own the first time.
 fn wait_until_shown_ms(timeout: c_int, mut wait: impl FnMut(c_int) -> (c_int, c_int)) -> c_int {
+    if connecting::any() {
+        return wait_ms_with_connects_pending(timeout, wait);
+    }
     wait_until_shown(Deadline::after_ms(timeout), |deadline| {
         wait(deadline.map_or(timeout, Deadline::left_ms))
     })
+}
+
+/// `wait_with_connects_pending` for calls whose timeout is in milliseconds (poll and the
+/// epoll waits, an event loop's every turn): one clock read per wait, integer arithmetic.
+#[inline(never)]
+fn wait_ms_with_connects_pending(
+    timeout: c_int,
+    mut wait: impl FnMut(c_int) -> (c_int, c_int),
+) -> c_int {
+    const NS_PER_MS: u64 = 1_000_000;
+    let mut now = connecting::now_ns();
+    let end = u64::try_from(timeout)
+        .ok()
+        .map(|ms| now.saturating_add(ms * NS_PER_MS));
+    loop {
+        let until = match (end, connecting::sweep_then_next_due(now)) {
+            (Some(end), Some(due)) => Some(end.min(due)),
+            (end, due) => end.or(due),
+        };
+        let left_ms = until.map_or(-1, |until| {
+            until
+                .saturating_sub(now)
+                .div_ceil(NS_PER_MS)
+                .min(c_int::MAX as u64) as c_int
+        });
+        let (ready, shown) = wait(left_ms);
+        if shown != 0 || ready < 0 {
+            return shown;
+        }
+        now = connecting::now_ns();
+        if end.is_some_and(|end| now >= end) {
+            return 0;
+        }
+    }
 }
 
 /// The same for calls whose timeout is a timespec (null: forever).
@@ -512,19 +548,15 @@ mod tests {
 
     #[test]
     fn a_pending_connect_due_sooner_bounds_the_wait_and_a_later_one_does_not() {
+        let after = |ms| Some(Instant::now() + Duration::from_millis(ms));
         let forever = Deadline(None);
         assert!(forever.no_later_than(None).0.is_none());
-        let bounded = forever.no_later_than(Some(Duration::from_millis(300)));
-        let left = bounded.left_ms();
+        let left = forever.no_later_than(after(300)).left_ms();
         assert!((290..=300).contains(&left), "{left}");
         let program = Deadline::after_ms(100);
-        let left = program
-            .no_later_than(Some(Duration::from_secs(5)))
-            .left_ms();
+        let left = program.no_later_than(after(5000)).left_ms();
         assert!((90..=100).contains(&left), "{left}");
-        let left = program
-            .no_later_than(Some(Duration::from_millis(20)))
-            .left_ms();
+        let left = program.no_later_than(after(20)).left_ms();
         assert!((10..=20).contains(&left), "{left}");
     }
 
