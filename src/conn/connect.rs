@@ -108,45 +108,44 @@ pub unsafe fn connect(
     let flags = status_flags(fd);
     let mode = mode_of(flags);
     let timeout_ms = runtime.config.connect_timeout_ms;
-    if mode == Mode::NonBlocking && connect_unwaited_suits(runtime, target.port()) {
-        return match connect_unwaited(fd, &conn, family, proxy, timeout_ms) {
-            Ok(()) => {
-                log::debug!("{} -> proxy {proxy} ({why})", conn.label());
-                conn.enter(Phase::Proxied(proxy));
-                Connected::Done(connected_as_program_expects(mode))
-            }
-            Err(libc::EAFNOSUPPORT | libc::EINVAL) => {
-                fdtable::remove(fd);
-                Connected::Real(NotTcp)
-            }
-            Err(errno) => {
-                connect_failed(&conn, runtime, proxy, errno);
-                direct(outcome::Direct::ProxyConnectFailed)
-            }
-        };
-    }
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    match connect_bounded_in_mode(fd, family, proxy, timeout_ms, flags) {
+    let reached = if mode == Mode::NonBlocking && connect_unwaited_suits(runtime, target.port()) {
+        connect_unwaited(fd, &conn, family, proxy, timeout_ms).map_err(Unreached::Connect)
+    } else {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        connect_bounded_in_mode(fd, family, proxy, timeout_ms, flags)
+            .map_err(Unreached::Connect)
+            .and_then(|()| {
+                conn.secure(fd, proxy, runtime, deadline)
+                    .map_err(Unreached::Link)
+            })
+    };
+    match reached {
         Ok(()) => {
-            if let Err(why) = conn.secure(fd, proxy, runtime, deadline) {
-                link_failed(&conn, fd, runtime, &why);
-                return direct(outcome::Direct::ProxyConnectFailed);
-            }
             log::debug!("{} -> proxy {proxy} ({why})", conn.label());
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
         }
         // The address did not fit the socket (a program's connect of the wrong family):
         // not the proxy failing; the program's own connect fails as it would.
-        Err(libc::EAFNOSUPPORT | libc::EINVAL) => {
+        Err(Unreached::Connect(libc::EAFNOSUPPORT | libc::EINVAL)) => {
             fdtable::remove(fd);
             Connected::Real(NotTcp)
         }
-        Err(errno) => {
+        Err(Unreached::Connect(errno)) => {
             connect_failed(&conn, runtime, proxy, errno);
             direct(outcome::Direct::ProxyConnectFailed)
         }
+        Err(Unreached::Link(why)) => {
+            link_failed(&conn, fd, runtime, &why);
+            direct(outcome::Direct::ProxyConnectFailed)
+        }
     }
+}
+
+/// Why the proxy was not reached: its connect failed (errno), or our TLS link on it.
+enum Unreached {
+    Connect(c_int),
+    Link(String),
 }
 
 /// Whether a non-blocking program's connect to the proxy may be left under way

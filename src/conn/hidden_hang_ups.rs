@@ -107,34 +107,21 @@ pub unsafe fn select_hiding_tls_records(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        if connecting::any() {
-            return select_with_connects_pending(count, read, write, except, timeout);
-        }
-        if read.is_null() || !any_linked() {
+        if (read.is_null() || !any_linked()) && !connecting::any() {
             return sys::select(count, read, write, except, timeout);
         }
-        let asked = FdSets::copy(read, write, except);
-        loop {
-            let ready = sys::select(count, read, write, except, timeout);
-            let shown = review_fd_sets(count, read, ready);
-            let expired = timeout
-                .as_ref()
-                .is_some_and(|t| t.tv_sec == 0 && t.tv_usec == 0);
-            if shown != 0 || ready <= 0 || expired {
-                return shown;
-            }
-            asked.restore(read, write, except);
-        }
+        select_until_shown(count, read, write, except, timeout)
     }
 }
 
-/// select(2) while a connect to the proxy is pending, as `wait_with_connects_pending`;
+/// select(2) until it shows the program something or its timeout passes, ending no
+/// later than a pending connect to the proxy is due (as `wait_with_connects_pending`);
 /// `timeout` gets what is left of it, as Linux's select writes it.
 ///
 /// # Safety
 /// As select(2).
 #[inline(never)]
-unsafe fn select_with_connects_pending(
+unsafe fn select_until_shown(
     count: c_int,
     read: *mut fd_set,
     write: *mut fd_set,

@@ -196,10 +196,16 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
 }
 
 /// The wait's hang-up is a connect to the proxy that the program did not wait for
-/// failing: its error, taken from the socket, is the one SO_ERROR would have shown.
+/// failing: its error, taken from the socket, is the one SO_ERROR would have shown. Taken
+/// only from our own socket (not a number reused behind our back); at the proxy with
+/// nothing written, `connect_error_seen` then moves it for every error a TCP connect ends
+/// with (refused, reset, timed out, unreachable), so the program never needs that error.
 #[cold]
 #[inline(never)]
 fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
+    if !conn.still_ours(fd) {
+        return false;
+    }
     match crate::sys::socket::socket_option(fd, libc::SO_ERROR) {
         Some(error) if error != 0 => super::connect_error_seen(conn, fd, error) == 0,
         // Connected, and then lost: as any hang-up before the request.
