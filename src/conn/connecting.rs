@@ -126,17 +126,9 @@ fn still_connecting(conn: &Conn, fd: c_int) -> bool {
     unsafe { sys::poll(&mut probe, 1, 0) == 0 }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: one vDSO call, integer arithmetic after it.
+/// The clock of the due times: `sys::monotonic_ns`.
 pub fn now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC is always there.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
+    sys::monotonic_ns()
 }
 
 #[cfg(test)]

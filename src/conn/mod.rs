@@ -32,6 +32,7 @@ mod spares;
 mod state;
 mod tls_handoff;
 pub mod tls_plain;
+mod wait_deadline;
 mod waiting;
 mod write;
 

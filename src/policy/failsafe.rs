@@ -64,13 +64,7 @@ impl Failsafe {
 
 /// Milliseconds on the monotonic clock.
 pub fn now_ms() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+    crate::sys::monotonic_ns() / 1_000_000
 }
 
 #[cfg(test)]
