@@ -10,6 +10,8 @@
  *   -DCLOSE_FROM       closefrom(fd) (glibc closes through its internal close_range)
  *   -DCLOSE_RAW        the close system call made directly (inline assembly), seen by no
  *                      hook at all
+ *   -DHTTP_LINES       (with CLOSE_RAW) the lines saved are request heads; -DSPLIT_WRITE:
+ *                      the first written in two pieces
  * FILE is then opened (except after freopen, which opened it) and must get the socket's
  * number; 2 lines are written to it with write() and writev(), read back with pread()
  * and read(), and the file is checked on disk. Then a second GET on a new connection
@@ -19,8 +21,16 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#ifdef HTTP_LINES
+/* What the program saves looks like request heads, so the library's HTTP engine would take
+ * it as a new request on the old connection: the first in one write() (-DSPLIT_WRITE: in
+ * two, the head incomplete after the first), the second with writev(). */
+static const char LINE1[] = "GET /saved HTTP/1.1\r\nHost: api.example.test\r\n\r\n";
+static const char LINE2[] = "POST /also-saved HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+#else
 static const char LINE1[] = "first line the program saves\n";
 static const char LINE2[] = "second line, with writev\n";
+#endif
 
 static int request_on(int fd, const struct args *a, const char *tag)
 {
@@ -97,9 +107,19 @@ int main(int argc, char **argv)
 		die("the file got fd %d, the socket had %d: reuse not exercised", file, fd);
 
 	errno = 0;
+#ifdef SPLIT_WRITE
+	size_t first = (size_t)(strchr(LINE1, '\n') - LINE1) + 1;
+	ssize_t n = write(file, LINE1, first);
+	if (n != (ssize_t)first)
+		die("first write to the file returned %zd:", n);
+	n = write(file, LINE1 + first, sizeof LINE1 - 1 - first);
+	if (n != (ssize_t)(sizeof LINE1 - 1 - first))
+		die("second write to the file returned %zd:", n);
+#else
 	ssize_t n = write(file, LINE1, sizeof LINE1 - 1);
 	if (n != (ssize_t)(sizeof LINE1 - 1))
 		die("write to the file returned %zd:", n);
+#endif
 	struct iovec iov[2] = {{(void *)LINE2, 7}, {(void *)(LINE2 + 7), sizeof LINE2 - 1 - 7}};
 	n = writev(file, iov, 2);
 	if (n != (ssize_t)(sizeof LINE2 - 1))

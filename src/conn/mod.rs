@@ -393,7 +393,7 @@ impl Conn {
     }
 
     /// `still_ours`, checked before the program's first read unless a check since the
-    /// connect (the write path's, at each request head) already found the socket ours.
+    /// connect (the write path's, at the first request head) already found the socket ours.
     fn still_a_socket(&self, fd: i32) -> bool {
         self.state.lock().identity_checked || self.still_ours(fd)
     }

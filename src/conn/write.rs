@@ -112,13 +112,19 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
             }
         };
     }
+    let mut identity_spared = false;
     if writer.requests.at_message_boundary() {
-        // A new request begins: one fstat per request tells a number reused behind our
-        // back (fclose, a raw close) from our socket before any byte is sent.
-        if !conn.still_ours(fd) {
+        // The connection's first request takes the socket's identity (one fstat): a
+        // number reused behind our back since the connect is left alone before any byte
+        // is sent. Later requests spare the system call: every close we can see forgets
+        // the number at once, a send of ours to a file or a pipe fails with ENOTSOCK
+        // before anything of the program's write was taken (`fail`), and a head held
+        // across writes is checked when it is held (`send_request_bytes`).
+        let state = conn.state();
+        identity_spared = state.identity_checked;
+        if !identity_spared && !conn.still_ours(fd) {
             return Outcome::Bypass(Bypass::NotOurSocket);
         }
-        let state = conn.state();
         if let Action::GoDirect(why) = decide(&state, Facts::default(), Event::RequestBegins) {
             super::bypass::go_direct(conn, fd, why);
             return Outcome::Bypass(Bypass::WentDirect(why));
@@ -144,7 +150,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // consistent view (wrote, and the request recorded as unanswered, change together).
         conn.note_written();
     }
-    send_request_bytes(conn, fd, input, flags, &mut writer)
+    send_request_bytes(conn, fd, input, flags, identity_spared, &mut writer)
 }
 
 /// A recovery is resending the unanswered requests: what the program writes now must
@@ -170,6 +176,7 @@ fn send_request_bytes(
     fd: c_int,
     input: &[u8],
     flags: c_int,
+    identity_spared: bool,
     writer: &mut Writer,
 ) -> Outcome {
     let mut consumed = 0;
@@ -190,6 +197,12 @@ fn send_request_bytes(
             .passes_bytes()
             .then(|| writer.requests.clone());
         match writer.requests.feed(rest) {
+            // A head that begins in this write and is not complete: its bytes are reported
+            // as written before any is sent, so the fd must be our socket now (the fstat
+            // spared at the request's beginning is made).
+            Step::Buffered(_) if identity_spared && consumed == 0 && !conn.still_ours(fd) => {
+                return Outcome::Bypass(Bypass::NotOurSocket);
+            }
             Step::Buffered(n) => consumed += n,
             Step::Pass(n) => {
                 let sent = conn.send_wire(fd, &rest[..n], flags);
