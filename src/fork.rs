@@ -30,7 +30,6 @@ extern "C" fn in_child() {
     crate::conn::fdtable::after_fork_in_child();
     crate::names::after_fork_in_child();
     crate::uuid::after_fork_in_child();
-    crate::watchers::after_fork_in_child();
     crate::tls::after_fork_in_child();
     crate::proxy::tls_link::after_fork_in_child();
     runtime.proxy.after_fork_in_child();

@@ -17,7 +17,7 @@
 //! tls:         https one level up: the program's TLS sessions
 //! conn:        one intercepted socket; `conn::fdtable`: which fds are connections
 //! runtime:     the process-wide state, built at the first call that needs it
-//! proxy, logger, uuid, names, watchers
+//! proxy, logger, uuid, names
 //! http, policy, guard
 //! sync, int_hash
 //! sys:         libc's own functions, and sockets through them (`sys::socket`)
@@ -54,7 +54,6 @@ pub mod sync;
 pub mod sys;
 pub mod tls;
 pub mod uuid;
-pub mod watchers;
 
 /// `x-lunar-interceptor`: the proxy keeps its statistics by this value.
 pub const INTERCEPTOR: &str = concat!("lunar-preload-interceptor/", env!("CARGO_PKG_VERSION"));

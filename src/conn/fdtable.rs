@@ -16,6 +16,7 @@
 //! start (one `mmap` more, ~4 µs of every start on our VM), in processes that never track
 //! an fd.
 
+use super::watchers::Registrations;
 use super::Conn;
 use crate::sync::SpinLock;
 use crossbeam_utils::CachePadded;
@@ -39,6 +40,9 @@ const CHUNKS: usize = FD_LIMIT / CHUNK;
 struct Slot {
     tracked: AtomicBool,
     conn: SpinLock<Option<Arc<Conn>>>,
+    /// The epoll instances watching the tracked socket (`watchers`): cleared when the fd
+    /// is forgotten.
+    watches: SpinLock<Registrations>,
 }
 
 type Chunk = [AtomicPtr<Slot>; CHUNK];
@@ -159,6 +163,7 @@ fn slot_or_new(fd: i32) -> Option<&'static Slot> {
     let fresh = Box::into_raw(Box::new(Slot {
         tracked: AtomicBool::new(false),
         conn: SpinLock::new(None),
+        watches: SpinLock::new(Registrations::default()),
     }));
     match cell.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
@@ -248,7 +253,9 @@ fn forget(fd: i32, only: Option<&Conn>) {
         conn.fd_released();
     }
     drop(previous);
-    crate::watchers::forget_fd(fd);
+    let registrations = std::mem::take(&mut *slot.watches.lock());
+    // Freed outside the lock.
+    drop(registrations);
 }
 
 /// After `dup`-like calls: `to` now names the same socket as `from`. Returns false when
@@ -336,8 +343,28 @@ pub fn tracked() -> Vec<(i32, Arc<Conn>)> {
         .collect()
 }
 
+/// The registrations of `fd` with epoll instances, if a slot was ever made for it
+/// (`watchers::note`).
+pub(super) fn watches(fd: i32) -> Option<&'static SpinLock<Registrations>> {
+    slot(fd).map(|slot| &slot.watches)
+}
+
+/// Shows `visit` each tracked fd's registrations, under its slot's lock, until it answers
+/// true.
+pub(super) fn each_watched(mut visit: impl FnMut(i32, &Registrations) -> bool) {
+    if !any_tracked() {
+        return;
+    }
+    for (fd, slot) in slots() {
+        if slot.tracked.load(Ordering::Acquire) && visit(fd, &slot.watches.lock()) {
+            return;
+        }
+    }
+}
+
 pub fn after_fork_in_child() {
     for (_, slot) in slots() {
+        slot.watches.force_unlock();
         slot.conn.force_unlock();
         if let Some(conn) = slot.conn.lock().as_ref() {
             conn.after_fork_in_child();

@@ -14,10 +14,10 @@
 //! would read and find nothing, which event loops that trust readiness take for an error.
 
 use super::wait_deadline::{wait_until_shown_ms, wait_until_shown_timespec, Deadline};
+use super::watchers;
 use super::{any_linked, connecting, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
-use crate::watchers;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 /// poll(2) for the program, without the proxy's hidden hang-ups.

@@ -34,6 +34,7 @@ mod tls_handoff;
 pub mod tls_plain;
 mod wait_deadline;
 mod waiting;
+pub mod watchers;
 mod write;
 
 pub use app_buffer::AppBuffer;

@@ -7,8 +7,8 @@
 //! readable. Every function answers `None` when there is nothing to add, and the wait is
 //! made as it would be.
 
+use super::watchers;
 use super::{any_plaintext_waiting, fdtable};
-use crate::watchers;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd};
 
 fn waiting(fd: c_int) -> bool {

@@ -6,9 +6,9 @@
 //! records which epoll instances watch a tracked fd (`watchers`), so that an event, known
 //! by the program's data only, leads back to its fd.
 
+use crate::conn::watchers;
 use crate::conn::{self, fdtable};
 use crate::sys;
-use crate::watchers;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 /// A wait's zero timeout: a look at what is ready now.
