@@ -60,6 +60,8 @@ build fclose_reuse_closefrom fclose_reuse.c -DCLOSE_FROM
 build fclose_reuse_raw fclose_reuse.c -DCLOSE_RAW
 build fclose_reuse_raw_head fclose_reuse.c -DCLOSE_RAW -DHTTP_LINES
 build fclose_reuse_raw_head_split fclose_reuse.c -DCLOSE_RAW -DHTTP_LINES -DSPLIT_WRITE
+build fclose_reuse_raw_first fclose_reuse.c -DCLOSE_RAW -DHTTP_LINES -DNO_FIRST_REQUEST
+build fclose_reuse_raw_first_split fclose_reuse.c -DCLOSE_RAW -DHTTP_LINES -DSPLIT_WRITE -DNO_FIRST_REQUEST
 build stdio_socket stdio_socket.c
 build stdio_socket_two stdio_socket.c -DTWO_STREAMS
 build errno_success errno_success.c -- -ldl

@@ -11,7 +11,8 @@
  *   -DCLOSE_RAW        the close system call made directly (inline assembly), seen by no
  *                      hook at all
  *   -DHTTP_LINES       (with CLOSE_RAW) the lines saved are request heads; -DSPLIT_WRITE:
- *                      the first written in two pieces
+ *                      the first written in two pieces; -DNO_FIRST_REQUEST: the socket is
+ *                      closed right after its connect, before any request (one GET in all)
  * FILE is then opened (except after freopen, which opened it) and must get the socket's
  * number; 2 lines are written to it with write() and writev(), read back with pread()
  * and read(), and the file is checked on disk. Then a second GET on a new connection
@@ -71,9 +72,13 @@ int main(int argc, char **argv)
 	unlink(path);
 
 	int fd = connect_blocking(&a);
+#ifdef NO_FIRST_REQUEST
+	int rc = 0;
+#else
 	int rc = request_on(fd, &a, "1");
 	fputc('\n', stdout);
 	fflush(stdout);
+#endif
 
 	int file;
 #if defined(CLOSE_FREOPEN)

@@ -76,10 +76,11 @@ pub struct Conn {
     filter_diverts: bool,
     /// The socket's identity (device and inode, from fstat): an fd number closed behind our
     /// back and reused is told apart by it. Taken at the first check after the connect
-    /// (`still_ours`: the first request, read or move), not at the connect, which saves a
-    /// system call per connection: a number reused in between for a file or a pipe is
-    /// still told apart (not a socket); only one reused by a socket that libc made
-    /// internally (which the program would not write its request to) would pass.
+    /// (`still_ours`: a request head held in pieces, a read before any write, a move), not
+    /// at the connect, which saves a system call per connection: a number reused in
+    /// between for a file or a pipe is still told apart (not a socket, and our send there
+    /// fails with ENOTSOCK); only one reused by a socket that libc made internally (which
+    /// the program would not write its request to) would pass.
     identity: std::sync::OnceLock<Identity>,
     /// Made on a program's socket (`on_socket`); our own placeholders are never checked.
     on_a_socket: bool,
@@ -394,9 +395,14 @@ impl Conn {
     }
 
     /// `still_ours`, checked before the program's first read unless a check since the
-    /// connect (the write path's, at the first request head) already found the socket ours.
+    /// connect already found the socket ours, or the program wrote on it through us (a
+    /// send of ours that found no socket there forgot the fd: see `lost_fd`).
     fn still_a_socket(&self, fd: i32) -> bool {
-        self.state.lock().identity_checked || self.still_ours(fd)
+        let known = {
+            let state = self.state.lock();
+            state.identity_checked || state.wrote
+        };
+        known || self.still_ours(fd)
     }
 
     /// `name:port` when the program resolved a name, else `ip:port`: for log lines.

@@ -112,19 +112,15 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
             }
         };
     }
-    let mut identity_spared = false;
-    if writer.requests.at_message_boundary() {
-        // The connection's first request takes the socket's identity (one fstat): a
-        // number reused behind our back since the connect is left alone before any byte
-        // is sent. Later requests spare the system call: every close we can see forgets
-        // the number at once, a send of ours to a file or a pipe fails with ENOTSOCK
-        // before anything of the program's write was taken (`fail`), and a head held
-        // across writes is checked when it is held (`send_request_bytes`).
+    let request_begins = writer.requests.at_message_boundary();
+    if request_begins {
+        // A number reused behind our back is left alone before any byte is sent, without
+        // a system call here: every close we can see forgets the number at once; a send
+        // of ours to a file or a pipe fails with ENOTSOCK before anything of the
+        // program's write was taken (`fail`); a head the program writes in pieces is
+        // checked when its first piece is held (`send_request_bytes`); a move checks
+        // before it connects.
         let state = conn.state();
-        identity_spared = state.identity_checked;
-        if !identity_spared && !conn.still_ours(fd) {
-            return Outcome::Bypass(Bypass::NotOurSocket);
-        }
         if let Action::GoDirect(why) = decide(&state, Facts::default(), Event::RequestBegins) {
             super::bypass::go_direct(conn, fd, why);
             return Outcome::Bypass(Bypass::WentDirect(why));
@@ -150,7 +146,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // consistent view (wrote, and the request recorded as unanswered, change together).
         conn.note_written();
     }
-    send_request_bytes(conn, fd, input, flags, identity_spared, &mut writer)
+    send_request_bytes(conn, fd, input, flags, request_begins, &mut writer)
 }
 
 /// A recovery is resending the unanswered requests: what the program writes now must
@@ -176,7 +172,7 @@ fn send_request_bytes(
     fd: c_int,
     input: &[u8],
     flags: c_int,
-    identity_spared: bool,
+    request_begins: bool,
     writer: &mut Writer,
 ) -> Outcome {
     let mut consumed = 0;
@@ -198,9 +194,8 @@ fn send_request_bytes(
             .then(|| writer.requests.clone());
         match writer.requests.feed(rest) {
             // A head that begins in this write and is not complete: its bytes are reported
-            // as written before any is sent, so the fd must be our socket now (the fstat
-            // spared at the request's beginning is made).
-            Step::Buffered(_) if identity_spared && consumed == 0 && !conn.still_ours(fd) => {
+            // as written before any is sent, so the fd must be our socket now (one fstat).
+            Step::Buffered(_) if request_begins && consumed == 0 && !conn.still_ours(fd) => {
                 return Outcome::Bypass(Bypass::NotOurSocket);
             }
             Step::Buffered(n) => consumed += n,
