@@ -37,6 +37,8 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 const FD_LIMIT: usize = 1 << 31;
 const CHUNKS: usize = FD_LIMIT / CHUNK;
 
+/// One fd number's entry. Lock rules: `conn` and `watches` guard data only (a clone, a
+/// swap, a few comparisons), are never held together, and never across a system call.
 struct Slot {
     tracked: AtomicBool,
     conn: SpinLock<Option<Arc<Conn>>>,
