@@ -14,7 +14,6 @@ use super::{fdtable, Conn};
 use crate::sys;
 use libc::{c_int, pollfd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 /// Connections whose connect to the proxy is pending (their `connect_due` set).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
@@ -75,14 +74,6 @@ pub fn sweep_then_next_due(now: u64) -> Option<u64> {
     }
 }
 
-/// `sweep_then_next_due` for a wait whose clock is `Instant`'s (a timespec's or a
-/// timeval's timeout): the due time as an `Instant`.
-pub fn sweep_then_next_due_instant() -> Option<Instant> {
-    let now = now_ns();
-    let due = sweep_then_next_due(now)?;
-    Some(Instant::now() + Duration::from_nanos(due.saturating_sub(now)))
-}
-
 /// Moves each connect past its due time and still under way to its original
 /// destination (`proxy_connect_timed_out`), in the program's thread.
 pub fn sweep_due() {
@@ -135,6 +126,7 @@ pub fn now_ns() -> u64 {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     fn conn() -> Conn {
         let original: SocketAddr = "192.0.2.1:80".parse().unwrap();

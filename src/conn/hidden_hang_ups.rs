@@ -13,7 +13,8 @@
 //! records for our session (a TLS 1.3 session ticket, part of a record): the program
 //! would read and find nothing, which event loops that trust readiness take for an error.
 
-use super::wait_deadline::{wait_until_shown_ms, wait_until_shown_timespec, Deadline};
+use super::connecting::now_ns;
+use super::wait_deadline::{as_timeval, wait_until_shown_ms, wait_until_shown_timespec, Deadline};
 use super::watchers;
 use super::{any_linked, connecting, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
@@ -109,23 +110,24 @@ pub unsafe fn select_hiding_tls_records(
         if (read.is_null() || !any_linked()) && !connecting::any() {
             return sys::select(count, read, write, except, timeout);
         }
-        let deadline = Deadline::after_timeval(timeout);
+        let mut now = now_ns();
+        let deadline = Deadline::after_timeval(now, timeout);
         let asked = FdSets::copy(read, write, except);
         let shown = loop {
-            let bounded = deadline.no_later_than(connecting::sweep_then_next_due_instant());
-            let mut left = bounded.left_timeval();
+            let mut left = deadline.bounded_by_connects(now).left(now).map(as_timeval);
             asked.restore(read, write, except);
             let wait_for = left
                 .as_mut()
                 .map_or(std::ptr::null_mut(), |t| t as *mut timeval);
             let ready = sys::select(count, read, write, except, wait_for);
             let shown = review_fd_sets(count, read, ready);
-            if shown != 0 || ready < 0 || deadline.passed() {
+            now = now_ns();
+            if shown != 0 || ready < 0 || deadline.passed(now) {
                 break shown;
             }
         };
-        if let (Some(timeout), Some(left)) = (timeout.as_mut(), deadline.left_timeval()) {
-            *timeout = left;
+        if let (Some(timeout), Some(left)) = (timeout.as_mut(), deadline.left(now)) {
+            *timeout = as_timeval(left);
         }
         shown
     }

@@ -2,97 +2,108 @@
 //! left of it when everything the wait returned was hidden (`hidden_hang_ups`), and
 //! ended no later than a pending connect to the proxy is due (`connecting`), so that one
 //! still under way then moves to its origin while the program's wait goes on.
+//!
+//! Times are integer nanoseconds on the clock of the connects' due times
+//! (`connecting::now_ns`), read once per wait: a poll or epoll wait is an event loop's
+//! every turn.
 
-use super::connecting;
+use super::connecting::{self, now_ns};
 use libc::{c_int, timespec, timeval};
-use std::time::{Duration, Instant};
 
-/// The end of a wait's timeout, for waiting again when every event it returned was hidden
-/// (returning 0 would tell the program its timeout expired).
+const NS_PER_MS: u64 = 1_000_000;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// The end of a wait's timeout (`None`: no limit), for waiting again when every event it
+/// returned was hidden (returning 0 would tell the program its timeout expired).
 #[derive(Clone, Copy)]
-pub(super) struct Deadline(Option<Instant>);
+pub(super) struct Deadline(Option<u64>);
 
 impl Deadline {
-    /// This deadline, or `due` if that is sooner (`None`: no limit).
-    pub(super) fn no_later_than(self, due: Option<Instant>) -> Deadline {
-        let Some(due) = due else {
-            return self;
-        };
-        Deadline(Some(self.0.map_or(due, |end| end.min(due))))
+    /// `span` nanoseconds after `now` (`None`: no limit).
+    fn after_ns(now: u64, span: Option<u64>) -> Self {
+        Deadline(span.map(|span| now.saturating_add(span)))
     }
 
-    /// # Safety
-    /// `timeout` is null or points to a timeval.
-    pub(super) unsafe fn after_timeval(timeout: *const timeval) -> Self {
-        // SAFETY: the caller's contract.
-        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
-            return Deadline(None);
-        };
-        let span = Duration::new(
-            timeout.tv_sec.max(0) as u64,
-            (timeout.tv_usec.clamp(0, 999_999) * 1000) as u32,
-        );
-        Deadline(Some(Instant::now() + span))
-    }
-
-    pub(super) fn left_timeval(&self) -> Option<timeval> {
-        self.left().map(|left| timeval {
-            tv_sec: left.tv_sec,
-            tv_usec: left.tv_nsec / 1000,
-        })
-    }
-
-    fn after_ms(timeout_ms: c_int) -> Self {
-        Deadline(
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
-        )
+    fn after_ms(now: u64, timeout_ms: c_int) -> Self {
+        Self::after_ns(now, u64::try_from(timeout_ms).ok().map(|ms| ms * NS_PER_MS))
     }
 
     /// # Safety
     /// `timeout` is null or points to a timespec.
-    unsafe fn after(timeout: *const timespec) -> Self {
+    unsafe fn after(now: u64, timeout: *const timespec) -> Self {
         // SAFETY: the caller's contract.
-        let Some(timeout) = (unsafe { timeout.as_ref() }) else {
-            return Deadline(None);
-        };
-        let span = Duration::new(
-            timeout.tv_sec.max(0) as u64,
-            timeout.tv_nsec.clamp(0, 999_999_999) as u32,
-        );
-        Deadline(Some(Instant::now() + span))
+        let span = unsafe { timeout.as_ref() }.map(|t| {
+            (t.tv_sec.max(0) as u64)
+                .saturating_mul(NS_PER_SEC)
+                .saturating_add(t.tv_nsec.clamp(0, 999_999_999) as u64)
+        });
+        Self::after_ns(now, span)
     }
 
-    pub(super) fn passed(&self) -> bool {
-        self.0.is_some_and(|end| Instant::now() >= end)
+    /// # Safety
+    /// `timeout` is null or points to a timeval.
+    pub(super) unsafe fn after_timeval(now: u64, timeout: *const timeval) -> Self {
+        // SAFETY: the caller's contract.
+        let span = unsafe { timeout.as_ref() }.map(|t| {
+            (t.tv_sec.max(0) as u64)
+                .saturating_mul(NS_PER_SEC)
+                .saturating_add(t.tv_usec.clamp(0, 999_999) as u64 * 1000)
+        });
+        Self::after_ns(now, span)
     }
 
-    fn left_ms(&self) -> c_int {
-        match self.0 {
-            None => -1,
-            Some(end) => {
-                let left = end.saturating_duration_since(Instant::now());
-                left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int
-            }
+    /// This deadline, or `due` if that is sooner (`None`: no limit).
+    pub(super) fn no_later_than(self, due: Option<u64>) -> Deadline {
+        match (self.0, due) {
+            (Some(end), Some(due)) => Deadline(Some(end.min(due))),
+            (end, due) => Deadline(end.or(due)),
         }
     }
 
-    fn left(&self) -> Option<timespec> {
-        self.0.map(|end| {
-            let left = end.saturating_duration_since(Instant::now());
-            timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            }
-        })
+    /// This deadline, bounded by the earliest pending connect's due time after those past
+    /// it were moved (`connecting::sweep_then_next_due`).
+    pub(super) fn bounded_by_connects(self, now: u64) -> Deadline {
+        self.no_later_than(connecting::sweep_then_next_due(now))
+    }
+
+    pub(super) fn passed(&self, now: u64) -> bool {
+        self.0.is_some_and(|end| now >= end)
+    }
+
+    /// Nanoseconds left at `now` (`None`: no limit).
+    pub(super) fn left(&self, now: u64) -> Option<u64> {
+        self.0.map(|end| end.saturating_sub(now))
+    }
+}
+
+/// What is left, in a poll's milliseconds: rounded up, -1 for no limit.
+fn as_ms(left: Option<u64>) -> c_int {
+    left.map_or(-1, |ns| {
+        ns.div_ceil(NS_PER_MS).min(c_int::MAX as u64) as c_int
+    })
+}
+
+fn as_timespec(ns: u64) -> timespec {
+    timespec {
+        tv_sec: (ns / NS_PER_SEC) as libc::time_t,
+        tv_nsec: (ns % NS_PER_SEC) as libc::c_long,
+    }
+}
+
+pub(super) fn as_timeval(ns: u64) -> timeval {
+    timeval {
+        tv_sec: (ns / NS_PER_SEC) as libc::time_t,
+        tv_usec: (ns % NS_PER_SEC / 1000) as libc::suseconds_t,
     }
 }
 
 /// Runs a wait until it shows the program something, its timeout passes, or it fails.
-/// `wait` gets the deadline (None on the first call: the program's own timeout) and
-/// returns what the real call returned and what is left after our review.
+/// `wait` gets what is left of the wait (`None` on the first call: the program's own
+/// timeout; `Some(None)`: no limit) and returns what the real call returned and what is
+/// left after our review.
 fn wait_until_shown(
     deadline: Deadline,
-    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
+    mut wait: impl FnMut(Option<Option<u64>>) -> (c_int, c_int),
 ) -> c_int {
     if connecting::any() {
         return wait_with_connects_pending(deadline, wait);
@@ -102,10 +113,11 @@ fn wait_until_shown(
         return shown;
     }
     loop {
-        if deadline.passed() {
+        let now = now_ns();
+        if deadline.passed(now) {
             return 0;
         }
-        let (ready, shown) = wait(Some(&deadline));
+        let (ready, shown) = wait(Some(deadline.left(now)));
         if shown != 0 || ready <= 0 {
             return shown;
         }
@@ -118,13 +130,18 @@ fn wait_until_shown(
 #[inline(never)]
 fn wait_with_connects_pending(
     deadline: Deadline,
-    mut wait: impl FnMut(Option<&Deadline>) -> (c_int, c_int),
+    mut wait: impl FnMut(Option<Option<u64>>) -> (c_int, c_int),
 ) -> c_int {
+    let mut now = now_ns();
     loop {
-        let bounded = deadline.no_later_than(connecting::sweep_then_next_due_instant());
-        let (ready, shown) = wait(Some(&bounded));
-        if shown != 0 || ready < 0 || deadline.passed() {
+        let bounded = deadline.bounded_by_connects(now);
+        let (ready, shown) = wait(Some(bounded.left(now)));
+        if shown != 0 || ready < 0 {
             return shown;
+        }
+        now = now_ns();
+        if deadline.passed(now) {
+            return 0;
         }
     }
 }
@@ -135,46 +152,9 @@ pub(super) fn wait_until_shown_ms(
     timeout: c_int,
     mut wait: impl FnMut(c_int) -> (c_int, c_int),
 ) -> c_int {
-    if connecting::any() {
-        return wait_ms_with_connects_pending(timeout, wait);
-    }
-    wait_until_shown(Deadline::after_ms(timeout), |deadline| {
-        wait(deadline.map_or(timeout, Deadline::left_ms))
+    wait_until_shown(Deadline::after_ms(now_ns(), timeout), |left| {
+        wait(left.map_or(timeout, as_ms))
     })
-}
-
-/// `wait_with_connects_pending` for calls whose timeout is in milliseconds (poll and the
-/// epoll waits, an event loop's every turn): one clock read per wait, integer arithmetic.
-#[inline(never)]
-fn wait_ms_with_connects_pending(
-    timeout: c_int,
-    mut wait: impl FnMut(c_int) -> (c_int, c_int),
-) -> c_int {
-    const NS_PER_MS: u64 = 1_000_000;
-    let mut now = connecting::now_ns();
-    let end = u64::try_from(timeout)
-        .ok()
-        .map(|ms| now.saturating_add(ms * NS_PER_MS));
-    loop {
-        let until = match (end, connecting::sweep_then_next_due(now)) {
-            (Some(end), Some(due)) => Some(end.min(due)),
-            (end, due) => end.or(due),
-        };
-        let left_ms = until.map_or(-1, |until| {
-            until
-                .saturating_sub(now)
-                .div_ceil(NS_PER_MS)
-                .min(c_int::MAX as u64) as c_int
-        });
-        let (ready, shown) = wait(left_ms);
-        if shown != 0 || ready < 0 {
-            return shown;
-        }
-        now = connecting::now_ns();
-        if end.is_some_and(|end| now >= end) {
-            return 0;
-        }
-    }
 }
 
 /// The same for calls whose timeout is a timespec (null: forever).
@@ -186,10 +166,11 @@ pub(super) unsafe fn wait_until_shown_timespec(
     mut wait: impl FnMut(*const timespec) -> (c_int, c_int),
 ) -> c_int {
     // SAFETY: the caller's contract.
-    let deadline = unsafe { Deadline::after(timeout) };
-    wait_until_shown(deadline, |deadline| match deadline.map(Deadline::left) {
+    let deadline = unsafe { Deadline::after(now_ns(), timeout) };
+    wait_until_shown(deadline, |left| match left {
         None => wait(timeout),
-        Some(left) => wait(left.as_ref().map_or(std::ptr::null(), |t| t)),
+        Some(None) => wait(std::ptr::null()),
+        Some(Some(ns)) => wait(&as_timespec(ns)),
     })
 }
 
@@ -199,31 +180,43 @@ mod tests {
 
     #[test]
     fn a_pending_connect_due_sooner_bounds_the_wait_and_a_later_one_does_not() {
-        let after = |ms| Some(Instant::now() + Duration::from_millis(ms));
+        let now = 1_000 * NS_PER_SEC;
+        let after = |ms: u64| Some(now + ms * NS_PER_MS);
         let forever = Deadline(None);
         assert!(forever.no_later_than(None).0.is_none());
-        let left = forever.no_later_than(after(300)).left_ms();
-        assert!((290..=300).contains(&left), "{left}");
-        let program = Deadline::after_ms(100);
-        let left = program.no_later_than(after(5000)).left_ms();
-        assert!((90..=100).contains(&left), "{left}");
-        let left = program.no_later_than(after(20)).left_ms();
-        assert!((10..=20).contains(&left), "{left}");
+        assert_eq!(as_ms(forever.left(now)), -1);
+        assert_eq!(as_ms(forever.no_later_than(after(300)).left(now)), 300);
+        let program = Deadline::after_ms(now, 100);
+        assert_eq!(as_ms(program.no_later_than(after(5000)).left(now)), 100);
+        assert_eq!(as_ms(program.no_later_than(after(20)).left(now)), 20);
+        assert!(!program.passed(now + 99 * NS_PER_MS) && program.passed(now + 100 * NS_PER_MS));
+        // Rounded up: a wait never ends before its deadline.
+        assert_eq!(as_ms(Some(1)), 1);
+        assert_eq!(as_ms(Some(0)), 0);
+        assert_eq!(as_ms(Deadline::after_ms(now, -1).left(now)), -1);
     }
 
     #[test]
     fn a_select_timeout_round_trips_through_the_deadline() {
+        let now = 7 * NS_PER_SEC;
         let asked = timeval {
             tv_sec: 2,
             tv_usec: 500_000,
         };
         // SAFETY: a valid timeval.
-        let deadline = unsafe { Deadline::after_timeval(&asked) };
-        let left = deadline.left_timeval().expect("a timeout");
-        let micros = left.tv_sec * 1_000_000 + left.tv_usec;
-        assert!((2_400_000..=2_500_000).contains(&micros), "{micros}");
+        let deadline = unsafe { Deadline::after_timeval(now, &asked) };
+        let left = as_timeval(deadline.left(now).expect("a timeout"));
+        assert_eq!((left.tv_sec, left.tv_usec), (2, 500_000));
         // SAFETY: null is "no timeout".
-        let forever = unsafe { Deadline::after_timeval(std::ptr::null()) };
-        assert!(forever.left_timeval().is_none());
+        let forever = unsafe { Deadline::after_timeval(now, std::ptr::null()) };
+        assert!(forever.left(now).is_none());
+        let asked = timespec {
+            tv_sec: 1,
+            tv_nsec: 250,
+        };
+        // SAFETY: a valid timespec.
+        let deadline = unsafe { Deadline::after(now, &asked) };
+        let left = as_timespec(deadline.left(now + 100).expect("a timeout"));
+        assert_eq!((left.tv_sec, left.tv_nsec), (1, 150));
     }
 }
