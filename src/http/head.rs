@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use memchr::memchr;
 
-use super::fields::{copy_without, field_line, span};
+use super::fields::{copy_without, field_line, span, text};
 use super::framing::{trim_ows, Framing, FramingHeaders};
 
 /// The parts of a request head the connection layer decides on. Borrows the
@@ -120,7 +120,7 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
         let value = || trim_ows(header.value);
         if name.eq_ignore_ascii_case("host") {
             let value = value();
-            if parsed.host.is_none() && std::str::from_utf8(value).is_ok() {
+            if parsed.host.is_none() && text(value).is_some() {
                 parsed.host = Some(span(head, value));
             }
         } else if name.eq_ignore_ascii_case("x-lunar-allow") {
@@ -156,11 +156,7 @@ impl ParsedHead {
 
     pub(crate) fn view<'a>(&self, head: &'a [u8]) -> RequestHead<'a> {
         // The ranges were taken from httparse's &str views of this buffer.
-        let text = |r: &Range<usize>| {
-            head.get(r.clone())
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or("")
-        };
+        let text = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
         RequestHead {
             method: text(&self.method),
             target: text(&self.target),

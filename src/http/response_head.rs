@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::fields::{copy_without, field_line, span};
+use super::fields::{copy_without, field_line, span, text};
 use super::framing::{trim_ows, Framing, FramingHeaders};
 
 /// The parts of a response head the connection layer decides on. Borrows
@@ -105,10 +105,6 @@ pub(crate) fn parse(head: &[u8]) -> Option<ParsedResponse> {
     }
 }
 
-fn text(value: &[u8]) -> Option<&str> {
-    std::str::from_utf8(value).ok()
-}
-
 fn read(head: &[u8], response: &httparse::Response<'_, '_>) -> Option<ParsedResponse> {
     let mut parsed = ParsedResponse {
         status: response.code?,
@@ -162,11 +158,7 @@ impl ParsedResponse {
     }
 
     pub(crate) fn view<'a>(&self, head: &'a [u8]) -> ResponseHead<'a> {
-        let text = |r: &Range<usize>| {
-            head.get(r.clone())
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or("")
-        };
+        let text = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
         ResponseHead {
             status: self.status,
             reason: text(&self.reason),
