@@ -345,10 +345,24 @@ pub fn tracked() -> Vec<(i32, Arc<Conn>)> {
         .collect()
 }
 
-/// The registrations of `fd` with epoll instances, if a slot was ever made for it
-/// (`watchers::note`).
+/// The registrations of `fd` with epoll instances, if a slot was ever made for it.
 pub(super) fn watches(fd: i32) -> Option<&'static SpinLock<Registrations>> {
     slot(fd).map(|slot| &slot.watches)
+}
+
+/// `fd`'s registrations while it is tracked (`watchers::note`), or with `even_untracked`
+/// whenever a slot was ever made for it: one lookup for the program's every `epoll_ctl`
+/// once anything is tracked.
+pub(super) fn watches_to_note(
+    fd: i32,
+    even_untracked: bool,
+) -> Option<&'static SpinLock<Registrations>> {
+    if !any_tracked() {
+        return None;
+    }
+    slot(fd)
+        .filter(|slot| even_untracked || slot.tracked.load(Ordering::Acquire))
+        .map(|slot| &slot.watches)
 }
 
 /// Shows `visit` each tracked fd's registrations, under its slot's lock, until it answers

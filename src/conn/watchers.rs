@@ -60,10 +60,10 @@ impl Registrations {
     }
 }
 
-/// After a successful `epoll_ctl(epoll, op, fd, {events, data})` on a tracked fd (or a
-/// `EPOLL_CTL_DEL` on any fd).
+/// After a successful `epoll_ctl(epoll, op, fd, {events, data})`: recorded for a tracked
+/// fd; an `EPOLL_CTL_DEL` is recorded for any fd with a slot.
 pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
-    let Some(watches) = fdtable::watches(fd) else {
+    let Some(watches) = fdtable::watches_to_note(fd, op == libc::EPOLL_CTL_DEL) else {
         return;
     };
     let mut watches = watches.lock();

@@ -123,10 +123,7 @@ pub unsafe extern "C-unwind" fn epoll_ctl(
 unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int {
     // SAFETY: the program's own arguments.
     let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
-    if result == 0
-        && fdtable::maybe_tracked(fd)
-        && (op == libc::EPOLL_CTL_DEL || fdtable::is_tracked(fd))
-    {
+    if result == 0 {
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
         let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
         watchers::note(epoll, op, fd, events, data);
