@@ -32,7 +32,9 @@
 # request). Every process started here is stopped by its PID and the namespace removed,
 # even on failure.
 #
-# Environment: BENCH_DURATION (wrk seconds, default 5), BENCH_REPS (wrk rounds, default 3),
+# Environment: BENCH_FINE_DURATION and BENCH_FINE_REPS (wrk seconds and rounds of the rows
+# with a target, defaults 1 and 15), BENCH_DURATION and BENCH_REPS (the https wrk rows,
+# defaults 5 and 3),
 # BENCH_CONNS (default 32), BENCH_THREADS (default 2), BENCH_RUNS (starts of each
 # start-up variant, default 3000, in BENCH_START_ROUNDS rounds, default 10),
 # BENCH_ROUNDS (blocking-client rounds, default 9), BENCH_PY_REQS (Python requests per
@@ -45,6 +47,8 @@ BENCH="$REPO/scripts/bench"
 LIB="${LUNAR_LIB:-$REPO/target/release/liblunar_intercept.so}"
 DUR="${BENCH_DURATION:-5}"
 REPS="${BENCH_REPS:-3}"
+FINE_DUR="${BENCH_FINE_DURATION:-1}"
+FINE_REPS="${BENCH_FINE_REPS:-15}"
 CONNS="${BENCH_CONNS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 RUNS="${BENCH_RUNS:-3000}"
@@ -312,6 +316,7 @@ source "$BENCH/instructions.sh"
 # ---- report ---------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 "$PY" "$BENCH/report.py" "$SAMPLES" "$LIB" "$DUR" "$THREADS" "$CONNS" "$REPS" "$RUNS" "$START_ROUNDS" \
-	"$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SYSCALL_REQS" "$(($(date +%s) - T_START))" >"$OUT"
+	"$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SYSCALL_REQS" "$(($(date +%s) - T_START))" "$FINE_DUR" \
+	"$FINE_REPS" >"$OUT"
 cat "$OUT"
 say "bench: written to $OUT"

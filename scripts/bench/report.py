@@ -1,7 +1,7 @@
 """make bench: the table, from the samples the bench's parts wrote.
 
     report.py SAMPLES LIB DUR THREADS CONNS REPS RUNS START_ROUNDS ROUNDS PY_REQS
-              CURL_REQS SYSCALL_REQS ELAPSED_S
+              CURL_REQS SYSCALL_REQS ELAPSED_S FINE_DUR FINE_REPS
 
 Each row: measure, library, baseline, and either the ratio (library / baseline) or the
 difference (library - baseline, signed). The library and baseline columns are medians
@@ -14,7 +14,7 @@ import sys
 import time
 
 (samples, lib, dur, threads, conns, reps, runs, start_rounds, rounds, py_reqs, curl_reqs,
- syscall_reqs, elapsed) = sys.argv[1:]
+ syscall_reqs, elapsed, fine_dur, fine_reps) = sys.argv[1:]
 
 S = {}  # key -> {round: value}
 for line in open(samples):
@@ -122,7 +122,7 @@ if "blk.java_https_keepalive.lib.us" in S:
         "blk.java_start.lib.us", "blk.java_start.direct.us", "diff", 0)
 
 head("Throughput: wrk, library vs direct mode through the same HAProxy and nginx, %s rounds"
-     " of %ss" % (reps, dur))
+     " of %ss (https: %s rounds of %ss)" % (fine_reps, fine_dur, reps, dur))
 
 
 def wrk_rows(title, a, b, more=True):

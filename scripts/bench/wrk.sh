@@ -1,5 +1,10 @@
-# make bench, sourced by scripts/bench.sh: wrk rows, BENCH_REPS rounds, each arm's order
-# alternating (pairs) or rotating (triples) from one round to the next.
+# make bench, sourced by scripts/bench.sh: wrk rows, each arm's order alternating (pairs) or
+# rotating (triples) from one round to the next. The rows with a target (a, c, p, b, g) run
+# $FINE_REPS short rounds of ${FINE_DUR}s: the ratio is the median of the per-round ones,
+# and on a 2-core VM shared with HAProxy and nginx the machine's speed drifts by ±10%
+# within seconds (one 3-round run saw every arm lose 20% in its last round); short
+# adjacent runs put both arms of a round in the same state. The https rows (e, t) run
+# $REPS rounds of ${DUR}s.
 #  a  keep-alive, -t$THREADS -c$CONNS: library (wrk -> http://api.example.test/, diverted
 #     to HAProxy) vs direct mode (no library; wrk -> HAProxy with the x-lunar-* headers
 #     written by hand), the same HAProxy and nginx behind it;
@@ -22,7 +27,8 @@
 # Appends wrk.LABEL.{rps,lat,p99,err,cpu,hap,rss} samples to $SAMPLES (lat/p99 ms, cpu
 # wrk's user+sys µs per request, hap HAProxy log lines per request, rss wrk's max RSS KiB).
 WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
-WRK1=(wrk -t1 -c1 "-d${DUR}s" --latency)
+WRKF=(wrk "-t$THREADS" "-c$CONNS" "-d${FINE_DUR}s" --latency)
+WRK1F=(wrk -t1 -c1 "-d${FINE_DUR}s" --latency)
 CLOSE_H=(-H 'Connection: close')
 DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
 	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
@@ -116,22 +122,25 @@ pair() {
 }
 
 hap_before=$(hap_lines)
-say "bench: wrk -t$THREADS -c$CONNS -d${DUR}s (and -t1 -c1), $REPS rounds (pairs alternating, https triples rotating)"
-for i in $(seq "$REPS"); do
+say "bench: wrk -t$THREADS -c$CONNS (and -t1 -c1), the rows with a target in $FINE_REPS rounds of ${FINE_DUR}s, https in $REPS rounds of ${DUR}s (pairs alternating, triples rotating)"
+for i in $(seq "$FINE_REPS"); do
 	say " round $i"
-	triple "$i" a_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test/ \
-		-- a_direct "${WRK[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- a_floor "${FLOORENV[@]}" "${WRK[@]}" http://api.example.test/
-	triple "$i" c_lib "${LIBENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
-		-- c_direct "${WRK[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- c_floor "${FLOORENV[@]}" "${WRK[@]}" "${CLOSE_H[@]}" http://api.example.test/
-	triple "$i" p_lib "${LIBENV[@]}" "${WRK1[@]}" http://api.example.test/ \
-		-- p_direct "${WRK1[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- p_floor "${FLOORENV[@]}" "${WRK1[@]}" http://api.example.test/
-	pair "$i" b_lib "${LIBENV[@]}" "${WRK[@]}" http://api.example.test:8080/ \
-		-- b_nolib "${WRK[@]}" http://api.example.test:8080/
-	pair "$i" g_lib "${WRK[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
-		-- g_nolib "${WRK[@]}" "http://$API_IP:$NGINX_NOLIB_PORT/"
+	triple "$i" a_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test/ \
+		-- a_direct "${WRKF[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- a_floor "${FLOORENV[@]}" "${WRKF[@]}" http://api.example.test/
+	triple "$i" c_lib "${LIBENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- c_direct "${WRKF[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- c_floor "${FLOORENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/
+	triple "$i" p_lib "${LIBENV[@]}" "${WRK1F[@]}" http://api.example.test/ \
+		-- p_direct "${WRK1F[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
+		-- p_floor "${FLOORENV[@]}" "${WRK1F[@]}" http://api.example.test/
+	pair "$i" b_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test:8080/ \
+		-- b_nolib "${WRKF[@]}" http://api.example.test:8080/
+	pair "$i" g_lib "${WRKF[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
+		-- g_nolib "${WRKF[@]}" "http://$API_IP:$NGINX_NOLIB_PORT/"
+done
+for i in $(seq "$REPS"); do
+	say " https round $i"
 	pair "$i" t_lib "${LIBENV_TLS[@]}" "${WRK[@]}" http://api.example.test/ \
 		-- t_direct "${WRK[@]}" "${DIRECT_H[@]}" https://proxy.lunar.test:8400/
 	for k in 0 1 2; do
