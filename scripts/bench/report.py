@@ -8,6 +8,7 @@ difference (library - baseline, signed). The library and baseline columns are me
 over rounds; the ratio or difference is the median of the per-round ratios or
 differences (each round measures both, interleaved).
 """
+import math
 import platform
 import statistics
 import sys
@@ -33,21 +34,38 @@ def med(key):
 def per_round(a, b, f):
     ra, rb = S.get(a, {}), S.get(b, {})
     v = [f(ra[r], rb[r]) for r in ra if r in rb]
-    v = [x for x in v if x == x]
-    return statistics.median(v) if v else NAN
+    return [x for x in v if x == x]
 
 
-def ratio(a, b):
+def ratios(a, b):
     return per_round(a, b, lambda x, y: x / y if y else NAN)
 
 
-def diff(a, b):
+def diffs(a, b):
     return per_round(a, b, lambda x, y: x - y)
+
+
+def median_interval(values):
+    """Where the median of the rounds' population lies with at least 95% confidence: the
+    k-th smallest and k-th largest value, k the largest with P(Binomial(n, 1/2) < k) <= 2.5%
+    (order statistics: no assumption about the noise's distribution). None below 6 rounds."""
+    v, n = sorted(values), len(values)
+    k, below = 0, 0.0
+    while below + math.comb(n, k) / 2 ** n <= 0.025:
+        below += math.comb(n, k) / 2 ** n
+        k += 1
+    return (v[k - 1], v[n - k]) if k else None
 
 
 def row(name, a, b, kind="ratio", prec=1):
     fmt = "%12.{0}f".format(prec)
-    last = "%+10.{0}f".format(max(prec, 1)) % diff(a, b) if kind == "diff" else "%10.3f" % ratio(a, b)
+    values = diffs(a, b) if kind == "diff" else ratios(a, b)
+    middle = statistics.median(values) if values else NAN
+    shown = "%+.{0}f".format(max(prec, 1)) if kind == "diff" else "%.3f"
+    last = "%10s" % (shown % middle)
+    interval = median_interval(values)
+    if interval:
+        last += "  (%s..%s)" % (shown % interval[0], shown % interval[1])
     print("%-*s %s %s %s" % (W, name, fmt % med(a), fmt % med(b), last))
 
 
@@ -62,7 +80,9 @@ print("library: %s" % lib)
 print("ratio = library / baseline (throughput: 1.0 = no cost; latency, CPU: higher = costlier);"
       " a signed figure = library - baseline.")
 print("library/baseline columns: medians over rounds; ratio or difference: median of the"
-      " per-round ones (interleaved).")
+      " per-round ones (interleaved);")
+print("(lo..hi) after it: where that median lies with 95% confidence, from the rounds' order"
+      " statistics (rows of 6 rounds or more).")
 print()
 print("%-*s %12s %12s %10s" % (W, "measure", "library", "baseline", "ratio/diff"))
 print("-" * (W + 37))
