@@ -156,12 +156,12 @@ impl ParsedHead {
 
     pub(crate) fn view<'a>(&self, head: &'a [u8]) -> RequestHead<'a> {
         // The ranges were taken from httparse's &str views of this buffer.
-        let text = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
+        let part = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
         RequestHead {
-            method: text(&self.method),
-            target: text(&self.target),
+            method: part(&self.method),
+            target: part(&self.target),
             minor_version: self.minor_version,
-            host: self.host.as_ref().map(text),
+            host: self.host.as_ref().map(part),
             lunar_allow: self.lunar_allow,
             upgrade: self.upgrade,
         }

@@ -158,15 +158,15 @@ impl ParsedResponse {
     }
 
     pub(crate) fn view<'a>(&self, head: &'a [u8]) -> ResponseHead<'a> {
-        let text = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
+        let part = |r: &Range<usize>| head.get(r.clone()).and_then(text).unwrap_or("");
         ResponseHead {
             status: self.status,
-            reason: text(&self.reason),
+            reason: part(&self.reason),
             minor_version: self.minor_version,
-            lunar_error: self.lunar_error.as_ref().map(text),
+            lunar_error: self.lunar_error.as_ref().map(part),
             retry: self.retry.as_ref().map(|(after_secs, id)| Retry {
                 after_secs: *after_secs,
-                sequence_id: text(id),
+                sequence_id: part(id),
             }),
             informational: self.informational(),
             carries_sequence_id: !self.removed.is_empty(),
