@@ -351,15 +351,12 @@ pub(super) fn watches(fd: i32) -> Option<&'static SpinLock<Registrations>> {
 }
 
 /// `fd`'s registrations while it is tracked (`watchers::note`), or with `even_untracked`
-/// whenever a slot was ever made for it: one lookup for the program's every `epoll_ctl`
-/// once anything is tracked.
+/// whenever a slot was ever made for it: one lookup per `epoll_ctl` (the hook has already
+/// found something tracked).
 pub(super) fn watches_to_note(
     fd: i32,
     even_untracked: bool,
 ) -> Option<&'static SpinLock<Registrations>> {
-    if !any_tracked() {
-        return None;
-    }
     slot(fd)
         .filter(|slot| even_untracked || slot.tracked.load(Ordering::Acquire))
         .map(|slot| &slot.watches)

@@ -32,11 +32,7 @@ impl Deadline {
     /// `timeout` is null or points to a timespec.
     unsafe fn after(now: u64, timeout: *const timespec) -> Self {
         // SAFETY: the caller's contract.
-        let span = unsafe { timeout.as_ref() }.map(|t| {
-            (t.tv_sec.max(0) as u64)
-                .saturating_mul(NS_PER_SEC)
-                .saturating_add(t.tv_nsec.clamp(0, 999_999_999) as u64)
-        });
+        let span = unsafe { timeout.as_ref() }.map(|t| span_ns(t.tv_sec, t.tv_nsec, 1));
         Self::after_ns(now, span)
     }
 
@@ -44,11 +40,7 @@ impl Deadline {
     /// `timeout` is null or points to a timeval.
     pub(super) unsafe fn after_timeval(now: u64, timeout: *const timeval) -> Self {
         // SAFETY: the caller's contract.
-        let span = unsafe { timeout.as_ref() }.map(|t| {
-            (t.tv_sec.max(0) as u64)
-                .saturating_mul(NS_PER_SEC)
-                .saturating_add(t.tv_usec.clamp(0, 999_999) as u64 * 1000)
-        });
+        let span = unsafe { timeout.as_ref() }.map(|t| span_ns(t.tv_sec, t.tv_usec, 1000));
         Self::after_ns(now, span)
     }
 
@@ -74,6 +66,15 @@ impl Deadline {
     pub(super) fn left(&self, now: u64) -> Option<u64> {
         self.0.map(|end| end.saturating_sub(now))
     }
+}
+
+/// A timeout of `seconds` and `fraction` units of `unit_ns` (a timespec's or a timeval's),
+/// in nanoseconds, out-of-range parts clamped (the real call reports them as invalid).
+fn span_ns(seconds: libc::time_t, fraction: i64, unit_ns: u64) -> u64 {
+    let fraction = fraction.clamp(0, (NS_PER_SEC / unit_ns) as i64 - 1) as u64;
+    (seconds.max(0) as u64)
+        .saturating_mul(NS_PER_SEC)
+        .saturating_add(fraction * unit_ns)
 }
 
 /// What is left, in a poll's milliseconds: rounded up, -1 for no limit.
