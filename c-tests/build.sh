@@ -31,6 +31,8 @@ done
 build threads threads.c -pthread
 build move_race move_race.c -pthread
 build first_answer_race first_answer_race.c -pthread
+build reader_first reader_first.c -pthread
+build banner_read banner_read.c
 build fork_during_setup fork_during_setup.c -pthread
 build rcvtimeo_wait rcvtimeo_wait.c -pthread
 build retry_close_reuse retry_close_reuse.c

@@ -36,7 +36,10 @@ pub fn receive(
     let mode = std::cell::OnceCell::new();
     let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
     if !state.wrote && !nonblocking() {
-        reads_before_writing(conn, fd);
+        if let Err(errno) = reads_before_writing(conn, fd) {
+            sys::set_errno(errno);
+            return -1;
+        }
     }
     let peek = flags & libc::MSG_PEEK != 0;
     // A failure found in bytes a read got while a move raced it: dealt with as any other.

@@ -1,16 +1,19 @@
 //! A protocol whose server speaks first. An HTTP client writes before it reads; a program
 //! that waits to read from a diverted socket before it wrote anything speaks another
 //! protocol, to which the proxy would never answer: the socket goes to its original
-//! destination and is left alone. Two ways of waiting say it: a blocking read (the read
-//! path asks `reads_before_writing`), and poll/select for input alone (the wait hooks hand
-//! their fd lists to `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`).
+//! destination and is left alone. Two ways of waiting say it: a blocking read that no
+//! input answers within `FIRST_WRITE_GRACE` (the read path asks `reads_before_writing`),
+//! and poll/select for input alone (the wait hooks hand their fd lists to
+//! `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`).
 
 use super::decide::{decide, Action, Event};
+use super::waiting::wait_for_input;
 use super::{fdtable, Conn, Phase};
 use crate::guard::{shielded, Reentry};
-use crate::runtime::{self, Route};
+use crate::runtime::{self, Route, Runtime};
 use crate::sys;
 use libc::{c_int, fd_set, nfds_t, pollfd, timespec, timeval};
+use std::time::Duration;
 
 /// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
 /// session ticket before it writes), not a wait for a server that speaks first.
@@ -104,25 +107,51 @@ pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
     read_before_write(conn, fd, looks_only);
 }
 
+/// How long a blocking read before any write waits for input before it is judged. A
+/// program whose threads share a connection may start its reader before its writer sends
+/// the first request: the proxy answers that request within this, or the program's wait
+/// goes on past it with the request recorded. A server that speaks first says nothing at
+/// the proxy, and its protocol is then judged as before.
+const FIRST_WRITE_GRACE: Duration = Duration::from_millis(LOOK_MS as u64);
+
 /// A program reads from `fd` before it wrote (a blocking read): for https too, the
-/// server speaks first.
-pub fn reads_before_writing(conn: &Conn, fd: c_int) {
-    read_before_write(conn, fd, false);
+/// server speaks first, unless input comes within `FIRST_WRITE_GRACE`: the answer to a
+/// request another thread wrote meanwhile, or the proxy's end, which the read then
+/// meets as any other. `Err(errno)`: the program's read ends now (a signal handler ran
+/// while we waited, and its read would have ended with EINTR).
+pub fn reads_before_writing(conn: &Conn, fd: c_int) -> Result<(), c_int> {
+    let Some(runtime) = judgeable(conn, fd) else {
+        return Ok(());
+    };
+    let saved = sys::errno();
+    if !wait_for_input(fd, FIRST_WRITE_GRACE)? {
+        judge(conn, fd, false, runtime);
+    }
+    sys::set_errno(saved);
+    Ok(())
 }
 
 fn read_before_write(conn: &Conn, fd: c_int, looks_only: bool) {
-    let event = Event::ReadBeforeWrite { looks_only };
-    // The cheap answer first: a program that wrote, or a socket not at the proxy.
+    if let Some(runtime) = judgeable(conn, fd) {
+        judge(conn, fd, looks_only, runtime);
+    }
+}
+
+/// The cheap answer first: a program that wrote, or a socket not at the proxy, is not
+/// judged. `Some`: it may be.
+fn judgeable(conn: &Conn, fd: c_int) -> Option<&'static Runtime> {
     let state = conn.state();
     if state.wrote || state.phase.proxy().is_none() || !state.phase.follows_requests() {
-        return;
+        return None;
     }
     if !conn.still_a_socket(fd) {
-        return;
+        return None;
     }
-    let Some(runtime) = runtime::get() else {
-        return;
-    };
+    runtime::get()
+}
+
+fn judge(conn: &Conn, fd: c_int, looks_only: bool, runtime: &Runtime) {
+    let event = Event::ReadBeforeWrite { looks_only };
     let _writer = conn.writer.lock();
     let action = decide(&conn.state(), conn.facts(fd), event);
     let (Action::GoDirect(why) | Action::HandToTls(why)) = action else {

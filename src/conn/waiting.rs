@@ -35,6 +35,31 @@ pub(super) fn wait_for_recovery(conn: &Conn, fd: c_int, direction: Direction) ->
     }
 }
 
+/// Waits up to `limit`, and no longer than the socket's SO_RCVTIMEO, for input on `fd`
+/// (or its end). `Ok(false)`: none came. `Err(EINTR)`: a signal handler ran and the
+/// program's read would have ended there.
+pub(super) fn wait_for_input(fd: c_int, limit: Duration) -> Result<bool, c_int> {
+    let timeout = call_timeout(fd, Direction::Read);
+    let deadline = Instant::now() + timeout.map_or(limit, |timeout| timeout.min(limit));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let millis = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
+        let mut entry = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { sys::poll(&mut entry, 1, millis) };
+        if ready >= 0 || sys::errno() != libc::EINTR {
+            return Ok(ready != 0);
+        }
+        if signal_ends_call(timeout.is_some()) {
+            return Err(libc::EINTR);
+        }
+    }
+}
+
 /// The socket's SO_RCVTIMEO or SO_SNDTIMEO; `None` when unset (wait for ever).
 fn call_timeout(fd: c_int, direction: Direction) -> Option<Duration> {
     let name = match direction {

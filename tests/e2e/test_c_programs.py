@@ -87,6 +87,7 @@ PROGRAMS = {
     "msg_peek": [spec()],
     "shutdown_wr": [spec()],
     "threads": [spec()] * 32,
+    "reader_first": [spec()],
 }
 # fd reuse: first request to api.example.test, second on the same fd number to
 # other.example.test (argv[4], argv[5])
@@ -747,3 +748,23 @@ def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_l
     assert res.rc == 0 and res.out.decode().split("\n")[:3] == want, res
     assert not lib_lines(res, "Lunar Proxy failed"), res
     assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_server_speaks_first_under_blocking_reads(c_bins, need_lib, haproxy_up, preload):
+    """A line protocol whose server speaks first, on port 80, read with blocking reads
+    and no timeout (c-tests/banner_read.c): with the library the exchange is the one the
+    program has without it, and nothing reaches the proxy. The library judges the read
+    after 1 s without input (a reader thread may start before its writer's first
+    request: c-tests/reader_first.c stays at the proxy) and sends the socket to its
+    destination, which then speaks."""
+    lab = haproxy_up
+    before = lab.haproxy_log()
+    res = lab.run([os.path.join(BIN, "banner_read"), lablib.BANNER_IP, "80", "/"],
+                  preload=preload, debug=preload, timeout=40)
+    assert res.rc == 0, res
+    lines = res.text_out.splitlines()
+    assert lines[0].startswith("220 ") and lines[1:] == ["250 HELLO", "221 bye"], res
+    if preload:
+        assert lib_lines(res, "-> direct (server speaks first: not HTTP)"), res
+        assert "lunar_traffic" not in lab.haproxy_log()[len(before):], res
