@@ -4,6 +4,8 @@
 //! socket). That wait is a futex wait, and it ends as the program's read would: at its
 //! `SO_RCVTIMEO` (EAGAIN), or when a signal handler runs (EINTR when the read would not
 //! have been restarted: a socket with a timeout, or a handler without `SA_RESTART`).
+//! A blocking read before the program's first write waits a moment for input before it
+//! is judged (`server_first`): a poll of the socket, whose signals end it the same way.
 //! Waiting for the proxy's answer itself needs none of this: it is a blocking peek of the
 //! program's socket (`responses::check_next`), whose ends are the kernel's own.
 
@@ -107,4 +109,63 @@ fn handler_without_restart(signal: c_int) -> bool {
     }
     let handler = current.sa_sigaction;
     handler != libc::SIG_DFL && handler != libc::SIG_IGN && current.sa_flags & libc::SA_RESTART == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_pair() -> (c_int, c_int) {
+        let mut fds = [0; 2];
+        // SAFETY: a valid out-array of two fds.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        (fds[0], fds[1])
+    }
+
+    fn close(fd: c_int) {
+        // SAFETY: a socket of the test's own.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn input_or_the_peers_end_ends_the_wait() {
+        let (ours, peer) = socket_pair();
+        assert_eq!(wait_for_input(ours, Duration::from_millis(20)), Ok(false));
+        // SAFETY: one byte from a valid buffer.
+        assert_eq!(unsafe { libc::write(peer, b"x".as_ptr().cast(), 1) }, 1);
+        assert_eq!(wait_for_input(ours, Duration::from_secs(60)), Ok(true));
+        let (quiet, gone) = socket_pair();
+        close(gone);
+        assert_eq!(wait_for_input(quiet, Duration::from_secs(60)), Ok(true));
+        for fd in [ours, peer, quiet] {
+            close(fd);
+        }
+    }
+
+    #[test]
+    fn the_sockets_receive_timeout_ends_the_wait_sooner() {
+        let (ours, peer) = socket_pair();
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 10_000,
+        };
+        // SAFETY: a timeval-sized option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                ours,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let started = Instant::now();
+        assert_eq!(wait_for_input(ours, Duration::from_secs(5)), Ok(false));
+        // Not a speed check: a wait that ignored the timeout would last the full 5 s.
+        assert!(started.elapsed() < Duration::from_secs(4));
+        close(ours);
+        close(peer);
+    }
 }
