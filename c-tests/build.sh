@@ -32,6 +32,8 @@ build threads threads.c -pthread
 build move_race move_race.c -pthread
 build first_answer_race first_answer_race.c -pthread
 build reader_first reader_first.c -pthread
+build reader_first_poll reader_first.c -pthread -DWAIT_POLL
+build reader_first_select reader_first.c -pthread -DWAIT_SELECT
 build banner_read banner_read.c
 build fork_during_setup fork_during_setup.c -pthread
 build rcvtimeo_wait rcvtimeo_wait.c -pthread

@@ -1,17 +1,44 @@
-/* One request on a connection whose reader thread is in a blocking read before the main
+/* One request on a connection whose reader thread waits for its answer before the main
  * thread writes the request (200 ms later), as a program that starts its reader first
- * does. A read before any write is how a protocol whose server speaks first shows
- * itself; here the write follows, and the connection must stay an HTTP one: diverted
- * when the proxy is up, its failures hidden when it fails.
+ * does. A wait to read before any write is how a protocol whose server speaks first
+ * shows itself; here the write follows, and the connection must stay an HTTP one:
+ * diverted when the proxy is up, its failures hidden when it fails.
+ * The reader's wait: a blocking read, or (-DWAIT_POLL, -DWAIT_SELECT) poll or select
+ * for input alone with a 5 s timeout, as a blocking socket with a timeout does (Python,
+ * Java), then the read.
  * Prints the body; exit 1 unless the status is 200. */
 #include "common.h"
 #include <pthread.h>
+#include <poll.h>
+#include <sys/select.h>
 
 static int g_fd;
+
+/* Waits up to 5 s for input on g_fd, as the program's own timeout would. */
+static void wait_for_answer(void)
+{
+#if defined(WAIT_POLL)
+	struct pollfd p = {.fd = g_fd, .events = POLLIN};
+	int n = poll(&p, 1, 5000);
+#elif defined(WAIT_SELECT)
+	fd_set in;
+	FD_ZERO(&in);
+	FD_SET(g_fd, &in);
+	struct timeval limit = {.tv_sec = 5, .tv_usec = 0};
+	int n = select(g_fd + 1, &in, NULL, NULL, &limit);
+#else
+	int n = 1;
+#endif
+	if (n < 0)
+		die("wait for the answer:");
+	if (n == 0)
+		die("no answer within 5 s");
+}
 
 static void *reader(void *unused)
 {
 	(void)unused;
+	wait_for_answer();
 	return (void *)(long)read_and_finish(g_fd, plain_read, NULL);
 }
 

@@ -9,13 +9,18 @@
 //! due at the proxy's connect timeout, the program's waits end no later than the earliest
 //! one due, and what is still connecting then moves to its original destination
 //! (`sweep_then_next_due`), as a blocking connect's bounded wait would have done.
+//!
+//! A wait for input alone before the program's first write is due the same way
+//! (`begin_silence`): a protocol whose server speaks first is judged when it is due, in
+//! whichever thread waits then, unless the program wrote meanwhile (`server_first`).
 
 use super::{fdtable, Conn};
 use crate::sys;
 use libc::{c_int, pollfd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Connections whose connect to the proxy is pending (their `connect_due` set).
+/// Connections whose connect to the proxy is pending (their `connect_due` set), and
+/// silences waiting to be judged (`silence_due` set).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// No later than the earliest due time of those (`now_ns`'s clock);
 /// `NONE_DUE` when none is known. A sweep recomputes it from the connections it finds.
@@ -30,13 +35,37 @@ pub(super) fn begin(conn: &Conn, timeout_ms: u64) {
     EARLIEST.fetch_min(due, Ordering::SeqCst);
 }
 
+/// `conn` waits for input before its first write: its silence is judged in `after_ms`,
+/// unless it is settled first. A later wait does not put it off.
+pub(super) fn begin_silence(conn: &Conn, after_ms: u64) {
+    let due = now_ns().saturating_add(after_ms.saturating_mul(1_000_000));
+    let began = conn
+        .silence_due
+        .compare_exchange(0, due, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    if began {
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        EARLIEST.fetch_min(due, Ordering::SeqCst);
+    }
+}
+
 /// The connect of `conn` is no longer pending (it moved, or the connection is gone).
 /// True for the one caller that ended it.
 pub(super) fn settle(conn: &Conn) -> bool {
-    if conn.connect_due.load(Ordering::Relaxed) == 0 {
+    settle_due(&conn.connect_due)
+}
+
+/// The silence of `conn` is no longer to be judged (it wrote, moved, or is gone). True
+/// for the one caller that ended it.
+pub(super) fn settle_silence(conn: &Conn) -> bool {
+    settle_due(&conn.silence_due)
+}
+
+fn settle_due(due: &AtomicU64) -> bool {
+    if due.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    let ended = conn.connect_due.swap(0, Ordering::SeqCst) != 0;
+    let ended = due.swap(0, Ordering::SeqCst) != 0;
     if ended {
         PENDING.fetch_sub(1, Ordering::SeqCst);
     }
@@ -48,7 +77,8 @@ pub(super) fn is_pending(conn: &Conn) -> bool {
     conn.connect_due.load(Ordering::SeqCst) != 0
 }
 
-/// Whether any connect to the proxy is pending: the waits' one load.
+/// Whether any connect to the proxy is pending, or a silence to be judged: the waits'
+/// one load.
 #[inline]
 pub fn any() -> bool {
     PENDING.load(Ordering::Relaxed) != 0
@@ -75,7 +105,8 @@ pub fn sweep_then_next_due(now: u64) -> Option<u64> {
 }
 
 /// Moves each connect past its due time and still under way to its original
-/// destination (`proxy_connect_timed_out`), in the program's thread.
+/// destination (`proxy_connect_timed_out`), and judges each silence past its due time
+/// (`server_first::silence_due`), in the program's thread.
 pub fn sweep_due() {
     if any() {
         let _ = sweep_then_next_due(now_ns());
@@ -89,17 +120,24 @@ fn sweep(now: u64) {
     // its connection is in the table before its connect starts.
     EARLIEST.store(NONE_DUE, Ordering::SeqCst);
     for (fd, conn) in fdtable::tracked() {
-        let due = conn.connect_due.load(Ordering::SeqCst);
-        if due == 0 {
-            continue;
-        }
-        if due > now {
-            EARLIEST.fetch_min(due, Ordering::SeqCst);
-            continue;
-        }
-        if settle(&conn) && still_connecting(&conn, fd) {
+        if past_due(&conn.connect_due, now) && settle(&conn) && still_connecting(&conn, fd) {
             super::connect::proxy_connect_timed_out(&conn, fd);
         }
+        if past_due(&conn.silence_due, now) && settle_silence(&conn) {
+            super::server_first::silence_due(&conn, fd);
+        }
+    }
+}
+
+/// Whether `due` is set and past `now`; one set and still ahead counts for `EARLIEST`.
+fn past_due(due: &AtomicU64, now: u64) -> bool {
+    match due.load(Ordering::SeqCst) {
+        0 => false,
+        due if due > now => {
+            EARLIEST.fetch_min(due, Ordering::SeqCst);
+            false
+        }
+        _ => true,
     }
 }
 
@@ -164,6 +202,22 @@ mod tests {
         );
         assert_eq!(sweep_then_next_due(now_ns()), None);
         assert!(settle(&third));
+        assert_eq!(PENDING.load(Ordering::SeqCst), before);
+        // A silence: begun once however many waits note it, due no later than asked, and
+        // ended by a settle or by the connection's end.
+        let quiet = conn();
+        begin_silence(&quiet, 60_000);
+        begin_silence(&quiet, 1);
+        assert_eq!(PENDING.load(Ordering::SeqCst), before + 1);
+        let now = now_ns();
+        let due = sweep_then_next_due(now).expect("a silence is due");
+        assert!(Duration::from_nanos(due - now) > Duration::from_secs(50));
+        assert!(settle_silence(&quiet));
+        assert!(!settle_silence(&quiet), "settled twice");
+        assert_eq!(PENDING.load(Ordering::SeqCst), before);
+        let gone = conn();
+        begin_silence(&gone, 60_000);
+        drop(gone);
         assert_eq!(PENDING.load(Ordering::SeqCst), before);
     }
 }

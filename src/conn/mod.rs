@@ -123,6 +123,9 @@ pub struct Conn {
     /// While a non-blocking program's connect to the proxy is pending: when it is due
     /// (`connecting`); 0 otherwise.
     connect_due: std::sync::atomic::AtomicU64,
+    /// While the program waits for input before its first write: when that silence is
+    /// judged (`server_first`, `connecting::begin_silence`); 0 otherwise.
+    silence_due: std::sync::atomic::AtomicU64,
 }
 
 struct Writer {
@@ -137,6 +140,7 @@ struct Writer {
 impl Drop for Conn {
     fn drop(&mut self) {
         connecting::settle(self);
+        connecting::settle_silence(self);
         let writer = self.writer.get_mut();
         let responses = self.responses.get_mut();
         spares::give(spares::Spares {
@@ -179,6 +183,7 @@ impl Conn {
             link: link::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
             connect_due: std::sync::atomic::AtomicU64::new(0),
+            silence_due: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -295,12 +300,14 @@ impl Conn {
     }
 
     /// The program has written to this connection: it found the socket writable, so a
-    /// connect it did not wait for is no longer pending (`connecting`).
+    /// connect it did not wait for is no longer pending (`connecting`), and a wait for
+    /// input before it says nothing of the protocol any more (`server_first`).
     fn note_written(&self) {
         let mut state = self.state.lock();
         if !state.wrote {
             state.wrote = true;
             connecting::settle(self);
+            connecting::settle_silence(self);
         }
     }
 

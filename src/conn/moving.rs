@@ -23,8 +23,10 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
-        // A connect to the proxy still pending ends here: the move decides where it goes.
+        // A connect to the proxy still pending ends here: the move decides where it goes;
+        // so does a silence waiting to be judged.
         super::connecting::settle(self);
+        super::connecting::settle_silence(self);
         self.count_move();
         self.link_down();
         disconnect(fd);
@@ -104,6 +106,7 @@ impl Conn {
             return Err(libc::ENOTSOCK);
         }
         super::connecting::settle(self);
+        super::connecting::settle_silence(self);
         self.count_move();
         self.link_down();
         disconnect(fd);

@@ -1,14 +1,17 @@
 //! A protocol whose server speaks first. An HTTP client writes before it reads; a program
 //! that waits to read from a diverted socket before it wrote anything speaks another
 //! protocol, to which the proxy would never answer: the socket goes to its original
-//! destination and is left alone. Two ways of waiting say it: a blocking read that no
-//! input answers within `FIRST_WRITE_GRACE` (the read path asks `reads_before_writing`),
-//! and poll/select for input alone (the wait hooks hand their fd lists to
-//! `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`).
+//! destination and is left alone. Two ways of waiting say it, each only after
+//! `FIRST_WRITE_GRACE` without input, since a program whose threads share a connection
+//! may start its reader before its writer sends the first request: a blocking read (the
+//! read path asks `reads_before_writing`, which waits that long for input), and
+//! poll/select for input alone (the wait hooks hand their fd lists to
+//! `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`; the silence is due
+//! then, `connecting::begin_silence`, and judged in a wait while the program's goes on).
 
 use super::decide::{decide, Action, Event};
 use super::waiting::wait_for_input;
-use super::{fdtable, Conn, Phase};
+use super::{connecting, fdtable, Conn, Phase};
 use crate::guard::{shielded, Reentry};
 use crate::runtime::{self, Route, Runtime};
 use crate::sys;
@@ -18,6 +21,13 @@ use std::time::Duration;
 /// A wait shorter than this for input alone is a look (wget waits 60 ms for a TLS
 /// session ticket before it writes), not a wait for a server that speaks first.
 const LOOK_MS: i64 = 1000;
+
+/// How long a wait for input before any write goes on before it is judged. A program
+/// whose threads share a connection may start its reader before its writer sends the
+/// first request: the proxy answers that request within this, or the program's wait goes
+/// on past it with the request recorded. A server that speaks first says nothing at the
+/// proxy, and its protocol is then judged.
+const FIRST_WRITE_GRACE: Duration = Duration::from_millis(LOOK_MS as u64);
 
 /// A poll or ppoll: each tracked fd it waits on for input alone.
 ///
@@ -102,17 +112,39 @@ fn note_input_wait(fd: c_int, timeout_ms: i64) {
 /// A program waits to read from `fd` (poll/select for input alone) before it wrote.
 /// `looks_only`: a short wait (under `LOOK_MS`), which a TLS client may make for input
 /// (a session ticket, an alert) before it writes, as wget does: for https, it says
-/// nothing of the protocol.
+/// nothing of the protocol. A wait that does is judged when its silence is due
+/// (`silence_due`), unless the program writes first.
 pub fn waits_to_read_before_writing(conn: &Conn, fd: c_int, looks_only: bool) {
-    read_before_write(conn, fd, looks_only);
+    if judgeable(conn, fd).is_none() {
+        return;
+    }
+    let event = Event::ReadBeforeWrite { looks_only };
+    if let Action::GoDirect(_) | Action::HandToTls(_) = decide(&conn.state(), conn.facts(fd), event)
+    {
+        connecting::begin_silence(conn, FIRST_WRITE_GRACE.as_millis() as u64);
+    }
 }
 
-/// How long a blocking read before any write waits for input before it is judged. A
-/// program whose threads share a connection may start its reader before its writer sends
-/// the first request: the proxy answers that request within this, or the program's wait
-/// goes on past it with the request recorded. A server that speaks first says nothing at
-/// the proxy, and its protocol is then judged as before.
-const FIRST_WRITE_GRACE: Duration = Duration::from_millis(LOOK_MS as u64);
+/// The program waited for input on `fd` before writing, and nothing came nor was written
+/// for `FIRST_WRITE_GRACE` (`connecting`'s sweep, inside one of the program's waits).
+/// Out of line: the sweep runs in every wait while a connect is pending, this rarely.
+#[cold]
+#[inline(never)]
+pub(super) fn silence_due(conn: &Conn, fd: c_int) {
+    // The program's wait is under way: none of its hooks re-entered, nothing unwinds
+    // into it, its errno as it was.
+    let Some(_inside) = Reentry::enter() else {
+        return;
+    };
+    let saved = sys::errno();
+    let judged = || {
+        if let Some(runtime) = judgeable(conn, fd) {
+            judge(conn, fd, false, runtime);
+        }
+    };
+    shielded(judged, || ());
+    sys::set_errno(saved);
+}
 
 /// A program reads from `fd` before it wrote (a blocking read): for https too, the
 /// server speaks first, unless input comes within `FIRST_WRITE_GRACE`: the answer to a
@@ -129,12 +161,6 @@ pub fn reads_before_writing(conn: &Conn, fd: c_int) -> Result<(), c_int> {
     }
     sys::set_errno(saved);
     Ok(())
-}
-
-fn read_before_write(conn: &Conn, fd: c_int, looks_only: bool) {
-    if let Some(runtime) = judgeable(conn, fd) {
-        judge(conn, fd, looks_only, runtime);
-    }
 }
 
 /// The cheap answer first: a program that wrote, or a socket not at the proxy, is not

@@ -88,6 +88,8 @@ PROGRAMS = {
     "shutdown_wr": [spec()],
     "threads": [spec()] * 32,
     "reader_first": [spec()],
+    "reader_first_poll": [spec()],
+    "reader_first_select": [spec()],
 }
 # fd reuse: first request to api.example.test, second on the same fd number to
 # other.example.test (argv[4], argv[5])
