@@ -61,6 +61,12 @@ pub(super) fn settle_silence(conn: &Conn) -> bool {
     settle_due(&conn.silence_due)
 }
 
+/// Nothing of `conn` is due any more: it wrote, moved, or is gone.
+pub(super) fn settle_all(conn: &Conn) {
+    settle(conn);
+    settle_silence(conn);
+}
+
 fn settle_due(due: &AtomicU64) -> bool {
     if due.load(Ordering::Relaxed) == 0 {
         return false;
@@ -116,8 +122,8 @@ pub fn sweep_due() {
 #[cold]
 #[inline(never)]
 fn sweep(now: u64) {
-    // A connect begun meanwhile lowers the estimate again (`begin`), or is found below:
-    // its connection is in the table before its connect starts.
+    // A connect or a silence begun meanwhile lowers the estimate again (`begin`,
+    // `begin_silence`), or is found below: its connection is in the table before.
     EARLIEST.store(NONE_DUE, Ordering::SeqCst);
     for (fd, conn) in fdtable::tracked() {
         if past_due(&conn.connect_due, now) && settle(&conn) && still_connecting(&conn, fd) {

@@ -139,8 +139,7 @@ struct Writer {
 /// A closed connection's buffers serve the next one (`spares`).
 impl Drop for Conn {
     fn drop(&mut self) {
-        connecting::settle(self);
-        connecting::settle_silence(self);
+        connecting::settle_all(self);
         let writer = self.writer.get_mut();
         let responses = self.responses.get_mut();
         spares::give(spares::Spares {
@@ -306,8 +305,7 @@ impl Conn {
         let mut state = self.state.lock();
         if !state.wrote {
             state.wrote = true;
-            connecting::settle(self);
-            connecting::settle_silence(self);
+            connecting::settle_all(self);
         }
     }
 

@@ -25,8 +25,7 @@ impl Conn {
         }
         // A connect to the proxy still pending ends here: the move decides where it goes;
         // so does a silence waiting to be judged.
-        super::connecting::settle(self);
-        super::connecting::settle_silence(self);
+        super::connecting::settle_all(self);
         self.count_move();
         self.link_down();
         disconnect(fd);
@@ -105,8 +104,7 @@ impl Conn {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
         }
-        super::connecting::settle(self);
-        super::connecting::settle_silence(self);
+        super::connecting::settle_all(self);
         self.count_move();
         self.link_down();
         disconnect(fd);
