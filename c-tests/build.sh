@@ -34,7 +34,9 @@ build first_answer_race first_answer_race.c -pthread
 build reader_first reader_first.c -pthread
 build reader_first_poll reader_first.c -pthread -DWAIT_POLL
 build reader_first_select reader_first.c -pthread -DWAIT_SELECT
+build reader_first_epoll reader_first.c -pthread -DWAIT_EPOLL
 build banner_read banner_read.c
+build banner_epoll banner_read.c -DWAIT_EPOLL
 build fork_during_setup fork_during_setup.c -pthread
 build rcvtimeo_wait rcvtimeo_wait.c -pthread
 build retry_close_reuse retry_close_reuse.c

@@ -5,11 +5,13 @@
  * diverted when the proxy is up, its failures hidden when it fails.
  * The reader's wait: a blocking read, or (-DWAIT_POLL, -DWAIT_SELECT) poll or select
  * for input alone with a 5 s timeout, as a blocking socket with a timeout does (Python,
- * Java), then the read.
+ * Java), or (-DWAIT_EPOLL) an epoll registration for input alone and a 5 s epoll_wait,
+ * as an event loop's, then the read.
  * Prints the body; exit 1 unless the status is 200. */
 #include "common.h"
 #include <pthread.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 
 static int g_fd;
@@ -26,6 +28,13 @@ static void wait_for_answer(void)
 	FD_SET(g_fd, &in);
 	struct timeval limit = {.tv_sec = 5, .tv_usec = 0};
 	int n = select(g_fd + 1, &in, NULL, NULL, &limit);
+#elif defined(WAIT_EPOLL)
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event want = {.events = EPOLLIN, .data.fd = g_fd}, got;
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, g_fd, &want) != 0)
+		die("epoll:");
+	int n = epoll_wait(ep, &got, 1, 5000);
+	close(ep);
 #else
 	int n = 1;
 #endif

@@ -52,8 +52,8 @@ pub use plaintext_ready::{
 };
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
 pub use server_first::{
-    note_input_waits_in_fd_sets, note_input_waits_in_pollfds, reads_before_writing, timespec_ms,
-    timeval_ms, waits_to_read_before_writing,
+    note_input_registration, note_input_waits_in_fd_sets, note_input_waits_in_pollfds,
+    reads_before_writing, timespec_ms, timeval_ms, waits_to_read_before_writing,
 };
 pub use tls_handoff::TlsHandoff;
 pub use write::send;

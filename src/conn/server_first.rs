@@ -5,9 +5,10 @@
 //! `FIRST_WRITE_GRACE` without input, since a program whose threads share a connection
 //! may start its reader before its writer sends the first request: a blocking read (the
 //! read path asks `reads_before_writing`, which waits that long for input), and
-//! poll/select for input alone (the wait hooks hand their fd lists to
-//! `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`; the silence is due
-//! then, `connecting::begin_silence`, and judged in a wait while the program's goes on).
+//! poll/select for input alone or an epoll registration for input alone (the wait hooks
+//! hand their fd lists to `note_input_waits_in_pollfds` and `note_input_waits_in_fd_sets`,
+//! epoll_ctl its events to `note_input_registration`; the silence is due then,
+//! `connecting::begin_silence`, and judged in a wait while the program's goes on).
 
 use super::decide::{decide, Action, Event};
 use super::waiting::wait_for_input;
@@ -94,18 +95,35 @@ pub unsafe fn timeval_ms(timeout: *const timeval) -> i64 {
     }
 }
 
+/// An epoll registration of `fd` (`EPOLL_CTL_ADD` or `_MOD`, accepted) with `events`:
+/// for input alone, the event loop's wait for it. A registration has no limit of its own,
+/// so it is never a look: its silence begins at once, due after `FIRST_WRITE_GRACE`, as a
+/// long poll's would, and a write before then settles it.
+pub fn note_input_registration(fd: c_int, events: u32) {
+    let input_alone = events & libc::EPOLLIN as u32 != 0 && events & libc::EPOLLOUT as u32 == 0;
+    if input_alone {
+        note_input_wait(fd, -1);
+    }
+}
+
 /// `timeout_ms`: the wait's limit, negative for none.
 fn note_input_wait(fd: c_int, timeout_ms: i64) {
-    if let Some(conn) = fdtable::get(fd) {
-        if let Some(_inside) = Reentry::enter() {
-            let saved = sys::errno();
-            let looks_only = (0..LOOK_MS).contains(&timeout_ms);
-            shielded(
-                || waits_to_read_before_writing(&conn, fd, looks_only),
-                || (),
-            );
-            sys::set_errno(saved);
-        }
+    let Some(conn) = fdtable::get(fd) else {
+        return;
+    };
+    // Nearly every such wait (an event loop's after each request) follows a write: told
+    // apart before the guards below, whose cost every keep-alive request would pay.
+    if conn.state().wrote {
+        return;
+    }
+    if let Some(_inside) = Reentry::enter() {
+        let saved = sys::errno();
+        let looks_only = (0..LOOK_MS).contains(&timeout_ms);
+        shielded(
+            || waits_to_read_before_writing(&conn, fd, looks_only),
+            || (),
+        );
+        sys::set_errno(saved);
     }
 }
 

@@ -127,6 +127,9 @@ unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
         let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
         watchers::note(epoll, op, fd, events, data);
+        if op != libc::EPOLL_CTL_DEL {
+            conn::note_input_registration(fd, events);
+        }
     }
     result
 }

@@ -90,6 +90,7 @@ PROGRAMS = {
     "reader_first": [spec()],
     "reader_first_poll": [spec()],
     "reader_first_select": [spec()],
+    "reader_first_epoll": [spec()],
 }
 # fd reuse: first request to api.example.test, second on the same fd number to
 # other.example.test (argv[4], argv[5])
@@ -758,17 +759,20 @@ def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_l
     assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
 
 
+@pytest.mark.parametrize("program", ["banner_read", "banner_epoll"])
 @pytest.mark.parametrize("preload", [False, True])
-def test_server_speaks_first_under_blocking_reads(c_bins, need_lib, haproxy_up, preload):
+def test_server_speaks_first_under_blocking_reads(c_bins, need_lib, haproxy_up, preload,
+                                                  program):
     """A line protocol whose server speaks first, on port 80, read with blocking reads
-    and no timeout (c-tests/banner_read.c): with the library the exchange is the one the
-    program has without it, and nothing reaches the proxy. The library judges the read
-    after 1 s without input (a reader thread may start before its writer's first
-    request: c-tests/reader_first.c stays at the proxy) and sends the socket to its
-    destination, which then speaks."""
+    and no timeout (c-tests/banner_read.c), or waited for in epoll, the socket registered
+    for input alone (banner_epoll): with the library the exchange is the one the program
+    has without it, and nothing reaches the proxy. The library judges the read (the
+    registration) after 1 s without input or a write (a reader thread may start before
+    its writer's first request: c-tests/reader_first.c stays at the proxy) and sends the
+    socket to its destination, which then speaks."""
     lab = haproxy_up
     before = lab.haproxy_log()
-    res = lab.run([os.path.join(BIN, "banner_read"), lablib.BANNER_IP, "80", "/"],
+    res = lab.run([os.path.join(BIN, program), lablib.BANNER_IP, "80", "/"],
                   preload=preload, debug=preload, timeout=40)
     assert res.rc == 0, res
     lines = res.text_out.splitlines()
