@@ -111,20 +111,24 @@ fn note_input_wait(fd: c_int, timeout_ms: i64) {
     let Some(conn) = fdtable::get(fd) else {
         return;
     };
+    // Not from a signal handler that interrupted the library (the state's lock may be
+    // held below it).
+    let Some(_inside) = Reentry::enter() else {
+        return;
+    };
     // Nearly every such wait (an event loop's after each request) follows a write: told
-    // apart before the guards below, whose cost every keep-alive request would pay.
+    // apart before the shield and errno's keeping, which every keep-alive request would
+    // pay.
     if conn.state().wrote {
         return;
     }
-    if let Some(_inside) = Reentry::enter() {
-        let saved = sys::errno();
-        let looks_only = (0..LOOK_MS).contains(&timeout_ms);
-        shielded(
-            || waits_to_read_before_writing(&conn, fd, looks_only),
-            || (),
-        );
-        sys::set_errno(saved);
-    }
+    let saved = sys::errno();
+    let looks_only = (0..LOOK_MS).contains(&timeout_ms);
+    shielded(
+        || waits_to_read_before_writing(&conn, fd, looks_only),
+        || (),
+    );
+    sys::set_errno(saved);
 }
 
 /// A program waits to read from `fd` (poll/select for input alone) before it wrote.
