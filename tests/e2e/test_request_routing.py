@@ -179,7 +179,7 @@ def hget(rec, name):
 def routes(lab, run, tproxy=False):
     """Per request i: {"at_origin": [origin records], "via": "haproxy"|"testproxy"|
     "direct", "t": when the origin got it, "tp": [test proxy actions]}"""
-    out = {i: {"at_origin": [], "via": None, "t": None, "tp": []} for i in range(run.n)}
+    out = {i: {"at_origin": [], "via": None, "t": None, "tp": [], "tp_end": []} for i in range(run.n)}
     for r in lab.origin_log(contains=run.tag):
         m = PATH_RE.search(r.get("path", ""))
         if m and int(m.group(1)) in out:
@@ -193,6 +193,9 @@ def routes(lab, run, tproxy=False):
             m = PATH_RE.search(r.get("path") or "")
             if r.get("kind") == "traffic" and run.tag in (r.get("path") or "") and m:
                 out[int(m.group(1))]["tp"].append(r.get("action"))
+            m = PATH_RE.search(r.get("last_path") or "")
+            if r.get("kind") == "conn-end" and run.tag in (r.get("last_path") or "") and m:
+                out[int(m.group(1))]["tp_end"].append(r.get("error"))
     return out
 
 
@@ -201,9 +204,10 @@ def summary(run, rt, answers, want=None):
     lines = ["client %s rc=%s connections=%s" % (run.cname, getattr(run, "rc", "?"), run.connections())]
     for i in range(run.n):
         r, a = rt[i], answers.get(i, {})
-        lines.append("r%-2d t=%s want=%-6s via=%-9s origin_x%d proxy=%s | got %s %s | %s" % (
+        lines.append("r%-2d t=%s want=%-6s via=%-9s origin_x%d proxy=%s%s | got %s %s | %s" % (
             i, "%.2f" % (r["t"] % 100) if r["t"] else "-", (want or {}).get(i, "-"), r["via"],
-            len(r["at_origin"]), r["tp"], a.get("status"), a.get("error", ""),
+            len(r["at_origin"]), r["tp"], " ended: %s" % r["tp_end"] if r["tp_end"] else "",
+            a.get("status"), a.get("error", ""),
             " / ".join(ln.split("DEBUG: ")[-1] for ln in blocks.get(i, []) if "->" in ln)))
     return "\n".join(lines) + "\n--- client stderr (tail) ---\n" + run.read("client.err")[-4000:]
 

@@ -30,7 +30,9 @@ changed through the control API (default 127.0.0.1:9001):
   GET  /mode          current mode
   GET  /log           JSON list of every request received (kind "traffic" or
                       "handshake"; method, path, headers [[k, v]...], body_sha256,
-                      body_len, peer, mode, action)
+                      body_len, peer, mode, action), and of every connection this proxy
+                      ended on an error of its own (kind "conn-end"; peer, last_path,
+                      error: an answer it could not send, say)
   POST /reset-log     empty the log
   POST /handshake     body: managed | unmanaged | error:<status> | hang | close
 Handshake port (default 127.0.0.1:9081): GET /handshake -> {"managed": ...},
@@ -286,6 +288,7 @@ def handle_conn(sock, addr):
         rst_close(sock)
         return
     f = sock.makefile("rb")
+    last_path = None
     try:
         while not STOP.is_set():
             with LOCK:
@@ -297,6 +300,7 @@ def handle_conn(sock, addr):
                 break
             if req is None:
                 break
+            last_path = req.target
             with LOCK:
                 mode = conn_mode or STATE["mode"]
                 if mode.startswith("random"):
@@ -378,8 +382,8 @@ def handle_conn(sock, addr):
                 break
             if not client_keep:
                 break
-    except OSError:
-        pass
+    except Exception as e:  # noqa: BLE001 -- recorded: a test shows why its peer saw a close
+        log_rec({"kind": "conn-end", "peer": peer, "last_path": last_path, "error": repr(e)})
     finally:
         try:
             sock.close()
