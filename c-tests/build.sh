@@ -30,6 +30,7 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 done
 build threads threads.c -pthread
 build move_race move_race.c -pthread
+build move_reset_race move_reset_race.c -pthread
 build first_answer_race first_answer_race.c -pthread
 build reader_first reader_first.c -pthread
 build reader_first_poll reader_first.c -pthread -DWAIT_POLL

@@ -30,6 +30,7 @@
 //! | Unseen: stdio | Proxied, a request unanswered | LeaveAtNextRequest (ProxiedBlind, Leaving: Passthrough) |
 //! | Unseen: untrackable fd | at the proxy with a request unanswered, or at the origin | Passthrough |
 //! | RequestBegins | Leaving | GoDirect |
+//! | PeerLost, met before or during a move of the socket | not Passthrough, TlsOwned, Recovering | ReadOn (the end was the old peer's) |
 //! | any other | Passthrough, TlsOwned, Recovering | Proceed (nothing to decide) |
 
 use super::state::{Phase, State};
@@ -57,8 +58,13 @@ pub enum Event {
     /// The proxy's next answer, looked at before the program reads it.
     Answer(Answer),
     /// A read, a wait or a shutdown met the peer's end (EOF, reset) with the request
-    /// stream in this state.
-    PeerLost { unanswered: bool, at_boundary: bool },
+    /// stream in this state. `seen_at`: the socket's move count (`State::moves`) taken
+    /// before the end was met, which tells the end of a peer the socket has left since.
+    PeerLost {
+        unanswered: bool,
+        at_boundary: bool,
+        seen_at: u32,
+    },
     /// The program read SO_ERROR and found `error`.
     ConnectErrorSeen { error: i32 },
     /// The program waits to read before it wrote. `looks_only`: a short wait for input
@@ -148,6 +154,9 @@ pub enum Action {
     LeaveAtNextRequest,
     /// The program's call fails with this errno.
     Report(i32),
+    /// The end met was the old peer's (another thread moved the socket meanwhile): the
+    /// program reads on, from the peer the socket has now.
+    ReadOn,
 }
 
 /// Why a connection leaves the proxy or is left alone: the DEBUG line says it.
@@ -212,6 +221,14 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
             _ => Action::Proceed,
         };
     }
+    if let Event::PeerLost { seen_at, .. } = event {
+        // Met while a move was under way (the count odd), or before one: a move's
+        // disconnect resets the old peer under a reader of another thread, which may
+        // judge it only after the move, with the next request at the new peer.
+        if seen_at % 2 == 1 || seen_at != state.moves {
+            return Action::ReadOn;
+        }
+    }
     let at_proxy = phase.proxy().is_some();
     // A virtual TLS session leaves the proxy only into a real session at the origin.
     let can_leave = !state.https || facts.tls_movable;
@@ -274,6 +291,7 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         Event::PeerLost {
             unanswered,
             at_boundary,
+            ..
         } if phase.checks_answers() => {
             if unanswered && at_boundary {
                 failure(state.https, facts, None)

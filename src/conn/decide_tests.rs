@@ -241,7 +241,45 @@ fn peer_lost(unanswered: bool, at_boundary: bool) -> Event {
     Event::PeerLost {
         unanswered,
         at_boundary,
+        seen_at: 0,
     }
+}
+
+#[test]
+fn peer_lost_seen_before_or_during_a_move_of_the_socket_reads_on() {
+    // The connection has moved once (two counts) since the end was met, or was moving
+    // when it was met: never a recovery of the request now at the new peer.
+    let decided = |phase: &Phase| {
+        !matches!(
+            phase,
+            Phase::Passthrough(_) | Phase::TlsOwned | Phase::Recovering(_)
+        )
+    };
+    for phase in every_phase().into_iter().filter(decided) {
+        for (moves, seen_at) in [(2, 0), (2, 1), (1, 1), (3, 1), (4, 2)] {
+            let mut now = wrote(state(phase));
+            now.moves = moves;
+            let event = Event::PeerLost {
+                unanswered: true,
+                at_boundary: true,
+                seen_at,
+            };
+            assert_eq!(
+                decide(&now, REPLAYABLE, event),
+                Action::ReadOn,
+                "{phase:?} moves {moves} seen at {seen_at}"
+            );
+        }
+    }
+    // Met on the peer the socket has now: as any end (the rows below).
+    let mut now = wrote(proxied());
+    now.moves = 2;
+    let event = Event::PeerLost {
+        unanswered: true,
+        at_boundary: true,
+        seen_at: 2,
+    };
+    assert_eq!(decide(&now, REPLAYABLE, event), Action::Replay);
 }
 
 #[test]
@@ -469,6 +507,12 @@ pub(crate) fn every_event() -> Vec<Event> {
             events.push(peer_lost(unanswered, at_boundary));
         }
     }
+    // Met while the socket was between peers (another thread moving it).
+    events.push(Event::PeerLost {
+        unanswered: true,
+        at_boundary: true,
+        seen_at: 1,
+    });
     for flag in [true, false] {
         events.push(Event::ReadBeforeWrite { looks_only: flag });
         events.push(Event::ServerName { diverted: flag });
@@ -716,7 +760,7 @@ fn check_phases_after_actions(skip: impl Fn(&State, Event) -> bool) {
             Action::ConnectFailed => vec![from.after_move(ORIGIN)],
             Action::Unhideable { .. } | Action::DeliverBlind => vec![from.blind()],
             Action::LeaveAtNextRequest => vec![Phase::Leaving(p)],
-            Action::Proceed | Action::Report(_) => vec![],
+            Action::Proceed | Action::Report(_) | Action::ReadOn => vec![],
         };
         for to in to {
             assert!(

@@ -29,6 +29,8 @@ impl Conn {
         self.count_move();
         self.link_down();
         disconnect(fd);
+        #[cfg(feature = "race-probe")]
+        crate::guard::race_probe_move();
         let result = match to {
             Route::Proxy(proxy) => match self.reach_proxy(fd, proxy, runtime) {
                 Ok(()) => Ok(to),

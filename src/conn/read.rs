@@ -152,9 +152,13 @@ pub fn receive(
                     sys::errno(),
                     libc::ECONNRESET | libc::ENOTCONN | libc::EPIPE
                 ));
+        #[cfg(feature = "race-probe")]
+        if lost_peer {
+            crate::guard::race_probe_lost_read(buffer.capacity());
+        }
         if lost_peer && conn.is_diverted() {
             let errno = sys::errno();
-            if proxy_lost_under_read(conn, fd, nonblocking()) {
+            if proxy_lost_under_read(conn, fd, nonblocking(), epoch) {
                 if nonblocking() {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
@@ -181,21 +185,21 @@ pub fn receive(
 /// it, without blocking the waiting thread, and the event should be hidden: returns true.
 /// An event loop that gives up on ERR/HUP never reads, so the read path alone would
 /// leave it with the proxy's failure.
-pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
+pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool {
     // https recovers in the thread that uses the session, inside its read.
     let state = conn.state();
     if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
         return false;
     }
     if super::connecting::is_pending(conn) {
-        return connect_failed_under_wait(conn, fd);
+        return connect_failed_under_wait(conn, fd, seen_at);
     }
     // An answer still unread is the program's: it reads that first and then meets the
     // loss in a read.
     if unread_bytes(fd) != 0 || conn.plaintext_waiting() {
         return false;
     }
-    proxy_lost_under_read(conn, fd, true)
+    proxy_lost_under_read(conn, fd, true, seen_at)
 }
 
 /// The wait's hang-up is a connect to the proxy that the program did not wait for
@@ -205,14 +209,14 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
 /// with (refused, reset, timed out, unreachable), so the program never needs that error.
 #[cold]
 #[inline(never)]
-fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int) -> bool {
+fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool {
     if !conn.still_ours(fd) {
         return false;
     }
     match crate::sys::socket::socket_option(fd, libc::SO_ERROR) {
         Some(error) if error != 0 => super::connect_error_seen(conn, fd, error) == 0,
         // Connected, and then lost: as any hang-up before the request.
-        _ => proxy_lost_under_read(conn, fd, true),
+        _ => proxy_lost_under_read(conn, fd, true, seen_at),
     }
 }
 
@@ -226,7 +230,9 @@ pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
     if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
         return false;
     }
-    proxy_lost_under_read(conn, fd, false)
+    // The shutdown was made before this count was taken: a move under way shows, one
+    // between the two does not (the program's own thread writes, and moves, rarely then).
+    proxy_lost_under_read(conn, fd, false, state.moves)
 }
 
 fn unread_bytes(fd: c_int) -> c_int {
@@ -241,8 +247,9 @@ fn unread_bytes(fd: c_int) -> c_int {
 }
 
 /// A read on a diverted socket found the proxy gone (EOF or reset). Returns true when that
-/// was hidden and the program should read again (from the new peer).
-fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool {
+/// was hidden and the program should read again (from the new peer). `seen_at`: the move
+/// count taken before the end was met (`Event::PeerLost`).
+fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool, seen_at: u32) -> bool {
     // An end or error of what the number names now, if it is no longer our socket.
     if !conn.still_ours(fd) {
         return false;
@@ -260,6 +267,7 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool) -> bool
     let event = Event::PeerLost {
         unanswered,
         at_boundary,
+        seen_at,
     };
     let why = if unanswered {
         "proxy closed the connection before answering"

@@ -87,6 +87,7 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
             unhideable(conn, runtime, &failure.why, counted);
             return Started::NotPossible;
         }
+        Action::ReadOn => return Started::Done,
         _ => return Started::NotPossible,
     };
     // A virtual TLS session belongs to the thread using it, and a blocking program waits

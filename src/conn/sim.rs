@@ -325,7 +325,7 @@ impl Sim {
     /// Carries `action` out; Err: the program's call fails with this errno.
     fn act(&mut self, action: Action) -> Result<(), i32> {
         match action {
-            Action::Proceed => {}
+            Action::Proceed | Action::ReadOn => {}
             Action::Move(route) => self.move_to(route),
             Action::GoDirect(_) => {
                 // A move to the origin that passes bytes only: straight to Passthrough.

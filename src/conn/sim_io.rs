@@ -291,6 +291,7 @@ impl Sim {
         let action = self.ask(Event::PeerLost {
             unanswered: self.tracker.pending_requests() > 0,
             at_boundary: self.tracker.at_message_boundary(),
+            seen_at: self.state.moves,
         });
         self.act(action)?;
         Ok(!matches!(action, Action::Proceed))

@@ -291,6 +291,36 @@ def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testprox
     assert res.err.count(b"moved at a request boundary") == 2, describe(res)
 
 
+def test_move_resetting_the_old_peer_under_a_read_of_another_thread(lab, test_build_lib, tag,
+                                                                    testproxy, cbin):
+    """One keep-alive connection, the requests written by one thread and the answers read
+    by another (as Java's HttpClient does), the test proxy passing: r1 with
+    `x-lunar-allow: false` goes to the origin; writing r2 moves the socket back to the
+    proxy, and the move's disconnect resets the origin's connection under the reader,
+    already in its next read (c-tests/move_reset_race.c; the test build pauses the move
+    right after its disconnect, and the read after it met the reset, so the reset is
+    judged only once r2 is at the proxy). That reset is the old peer's: r2 answered by
+    the proxy, at the origin once. (Before the fix: r2 replayed to the origin after "proxy
+    closed the connection before answering", so the origin got it twice, once through the
+    proxy; Java's HttpClient met it in a parallel run of the suite.)"""
+    if cbin is None:
+        pytest.fail("c-tests did not build")
+    testproxy.set_mode("pass")
+    res = lab.run([os.path.join(cbin, "move_reset_race"), "api.example.test", "80", tag],
+                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    es = echoes(res)
+    assert len(es) == 2, "expected 2 answers\n" + describe(res)
+    assert_direct(es[0], res, origin=API, path=tag)
+    assert hdr(es[1], "x-via-testproxy") == "1", "r2 not answered through the proxy\n" + describe(res)
+    assert hdr(es[1], "x-ctest-seq") == "2", describe(res)
+    at_origin = testproxy.origin_log(contains=tag)
+    assert len(at_origin) == 2, "the origin got %d requests, not 2\n%s" % (len(at_origin), describe(res))
+    assert [r["action"] for r in traffic(testproxy, tag)] == ["pass"], describe(res)
+    assert b"moved at a request boundary" in res.err, describe(res)
+    assert b"before answering" not in res.err and b"replaying" not in res.err, describe(res)
+
+
 def test_answer_arriving_in_a_read_begun_before_its_request(lab, test_build_lib, tag,
                                                             testproxy, cbin):
     """The request written by one thread, its answer read by another whose read began

@@ -1,0 +1,108 @@
+/* One keep-alive connection used as Java's HttpClient uses it: the main thread writes
+ * the requests, a reader thread reads the answers and, right after each, is already in
+ * its next read while the main thread writes the next request. Request 1 carries
+ * `x-lunar-allow: false` (the library sends it to the origin); request 2 does not, so
+ * writing it moves the socket back to the proxy. The move disconnects the socket from
+ * the origin, which resets it under the reader's read: that reset is the old peer's,
+ * and request 2, now at the proxy, must be neither failed nor sent again.
+ * Request 2 is exactly 4093 bytes and the raced read 4094: the library's test build
+ * (feature race-probe) then pauses the move 300 ms right after its disconnect (the
+ * read meets the reset) and the read 600 ms after it met it (the move is done and
+ * request 2 written before the reset is judged).
+ * Prints each body on a line; exit 1 unless both statuses are 200. */
+#include "common.h"
+#include <pthread.h>
+
+#define MOVE_PAUSING_WRITE 4093
+#define RACED_READ 4094
+
+static struct args g_args;
+static int g_fd;
+static int g_answered[2]; /* pipe: the reader tells the writer that answer 1 was read */
+
+static long print_answer(struct rbuf *rb, int i)
+{
+	struct response r;
+	read_response(g_fd, rb, &r, plain_read, NULL);
+	fwrite(r.body, 1, r.body_len, stdout);
+	if (r.body_len == 0 || r.body[r.body_len - 1] != '\n')
+		fputc('\n', stdout);
+	fflush(stdout);
+	note("answer %d: status=%d", i, r.status);
+	long failed = r.status != 200;
+	free_response(&r);
+	return failed;
+}
+
+static void *reader(void *unused)
+{
+	(void)unused;
+	struct rbuf rb = {0};
+	long failures = print_answer(&rb, 1);
+	char go = 1;
+	if (write(g_answered[1], &go, 1) != 1)
+		die("write to pipe:");
+	/* The read the move resets under. */
+	rbuf_reserve(&rb, RACED_READ);
+	ssize_t n;
+	do
+		n = read(g_fd, rb.data + rb.len, RACED_READ);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		die("read:");
+	if (n == 0)
+		die("EOF after answer 1");
+	rb.len += (size_t)n;
+	failures += print_answer(&rb, 2);
+	free(rb.data);
+	return (void *)failures;
+}
+
+/* Request 2, padded with one header to exactly `want` bytes. */
+static char *padded_request(size_t want)
+{
+	size_t len;
+	char *bare = build_request(&g_args, "GET", g_args.path, "X-Ctest-Seq: 2\r\n", NULL, 0, &len);
+	free(bare);
+	const char *name = "X-Pad: ";
+	size_t pad = want - len - strlen(name) - 2;
+	char *extra = malloc(pad + 64);
+	if (!extra)
+		die("out of memory");
+	int k = sprintf(extra, "X-Ctest-Seq: 2\r\n%s", name);
+	memset(extra + k, 'p', pad);
+	memcpy(extra + k + pad, "\r\n", 3);
+	char *req = build_request(&g_args, "GET", g_args.path, extra, NULL, 0, &len);
+	free(extra);
+	if (len != want)
+		die("request 2 is %zu bytes, not %zu", len, want);
+	return req;
+}
+
+int main(int argc, char **argv)
+{
+	ctest_init(argc, argv, &g_args);
+	g_fd = connect_blocking(&g_args);
+	if (pipe(g_answered) != 0)
+		die("pipe:");
+	size_t len;
+	char *req = build_request(&g_args, "GET", g_args.path,
+				  "x-lunar-allow: false\r\nX-Ctest-Seq: 1\r\n", NULL, 0, &len);
+	write_all(g_fd, req, len);
+	free(req);
+	pthread_t t;
+	if (pthread_create(&t, NULL, reader, NULL) != 0)
+		die("pthread_create failed");
+	char go;
+	if (read(g_answered[0], &go, 1) != 1)
+		die("read from pipe:");
+	/* Let the reader get into its read before the move. */
+	usleep(100 * 1000);
+	req = padded_request(MOVE_PAUSING_WRITE);
+	write_all(g_fd, req, MOVE_PAUSING_WRITE);
+	free(req);
+	void *failures;
+	pthread_join(t, &failures);
+	note("2 requests, %ld not 200", (long)failures);
+	return failures ? 1 : 0;
+}
