@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run the end-to-end tests: /usr/bin/python3 -m pytest -q tests/e2e [extra args].
-# Builds nothing (`make e2e` builds the library first). Needs root (network
-# namespaces) and the packages of scripts/install-deps.sh. Every test runs inside a
-# network namespace the session creates and deletes (tests/lab/lab.py).
+# Run the end-to-end tests: /usr/bin/python3 -m pytest -q tests/e2e [extra args], the
+# whole suite in parallel workers (E2E_JOBS, below). Does not build the library (`make
+# e2e` builds it first). Needs root (network namespaces) and the packages of
+# scripts/install-deps.sh. Every test runs inside a network namespace its worker's
+# session creates and deletes (tests/lab/lab.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,23 @@ for a in "$@"; do
     esac
 done
 export PYTHONDONTWRITEBYTECODE=1
-exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "${target[@]}" "$@"
+
+# The whole suite runs its files in E2E_JOBS workers (pytest-xdist, default 2: most of a
+# test's time is waiting on its programs, proxies and timeouts), a file's tests in one
+# worker, each worker with a lab of its own. What the fixtures would otherwise build into
+# shared paths while another worker runs them is built once here first (each fixture
+# then finds it fresh): the C test programs, the library's test build, the e2e venv.
+# E2E_JOBS=1, or a named file, runs in this process as before.
+jobs="${E2E_JOBS:-2}"
+parallel=()
+if [[ ${#target[@]} -gt 0 && "$jobs" -gt 1 ]] && /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
+    c-tests/build.sh >/dev/null
+    if [[ -z "${LUNAR_LIB_TEST_BUILD:-}" ]] && command -v cargo >/dev/null; then
+        cargo build --release --lib --features small-fd-table,panic-probe,race-probe \
+            --target-dir target/test-build -q
+    fi
+    [[ -x target/e2e-venv/bin/python ]] ||
+        /usr/bin/python3 -m venv --system-site-packages --clear target/e2e-venv
+    parallel=(-n "$jobs" --dist loadfile)
+fi
+exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "${parallel[@]}" "${target[@]}" "$@"
