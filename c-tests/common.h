@@ -448,6 +448,38 @@ CT_FN int finish_response(const struct response *r)
 	return r->status == 200 ? 0 : 1;
 }
 
+/* One response of several on a connection: its body printed on a line of its own, its
+ * status noted as answer `i`'s. Returns 1 unless the status is 200. */
+CT_FN int read_and_print_answer(int fd, struct rbuf *rb, int i)
+{
+	struct response r;
+	read_response(fd, rb, &r, plain_read, NULL);
+	fwrite(r.body, 1, r.body_len, stdout);
+	if (r.body_len == 0 || r.body[r.body_len - 1] != '\n')
+		fputc('\n', stdout);
+	fflush(stdout);
+	note("answer %d: status=%d", i, r.status);
+	int failed = r.status != 200;
+	free_response(&r);
+	return failed;
+}
+
+/* One read(2) of exactly `n` bytes' room into rb (EINTR retried), the size the library's
+ * test build recognises (src/guard.rs); an error or an EOF ends the program. */
+CT_FN void read_once_into(int fd, struct rbuf *rb, size_t n, int after_answer)
+{
+	rbuf_reserve(rb, n);
+	ssize_t got;
+	do
+		got = read(fd, rb->data + rb->len, n);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		die("read:");
+	if (got == 0)
+		die("EOF after answer %d", after_answer);
+	rb->len += (size_t)got;
+}
+
 /* Simple single-request flow: request already written, read with fn, print, exit code. */
 CT_FN int read_and_finish(int fd, read_fn fn, void *ctx)
 {

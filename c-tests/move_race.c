@@ -24,32 +24,14 @@ static void *reader(void *unused)
 	struct rbuf rb = {0};
 	long failures = 0;
 	for (int i = 0; i < REQUESTS; i++) {
-		struct response r;
-		read_response(g_fd, &rb, &r, plain_read, NULL);
-		fwrite(r.body, 1, r.body_len, stdout);
-		if (r.body_len == 0 || r.body[r.body_len - 1] != '\n')
-			fputc('\n', stdout);
-		fflush(stdout);
-		note("answer %d: status=%d", i + 1, r.status);
-		if (r.status != 200)
-			failures++;
-		free_response(&r);
+		failures += read_and_print_answer(g_fd, &rb, i + 1);
 		if (i + 1 == REQUESTS)
 			break;
 		char go = 1;
 		if (write(g_answered[1], &go, 1) != 1)
 			die("write to pipe:");
 		/* The read that races the next request's move. */
-		rbuf_reserve(&rb, RACED_READ);
-		ssize_t n;
-		do
-			n = read(g_fd, rb.data + rb.len, RACED_READ);
-		while (n < 0 && errno == EINTR);
-		if (n < 0)
-			die("read:");
-		if (n == 0)
-			die("EOF after answer %d", i + 1);
-		rb.len += (size_t)n;
+		read_once_into(g_fd, &rb, RACED_READ, i + 1);
 	}
 	free(rb.data);
 	return (void *)failures;

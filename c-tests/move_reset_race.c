@@ -20,40 +20,17 @@ static struct args g_args;
 static int g_fd;
 static int g_answered[2]; /* pipe: the reader tells the writer that answer 1 was read */
 
-static long print_answer(struct rbuf *rb, int i)
-{
-	struct response r;
-	read_response(g_fd, rb, &r, plain_read, NULL);
-	fwrite(r.body, 1, r.body_len, stdout);
-	if (r.body_len == 0 || r.body[r.body_len - 1] != '\n')
-		fputc('\n', stdout);
-	fflush(stdout);
-	note("answer %d: status=%d", i, r.status);
-	long failed = r.status != 200;
-	free_response(&r);
-	return failed;
-}
-
 static void *reader(void *unused)
 {
 	(void)unused;
 	struct rbuf rb = {0};
-	long failures = print_answer(&rb, 1);
+	long failures = read_and_print_answer(g_fd, &rb, 1);
 	char go = 1;
 	if (write(g_answered[1], &go, 1) != 1)
 		die("write to pipe:");
 	/* The read the move resets under. */
-	rbuf_reserve(&rb, RACED_READ);
-	ssize_t n;
-	do
-		n = read(g_fd, rb.data + rb.len, RACED_READ);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		die("read:");
-	if (n == 0)
-		die("EOF after answer 1");
-	rb.len += (size_t)n;
-	failures += print_answer(&rb, 2);
+	read_once_into(g_fd, &rb, RACED_READ, 1);
+	failures += read_and_print_answer(g_fd, &rb, 2);
 	free(rb.data);
 	return (void *)failures;
 }
