@@ -31,6 +31,7 @@ done
 build threads threads.c -pthread
 build move_race move_race.c -pthread
 build move_reset_race move_reset_race.c -pthread
+build move_reset_race_epoll move_reset_race.c -pthread -DWAIT_EPOLL
 build first_answer_race first_answer_race.c -pthread
 build reader_first reader_first.c -pthread
 build reader_first_poll reader_first.c -pthread -DWAIT_POLL

@@ -211,9 +211,11 @@ unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int
 
 /// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
 /// failing a diverted connection, the failure is dealt with (a move, a replay started in
-/// the background) and the program must not see the event: returns true. So is one our
-/// own move caused: its disconnect leaves the socket hung up until the new connect
-/// begins, and a reader woken by that must not take it for the new peer's end.
+/// the background) and the program must not see the event: returns true. Nor must it see
+/// one our own move caused: the disconnect leaves the socket hung up until the new
+/// connect begins, and a reader of another thread woken by that must not take it for
+/// the new peer's end. Such a hang-up is gone once the connect began (a TCP socket's
+/// hang-up ends only with a new connect), or shows while the move is under way.
 fn hang_up_hidden(fd: c_int) -> bool {
     let Some(conn) = fdtable::get(fd) else {
         return false;
@@ -231,9 +233,9 @@ fn hang_up_hidden(fd: c_int) -> bool {
     // SAFETY: one valid pollfd, no waiting.
     let still = unsafe { sys::poll(&mut now, 1, 0) } == 1
         && now.revents & (libc::POLLERR | libc::POLLHUP) != 0;
-    let hidden = still
-        && (conn.moved_since(seen_at)
-            || shielded(|| proxy_lost_under_wait(&conn, fd, seen_at), || false));
+    let hidden = !still
+        || conn.moved_since(seen_at)
+        || shielded(|| proxy_lost_under_wait(&conn, fd, seen_at), || false);
     sys::set_errno(saved);
     hidden
 }
