@@ -10,8 +10,10 @@ count. This file adds:
     the headers it gets without the library, minus x-lunar-allow; a 300 KB body intact;
 1b  error:2 and close on keep-alive connections (3 requests on one connection); a
     request of one thread moving the socket back to the proxy while another thread is
-    inside its next read (c-tests/move_race.c, with the library's test build); a read
-    begun before the request it gets the answer to was recorded (first_answer_race.c);
+    inside its next read (c-tests/move_race.c, with the library's test build); the
+    move's reset of the old peer met by that read or wait, and judged only after the
+    move (move_reset_race.c, with and without epoll); a read begun before the request
+    it gets the answer to was recorded (first_answer_race.c);
 1c  a proxied answer with x-lunar-sequence-id but no valid x-lunar-retry-after (a
     fake proxy of this file on 127.0.0.1:9100, handshake 9181): passed on, without
     x-lunar-sequence-id; and the sequence id of each retry is the one the proxy sent;
