@@ -78,47 +78,6 @@ pub unsafe fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) 
     assert!(port != Some(9), "panic-probe: connect to port 9");
 }
 
-/// Test builds (`--features race-probe`): a read of exactly 4093 bytes pauses 300 ms
-/// after the read path's checks, before the read, widening the window in which another
-/// thread of the program may move the socket or complete a request (`conn::read::receive`).
-#[cfg(feature = "race-probe")]
-pub fn race_probe(buffer_len: usize) {
-    if buffer_len == 4093 {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
-/// Test builds (`--features race-probe`): a write of exactly 4093 bytes to a tracked
-/// socket arms a 300 ms pause in the next move, right after its disconnect, while the
-/// socket is between peers (the old one reset, the new connect not begun); a reader of
-/// another thread then meets the old peer's reset (`Conn::move_to`).
-#[cfg(feature = "race-probe")]
-static MOVE_PAUSE_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-#[cfg(feature = "race-probe")]
-pub fn race_probe_write(input_len: usize) {
-    if input_len == 4093 {
-        MOVE_PAUSE_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-#[cfg(feature = "race-probe")]
-pub fn race_probe_move() {
-    if MOVE_PAUSE_ARMED.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
-/// Test builds (`--features race-probe`): a read of exactly 4094 bytes that met the
-/// peer's end (EOF, reset) pauses 600 ms before that end is judged, so that a move
-/// another thread is making finishes first (`conn::read::receive`).
-#[cfg(feature = "race-probe")]
-pub fn race_probe_lost_read(buffer_len: usize) {
-    if buffer_len == 4094 {
-        std::thread::sleep(std::time::Duration::from_millis(600));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Reentry;

@@ -18,7 +18,7 @@
 //! conn:        one intercepted socket; `conn::fdtable`: which fds are connections
 //! runtime:     the process-wide state, built at the first call that needs it
 //! proxy, logger, uuid, names
-//! http, policy, guard
+//! http, policy, guard, race_probe: race_probe only in test builds (pauses)
 //! sync, int_hash
 //! sys:         libc's own functions, and sockets through them (`sys::socket`)
 //! addr
@@ -49,6 +49,8 @@ mod logger;
 pub mod names;
 pub mod policy;
 pub mod proxy;
+#[cfg(feature = "race-probe")]
+mod race_probe;
 pub mod runtime;
 pub mod sync;
 pub mod sys;

@@ -225,7 +225,7 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         // Met while a move was under way (the count odd), or before one: a move's
         // disconnect resets the old peer under a reader of another thread, which may
         // judge it only after the move, with the next request at the new peer.
-        if seen_at % 2 == 1 || seen_at != state.moves {
+        if state.moved_since(seen_at) {
             return Action::ReadOn;
         }
     }

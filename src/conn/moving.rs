@@ -30,7 +30,7 @@ impl Conn {
         self.link_down();
         disconnect(fd);
         #[cfg(feature = "race-probe")]
-        crate::guard::race_probe_move();
+        crate::race_probe::after_disconnect();
         let result = match to {
             Route::Proxy(proxy) => match self.reach_proxy(fd, proxy, runtime) {
                 Ok(()) => Ok(to),
@@ -153,7 +153,7 @@ impl Conn {
 
     /// Whether a read that began at `epoch` may have seen the old peer go away.
     pub(super) fn moved_since(&self, epoch: u32) -> bool {
-        epoch % 2 == 1 || self.epoch() != epoch
+        self.state.lock().moved_since(epoch)
     }
 
     pub(super) fn epoch(&self) -> u32 {

@@ -123,7 +123,7 @@ pub fn receive(
             }
         }
         #[cfg(feature = "race-probe")]
-        crate::guard::race_probe(buffer.capacity());
+        crate::race_probe::before_read(buffer.capacity());
         let got = real();
         // A move began or ended since the checks, or a request was recorded: the bytes may
         // begin an answer they could not see due (the new peer's, or the answer to that
@@ -154,7 +154,7 @@ pub fn receive(
                 ));
         #[cfg(feature = "race-probe")]
         if lost_peer {
-            crate::guard::race_probe_lost_read(buffer.capacity());
+            crate::race_probe::after_an_end(buffer.capacity());
         }
         if lost_peer && conn.is_diverted() {
             let errno = sys::errno();

@@ -182,6 +182,12 @@ pub struct State {
 }
 
 impl State {
+    /// Whether what was met at move count `seen_at` may belong to a peer the socket has
+    /// left: a move was under way then (the count odd), or one happened since.
+    pub fn moved_since(&self, seen_at: u32) -> bool {
+        seen_at % 2 == 1 || self.moves != seen_at
+    }
+
     pub const fn new() -> State {
         State {
             phase: Phase::Connecting,

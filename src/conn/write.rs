@@ -102,7 +102,7 @@ fn take_hook_marker(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Optio
 /// went direct for good; the program's own call runs.
 fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     #[cfg(feature = "race-probe")]
-    crate::guard::race_probe_write(input.len());
+    crate::race_probe::on_write(input.len());
     let mut writer = conn.writer.lock();
     if matches!(conn.phase(), Phase::Recovering(_)) {
         drop(writer);

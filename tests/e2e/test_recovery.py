@@ -262,12 +262,13 @@ def test_fault_on_keepalive_connection(client, need_lib, tag, testproxy, mode):
     assert traffic(testproxy, tag), "no request reached the test proxy"
 
 
-def run_against_failing_proxy(lab, testproxy, cbin, program, tag, library):
+def run_at_test_proxy(lab, testproxy, cbin, program, tag, library, mode="error:2"):
     """c-tests' `program` on api.example.test:80 with `library` preloaded and the test
-    proxy failing every request (x-lunar-error: 2); it must exit 0."""
+    proxy in `mode` (by default failing every request with x-lunar-error: 2); it must
+    exit 0."""
     if cbin is None:
         pytest.fail("c-tests did not build")
-    testproxy.set_mode("error:2")
+    testproxy.set_mode(mode)
     res = lab.run([os.path.join(cbin, program), "api.example.test", "80", tag],
                   env=dict(TESTPROXY_ENV, LD_PRELOAD=library), debug=True, timeout=30)
     assert res.rc == 0, describe(res)
@@ -283,7 +284,7 @@ def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testprox
     that read gets must be judged and hidden: 3 answers, all the origin's, each request
     at the proxy first. (Before the fix: `status 503`, the proxy's x-lunar-error answer
     in the program, as Java's HttpClient met it once in CI.)"""
-    res = run_against_failing_proxy(lab, testproxy, cbin, "move_race", tag, test_build_lib)
+    res = run_at_test_proxy(lab, testproxy, cbin, "move_race", tag, test_build_lib)
     es = echoes(res)
     assert len(es) == 3, "expected 3 answers\n" + describe(res)
     for e in es:
@@ -308,12 +309,8 @@ def test_move_resetting_the_old_peer_under_a_read_of_another_thread(lab, test_bu
     proxy; Java's HttpClient met it in a parallel run of the suite.) move_reset_race_epoll:
     the reader waits in epoll_wait and gives up on ERR/HUP; the paused move's hang-up must
     not show (before the fix it did: the socket was not at the proxy yet)."""
-    if cbin is None:
-        pytest.fail("c-tests did not build")
-    testproxy.set_mode("pass")
-    res = lab.run([os.path.join(cbin, program), "api.example.test", "80", tag],
-                  env=dict(TESTPROXY_ENV, LD_PRELOAD=test_build_lib), debug=True, timeout=30)
-    assert res.rc == 0, describe(res)
+    res = run_at_test_proxy(lab, testproxy, cbin, program, tag, test_build_lib,
+                                    mode="pass")
     es = echoes(res)
     assert len(es) == 2, "expected 2 answers\n" + describe(res)
     assert_direct(es[0], res, origin=API, path=tag)
@@ -335,7 +332,7 @@ def test_answer_arriving_in_a_read_begun_before_its_request(lab, test_build_lib,
     answer must be judged and hidden, the request replayed to the origin. (Before the fix:
     `status 503`, every time; move_race met it now and then, when its reader's first read
     came between its writer's first byte and the end of the head.)"""
-    res = run_against_failing_proxy(lab, testproxy, cbin, "first_answer_race", tag,
+    res = run_at_test_proxy(lab, testproxy, cbin, "first_answer_race", tag,
                                     test_build_lib)
     es = echoes(res)
     assert len(es) == 1, "expected 1 answer\n" + describe(res)

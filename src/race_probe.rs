@@ -1,0 +1,52 @@
+//! Test builds only (`--features race-probe`, built into target/test-build by the e2e
+//! tests): pauses at chosen points of the connection layer, keyed on sizes a test program
+//! picks, so that races between a program's threads happen every time
+//! (`c-tests/move_race.c`, `first_answer_race.c`, `move_reset_race.c`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A read of exactly this many bytes pauses between the read path's checks and the read.
+const READ_PAUSED_BEFORE: usize = 4093;
+/// A write of exactly this many bytes to a tracked socket pauses the move it makes.
+const WRITE_PAUSING_ITS_MOVE: usize = 4093;
+/// A read of exactly this many bytes that met the peer's end pauses before judging it.
+const READ_PAUSED_AFTER_AN_END: usize = 4094;
+
+static MOVE_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
+
+fn pause(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// 300 ms after the read path's checks, before the read: another thread of the program
+/// may move the socket or complete a request meanwhile (`conn::read::receive`).
+pub fn before_read(buffer_len: usize) {
+    if buffer_len == READ_PAUSED_BEFORE {
+        pause(300);
+    }
+}
+
+/// Arms a 300 ms pause in the next move (`after_disconnect`).
+pub fn on_write(input_len: usize) {
+    if input_len == WRITE_PAUSING_ITS_MOVE {
+        MOVE_PAUSE_ARMED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Right after a move's disconnect, while the socket is between peers (the old one
+/// reset, the new connect not begun): a reader of another thread meets the old peer's
+/// reset (`Conn::move_to`).
+pub fn after_disconnect() {
+    if MOVE_PAUSE_ARMED.swap(false, Ordering::SeqCst) {
+        pause(300);
+    }
+}
+
+/// 600 ms after a read met the peer's end (EOF, reset), before it is judged: a move
+/// another thread is making finishes first (`conn::read::receive`).
+pub fn after_an_end(buffer_len: usize) {
+    if buffer_len == READ_PAUSED_AFTER_AN_END {
+        pause(600);
+    }
+}
