@@ -39,7 +39,9 @@
 # start-up variant, default 3000, in BENCH_START_ROUNDS rounds, default 10),
 # BENCH_ROUNDS (blocking-client rounds, default 9), BENCH_PY_REQS (Python requests per
 # round, default 300), BENCH_CURL_REQS (curl requests per round, default 200),
-# LUNAR_LIB (library path). Output: a table on stdout and target/bench.txt.
+# LUNAR_LIB (library path), BENCH_ONLY (the parts to run, of: blocking wrk syscalls startup
+# memory insn; default all of them: a contributor studying one row runs its part alone).
+# Output: a table on stdout and target/bench.txt.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -57,6 +59,7 @@ ROUNDS="${BENCH_ROUNDS:-9}"
 PY_REQS="${BENCH_PY_REQS:-300}"
 CURL_REQS="${BENCH_CURL_REQS:-200}"
 SYSCALL_REQS=200
+ONLY="${BENCH_ONLY:-blocking wrk syscalls startup memory insn}"
 PY=/usr/bin/python3
 LABPY="$REPO/tests/lab/lab.py"
 NAME="bench-$$"
@@ -101,6 +104,7 @@ SAMPLES="$TMP/samples.tsv" # "key<TAB>round<TAB>value", read by scripts/bench/re
 : >"$SAMPLES"
 
 say() { printf '%s\n' "$*" >&2; }
+wanted() { [[ " $ONLY " == *" $1 "* ]]; } # part: is it one BENCH_ONLY names?
 in_ns() { ip netns exec "$NAME" "$@"; }
 
 # ---- lab, with nginx in place of the Python origins on the API address -----------
@@ -298,20 +302,32 @@ fi
 # ---- the rows --------------------------------------------------------------------
 # The library's pages as a booted machine has them in its page cache (see smaps.py).
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from smaps import as_after_boot; as_after_boot(sys.argv[2])' "$BENCH" "$LIB"
-say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
-in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES" "$FLOOR_DIVERT"
-source "$BENCH/wrk.sh"
-say "bench: system calls per request (strace -f -c, curl, $SYSCALL_REQS keep-alive requests)"
-in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"
+if wanted blocking; then
+	say "bench: blocking clients, $ROUNDS rounds ($PY_REQS Python requests, $CURL_REQS curl requests per row and mode)"
+	in_ns "$PY" "$BENCH/blocking.py" "$LIB" "$CA" "$HAPLOG" "$ROUNDS" "$PY_REQS" "$CURL_REQS" "$SAMPLES" "$FLOOR_DIVERT"
+fi
+if wanted wrk; then
+	source "$BENCH/wrk.sh"
+fi
+if wanted syscalls; then
+	say "bench: system calls per request (strace -f -c, curl, $SYSCALL_REQS keep-alive requests)"
+	in_ns "$PY" "$BENCH/syscalls.py" "$LIB" "$SYSCALL_REQS" 3 "$SAMPLES"
+fi
 EMPTY="$TMP/empty.so"
 cc -shared -o "$EMPTY" -x c /dev/null
-say "bench: start-up, $RUNS starts per variant in $START_ROUNDS rounds"
 FLOOR="$TMP/floor_preload.so"
 gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR" "$REPO/c-tests/bench/floor_preload.c" -ldl
-in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES" "$FLOOR"
-say "bench: memory of an inert process (smaps)"
-"$PY" "$BENCH/memory.py" "$LIB" "$EMPTY" 3 "$SAMPLES"
-source "$BENCH/instructions.sh"
+if wanted startup; then
+	say "bench: start-up, $RUNS starts per variant in $START_ROUNDS rounds"
+	in_ns "$PY" "$BENCH/startup.py" "$LIB" "$EMPTY" "$RUNS" "$START_ROUNDS" "$SAMPLES" "$FLOOR"
+fi
+if wanted memory; then
+	say "bench: memory of an inert process (smaps)"
+	"$PY" "$BENCH/memory.py" "$LIB" "$EMPTY" 3 "$SAMPLES"
+fi
+if wanted insn; then
+	source "$BENCH/instructions.sh"
+fi
 
 # ---- report ---------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
