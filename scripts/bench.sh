@@ -7,7 +7,7 @@
 #      direct mode, the proxy given by name in both, the https rows also over the C floor's
 #      virtual sessions (c-tests/bench/floor_divert.c; scripts/bench/blocking.py);
 #  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99 (each also with the
-#      C floor), https
+#      C floor, and with the C floor parsing what the library parses), https
 #      (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
 #      scripts/bench/syscalls.py);
 #  start-up          /bin/true: no preload vs an empty shared object vs the library vs a
@@ -236,6 +236,10 @@ LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
 FLOOR_DIVERT="$TMP/floor_divert.so"
 gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR_DIVERT" "$REPO/c-tests/bench/floor_divert.c" -ldl
 FLOORENV=(env "LD_PRELOAD=$FLOOR_DIVERT" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+FLOOR_PARSE="$TMP/floor_parse.so" # the same, parsing heads and answers (libhttp-parser-dev)
+gcc -O2 -fPIC -fvisibility=hidden -shared -DFLOOR_PARSE -o "$FLOOR_PARSE" \
+	"$REPO/c-tests/bench/floor_divert.c" -ldl -lhttp_parser
+PARSEENV=(env "LD_PRELOAD=$FLOOR_PARSE" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
 # TLS to the proxy: HAProxy's TLS traffic port 8400 and TLS handshake port 8443, the lab CA.
 LIBENV_TLS=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8400" LUNAR_PROXY_SUPPORT_TLS=1
 	LUNAR_HANDSHAKE_PORT=8443 "LUNAR_PROXY_CA_FILE=$CA")

@@ -15,7 +15,7 @@ fi
 PKGS=(
     haproxy nginx-light wrk curl wget iproute2 strace
     gcc g++ libc6-dev make python3 python3-pytest python3-pytest-xdist perl libhttp-tiny-perl
-    procps valgrind
+    procps valgrind libhttp-parser-dev
     openssl gnutls-bin libssl-dev libgnutls28-dev libio-socket-ssl-perl python3-requests python3-venv
     ruby php-cli php-curl
 )

@@ -11,7 +11,17 @@
  * route per request, fail over, or handle a request split over several writes: wrk and
  * Python's http.client write each head whole. Only the OpenSSL calls Python's ssl module
  * makes on a client connection are covered. Built with -O2 -fPIC -fvisibility=hidden, as
- * a C library would be. */
+ * a C library would be.
+ *
+ * Built with -DFLOOR_PARSE (and -lhttp_parser), it also does the parsing the contract asks
+ * of every diverted request, which the library does with httparse: each request head is
+ * parsed whole (its Host field is the x-lunar-host) and refused as the library's engine
+ * would when it is not HTTP; every answer read from the proxy is followed with a parser
+ * per connection through its head (each field name compared with Lunar's x-lunar-*
+ * signals) and its body's framing, to the next answer's head. The parser is Debian's
+ * http-parser (Node's former parser, the one wrk uses itself). Only read/write are
+ * followed: the wrk rows use it. Still no copies for a replay, no routing per request,
+ * no failover. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <netdb.h>
@@ -33,6 +43,7 @@ static struct session {
 	SSL *ssl;
 	int error, shutdown;
 } sessions[65536];
+
 static struct sockaddr_storage proxy;
 static socklen_t proxy_len;
 
@@ -53,6 +64,78 @@ REAL(int, connect, (int, const struct sockaddr *, socklen_t))
 REAL(ssize_t, write, (int, const void *, size_t))
 REAL(ssize_t, writev, (int, const struct iovec *, int))
 REAL(int, close, (int))
+
+#ifdef FLOOR_PARSE
+#include <http_parser.h>
+#include <strings.h>
+
+/* A diverted plain fd's answers, followed from its connect on. */
+static http_parser answers[65536];
+/* The parser met something it cannot follow: the fd's later bytes are not looked at. */
+static unsigned char answers_lost[65536];
+static volatile unsigned lunar_signals; /* x-lunar-* fields seen, so the comparisons are not dead */
+
+struct request_fields {
+	const char *host;
+	size_t host_len;
+	int in_host;
+};
+
+static int on_request_field(http_parser *parser, const char *at, size_t n)
+{
+	struct request_fields *fields = parser->data;
+	fields->in_host = n == 4 && strncasecmp(at, "host", 4) == 0;
+	return 0;
+}
+
+static int on_request_value(http_parser *parser, const char *at, size_t n)
+{
+	struct request_fields *fields = parser->data;
+	if (fields->in_host && !fields->host)
+		fields->host = at, fields->host_len = n;
+	return 0;
+}
+
+static const http_parser_settings request_settings = {
+	.on_header_field = on_request_field,
+	.on_header_value = on_request_value,
+};
+
+/* Whether `bytes` is one whole, valid request head with a Host field. */
+static int parses_as_request_head(const char *bytes, size_t n)
+{
+	struct request_fields fields = { 0 };
+	http_parser parser;
+	http_parser_init(&parser, HTTP_REQUEST);
+	parser.data = &fields;
+	size_t parsed = http_parser_execute(&parser, &request_settings, bytes, n);
+	return parsed == n && HTTP_PARSER_ERRNO(&parser) == HPE_OK && fields.host && fields.host_len <= 200;
+}
+
+static int on_answer_field(http_parser *parser, const char *at, size_t n)
+{
+	(void)parser;
+	if (n > 8 && strncasecmp(at, "x-lunar-", 8) == 0)
+		lunar_signals++;
+	return 0;
+}
+
+static const http_parser_settings answer_settings = { .on_header_field = on_answer_field };
+
+REAL(ssize_t, read, (int, void *, size_t))
+
+__attribute__((visibility("default"))) ssize_t read(int fd, void *buf, size_t n)
+{
+	ssize_t got = get_read()(fd, buf, n);
+	if (got > 0 && (unsigned)fd < 65536 && diverted[fd] == PLAIN && !answers_lost[fd]) {
+		http_parser *parser = &answers[fd];
+		size_t parsed = http_parser_execute(parser, &answer_settings, buf, got);
+		if (parsed != (size_t)got || HTTP_PARSER_ERRNO(parser) != HPE_OK)
+			answers_lost[fd] = 1;
+	}
+	return got;
+}
+#endif
 
 static int resolve_proxy(void)
 {
@@ -78,6 +161,10 @@ __attribute__((visibility("default"))) int connect(int fd, const struct sockaddr
 	int port = to && to->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)to)->sin_port) : 0;
 	if ((port == 80 || port == 443) && (unsigned)fd < 65536 && (proxy_len || resolve_proxy() == 0)) {
 		diverted[fd] = port == 80 ? PLAIN : TLS;
+#ifdef FLOOR_PARSE
+		http_parser_init(&answers[fd], HTTP_RESPONSE);
+		answers_lost[fd] = 0;
+#endif
 		return get_connect()(fd, (const struct sockaddr *)&proxy, proxy_len);
 	}
 	return get_connect()(fd, to, len);
@@ -95,6 +182,10 @@ static ssize_t send_with_lunar_lines(int fd, const char *bytes, size_t n, const 
 	static uint64_t state = 0x9e3779b97f4a7c15u;
 	if (n < 16 || memcmp(bytes + n - 4, "\r\n\r\n", 4) != 0)
 		return -2;
+#ifdef FLOOR_PARSE
+	if (!parses_as_request_head(bytes, n))
+		return -2;
+#endif
 	line_end = memmem(bytes, n, "\r\n", 2);
 	host = memmem(bytes, n, "\r\nHost: ", 8);
 	if (!line_end || !host)

@@ -12,6 +12,9 @@
 #          program, without the noise of wrk's shared cores;
 #  close   a request on a new connection (wrk -t1 -c4, Connection: close), the whole
 #          process's instructions per request, library vs direct mode;
+#  ka_lib, ka_floor, ka_parse
+#          keep-alive requests in wrk (-t1 -c4), the whole process's instructions per
+#          request over direct mode's: the library, the C floor, the C floor parsing;
 #  py_session, py_get
 #          Python requests over https (requests.Session; requests.get, a new connection
 #          each), the whole process's instructions per request, library vs the C floor's
@@ -115,6 +118,21 @@ if command -v valgrind >/dev/null; then
 		"$(insn_wrk 3 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
 		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
 		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
+	# Keep-alive in wrk (-t1 -c4), the whole process's instructions per request over direct
+	# mode's: the library, the C floor, and the C floor parsing heads and answers.
+	ka_direct1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	ka_direct3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	for arm in lib floor parse; do
+		case $arm in
+		lib) envs=("${LIBENV[@]}") ;;
+		floor) envs=("${FLOORENV[@]}") ;;
+		parse) envs=("${PARSEENV[@]}") ;;
+		esac
+		insn_wrk_rows "ka_$arm" \
+			"$(insn_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
+			"$(insn_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
+			"$ka_direct1" "$ka_direct3"
+	done
 	insn_wrk_rows pass \
 		"$(insn_wrk 1 http://api.example.test:8080/ -- "${LIBENV[@]}")" \
 		"$(insn_wrk 3 http://api.example.test:8080/ -- "${LIBENV[@]}")" \

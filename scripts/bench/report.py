@@ -161,9 +161,17 @@ if "wrk.a_floor.rps" in S:
              more=False)
     wrk_rows("req/s Connection: close, C floor preload vs direct mode", "c_floor", "c_direct",
              more=False)
+if "wrk.a_parse.rps" in S:
+    wrk_rows("req/s keep-alive, C floor parsing heads and answers (http-parser) vs direct mode",
+             "a_parse", "a_direct", more=False)
+    wrk_rows("req/s Connection: close, C floor parsing vs direct mode", "c_parse", "c_direct",
+             more=False)
 wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 if "wrk.p_floor.rps" in S:
     wrk_rows("req/s keep-alive, -t1 -c1, C floor preload vs direct mode", "p_floor", "p_direct",
+             more=False)
+if "wrk.p_parse.rps" in S:
+    wrk_rows("req/s keep-alive, -t1 -c1, C floor parsing vs direct mode", "p_parse", "p_direct",
              more=False)
 wrk_rows("req/s https keep-alive vs direct mode (both via HAProxy)", "e_lib", "e_direct")
 wrk_rows("req/s https keep-alive vs straight to origin (real TLS)", "e_lib", "e_origin")
@@ -243,6 +251,11 @@ if "insn.fast.lib" in S:
     if "insn.request.lib" in S:
         row("instructions per diverted keep-alive request (C, epoll)",
             "insn.request.lib", "insn.request.base", "diff", 0)
+    for arm, name in (("lib", "the library"), ("floor", "the C floor"),
+                      ("parse", "the C floor parsing heads and answers")):
+        if "insn.ka_%s.lib" % arm in S:
+            row("instructions per keep-alive request in wrk -t1 -c4, %s vs direct mode" % name,
+                "insn.ka_%s.lib" % arm, "insn.ka_%s.base" % arm, "diff", 0)
     if "insn.close.lib" in S:
         row("instructions per request on a new connection (wrk, Connection: close)",
             "insn.close.lib", "insn.close.base", "diff", 0)
@@ -261,9 +274,9 @@ row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns
 row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
-labels = ("a_lib", "a_direct", "a_floor", "c_lib", "c_direct", "c_floor", "p_lib", "p_direct", "p_floor", "e_lib", "e_direct",
-          "t_lib", "t_direct",
-          "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
+labels = ("a_lib", "a_direct", "a_floor", "a_parse", "c_lib", "c_direct", "c_floor", "c_parse", "p_lib",
+          "p_direct", "p_floor", "p_parse", "e_lib", "e_direct", "t_lib", "t_direct", "e_origin", "b_lib",
+          "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
 print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "

@@ -1,5 +1,5 @@
 # make bench, sourced by scripts/bench.sh: wrk rows, each arm's order alternating (pairs) or
-# rotating (triples) from one round to the next. The rows with a target (a, c, p, b, g) run
+# rotating (more arms) from one round to the next. The rows with a target (a, c, p, b, g) run
 # $FINE_REPS short rounds of ${FINE_DUR}s: the ratio is the median of the per-round ones,
 # and on a 2-core VM shared with HAProxy and nginx the machine's speed drifts by ±10%
 # within seconds (one 3-round run saw every arm lose 20% in its last round); short
@@ -9,10 +9,13 @@
 #     to HAProxy) vs direct mode (no library; wrk -> HAProxy with the x-lunar-* headers
 #     written by hand), the same HAProxy and nginx behind it;
 #  c  the same with Connection: close (a new connection, so a new diversion, per request);
-#     a and c have a third arm, the floor: c-tests/bench/floor_divert.c preloaded, the least
-#     a diverting preload does (connect to the proxy, Lunar's lines written into each
-#     request; no parsing, no failover);
-#  p  the same keep-alive triple at -t1 -c1 (one request at a time: latency, p99);
+#     a and c have two more arms: the floor, c-tests/bench/floor_divert.c preloaded, the
+#     least a diverting preload does (connect to the proxy, Lunar's lines written into each
+#     request; no parsing, no failover), and the parsing floor, the same built with
+#     -DFLOOR_PARSE: it also parses every request head and follows every answer with
+#     Debian's C HTTP parser, the parsing the contract asks of the library (no copies for a
+#     replay, no failover);
+#  p  the same keep-alive arms at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
 #  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
 #     wrk (no library) to each;
@@ -84,9 +87,9 @@ run_wrk() {
 			substr(l, 5, length(l) - 5), v["rps"], v["lat"], v["p99"], v["cpu"], v["err"], v["hap"], v["rss"] }' "$SAMPLES")"
 }
 
-# triple ROUND LABEL_A CMD_A... -- LABEL_B CMD_B... -- LABEL_C CMD_C...: all three, the
-# order rotating from one round to the next.
-triple() {
+# arms ROUND LABEL_A CMD_A... -- LABEL_B CMD_B... [-- LABEL CMD...]...: every arm once,
+# the order rotating from one round to the next.
+arms() {
 	local round="$1" k
 	shift
 	local -a labels=() cmds=() cmd=()
@@ -98,8 +101,8 @@ triple() {
 		(($#)) && shift
 		cmds+=("$(printf '%q ' "${cmd[@]}")")
 	done
-	for k in 0 1 2; do
-		local at=$(((round - 1 + k) % 3))
+	for k in "${!labels[@]}"; do
+		local at=$(((round - 1 + k) % ${#labels[@]}))
 		eval "run_wrk \"\${labels[$at]}\" \"\$round\" ${cmds[$at]}"
 	done
 }
@@ -122,18 +125,21 @@ pair() {
 }
 
 hap_before=$(hap_lines)
-say "bench: wrk -t$THREADS -c$CONNS (and -t1 -c1), the rows with a target in $FINE_REPS rounds of ${FINE_DUR}s, https in $REPS rounds of ${DUR}s (pairs alternating, triples rotating)"
+say "bench: wrk -t$THREADS -c$CONNS (and -t1 -c1), the rows with a target in $FINE_REPS rounds of ${FINE_DUR}s, https in $REPS rounds of ${DUR}s (pairs alternating, more arms rotating)"
 for i in $(seq "$FINE_REPS"); do
 	say " round $i"
-	triple "$i" a_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test/ \
+	arms "$i" a_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test/ \
 		-- a_direct "${WRKF[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- a_floor "${FLOORENV[@]}" "${WRKF[@]}" http://api.example.test/
-	triple "$i" c_lib "${LIBENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- a_floor "${FLOORENV[@]}" "${WRKF[@]}" http://api.example.test/ \
+		-- a_parse "${PARSEENV[@]}" "${WRKF[@]}" http://api.example.test/
+	arms "$i" c_lib "${LIBENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
 		-- c_direct "${WRKF[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- c_floor "${FLOORENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/
-	triple "$i" p_lib "${LIBENV[@]}" "${WRK1F[@]}" http://api.example.test/ \
+		-- c_floor "${FLOORENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
+		-- c_parse "${PARSEENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/
+	arms "$i" p_lib "${LIBENV[@]}" "${WRK1F[@]}" http://api.example.test/ \
 		-- p_direct "${WRK1F[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
-		-- p_floor "${FLOORENV[@]}" "${WRK1F[@]}" http://api.example.test/
+		-- p_floor "${FLOORENV[@]}" "${WRK1F[@]}" http://api.example.test/ \
+		-- p_parse "${PARSEENV[@]}" "${WRK1F[@]}" http://api.example.test/
 	pair "$i" b_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test:8080/ \
 		-- b_nolib "${WRKF[@]}" http://api.example.test:8080/
 	pair "$i" g_lib "${WRKF[@]}" "http://$API_IP:$NGINX_LIB_PORT/" \
