@@ -233,6 +233,12 @@ done
 
 # ---- sanity: the library really diverts, the direct mode really reaches the origin --
 LIBENV=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+# Direct mode: the program's own request to HAProxy with Lunar's lines written by hand (wrk
+# rows and instruction counts).
+DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
+DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
+	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 FLOOR_DIVERT="$TMP/floor_divert.so"
 gcc -O2 -fPIC -fvisibility=hidden -shared -o "$FLOOR_DIVERT" "$REPO/c-tests/bench/floor_divert.c" -ldl
 FLOORENV=(env "LD_PRELOAD=$FLOOR_DIVERT" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")

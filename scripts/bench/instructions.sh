@@ -13,8 +13,9 @@
 #  close   a request on a new connection (wrk -t1 -c4, Connection: close), the whole
 #          process's instructions per request, library vs direct mode;
 #  ka_lib, ka_floor, ka_parse
-#          keep-alive requests in wrk (-t1 -c4), the whole process's instructions per
-#          request over direct mode's: the library, the C floor, the C floor parsing;
+#          keep-alive requests in wrk (-t1 -c4), the whole process's instructions and
+#          simulated L1 instruction-cache misses (cachegrind) per request over direct
+#          mode's: the library, the C floor, the C floor parsing;
 #  py_session, py_get
 #          Python requests over https (requests.Session; requests.get, a new connection
 #          each), the whole process's instructions per request, library vs the C floor's
@@ -118,19 +119,44 @@ if command -v valgrind >/dev/null; then
 		"$(insn_wrk 3 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
 		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
 		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
-	# Keep-alive in wrk (-t1 -c4), the whole process's instructions per request over direct
-	# mode's: the library, the C floor, and the C floor parsing heads and answers.
-	ka_direct1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
-	ka_direct3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	# Keep-alive in wrk (-t1 -c4), per request over direct mode's: the whole process's
+	# instructions and the misses of a simulated L1 instruction cache (cachegrind, this
+	# machine's cache geometry): the library, the C floor, and the C floor parsing. The
+	# misses are what separates the library from the parsing floor, which runs as many
+	# instructions: the code a request runs through must stay in the 32 KiB L1i with the
+	# program's own.
+	cache_wrk() { # seconds url [wrk args...] [-- env...]: "instructions I1-misses requests"
+		local secs=$1 url=$2 args=() envs=()
+		shift 2
+		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
+		[[ $# -gt 0 ]] && shift && envs=("$@")
+		in_ns "${envs[@]}" valgrind --tool=cachegrind --cache-sim=yes --cachegrind-out-file=/dev/null \
+			wrk -t1 -c4 "-d${secs}s" "${args[@]}" "$url" 2>&1 | tr -d , |
+			awk '/requests in/ {n = $1} /I *refs:/ {i = $NF} /I1 *misses:/ {m = $NF}
+				END {if (n > 0 && i > 0) print i, m, n}' || true
+	}
+	cache_rows() { # arm run(1 s) run(3 s) direct(1 s) direct(3 s): insn.ka_ARM.*, i1.ka_ARM.*
+		if [[ -n "$2" && -n "$3" && -n "$4" && -n "$5" ]]; then
+			awk -v k="ka_$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
+				split(l1, a); split(l3, b); split(d1, c); split(d3, d)
+				if (b[3] > a[3] && d[3] > c[3]) {
+					printf "insn.%s.lib\t1\t%.1f\ninsn.%s.base\t1\t%.1f\n", k, (b[1] - a[1]) / (b[3] - a[3]), k, (d[1] - c[1]) / (d[3] - c[3])
+					printf "i1.%s.lib\t1\t%.1f\ni1.%s.base\t1\t%.1f\n", k, (b[2] - a[2]) / (b[3] - a[3]), k, (d[2] - c[2]) / (d[3] - c[3]) } }' >>"$SAMPLES"
+		else
+			say "bench: wrk under cachegrind failed: no ka_$1 rows"
+		fi
+	}
+	ka_direct1=$(cache_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	ka_direct3=$(cache_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
 	for arm in lib floor parse; do
 		case $arm in
 		lib) envs=("${LIBENV[@]}") ;;
 		floor) envs=("${FLOORENV[@]}") ;;
 		parse) envs=("${PARSEENV[@]}") ;;
 		esac
-		insn_wrk_rows "ka_$arm" \
-			"$(insn_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
-			"$(insn_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
+		cache_rows "$arm" \
+			"$(cache_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
+			"$(cache_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
 			"$ka_direct1" "$ka_direct3"
 	done
 	insn_wrk_rows pass \

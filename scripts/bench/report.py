@@ -256,6 +256,8 @@ if "insn.fast.lib" in S:
         if "insn.ka_%s.lib" % arm in S:
             row("instructions per keep-alive request in wrk -t1 -c4, %s vs direct mode" % name,
                 "insn.ka_%s.lib" % arm, "insn.ka_%s.base" % arm, "diff", 0)
+            row("    L1 instruction-cache misses (cachegrind) per request", "i1.ka_%s.lib" % arm,
+                "i1.ka_%s.base" % arm, "diff", 1)
     if "insn.close.lib" in S:
         row("instructions per request on a new connection (wrk, Connection: close)",
             "insn.close.lib", "insn.close.base", "diff", 0)

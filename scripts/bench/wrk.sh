@@ -33,10 +33,6 @@ WRK=(wrk "-t$THREADS" "-c$CONNS" "-d${DUR}s" --latency)
 WRKF=(wrk "-t$THREADS" "-c$CONNS" "-d${FINE_DUR}s" --latency)
 WRK1F=(wrk -t1 -c1 "-d${FINE_DUR}s" --latency)
 CLOSE_H=(-H 'Connection: close')
-DIRECT_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: http'
-	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
-DIRECT_TLS_H=(-H 'x-lunar-host: api.example.test' -H 'x-lunar-scheme: https'
-	-H 'x-lunar-interceptor: lunar-direct/0' -H 'x-lunar-req-id: 00000000-0000-4000-8000-000000000000')
 
 # Runs a command and prints the CPU time (user+sys) it used and its peak memory (max RSS),
 # from wait4's rusage: wrk's CPU per request shows the library's cost even when the 2
