@@ -43,7 +43,6 @@ static struct session {
 	SSL *ssl;
 	int error, shutdown;
 } sessions[65536];
-
 static struct sockaddr_storage proxy;
 static socklen_t proxy_len;
 

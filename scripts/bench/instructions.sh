@@ -1,5 +1,5 @@
 # make bench, sourced by scripts/bench.sh: user-space instructions the library adds on
-# what it does not track, counted by callgrind (no system call time, no noise):
+# what it does not track, counted by callgrind and cachegrind (no system call time, no noise):
 #  fast    write/recv/close on fds never tracked (c-tests/bench/fastpath.c), per call;
 #  pair    a send+recv pair with real data on an untracked socketpair
 #          (c-tests/bench/sendrecv.c), per pair;
@@ -91,41 +91,11 @@ if command -v valgrind >/dev/null; then
 	else
 		say "bench: the keep-alive client under callgrind failed: no per-request instruction row"
 	fi
-	# A new connection per request: wrk -t1 -c4 with Connection: close under callgrind,
-	# library vs direct mode, the whole process's instructions per request. Runs of 1 s and
-	# 3 s: (I3 - I1) / (N3 - N1), so that start-up and the library's set-up cancel out.
-	insn_wrk() { # seconds url [wrk args...] [-- env...]: "instructions requests"
-		local secs=$1 url=$2 args=() envs=()
-		shift 2
-		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
-		[[ $# -gt 0 ]] && shift && envs=("$@")
-		in_ns "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-			wrk -t1 -c4 "-d${secs}s" "${args[@]}" "$url" 2>&1 |
-			awk '/requests in/ {n = $1} /Collected/ {c = $4} END {if (n > 0 && c > 0) print c, n}' || true
-	}
-	insn_wrk_rows() { # kind lib-run(1 s, 3 s) base-run(1 s, 3 s): insn.KIND.{lib,base}
-		if [[ -n "$2" && -n "$3" && -n "$4" && -n "$5" ]]; then
-			awk -v k="$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
-				split(l1, a); split(l3, b); split(d1, c); split(d3, d)
-				if (b[2] > a[2] && d[2] > c[2])
-					printf "insn.%s.lib\t1\t%.1f\ninsn.%s.base\t1\t%.1f\n", k, (b[1] - a[1]) / (b[2] - a[2]), k, (d[1] - c[1]) / (d[2] - c[2]) }' >>"$SAMPLES"
-		else
-			say "bench: wrk under callgrind failed: no $1 instruction row"
-		fi
-	}
-	CLOSE=(-H 'Connection: close')
-	insn_wrk_rows close \
-		"$(insn_wrk 1 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
-		"$(insn_wrk 3 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
-		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
-		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
-	# Keep-alive in wrk (-t1 -c4), per request over direct mode's: the whole process's
-	# instructions and the misses of a simulated L1 instruction cache (cachegrind, this
-	# machine's cache geometry): the library, the C floor, and the C floor parsing. The
-	# misses are what separates the library from the parsing floor, which runs as many
-	# instructions: the code a request runs through must stay in the 32 KiB L1i with the
-	# program's own.
-	cache_wrk() { # seconds url [wrk args...] [-- env...]: "instructions I1-misses requests"
+	# wrk -t1 -c4 under cachegrind (instructions as callgrind counts them, and the misses of
+	# a simulated L1 instruction cache of this machine's geometry), the whole process per
+	# request. Runs of 1 s and 3 s: (I3 - I1) / (N3 - N1), so that start-up and the
+	# library's set-up cancel out.
+	insn_wrk() { # seconds url [wrk args...] [-- env...]: "instructions I1-misses requests"
 		local secs=$1 url=$2 args=() envs=()
 		shift 2
 		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
@@ -135,30 +105,43 @@ if command -v valgrind >/dev/null; then
 			awk '/requests in/ {n = $1} /I *refs:/ {i = $NF} /I1 *misses:/ {m = $NF}
 				END {if (n > 0 && i > 0) print i, m, n}' || true
 	}
-	cache_rows() { # arm run(1 s) run(3 s) direct(1 s) direct(3 s): insn.ka_ARM.*, i1.ka_ARM.*
+	insn_wrk_rows() { # kind lib-run(1 s, 3 s) base-run(1 s, 3 s): {insn,i1}.KIND.{lib,base}
 		if [[ -n "$2" && -n "$3" && -n "$4" && -n "$5" ]]; then
-			awk -v k="ka_$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
+			awk -v k="$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
 				split(l1, a); split(l3, b); split(d1, c); split(d3, d)
-				if (b[3] > a[3] && d[3] > c[3]) {
-					printf "insn.%s.lib\t1\t%.1f\ninsn.%s.base\t1\t%.1f\n", k, (b[1] - a[1]) / (b[3] - a[3]), k, (d[1] - c[1]) / (d[3] - c[3])
-					printf "i1.%s.lib\t1\t%.1f\ni1.%s.base\t1\t%.1f\n", k, (b[2] - a[2]) / (b[3] - a[3]), k, (d[2] - c[2]) / (d[3] - c[3]) } }' >>"$SAMPLES"
+				if (b[3] > a[3] && d[3] > c[3])
+					for (f = 1; f <= 2; f++)
+						printf "%s.%s.lib\t1\t%.1f\n%s.%s.base\t1\t%.1f\n", (f == 1 ? "insn" : "i1"), k,
+							(b[f] - a[f]) / (b[3] - a[3]), (f == 1 ? "insn" : "i1"), k, (d[f] - c[f]) / (d[3] - c[3]) }' >>"$SAMPLES"
 		else
-			say "bench: wrk under cachegrind failed: no ka_$1 rows"
+			say "bench: wrk under cachegrind failed: no $1 instruction row"
 		fi
 	}
-	ka_direct1=$(cache_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
-	ka_direct3=$(cache_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	# A new connection per request: Connection: close, library vs direct mode.
+	CLOSE=(-H 'Connection: close')
+	insn_wrk_rows close \
+		"$(insn_wrk 1 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
+		"$(insn_wrk 3 http://api.example.test/ "${CLOSE[@]}" -- "${LIBENV[@]}")" \
+		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
+		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
+	# Keep-alive, per request over direct mode's: the library, the C floor, and the C floor
+	# parsing. The L1i misses are what separates the library from the parsing floor, which
+	# runs as many instructions: the code a request runs through must stay in the 32 KiB
+	# L1i with the program's own.
+	ka_direct1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	ka_direct3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
 	for arm in lib floor parse; do
 		case $arm in
 		lib) envs=("${LIBENV[@]}") ;;
 		floor) envs=("${FLOORENV[@]}") ;;
 		parse) envs=("${PARSEENV[@]}") ;;
 		esac
-		cache_rows "$arm" \
-			"$(cache_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
-			"$(cache_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
+		insn_wrk_rows "ka_$arm" \
+			"$(insn_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
+			"$(insn_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
 			"$ka_direct1" "$ka_direct3"
 	done
+	# A port the library does not intercept, with the library (and a proxy) and without.
 	insn_wrk_rows pass \
 		"$(insn_wrk 1 http://api.example.test:8080/ -- "${LIBENV[@]}")" \
 		"$(insn_wrk 3 http://api.example.test:8080/ -- "${LIBENV[@]}")" \

@@ -269,7 +269,7 @@ else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
 if "insn.pass.lib" in S:
-    row("    user-space instructions per request (callgrind, wrk -t1 -c4)", "insn.pass.lib",
+    row("    user-space instructions per request (cachegrind, wrk -t1 -c4)", "insn.pass.lib",
         "insn.pass.base", "diff", 0)
 row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns), "wrk.g_lib.rps",
     "wrk.g_nolib.rps", "ratio", 0)
