@@ -58,4 +58,12 @@ pub mod tls;
 pub mod uuid;
 
 /// `x-lunar-interceptor`: the proxy keeps its statistics by this value.
-pub const INTERCEPTOR: &str = concat!("lunar-preload-interceptor/", env!("CARGO_PKG_VERSION"));
+pub const INTERCEPTOR: &str = interceptor_name!();
+
+/// `INTERCEPTOR` as a literal, for `concat!` (`conn::lunar_headers`).
+macro_rules! interceptor_name {
+    () => {
+        concat!("lunar-preload-interceptor/", env!("CARGO_PKG_VERSION"))
+    };
+}
+pub(crate) use interceptor_name;

@@ -15,10 +15,24 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn name(self) -> &'static [u8] {
+    /// The lines between `x-lunar-host`'s value and the request id, as one constant: each
+    /// copy is code run for every diverted request.
+    fn lines_after_host(self) -> &'static [u8] {
+        macro_rules! lines {
+            ($scheme:literal) => {
+                hot_bytes!(concat!(
+                    "\r\nx-lunar-scheme: ",
+                    $scheme,
+                    "\r\nx-lunar-interceptor: ",
+                    crate::interceptor_name!(),
+                    "\r\nx-lunar-req-id: "
+                )
+                .as_bytes())
+            };
+        }
         match self {
-            Scheme::Http => hot_bytes!(b"http"),
-            Scheme::Https => hot_bytes!(b"https"),
+            Scheme::Http => lines!("http"),
+            Scheme::Https => lines!("https"),
         }
     }
 
@@ -51,11 +65,7 @@ pub fn push_for_request(
     lines.reserve(LINES_ROOM + runtime.config.tenant_id.len());
     lines.extend_from_slice(HOST);
     push_lunar_host(lines, head.host, original, name, scheme);
-    lines.extend_from_slice(SCHEME);
-    lines.extend_from_slice(scheme.name());
-    lines.extend_from_slice(INTERCEPTOR);
-    lines.extend_from_slice(INTERCEPTOR_NAME);
-    lines.extend_from_slice(REQ_ID);
+    lines.extend_from_slice(scheme.lines_after_host());
     crate::uuid::push_v4(lines);
     lines.extend_from_slice(b"\r\n");
     if runtime.proxy.managed() {
@@ -67,10 +77,6 @@ pub fn push_for_request(
 
 // The lines' fixed parts, read for every request: with the hot data (`crate::hot_data`).
 const HOST: &[u8] = hot_bytes!(b"x-lunar-host: ");
-const SCHEME: &[u8] = hot_bytes!(b"\r\nx-lunar-scheme: ");
-const INTERCEPTOR: &[u8] = hot_bytes!(b"\r\nx-lunar-interceptor: ");
-const INTERCEPTOR_NAME: &[u8] = hot_bytes!(crate::INTERCEPTOR.as_bytes());
-const REQ_ID: &[u8] = hot_bytes!(b"\r\nx-lunar-req-id: ");
 const TENANT_ID: &[u8] = hot_bytes!(b"x-lunar-tenant-id: ");
 
 /// `host[:port]` with the port only when it is not the scheme's default. The request's
