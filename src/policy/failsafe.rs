@@ -52,9 +52,16 @@ impl Failsafe {
         }
     }
 
+    /// Runs for every answer: it writes only when there is something to reset, so that the
+    /// threads of a program keep sharing the cache line (loads) instead of taking it from
+    /// each other at every answer (stores).
     pub fn record_success(&self) {
-        self.consecutive.store(0, Ordering::Release);
-        self.probation.store(false, Ordering::Release);
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Release);
+        }
+        if self.probation.load(Ordering::Relaxed) {
+            self.probation.store(false, Ordering::Release);
+        }
     }
 
     pub fn cooldown_secs(&self) -> u64 {

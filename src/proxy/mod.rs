@@ -6,11 +6,11 @@ pub mod lunar_error;
 pub mod tls_link;
 
 use crate::policy::config::ProxyAddress;
-use crate::sync::{SpinLock, WaitEnd};
+use crate::sync::WaitEnd;
 use crate::sys;
 use std::ffi::CString;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 const NEVER_TRIED: u32 = 0;
@@ -28,8 +28,8 @@ pub struct Proxy {
     state: AtomicU32,
     managed: AtomicBool,
     retry_at_ms: AtomicU64,
-    /// The traffic address, once resolved by a successful handshake.
-    traffic: SpinLock<Option<SocketAddr>>,
+    /// The traffic address's IP, resolved by the handshake that succeeds.
+    traffic_ip: WrittenBeforeReady,
     /// TLS to the proxy (`LUNAR_PROXY_SUPPORT_TLS=1`), or clear text.
     tls: Option<TlsSettings>,
 }
@@ -57,7 +57,7 @@ impl Proxy {
             state: AtomicU32::new(NEVER_TRIED),
             managed: AtomicBool::new(false),
             retry_at_ms: AtomicU64::new(0),
-            traffic: SpinLock::new(None),
+            traffic_ip: WrittenBeforeReady::default(),
         }
     }
 
@@ -90,11 +90,15 @@ impl Proxy {
         let target_ip = crate::addr::canonical(target).ip();
         match self.address.host.parse::<IpAddr>() {
             Ok(ip) => ip == target_ip,
-            Err(_) => self
-                .traffic
-                .lock()
-                .is_some_and(|known| known.ip() == target_ip),
+            Err(_) => self.traffic().is_some_and(|known| known.ip() == target_ip),
         }
+    }
+
+    /// The traffic address, once the handshake has succeeded (the state is then READY for
+    /// good); never waits.
+    fn traffic(&self) -> Option<SocketAddr> {
+        (self.state.load(Ordering::Acquire) == READY)
+            .then(|| SocketAddr::new(self.traffic_ip.read(), self.address.port))
     }
 
     /// The proxy's traffic address if the handshake has succeeded; runs the handshake (in
@@ -102,7 +106,7 @@ impl Proxy {
     pub fn ready(&self, settings: &Settings<'_>, now_ms: u64) -> Option<SocketAddr> {
         loop {
             match self.state.load(Ordering::Acquire) {
-                READY => return *self.traffic.lock(),
+                READY => return self.traffic(),
                 FAILED if now_ms < self.retry_at_ms.load(Ordering::Acquire) => return None,
                 RUNNING => {
                     if !self.wait_while_running(settings.connect_timeout_ms) {
@@ -174,7 +178,7 @@ impl Proxy {
         });
         match outcome {
             Ok((ip, answer)) => {
-                *self.traffic.lock() = Some(SocketAddr::new(ip, self.address.port));
+                self.traffic_ip.write(ip);
                 self.managed.store(answer.managed, Ordering::Release);
                 log::info!(
                     "Lunar Proxy at {}:{} is up (managed: {})",
@@ -207,7 +211,6 @@ impl Proxy {
 
     /// For a forked child: a handshake running in another thread of the parent never ends.
     pub fn after_fork_in_child(&self) {
-        self.traffic.force_unlock();
         let _ =
             self.state
                 .compare_exchange(RUNNING, NEVER_TRIED, Ordering::AcqRel, Ordering::Acquire);
@@ -254,4 +257,67 @@ fn resolve_name(name: &str) -> Option<IpAddr> {
     // SAFETY: frees the list getaddrinfo allocated, once.
     unsafe { libc::freeaddrinfo(list) };
     found
+}
+
+/// An IP written by the one handshake that succeeds, before the state becomes READY (which
+/// it stays), and read only once READY is seen: atomic loads, no lock. Every diverted
+/// request asks for the traffic address (`ready`); a lock there was a write to one cache
+/// line that every thread of a program shares, moved between CPUs at each request.
+#[derive(Default)]
+struct WrittenBeforeReady {
+    /// 4 or 6: which of the fields below holds the address.
+    family: AtomicU8,
+    v4: AtomicU32,
+    v6_high: AtomicU64,
+    v6_low: AtomicU64,
+}
+
+impl WrittenBeforeReady {
+    /// Before the READY store (Release), which orders these stores before every read.
+    fn write(&self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                self.v4.store(v4.to_bits(), Ordering::Relaxed);
+                self.family.store(4, Ordering::Relaxed);
+            }
+            IpAddr::V6(v6) => {
+                let bits = v6.to_bits();
+                self.v6_high.store((bits >> 64) as u64, Ordering::Relaxed);
+                self.v6_low.store(bits as u64, Ordering::Relaxed);
+                self.family.store(6, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// After READY was loaded (Acquire).
+    fn read(&self) -> IpAddr {
+        if self.family.load(Ordering::Relaxed) == 4 {
+            return IpAddr::V4(Ipv4Addr::from_bits(self.v4.load(Ordering::Relaxed)));
+        }
+        let high = u128::from(self.v6_high.load(Ordering::Relaxed));
+        let low = u128::from(self.v6_low.load(Ordering::Relaxed));
+        IpAddr::V6(Ipv6Addr::from_bits(high << 64 | low))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WrittenBeforeReady;
+    use std::net::IpAddr;
+
+    #[test]
+    fn the_written_address_reads_back() {
+        for ip in [
+            "203.0.113.10",
+            "::1",
+            "2001:db8::7",
+            "::ffff:203.0.113.10",
+            "0.0.0.0",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let cell = WrittenBeforeReady::default();
+            cell.write(ip);
+            assert_eq!(cell.read(), ip);
+        }
+    }
 }
