@@ -134,6 +134,8 @@ struct Writer {
     head_out: Vec<u8>,
     /// Reused buffer for the Lunar lines of a head.
     lunar_out: Vec<u8>,
+    /// The filter's verdict on the last request head (`request_route`).
+    verdicts: request_route::VerdictMemo,
 }
 
 /// A closed connection's buffers serve the next one (`spares`).
@@ -173,6 +175,7 @@ impl Conn {
                 // Both are cleared at each use.
                 head_out: spares.head_out,
                 lunar_out: spares.lunar_out,
+                verdicts: request_route::VerdictMemo::default(),
             }),
             responses: SpinLock::new(Responses::new(replay_cap, spares.responses)),
             recovery: Gate::new(),

@@ -243,7 +243,7 @@ fn send_request_bytes(
                 let (route, method) = {
                     let head = writer.requests.head();
                     let method = Asked::of(head.method);
-                    let route = settle_route(conn, fd, &head, first_request);
+                    let route = settle_route(conn, fd, &head, first_request, &mut writer.verdicts);
                     if let (Ok(Settled::At(Route::Proxy(_))), Some(runtime)) =
                         (route, runtime::get())
                     {
