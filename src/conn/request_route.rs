@@ -72,7 +72,7 @@ pub(super) fn settle_route(
 
 /// The filter's verdict on a request like `head` (its `Host`, its `x-lunar-allow`) to
 /// this connection's destination, before the failsafe has its say.
-pub(super) fn judge(conn: &Conn, head: &RequestHead<'_>, runtime: &Runtime) -> Verdict {
+fn judge(conn: &Conn, head: &RequestHead<'_>, runtime: &Runtime) -> Verdict {
     let host_name = head.host.map(lunar_headers::host_name);
     let name = host_name.as_deref().or(conn.name.as_deref());
     let destination = Destination {

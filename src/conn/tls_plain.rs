@@ -8,7 +8,7 @@
 //! moves the bytes.
 
 use super::decide::{decide, Action, Event, Facts};
-use super::{recovery, request_route, Conn, Phase};
+use super::{recovery, Conn, Phase};
 use crate::http::Step;
 use crate::runtime::{self, Route};
 use libc::c_int;
@@ -48,7 +48,9 @@ pub fn write<T: RealTls>(
     input: &[u8],
     real: &mut T,
 ) -> PlainWrite<T::Error> {
-    let mut writer = conn.writer.lock();
+    let mut guard = conn.writer.lock();
+    // A plain reference, so that the head (`requests`) and the verdict memo are borrowed apart.
+    let writer = &mut *guard;
     let mut taken = 0;
     while taken < input.len() {
         let rest = &input[taken..];
@@ -93,7 +95,7 @@ pub fn write<T: RealTls>(
                     // route its connect was given: a proxy that just failed is not tried
                     // twice for one request).
                     let wanted = runtime::get().filter(|_| idle).map(|runtime| {
-                        let verdict = request_route::judge(conn, &head, runtime);
+                        let verdict = writer.verdicts.judge(conn, &head, runtime);
                         runtime.route(verdict)
                     });
                     (head.method.to_string(), wanted)
