@@ -52,13 +52,22 @@ impl FramingHeaders {
     /// A `Content-Length` value. A list of identical values (RFC 9110 §8.6)
     /// is one length; anything else that is not one number is invalid.
     pub(crate) fn content_length(&mut self, value: &[u8]) {
+        // Nearly always one number: read whole, without taking the list apart (a value of
+        // digits only has no comma and no blank, so the loop would see just this element).
+        if let Some(n) = parse_length(value) {
+            return self.length(Some(n));
+        }
         for element in value.split(|&b| b == b',') {
-            match parse_length(trim_ows(element)) {
-                Some(n) if self.content_length.is_none_or(|m| m == n) => {
-                    self.content_length = Some(n);
-                }
-                _ => self.content_length_bad = true,
+            self.length(parse_length(trim_ows(element)));
+        }
+    }
+
+    fn length(&mut self, element: Option<u64>) {
+        match element {
+            Some(n) if self.content_length.is_none_or(|m| m == n) => {
+                self.content_length = Some(n);
             }
+            _ => self.content_length_bad = true,
         }
     }
 
