@@ -150,9 +150,8 @@ def wrk_rows(title, a, b, more=True):
     row("    avg latency ms", "wrk.%s.lat" % a, "wrk.%s.lat" % b, "ratio", 3)
     row("    p99 latency ms", "wrk.%s.p99" % a, "wrk.%s.p99" % b, "ratio", 3)
     row("    wrk CPU us per request (user+sys)", "wrk.%s.cpu" % a, "wrk.%s.cpu" % b, "ratio", 2)
-    if "wrk.%s.usr" % a in S:
-        row("    wrk user CPU us per request (the preload's code runs here)", "wrk.%s.usr" % a,
-            "wrk.%s.usr" % b, "diff", 2)
+    row("    wrk user CPU us per request (the preload's code runs here)", "wrk.%s.usr" % a,
+        "wrk.%s.usr" % b, "diff", 2)
     if more:
         row("    wrk peak RSS KiB (added)", "wrk.%s.rss" % a, "wrk.%s.rss" % b, "diff", 0)
 

@@ -97,8 +97,12 @@ impl Proxy {
     /// The traffic address, once the handshake has succeeded (the state is then READY for
     /// good); never waits.
     fn traffic(&self) -> Option<SocketAddr> {
-        (self.state.load(Ordering::Acquire) == READY)
-            .then(|| SocketAddr::new(self.traffic_ip.read(), self.address.port))
+        (self.state.load(Ordering::Acquire) == READY).then(|| self.traffic_after_ready())
+    }
+
+    /// The traffic address, for a caller that has loaded READY.
+    fn traffic_after_ready(&self) -> SocketAddr {
+        SocketAddr::new(self.traffic_ip.read(), self.address.port)
     }
 
     /// The proxy's traffic address if the handshake has succeeded; runs the handshake (in
@@ -106,7 +110,7 @@ impl Proxy {
     pub fn ready(&self, settings: &Settings<'_>, now_ms: u64) -> Option<SocketAddr> {
         loop {
             match self.state.load(Ordering::Acquire) {
-                READY => return self.traffic(),
+                READY => return Some(self.traffic_after_ready()),
                 FAILED if now_ms < self.retry_at_ms.load(Ordering::Acquire) => return None,
                 RUNNING => {
                     if !self.wait_while_running(settings.connect_timeout_ms) {
