@@ -7,8 +7,9 @@
 #      direct mode, the proxy given by name in both, the https rows also over the C floor's
 #      virtual sessions (c-tests/bench/floor_divert.c; scripts/bench/blocking.py);
 #  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99 (each also with the
-#      C floor, and with the C floor parsing what the library parses), https
-#      (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
+#      C floor, and with the C floor parsing what the library parses; keep-alive also
+#      with that parsing floor taking 400 taken jumps more per request: what a taken
+#      branch site costs here), https (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
 #      scripts/bench/syscalls.py);
 #  start-up          /bin/true: no preload vs an empty shared object vs the library vs a
 #      C floor preload, µs, CPU µs and page faults per start, the variants taking turns
@@ -20,8 +21,10 @@
 #      fds, per TLS call on sessions left alone (callgrind, scripts/bench/instructions.sh);
 #      wrk to an untracked port with the library in wrk; nginx itself under the preload;
 #      instructions per diverted request, keep-alive (a C epoll client) and on a new
-#      connection (wrk, Connection: close), library vs direct mode; per Python https
-#      request (Session, get), library vs the C floor's virtual session.
+#      connection (wrk, Connection: close), library vs direct mode; instructions and taken
+#      branch sites per keep-alive request in wrk (scripts/bench/branch_sites.py), the
+#      library and the floors vs direct mode; per Python https request (Session, get),
+#      library vs the C floor's virtual session.
 # "Direct mode" is the program talking to HAProxy itself, with the x-lunar-* headers
 # written by hand: the same proxy, the same origin, no library.
 #
@@ -246,6 +249,12 @@ FLOOR_PARSE="$TMP/floor_parse.so" # the same, parsing heads and answers (libhttp
 gcc -O2 -fPIC -fvisibility=hidden -shared -DFLOOR_PARSE -o "$FLOOR_PARSE" \
 	"$REPO/c-tests/bench/floor_divert.c" -ldl -lhttp_parser
 PARSEENV=(env "LD_PRELOAD=$FLOOR_PARSE" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+FLOOR_JUMPS=400 # the same with that many taken jumps per request: a branch site's cost here
+FLOOR_JUMPING="$TMP/floor_jumps.so"
+gcc -O2 -fPIC -fvisibility=hidden -shared -DFLOOR_PARSE "-DFLOOR_JUMPS=$FLOOR_JUMPS" -o "$FLOOR_JUMPING" \
+	"$REPO/c-tests/bench/floor_divert.c" -ldl -lhttp_parser
+JUMPSENV=(env "LD_PRELOAD=$FLOOR_JUMPING" "LUNAR_PROXY_HOST=proxy.lunar.test:8000")
+printf 'floor_jumps\t1\t%d\n' "$FLOOR_JUMPS" >>"$SAMPLES"
 # TLS to the proxy: HAProxy's TLS traffic port 8400 and TLS handshake port 8443, the lab CA.
 LIBENV_TLS=(env "LD_PRELOAD=$LIB" "LUNAR_PROXY_HOST=proxy.lunar.test:8400" LUNAR_PROXY_SUPPORT_TLS=1
 	LUNAR_HANDSHAKE_PORT=8443 "LUNAR_PROXY_CA_FILE=$CA")

@@ -21,7 +21,11 @@
  * signals) and its body's framing, to the next answer's head. The parser is Debian's
  * http-parser (Node's former parser, the one wrk uses itself). Only read/write are
  * followed: the wrk rows use it. Still no copies for a replay, no routing per request,
- * no failover. */
+ * no failover.
+ *
+ * Built with -DFLOOR_JUMPS=N as well, each request also runs a chain of N taken jumps, one
+ * per 64-byte line and nothing else: make bench's measure of what one taken branch the
+ * predictor has forgotten costs on this machine, to read its branch-site rows by. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <netdb.h>
@@ -169,6 +173,15 @@ __attribute__((visibility("default"))) int connect(int fd, const struct sockaddr
 	return get_connect()(fd, to, len);
 }
 
+#ifdef FLOOR_JUMPS
+#define STRINGIFY(x) #x
+#define DECIMAL(x) STRINGIFY(x)
+__attribute__((noinline)) static void taken_jumps(void)
+{
+	__asm__ volatile(".rept " DECIMAL(FLOOR_JUMPS) "\n jmp 1f\n .p2align 6\n1:\n .endr" ::: "memory");
+}
+#endif
+
 static const char hex[] = "0123456789abcdef";
 #define PUT(p, literal) mempcpy((p), (literal), sizeof(literal) - 1)
 
@@ -184,6 +197,9 @@ static ssize_t send_with_lunar_lines(int fd, const char *bytes, size_t n, const 
 #ifdef FLOOR_PARSE
 	if (!parses_as_request_head(bytes, n))
 		return -2;
+#endif
+#ifdef FLOOR_JUMPS
+	taken_jumps();
 #endif
 	line_end = memmem(bytes, n, "\r\n", 2);
 	host = memmem(bytes, n, "\r\nHost: ", 8);

@@ -1,5 +1,5 @@
 # make bench, sourced by scripts/bench.sh: user-space instructions the library adds on
-# what it does not track, counted by callgrind and cachegrind (no system call time, no noise):
+# what it does not track, counted by callgrind (no system call time, no noise):
 #  fast    write/recv/close on fds never tracked (c-tests/bench/fastpath.c), per call;
 #  pair    a send+recv pair with real data on an untracked socketpair
 #          (c-tests/bench/sendrecv.c), per pair;
@@ -14,7 +14,7 @@
 #          process's instructions per request, library vs direct mode;
 #  ka_lib, ka_floor, ka_parse
 #          keep-alive requests in wrk (-t1 -c4), the whole process's instructions and
-#          simulated L1 instruction-cache misses (cachegrind) per request over direct
+#          taken branch sites (scripts/bench/branch_sites.py) per request over direct
 #          mode's: the library, the C floor, the C floor parsing;
 #  py_session, py_get
 #          Python requests over https (requests.Session; requests.get, a new connection
@@ -91,31 +91,38 @@ if command -v valgrind >/dev/null; then
 	else
 		say "bench: the keep-alive client under callgrind failed: no per-request instruction row"
 	fi
-	# wrk -t1 -c4 under cachegrind (instructions as callgrind counts them, and the misses of
-	# a simulated L1 instruction cache of this machine's geometry), the whole process per
-	# request. Runs of 1 s and 3 s: (I3 - I1) / (N3 - N1), so that start-up and the
-	# library's set-up cancel out.
-	insn_wrk() { # seconds url [wrk args...] [-- env...]: "instructions I1-misses requests"
-		local secs=$1 url=$2 args=() envs=()
+	# wrk -t1 -c4 under callgrind, the whole process per request. Runs of 1 s and 3 s:
+	# (I3 - I1) / (N3 - N1), so that start-up and the library's set-up cancel out. With a
+	# file to write, callgrind also records every jump and call for branch_sites.py.
+	insn_wrk() { # seconds url [wrk args...] [-- env...]: "instructions requests"
+		local secs=$1 url=$2 args=() envs=() record=(--callgrind-out-file=/dev/null)
 		shift 2
 		while [[ $# -gt 0 && "$1" != "--" ]]; do args+=("$1"); shift; done
 		[[ $# -gt 0 ]] && shift && envs=("$@")
-		in_ns "${envs[@]}" valgrind --tool=cachegrind --cache-sim=yes --cachegrind-out-file=/dev/null \
+		[[ -n "${RECORD:-}" ]] && record=(--callgrind-out-file="$RECORD" --dump-instr=yes --collect-jumps=yes)
+		in_ns "${envs[@]}" valgrind --tool=callgrind "${record[@]}" \
 			wrk -t1 -c4 "-d${secs}s" "${args[@]}" "$url" 2>&1 | tr -d , |
-			awk '/requests in/ {n = $1} /I *refs:/ {i = $NF} /I1 *misses:/ {m = $NF}
-				END {if (n > 0 && i > 0) print i, m, n}' || true
+			awk '/requests in/ {n = $1} /Collected :/ {i = $NF}
+				END {if (n > 0 && i > 0) print i, n}' || true
 	}
-	insn_wrk_rows() { # kind lib-run(1 s, 3 s) base-run(1 s, 3 s): {insn,i1}.KIND.{lib,base}
+	insn_wrk_rows() { # kind lib-run(1 s, 3 s) base-run(1 s, 3 s): insn.KIND.{lib,base}
 		if [[ -n "$2" && -n "$3" && -n "$4" && -n "$5" ]]; then
 			awk -v k="$1" -v l1="$2" -v l3="$3" -v d1="$4" -v d3="$5" 'BEGIN {
 				split(l1, a); split(l3, b); split(d1, c); split(d3, d)
-				if (b[3] > a[3] && d[3] > c[3])
-					for (f = 1; f <= 2; f++)
-						printf "%s.%s.lib\t1\t%.1f\n%s.%s.base\t1\t%.1f\n", (f == 1 ? "insn" : "i1"), k,
-							(b[f] - a[f]) / (b[3] - a[3]), (f == 1 ? "insn" : "i1"), k, (d[f] - c[f]) / (d[3] - c[3]) }' >>"$SAMPLES"
+				if (b[2] > a[2] && d[2] > c[2])
+					printf "insn.%s.lib\t1\t%.1f\ninsn.%s.base\t1\t%.1f\n", k,
+						(b[1] - a[1]) / (b[2] - a[2]), k, (d[1] - c[1]) / (d[2] - c[2]) }' >>"$SAMPLES"
 		else
-			say "bench: wrk under cachegrind failed: no $1 instruction row"
+			say "bench: wrk under callgrind failed: no $1 instruction row"
 		fi
+	}
+	branch_sites() { # kind run(1 s) run(3 s), recorded in $TMP/sites-KIND-{1,3}.cg
+		[[ -n "$2" && -n "$3" ]] || return 0
+		local n
+		n=$(python3 "$BENCH/branch_sites.py" "$TMP/sites-$1-1.cg" "${2#* }" \
+			"$TMP/sites-$1-3.cg" "${3#* }") &&
+			printf 'sites.%s\t1\t%s\n' "$1" "$n" >>"$SAMPLES"
+		rm -f "$TMP/sites-$1-1.cg" "$TMP/sites-$1-3.cg"
 	}
 	# A new connection per request: Connection: close, library vs direct mode.
 	CLOSE=(-H 'Connection: close')
@@ -125,21 +132,21 @@ if command -v valgrind >/dev/null; then
 		"$(insn_wrk 1 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")" \
 		"$(insn_wrk 3 http://proxy.lunar.test:8000/ "${CLOSE[@]}" "${DIRECT_H[@]}")"
 	# Keep-alive, per request over direct mode's: the library, the C floor, and the C floor
-	# parsing. The L1i misses are what separates the library from the parsing floor, which
-	# runs as many instructions: the code a request runs through must stay in the 32 KiB
-	# L1i with the program's own.
-	ka_direct1=$(insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
-	ka_direct3=$(insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	# parsing. Instructions, and the taken branch sites (branch_sites.py): what separates
+	# the library's time from the parsing floor's, which runs as many instructions.
+	ka_direct1=$(RECORD="$TMP/sites-direct-1.cg" insn_wrk 1 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	ka_direct3=$(RECORD="$TMP/sites-direct-3.cg" insn_wrk 3 http://proxy.lunar.test:8000/ "${DIRECT_H[@]}")
+	branch_sites direct "$ka_direct1" "$ka_direct3"
 	for arm in lib floor parse; do
 		case $arm in
 		lib) envs=("${LIBENV[@]}") ;;
 		floor) envs=("${FLOORENV[@]}") ;;
 		parse) envs=("${PARSEENV[@]}") ;;
 		esac
-		insn_wrk_rows "ka_$arm" \
-			"$(insn_wrk 1 http://api.example.test/ -- "${envs[@]}")" \
-			"$(insn_wrk 3 http://api.example.test/ -- "${envs[@]}")" \
-			"$ka_direct1" "$ka_direct3"
+		ka1=$(RECORD="$TMP/sites-ka_$arm-1.cg" insn_wrk 1 http://api.example.test/ -- "${envs[@]}")
+		ka3=$(RECORD="$TMP/sites-ka_$arm-3.cg" insn_wrk 3 http://api.example.test/ -- "${envs[@]}")
+		insn_wrk_rows "ka_$arm" "$ka1" "$ka3" "$ka_direct1" "$ka_direct3"
+		branch_sites "ka_$arm" "$ka1" "$ka3"
 	done
 	# A port the library does not intercept, with the library (and a proxy) and without.
 	insn_wrk_rows pass \

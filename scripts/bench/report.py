@@ -168,6 +168,14 @@ if "wrk.a_parse.rps" in S:
              "a_parse", "a_direct", more=False)
     wrk_rows("req/s Connection: close, C floor parsing vs direct mode", "c_parse", "c_direct",
              more=False)
+if "wrk.a_jumps.usr" in S and "floor_jumps" in S:
+    jumps = med("floor_jumps")
+    per_site = [d * 1000 / jumps for d in diffs("wrk.a_jumps.usr", "wrk.a_parse.usr")]
+    interval = median_interval(per_site)
+    print("%-*s %12s %12s %10s%s" % (
+        W, "    user CPU ns per taken branch site (%d jumps more per request)" % jumps, "", "",
+        "%+.1f" % statistics.median(per_site) if per_site else "nan",
+        "  (%+.1f..%+.1f)" % interval if interval else ""))
 wrk_rows("req/s keep-alive, -t1 -c1", "p_lib", "p_direct", more=False)
 if "wrk.p_floor.rps" in S:
     wrk_rows("req/s keep-alive, -t1 -c1, C floor preload vs direct mode", "p_floor", "p_direct",
@@ -258,8 +266,9 @@ if "insn.fast.lib" in S:
         if "insn.ka_%s.lib" % arm in S:
             row("instructions per keep-alive request in wrk -t1 -c4, %s vs direct mode" % name,
                 "insn.ka_%s.lib" % arm, "insn.ka_%s.base" % arm, "diff", 0)
-            row("    L1 instruction-cache misses (cachegrind) per request", "i1.ka_%s.lib" % arm,
-                "i1.ka_%s.base" % arm, "diff", 1)
+            if "sites.ka_%s" % arm in S and "sites.direct" in S:
+                row("    taken branch sites per request (callgrind)",
+                    "sites.ka_%s" % arm, "sites.direct", "diff", 0)
     if "insn.close.lib" in S:
         row("instructions per request on a new connection (wrk, Connection: close)",
             "insn.close.lib", "insn.close.base", "diff", 0)
@@ -271,16 +280,16 @@ else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
 if "insn.pass.lib" in S:
-    row("    user-space instructions per request (cachegrind, wrk -t1 -c4)", "insn.pass.lib",
+    row("    user-space instructions per request (callgrind, wrk -t1 -c4)", "insn.pass.lib",
         "insn.pass.base", "diff", 0)
 row("req/s nginx under the preload vs without (wrk -t%s -c%s)" % (threads, conns), "wrk.g_lib.rps",
     "wrk.g_nolib.rps", "ratio", 0)
 row("    avg latency ms", "wrk.g_lib.lat", "wrk.g_nolib.lat", "ratio", 3)
 
 print()
-labels = ("a_lib", "a_direct", "a_floor", "a_parse", "c_lib", "c_direct", "c_floor", "c_parse", "p_lib",
-          "p_direct", "p_floor", "p_parse", "e_lib", "e_direct", "t_lib", "t_direct", "e_origin", "b_lib",
-          "b_nolib", "g_lib", "g_nolib")
+labels = ("a_lib", "a_direct", "a_floor", "a_parse", "a_jumps", "c_lib", "c_direct", "c_floor",
+          "c_parse", "p_lib", "p_direct", "p_floor", "p_parse", "e_lib", "e_direct", "t_lib",
+          "t_direct", "e_origin", "b_lib", "b_nolib", "g_lib", "g_nolib")
 print("wrk socket errors + non-2xx per arm (all rounds): "
       + ", ".join("%s %d" % (l, sum(S.get("wrk.%s.err" % l, {}).values())) for l in labels))
 print("HAProxy log lines per request (1 = through the proxy, 0 = not): wrk "

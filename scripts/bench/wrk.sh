@@ -14,7 +14,9 @@
 #     request; no parsing, no failover), and the parsing floor, the same built with
 #     -DFLOOR_PARSE: it also parses every request head and follows every answer with
 #     Debian's C HTTP parser, the parsing the contract asks of the library (no copies for a
-#     replay, no failover);
+#     replay, no failover); a has one more: the parsing floor running $FLOOR_JUMPS taken
+#     jumps more per request (-DFLOOR_JUMPS), whose user CPU over the parsing floor's says
+#     what one taken branch site costs here (the instruction part's branch-site rows);
 #  p  the same keep-alive arms at -t1 -c1 (one request at a time: latency, p99);
 #  b  an untracked port (:8080) straight to nginx, wrk with and without the library;
 #  g  nginx itself under the preload (LUNAR_PROXY_HOST set) vs the same nginx without it,
@@ -132,7 +134,8 @@ for i in $(seq "$FINE_REPS"); do
 	arms "$i" a_lib "${LIBENV[@]}" "${WRKF[@]}" http://api.example.test/ \
 		-- a_direct "${WRKF[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
 		-- a_floor "${FLOORENV[@]}" "${WRKF[@]}" http://api.example.test/ \
-		-- a_parse "${PARSEENV[@]}" "${WRKF[@]}" http://api.example.test/
+		-- a_parse "${PARSEENV[@]}" "${WRKF[@]}" http://api.example.test/ \
+		-- a_jumps "${JUMPSENV[@]}" "${WRKF[@]}" http://api.example.test/
 	arms "$i" c_lib "${LIBENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
 		-- c_direct "${WRKF[@]}" "${CLOSE_H[@]}" "${DIRECT_H[@]}" http://proxy.lunar.test:8000/ \
 		-- c_floor "${FLOORENV[@]}" "${WRKF[@]}" "${CLOSE_H[@]}" http://api.example.test/ \
