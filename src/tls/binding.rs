@@ -9,7 +9,13 @@ use crate::conn::fdtable;
 use crate::conn::Conn;
 use libc::c_int;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Handshakes being watched, on any thread. Every read and write on a tracked socket asks
+/// whether its thread watches one: the count answers for nearly all of them with one load,
+/// where a thread-local is a call (`__tls_get_addr`) in a shared object.
+static HANDSHAKES_WATCHED: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// The session whose real handshake runs on this thread now (0: none).
@@ -58,12 +64,16 @@ pub fn watch_handshake<R>(
         // SSL_do_handshake), or thread-locals are gone: the outer call watches.
         return (real(), None);
     }
+    // Counted before this thread marks itself: its own later loads see the count (program
+    // order), and a thread that sees 0 has no mark of its own to miss.
+    HANDSHAKES_WATCHED.fetch_add(1, Ordering::Relaxed);
     HANDSHAKING.with(|h| h.set(session));
     BOUND_FD.with(|b| b.set(-1));
     FOLLOWED_FD.with(|f| f.set(-1));
     SERVER_NAME.with(|n| *n.borrow_mut() = server_name);
     let result = real();
     HANDSHAKING.with(|h| h.set(0));
+    HANDSHAKES_WATCHED.fetch_sub(1, Ordering::Relaxed);
     SERVER_NAME.with(|n| n.borrow_mut().take());
     FOLLOWED_FD.with(|f| f.set(-1));
     let fd = BOUND_FD.with(|b| b.replace(-1));
@@ -76,7 +86,7 @@ pub fn watch_handshake<R>(
 /// is the program's own on a socket direct because of the failsafe, followed from now on
 /// (the caller sends them as the program wrote them).
 pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
-    let session = HANDSHAKING.try_with(Cell::get).unwrap_or(0);
+    let session = watched_session();
     if session == 0 {
         return Claim::No;
     }
@@ -116,13 +126,33 @@ pub fn claims_write(fd: c_int, conn: &Conn, bytes: &[u8]) -> Claim {
 /// A read of `fd` inside the handshake call that found the program's own session on it
 /// (followed): the program's own read, as it made it.
 pub fn passes_through(fd: c_int) -> bool {
-    HANDSHAKING.try_with(Cell::get).unwrap_or(0) != 0 && FOLLOWED_FD.with(Cell::get) == fd
+    watching() && FOLLOWED_FD.with(Cell::get) == fd
 }
 
 /// A read of `fd` inside the handshake that bound it: nothing will come (the proxy speaks
 /// no TLS), and a blocking read must not wait for it.
 pub fn holds_reads(fd: c_int) -> bool {
-    HANDSHAKING.try_with(Cell::get).unwrap_or(0) != 0 && BOUND_FD.with(Cell::get) == fd
+    watching() && BOUND_FD.with(Cell::get) == fd
+}
+
+/// This thread is inside a handshake call it watches.
+fn watching() -> bool {
+    watched_session() != 0
+}
+
+/// The session whose handshake this thread watches (0: none).
+fn watched_session() -> usize {
+    if HANDSHAKES_WATCHED.load(Ordering::Relaxed) != 0 {
+        return this_threads_session();
+    }
+    0
+}
+
+/// Out of line: the reads and writes of a process watching no handshake fall through.
+#[cold]
+#[inline(never)]
+fn this_threads_session() -> usize {
+    HANDSHAKING.try_with(Cell::get).unwrap_or(0)
 }
 
 /// A TLS record of type handshake (22), version 3.x, whose first message is a

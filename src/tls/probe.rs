@@ -11,7 +11,7 @@ use crate::conn::{fdtable, Conn};
 use crate::sys;
 use libc::c_int;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const UNKNOWN: u8 = 0;
@@ -19,6 +19,9 @@ const REACHES_US: u8 = 1;
 const BYPASSES_US: u8 = 2;
 
 static OPENSSL: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Probes writing right now, on any thread: the write hooks look for their probe's fd (a
+/// thread-local, an address lookup in a shared object) only then.
+static PROBES_WRITING: AtomicUsize = AtomicUsize::new(0);
 static GNUTLS: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 thread_local! {
@@ -30,6 +33,15 @@ thread_local! {
 /// Called by the write hooks on every tracked fd: notes the probe's bytes.
 #[inline]
 pub fn saw_write(fd: c_int) {
+    if PROBES_WRITING.load(Ordering::Relaxed) != 0 {
+        note_probe_write(fd);
+    }
+}
+
+/// Out of line: the writes of a process not probing fall through.
+#[cold]
+#[inline(never)]
+fn note_probe_write(fd: c_int) {
     if PROBE_FD.try_with(Cell::get).unwrap_or(-1) == fd {
         let _ = SEEN.try_with(|seen| seen.set(true));
     }
@@ -76,7 +88,10 @@ fn probe(write_to: fn(c_int)) -> bool {
     let seen = fdtable::insert(pair[0], Arc::new(Conn::for_probe())) && {
         PROBE_FD.with(|p| p.set(pair[0]));
         SEEN.with(|s| s.set(false));
+        // This thread's own write reads the count after this store (program order).
+        PROBES_WRITING.fetch_add(1, Ordering::Relaxed);
         write_to(pair[0]);
+        PROBES_WRITING.fetch_sub(1, Ordering::Relaxed);
         PROBE_FD.with(|p| p.set(-1));
         SEEN.with(Cell::get)
     };
