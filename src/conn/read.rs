@@ -11,6 +11,7 @@ use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn, Phase};
 use crate::sys;
 use libc::c_int;
+use std::hint::cold_path;
 use std::sync::Arc;
 
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
@@ -26,16 +27,19 @@ pub fn receive(
 ) -> isize {
     let state = conn.state();
     if handshake_holds || matches!(state.phase, Phase::TlsOwned) {
+        cold_path();
         sys::set_errno(libc::EAGAIN);
         return -1;
     }
     if matches!(state.phase, Phase::Passthrough(_)) {
+        cold_path();
         return real();
     }
     // Asked of the kernel once per call, and only when needed.
     let mode = std::cell::OnceCell::new();
     let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
     if !state.wrote && !nonblocking() {
+        cold_path();
         if let Err(errno) = reads_before_writing(conn, fd) {
             sys::set_errno(errno);
             return -1;
@@ -51,12 +55,14 @@ pub fn receive(
         let recorded = conn.requests_recorded();
         let phase = conn.phase();
         if matches!(phase, Phase::TlsOwned) {
+            cold_path();
             // A recovery just gave the socket to a real TLS session: the program's TLS
             // call reads from that session now.
             sys::set_errno(libc::EAGAIN);
             return -1;
         }
         if matches!(phase, Phase::Recovering(_)) {
+            cold_path();
             let waited = if nonblocking() {
                 Err(libc::EAGAIN)
             } else {
@@ -96,6 +102,7 @@ pub fn receive(
             },
         };
         if let Some(mut failure) = failure {
+            cold_path();
             let taken = std::mem::take(&mut failure.taken);
             match recovery::start(conn, fd, failure, nonblocking()) {
                 // The answer to the resent request gets the same scrutiny.

@@ -17,6 +17,7 @@ use crate::runtime::{self, Route};
 use crate::sync::SpinGuard;
 use crate::sys;
 use libc::c_int;
+use std::hint::cold_path;
 
 /// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
 /// Returns the count to report (or -1 with errno set), or why the program's own call
@@ -24,6 +25,7 @@ use libc::c_int;
 /// back).
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     if lang_hook::armed() {
+        cold_path();
         if let Some(taken) = take_hook_marker(conn, fd, input, flags) {
             return taken;
         }
@@ -33,6 +35,7 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // A move of an https session that failed left the socket here.
         Phase::Passthrough(Route::Origin) if state.https => refuse_clear_text(conn),
         Phase::TlsOwned => {
+            cold_path();
             // The program's own writes rarely reach us on a socket a real TLS session
             // owns: one that does may be on a number reused behind our back.
             if !conn.still_ours(fd) {
@@ -43,10 +46,14 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         }
         // Bytes only, but at the proxy over TLS: they go through our session.
         Phase::Passthrough(Route::Proxy(_)) if conn.linked() => {
+            cold_path();
             let _writer = conn.writer.lock();
             Outcome::Done(conn.send_wire(fd, input, flags))
         }
-        Phase::Passthrough(_) => Outcome::Bypass(Bypass::BytesOnly),
+        Phase::Passthrough(_) => {
+            cold_path();
+            Outcome::Bypass(Bypass::BytesOnly)
+        }
         _ => send_tracked(conn, fd, input, flags),
     }
 }
@@ -124,6 +131,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // before it connects.
         let state = conn.state();
         if let Action::GoDirect(why) = decide(&state, Facts::default(), Event::RequestBegins) {
+            cold_path();
             super::bypass::go_direct(conn, fd, why);
             return Outcome::Bypass(Bypass::WentDirect(why));
         }
@@ -131,11 +139,15 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     let state = conn.state();
     match state.phase {
         Phase::TlsOwned => {
+            cold_path();
             // A recovery just gave the socket to a real TLS session.
             sys::set_errno(libc::EAGAIN);
             return Outcome::Done(-1);
         }
-        Phase::Passthrough(_) => return Outcome::Bypass(Bypass::BytesOnly),
+        Phase::Passthrough(_) => {
+            cold_path();
+            return Outcome::Bypass(Bypass::BytesOnly);
+        }
         _ => {}
     }
     if state.https && !state.phase.diverted() {
@@ -144,6 +156,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         return refuse_clear_text(conn);
     }
     if !state.wrote {
+        cold_path();
         // Set under the writer lock: a reader that finds the proxy gone judges by a
         // consistent view (wrote, and the request recorded as unanswered, change together).
         conn.note_written();
@@ -259,6 +272,7 @@ fn send_request_bytes(
                     (route, method)
                 };
                 if let Err(errno) = route {
+                    cold_path();
                     return fail(conn, fd, before, errno);
                 }
                 let mut out = std::mem::take(&mut writer.head_out);
@@ -291,6 +305,7 @@ fn send_request_bytes(
                 let result = send_all(conn, fd, &out, flags);
                 writer.head_out = out;
                 if let Err(errno) = result {
+                    cold_path();
                     if !recovery::rescue_send(conn, fd, errno) {
                         return fail(conn, fd, before, errno);
                     }
