@@ -16,6 +16,7 @@ use super::responses::{failure_in, Responses};
 use super::Conn;
 use crate::http::Step;
 use crate::sys;
+use std::hint::cold_path;
 
 /// What became of the program's read.
 pub(super) enum Judged {
@@ -41,12 +42,14 @@ pub(super) fn read_and_judge(
     }
     let got = real();
     if got == 0 {
+        cold_path();
         return failed(
             Answer::Closed,
             "proxy closed the connection before a complete answer",
         );
     }
     if got < 0 {
+        cold_path();
         return match sys::errno() {
             libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ETIMEDOUT => failed(
                 Answer::Reset,
@@ -93,53 +96,93 @@ fn failed(answer: Answer, why: &str) -> Judged {
 
 /// `bytes`: what the program's read put in `buffer`, from the start of an answer.
 fn judge(conn: &Conn, responses: &mut Responses, buffer: AppBuffer, bytes: &[u8]) -> Judged {
+    let Taken {
+        head_len,
+        carries_sequence_id,
+    } = match take_head(conn, responses, bytes) {
+        Ok(taken) => taken,
+        Err(judged) => return judged,
+    };
+    let answered_before = responses.tracker.responses_completed();
+    let rest = &bytes[head_len..];
+    if carries_sequence_id {
+        cold_path();
+        // The head without its `x-lunar-sequence-id` lines, then the rest: shorter than
+        // what was read, so it fits the program's buffer whole.
+        let mut shown = Vec::with_capacity(bytes.len());
+        responses.tracker.emit_head(&mut shown);
+        shown.extend_from_slice(rest);
+        settle(conn, responses, answered_before, rest);
+        // SAFETY: the program's read buffer, writable for the sizes it gave.
+        let copied = unsafe { buffer.fill(&shown) };
+        return Judged::Return(copied as isize);
+    }
+    responses.tracker.skip_head();
+    settle(conn, responses, answered_before, rest);
+    Judged::Return(bytes.len() as isize)
+}
+
+/// An answer's head the tracker took, judged the program's.
+struct Taken {
+    head_len: usize,
+    carries_sequence_id: bool,
+}
+
+/// The answer's head at the start of `bytes`, judged: when it is the program's, the
+/// tracker takes it. `Err`: what the read returns instead.
+fn take_head(conn: &Conn, responses: &mut Responses, bytes: &[u8]) -> Result<Taken, Judged> {
+    // A head that arrives whole (nearly every one) is judged before the tracker takes it:
+    // no copy of the tracker to throw away when the head is a failure.
+    if let Some(head) = responses.tracker.whole_head(bytes) {
+        let view = head.view(bytes);
+        if let Some(failure) = failure_in(&view, responses) {
+            return Err(failed_taking(failure, bytes));
+        }
+        let taken = Taken {
+            head_len: head.end(),
+            carries_sequence_id: view.carries_sequence_id,
+        };
+        responses.tracker.take_whole_head(bytes, head);
+        return Ok(taken);
+    }
+    // A head in pieces, or one `feed` reads its own way: on a copy of the tracker.
     let mut probe = responses.probe();
     let head_len = match probe.feed(bytes) {
         Step::HeadComplete(head_len) => head_len,
         Step::Buffered(_) => {
             responses.partial_head.extend_from_slice(bytes);
-            return Judged::HeadInPieces;
+            return Err(Judged::HeadInPieces);
         }
         Step::NotHttp(_) | Step::Pass(_) => {
             responses.stop_checking();
             conn.go_blind();
-            return Judged::Return(bytes.len() as isize);
+            return Err(Judged::Return(bytes.len() as isize));
         }
     };
     let head = probe.head();
-    if let Some(mut failure) = failure_in(&head, responses) {
-        failure.taken = bytes.to_vec();
-        return Judged::Failure(failure);
+    if let Some(failure) = failure_in(&head, responses) {
+        return Err(failed_taking(failure, bytes));
     }
-    let answered_before = probe.responses_completed();
-    let rest = &bytes[head_len..];
-    if head.carries_sequence_id {
-        // The head without its `x-lunar-sequence-id` lines, then the rest: shorter than
-        // what was read, so it fits the program's buffer whole.
-        let mut shown = Vec::with_capacity(bytes.len());
-        probe.emit_head(&mut shown);
-        shown.extend_from_slice(rest);
-        settle(conn, responses, probe, answered_before, rest);
-        // SAFETY: the program's read buffer, writable for the sizes it gave.
-        let copied = unsafe { buffer.fill(&shown) };
-        return Judged::Return(copied as isize);
-    }
-    probe.skip_head();
-    settle(conn, responses, probe, answered_before, rest);
-    Judged::Return(bytes.len() as isize)
+    let taken = Taken {
+        head_len,
+        carries_sequence_id: head.carries_sequence_id,
+    };
+    responses.adopt(probe);
+    Ok(taken)
 }
 
-/// The head was the program's: the tracker moves past it and follows the rest read.
-fn settle(
-    conn: &Conn,
-    responses: &mut Responses,
-    probe: crate::http::ResponseStream,
-    answered_before: u64,
-    rest: &[u8],
-) {
-    if probe.responses_completed() > answered_before {
+/// The proxy's failure in the answer whose first bytes were read: they are taken.
+#[cold]
+#[inline(never)]
+fn failed_taking(mut failure: Failure, bytes: &[u8]) -> Judged {
+    failure.taken = bytes.to_vec();
+    Judged::Failure(failure)
+}
+
+/// The head was the program's, and the tracker is past it: it follows the rest read.
+fn settle(conn: &Conn, responses: &mut Responses, answered_before: u64, rest: &[u8]) {
+    if responses.tracker.responses_completed() > answered_before {
         responses.inflight.answered();
     }
-    responses.adopt(probe);
     conn.track(responses, rest);
 }

@@ -31,7 +31,7 @@ pub(crate) mod fuzz_driver;
 
 pub use head::RequestHead;
 pub use request::{RequestStream, Step};
-pub use response::{Asked, ResponseStream, StreamBuffers};
+pub use response::{Asked, ResponseStream, StreamBuffers, WholeHead};
 pub use response_head::{ResponseHead, Retry};
 
 /// Largest message head (request or response) buffered while waiting for its

@@ -9,11 +9,11 @@
 
 use std::collections::VecDeque;
 
-use super::collect::{Collected, HeadCollector};
+use super::collect::{Collected, HeadCollector, StartLine};
 use super::framing::{Body, Framing, Progress};
 use super::response_head::{ParsedResponse, ResponseHead};
 use super::statusline::StatusLine;
-use super::Step;
+use super::{Step, MAX_HEAD};
 
 /// What a request's method means for the framing of its response: all a response
 /// tracker, or a copy kept for a replay, needs of it (a `Copy` value: no allocation per
@@ -50,6 +50,25 @@ enum State {
 impl State {
     fn new_head() -> Self {
         State::Head(HeadCollector::default())
+    }
+}
+
+/// A head that arrived whole at a message boundary, parsed while the stream stayed as it
+/// was (`ResponseStream::whole_head`): judged first, then taken (`take_whole_head`).
+pub struct WholeHead {
+    len: usize,
+    parsed: ParsedResponse,
+}
+
+impl WholeHead {
+    /// Where it ends in `input`: the bytes it takes.
+    pub fn end(&self) -> usize {
+        self.len
+    }
+
+    /// The head, over the `input` it was found at the start of.
+    pub fn view<'a>(&self, input: &'a [u8]) -> ResponseHead<'a> {
+        self.parsed.view(&input[..self.len])
     }
 }
 
@@ -185,6 +204,29 @@ impl ResponseStream {
                 Collected::NotHttp(n) => self.not_http(n),
             },
         }
+    }
+
+    /// At a message boundary, the head at the start of `input` when all of it is there and
+    /// parses at once (nearly every answer's): what `feed(input)` would take as
+    /// `HeadComplete`, found with the stream unchanged, so that the caller can judge it
+    /// before the stream moves past it. `None` anywhere else, and for any other head:
+    /// `feed` decides those.
+    pub fn whole_head(&self, input: &[u8]) -> Option<WholeHead> {
+        if !self.at_message_boundary() {
+            return None;
+        }
+        // `feed`'s window at a boundary (its collector holds nothing yet).
+        let window = &input[..input.len().min(MAX_HEAD)];
+        let (len, parsed) = StatusLine::parse_whole(window)?;
+        Some(WholeHead { len, parsed })
+    }
+
+    /// Takes `head`, which `whole_head(input)` found with the stream unchanged since: the
+    /// stream is then as `feed(input)` leaves it after `HeadComplete(head.end())`.
+    pub fn take_whole_head(&mut self, input: &[u8], head: WholeHead) {
+        self.buf.extend_from_slice(&input[..head.len]);
+        self.heads += 1;
+        self.state = State::Ready(head.parsed);
     }
 
     fn not_http(&mut self, n: usize) -> Step {

@@ -25,6 +25,25 @@ struct Run {
 
 /// Plays the connection layer: every request was sent before `input` is read.
 fn drive(input: &[u8], cuts: &[usize], methods: &[&str]) -> Run {
+    drive_with(input, cuts, methods, false)
+}
+
+/// `drive`, taking every head `whole_head` finds with `take_whole_head` (as the connection
+/// layer does with an answer's first read) after checking that `feed` takes it the same.
+fn drive_taking_whole_heads(input: &[u8], cuts: &[usize], methods: &[&str]) -> Run {
+    drive_with(input, cuts, methods, true)
+}
+
+fn seen(h: &ResponseHead<'_>) -> Seen {
+    Seen {
+        status: h.status,
+        informational: h.informational,
+        lunar_error: h.lunar_error.map(str::to_owned),
+        retry: h.retry.map(|r| (r.after_secs, r.sequence_id.to_owned())),
+    }
+}
+
+fn drive_with(input: &[u8], cuts: &[usize], methods: &[&str], whole_heads: bool) -> Run {
     let mut stream = ResponseStream::new();
     for method in methods {
         stream.push_request(method);
@@ -46,7 +65,22 @@ fn drive(input: &[u8], cuts: &[usize], methods: &[&str]) -> Run {
         start = end;
         while !rest.is_empty() {
             let before = stream.buffered_len();
-            let n = match stream.feed(rest) {
+            let whole = whole_heads.then(|| stream.whole_head(rest)).flatten();
+            let step = match whole {
+                Some(head) => {
+                    let mut fed = stream.clone();
+                    assert_eq!(fed.feed(rest), Step::HeadComplete(head.end()));
+                    assert_eq!(seen(&head.view(rest)), seen(&fed.head()));
+                    let len = head.end();
+                    stream.take_whole_head(rest, head);
+                    assert_eq!(seen(&stream.head()), seen(&fed.head()));
+                    assert_eq!(stream.buffered_len(), fed.buffered_len());
+                    assert_eq!(stream.heads_completed(), fed.heads_completed());
+                    Step::HeadComplete(len)
+                }
+                None => stream.feed(rest),
+            };
+            let n = match step {
                 Step::Pass(n) => {
                     run.out.extend_from_slice(&rest[..n]);
                     n
@@ -56,13 +90,7 @@ fn drive(input: &[u8], cuts: &[usize], methods: &[&str]) -> Run {
                     n
                 }
                 Step::HeadComplete(n) => {
-                    let h = stream.head();
-                    run.heads.push(Seen {
-                        status: h.status,
-                        informational: h.informational,
-                        lunar_error: h.lunar_error.map(str::to_owned),
-                        retry: h.retry.map(|r| (r.after_secs, r.sequence_id.to_owned())),
-                    });
+                    run.heads.push(seen(&stream.head()));
                     stream.emit_head(&mut run.out);
                     n
                 }
@@ -89,8 +117,14 @@ fn drive(input: &[u8], cuts: &[usize], methods: &[&str]) -> Run {
 /// Fed whole, after checking every single split and one byte at a time.
 fn run_any_split(input: &[u8], methods: &[&str]) -> Run {
     let whole = drive(input, &[], methods);
+    assert_eq!(drive_taking_whole_heads(input, &[], methods), whole);
     for cut in 0..=input.len() {
         assert_eq!(drive(input, &[cut], methods), whole, "cut at {cut}");
+        assert_eq!(
+            drive_taking_whole_heads(input, &[cut], methods),
+            whole,
+            "cut at {cut}"
+        );
     }
     assert_eq!(drive(input, &bytewise(input), methods), whole, "bytewise");
     whole
@@ -523,6 +557,7 @@ proptest! {
         let cuts: Vec<usize> = cuts.iter().map(|c| c.index(e.input.len() + 1)).collect();
         check(&e, &drive(&e.input, &cuts, &e.methods))?;
         check(&e, &drive(&e.input, &bytewise(&e.input), &e.methods))?;
+        check(&e, &drive_taking_whole_heads(&e.input, &cuts, &e.methods))?;
     }
 
     #[test]
@@ -536,6 +571,7 @@ proptest! {
         let whole = drive(&input, &[], methods);
         prop_assert_eq!(&drive(&input, &cuts, methods), &whole);
         prop_assert_eq!(&drive(&input, &bytewise(&input), methods), &whole);
+        prop_assert_eq!(&drive_taking_whole_heads(&input, &cuts, methods), &whole);
     }
 }
 
