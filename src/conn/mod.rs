@@ -64,7 +64,7 @@ use crate::sync::{Gate, SpinLock};
 use responses::Responses;
 pub use state::{Phase, State};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub struct Conn {
     /// Where the program asked to connect.
@@ -115,6 +115,10 @@ pub struct Conn {
     /// while another wrote a request, is judged if it got the start of that answer
     /// (`read::receive`).
     requests_recorded: AtomicU32,
+    /// `State::wrote`, readable without the state's lock (set with it, never cleared): an
+    /// event loop registers each connection for input after every request, and only a
+    /// wait before the first write is looked at (`server_first`).
+    written: AtomicBool,
     /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
     link: link::LinkSlot,
     /// Set when a language hook's marker named this connection its own (`lang_hook`): the
@@ -182,6 +186,7 @@ impl Conn {
             fds_released: AtomicU32::new(0),
             release_waiters: AtomicU32::new(0),
             requests_recorded: AtomicU32::new(0),
+            written: AtomicBool::new(false),
             link: link::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
             connect_due: std::sync::atomic::AtomicU64::new(0),
@@ -197,6 +202,11 @@ impl Conn {
 
     fn requests_recorded(&self) -> u32 {
         self.requests_recorded.load(Ordering::SeqCst)
+    }
+
+    /// The program has written to this connection (`State::wrote`), without the lock.
+    fn has_written(&self) -> bool {
+        self.written.load(Ordering::Acquire)
     }
 
     /// An fd stopped naming this connection (`fdtable`): wakes a recovery waiting on it.
@@ -308,6 +318,7 @@ impl Conn {
         let mut state = self.state.lock();
         if !state.wrote {
             state.wrote = true;
+            self.written.store(true, Ordering::Release);
             connecting::settle_all(self);
         }
     }

@@ -111,17 +111,17 @@ fn note_input_wait(fd: c_int, timeout_ms: i64) {
     let Some(conn) = fdtable::get(fd) else {
         return;
     };
+    // Nearly every such wait (an event loop's after each request) follows a write: told
+    // apart with one load, before the re-entry guard, the shield and errno's keeping,
+    // which every keep-alive request would pay.
+    if conn.has_written() {
+        return;
+    }
     // Not from a signal handler that interrupted the library (the state's lock may be
     // held below it).
     let Some(_inside) = Reentry::enter() else {
         return;
     };
-    // Nearly every such wait (an event loop's after each request) follows a write: told
-    // apart before the shield and errno's keeping, which every keep-alive request would
-    // pay.
-    if conn.state().wrote {
-        return;
-    }
     let saved = sys::errno();
     let looks_only = (0..LOOK_MS).contains(&timeout_ms);
     shielded(
