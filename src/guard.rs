@@ -53,7 +53,17 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
 /// may panic before the hook is set and get std's one-line message.
 fn quiet_panics() {
     static SET: AtomicBool = AtomicBool::new(false);
-    if !SET.load(Ordering::Acquire) && !SET.swap(true, Ordering::AcqRel) {
+    if !SET.load(Ordering::Acquire) {
+        set_quiet_panic_hook(&SET);
+    }
+}
+
+/// Out of line: every hook call that runs library logic checks the flag, and falls
+/// through once it is set.
+#[cold]
+#[inline(never)]
+fn set_quiet_panic_hook(set: &AtomicBool) {
+    if !set.swap(true, Ordering::AcqRel) {
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|at| (at.file(), at.line()));
             let message = info

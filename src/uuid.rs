@@ -13,9 +13,17 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn key() -> u64 {
     let key = KEY.load(Ordering::Acquire);
-    if key != 0 {
-        return key;
+    if key == 0 {
+        return new_key();
     }
+    key
+}
+
+/// Out of line: drawn once per process (and per forked child); every request falls
+/// through `key`.
+#[cold]
+#[inline(never)]
+fn new_key() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into our buffer.
     let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -58,6 +66,7 @@ fn next_count() -> u64 {
     NEXT.try_with(|next| {
         let (mut count, mut end) = next.get();
         if count == end {
+            std::hint::cold_path();
             count = COUNTER.fetch_add(BLOCK, Ordering::Relaxed);
             end = count + BLOCK;
         }

@@ -27,6 +27,7 @@ use libc::c_int;
 /// are re-entered or when our code fails.
 fn on_tracked(work: impl FnOnce() -> isize, real: impl FnOnce() -> isize) -> isize {
     let Some(_inside) = Reentry::enter() else {
+        std::hint::cold_path();
         return real();
     };
     let saved = sys::errno();
