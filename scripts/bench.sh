@@ -9,8 +9,8 @@
 #  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99 (each also with the
 #      C floor, and with the C floor parsing what the library parses; keep-alive also
 #      with that parsing floor taking 400 taken jumps more per request: what a taken
-#      branch site costs here), https (scripts/bench/wrk.sh); system calls per keep-alive request (strace -c, curl;
-#      scripts/bench/syscalls.py);
+#      branch site costs here), https (scripts/bench/wrk.sh); system calls per
+#      keep-alive request (strace -c, curl; scripts/bench/syscalls.py);
 #  start-up          /bin/true: no preload vs an empty shared object vs the library vs a
 #      C floor preload, µs, CPU µs and page faults per start, the variants taking turns
 #      start by start (scripts/bench/startup.py), and instructions per start (callgrind);
