@@ -146,7 +146,15 @@ struct ResponseRun {
     can_end: bool,
 }
 
-fn drive_responses(input: &[u8], cuts: &[usize], methods: &[&str]) -> ResponseRun {
+/// `whole_heads`: every head `whole_head` finds is taken with `take_whole_head`, as the
+/// connection layer takes an answer's first read, after checking that `feed` on a copy
+/// takes the same.
+fn drive_responses(
+    input: &[u8],
+    cuts: &[usize],
+    methods: &[&str],
+    whole_heads: bool,
+) -> ResponseRun {
     let mut stream = ResponseStream::new();
     for method in methods {
         stream.push_request(method);
@@ -159,7 +167,19 @@ fn drive_responses(input: &[u8], cuts: &[usize], methods: &[&str]) -> ResponseRu
         start = end;
         while !rest.is_empty() {
             let before = stream.buffered_len();
-            let n = match stream.feed(rest) {
+            let step = match whole_heads.then(|| stream.whole_head(rest)).flatten() {
+                Some(head) => {
+                    let mut fed = stream.clone();
+                    assert_eq!(fed.feed(rest), Step::HeadComplete(head.end()));
+                    let end = head.end();
+                    stream.take_whole_head(rest, head);
+                    assert_eq!(stream.buffered_len(), fed.buffered_len());
+                    assert_eq!(stream.heads_completed(), fed.heads_completed());
+                    Step::HeadComplete(end)
+                }
+                None => stream.feed(rest),
+            };
+            let n = match step {
                 Step::Pass(n) => {
                     out.extend_from_slice(&rest[..n]);
                     n
@@ -228,9 +248,13 @@ pub fn response_stream(data: &[u8]) {
     let methods = response_methods(*kinds);
     let (input, cuts) = split_cuts(*count, rest);
 
-    let whole = drive_responses(input, &[], &methods);
-    assert_eq!(drive_responses(input, &cuts, &methods), whole);
+    let whole = drive_responses(input, &[], &methods, false);
+    assert_eq!(drive_responses(input, &cuts, &methods, false), whole);
+    assert_eq!(drive_responses(input, &cuts, &methods, true), whole);
     if input.len() <= BYTEWISE_MAX {
-        assert_eq!(drive_responses(input, &bytewise(input), &methods), whole);
+        assert_eq!(
+            drive_responses(input, &bytewise(input), &methods, false),
+            whole
+        );
     }
 }
