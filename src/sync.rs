@@ -14,7 +14,7 @@
 use crossbeam_utils::Backoff;
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -114,6 +114,44 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.unlock();
+    }
+}
+
+/// How many threads are inside some section now: a check made on every call reads this
+/// one shared word, and a thread's own state (a thread-local, a `__tls_get_addr` call in
+/// a shared object) only while some thread is inside.
+pub struct ThreadsInside(AtomicUsize);
+
+impl ThreadsInside {
+    pub const fn new() -> Self {
+        ThreadsInside(AtomicUsize::new(0))
+    }
+
+    /// Counts this thread in until the guard drops. Enter before the thread marks its own
+    /// state: its later loads see the count (program order), and a thread that reads 0
+    /// has no mark of its own to miss. (A forked child keeps the count of a thread it
+    /// does not have: its checks then read their thread-local, as slow as before.)
+    pub fn enter(&self) -> Inside<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Inside(self)
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Default for ThreadsInside {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Inside<'a>(&'a ThreadsInside);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -247,6 +285,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn threads_inside_counts_each_guard_until_it_drops() {
+        let inside = ThreadsInside::new();
+        assert!(!inside.any());
+        let first = inside.enter();
+        let second = inside.enter();
+        drop(first);
+        assert!(inside.any());
+        drop(second);
+        assert!(!inside.any());
+    }
 
     #[test]
     fn contended_lock_keeps_every_increment() {

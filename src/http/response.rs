@@ -56,19 +56,19 @@ impl State {
 /// A head that arrived whole at a message boundary, parsed while the stream stayed as it
 /// was (`ResponseStream::whole_head`): judged first, then taken (`take_whole_head`).
 pub struct WholeHead {
-    len: usize,
+    end: usize,
     parsed: ParsedResponse,
 }
 
 impl WholeHead {
     /// Where it ends in `input`: the bytes it takes.
     pub fn end(&self) -> usize {
-        self.len
+        self.end
     }
 
     /// The head, over the `input` it was found at the start of.
     pub fn view<'a>(&self, input: &'a [u8]) -> ResponseHead<'a> {
-        self.parsed.view(&input[..self.len])
+        self.parsed.view(&input[..self.end])
     }
 }
 
@@ -217,14 +217,14 @@ impl ResponseStream {
         }
         // `feed`'s window at a boundary (its collector holds nothing yet).
         let window = &input[..input.len().min(MAX_HEAD)];
-        let (len, parsed) = StatusLine::parse_whole(window)?;
-        Some(WholeHead { len, parsed })
+        let (end, parsed) = StatusLine::parse_whole(window)?;
+        Some(WholeHead { end, parsed })
     }
 
     /// Takes `head`, which `whole_head(input)` found with the stream unchanged since: the
     /// stream is then as `feed(input)` leaves it after `HeadComplete(head.end())`.
     pub fn take_whole_head(&mut self, input: &[u8], head: WholeHead) {
-        self.buf.extend_from_slice(&input[..head.len]);
+        self.buf.extend_from_slice(&input[..head.end]);
         self.heads += 1;
         self.state = State::Ready(head.parsed);
     }

@@ -7,15 +7,14 @@
 
 use crate::conn::fdtable;
 use crate::conn::Conn;
+use crate::sync::ThreadsInside;
 use libc::c_int;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Handshakes being watched, on any thread. Every read and write on a tracked socket asks
-/// whether its thread watches one: the count answers for nearly all of them with one load,
-/// where a thread-local is a call (`__tls_get_addr`) in a shared object.
-static HANDSHAKES_WATCHED: AtomicUsize = AtomicUsize::new(0);
+/// Threads watching a handshake: every read and write on a tracked socket asks whether
+/// its own thread watches one.
+static WATCHING: ThreadsInside = ThreadsInside::new();
 
 thread_local! {
     /// The session whose real handshake runs on this thread now (0: none).
@@ -64,16 +63,14 @@ pub fn watch_handshake<R>(
         // SSL_do_handshake), or thread-locals are gone: the outer call watches.
         return (real(), None);
     }
-    // Counted before this thread marks itself: its own later loads see the count (program
-    // order), and a thread that sees 0 has no mark of its own to miss.
-    HANDSHAKES_WATCHED.fetch_add(1, Ordering::Relaxed);
+    let counted = WATCHING.enter();
     HANDSHAKING.with(|h| h.set(session));
     BOUND_FD.with(|b| b.set(-1));
     FOLLOWED_FD.with(|f| f.set(-1));
     SERVER_NAME.with(|n| *n.borrow_mut() = server_name);
     let result = real();
     HANDSHAKING.with(|h| h.set(0));
-    HANDSHAKES_WATCHED.fetch_sub(1, Ordering::Relaxed);
+    drop(counted);
     SERVER_NAME.with(|n| n.borrow_mut().take());
     FOLLOWED_FD.with(|f| f.set(-1));
     let fd = BOUND_FD.with(|b| b.replace(-1));
@@ -142,7 +139,7 @@ fn watching() -> bool {
 
 /// The session whose handshake this thread watches (0: none).
 fn watched_session() -> usize {
-    if HANDSHAKES_WATCHED.load(Ordering::Relaxed) != 0 {
+    if WATCHING.any() {
         return this_threads_session();
     }
     0

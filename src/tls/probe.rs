@@ -8,10 +8,11 @@
 
 use super::{gnutls, openssl};
 use crate::conn::{fdtable, Conn};
+use crate::sync::ThreadsInside;
 use crate::sys;
 use libc::c_int;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 const UNKNOWN: u8 = 0;
@@ -19,9 +20,8 @@ const REACHES_US: u8 = 1;
 const BYPASSES_US: u8 = 2;
 
 static OPENSSL: AtomicU8 = AtomicU8::new(UNKNOWN);
-/// Probes writing right now, on any thread: the write hooks look for their probe's fd (a
-/// thread-local, an address lookup in a shared object) only then.
-static PROBES_WRITING: AtomicUsize = AtomicUsize::new(0);
+/// Threads whose probe is writing: the write hooks look for their probe's fd only then.
+static PROBING: ThreadsInside = ThreadsInside::new();
 static GNUTLS: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 thread_local! {
@@ -33,7 +33,7 @@ thread_local! {
 /// Called by the write hooks on every tracked fd: notes the probe's bytes.
 #[inline]
 pub fn saw_write(fd: c_int) {
-    if PROBES_WRITING.load(Ordering::Relaxed) != 0 {
+    if PROBING.any() {
         note_probe_write(fd);
     }
 }
@@ -88,10 +88,9 @@ fn probe(write_to: fn(c_int)) -> bool {
     let seen = fdtable::insert(pair[0], Arc::new(Conn::for_probe())) && {
         PROBE_FD.with(|p| p.set(pair[0]));
         SEEN.with(|s| s.set(false));
-        // This thread's own write reads the count after this store (program order).
-        PROBES_WRITING.fetch_add(1, Ordering::Relaxed);
+        let writing = PROBING.enter();
         write_to(pair[0]);
-        PROBES_WRITING.fetch_sub(1, Ordering::Relaxed);
+        drop(writing);
         PROBE_FD.with(|p| p.set(-1));
         SEEN.with(Cell::get)
     };
