@@ -2,10 +2,11 @@
 # make bench: what the library costs, each figure against its baseline measured in the
 # same run, interleaved (never asserts). Rows, by the points of issue 10:
 #  blocking clients  Python requests (Session keep-alive, and requests.get: a new
-#      connection per request; http, and https through a virtual session) and curl (one
-#      process on one connection, and a process per request): µs added per request over
-#      direct mode, the proxy given by name in both, the https rows also over the C floor's
-#      virtual sessions (c-tests/bench/floor_divert.c; scripts/bench/blocking.py);
+#      connection per request; http, and https through a virtual session; a row's arms
+#      running at once, taking turns request by request) and curl (one process on one
+#      connection, also in steady state, and a process per request): µs added per request
+#      over direct mode, the proxy given by name in both, the https rows also over the C
+#      floor's virtual sessions (c-tests/bench/floor_divert.c; scripts/bench/blocking.py);
 #  throughput        wrk keep-alive, Connection: close, -t1 -c1 p99 (each also with the
 #      C floor, and with the C floor parsing what the library parses; keep-alive also
 #      with that parsing floor taking 400 taken jumps more per request: what a taken

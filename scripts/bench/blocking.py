@@ -4,6 +4,7 @@ Run inside the bench's lab namespace:
     blocking.py LIB CA HAPROXY_LOG ROUNDS PY_REQS CURL_REQS SAMPLES FLOOR_SO
 
 Rows (each round runs every row's arms, library and direct mode, taking turns going first;
+a Python row's arms run at once, taking turns request by request (`take_turns`);
 py_session_https and py_get_https add a third, "tlssetup": direct mode with the client
 also building its own TLS objects per connection, as it does for https with the library;
 and a fourth, "floor": through FLOOR_SO (c-tests/bench/floor_divert.c), the same https
@@ -15,6 +16,8 @@ decodes and matches) is in both arms and only the library's own work differs):
   py_get_http       requests.get: a new connection per request
   py_get_https      the same over https (a new virtual session per request)
   curl_keepalive    one curl process, CURL_REQS URLs on one connection
+  curl_once         the same with one URL: the once-per-process part, which the report
+                    takes out to give the steady per-request cost
   curl_process      a curl process per request, CURL_REQS processes
   curl_process_untracked  the same to nginx's :8080 (not intercepted), with and without
                     the library: the part of curl_process that is the preload itself
@@ -89,15 +92,48 @@ def hap_lines():
         return sum(1 for _ in f)
 
 
-def py_client(mode, url, headers, verify, env):
-    argv = [PY, os.path.join(HERE, "client.py"), mode, url, str(py_reqs), str(WARM),
-            json.dumps(headers), verify] + ([lib] if env.get("LD_PRELOAD") == lib else [])
-    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit("blocking.py: %s failed:\n%s%s" % (argv, r.stdout, r.stderr))
-    f = r.stdout.split()
-    vals = dict(zip(f[0::2], (float(x) for x in f[1::2])))
-    return vals, py_reqs + WARM
+class PyClient:
+    """A Python client (client.py) of one arm. The arms of a Python row run at once, taking
+    turns request by request (`take_turns`)."""
+
+    def __init__(self, mode, url, headers, verify, env):
+        # The same hash seed and no address randomisation in every arm: with them, runs of
+        # the same arm differed by up to ±15% from one process to the next, far more than
+        # the library's cost.
+        self.argv = (["setarch", "-R", PY, os.path.join(HERE, "client.py"), mode, url,
+                      str(py_reqs), str(WARM), json.dumps(headers), verify]
+                     + ([lib] if env.get("LD_PRELOAD") == lib else []))
+        self.env = dict(env, PYTHONHASHSEED="0")
+
+
+def take_turns(clients):
+    """Runs `clients` at once in a ring of pipes: each waits for its turn before every timed
+    request and passes it on after (client.py's BENCH_TURNS), so that the machine's drift
+    falls on every arm alike. Returns each client's figures, and the requests they made."""
+    pipes = [os.pipe() for _ in clients]
+    running = []
+    for i, client in enumerate(clients):
+        turn_fds = (pipes[i][0], pipes[(i + 1) % len(clients)][1])
+        env = dict(client.env, BENCH_TURNS="%d,%d" % turn_fds)
+        running.append(subprocess.Popen(client.argv, env=env, pass_fds=turn_fds, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    os.write(pipes[0][1], b".")  # the first client's first turn
+    while any(proc.poll() is None for proc in running):
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # until a client ends (not reaped)
+        failed = [proc for proc in running if proc.poll() not in (None, 0)]
+        if failed:  # the ring is broken: the others would wait for their turn for ever
+            for proc in running:
+                proc.kill()
+            stdout, stderr = failed[0].communicate()
+            sys.exit("blocking.py: %s failed:\n%s%s" % (failed[0].args, stdout, stderr))
+    results = []
+    for proc in running:
+        f = proc.communicate()[0].split()
+        results.append(dict(zip(f[0::2], (float(x) for x in f[1::2]))))
+    for read_end, write_end in pipes:  # held until now: a client's last pass never fails
+        os.close(read_end)
+        os.close(write_end)
+    return results, (py_reqs + WARM) * len(clients)
 
 
 def curl_keepalive(url, extra, env, count=None):
@@ -203,31 +239,34 @@ def java_start(env):
 
 ROWS = [
     ("py_session_http",
-     lambda: py_client("session", "http://api.example.test/", {}, "-", LIB_ENV),
-     lambda: py_client("session", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
+     PyClient("session", "http://api.example.test/", {}, "-", LIB_ENV),
+     PyClient("session", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
     ("py_session_https",
-     lambda: py_client("session", "https://api.example.test/", {}, ca, LIB_ENV),
-     lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
-     {"tlssetup": lambda: py_client("session", DIRECT_URL, direct_headers("https"), "-",
-                                    TLS_SETUP_ENV),
-      "floor": lambda: py_client("session", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
+     PyClient("session", "https://api.example.test/", {}, ca, LIB_ENV),
+     PyClient("session", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
+     {"tlssetup": PyClient("session", DIRECT_URL, direct_headers("https"), "-",
+                           TLS_SETUP_ENV),
+      "floor": PyClient("session", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
     ("py_get_http",
-     lambda: py_client("get", "http://api.example.test/", {}, "-", LIB_ENV),
-     lambda: py_client("get", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
+     PyClient("get", "http://api.example.test/", {}, "-", LIB_ENV),
+     PyClient("get", DIRECT_URL, direct_headers("http"), "-", BASE_ENV)),
     ("py_get_https",
-     lambda: py_client("get", "https://api.example.test/", {}, ca, LIB_ENV),
-     lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
-     {"tlssetup": lambda: py_client("get", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV),
-      "floor": lambda: py_client("get", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
+     PyClient("get", "https://api.example.test/", {}, ca, LIB_ENV),
+     PyClient("get", DIRECT_URL, direct_headers("https"), "-", BASE_ENV),
+     {"tlssetup": PyClient("get", DIRECT_URL, direct_headers("https"), "-", TLS_SETUP_ENV),
+      "floor": PyClient("get", "https://api.example.test/", {}, ca, FLOOR_ENV)}),
     ("curl_keepalive",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_ENV),
      lambda: curl_keepalive(DIRECT_URL, curl_h("http"), BASE_ENV)),
+    ("curl_once",
+     lambda: curl_keepalive("http://api.example.test/", [], LIB_ENV, 1),
+     lambda: curl_keepalive(DIRECT_URL, curl_h("http"), BASE_ENV, 1)),
     ("curl_process",
      lambda: curl_process("http://api.example.test/", [], LIB_ENV),
      lambda: curl_process(DIRECT_URL, curl_h("http"), BASE_ENV)),
     ("py_session_tlslink",
-     lambda: py_client("session", "http://api.example.test/", {}, "-", LIB_TLS_ENV),
-     lambda: py_client("session", DIRECT_TLS_URL, direct_headers("http"), ca, BASE_ENV)),
+     PyClient("session", "http://api.example.test/", {}, "-", LIB_TLS_ENV),
+     PyClient("session", DIRECT_TLS_URL, direct_headers("http"), ca, BASE_ENV)),
     ("curl_keepalive_tlslink",
      lambda: curl_keepalive("http://api.example.test/", [], LIB_TLS_ENV),
      lambda: curl_keepalive(DIRECT_TLS_URL, ["--cacert", ca] + curl_h("http"), BASE_ENV)),
@@ -257,6 +296,31 @@ ROWS = [
      lambda: curl_process("http://api.example.test:8080/", [], BASE_ENV)),
 ]
 
+
+def proxied_share(h0, nreq):
+    """HAProxy log lines since `h0` per request of `nreq`: 1 when all went through it."""
+    deadline = time.monotonic() + 2  # HAProxy writes a request's line when it ends
+    while hap_lines() - h0 < nreq and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return (hap_lines() - h0) / nreq
+
+
+def run_arms(arms, rnd):
+    """Each arm's figures, and (round 1) its share of requests seen by HAProxy: Python
+    clients all at once, taking turns (so their share is the row's), others one by one."""
+    h0 = hap_lines() if rnd == 1 else 0
+    if isinstance(arms[0][1], PyClient):
+        results, nreq = take_turns([client for _, client in arms])
+        share = proxied_share(h0, nreq) if rnd == 1 else None
+        return [(mode, vals, share) for (mode, _), vals in zip(arms, results)]
+    ran = []
+    for mode, run in arms:
+        h0 = hap_lines() if rnd == 1 else 0
+        vals, nreq = run()
+        ran.append((mode, vals, proxied_share(h0, nreq) if rnd == 1 else None))
+    return ran
+
+
 for rnd in range(1, rounds + 1):
     for row, lib_run, direct_run, *more in ROWS:
         arms = [("lib", lib_run), ("direct", direct_run)]
@@ -264,14 +328,9 @@ for rnd in range(1, rounds + 1):
         turn = rnd % len(arms)  # the arms take turns going first
         arms = arms[turn:] + arms[:turn]
         line = []
-        for mode, run in arms:
-            h0 = hap_lines() if rnd == 1 else 0
-            vals, nreq = run()
-            if rnd == 1:  # HAProxy writes a request's line when it ends
-                deadline = time.monotonic() + 2
-                while hap_lines() - h0 < nreq and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                sample("blk.%s.%s.hap" % (row, mode), rnd, "%.3f" % ((hap_lines() - h0) / nreq))
+        for mode, vals, share in run_arms(arms, rnd):
+            if share is not None:
+                sample("blk.%s.%s.hap" % (row, mode), rnd, "%.3f" % share)
             sample("blk.%s.%s.us" % (row, mode), rnd, "%.3f" % vals["us_per_req"])
             if "hwm_kib" in vals:
                 sample("blk.%s.%s.hwm" % (row, mode), rnd, "%d" % vals["hwm_kib"])

@@ -10,7 +10,11 @@ the library's path, to report its own mappings after the traffic. BENCH_TLS_SETU
 (direct mode only): the client also builds, for each connection it makes, what requests
 builds for an https connection verified with CAFILE short of the handshake (urllib3's
 SSLContext, the CA loaded, an SSL object): the part of an https row that is the client's
-own TLS work, not the library's. Prints one line:
+own TLS work, not the library's. BENCH_TURNS=R,W: the client takes turns with others (a
+ring of pipes, blocking.py's): before each timed request it waits for a byte on fd R, after
+it writes one to fd W, so that every arm of a row meets the machine in the same state (a
+2-core VM's speed drifts by ±10% within seconds: arms run one after the other differed by
+more than the library's cost). Prints one line:
 "us_per_req <mean> us_median <median request> hwm_kib <VmHWM> lib_rss_kib <Rss> lib_dirty_kib <Private_Dirty>".
 """
 import json
@@ -58,16 +62,25 @@ def one():
         sys.exit("client.py: %s answered %d: %r" % (url, r.status_code, r.content[:200]))
 
 
+turns = os.environ.get("BENCH_TURNS")
+if turns:
+    wait_fd, pass_fd = (int(fd) for fd in turns.split(","))
+    await_turn = lambda: os.read(wait_fd, 1)
+    pass_turn = lambda: os.write(pass_fd, b".")
+else:
+    await_turn = pass_turn = lambda: None
+
 for _ in range(warm):
     one()
 clock = time.perf_counter_ns
 times = [0] * n
-t0 = clock()
 for i in range(n):
+    await_turn()
     t = clock()
     one()
     times[i] = clock() - t
-t1 = clock()
+    pass_turn()
+mean = sum(times) / n
 times.sort()
 
 hwm = 0
@@ -80,4 +93,4 @@ if lib:
     from smaps import lib_mappings  # this script's folder is sys.path[0]
     rss, dirty = lib_mappings("self", lib)
 print("us_per_req %.3f us_median %.3f hwm_kib %d lib_rss_kib %d lib_dirty_kib %d"
-      % ((t1 - t0) / 1000 / n, times[n // 2] / 1000, hwm, rss, dirty))
+      % (mean / 1000, times[n // 2] / 1000, hwm, rss, dirty))

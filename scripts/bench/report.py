@@ -69,6 +69,16 @@ def row(name, a, b, kind="ratio", prec=1):
     print("%-*s %s %s %s" % (W, name, fmt % med(a), fmt % med(b), last))
 
 
+def steady_state(many_row, once_row, into_row):
+    """Per round and arm: a curl run's time for N requests less a one-request run's (the
+    process, its set-up, Lunar's handshake with TLS to the proxy), over the N - 1 left."""
+    n = int(curl_reqs)
+    for arm in ("lib", "direct"):
+        many, once = S["blk.%s.%s.us" % (many_row, arm)], S["blk.%s.%s.us" % (once_row, arm)]
+        S["blk.%s.%s.us" % (into_row, arm)] = {
+            r: (n * many[r] - once[r]) / (n - 1) for r in many if r in once}
+
+
 def head(text):
     print()
     print(text)
@@ -89,7 +99,8 @@ print("-" * (W + 37))
 
 head("Blocking clients, one request at a time: us per request, library vs direct mode (the"
      " proxy by name), %s rounds; Python: the median of each run's %s requests (mean below),"
-     " curl: a run's time / %s requests" % (rounds, py_reqs, curl_reqs))
+     " a row's arms taking turns request by request; curl: a run's time / %s requests"
+     % (rounds, py_reqs, curl_reqs))
 for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
                 ("py_session_https", "Python requests.Session keep-alive, https (virtual session)"),
                 ("py_get_http", "Python requests.get (new connection), http"),
@@ -108,6 +119,12 @@ for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
             "blk.%s.floor.us_median" % r, "blk.%s.tlssetup.us_median" % r, "diff")
 row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepalive.lib.us",
     "blk.curl_keepalive.direct.us", "diff")
+if "blk.curl_once.lib.us" in S and int(curl_reqs) > 1:
+    steady_state("curl_keepalive", "curl_once", "curl_steady")
+    row("    each request after the first (steady state)", "blk.curl_steady.lib.us",
+        "blk.curl_steady.direct.us", "diff")
+    row("    a one-URL process: the once-per-process set-up", "blk.curl_once.lib.us",
+        "blk.curl_once.direct.us", "diff", 0)
 row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
 row("    of which the preload (untracked :8080, library vs none)", "blk.curl_process_untracked.lib.us",
     "blk.curl_process_untracked.direct.us", "diff")
@@ -119,13 +136,7 @@ if "blk.py_session_tlslink.lib.us" in S:
     row("TLS to the proxy: curl, %s URLs on one connection (vs curl --cacert https://proxy)"
         % curl_reqs, "blk.curl_keepalive_tlslink.lib.us", "blk.curl_keepalive_tlslink.direct.us", "diff")
     if "blk.curl_once_tlslink.lib.us" in S and int(curl_reqs) > 1:
-        # Per round: N requests' time less one request's (the process, its TLS set-up and
-        # Lunar's handshake), over the N - 1 requests left.
-        n = int(curl_reqs)
-        for arm in ("lib", "direct"):
-            many, once = S["blk.curl_keepalive_tlslink.%s.us" % arm], S["blk.curl_once_tlslink.%s.us" % arm]
-            S["blk.curl_steady_tlslink.%s.us" % arm] = {
-                r: (n * many[r] - once[r]) / (n - 1) for r in many if r in once}
+        steady_state("curl_keepalive_tlslink", "curl_once_tlslink", "curl_steady_tlslink")
         row("    each request after the first (steady state)", "blk.curl_steady_tlslink.lib.us",
             "blk.curl_steady_tlslink.direct.us", "diff")
         row("    a one-URL process: the once-per-process set-up", "blk.curl_once_tlslink.lib.us",
