@@ -97,26 +97,36 @@ class PyClient:
     turns request by request (`take_turns`)."""
 
     def __init__(self, mode, url, headers, verify, env):
-        # The same hash seed and no address randomisation in every arm: with them, runs of
-        # the same arm differed by up to ±15% from one process to the next, far more than
-        # the library's cost.
-        self.argv = (["setarch", "-R", PY, os.path.join(HERE, "client.py"), mode, url,
-                      str(py_reqs), str(WARM), json.dumps(headers), verify]
+        self.argv = ([PY, os.path.join(HERE, "client.py"), mode, url, str(py_reqs), str(WARM),
+                      json.dumps(headers), verify]
                      + ([lib] if env.get("LD_PRELOAD") == lib else []))
-        self.env = dict(env, PYTHONHASHSEED="0")
+        self.env = env
 
 
-def take_turns(clients):
+def take_turns(clients, seed):
     """Runs `clients` at once in a ring of pipes: each waits for its turn before every timed
     request and passes it on after (client.py's BENCH_TURNS), so that the machine's drift
-    falls on every arm alike. Returns each client's figures, and the requests they made."""
+    falls on every arm alike; the first turn is given once all are warm (before, the first
+    client's requests met the others' start-up: ~50 µs slower each). Every client of a
+    round has Python's hash seed `seed`, a new one each round: a fixed seed (or no address
+    randomisation) made every round of a run alike, and the runs differ. Returns each
+    client's figures, and the requests they made."""
     pipes = [os.pipe() for _ in clients]
+    ready_read, ready_write = os.pipe()
     running = []
     for i, client in enumerate(clients):
-        turn_fds = (pipes[i][0], pipes[(i + 1) % len(clients)][1])
-        env = dict(client.env, BENCH_TURNS="%d,%d" % turn_fds)
+        turn_fds = (pipes[i][0], pipes[(i + 1) % len(clients)][1], ready_write)
+        env = dict(client.env, BENCH_TURNS="%d,%d,%d" % turn_fds, PYTHONHASHSEED=str(seed))
         running.append(subprocess.Popen(client.argv, env=env, pass_fds=turn_fds, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    os.close(ready_write)
+    warm = 0
+    while warm < len(clients):
+        got = os.read(ready_read, len(clients))
+        if not got:  # every client gone, some before it was warm: reported below
+            break
+        warm += len(got)
+    os.close(ready_read)
     os.write(pipes[0][1], b".")  # the first client's first turn
     while any(proc.poll() is None for proc in running):
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # until a client ends (not reaped)
@@ -310,7 +320,7 @@ def run_arms(arms, rnd):
     clients all at once, taking turns (so their share is the row's), others one by one."""
     h0 = hap_lines() if rnd == 1 else 0
     if isinstance(arms[0][1], PyClient):
-        results, nreq = take_turns([client for _, client in arms])
+        results, nreq = take_turns([client for _, client in arms], rnd)
         share = proxied_share(h0, nreq) if rnd == 1 else None
         return [(mode, vals, share) for (mode, _), vals in zip(arms, results)]
     ran = []

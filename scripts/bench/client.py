@@ -10,11 +10,12 @@ the library's path, to report its own mappings after the traffic. BENCH_TLS_SETU
 (direct mode only): the client also builds, for each connection it makes, what requests
 builds for an https connection verified with CAFILE short of the handshake (urllib3's
 SSLContext, the CA loaded, an SSL object): the part of an https row that is the client's
-own TLS work, not the library's. BENCH_TURNS=R,W: the client takes turns with others (a
-ring of pipes, blocking.py's): before each timed request it waits for a byte on fd R, after
-it writes one to fd W, so that every arm of a row meets the machine in the same state (a
-2-core VM's speed drifts by ±10% within seconds: arms run one after the other differed by
-more than the library's cost). Prints one line:
+own TLS work, not the library's. BENCH_TURNS=R,W,READY: the client takes turns with others
+(a ring of pipes, blocking.py's): once warm it writes a byte to fd READY (no client's
+timed requests may meet another's start-up), then before each timed request it waits for
+a byte on fd R, after it writes one to fd W, so that every arm of a row meets the machine
+in the same state (a 2-core VM's speed drifts by ±10% within seconds: arms run one after
+the other differed by more than the library's cost). Prints one line:
 "us_per_req <mean> us_median <median request> hwm_kib <VmHWM> lib_rss_kib <Rss> lib_dirty_kib <Private_Dirty>".
 """
 import json
@@ -64,7 +65,7 @@ def one():
 
 turns = os.environ.get("BENCH_TURNS")
 if turns:
-    wait_fd, pass_fd = (int(fd) for fd in turns.split(","))
+    wait_fd, pass_fd, ready_fd = (int(fd) for fd in turns.split(","))
     await_turn = lambda: os.read(wait_fd, 1)
     pass_turn = lambda: os.write(pass_fd, b".")
 else:
@@ -72,6 +73,9 @@ else:
 
 for _ in range(warm):
     one()
+if turns:
+    os.write(ready_fd, b".")
+    os.close(ready_fd)  # all closed: blocking.py's wait for the warm ones ends
 clock = time.perf_counter_ns
 times = [0] * n
 for i in range(n):
