@@ -25,7 +25,8 @@
 #      connection (wrk, Connection: close), library vs direct mode; instructions and taken
 #      branch sites per keep-alive request in wrk (scripts/bench/branch_sites.py), the
 #      library and the floors vs direct mode; per Python https request (Session, get),
-#      library vs the C floor's virtual session.
+#      library vs the C floor's virtual session, instructions and the lines of the
+#      preload's code each request runs (scripts/bench/code_lines.py).
 # "Direct mode" is the program talking to HAProxy itself, with the x-lunar-* headers
 # written by hand: the same proxy, the same origin, no library.
 #

@@ -19,7 +19,8 @@
 #  py_session, py_get
 #          Python requests over https (requests.Session; requests.get, a new connection
 #          each), the whole process's instructions per request, library vs the C floor's
-#          virtual session (c-tests/bench/floor_divert.c);
+#          virtual session (c-tests/bench/floor_divert.c), and the 64-byte lines of the
+#          preloaded object's code each request runs (scripts/bench/code_lines.py);
 #  pass    wrk -t1 -c4 keep-alive to nginx's :8080 (a port the library does not
 #          intercept), the whole process's instructions per request with the library
 #          (LUNAR_PROXY_HOST set) and without: the pass-through cost without the noise of
@@ -158,26 +159,34 @@ if command -v valgrind >/dev/null; then
 	# process's instructions per request through the library and through the C floor's
 	# virtual session, requests.Session and requests.get (client.py, no warm-up); runs of
 	# 10 and 40 requests, so that start-up and set-up cancel out.
-	insn_python() { # mode count env...: instructions of `count` https requests
-		local mode=$1 count=$2
-		shift 2
+	insn_python() { # mode count record env...: instructions of `count` https requests
+		local mode=$1 count=$2 record=$3
+		shift 3
 		in_ns env -i PATH=/usr/bin:/bin LANG=C.UTF-8 PYTHONHASHSEED=0 "$@" valgrind --tool=callgrind \
-			--callgrind-out-file=/dev/null /usr/bin/python3 "$BENCH/client.py" "$mode" \
-			https://api.example.test/ "$count" 0 '{}' "$CA" 2>&1 >/dev/null |
+			--dump-instr=yes --callgrind-out-file="$record" /usr/bin/python3 "$BENCH/client.py" \
+			"$mode" https://api.example.test/ "$count" 0 '{}' "$CA" 2>&1 >/dev/null |
 			awk '/Collected/ {print $4}' || true
 	}
 	FLOOR_PY=("${FLOORENV[@]}" "FLOOR_PEER_CERT=$LABDIR/tls/lab.pem")
 	for mode in session get; do
-		w0=$(insn_python "$mode" 10 "${LIBENV[@]}")
-		w=$(insn_python "$mode" 40 "${LIBENV[@]}")
-		f0=$(insn_python "$mode" 10 "${FLOOR_PY[@]}")
-		f=$(insn_python "$mode" 40 "${FLOOR_PY[@]}")
+		w0=$(insn_python "$mode" 10 "$TMP/py-lib-10.cg" "${LIBENV[@]}")
+		w=$(insn_python "$mode" 40 "$TMP/py-lib-40.cg" "${LIBENV[@]}")
+		f0=$(insn_python "$mode" 10 "$TMP/py-floor-10.cg" "${FLOOR_PY[@]}")
+		f=$(insn_python "$mode" 40 "$TMP/py-floor-40.cg" "${FLOOR_PY[@]}")
 		if [[ -n "$w0" && -n "$w" && -n "$f0" && -n "$f" ]]; then
 			awk -v k="py_$mode" -v w0="$w0" -v w="$w" -v f0="$f0" -v f="$f" 'BEGIN {
 				printf "insn.%s.lib\t1\t%.1f\ninsn.%s.floor\t1\t%.1f\n", k, (w - w0) / 30, k, (f - f0) / 30 }' >>"$SAMPLES"
+			for arm in lib floor; do
+				case $arm in lib) so="$LIB" ;; floor) so="$FLOOR_DIVERT" ;; esac
+				read -r lines run < <("$PY" "$BENCH/code_lines.py" "$TMP/py-$arm-10.cg" 10 \
+					"$TMP/py-$arm-40.cg" 40 "$(basename "$so")")
+				printf "lines.py_%s.%s\t1\t%s\nlinesinsn.py_%s.%s\t1\t%s\n" \
+					"$mode" "$arm" "$lines" "$mode" "$arm" "$run" >>"$SAMPLES"
+			done
 		else
 			say "bench: Python under callgrind failed: no py_$mode instruction row"
 		fi
+		rm -f "$TMP"/py-*.cg
 	done
 	if gcc -O2 -o "$REPO/c-tests/bin/ssl_fastpath" "$REPO/c-tests/bench/ssl_fastpath.c" -lssl -lcrypto 2>/dev/null; then
 		insn_measure ssl "$REPO/c-tests/bin/ssl_fastpath" 3

@@ -287,6 +287,11 @@ if "insn.fast.lib" in S:
         if "insn.py_%s.lib" % mode in S:
             row("instructions per Python https request, %s, vs the C floor's virtual session"
                 % name, "insn.py_%s.lib" % mode, "insn.py_%s.floor" % mode, "diff", 0)
+        if "lines.py_%s.lib" % mode in S:
+            row("    64-byte lines of the preload's code run per request (distinct instructions"
+                " below)", "lines.py_%s.lib" % mode, "lines.py_%s.floor" % mode, "diff", 0)
+            row("        distinct instructions", "linesinsn.py_%s.lib" % mode,
+                "linesinsn.py_%s.floor" % mode, "diff", 0)
 else:
     print("(valgrind missing: no instruction counts)")
 wrk_rows("req/s untracked port :8080, wrk with library vs without", "b_lib", "b_nolib", more=False)
