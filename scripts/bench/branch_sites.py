@@ -34,17 +34,24 @@ def position(token, previous):
     return int(token, 16) if token.startswith("0x") else int(token)
 
 
-def taken_sites(path):
-    """Counter of (object, address of the jump or call, target) -> times taken."""
+def walk(path):
+    """The lines of a callgrind file that carry an instruction address, in order: yields
+    (object, address, jump, costs). `jump` is (kind, times, target) when the line is the
+    source of a jump ("jump", "jcnd") or call ("calls") written just before it, else
+    None; `costs` are the line's event counts (a call's line: the callee's inclusive
+    cost, not the instruction's own)."""
     objects = {}
     obj = None
     last = 0
-    pending = None  # a jump or call line waits for the line with its own address
-    sites = Counter()
+    columns = 1  # position columns ("positions: instr line" makes two)
+    jump = None
     with open(path) as lines:
         for raw in lines:
             raw = raw.rstrip("\n")
             if not raw:
+                continue
+            if raw.startswith("positions:"):
+                columns = len(raw.split()) - 1
                 continue
             marker = MARKER.match(raw)
             if marker:
@@ -55,17 +62,24 @@ def taken_sites(path):
                     obj = objects.get(index)
                 continue
             if raw.startswith(("jump=", "jcnd=", "calls=")):
-                fields = raw.split("=", 1)[1].split()
-                taken = int(fields[0].split("/")[0])
-                pending = (taken, position(fields[1], last))
+                kind, rest = raw.split("=", 1)
+                fields = rest.split()
+                jump = (kind, int(fields[0].split("/")[0]), position(fields[1], last))
                 continue
             if raw[0].isdigit() or raw[0] in "+-*":
-                last = position(raw.split()[0], last)
-                if pending:
-                    taken, target = pending
-                    pending = None
-                    if obj and "vgpreload" not in obj:
-                        sites[(obj, last, target)] += taken
+                fields = raw.split()
+                last = position(fields[0], last)
+                yield obj, last, jump, [int(c) for c in fields[columns:]]
+                jump = None
+
+
+def taken_sites(path):
+    """Counter of (object, address of the jump or call, target) -> times taken."""
+    sites = Counter()
+    for obj, address, jump, _ in walk(path):
+        if jump and obj and "vgpreload" not in obj:
+            _, taken, target = jump
+            sites[(obj, address, target)] += taken
     return sites
 
 

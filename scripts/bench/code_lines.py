@@ -20,45 +20,16 @@ warm, such as wrk).
 import sys
 from collections import Counter
 
-from branch_sites import MARKER, position
+from branch_sites import walk
 
 
 def executions(path, suffix):
-    """Times each instruction address of the object ending with `suffix` ran (self cost:
-    the inclusive cost line after a call is not counted)."""
-    objects = {}
-    obj = None
-    last = 0
-    after_call = False
-    event = 1  # the first event's column: after the positions ("positions: instr line")
+    """Times each instruction address of the object ending with `suffix` ran."""
     counts = Counter()
-    with open(path) as lines:
-        for raw in lines:
-            raw = raw.rstrip("\n")
-            if not raw:
-                continue
-            if raw.startswith("positions:"):
-                event = len(raw.split()) - 1
-                continue
-            marker = MARKER.match(raw)
-            if marker:
-                kind, index, name = marker.groups()
-                if kind in ("ob", "cob") and name:
-                    objects[index] = name
-                if kind == "ob":
-                    obj = objects.get(index)
-                continue
-            if raw.startswith(("jump=", "jcnd=", "calls=")):
-                after_call = raw.startswith("calls=")
-                continue
-            if raw[0].isdigit() or raw[0] in "+-*":
-                fields = raw.split()
-                last = position(fields[0], last)
-                if after_call:
-                    after_call = False
-                    continue
-                if obj and obj.endswith(suffix) and len(fields) > event:
-                    counts[last] += int(fields[event])
+    for obj, address, jump, costs in walk(path):
+        own_cost = not (jump and jump[0] == "calls")  # not a callee's inclusive cost
+        if own_cost and costs and obj and obj.endswith(suffix):
+            counts[address] += costs[0]
     return counts
 
 

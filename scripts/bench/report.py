@@ -69,14 +69,22 @@ def row(name, a, b, kind="ratio", prec=1):
     print("%-*s %s %s %s" % (W, name, fmt % med(a), fmt % med(b), last))
 
 
-def steady_state(many_row, once_row, into_row):
-    """Per round and arm: a curl run's time for N requests less a one-request run's (the
-    process, its set-up, Lunar's handshake with TLS to the proxy), over the N - 1 left."""
+def steady_state_rows(many_row, once_row):
+    """Below a curl row of N requests on one connection: per round and arm, its time less
+    a one-request run's (the process, its set-up, Lunar's handshake with TLS to the proxy)
+    over the N - 1 requests left; then the one-request run itself."""
     n = int(curl_reqs)
+    if "blk.%s.lib.us" % once_row not in S or n <= 1:
+        return
+    steady = once_row + "_steady"
     for arm in ("lib", "direct"):
         many, once = S["blk.%s.%s.us" % (many_row, arm)], S["blk.%s.%s.us" % (once_row, arm)]
-        S["blk.%s.%s.us" % (into_row, arm)] = {
+        S["blk.%s.%s.us" % (steady, arm)] = {
             r: (n * many[r] - once[r]) / (n - 1) for r in many if r in once}
+    row("    each request after the first (steady state)", "blk.%s.lib.us" % steady,
+        "blk.%s.direct.us" % steady, "diff")
+    row("    a one-URL process: the once-per-process set-up", "blk.%s.lib.us" % once_row,
+        "blk.%s.direct.us" % once_row, "diff", 0)
 
 
 def head(text):
@@ -119,12 +127,7 @@ for r, name in (("py_session_http", "Python requests.Session keep-alive, http"),
             "blk.%s.floor.us_median" % r, "blk.%s.tlssetup.us_median" % r, "diff")
 row("curl, %s URLs on one connection, one process" % curl_reqs, "blk.curl_keepalive.lib.us",
     "blk.curl_keepalive.direct.us", "diff")
-if "blk.curl_once.lib.us" in S and int(curl_reqs) > 1:
-    steady_state("curl_keepalive", "curl_once", "curl_steady")
-    row("    each request after the first (steady state)", "blk.curl_steady.lib.us",
-        "blk.curl_steady.direct.us", "diff")
-    row("    a one-URL process: the once-per-process set-up", "blk.curl_once.lib.us",
-        "blk.curl_once.direct.us", "diff", 0)
+steady_state_rows("curl_keepalive", "curl_once")
 row("curl, a process per request", "blk.curl_process.lib.us", "blk.curl_process.direct.us", "diff")
 row("    of which the preload (untracked :8080, library vs none)", "blk.curl_process_untracked.lib.us",
     "blk.curl_process_untracked.direct.us", "diff")
@@ -135,12 +138,7 @@ if "blk.py_session_tlslink.lib.us" in S:
         "blk.py_session_tlslink.direct.us", "diff")
     row("TLS to the proxy: curl, %s URLs on one connection (vs curl --cacert https://proxy)"
         % curl_reqs, "blk.curl_keepalive_tlslink.lib.us", "blk.curl_keepalive_tlslink.direct.us", "diff")
-    if "blk.curl_once_tlslink.lib.us" in S and int(curl_reqs) > 1:
-        steady_state("curl_keepalive_tlslink", "curl_once_tlslink", "curl_steady_tlslink")
-        row("    each request after the first (steady state)", "blk.curl_steady_tlslink.lib.us",
-            "blk.curl_steady_tlslink.direct.us", "diff")
-        row("    a one-URL process: the once-per-process set-up", "blk.curl_once_tlslink.lib.us",
-            "blk.curl_once_tlslink.direct.us", "diff", 0)
+    steady_state_rows("curl_keepalive_tlslink", "curl_once_tlslink")
 if "blk.node_https_keepalive.lib.us" in S:
     row("Node https keep-alive, through the Node hook (vs Node's http to the proxy by hand)",
         "blk.node_https_keepalive.lib.us", "blk.node_https_keepalive.direct.us", "diff")
