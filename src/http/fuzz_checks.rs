@@ -146,9 +146,29 @@ struct ResponseRun {
     can_end: bool,
 }
 
-/// `whole_heads`: every head `whole_head` finds is taken with `take_whole_head`, as the
-/// connection layer takes an answer's first read, after checking that `feed` on a copy
-/// takes the same.
+/// `stream.feed(input)`; with `whole_heads`, a head `whole_head` finds is taken with
+/// `take_whole_head` instead, as the connection layer takes an answer's first read, after
+/// checking that `feed` on a copy takes the same head and leaves the stream the same.
+pub(crate) fn feed_or_take_whole_head(
+    stream: &mut ResponseStream,
+    input: &[u8],
+    whole_heads: bool,
+) -> Step {
+    let Some(head) = whole_heads.then(|| stream.whole_head(input)).flatten() else {
+        return stream.feed(input);
+    };
+    let mut fed = stream.clone();
+    assert_eq!(fed.feed(input), Step::HeadComplete(head.end()));
+    assert_eq!(head.view(input), fed.head());
+    let end = head.end();
+    stream.take_whole_head(input, head);
+    assert_eq!(stream.head(), fed.head());
+    assert_eq!(stream.buffered_len(), fed.buffered_len());
+    assert_eq!(stream.heads_completed(), fed.heads_completed());
+    Step::HeadComplete(end)
+}
+
+/// `whole_heads`: see `feed_or_take_whole_head`.
 fn drive_responses(
     input: &[u8],
     cuts: &[usize],
@@ -167,18 +187,7 @@ fn drive_responses(
         start = end;
         while !rest.is_empty() {
             let before = stream.buffered_len();
-            let step = match whole_heads.then(|| stream.whole_head(rest)).flatten() {
-                Some(head) => {
-                    let mut fed = stream.clone();
-                    assert_eq!(fed.feed(rest), Step::HeadComplete(head.end()));
-                    let end = head.end();
-                    stream.take_whole_head(rest, head);
-                    assert_eq!(stream.buffered_len(), fed.buffered_len());
-                    assert_eq!(stream.heads_completed(), fed.heads_completed());
-                    Step::HeadComplete(end)
-                }
-                None => stream.feed(rest),
-            };
+            let step = feed_or_take_whole_head(&mut stream, rest, whole_heads);
             let n = match step {
                 Step::Pass(n) => {
                     out.extend_from_slice(&rest[..n]);

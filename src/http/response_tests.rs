@@ -1,6 +1,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use super::super::fuzz_checks::feed_or_take_whole_head;
 use super::super::testutil::bytewise;
 use super::super::MAX_HEAD;
 use super::*;
@@ -65,21 +66,7 @@ fn drive_with(input: &[u8], cuts: &[usize], methods: &[&str], whole_heads: bool)
         start = end;
         while !rest.is_empty() {
             let before = stream.buffered_len();
-            let whole = whole_heads.then(|| stream.whole_head(rest)).flatten();
-            let step = match whole {
-                Some(head) => {
-                    let mut fed = stream.clone();
-                    assert_eq!(fed.feed(rest), Step::HeadComplete(head.end()));
-                    assert_eq!(seen(&head.view(rest)), seen(&fed.head()));
-                    let len = head.end();
-                    stream.take_whole_head(rest, head);
-                    assert_eq!(seen(&stream.head()), seen(&fed.head()));
-                    assert_eq!(stream.buffered_len(), fed.buffered_len());
-                    assert_eq!(stream.heads_completed(), fed.heads_completed());
-                    Step::HeadComplete(len)
-                }
-                None => stream.feed(rest),
-            };
+            let step = feed_or_take_whole_head(&mut stream, rest, whole_heads);
             let n = match step {
                 Step::Pass(n) => {
                     run.out.extend_from_slice(&rest[..n]);
