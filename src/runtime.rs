@@ -178,6 +178,12 @@ pub enum Route {
     Origin,
 }
 
+impl Route {
+    pub fn is_proxy(self) -> bool {
+        matches!(self, Route::Proxy(_))
+    }
+}
+
 /// Why a connection goes where it goes, for the DEBUG line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {

@@ -248,13 +248,13 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
             first_request,
             idle,
             wanted: Some(wanted),
-        } if is_proxy(wanted) != at_proxy => {
+        } if wanted.is_proxy() != at_proxy => {
             if state.https {
                 // A virtual session leaves for a real one at the origin, never in clear
                 // text: at its first request (as the filter judges the connect), or at a
                 // later boundary with every earlier answer read, when the TLS layer can
                 // make the real session.
-                if is_proxy(wanted) {
+                if wanted.is_proxy() {
                     Action::Proceed
                 } else if first_request {
                     Action::HandToTls(Reason::FilterAtFirstRequest)
@@ -392,10 +392,6 @@ fn decide_unseen(phase: Phase, wrote: bool, how: Unseen, idle: bool) -> Action {
         Unseen::UntrackableFd if at_proxy && idle => Action::GoDirect(Reason::UntrackableFd),
         Unseen::UntrackableFd => Action::Passthrough(Reason::UntrackableFd),
     }
-}
-
-fn is_proxy(route: Route) -> bool {
-    matches!(route, Route::Proxy(_))
 }
 
 #[cfg(test)]

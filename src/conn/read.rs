@@ -38,8 +38,11 @@ pub fn receive(
     // Asked of the kernel once per call, and only when needed.
     let mode = std::cell::OnceCell::new();
     let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));
+    // The look above serves the first round unless something ran that may change it.
+    let mut first_look = Some(state);
     if !state.wrote && !nonblocking() {
         cold_path();
+        first_look = None;
         if let Err(errno) = reads_before_writing(conn, fd) {
             sys::set_errno(errno);
             return -1;
@@ -51,9 +54,10 @@ pub fn receive(
     loop {
         // Taken before the checks below: a move after them, or a request recorded after
         // them (another thread of the program writing), is seen after the read.
-        let epoch = conn.epoch();
+        let state = first_look.take().unwrap_or_else(|| conn.state());
+        let epoch = state.moves;
         let recorded = conn.requests_recorded();
-        let phase = conn.phase();
+        let phase = state.phase;
         if matches!(phase, Phase::TlsOwned) {
             cold_path();
             // A recovery just gave the socket to a real TLS session: the program's TLS

@@ -28,21 +28,29 @@ pub(super) fn settle_route(
     fd: c_int,
     head: &RequestHead<'_>,
     first_request: bool,
-    verdicts: &mut VerdictMemo,
+    memo: &mut VerdictMemo,
 ) -> Result<Settled, c_int> {
     let current = conn.peer();
     let Some(runtime) = runtime::get() else {
         return Ok(Settled::At(current));
     };
+    if !first_request && current.is_proxy() && memo.still_proxied(head, runtime) {
+        // A keep-alive client's usual request: at the proxy, where the route sends it.
+        return Ok(Settled::At(current));
+    }
     let idle = !first_request && conn.responses.lock().every_answer_read();
     if !first_request && !idle {
         return Ok(Settled::At(current));
     }
-    let verdict = verdicts.judge(conn, head, runtime);
+    let verdict = memo.judge(conn, head, runtime);
     if first_request && matches!(verdict, Verdict::Divert(_)) == conn.filter_diverts {
         return Ok(Settled::At(current));
     }
+    // Read before the route looks at the failsafe: a cooldown starting meanwhile changes
+    // it, so the memo never keeps a mark the route did not see.
+    let mark = runtime.failsafe.cooldown_mark();
     let (wanted, why) = runtime.route(verdict);
+    memo.note_route(wanted, mark);
     let event = Event::HeadComplete {
         first_request,
         idle,
@@ -87,9 +95,17 @@ fn judge(conn: &Conn, head: &RequestHead<'_>, runtime: &Runtime) -> Verdict {
 /// `x-lunar-allow` (the connection's address and name, and the configuration, do not
 /// change). A keep-alive client sends the same `Host` on every request: the filter (the
 /// host name taken apart, the lists matched) runs once per connection, not per request.
+///
+/// Also kept: that the route of that verdict was the proxy, with the failsafe's cooldown
+/// mark then. While the mark is the same, the route is still the proxy (a handshake that
+/// succeeded holds for good), so a request like the last one on a connection at the
+/// proxy stays there without routing: no clock read, no lock, no decision (`decide`
+/// moves a connection at the proxy only when the route leaves it).
 pub(super) struct VerdictMemo {
     /// `None`: nothing kept yet.
     verdict: Option<Verdict>,
+    /// The cooldown mark when `verdict`'s route was last the proxy; `None`: not known.
+    proxied_at_mark: Option<u64>,
     lunar_allow: Option<bool>,
     /// The `Host` value, up to `HOST_ROOM` bytes (a longer one is judged every time):
     /// inline, as an allocation per connection would cost every `Connection: close`
@@ -106,6 +122,7 @@ impl Default for VerdictMemo {
     fn default() -> Self {
         VerdictMemo {
             verdict: None,
+            proxied_at_mark: None,
             lunar_allow: None,
             host: [0; HOST_ROOM],
             host_len: NO_HOST,
@@ -122,19 +139,13 @@ impl VerdictMemo {
         head: &RequestHead<'_>,
         runtime: &Runtime,
     ) -> Verdict {
-        let host = head.host.map(str::as_bytes);
-        if let Some(verdict) = self.verdict {
-            let same_host = match host {
-                Some(host) => self.host.get(..self.host_len) == Some(host),
-                None => self.host_len == NO_HOST,
-            };
-            if same_host && self.lunar_allow == head.lunar_allow {
-                return verdict;
-            }
+        if let Some(verdict) = self.verdict.filter(|_| self.same_as_kept(head)) {
+            return verdict;
         }
         let verdict = judge(conn, head, runtime);
         self.verdict = None;
-        match host {
+        self.proxied_at_mark = None;
+        match head.host.map(str::as_bytes) {
             None => self.host_len = NO_HOST,
             Some(host) if host.len() <= HOST_ROOM => {
                 self.host[..host.len()].copy_from_slice(host);
@@ -145,6 +156,26 @@ impl VerdictMemo {
         self.lunar_allow = head.lunar_allow;
         self.verdict = Some(verdict);
         verdict
+    }
+
+    /// Records where the route sent the kept verdict, the failsafe's mark read before it.
+    fn note_route(&mut self, wanted: Route, mark: u64) {
+        self.proxied_at_mark = (self.verdict.is_some() && wanted.is_proxy()).then_some(mark);
+    }
+
+    /// Whether a request like `head` is routed to the proxy, as the last one was: the
+    /// same verdict, and no cooldown started since.
+    fn still_proxied(&self, head: &RequestHead<'_>, runtime: &Runtime) -> bool {
+        self.proxied_at_mark == Some(runtime.failsafe.cooldown_mark()) && self.same_as_kept(head)
+    }
+
+    /// `head` has the kept verdict's `Host` and `x-lunar-allow`.
+    fn same_as_kept(&self, head: &RequestHead<'_>) -> bool {
+        let same_host = match head.host {
+            Some(host) => self.host.get(..self.host_len) == Some(host.as_bytes()),
+            None => self.host_len == NO_HOST,
+        };
+        same_host && self.lunar_allow == head.lunar_allow
     }
 }
 
@@ -186,6 +217,57 @@ mod tests {
             proxy: Proxy::new(config.proxy.clone(), config.handshake_port, None),
             config: *config,
         }
+    }
+
+    #[test]
+    fn a_proxy_route_is_kept_until_the_head_or_the_failsafe_changes() {
+        let runtime = runtime_blocking("blocked.example.test");
+        let conn = Conn::new(SocketAddr::from(([203, 0, 113, 10], 80)), None, true, 0);
+        let head = |host| RequestHead {
+            host: Some(host),
+            ..RequestHead::EMPTY
+        };
+        let proxy = Route::Proxy(SocketAddr::from(([10, 0, 0, 2], 8000)));
+        let api = head("api.example.test");
+        let mut memo = VerdictMemo::default();
+        memo.judge(&conn, &api, &runtime);
+        assert!(!memo.still_proxied(&api, &runtime), "no route seen yet");
+
+        memo.note_route(Route::Origin, runtime.failsafe.cooldown_mark());
+        assert!(
+            !memo.still_proxied(&api, &runtime),
+            "the route was the origin"
+        );
+
+        memo.note_route(proxy, runtime.failsafe.cooldown_mark());
+        assert!(memo.still_proxied(&api, &runtime));
+        assert!(!memo.still_proxied(&head("other.example.test"), &runtime));
+        let allowed = RequestHead {
+            lunar_allow: Some(true),
+            ..api
+        };
+        assert!(!memo.still_proxied(&allowed, &runtime));
+
+        // Another head judged: the route kept was the old verdict's.
+        memo.judge(&conn, &head("blocked.example.test"), &runtime);
+        assert!(!memo.still_proxied(&api, &runtime));
+        memo.judge(&conn, &api, &runtime);
+        assert!(!memo.still_proxied(&api, &runtime));
+
+        // A cooldown starting (the mark read before it) ends what was kept.
+        memo.note_route(proxy, runtime.failsafe.cooldown_mark());
+        while runtime
+            .failsafe
+            .record_failure(crate::policy::failsafe::now_ms())
+            != crate::policy::failsafe::Outcome::CooldownStarted
+        {}
+        assert!(!memo.still_proxied(&api, &runtime));
+
+        // A host too long to keep is routed every time.
+        let long = format!("{}.example.test", "a".repeat(60));
+        memo.judge(&conn, &head(&long), &runtime);
+        memo.note_route(proxy, runtime.failsafe.cooldown_mark());
+        assert!(!memo.still_proxied(&head(&long), &runtime));
     }
 
     #[test]

@@ -111,7 +111,10 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     #[cfg(feature = "race-probe")]
     crate::race_probe::on_write(input.len());
     let mut writer = conn.writer.lock();
-    if matches!(conn.phase(), Phase::Recovering(_)) {
+    // One look at the state serves every check below: what changes it meanwhile (a
+    // recovery begun by a reader) could as well have happened just after.
+    let mut state = conn.state();
+    if matches!(state.phase, Phase::Recovering(_)) {
         drop(writer);
         writer = match after_recovery(conn, fd, flags) {
             Ok(writer) => writer,
@@ -120,6 +123,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
                 return Outcome::Done(-1);
             }
         };
+        state = conn.state();
     }
     let request_begins = writer.requests.at_message_boundary();
     if request_begins {
@@ -129,14 +133,12 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // program's write was taken (`fail`); a head the program writes in pieces is
         // checked when its first piece is held (`send_request_bytes`); a move checks
         // before it connects.
-        let state = conn.state();
         if let Action::GoDirect(why) = decide(&state, Facts::default(), Event::RequestBegins) {
             cold_path();
             super::bypass::go_direct(conn, fd, why);
             return Outcome::Bypass(Bypass::WentDirect(why));
         }
     }
-    let state = conn.state();
     match state.phase {
         Phase::TlsOwned => {
             cold_path();

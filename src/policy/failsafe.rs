@@ -64,6 +64,13 @@ impl Failsafe {
         }
     }
 
+    /// Changes whenever a cooldown starts (each ends later than the one before). A route
+    /// to the proxy allowed when the mark was M is allowed while it is still M: time only
+    /// goes forward, and nothing else shuts the proxy out.
+    pub fn cooldown_mark(&self) -> u64 {
+        self.cooldown_until.load(Ordering::Acquire)
+    }
+
     pub fn cooldown_secs(&self) -> u64 {
         self.cooldown_ms / 1000
     }

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import (CLIENT_DIR, PY, assert_direct, assert_ok, assert_proxied, describe,
-                      hdr, labmod, make_client, one_echo, sha256)
+                      echoes, hdr, labmod, make_client, one_echo, sha256)
 
 API = "203.0.113.10:80"
 COOLDOWN_ENV = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "2", "LUNAR_EXIT_COOLDOWN_AFTER_SEC": "3"}
@@ -220,6 +220,52 @@ def test_proxy_pass_mode_like_haproxy(client, need_lib, tag, testproxy):
     e = one_echo(res)
     assert hdr(e, "x-via-testproxy") == "1", describe(res)
     assert hdr(e, "x-seen-lunar-host") == "api.example.test"
+
+
+# Connection A makes two requests through the test proxy (the second routed afresh, its
+# route to the proxy then kept with the connection); connection B fails twice at the
+# proxy, which starts a cooldown; A's next request, A still at the proxy and idle, must
+# go to the origin without trying the proxy. One echo line per request: a0 a1 b0 b1 a2.
+COOLDOWN_FROM_ANOTHER_CONNECTION = r"""
+import http.client, sys
+tag, control_port = sys.argv[1], int(sys.argv[2])
+def control(mode):
+    c = http.client.HTTPConnection("127.0.0.1", control_port)
+    c.request("POST", "/mode", body=mode)
+    c.getresponse().read()
+    c.close()
+def get(conn, name):
+    conn.request("GET", tag + "/" + name)
+    answer = conn.getresponse()
+    sys.stdout.write(answer.read().decode() + "\n")
+a = http.client.HTTPConnection("api.example.test")
+b = http.client.HTTPConnection("api.example.test")
+get(a, "a0")
+get(a, "a1")
+control("error:2")
+get(b, "b0")
+get(b, "b1")
+control("pass")
+get(a, "a2")
+"""
+
+
+def test_cooldown_started_elsewhere_moves_an_idle_proxied_connection(lab, need_lib, tag,
+                                                                      testproxy):
+    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
+               LUNAR_EXIT_COOLDOWN_AFTER_SEC="60")
+    res = lab.run([PY, "-c", COOLDOWN_FROM_ANOTHER_CONNECTION, tag,
+                   str(labmod.TESTPROXY_CONTROL)], env=env, debug=True)
+    assert_ok(res)
+    a0, a1, b0, b1, a2 = echoes(res)
+    for echo in (a0, a1):
+        assert hdr(echo, "x-via-testproxy") == "1", describe(res)
+    for echo in (b0, b1, a2):
+        assert_direct(echo, res, origin=API)
+    at_proxy = [r["path"] for r in testproxy.testproxy_log()
+                if r.get("kind") == "traffic" and r.get("path")]
+    assert at_proxy == [tag + "/a0", tag + "/a1", tag + "/b0", tag + "/b1"], \
+        "requests at the proxy: %s\n%s" % (at_proxy, describe(res))
 
 
 def test_retry_after_protocol(client, need_lib, tag, testproxy):
