@@ -203,7 +203,28 @@ fn is_connect_failure(errno: i32) -> bool {
 }
 
 /// The decision for `event` on a connection in `state`.
+///
+/// Inline where the event is known: every write of a request's first bytes asks about
+/// `RequestBegins`, which then costs a comparison instead of a call into the whole table.
+#[inline]
 pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
+    match event {
+        Event::RequestBegins => request_begins(state.phase),
+        _ => decide_from_table(state, facts, event),
+    }
+}
+
+/// `RequestBegins`: a connection handed to stdio with a request unanswered leaves the
+/// proxy for good at the program's next request; nothing else is decided then.
+fn request_begins(phase: Phase) -> Action {
+    match phase {
+        Phase::Leaving(_) => Action::GoDirect(Reason::HandedToStdio),
+        _ => Action::Proceed,
+    }
+}
+
+#[inline(never)]
+fn decide_from_table(state: &State, facts: Facts, event: Event) -> Action {
     let phase = state.phase;
     if matches!(phase, Phase::TlsOwned) {
         if let Some(action) = decide_real_tls(state, facts, event) {
@@ -240,10 +261,7 @@ pub fn decide(state: &State, facts: Facts, event: Event) -> Action {
         }
     };
     match event {
-        Event::RequestBegins => match phase {
-            Phase::Leaving(_) => Action::GoDirect(Reason::HandedToStdio),
-            _ => Action::Proceed,
-        },
+        Event::RequestBegins => request_begins(phase),
         Event::HeadComplete {
             first_request,
             idle,
