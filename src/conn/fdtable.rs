@@ -186,6 +186,15 @@ pub fn get(fd: i32) -> Option<Arc<Conn>> {
     tracked_slot(fd)?.conn.lock().clone()
 }
 
+/// `look` at the connection behind `fd`, under its slot's lock, without taking a
+/// reference: `get`'s reference count is two atomic read-modify-writes more, paid by a
+/// check that reads one of the connection's atomics (`look` reads only those: no system
+/// call, no other lock, per the slot's lock rules).
+#[inline]
+pub fn peek<R>(fd: i32, look: impl FnOnce(&Conn) -> R) -> Option<R> {
+    tracked_slot(fd)?.conn.lock().as_deref().map(look)
+}
+
 /// Whether `fd` is tracked, without taking its connection (`get`'s lock and reference
 /// count): for a call that only notes the fd (an event loop's `epoll_ctl`, several per
 /// request).

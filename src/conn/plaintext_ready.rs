@@ -12,7 +12,7 @@ use super::{any_plaintext_waiting, fdtable};
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd};
 
 fn waiting(fd: c_int) -> bool {
-    fd >= 0 && fdtable::get(fd).is_some_and(|conn| conn.plaintext_waiting())
+    fd >= 0 && fdtable::peek(fd, |conn| conn.plaintext_waiting()) == Some(true)
 }
 
 /// poll and ppoll.

@@ -108,15 +108,15 @@ pub fn note_input_registration(fd: c_int, events: u32) {
 
 /// `timeout_ms`: the wait's limit, negative for none.
 fn note_input_wait(fd: c_int, timeout_ms: i64) {
+    // Nearly every such wait (an event loop's after each request) follows a write: told
+    // apart with one load, before the reference, the re-entry guard, the shield and
+    // errno's keeping, which every keep-alive request would pay.
+    if fdtable::peek(fd, Conn::has_written) != Some(false) {
+        return;
+    }
     let Some(conn) = fdtable::get(fd) else {
         return;
     };
-    // Nearly every such wait (an event loop's after each request) follows a write: told
-    // apart with one load, before the re-entry guard, the shield and errno's keeping,
-    // which every keep-alive request would pay.
-    if conn.has_written() {
-        return;
-    }
     // Not from a signal handler that interrupted the library (the state's lock may be
     // held below it).
     let Some(_inside) = Reentry::enter() else {
