@@ -38,7 +38,8 @@ const FD_LIMIT: usize = 1 << 31;
 const CHUNKS: usize = FD_LIMIT / CHUNK;
 
 /// One fd number's entry. Lock rules: `conn` and `watches` guard data only (a clone, a
-/// swap, a few comparisons), are never held together, and never across a system call.
+/// swap, a few comparisons, `peek`'s load of an atomic), are never held together, and
+/// never across a system call.
 struct Slot {
     tracked: AtomicBool,
     conn: SpinLock<Option<Arc<Conn>>>,
