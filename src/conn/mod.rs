@@ -10,6 +10,7 @@ mod connecting;
 mod decide;
 pub mod fdtable;
 mod hidden_hang_ups;
+mod hook_marker;
 mod inflight;
 pub mod lang_hook;
 mod link;

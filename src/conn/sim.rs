@@ -289,7 +289,7 @@ impl Sim {
 
     /// `Conn::move_to`: a new connection, the phase after the move, checking at the proxy.
     fn move_to(&mut self, route: Route) {
-        let is_proxy = matches!(route, Route::Proxy(_));
+        let is_proxy = route.is_proxy();
         let mode = if is_proxy {
             self.scripts.pop_front().unwrap_or(Mode::Accept)
         } else {

@@ -11,7 +11,7 @@ use super::read::is_nonblocking;
 use super::request_route::{settle_route, Settled};
 use super::send_all::send_all;
 use super::waiting::{wait_for_recovery, Direction};
-use super::{lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
+use super::{hook_marker, lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
 use crate::http::{Asked, Step};
 use crate::runtime::{self, Route};
 use crate::sync::SpinGuard;
@@ -26,7 +26,7 @@ use std::hint::cold_path;
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     if lang_hook::armed() {
         cold_path();
-        if let Some(taken) = take_hook_marker(conn, fd, input, flags) {
+        if let Some(taken) = hook_marker::take(conn, fd, input, flags) {
             return taken;
         }
     }
@@ -68,41 +68,6 @@ fn refuse_clear_text(conn: &Conn) -> Outcome {
     );
     sys::set_errno(libc::ECONNRESET);
     Outcome::Done(-1)
-}
-
-/// A language hook's first write begins with its marker (`lang_hook`): the marker is taken
-/// out and the connection becomes the hook's (https; its origin the hook's relay); the
-/// rest of the write is the program's. `None`: not such a write. Out of line: Node's and
-/// the JVM's hooks only (build.rs's layout keeps what other clients never run apart).
-#[inline(never)]
-fn take_hook_marker(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Option<Outcome> {
-    let state = conn.state();
-    if state.wrote || conn.relay.get().is_some() {
-        return None;
-    }
-    let lang_hook::Marker::Ours { len, relay } = lang_hook::marker(input) else {
-        return None;
-    };
-    let runtime = runtime::existing()?;
-    let _ = conn.relay.set(relay);
-    log::debug!("{}: a language hook's https connection", conn.label());
-    if !state.phase.diverted() {
-        // At the origin in clear text: the relay makes the TLS there before any byte leaves.
-        let _writer = conn.writer.lock();
-        if conn.move_to(fd, Route::Origin, runtime).is_err() {
-            sys::set_errno(libc::ECONNRESET);
-            return Some(Outcome::Done(-1));
-        }
-    }
-    let rest = &input[len..];
-    if rest.is_empty() {
-        return Some(Outcome::Done(len as isize));
-    }
-    Some(match send(conn, fd, rest, flags) {
-        Outcome::Done(sent) if sent >= 0 => Outcome::Done(len as isize + sent),
-        // The program offers the rest again and meets the same outcome then.
-        _ => Outcome::Done(len as isize),
-    })
 }
 
 /// `Bypass`: the fd is not (or no longer) this connection's socket, or the connection
