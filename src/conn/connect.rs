@@ -47,7 +47,7 @@ pub unsafe fn connect(
     if !runtime.intercepts_port(target.port()) || runtime.proxy.is_proxy(target) {
         return Connected::Real(NotIntercepted);
     }
-    if !is_tcp(fd) {
+    if !fdtable::take_born_tcp(fd) && !is_tcp(fd) {
         return Connected::Real(NotTcp);
     }
     // The socket's family is the connect address's (before a v4-mapped address is
@@ -125,9 +125,10 @@ pub unsafe fn connect(
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
         }
-        // The address did not fit the socket (a program's connect of the wrong family):
-        // not the proxy failing; the program's own connect fails as it would.
-        Err(Unreached::Connect(libc::EAFNOSUPPORT | libc::EINVAL)) => {
+        // The socket's own error (an address of the wrong family; not a socket, or not
+        // open: `take_born_tcp`'s number reused behind our back): not the proxy failing;
+        // the program's own connect fails as it would.
+        Err(Unreached::Connect(errno)) if the_sockets_fault(errno) => {
             fdtable::remove(fd);
             Connected::Real(NotTcp)
         }
@@ -140,6 +141,14 @@ pub unsafe fn connect(
             direct(outcome::Direct::ProxyConnectFailed)
         }
     }
+}
+
+/// Whether a connect's `errno` is about the socket, not about the peer.
+fn the_sockets_fault(errno: c_int) -> bool {
+    matches!(
+        errno,
+        libc::EAFNOSUPPORT | libc::EINVAL | libc::ENOTSOCK | libc::EBADF
+    )
 }
 
 /// Why the proxy was not reached: its connect failed (errno), or our TLS link on it.

@@ -46,6 +46,9 @@ struct Slot {
     /// The epoll instances watching the tracked socket (`watchers`): cleared when the fd
     /// is forgotten.
     watches: SpinLock<Registrations>,
+    /// `socket()` made this number a TCP stream, and no call seen since gave the number
+    /// out again (`made_socket`, `handed_out`): its connect needs no `getsockopt` to know.
+    born_tcp: AtomicBool,
 }
 
 type Chunk = [AtomicPtr<Slot>; CHUNK];
@@ -167,6 +170,7 @@ fn slot_or_new(fd: i32) -> Option<&'static Slot> {
         tracked: AtomicBool::new(false),
         conn: SpinLock::new(None),
         watches: SpinLock::new(Registrations::default()),
+        born_tcp: AtomicBool::new(false),
     }));
     match cell.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
@@ -234,6 +238,48 @@ pub fn remove(fd: i32) {
     }
 }
 
+/// `socket()` made `fd` (a TCP stream, or not): forgotten if it was tracked, and what it is
+/// kept for its connect (`take_born_tcp`). Kept only on a number that has a slot (one
+/// tracked before: a program making a connection per request reuses a few numbers), so a
+/// socket never costs a slot, and a process that never tracked an fd pays one load.
+#[inline]
+pub fn made_socket(fd: i32, tcp: bool) {
+    remove(fd);
+    if let Some(slot) = slot(fd) {
+        slot.born_tcp.store(tcp, Ordering::Relaxed);
+    }
+}
+
+/// A call other than `socket()` gave out `fd` (an accept, a dup, a socketpair): forgotten
+/// if it was tracked, and not a TCP stream `socket()` made.
+pub fn handed_out(fd: i32) {
+    remove(fd);
+    not_born_tcp(fd);
+}
+
+fn not_born_tcp(fd: i32) {
+    if let Some(slot) = slot(fd) {
+        slot.born_tcp.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether `socket()` made `fd` a TCP stream and no call seen since gave the number out
+/// again; asked once, by the connect that follows. A number closed and given out by a call
+/// we do not see (a socket received over a unix socket, a raw system call) could keep the
+/// mark of the socket before it: a socket of another protocol there would be taken for
+/// TCP. A file or a socket of another family fails our connect to the proxy as it fails
+/// the program's (`connect`, the socket's own errors).
+pub fn take_born_tcp(fd: i32) -> bool {
+    let Some(slot) = slot(fd) else {
+        return false;
+    };
+    let born = slot.born_tcp.load(Ordering::Relaxed);
+    if born {
+        slot.born_tcp.store(false, Ordering::Relaxed);
+    }
+    born
+}
+
 /// Stops tracking `fd` if it still names `conn` (and not a connection made since on a
 /// reused number): for an fd found to be something else than the socket of `conn`.
 pub fn remove_conn(fd: i32, conn: &Conn) {
@@ -275,9 +321,12 @@ fn forget(fd: i32, only: Option<&Conn>) {
 /// left diverted behind an fd we cannot follow.
 pub fn copy(from: i32, to: i32) -> bool {
     match get(from) {
-        Some(conn) => insert(to, conn),
+        Some(conn) => {
+            not_born_tcp(to);
+            insert(to, conn)
+        }
         None => {
-            remove(to);
+            handed_out(to);
             true
         }
     }
@@ -473,5 +522,30 @@ mod tests {
         remove_range(4999, u32::MAX);
         assert!(get(5000).is_none() && get(70000).is_none() && get(200_000).is_none());
         remove_range(10, 3); // empty range: nothing happens
+    }
+
+    // Numbers no other test uses: the table is process-wide.
+    #[test]
+    fn a_tcp_stream_socket_made_is_known_to_its_connect_once() {
+        let (fd, other) = (61_111, 61_112);
+        made_socket(fd, true);
+        assert!(!take_born_tcp(fd), "a number without a slot keeps nothing");
+        assert!(insert(fd, conn()) && insert(other, conn()));
+        remove(fd);
+        made_socket(fd, true);
+        assert!(take_born_tcp(fd), "made by socket() as TCP");
+        assert!(!take_born_tcp(fd), "asked once");
+        made_socket(fd, false);
+        assert!(!take_born_tcp(fd), "a socket of another kind");
+        for handed in [handed_out as fn(i32), |fd| assert!(copy(61_113, fd))] {
+            made_socket(fd, true);
+            handed(fd);
+            assert!(!take_born_tcp(fd), "the number given out again");
+        }
+        made_socket(fd, true);
+        assert!(copy(other, fd), "a dup of a tracked socket onto it");
+        assert!(!take_born_tcp(fd));
+        remove(fd);
+        remove(other);
     }
 }

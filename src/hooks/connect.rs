@@ -57,7 +57,7 @@ pub unsafe extern "C-unwind" fn connect(
 pub unsafe extern "C-unwind" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
     // SAFETY: the program's own call.
     let fd = unsafe { sys::socket(domain, kind, protocol) };
-    fdtable::remove(fd);
+    fdtable::made_socket(fd, sys::socket::is_tcp_stream(domain, kind, protocol));
     fd
 }
 
@@ -71,7 +71,7 @@ pub unsafe extern "C-unwind" fn accept(
 ) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::accept(fd, address, len) };
-    fdtable::remove(new_fd);
+    fdtable::handed_out(new_fd);
     new_fd
 }
 
@@ -86,7 +86,7 @@ pub unsafe extern "C-unwind" fn accept4(
 ) -> c_int {
     // SAFETY: the program's own call.
     let new_fd = unsafe { sys::accept4(fd, address, len, flags) };
-    fdtable::remove(new_fd);
+    fdtable::handed_out(new_fd);
     new_fd
 }
 

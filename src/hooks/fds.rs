@@ -152,10 +152,32 @@ pub unsafe extern "C-unwind" fn syscall(
     }
     // SAFETY: the program's own call, every argument as given.
     let result = unsafe { sys::syscall(number, a1, a2, a3, a4, a5, a6) };
-    if number == libc::SYS_io_uring_setup && result >= 0 {
-        super::bypass::io_uring_set_up("syscall(SYS_io_uring_setup)");
+    if result >= 0 {
+        after_syscall(number, [a1, a2, a3], result);
     }
     result
+}
+
+/// A successful `syscall` that set up a ring, or gave out an fd number as the calls of the
+/// same names do (`socket`, `accept`, the dups).
+fn after_syscall(number: c_long, [a1, a2, a3]: [c_long; 3], result: c_long) {
+    let fd = result as c_int;
+    match number {
+        libc::SYS_io_uring_setup => super::bypass::io_uring_set_up("syscall(SYS_io_uring_setup)"),
+        libc::SYS_socket => {
+            let tcp = sys::socket::is_tcp_stream(a1 as c_int, a2 as c_int, a3 as c_int);
+            fdtable::made_socket(fd, tcp);
+        }
+        libc::SYS_accept | libc::SYS_accept4 | libc::SYS_dup | libc::SYS_dup3 => {
+            fdtable::handed_out(fd)
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => fdtable::handed_out(fd),
+        libc::SYS_fcntl if matches!(a2 as c_int, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) => {
+            fdtable::handed_out(fd)
+        }
+        _ => {}
+    }
 }
 
 /// # Safety
@@ -172,7 +194,7 @@ pub unsafe extern "C-unwind" fn socketpair(
     if rc == 0 {
         // SAFETY: on success the kernel filled both slots.
         let pair = unsafe { [*fds, *fds.add(1)] };
-        pair.into_iter().for_each(fdtable::remove);
+        pair.into_iter().for_each(fdtable::handed_out);
     }
     rc
 }

@@ -146,6 +146,15 @@ pub fn is_tcp(fd: c_int) -> bool {
     )
 }
 
+/// Whether `socket(domain, kind, protocol)` makes what `is_tcp` asks the kernel about.
+pub fn is_tcp_stream(domain: c_int, kind: c_int, protocol: c_int) -> bool {
+    // The type's low bits; SOCK_NONBLOCK and SOCK_CLOEXEC are flags above them.
+    const TYPE_MASK: c_int = 0xf;
+    matches!(domain, libc::AF_INET | libc::AF_INET6)
+        && kind & TYPE_MASK == libc::SOCK_STREAM
+        && matches!(protocol, 0 | libc::IPPROTO_TCP | IPPROTO_MPTCP)
+}
+
 /// Connects `fd` (a socket of address `family`) to `target` within `timeout_ms`, whatever
 /// the socket's blocking mode, and leaves the mode as it found it. On error the socket is
 /// left unconnected (a timed-out attempt is dissolved), ready for another connect.
@@ -325,4 +334,40 @@ fn kernel_refused_pause() {
     };
     // SAFETY: a valid timespec; an early wake-up only makes us ask sooner.
     unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_streams_are_told_from_their_socket_arguments() {
+        let stream = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        for (domain, kind, protocol, tcp) in [
+            (libc::AF_INET, libc::SOCK_STREAM, 0, true),
+            (libc::AF_INET6, stream, libc::IPPROTO_TCP, true),
+            (libc::AF_INET, stream, IPPROTO_MPTCP, true),
+            (libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP, false),
+            (libc::AF_INET, libc::SOCK_DGRAM, 0, false),
+            (libc::AF_INET6, libc::SOCK_SEQPACKET, 0, false),
+            (libc::AF_UNIX, libc::SOCK_STREAM, 0, false),
+        ] {
+            assert_eq!(
+                is_tcp_stream(domain, kind, protocol),
+                tcp,
+                "{domain} {kind} {protocol}"
+            );
+            // SAFETY: plain socket(2); the fd is closed below.
+            let fd = unsafe { libc::socket(domain, kind, protocol) };
+            if fd >= 0 {
+                assert_eq!(
+                    is_tcp(fd),
+                    tcp,
+                    "the kernel agrees: {domain} {kind} {protocol}"
+                );
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
 }

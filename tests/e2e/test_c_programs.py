@@ -759,6 +759,26 @@ def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_l
     assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
 
 
+def test_a_socket_number_given_out_past_the_library_is_not_taken_for_tcp(c_bins, need_lib,
+                                                                       haproxy_up):
+    """The library knows a socket is TCP from socket()'s arguments (no getsockopt at its
+    connect): a TCP socket made and closed, its number given out again by calls the
+    library does not see (open, syscall(SYS_socket) of a UDP socket) and connected to an
+    intercepted port, is what it is: the file fails with ENOTSOCK as without the library
+    (not the proxy failing: a cooldown after one failure would send the last connect
+    direct), the UDP socket is connected to its destination, not to the proxy."""
+    lab = haproxy_up
+    argv = [os.path.join(BIN, "socket_reuse"), HOST, "80", "/"]
+    plain = lab.run(argv, preload=False, timeout=40)
+    res = lab.run(argv, preload=True, debug=True, timeout=40,
+                  env={"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"})
+    want = ["file ENOTSOCK", "udp HOST", "again connected"]
+    assert plain.rc == 0 and plain.out.decode().split("\n")[:3] == want, plain
+    assert res.rc == 0 and res.out.decode().split("\n")[:3] == want, res
+    assert not lib_lines(res, "Lunar Proxy failed"), res
+    assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 2, res
+
+
 @pytest.mark.parametrize("program", ["banner_read", "banner_epoll"])
 @pytest.mark.parametrize("preload", [False, True])
 def test_server_speaks_first_under_blocking_reads(c_bins, need_lib, haproxy_up, preload,
