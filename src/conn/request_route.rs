@@ -38,6 +38,10 @@ pub(super) fn settle_route(
         // A keep-alive client's usual request: at the proxy, where the route sends it.
         return Ok(Settled::At(current));
     }
+    if first_request && judged_at_connect(conn, head) {
+        // A new connection's usual first request: the verdict is the connect's.
+        return Ok(Settled::At(current));
+    }
     let idle = !first_request && conn.responses.lock().every_answer_read();
     if !first_request && !idle {
         return Ok(Settled::At(current));
@@ -76,6 +80,23 @@ pub(super) fn settle_route(
             .map(|_| Settled::HandToTls),
         _ => Ok(Settled::At(current)),
     }
+}
+
+/// Whether the filter's verdict on `head` is the one its connection's connect got: the
+/// same name (the `Host` the name the program resolved, already bare and in lower case,
+/// as `judge` makes it; or neither) and no `x-lunar-allow`.
+fn judged_at_connect(conn: &Conn, head: &RequestHead<'_>) -> bool {
+    let bare = |host: &str| {
+        !host
+            .bytes()
+            .any(|b| matches!(b, b':' | b'[' | b']') || b.is_ascii_uppercase())
+    };
+    head.lunar_allow.is_none()
+        && match (head.host, conn.name.as_deref()) {
+            (Some(host), Some(name)) => host == name && bare(host),
+            (None, None) => true,
+            _ => false,
+        }
 }
 
 /// The filter's verdict on a request like `head` (its `Host`, its `x-lunar-allow`) to
@@ -268,6 +289,55 @@ mod tests {
         memo.judge(&conn, &head(&long), &runtime);
         memo.note_route(proxy, runtime.failsafe.cooldown_mark());
         assert!(!memo.still_proxied(&head(&long), &runtime));
+    }
+
+    #[test]
+    fn a_first_request_judged_at_connect_has_the_connects_verdict() {
+        let runtime = runtime_blocking("blocked.example.test");
+        let original = SocketAddr::from(([203, 0, 113, 10], 80));
+        let mut taken = 0;
+        for name in [
+            None,
+            Some("api.example.test"),
+            Some("blocked.example.test"),
+            Some("BLOCKED.example.test"),
+            Some("blocked.example.test:80"),
+            Some("[blocked.example.test]"),
+        ] {
+            let conn = Conn::new(original, name.map(std::sync::Arc::from), true, 0);
+            let at_connect = runtime.judge(
+                &Destination {
+                    ip: original.ip(),
+                    name,
+                },
+                None,
+            );
+            let mut hosts = vec![None, Some("api.example.test"), Some("blocked.example.test")];
+            if !hosts.contains(&name) {
+                hosts.push(name);
+            }
+            for host in hosts {
+                for lunar_allow in [None, Some(true), Some(false)] {
+                    let head = RequestHead {
+                        host,
+                        lunar_allow,
+                        ..RequestHead::EMPTY
+                    };
+                    if judged_at_connect(&conn, &head) {
+                        taken += 1;
+                        assert_eq!(
+                            judge(&conn, &head, &runtime),
+                            at_connect,
+                            "{name:?} {host:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            taken, 3,
+            "no name and no Host, and the two bare names as Host"
+        );
     }
 
     #[test]
