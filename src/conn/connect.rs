@@ -12,7 +12,6 @@ use crate::sys::socket::{
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HTTPS_PORT: u16 = 443;
@@ -84,14 +83,12 @@ pub unsafe fn connect(
     };
     let verdict = runtime.judge(&destination, None);
     let (route, why) = runtime.route(verdict);
-    let conn = Arc::new(
-        Conn::new(
-            target,
-            name.clone(),
-            matches!(verdict, Verdict::Divert(_)),
-            runtime.config.replay_max_bytes,
-        )
-        .on_socket(family),
+    let conn = Conn::on_socket(
+        target,
+        name.clone(),
+        matches!(verdict, Verdict::Divert(_)),
+        runtime.config.replay_max_bytes,
+        family,
     );
     if !fdtable::insert(fd, conn.clone()) {
         return direct(outcome::Direct::NoMemoryToTrack(fd));

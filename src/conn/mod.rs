@@ -246,11 +246,24 @@ impl Conn {
         }
     }
 
-    /// The same connection, made on a socket of address family `family`.
-    pub fn on_socket(mut self, family: libc::c_int) -> Conn {
-        self.on_a_socket = true;
-        self.family = family;
-        self
+    /// A connection to `original` (as `new`) on the program's socket of address family
+    /// `family`, shared.
+    pub fn on_socket(
+        original: SocketAddr,
+        name: Option<std::sync::Arc<str>>,
+        filter_diverts: bool,
+        replay_cap: usize,
+        family: libc::c_int,
+    ) -> std::sync::Arc<Conn> {
+        // Built in its shared allocation: `Arc::new` of a `Conn` built first copied its
+        // ~1.1 KiB from the stack to the heap, at every new connection.
+        let mut shared = std::sync::Arc::<Conn>::new_uninit();
+        let place = std::sync::Arc::get_mut(&mut shared).expect("not shared yet");
+        let conn = place.write(Conn::new(original, name, filter_diverts, replay_cap));
+        conn.on_a_socket = true;
+        conn.family = family;
+        // SAFETY: written just above.
+        unsafe { shared.assume_init() }
     }
 
     /// A placeholder that marks one of our own fds (`tls::probe`): passed through.

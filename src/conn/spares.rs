@@ -5,6 +5,7 @@
 
 use super::responses::ResponsesBuffers;
 use crate::sync::SpinLock;
+use std::mem::MaybeUninit;
 
 /// One connection's buffers (emptied when taken).
 #[derive(Debug, Default)]
@@ -31,32 +32,45 @@ const KEPT: usize = 4;
 /// are freed, not kept: at most KEPT × MAX_BYTES stay allocated for later connections.
 const MAX_BYTES: usize = 16 * 1024;
 
-/// Boxed, so that the empty pool is all zeros: it lives in .bss, and the relocated
-/// writable data the dynamic linker touches at every process start stays one page.
+/// The kept buffers in place, the first `count` of `kept` written. The empty pool is all
+/// zeros, so it lives in .bss (the relocated writable data the dynamic linker touches at
+/// every process start stays one page); and keeping or taking allocates nothing (a box per
+/// kept set was a `malloc` and a `free` per connection).
 struct Pool {
-    kept: [Option<Box<Spares>>; KEPT],
+    count: usize,
+    kept: [MaybeUninit<Spares>; KEPT],
 }
 
 impl Pool {
     const fn new() -> Self {
         Pool {
-            kept: [const { None }; KEPT],
+            count: 0,
+            kept: [const { MaybeUninit::uninit() }; KEPT],
         }
     }
 
-    fn take(&mut self) -> Option<Box<Spares>> {
-        self.kept.iter_mut().find_map(Option::take)
+    fn take(&mut self) -> Option<Spares> {
+        self.count = self.count.checked_sub(1)?;
+        // SAFETY: the first `count + 1` were written; the last is read once, and no
+        // longer counted.
+        Some(unsafe { self.kept[self.count].assume_init_read() })
     }
 
     /// Keeps `spares` if there is room; otherwise gives them back.
-    fn keep(&mut self, spares: Box<Spares>) -> Option<Box<Spares>> {
-        if spares.capacity() > MAX_BYTES {
+    fn keep(&mut self, spares: Spares) -> Option<Spares> {
+        if spares.capacity() > MAX_BYTES || self.count == KEPT {
             return Some(spares);
         }
-        match self.kept.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => slot.replace(spares),
-            None => Some(spares),
-        }
+        self.kept[self.count].write(spares);
+        self.count += 1;
+        None
+    }
+}
+
+/// Frees what a pool kept (the process's pool is never dropped; a test's is).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        while self.take().is_some() {}
     }
 }
 
@@ -66,7 +80,7 @@ static POOL: SpinLock<Pool> = SpinLock::new(Pool::new());
 /// thread in it, or a fork that caught one there), a connection allocates as without it.
 pub(super) fn take() -> Spares {
     let kept = POOL.try_lock().and_then(|mut pool| pool.take());
-    kept.map_or_else(Spares::default, |spares| *spares)
+    kept.unwrap_or_default()
 }
 
 /// Keeps a closed connection's buffers for a later one, when there is room. Whatever is
@@ -76,7 +90,6 @@ pub(super) fn give(spares: Spares) {
     if spares.capacity() == 0 {
         return;
     }
-    let spares = Box::new(spares);
     let unkept = match POOL.try_lock() {
         Some(mut pool) => pool.keep(spares),
         None => Some(spares),
@@ -88,11 +101,11 @@ pub(super) fn give(spares: Spares) {
 mod tests {
     use super::*;
 
-    fn with_request_capacity(bytes: usize) -> Box<Spares> {
-        Box::new(Spares {
+    fn with_request_capacity(bytes: usize) -> Spares {
+        Spares {
             request: Vec::with_capacity(bytes),
             ..Spares::default()
-        })
+        }
     }
 
     #[test]
