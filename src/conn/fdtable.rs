@@ -241,9 +241,13 @@ pub fn remove(fd: i32) {
 /// `socket()` made `fd` (a TCP stream, or not): forgotten if it was tracked, and what it is
 /// kept for its connect (`take_born_tcp`). Kept only on a number that has a slot (one
 /// tracked before: a program making a connection per request reuses a few numbers), so a
-/// socket never costs a slot, and a process that never tracked an fd pays one load.
+/// socket never costs a slot; a process that never tracked an fd pays one load.
 #[inline]
 pub fn made_socket(fd: i32, tcp: bool) {
+    if table().is_none() {
+        // Nothing ever tracked: nothing to forget, no slot to note in.
+        return;
+    }
     remove(fd);
     if let Some(slot) = slot(fd) {
         slot.born_tcp.store(tcp, Ordering::Relaxed);
