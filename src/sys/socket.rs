@@ -208,7 +208,9 @@ pub fn connect_bounded_in_mode(
         // SAFETY: restores the flags read by the caller.
         unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
     }
-    if result.is_err() {
+    // EISCONN: the socket was connected already (the program's own connection, which its
+    // connect fails on too): left as it is.
+    if result.is_err_and(|errno| errno != libc::EISCONN) {
         disconnect(fd);
     }
     result

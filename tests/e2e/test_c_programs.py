@@ -759,6 +759,26 @@ def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_l
     assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
 
 
+def test_a_connect_on_a_connected_socket_fails_as_without_the_library(c_bins, need_lib,
+                                                                     haproxy_up):
+    """connect() on a socket already connected (to a port not intercepted) naming an
+    intercepted port: EISCONN as without the library, the first connection left as it
+    was (its request answered there, directly), and not the proxy failing: our connect to
+    the proxy fails the same way, and must neither dissolve the program's connection nor
+    count as a failure (with a cooldown after one, the warning would show)."""
+    lab = haproxy_up
+    path = "/c/connect_again"
+    argv = [os.path.join(BIN, "connect_again"), HOST, "8080", path]
+    for preload in (False, True):
+        env = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"} if preload else None
+        res = lab.run(argv, preload=preload, debug=preload, timeout=40, env=env)
+        prefix, pairs = echoes(res, "connect_again", path, [spec()])
+        assert prefix[:1] == ["again EISCONN"], res
+        assert_direct(pairs[0][0], res, pairs[0][1], port="8080")
+        if preload:
+            assert not lib_lines(res, "Lunar Proxy failed"), res
+
+
 def test_a_socket_number_given_out_past_the_library_is_not_taken_for_tcp(c_bins, need_lib,
                                                                        haproxy_up):
     """The library knows a socket is TCP from socket()'s arguments (no getsockopt at its
