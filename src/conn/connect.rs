@@ -7,7 +7,7 @@ use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route, Runtime};
 use crate::sys::socket::{
     connect_bounded_in_mode, connect_start, disconnect, family_of, is_tcp, mode_of, status_flags,
-    Mode,
+    undo_failed_connect, Mode,
 };
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
@@ -178,10 +178,7 @@ fn connect_unwaited(
             Ok(())
         }
         Err(errno) => {
-            // EISCONN: the program's own connection (`connect_bounded_in_mode`).
-            if errno != libc::EISCONN {
-                disconnect(fd);
-            }
+            undo_failed_connect(fd, errno);
             Err(errno)
         }
     }

@@ -208,12 +208,19 @@ pub fn connect_bounded_in_mode(
         // SAFETY: restores the flags read by the caller.
         unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
     }
-    // EISCONN: the socket was connected already (the program's own connection, which its
-    // connect fails on too): left as it is.
-    if result.is_err_and(|errno| errno != libc::EISCONN) {
-        disconnect(fd);
+    if let Err(errno) = result {
+        undo_failed_connect(fd, errno);
     }
     result
+}
+
+/// After our connect on the program's socket failed with `errno`: dissolves whatever it
+/// left (`disconnect`), unless the socket was connected already (EISCONN: the program's
+/// own connection, which its connect fails on too), which is left as it is.
+pub fn undo_failed_connect(fd: c_int, errno: c_int) {
+    if errno != libc::EISCONN {
+        disconnect(fd);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
