@@ -25,7 +25,8 @@ build() { # name source [extra flags...] [-- libraries...]
 
 for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_move \
 	fcntl_dupfd fork_connect getpeername recvmsg_iov readv_iov sendto_null msg_peek \
-	shutdown_wr keepalive_seq keepalive_loop v4mapped wrong_family socket_reuse connect_again; do
+	shutdown_wr keepalive_seq keepalive_loop v4mapped wrong_family socket_reuse connect_again \
+	connect_pending; do
 	build "$src" "$src.c"
 done
 build threads threads.c -pthread

@@ -122,9 +122,10 @@ pub unsafe fn connect(
             conn.enter(Phase::Proxied(proxy));
             Connected::Done(connected_as_program_expects(mode))
         }
-        // The socket's own error (an address of the wrong family; connected already; not
-        // a socket, or not open: `take_born_tcp`'s number reused behind our back): not
-        // the proxy failing; the program's own connect fails as it would.
+        // The socket's own error (an address of the wrong family; connected already, or
+        // its own connect under way; not a socket, or not open: `take_born_tcp`'s number
+        // reused behind our back): not the proxy failing; the program's own connect fails
+        // as it would.
         Err(Unreached::Connect(errno)) if the_sockets_fault(errno) => {
             fdtable::remove(fd);
             Connected::Real(NotTcp)
@@ -144,7 +145,12 @@ pub unsafe fn connect(
 fn the_sockets_fault(errno: c_int) -> bool {
     matches!(
         errno,
-        libc::EAFNOSUPPORT | libc::EINVAL | libc::EISCONN | libc::ENOTSOCK | libc::EBADF
+        libc::EAFNOSUPPORT
+            | libc::EINVAL
+            | libc::EISCONN
+            | libc::EALREADY
+            | libc::ENOTSOCK
+            | libc::EBADF
     )
 }
 

@@ -215,10 +215,11 @@ pub fn connect_bounded_in_mode(
 }
 
 /// After our connect on the program's socket failed with `errno`: dissolves whatever it
-/// left (`disconnect`), unless the socket was connected already (EISCONN: the program's
-/// own connection, which its connect fails on too), which is left as it is.
+/// left (`disconnect`), unless the socket was connected already or its connect is under
+/// way (EISCONN, EALREADY: the program's own connection, which its connect fails on too),
+/// which is left as it is.
 pub fn undo_failed_connect(fd: c_int, errno: c_int) {
-    if errno != libc::EISCONN {
+    if !matches!(errno, libc::EISCONN | libc::EALREADY) {
         disconnect(fd);
     }
 }
@@ -243,7 +244,9 @@ fn connect_nonblocking(
 }
 
 /// Starts connecting a non-blocking socket: `true` when already connected, `false` when
-/// the connect is under way (finish it with `connect_finish`).
+/// the connect is under way (finish it with `connect_finish`). EALREADY is ours under way
+/// only after our own attempt was interrupted; at the first attempt it is the program's
+/// own connect, still under way, which the program's connect fails on too.
 pub fn connect_start(
     fd: c_int,
     family: c_int,
@@ -251,6 +254,7 @@ pub fn connect_start(
     deadline: Instant,
 ) -> Result<bool, i32> {
     let (storage, len) = addr::to_c(target, family);
+    let mut interrupted = false;
     loop {
         // SAFETY: storage/len form a valid address of the socket's family.
         let rc =
@@ -259,8 +263,9 @@ pub fn connect_start(
             return Ok(true);
         }
         match sys::errno() {
-            libc::EINTR => continue,
-            libc::EINPROGRESS | libc::EALREADY => return Ok(false),
+            libc::EINTR => interrupted = true,
+            libc::EINPROGRESS => return Ok(false),
+            libc::EALREADY if interrupted => return Ok(false),
             // The previous association may still be closing after AF_UNSPEC.
             libc::EBUSY if Instant::now() < deadline => kernel_refused_pause(),
             errno => return Err(errno),

@@ -779,6 +779,29 @@ def test_a_connect_on_a_connected_socket_fails_as_without_the_library(c_bins, ne
             assert not lib_lines(res, "Lunar Proxy failed"), res
 
 
+def test_a_connect_while_the_programs_own_is_under_way_fails_as_without_the_library(
+        c_bins, need_lib, haproxy_up):
+    """connect() naming an intercepted port on a socket whose own non-blocking connect is
+    still under way (to a listener whose accept queue is full): EALREADY as without the
+    library, the socket not taken to the proxy (its connect to the proxy fails the same
+    way, which is the socket's state, not an answer of the proxy), no failure counted
+    (with a cooldown after one, the next request would go direct, not through HAProxy)."""
+    lab = haproxy_up
+    path = "/c/connect_pending"
+    argv = [os.path.join(BIN, "connect_pending"), HOST, "80", path]
+    for preload in (False, True):
+        env = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"} if preload else None
+        res = lab.run(argv, preload=preload, debug=preload, timeout=40, env=env)
+        prefix, pairs = echoes(res, "connect_pending", path, [spec()])
+        assert prefix[:1] == ["again EALREADY"], res
+        if preload:
+            assert_diverted(pairs[0][0], res, pairs[0][1])
+            assert not lib_lines(res, "Lunar Proxy failed"), res
+            assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
+        else:
+            assert_direct(pairs[0][0], res, pairs[0][1])
+
+
 def test_a_socket_number_given_out_past_the_library_is_not_taken_for_tcp(c_bins, need_lib,
                                                                        haproxy_up):
     """The library knows a socket is TCP from socket()'s arguments (no getsockopt at its
