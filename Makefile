@@ -7,15 +7,26 @@ NODE_HOOK := target/release/lunar-node-hook.cjs
 JAVA_HOOK := target/release/lunar-java-hook.jar
 export LUNAR_LIB := $(abspath $(LIB))
 
-.PHONY: all build java-hook deps test unit lint c-tests e2e demo bench fuzz clean install deb
+.PHONY: all build java-hook deps test unit lint c-tests e2e demo bench fuzz clean install deb FORCE
 
 all: build
 
 build: $(LIB) $(NODE_HOOK) java-hook
 
-# One cargo run builds the library and the command (src/bin/lunar-intercept).
-$(LIB): Cargo.toml build.rs scripts/layout/hot-code.txt $(shell find src -name '*.rs') $(wildcard *.map)
-	cargo build --release --lib --bins
+# Release builds are optimised with the profile in scripts/layout/lib.profdata (written by
+# scripts/layout/profile.sh; README, Design): added to .cargo/config.toml's flags. The
+# unit tests build with them too, so that they reuse the library built here, not replace it.
+# Section names stay as build.rs's layout script expects them (no .text.hot. prefix).
+PGO_FLAGS := "-Cprofile-use=$(CURDIR)/scripts/layout/lib.profdata", \
+	"-Cllvm-args=-profile-guided-section-prefix=false", "-Cllvm-args=-no-pgo-warn-mismatch"
+CARGO_RELEASE := cargo --config 'build.rustflags=[$(PGO_FLAGS)]'
+
+# One cargo run builds the library and the command (src/bin/lunar-intercept). Always asked:
+# cargo knows when nothing changed, and a library built with other flags is rebuilt.
+$(LIB): FORCE
+	$(CARGO_RELEASE) build --release --lib --bins
+
+FORCE:
 
 $(NODE_HOOK): lang/node/lunar-node-hook.cjs
 	install -D -m 0644 $< $@
@@ -35,7 +46,7 @@ deps:
 # Includes the fuzz targets' checks over 200,000 inputs each (src/http/fuzz_driver.rs) and
 # 200,000 runs of the connection model (src/conn/sim_fuzz.rs).
 unit:
-	cargo test --release --lib --tests
+	$(CARGO_RELEASE) test --release --lib --tests
 	node lang/node/test/hook_test.js
 	if command -v javac >/dev/null; then python3 lang/java/test/hook_test.py; fi
 
