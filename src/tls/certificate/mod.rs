@@ -19,6 +19,10 @@ use dates::{CivilTime, SECONDS_PER_DAY};
 
 /// Shown to a user who inspects the certificate, so the name says where it comes from.
 const ISSUER_COMMON_NAME: &[u8] = hot_bytes!(b"Lunar Proxy virtual session");
+// Small integers the certificate writes: read from memory where a call is not inlined
+// (the build's profile decides), so with the hot data too.
+const VERSION_3: &[u8] = hot_bytes!(&[2]);
+const ONE: &[u8] = hot_bytes!(&[1]);
 
 /// notBefore lies a day back so that a client whose clock runs behind still accepts it.
 const NOT_BEFORE_SLACK_SECONDS: u64 = SECONDS_PER_DAY;
@@ -138,7 +142,7 @@ fn write_tbs_certificate(out: &mut der::Writer, name: &HostName<'_>, now_unix: u
     out.sequence(|tbs| {
         // version [0] EXPLICIT INTEGER: 2 means v3, which extensions require.
         tbs.nested(der::CONTEXT_CONSTRUCTED_0, |version| {
-            version.unsigned_integer(&[2]);
+            version.unsigned_integer(VERSION_3);
         });
         tbs.unsigned_integer(&serial_number(name.common_name, now_unix));
         write_signature_algorithm(tbs);
@@ -255,8 +259,8 @@ fn write_extension(
 fn placeholder_signature() -> Vec<u8> {
     let mut signature = der::Writer::new();
     signature.sequence(|values| {
-        values.unsigned_integer(&[1]);
-        values.unsigned_integer(&[1]);
+        values.unsigned_integer(ONE);
+        values.unsigned_integer(ONE);
     });
     signature.into_bytes()
 }
