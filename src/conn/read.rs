@@ -17,6 +17,10 @@ use std::sync::Arc;
 /// The program's read (any of read/recv/recvfrom/readv/recvmsg and the fortified ones) on
 /// a tracked fd, into `buffer`; `real` performs the program's own call. `handshake_holds`:
 /// a TLS handshake of this thread bound `fd` (`tls::holds_reads`).
+///
+/// Never inlined: one copy serves every hook (the build's profile would otherwise copy it
+/// into the hottest, 24 KiB more code for an https process to keep resident).
+#[inline(never)]
 pub fn receive(
     conn: &Arc<Conn>,
     fd: c_int,

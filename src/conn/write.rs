@@ -22,7 +22,8 @@ use std::hint::cold_path;
 /// The program's write of `input` (any of write/send/sendto/writev/sendmsg) on a tracked fd.
 /// Returns the count to report (or -1 with errno set), or why the program's own call
 /// should run unchanged (a connection we only pass through, a number reused behind our
-/// back).
+/// back). Never inlined: one copy serves every hook (see `read::receive`).
+#[inline(never)]
 pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
     if lang_hook::armed() {
         cold_path();
