@@ -492,4 +492,16 @@ CT_FN int read_and_finish(int fd, read_fn fn, void *ctx)
 	return rc;
 }
 
+/* A plain GET of a->path on fd, its answer read and printed (read_and_finish); closes fd. */
+CT_FN int get_and_finish(const struct args *a, int fd)
+{
+	size_t len;
+	char *req = build_request(a, "GET", a->path, NULL, NULL, 0, &len);
+	write_all(fd, req, len);
+	free(req);
+	int rc = read_and_finish(fd, plain_read, NULL);
+	close(fd);
+	return rc;
+}
+
 #endif

@@ -21,11 +21,5 @@ int main(int argc, char **argv)
 	printf("again %s\n", rc == 0 ? "connected" : errno == EISCONN ? "EISCONN" : strerror(errno));
 	fflush(stdout);
 
-	size_t len;
-	char *req = build_request(&a, "GET", a.path, NULL, NULL, 0, &len);
-	write_all(fd, req, len);
-	free(req);
-	rc = read_and_finish(fd, plain_read, NULL);
-	close(fd);
-	return rc;
+	return get_and_finish(&a, fd);
 }

@@ -59,12 +59,5 @@ int main(int argc, char **argv)
 	close(lfd);
 
 	/* A proper connection after it: still diverted, as if the first had not been. */
-	fd = connect_blocking(&a);
-	size_t len;
-	char *req = build_request(&a, "GET", a.path, NULL, NULL, 0, &len);
-	write_all(fd, req, len);
-	free(req);
-	rc = read_and_finish(fd, plain_read, NULL);
-	close(fd);
-	return rc;
+	return get_and_finish(&a, connect_blocking(&a));
 }
