@@ -759,6 +759,19 @@ def test_connect_of_the_wrong_family_fails_as_without_the_library(c_bins, need_l
     assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
 
 
+def with_and_without(lab, program, port):
+    """Runs c-tests' `program` HOST PORT /c/PROGRAM without the library, then with it
+    (DEBUG log; a cooldown after one proxy failure, so that a failure counted shows):
+    yields (preload, result, the lines printed before the answer, the answer's echo)."""
+    path = "/c/" + program
+    argv = [os.path.join(BIN, program), HOST, port, path]
+    for preload in (False, True):
+        env = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"} if preload else None
+        res = lab.run(argv, preload=preload, debug=preload, timeout=40, env=env)
+        prefix, pairs = echoes(res, program, path, [spec()])
+        yield preload, res, prefix, pairs[0][0]
+
+
 def test_a_connect_on_a_connected_socket_fails_as_without_the_library(c_bins, need_lib,
                                                                      haproxy_up):
     """connect() on a socket already connected (to a port not intercepted) naming an
@@ -766,15 +779,9 @@ def test_a_connect_on_a_connected_socket_fails_as_without_the_library(c_bins, ne
     was (its request answered there, directly), and not the proxy failing: our connect to
     the proxy fails the same way, and must neither dissolve the program's connection nor
     count as a failure (with a cooldown after one, the warning would show)."""
-    lab = haproxy_up
-    path = "/c/connect_again"
-    argv = [os.path.join(BIN, "connect_again"), HOST, "8080", path]
-    for preload in (False, True):
-        env = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"} if preload else None
-        res = lab.run(argv, preload=preload, debug=preload, timeout=40, env=env)
-        prefix, pairs = echoes(res, "connect_again", path, [spec()])
+    for preload, res, prefix, echo in with_and_without(haproxy_up, "connect_again", "8080"):
         assert prefix[:1] == ["again EISCONN"], res
-        assert_direct(pairs[0][0], res, pairs[0][1], port="8080")
+        assert_direct(echo, res, spec(), port="8080")
         if preload:
             assert not lib_lines(res, "Lunar Proxy failed"), res
 
@@ -786,20 +793,14 @@ def test_a_connect_while_the_programs_own_is_under_way_fails_as_without_the_libr
     library, the socket not taken to the proxy (its connect to the proxy fails the same
     way, which is the socket's state, not an answer of the proxy), no failure counted
     (with a cooldown after one, the next request would go direct, not through HAProxy)."""
-    lab = haproxy_up
-    path = "/c/connect_pending"
-    argv = [os.path.join(BIN, "connect_pending"), HOST, "80", path]
-    for preload in (False, True):
-        env = {"LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1"} if preload else None
-        res = lab.run(argv, preload=preload, debug=preload, timeout=40, env=env)
-        prefix, pairs = echoes(res, "connect_pending", path, [spec()])
+    for preload, res, prefix, echo in with_and_without(haproxy_up, "connect_pending", "80"):
         assert prefix[:1] == ["again EALREADY"], res
         if preload:
-            assert_diverted(pairs[0][0], res, pairs[0][1])
+            assert_diverted(echo, res, spec())
             assert not lib_lines(res, "Lunar Proxy failed"), res
             assert len(lib_lines(res, "%s:80 -> proxy" % HOST)) == 1, res
         else:
-            assert_direct(pairs[0][0], res, pairs[0][1])
+            assert_direct(echo, res, spec())
 
 
 def test_a_socket_number_given_out_past_the_library_is_not_taken_for_tcp(c_bins, need_lib,
