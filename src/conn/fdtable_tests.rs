@@ -1,5 +1,6 @@
 //! The fd table over every fd number, and the TCP mark `socket()` leaves for a connect.
 
+use super::slots::FD_LIMIT;
 use super::*;
 use std::net::SocketAddr;
 
