@@ -5,8 +5,9 @@
 #     workloads below, llvm-profdata merges the counts. With it LLVM lays out each hot
 #     function's common path as straight code and inlines by measured calls: a diverted
 #     keep-alive request ran 386 distinct 64-byte lines of the library with 278 taken
-#     branch sites before, 263 and 100 with it (wrk, callgrind), and a new connection 579
-#     and 427, 392 and 156.
+#     branch sites before, 260 and 97 with it (wrk, callgrind), and a new connection 579
+#     and 427, 393 and 152. The workloads must succeed: a stub proxy that failed wrk's
+#     requests once made LLVM optimise the failsafe as the common path.
 #  2. scripts/layout/hot-code.txt: the Rust functions of the library (built with 1) that
 #     run in a process that diverts http, then those https adds, as linker-script
 #     patterns; build.rs lays that code out together (see write_layout_script there).
