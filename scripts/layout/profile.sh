@@ -46,6 +46,8 @@ printf '127.0.0.1 localhost proxy.lunar.test\n203.0.113.10 api.example.test\n' >
 
 # workloads MODE LIB: the clients above through LIB; MODE "counts" (an instrumented
 # build writes its counts to $TMP/pgo) or "callgrind" (a profile per client in $TMP).
+# The clients' stderr goes to $TMP/stderr; the script stops if the library warned there (a
+# failover: the profile would then take the failsafe for the common path).
 workloads() {
 	unshare --net --mount bash -euo pipefail -c '
 	MODE=$1 HERE=$2 LIB=$3 TMP=$4
@@ -65,7 +67,7 @@ workloads() {
 		local how=(env LLVM_PROFILE_FILE="$TMP/pgo/%p-%m.profraw")
 		[[ $MODE == callgrind ]] &&
 			how=(valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$TMP/$name.out")
-		env LD_PRELOAD="$LIB" "${how[@]}" "$@" >/dev/null
+		env LD_PRELOAD="$LIB" "${how[@]}" "$@" >/dev/null 2>>"$TMP/stderr"
 	}
 	profile() { LUNAR_PROXY_HOST="${LUNAR_PROXY_HOST:-proxy.lunar.test:8000}" run "$@"; }
 	run 1-inert /bin/sleep 0
@@ -81,7 +83,12 @@ workloads() {
 	fi
 	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://api.example.test/layout
 	profile 5-curl-https curl -sf https://api.example.test/a --next https://api.example.test/b/chunked
-	' profile "$1" "$HERE" "$2" "$TMP"
+	' profile "$1" "$HERE" "$2" "$TMP" || { tail -n 40 "$TMP/stderr" >&2; exit 1; }
+	if grep -q "lunar-intercept.*WARNING" "$TMP/stderr" 2>/dev/null; then
+		echo "profile.sh: the library warned during the $1 workloads; not profiled:" >&2
+		grep "lunar-intercept.*WARNING" "$TMP/stderr" | sed 's/^\[[^]]*\] //' | sort | uniq -c >&2
+		exit 1
+	fi
 }
 
 # 1. Counts from an instrumented build (its own target directory), merged.
