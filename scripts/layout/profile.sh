@@ -76,7 +76,7 @@ workloads() {
 		/usr/bin/python3 "$HERE/client.py" http://203.0.113.10/layout
 	profile 3-curl-http curl -sf http://api.example.test/a --next http://api.example.test/b/chunked \
 		--next -d @/etc/hosts http://api.example.test/c
-	profile 3-epoll-http "$TMP/keepalive_epoll" api.example.test 80 0 $(printf "/e%d " $(seq 30)) 2>/dev/null
+	profile 3-epoll-http "$TMP/keepalive_epoll" api.example.test 80 0 $(printf "/e%d " $(seq 30))
 	if [[ $MODE == counts ]] && command -v wrk >/dev/null; then
 		profile 3-wrk-http wrk -t1 -c4 -d2s http://api.example.test/
 		profile 3-wrk-http-close wrk -t1 -c4 -d2s -H "Connection: close" http://api.example.test/
@@ -84,7 +84,7 @@ workloads() {
 	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://api.example.test/layout
 	profile 5-curl-https curl -sf https://api.example.test/a --next https://api.example.test/b/chunked
 	' profile "$1" "$HERE" "$2" "$TMP" || { tail -n 40 "$TMP/stderr" >&2; exit 1; }
-	if grep -q "lunar-intercept.*WARNING" "$TMP/stderr" 2>/dev/null; then
+	if grep -q "lunar-intercept.*WARNING" "$TMP/stderr"; then
 		echo "profile.sh: the library warned during the $1 workloads; not profiled:" >&2
 		grep "lunar-intercept.*WARNING" "$TMP/stderr" | sed 's/^\[[^]]*\] //' | sort | uniq -c >&2
 		exit 1
