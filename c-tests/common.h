@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -209,6 +210,50 @@ CT_FN char *build_request(const struct args *a, const char *method, const char *
 	free(head);
 	*out_len = total;
 	return req;
+}
+
+/* A GET of a->path with `headers` (lines ending CRLF, may be "") and one X-Pad header
+ * that makes it exactly `want` bytes: the library's test build keys its pauses on sizes
+ * (src/race_probe.rs). */
+CT_FN char *padded_request(const struct args *a, const char *headers, size_t want)
+{
+	size_t len;
+	free(build_request(a, "GET", a->path, headers, NULL, 0, &len));
+	const char *name = "X-Pad: ";
+	size_t pad = want - len - strlen(name) - 2;
+	char *extra = malloc(strlen(headers) + strlen(name) + pad + 3);
+	if (!extra)
+		die("out of memory");
+	int k = sprintf(extra, "%s%s", headers, name);
+	memset(extra + k, 'p', pad);
+	memcpy(extra + k + pad, "\r\n", 3);
+	char *req = build_request(a, "GET", a->path, extra, NULL, 0, &len);
+	free(extra);
+	if (len != want)
+		die("the request is %zu bytes, not %zu", len, want);
+	return req;
+}
+
+/* Right after the program closed `fd`: a socketpair whose first end must take the same
+ * number back, its other end watched for `ms`. Returns 1 when bytes arrived on the
+ * number's new owner (noted on stderr), 0 when nothing did. */
+CT_FN int bytes_reach_the_reused_number(int fd, int ms)
+{
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		die("socketpair:");
+	if (pair[0] != fd)
+		die("fd %d not reused (socketpair got %d, %d)", fd, pair[0], pair[1]);
+	struct pollfd watch = {.fd = pair[1], .events = POLLIN};
+	char buf[4096];
+	if (poll(&watch, 1, ms) > 0) {
+		ssize_t got = recv(pair[1], buf, sizeof buf - 1, MSG_DONTWAIT);
+		buf[got > 0 ? got : 0] = '\0';
+		note("%zd bytes arrived on the reused fd %d: %.200s", got, fd, buf);
+		return 1;
+	}
+	note("nothing arrived on the reused fd %d", fd);
+	return 0;
 }
 
 /* write() until everything is out (blocking socket). */

@@ -69,27 +69,6 @@ static void *reader(void *unused)
 	return (void *)failures;
 }
 
-/* Request 2, padded with one header to exactly `want` bytes. */
-static char *padded_request(size_t want)
-{
-	size_t len;
-	char *bare = build_request(&g_args, "GET", g_args.path, "X-Ctest-Seq: 2\r\n", NULL, 0, &len);
-	free(bare);
-	const char *name = "X-Pad: ";
-	size_t pad = want - len - strlen(name) - 2;
-	char *extra = malloc(pad + 64);
-	if (!extra)
-		die("out of memory");
-	int k = sprintf(extra, "X-Ctest-Seq: 2\r\n%s", name);
-	memset(extra + k, 'p', pad);
-	memcpy(extra + k + pad, "\r\n", 3);
-	char *req = build_request(&g_args, "GET", g_args.path, extra, NULL, 0, &len);
-	free(extra);
-	if (len != want)
-		die("request 2 is %zu bytes, not %zu", len, want);
-	return req;
-}
-
 int main(int argc, char **argv)
 {
 	ctest_init(argc, argv, &g_args);
@@ -109,7 +88,7 @@ int main(int argc, char **argv)
 		die("read from pipe:");
 	/* Let the reader get into its read before the move. */
 	usleep(100 * 1000);
-	req = padded_request(MOVE_PAUSING_WRITE);
+	req = padded_request(&g_args, "X-Ctest-Seq: 2\r\n", MOVE_PAUSING_WRITE);
 	write_all(g_fd, req, MOVE_PAUSING_WRITE);
 	free(req);
 	void *failures;

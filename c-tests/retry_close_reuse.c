@@ -15,8 +15,6 @@
  */
 #include "common.h"
 
-#include <poll.h>
-
 int main(int argc, char **argv)
 {
 	struct args a;
@@ -33,19 +31,5 @@ int main(int argc, char **argv)
 	if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
 		die("recv did not time out (got %zd)", got);
 	close(fd);
-	int pair[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
-		die("socketpair:");
-	if (pair[0] != fd)
-		die("fd %d not reused (socketpair got %d, %d)", fd, pair[0], pair[1]);
-	struct pollfd watch = {.fd = pair[1], .events = POLLIN};
-	int ready = poll(&watch, 1, 4000);
-	if (ready > 0) {
-		got = recv(pair[1], buf, sizeof buf - 1, MSG_DONTWAIT);
-		buf[got > 0 ? got : 0] = '\0';
-		note("%zd bytes arrived on the reused fd %d: %.200s", got, fd, buf);
-		return 1;
-	}
-	note("nothing arrived on the reused fd %d", fd);
-	return 0;
+	return bytes_reach_the_reused_number(fd, 4000);
 }

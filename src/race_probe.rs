@@ -1,7 +1,8 @@
 //! Test builds only (`--features race-probe`, built into target/test-build by the e2e
 //! tests): pauses at chosen points of the connection layer, keyed on sizes a test program
 //! picks, so that races between a program's threads happen every time
-//! (`c-tests/move_race.c`, `first_answer_race.c`, `move_reset_race.c`).
+//! (`c-tests/move_race.c`, `first_answer_race.c`, `move_reset_race.c`,
+//! `recovery_close_race.c`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,7 +14,12 @@ const WRITE_PAUSING_ITS_MOVE: usize = 4093;
 /// A read of exactly this many bytes that met the peer's end pauses before judging it.
 const READ_PAUSED_AFTER_AN_END: usize = 4094;
 
+/// A write of exactly this many bytes to a tracked socket pauses the resend of a
+/// recovery made in the background, should one follow.
+const WRITE_PAUSING_A_RESEND: usize = 4092;
+
 static MOVE_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
+static RESEND_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
 
 fn pause(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -27,10 +33,23 @@ pub fn before_read(buffer_len: usize) {
     }
 }
 
-/// Arms a 300 ms pause in the next move (`after_disconnect`).
+/// Arms a 300 ms pause in the next move (`after_disconnect`) or background resend
+/// (`before_background_resend`).
 pub fn on_write(input_len: usize) {
     if input_len == WRITE_PAUSING_ITS_MOVE {
         MOVE_PAUSE_ARMED.store(true, Ordering::SeqCst);
+    }
+    if input_len == WRITE_PAUSING_A_RESEND {
+        RESEND_PAUSE_ARMED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// 300 ms in a recovery's helper thread, after its last check that the fd is the
+/// program's and before it resends there: the program may close the fd and reuse the
+/// number meanwhile (`recovery::in_background`; `c-tests/recovery_close_race.c`).
+pub fn before_background_resend() {
+    if RESEND_PAUSE_ARMED.swap(false, Ordering::SeqCst) {
+        pause(300);
     }
 }
 

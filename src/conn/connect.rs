@@ -31,7 +31,7 @@ pub unsafe fn connect(
     use NotDiverted::*;
     // SAFETY: forwarded from our caller's contract.
     let Some(target) = (unsafe { addr::from_c(address, len) }) else {
-        fdtable::remove(fd);
+        fdtable::release(fd);
         return Connected::Real(NotInet);
     };
     if let Some(conn) = fdtable::get(fd) {
@@ -39,7 +39,7 @@ pub unsafe fn connect(
             return repeated_connect(fd, &conn, address, len);
         }
     }
-    fdtable::remove(fd);
+    fdtable::release(fd);
     let Some(runtime) = runtime::get() else {
         return Connected::Real(Inert);
     };

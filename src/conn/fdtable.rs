@@ -73,13 +73,47 @@ pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
     true
 }
 
-/// Stops tracking `fd`. Called BEFORE the real close: once closed, the number can be
-/// handed to another thread's new socket at once.
+/// Stops tracking `fd`, a number the kernel already gave to something else.
 #[inline(always)]
 pub fn remove(fd: i32) {
     if maybe_tracked(fd) {
         forget(fd, None);
     }
+}
+
+/// The program is about to make `fd` name something else (a close; a connect elsewhere):
+/// it stops being tracked, and a recovery's helper thread working on that number lets go
+/// first (`fd_hold`). Called BEFORE the real call: once closed, the number can be handed
+/// to another thread's new socket at once.
+#[inline(always)]
+pub fn release(fd: i32) {
+    if maybe_tracked(fd) {
+        drop(release_slow(fd));
+    }
+}
+
+/// `release` for `dup2`/`dup3` onto `fd`, which may fail and leave `fd` as it was: the
+/// connection it named, to be put back (`put_back`) if so.
+#[inline]
+pub fn release_for_dup(fd: i32) -> Option<Arc<Conn>> {
+    if maybe_tracked(fd) {
+        return release_slow(fd);
+    }
+    None
+}
+
+/// After a failed `dup2`/`dup3`: `fd` still names the connection `release_for_dup` took.
+#[cold]
+pub fn put_back(fd: i32, conn: Arc<Conn>) {
+    insert(fd, conn);
+}
+
+#[cold]
+#[inline(never)]
+fn release_slow(fd: i32) -> Option<Arc<Conn>> {
+    let conn = take(fd, None)?;
+    conn.before_close(fd);
+    Some(conn)
 }
 
 /// `socket()` made `fd` (a TCP stream, or not): forgotten if it was tracked, and what it is
@@ -139,9 +173,12 @@ pub fn remove_conn(fd: i32, conn: &Conn) {
 #[cold]
 #[inline(never)]
 fn forget(fd: i32, only: Option<&Conn>) {
-    let Some(slot) = slot(fd) else {
-        return;
-    };
+    drop(take(fd, only));
+}
+
+/// Stops tracking `fd` (if it names `only`, when given): the connection it named.
+fn take(fd: i32, only: Option<&Conn>) -> Option<Arc<Conn>> {
+    let slot = slot(fd)?;
     let previous = {
         let mut held = slot.conn.lock();
         let names_it = match (only, held.as_ref()) {
@@ -150,7 +187,7 @@ fn forget(fd: i32, only: Option<&Conn>) {
             (None, _) => true,
         };
         if !names_it || !slot.tracked.swap(false, Ordering::AcqRel) {
-            return;
+            return None;
         }
         TRACKED_COUNT.fetch_sub(1, Ordering::AcqRel);
         held.take()
@@ -158,10 +195,10 @@ fn forget(fd: i32, only: Option<&Conn>) {
     if let Some(conn) = &previous {
         conn.fd_released();
     }
-    drop(previous);
     let registrations = std::mem::take(&mut *slot.watches.lock());
     // Freed outside the lock.
     drop(registrations);
+    previous
 }
 
 /// After `dup`-like calls: `to` now names the same socket as `from`. Returns false when
@@ -180,10 +217,10 @@ pub fn copy(from: i32, to: i32) -> bool {
     }
 }
 
-/// Forgets every fd in `first..=last`.
-pub fn remove_range(first: u32, last: u32) {
+/// `release` for every fd in `first..=last`.
+pub fn release_range(first: u32, last: u32) {
     for fd in slots::numbers_with_cells(first, last) {
-        remove(fd);
+        release(fd);
     }
 }
 

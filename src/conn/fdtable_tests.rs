@@ -53,9 +53,9 @@ fn every_fd_number_is_tracked_and_forgotten() {
     // close_range over everything forgets high fds too.
     assert!(insert(5000, conn()));
     assert!(insert(200_000, conn()));
-    remove_range(4999, u32::MAX);
+    release_range(4999, u32::MAX);
     assert!(get(5000).is_none() && get(70000).is_none() && get(200_000).is_none());
-    remove_range(10, 3); // empty range: nothing happens
+    release_range(10, 3); // empty range: nothing happens
 }
 
 // Numbers no other test uses: the table is process-wide.

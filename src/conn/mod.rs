@@ -8,6 +8,7 @@ mod bypass;
 mod connect;
 mod connecting;
 mod decide;
+mod fd_hold;
 pub mod fdtable;
 mod hidden_hang_ups;
 mod hook_marker;
@@ -108,6 +109,9 @@ pub struct Conn {
     /// word, so that a recovery waiting out a retry's delay wakes when the program closes
     /// the fd, rather than sending later on a number that may name another socket.
     fds_released: AtomicU32,
+    /// A recovery's helper thread working on one of this connection's fd numbers: the
+    /// program's close of that number waits for it (`fd_hold`).
+    fd_hold: fd_hold::FdHold,
     /// Threads waiting on `fds_released`: a close wakes them only when there are any (a
     /// futex call per closed connection otherwise).
     release_waiters: AtomicU32,
@@ -185,6 +189,7 @@ impl Conn {
             responses: SpinLock::new(Responses::new(replay_cap, spares.responses)),
             recovery: Gate::new(),
             fds_released: AtomicU32::new(0),
+            fd_hold: fd_hold::FdHold::new(),
             release_waiters: AtomicU32::new(0),
             requests_recorded: AtomicU32::new(0),
             written: AtomicBool::new(false),
@@ -466,6 +471,7 @@ impl Conn {
         self.writer.force_unlock();
         self.responses.force_unlock();
         self.link.after_fork_in_child();
+        self.fd_hold.after_fork_in_child();
         // A recovery thread of the parent does not exist here: what it would have resent
         // is lost, and the child's reads get the kernel's answers.
         let mut state = self.state.lock();

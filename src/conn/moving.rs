@@ -132,9 +132,12 @@ impl Conn {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let finished = connect_finish(fd, deadline);
         let result = match (finished, to) {
+            // The program is closing the fd (`fd_hold`): nothing failed.
+            (Err(errno), _) if self.asked_to_let_go() => Err(errno),
             (Ok(()), Route::Origin) => self.greet_relay(fd).map(|()| to),
             (Ok(()), Route::Proxy(proxy)) => match self.secure(fd, proxy, runtime, deadline) {
                 Ok(()) => Ok(to),
+                Err(_) if self.asked_to_let_go() => Err(libc::ECANCELED),
                 Err(why) => {
                     runtime.proxy_failed(&why);
                     self.move_to(fd, Route::Origin, runtime)

@@ -223,6 +223,12 @@ fn in_background(
     let job = move || {
         let _inside = crate::guard::Reentry::enter();
         let conn = &job_conn;
+        // Every call below is on the program's fd number: held, so that the program's
+        // close of it waits for this thread rather than the number changing under it.
+        let Some(_held) = conn.hold_fd(fd) else {
+            let _ = abandoned(conn, fd);
+            return;
+        };
         let ended = match finish_move {
             Some(route) => conn.finish_move(fd, route, runtime),
             None => Ok(conn.peer()),
@@ -247,10 +253,14 @@ fn in_background(
                 if !conn.still_ours(fd) {
                     return abandoned(conn, fd);
                 }
+                #[cfg(feature = "race-probe")]
+                crate::race_probe::before_background_resend();
                 resend_direct(conn, fd)
             }
         });
-        if let Err(errno) = outcome {
+        if outcome.is_err() && conn.asked_to_let_go() {
+            let _ = abandoned(conn, fd);
+        } else if let Err(errno) = outcome {
             log::warn!(
                 "could not resend to {}: {}",
                 conn.label(),
@@ -267,13 +277,15 @@ fn in_background(
     // made runs it here instead (the program waits, but its requests are not lost).
     let job = std::sync::Arc::new(crate::sync::SpinLock::new(Some(job)));
     let for_thread = job.clone();
-    let spawned = std::thread::Builder::new()
-        .name("lunar-recovery".into())
-        .spawn(move || {
-            if let Some(job) = for_thread.lock().take() {
-                job();
-            }
-        });
+    let spawned = without_signals(|| {
+        std::thread::Builder::new()
+            .name("lunar-recovery".into())
+            .spawn(move || {
+                if let Some(job) = for_thread.lock().take() {
+                    job();
+                }
+            })
+    });
     if spawned.is_err() {
         if let Some(job) = job.lock().take() {
             job();
@@ -281,6 +293,26 @@ fn in_background(
         return Started::Done;
     }
     Started::InBackground
+}
+
+/// Runs `spawn` with every signal blocked, so that the thread it makes starts (and
+/// stays) with all of them blocked: the program's signals are delivered to its own
+/// threads, as without us (a handler run on our thread would not interrupt the program's
+/// blocking call it was meant for, and a close in it would wait for this very thread).
+fn without_signals<R>(spawn: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers; the mask is restored below.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+    }
+    let result = spawn();
+    // SAFETY: restores the mask read above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    result
 }
 
 /// A send to the proxy failed with `errno` while the program was writing its request

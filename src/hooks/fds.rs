@@ -1,16 +1,17 @@
 //! Keeping the fd table true: closing and duplicating descriptors, also through stdio
 //! (`fclose` and `freopen` close the stream's fd inside glibc, past our `close`).
 
-use crate::conn::{self, fdtable};
+use crate::conn::{self, fdtable, Conn};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
 use libc::{c_char, c_int, c_long, c_uint, c_ulong, FILE};
+use std::sync::Arc;
 
 /// # Safety
 /// As close(2).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn close(fd: c_int) -> c_int {
-    fdtable::remove(fd);
+    fdtable::release(fd);
     // SAFETY: the program's own call.
     unsafe { sys::close(fd) }
 }
@@ -20,7 +21,7 @@ pub unsafe extern "C-unwind" fn close(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C-unwind" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        fdtable::remove_range(first, last);
+        fdtable::release_range(first, last);
     }
     // SAFETY: the program's own call.
     unsafe { sys::close_range(first, last, flags) }
@@ -31,7 +32,7 @@ pub unsafe extern "C-unwind" fn close_range(first: c_uint, last: c_uint, flags: 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn closefrom(first: c_int) {
     if first >= 0 {
-        fdtable::remove_range(first as c_uint, c_uint::MAX);
+        fdtable::release_range(first as c_uint, c_uint::MAX);
     }
     // SAFETY: the program's own call.
     unsafe { sys::closefrom(first) }
@@ -53,22 +54,39 @@ pub unsafe extern "C-unwind" fn dup(fd: c_int) -> c_int {
 /// As dup2(2).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup2(fd: c_int, new_fd: c_int) -> c_int {
+    if fd == new_fd {
+        // SAFETY: the program's own call.
+        return unsafe { sys::dup2(fd, new_fd) };
+    }
+    let replaced = fdtable::release_for_dup(new_fd);
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup2(fd, new_fd) };
-    if result >= 0 && fd != new_fd {
-        copy(fd, new_fd);
-    }
-    result
+    after_dup(fd, new_fd, result, replaced)
 }
 
 /// # Safety
 /// As dup3(2).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int {
+    // dup3 onto the same number fails (EINVAL) and closes nothing.
+    let replaced = (fd != new_fd)
+        .then(|| fdtable::release_for_dup(new_fd))
+        .flatten();
     // SAFETY: the program's own call.
     let result = unsafe { sys::dup3(fd, new_fd, flags) };
+    after_dup(fd, new_fd, result, replaced)
+}
+
+/// After `dup2`/`dup3` onto `new_fd`, which released the connection it named
+/// (`replaced`): on success `new_fd` names `fd`'s socket; on failure it was left as it was.
+fn after_dup(fd: c_int, new_fd: c_int, result: c_int, replaced: Option<Arc<Conn>>) -> c_int {
     if result >= 0 {
+        drop(replaced);
         copy(fd, new_fd);
+    } else if let Some(conn) = replaced {
+        let saved = sys::errno();
+        fdtable::put_back(new_fd, conn);
+        sys::set_errno(saved);
     }
     result
 }
@@ -144,10 +162,13 @@ pub unsafe extern "C-unwind" fn syscall(
     a6: c_long,
 ) -> c_long {
     match number {
-        libc::SYS_close => fdtable::remove(a1 as c_int),
+        libc::SYS_close => fdtable::release(a1 as c_int),
         libc::SYS_close_range if a3 & libc::CLOSE_RANGE_CLOEXEC as c_long == 0 => {
-            fdtable::remove_range(a1 as c_uint, a2 as c_uint)
+            fdtable::release_range(a1 as c_uint, a2 as c_uint)
         }
+        libc::SYS_dup3 if a1 != a2 => fdtable::release(a2 as c_int),
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 if a1 != a2 => fdtable::release(a2 as c_int),
         _ => {}
     }
     // SAFETY: the program's own call, every argument as given.
@@ -263,5 +284,5 @@ unsafe fn forget_stream(stream: *mut FILE) {
     // SAFETY: the caller's contract.
     let fd = unsafe { libc::fileno(stream) };
     sys::set_errno(saved);
-    fdtable::remove(fd);
+    fdtable::release(fd);
 }

@@ -7,11 +7,13 @@
 //! (no lock, safe to race: every thread stores the same value).
 //!
 //! `socket`: what the layers above do with sockets through these functions (bounded
-//! connects, moving a socket, waiting for readiness, socket options). `file`: reading the
+//! connects, moving a socket, waiting for readiness, socket options). `poll_one`: a wait
+//! another thread can cut short (a recovery's helper, `conn::fd_hold`). `file`: reading the
 //! configuration file. `residency`: what a diverting process keeps mapped of the library.
 
 pub mod file;
 mod lazy_imports;
+pub mod poll_one;
 pub mod residency;
 pub mod socket;
 

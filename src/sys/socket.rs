@@ -100,8 +100,7 @@ fn wait_for_events(fd: c_int, events: i16, deadline: Instant) -> Result<i16, i32
             revents: 0,
         };
         let millis = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
-        // SAFETY: one valid pollfd.
-        match unsafe { sys::poll(&mut poll, 1, millis) } {
+        match sys::poll_one::poll_one(&mut poll, millis) {
             n if n > 0 => return Ok(poll.revents),
             0 => {}
             _ if sys::errno() == libc::EINTR => {}

@@ -1139,3 +1139,25 @@ def test_retry_delay_ended_by_the_program_closing_sends_nothing_on_the_reused_fd
     assert len(recs) == 1, "the proxy got %d requests, want 1 (no retry)\n%s" % (
         len(recs), describe(res))
     assert b"closed by the program during the recovery" in res.err, describe(res)
+
+
+# ---- a program that closes its socket while a helper thread resends its request ----------
+
+def test_background_resend_never_lands_on_a_reused_fd(lab, test_build_lib, tag, testproxy,
+                                                      cbin):
+    """error:2 and a non-blocking program (c-tests/recovery_close_race.c): the library
+    hides the failure (the program's read answers EAGAIN) and a helper thread resends the
+    request to the origin; the program closes the fd meanwhile and gets the same number
+    for a socketpair. The test build pauses the helper 300 ms between its last check that
+    the fd is the program's and its resend, and the program closes inside that pause: its
+    close must wait for the helper, so that the resend goes to the closed socket's origin
+    and nothing to the pair. (Before the fix: the request arrived on the pair, the
+    number's next owner; outside the test build, "could not resend ... Bad file
+    descriptor" warnings under wrk's `Connection: close` through a proxy closing idle
+    connections.)"""
+    res = run_at_test_proxy(lab, testproxy, cbin, "recovery_close_race", tag, test_build_lib)
+    assert b"nothing arrived on the reused fd" in res.err, describe(res)
+    assert b"could not resend" not in res.err, describe(res)
+    assert len(testproxy.origin_log(contains=tag)) == 1, \
+        "the resend reached the origin once\n" + describe(res)
+    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)

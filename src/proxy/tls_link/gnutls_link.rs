@@ -384,6 +384,5 @@ unsafe extern "C" fn pull_timeout(transport: *mut c_void, millis: c_uint) -> c_i
     };
     // Never longer than asked, and never blocking for good (GnuTLS's "indefinite").
     let millis = Duration::from_millis(millis.into()).min(Duration::from_secs(1));
-    // SAFETY: one valid pollfd.
-    unsafe { sys::poll(&mut entry, 1, millis.as_millis() as c_int) }
+    sys::poll_one::poll_one(&mut entry, millis.as_millis() as c_int)
 }

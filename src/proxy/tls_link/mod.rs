@@ -252,8 +252,7 @@ fn readable_within(fd: c_int, left: Duration) -> bool {
         revents: 0,
     };
     let millis = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
-    // SAFETY: one valid pollfd.
-    unsafe { crate::sys::poll(&mut entry, 1, millis) == 1 }
+    crate::sys::poll_one::poll_one(&mut entry, millis) == 1
 }
 
 /// # Safety
