@@ -425,3 +425,31 @@ fn ready_for_the_answer(conn: &Conn) {
 fn send_all(conn: &Conn, fd: i32, bytes: &[u8]) -> Result<(), i32> {
     super::send_all::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_signals;
+
+    fn blocked(signal: i32) -> bool {
+        // SAFETY: sigset_t is plain data, filled by pthread_sigmask.
+        let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new mask only reads the current one.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+        // SAFETY: a valid set.
+        unsafe { libc::sigismember(&now, signal) == 1 }
+    }
+
+    #[test]
+    fn the_helper_thread_blocks_every_signal_and_the_caller_keeps_its_mask() {
+        let before = [libc::SIGALRM, libc::SIGTERM, libc::SIGCHLD, libc::SIGUSR1].map(blocked);
+        let helper = without_signals(|| {
+            std::thread::spawn(|| {
+                [libc::SIGALRM, libc::SIGTERM, libc::SIGCHLD, libc::SIGUSR1].map(blocked)
+            })
+        });
+        assert_eq!(helper.join().unwrap(), [true; 4]);
+        let after = [libc::SIGALRM, libc::SIGTERM, libc::SIGCHLD, libc::SIGUSR1].map(blocked);
+        assert_eq!(before, after);
+        assert_eq!(after, [false; 4], "the test thread blocks none of them");
+    }
+}
