@@ -25,7 +25,10 @@
 # connection, http then https) and an event-loop client (c-tests' keepalive_loop built
 # with -DWAIT_EPOLL: non-blocking, waiting in epoll, as libuv and wrk do); for 1, also wrk
 # (keep-alive and a new connection per request) where it is installed. 1 runs them
-# plainly, 2 under callgrind.
+# plainly, 2 under callgrind. Python and curl each ask for one answer the stub delays
+# (/later): their read before it arrives takes the waiting path (SSL_get_error after
+# SSL_read for Python https), which a client slowed by callgrind would otherwise never
+# take against a quick stub, though against a real proxy nearly every read does.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -75,14 +78,15 @@ workloads() {
 	LUNAR_PROXY_HOST=127.0.0.1:8000 profile 2-python-http-by-address \
 		/usr/bin/python3 "$HERE/client.py" http://203.0.113.10/layout
 	profile 3-curl-http curl -sf http://api.example.test/a --next http://api.example.test/b/chunked \
-		--next -d @/etc/hosts http://api.example.test/c
+		--next -d @/etc/hosts http://api.example.test/c --next http://api.example.test/d/later
 	profile 3-epoll-http "$TMP/keepalive_epoll" api.example.test 80 0 $(printf "/e%d " $(seq 30))
 	if [[ $MODE == counts ]] && command -v wrk >/dev/null; then
 		profile 3-wrk-http wrk -t1 -c4 -d2s http://api.example.test/
 		profile 3-wrk-http-close wrk -t1 -c4 -d2s -H "Connection: close" http://api.example.test/
 	fi
 	profile 4-python-https /usr/bin/python3 "$HERE/client.py" https://api.example.test/layout
-	profile 5-curl-https curl -sf https://api.example.test/a --next https://api.example.test/b/chunked
+	profile 5-curl-https curl -sf https://api.example.test/a --next https://api.example.test/b/chunked \
+		--next https://api.example.test/c/later
 	' profile "$1" "$HERE" "$2" "$TMP" || { tail -n 40 "$TMP/stderr" >&2; exit 1; }
 	if grep -q "lunar-intercept.*WARNING" "$TMP/stderr"; then
 		echo "profile.sh: the library warned during the $1 workloads; not profiled:" >&2

@@ -5,10 +5,14 @@ read and dropped. Like HAProxy it says `Connection: close` when it will close (a
 would otherwise send its next request on the closed connection: a failure of the proxy,
 which the profile would then count as the common path), and it writes each answer in one
 piece with Nagle's algorithm off (else a head and a body written apart wait ~40 ms for the
-client's delayed ACK: a wrk run then profiles a few hundred requests, not thousands)."""
+client's delayed ACK: a wrk run then profiles a few hundred requests, not thousands). A
+path ending in /later is answered 20 ms late: a client reading at once then finds nothing
+yet, as it does against a real proxy (a client under callgrind is slow enough to find
+every quick answer already there, and the waiting path would be left out of the profile)."""
 import http.server
 import socketserver
 import threading
+import time
 
 
 class Answer(http.server.BaseHTTPRequestHandler):
@@ -18,6 +22,8 @@ class Answer(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/later"):
+            time.sleep(0.02)
         body = b'{"managed": false}' if self.path.startswith("/handshake") else b"from the stub proxy\n"
         self.send_response(200)
         if self.close_connection:
