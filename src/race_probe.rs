@@ -2,7 +2,8 @@
 //! tests): pauses at chosen points of the connection layer, keyed on sizes a test program
 //! picks, so that races between a program's threads happen every time
 //! (`c-tests/move_race.c`, `first_answer_race.c`, `move_reset_race.c`,
-//! `recovery_close_race.c`).
+//! `recovery_close_race.c`), or a failure that is rare otherwise happens
+//! (`recovery_without_thread.c`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,7 +19,12 @@ const READ_PAUSED_AFTER_AN_END: usize = 4094;
 /// recovery made in the background, should one follow.
 const WRITE_PAUSING_A_RESEND: usize = 4092;
 
+/// A write of exactly this many bytes to a tracked socket makes the next helper thread of
+/// a recovery fail to start, as in a process at its thread limit.
+const WRITE_REFUSING_A_THREAD: usize = 4091;
+
 static MOVE_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
+static THREAD_REFUSAL_ARMED: AtomicBool = AtomicBool::new(false);
 static RESEND_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
 
 fn pause(ms: u64) {
@@ -34,7 +40,7 @@ pub fn before_read(buffer_len: usize) {
 }
 
 /// Arms a 300 ms pause in the next move (`after_disconnect`) or background resend
-/// (`before_background_resend`).
+/// (`before_background_resend`), or the refusal of the next helper thread.
 pub fn on_write(input_len: usize) {
     if input_len == WRITE_PAUSING_ITS_MOVE {
         MOVE_PAUSE_ARMED.store(true, Ordering::SeqCst);
@@ -42,6 +48,15 @@ pub fn on_write(input_len: usize) {
     if input_len == WRITE_PAUSING_A_RESEND {
         RESEND_PAUSE_ARMED.store(true, Ordering::SeqCst);
     }
+    if input_len == WRITE_REFUSING_A_THREAD {
+        THREAD_REFUSAL_ARMED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether the recovery's helper thread is refused (`recovery::in_background`, which then
+/// runs the job in the program's thread; `c-tests/recovery_without_thread.c`).
+pub fn refuse_a_thread() -> bool {
+    THREAD_REFUSAL_ARMED.swap(false, Ordering::SeqCst)
 }
 
 /// 300 ms in a recovery's helper thread, after its last check that the fd is the

@@ -13,6 +13,7 @@
 use super::decide::{decide, Action, Event};
 use super::{Conn, Phase};
 use crate::runtime::{self, Route, Runtime};
+use crate::sync::SpinGuard;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
     // Program writes wait until the unanswered requests are resent, so order is kept; and
     // a writer thread that met the same failure (Java writes and reads on two threads)
     // may have recovered already: then there is nothing left to do but read on.
-    let _writer = conn.writer.lock();
+    let writer = conn.writer.lock();
     // A recovery under way: the caller waits for it (`waiting`).
     let phase = conn.phase();
     if matches!(phase, Phase::Recovering(_)) || phase.proxy().is_none() {
@@ -117,6 +118,7 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
                     runtime,
                     None,
                     Recovery::Retry { after, sequence_id },
+                    writer,
                 ),
             }
         }
@@ -140,7 +142,7 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
                 conn.enter(Phase::Passthrough(Route::Origin));
                 return Started::Failed(errno);
             }
-            in_background(conn, fd, runtime, Some(route), recovery)
+            in_background(conn, fd, runtime, Some(route), recovery, writer)
         }
     }
 }
@@ -211,14 +213,17 @@ fn abandoned(conn: &Conn, fd: i32) -> Result<(), i32> {
 
 /// Hands the rest of a recovery to a short-lived thread, which owns the socket (its
 /// `recovery` gate raised) until the requests are resent. `finish_move`: a move that
-/// `begin_move` started, to be finished there first.
+/// `begin_move` started, to be finished there first. `writer`: the caller's hold on the
+/// writer lock, let go before the job runs (the job takes it again to resend).
 fn in_background(
     conn: &Arc<Conn>,
     fd: i32,
     runtime: &'static Runtime,
     finish_move: Option<Route>,
     recovery: Recovery,
+    writer: SpinGuard<'_, super::Writer>,
 ) -> Started {
+    drop(writer);
     let job_conn = conn.clone();
     let job = move || {
         let _inside = crate::guard::Reentry::enter();
@@ -278,6 +283,10 @@ fn in_background(
     let job = std::sync::Arc::new(crate::sync::SpinLock::new(Some(job)));
     let for_thread = job.clone();
     let spawned = without_signals(|| {
+        #[cfg(feature = "race-probe")]
+        if crate::race_probe::refuse_a_thread() {
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
         std::thread::Builder::new()
             .name("lunar-recovery".into())
             .spawn(move || {

@@ -1161,3 +1161,19 @@ def test_background_resend_never_lands_on_a_reused_fd(lab, test_build_lib, tag, 
     assert len(testproxy.origin_log(contains=tag)) == 1, \
         "the resend reached the origin once\n" + describe(res)
     assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
+
+
+def test_recovery_without_a_helper_thread_runs_in_the_read(lab, test_build_lib, tag, testproxy,
+                                                           cbin):
+    """error:2 and a non-blocking program (c-tests/recovery_without_thread.c) in a process
+    that cannot make another thread (the test build refuses the recovery's helper thread):
+    the recovery runs inside the program's read, and the origin's answer arrives. (Before
+    the fix: the read hung for good, the recovery waiting for the writer lock its own
+    caller held.)"""
+    res = run_at_test_proxy(lab, testproxy, cbin, "recovery_without_thread", tag,
+                            test_build_lib)
+    es = echoes(res)
+    assert len(es) == 1, "expected 1 answer\n" + describe(res)
+    assert_direct(es[0], res, origin=API, path=tag)
+    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
+    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
