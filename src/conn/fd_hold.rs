@@ -6,10 +6,11 @@
 //! number would take the old request; closed during the helper's `poll`, the socket
 //! would outlive its close (the poll holds the file), its epoll registrations still
 //! reporting under a number the program let go. So the helper holds the number while it
-//! works on it, and the program's close of that number (`fdtable::closing`) waits until
+//! works on it, and the program's close of that number (`fdtable::release`) waits until
 //! the helper lets go. The close first wakes the helper: every poll of a holding thread
 //! also watches an eventfd the close writes (`sys::poll_one`), so the close waits only for
-//! calls that do not block.
+//! calls that do not block. The eventfd lives as long as the hold: no number of ours
+//! outlives a recovery, where the program could take it for one of its own.
 //!
 //! Why not a `dup` of the socket for the helper: the program's epoll registrations last as
 //! long as the file has a descriptor, ours included, and would report events for a
@@ -30,11 +31,10 @@ pub(super) struct FdHold {
     fd: AtomicI32,
     /// FREE, HELD or HELD_AND_AWAITED: a futex word.
     word: AtomicU32,
-    /// The eventfd a closer writes to end the holder's polls; -1 until the first hold
-    /// (most connections never have a helper), closed with the connection: a closer holds
-    /// a reference to the connection while it writes, so the number cannot be reused
-    /// under it.
-    wake: AtomicI32,
+    /// The holder's eventfd plus one while a closer may write to it; 0 when there is none,
+    /// or while a closer has taken it to write (it puts it back, and the holder waits for
+    /// that before closing it: a write never lands on a number reused since). A futex word.
+    wake: AtomicU32,
 }
 
 impl FdHold {
@@ -42,65 +42,50 @@ impl FdHold {
         FdHold {
             fd: AtomicI32::new(-1),
             word: AtomicU32::new(FREE),
-            wake: AtomicI32::new(-1),
+            wake: AtomicU32::new(0),
         }
-    }
-
-    /// The eventfd, made at the first hold; -1 when it cannot be made (the closer then
-    /// waits for the holder's poll to end by itself, bounded by its deadline).
-    fn wake_fd(&self) -> i32 {
-        let existing = self.wake.load(Ordering::Acquire);
-        if existing >= 0 {
-            drain(existing);
-            return existing;
-        }
-        // SAFETY: eventfd takes no pointer.
-        let made = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if made >= 0 {
-            // One helper at a time per connection (the phase `Recovering` says so): the
-            // store cannot race another.
-            self.wake.store(made, Ordering::Release);
-        }
-        made
     }
 
     /// Forgets a holder that does not exist in a forked child (its threads were not
-    /// copied); the eventfd stays, closed with the connection.
+    /// copied), closing the child's copy of its eventfd.
     pub(super) fn after_fork_in_child(&self) {
         self.fd.store(-1, Ordering::Relaxed);
         self.word.store(FREE, Ordering::Release);
-    }
-}
-
-impl Drop for FdHold {
-    fn drop(&mut self) {
-        let wake = *self.wake.get_mut();
-        if wake >= 0 {
-            // SAFETY: our own eventfd; no closer can hold it (see `wake`).
-            unsafe { crate::sys::close(wake) };
+        let wake = self.wake.swap(0, Ordering::AcqRel);
+        if wake != 0 {
+            // SAFETY: the child's copy of the parent's helper's eventfd, used by no one here.
+            unsafe { crate::sys::close(wake as i32 - 1) };
         }
     }
-}
-
-/// Takes whatever a closer wrote, so that a new hold starts unwoken.
-fn drain(wake: i32) {
-    let mut count = 0u64;
-    // SAFETY: reads 8 bytes into a u64; non-blocking, a failure (nothing written) is fine.
-    unsafe { crate::sys::read(wake, (&mut count as *mut u64).cast(), 8) };
 }
 
 /// Holding `fd` for this thread: a close of it by the program waits until this drops.
 pub(super) struct Held<'a> {
     hold: &'a FdHold,
+    /// The eventfd this thread's polls watch (`CancelledWaits`), or -1 when none could be
+    /// made: a closer then waits for the holder's poll to end by itself (each has a
+    /// deadline).
+    eventfd: i32,
     _cancelled_waits: Option<CancelledWaits>,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.hold.fd.store(-1, Ordering::Relaxed);
-        if self.hold.word.swap(FREE, Ordering::SeqCst) == HELD_AND_AWAITED {
-            futex_wake_all(&self.hold.word);
+        let hold = self.hold;
+        hold.fd.store(-1, Ordering::Relaxed);
+        if hold.word.swap(FREE, Ordering::SeqCst) == HELD_AND_AWAITED {
+            futex_wake_all(&hold.word);
         }
+        if self.eventfd < 0 {
+            return;
+        }
+        // Taken back from closers before it is closed; one writing now puts it back after
+        // its write (a non-blocking one).
+        while hold.wake.swap(0, Ordering::AcqRel) == 0 {
+            futex_wait_while(&hold.wake, 0, None);
+        }
+        // SAFETY: our own eventfd, out of every closer's reach.
+        unsafe { crate::sys::close(self.eventfd) };
     }
 }
 
@@ -109,12 +94,18 @@ impl Conn {
     /// connection (the program closed it already).
     pub(super) fn hold_fd(&self, fd: i32) -> Option<Held<'_>> {
         let hold = &self.fd_hold;
-        let wake = hold.wake_fd();
+        // SAFETY: eventfd takes no pointer.
+        let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if eventfd >= 0 {
+            // One helper at a time per connection (the phase `Recovering` says so).
+            hold.wake.store(eventfd as u32 + 1, Ordering::Release);
+        }
         hold.fd.store(fd, Ordering::Relaxed);
         hold.word.store(HELD, Ordering::SeqCst);
         let held = Held {
             hold,
-            _cancelled_waits: (wake >= 0).then(|| CancelledWaits::by(wake)),
+            eventfd,
+            _cancelled_waits: (eventfd >= 0).then(|| CancelledWaits::by(eventfd)),
         };
         // After the store: a close that removed `fd` from the table before this look is
         // seen here; one that removes it after sees the hold (the slot's lock orders the
@@ -152,15 +143,21 @@ impl Conn {
         }
     }
 
+    /// Cuts the holder's polls short: a write to its eventfd, taken from `wake` for the
+    /// write and put back after.
     #[cold]
     fn wake_holder(&self) {
-        let wake = self.fd_hold.wake.load(Ordering::Acquire);
-        if wake >= 0 {
-            let one = 1u64;
-            // SAFETY: writes 8 bytes from a u64 to our eventfd, kept open by the
-            // connection this closer holds a reference to.
-            unsafe { crate::sys::write(wake, (&one as *const u64).cast(), 8) };
+        let wake = &self.fd_hold.wake;
+        let taken = wake.swap(0, Ordering::AcqRel);
+        if taken == 0 {
+            return;
         }
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a u64 to the holder's eventfd, which it does not
+        // close while we have it (see `wake`).
+        unsafe { crate::sys::write(taken as i32 - 1, (&one as *const u64).cast(), 8) };
+        wake.store(taken, Ordering::Release);
+        futex_wake_all(wake);
     }
 
     /// Whether a close of the held fd is waiting for this helper: whatever it was doing
