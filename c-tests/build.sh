@@ -45,6 +45,7 @@ build rcvtimeo_wait rcvtimeo_wait.c -pthread
 build retry_close_reuse retry_close_reuse.c
 build recovery_close_race recovery_close_race.c
 build recovery_without_thread recovery_without_thread.c
+build recovery_helper_panics recovery_without_thread.c -DHELPER_PANICS
 build keepalive_loop_epoll keepalive_loop.c -DWAIT_EPOLL
 build nonblock_epoll_et nonblock_epoll.c -DWAIT_EPOLLET
 build nonblock_poll nonblock_epoll.c -DWAIT_POLL

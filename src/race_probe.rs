@@ -23,7 +23,12 @@ const WRITE_PAUSING_A_RESEND: usize = 4092;
 /// a recovery fail to start, as in a process at its thread limit.
 const WRITE_REFUSING_A_THREAD: usize = 4091;
 
+/// A write of exactly this many bytes to a tracked socket makes the next helper thread of
+/// a recovery panic before its resend (a bug of ours, as the shield must take it).
+const WRITE_PANICKING_A_HELPER: usize = 4090;
+
 static MOVE_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
+static HELPER_PANIC_ARMED: AtomicBool = AtomicBool::new(false);
 static THREAD_REFUSAL_ARMED: AtomicBool = AtomicBool::new(false);
 static RESEND_PAUSE_ARMED: AtomicBool = AtomicBool::new(false);
 
@@ -40,7 +45,8 @@ pub fn before_read(buffer_len: usize) {
 }
 
 /// Arms a 300 ms pause in the next move (`after_disconnect`) or background resend
-/// (`before_background_resend`), or the refusal of the next helper thread.
+/// (`before_background_resend`), or the refusal of the next helper thread, or a panic in
+/// it.
 pub fn on_write(input_len: usize) {
     if input_len == WRITE_PAUSING_ITS_MOVE {
         MOVE_PAUSE_ARMED.store(true, Ordering::SeqCst);
@@ -50,6 +56,18 @@ pub fn on_write(input_len: usize) {
     }
     if input_len == WRITE_REFUSING_A_THREAD {
         THREAD_REFUSAL_ARMED.store(true, Ordering::SeqCst);
+    }
+    if input_len == WRITE_PANICKING_A_HELPER {
+        HELPER_PANIC_ARMED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Panics when armed: in a recovery's helper thread, before its resend
+/// (`recovery::resend_in_background`; `c-tests/recovery_without_thread.c` built with
+/// -DHELPER_PANICS).
+pub fn maybe_panic_in_a_helper() {
+    if HELPER_PANIC_ARMED.swap(false, Ordering::SeqCst) {
+        panic!("race-probe: a panic in a recovery's helper thread");
     }
 }
 

@@ -230,53 +230,21 @@ fn in_background(
         let conn = &job_conn;
         // Every call below is on the program's fd number: held, so that the program's
         // close of it waits for this thread rather than the number changing under it.
-        let Some(_held) = conn.hold_fd(fd) else {
+        let Some(held) = conn.hold_fd(fd) else {
             let _ = abandoned(conn, fd);
             return;
         };
-        let ended = match finish_move {
-            Some(route) => conn.finish_move(fd, route, runtime),
-            None => Ok(conn.peer()),
-        };
-        let outcome = ended.and_then(|ended| match (recovery, ended) {
-            (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
-                // A wait of this helper thread, in the kernel; cut short when the program
-                // closes the fd (its own timeout, usually): the number may name another
-                // socket by the time the delay is over.
-                if !conn.wait_while_fd_ours(fd, std::time::Instant::now() + after) {
-                    return abandoned(conn, fd);
-                }
-                let _writer = conn.writer.lock();
-                if !conn.still_ours(fd) {
-                    return abandoned(conn, fd);
-                }
-                resend_retry(conn, fd, &sequence_id)
-            }
-            _ => {
-                let _writer = conn.writer.lock();
-                // The move's connect took time the program may have used to close the fd.
-                if !conn.still_ours(fd) {
-                    return abandoned(conn, fd);
-                }
-                #[cfg(feature = "race-probe")]
-                crate::race_probe::before_background_resend();
-                resend_direct(conn, fd)
-            }
-        });
-        if outcome.is_err() && conn.asked_to_let_go() {
-            let _ = abandoned(conn, fd);
-        } else if let Err(errno) = outcome {
-            log::warn!(
-                "could not resend to {}: {}",
-                conn.label(),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            // The program's calls get the kernel's answers from here on.
-            conn.change(|phase| match phase {
-                Phase::Recovering(route) => Phase::Passthrough(route),
-                other => other,
-            });
+        let finished = crate::guard::shielded(
+            || {
+                resend_in_background(conn, fd, runtime, finish_move, recovery);
+                true
+            },
+            || false,
+        );
+        if !finished {
+            give_up(conn, fd);
         }
+        drop(held);
     };
     // The job is kept by the builder until the thread runs it; a thread that cannot be
     // made runs it here instead (the program waits, but its requests are not lost).
@@ -302,6 +270,75 @@ fn in_background(
         return Started::Done;
     }
     Started::InBackground
+}
+
+/// The helper thread's part of a recovery, the fd held: the move finished, a retry's
+/// delay waited out, the requests resent.
+fn resend_in_background(
+    conn: &Conn,
+    fd: i32,
+    runtime: &Runtime,
+    finish_move: Option<Route>,
+    recovery: Recovery,
+) {
+    let ended = match finish_move {
+        Some(route) => conn.finish_move(fd, route, runtime),
+        None => Ok(conn.peer()),
+    };
+    let outcome = ended.and_then(|ended| match (recovery, ended) {
+        (Recovery::Retry { after, sequence_id }, Route::Proxy(_)) => {
+            // A wait of this helper thread, in the kernel; cut short when the program
+            // closes the fd (its own timeout, usually): the number may name another
+            // socket by the time the delay is over.
+            if !conn.wait_while_fd_ours(fd, std::time::Instant::now() + after) {
+                return abandoned(conn, fd);
+            }
+            let _writer = conn.writer.lock();
+            if !conn.still_ours(fd) {
+                return abandoned(conn, fd);
+            }
+            resend_retry(conn, fd, &sequence_id)
+        }
+        _ => {
+            let _writer = conn.writer.lock();
+            // The move's connect took time the program may have used to close the fd.
+            if !conn.still_ours(fd) {
+                return abandoned(conn, fd);
+            }
+            #[cfg(feature = "race-probe")]
+            crate::race_probe::before_background_resend();
+            #[cfg(feature = "race-probe")]
+            crate::race_probe::maybe_panic_in_a_helper();
+            resend_direct(conn, fd)
+        }
+    });
+    if outcome.is_err() && conn.asked_to_let_go() {
+        let _ = abandoned(conn, fd);
+    } else if let Err(errno) = outcome {
+        log::warn!(
+            "could not resend to {}: {}",
+            conn.label(),
+            std::io::Error::from_raw_os_error(errno)
+        );
+        // The program's calls get the kernel's answers from here on.
+        conn.change(|phase| match phase {
+            Phase::Recovering(route) => Phase::Passthrough(route),
+            other => other,
+        });
+    }
+}
+
+/// After a panic of ours in the helper thread (a bug, logged by `shielded`): the requests
+/// will not be resent, so the program must not wait for them. The socket is left
+/// unconnected and the kernel's, as after a failed move: the program's next call gets its
+/// error, and its waits end (a hang-up).
+#[cold]
+fn give_up(conn: &Conn, fd: i32) {
+    crate::sys::socket::disconnect(fd);
+    conn.change(|phase| match phase {
+        Phase::Recovering(route) => Phase::Passthrough(route),
+        other => other,
+    });
 }
 
 /// Runs `spawn` with every signal blocked, so that the thread it makes starts (and

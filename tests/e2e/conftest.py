@@ -84,7 +84,8 @@ def test_build_lib():
     Cargo.toml): fd-table chunks of 1024 fds; a connect to port 9 panics inside the hook;
     a read of 4093 bytes pauses between the read path's checks and the read; a write of
     4093 bytes pauses its move right after the disconnect, one of 4092 bytes the resend of a
-    recovery's helper thread, one of 4091 bytes refuses that thread; a read of 4094 bytes that met the peer's end pauses before
+    recovery's helper thread, one of 4091 bytes refuses that thread, one of 4090
+    bytes makes it panic; a read of 4094 bytes that met the peer's end pauses before
     it is judged (src/race_probe.rs). From
     LUNAR_LIB_TEST_BUILD, or built here into target/test-build."""
     given = os.environ.get("LUNAR_LIB_TEST_BUILD")

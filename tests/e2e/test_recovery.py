@@ -1177,3 +1177,18 @@ def test_recovery_without_a_helper_thread_runs_in_the_read(lab, test_build_lib, 
     assert_direct(es[0], res, origin=API, path=tag)
     assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
     assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
+
+
+def test_a_panic_in_the_helper_thread_ends_the_programs_wait(lab, test_build_lib, tag,
+                                                             testproxy, cbin):
+    """error:2 and a non-blocking program (c-tests/recovery_without_thread.c built with
+    -DHELPER_PANICS): the recovery's helper thread panics before its resend (the test
+    build's probe, a bug of ours). The panic is caught and logged, and the program is told:
+    its read fails (the socket left unconnected, as after a failed move) within its 10 s
+    wait, rather than waiting for good for a resend that will not come. (Before: the
+    connection stayed `Recovering`; the program's poll saw nothing for 10 s.)"""
+    res = run_at_test_proxy(lab, testproxy, cbin, "recovery_helper_panics", tag,
+                            test_build_lib)
+    assert b"the read ended" in res.err, describe(res)
+    assert b"internal error caught" in res.err, describe(res)
+    assert len(testproxy.origin_log(contains=tag)) == 0, "nothing resent\n" + describe(res)
