@@ -25,6 +25,16 @@ impl Reentry {
     }
 }
 
+impl Reentry {
+    /// Whether this thread is inside the library's own work (or its thread-locals are
+    /// gone): a hook reached now, from a signal handler of the program's that interrupted
+    /// that work or from a library we call, must take the real path, since the work may
+    /// hold a lock the hook's logic would take.
+    pub fn inside() -> bool {
+        INSIDE.try_with(Cell::get).unwrap_or(true)
+    }
+}
+
 impl Drop for Reentry {
     fn drop(&mut self) {
         let _ = INSIDE.try_with(|inside| inside.set(false));
@@ -91,6 +101,15 @@ pub unsafe fn panic_probe(address: *const libc::sockaddr, len: libc::socklen_t) 
 #[cfg(test)]
 mod tests {
     use super::Reentry;
+
+    #[test]
+    fn inside_says_whether_the_thread_holds_the_mark() {
+        assert!(!Reentry::inside());
+        let mark = Reentry::enter().expect("first entry");
+        assert!(Reentry::inside());
+        drop(mark);
+        assert!(!Reentry::inside());
+    }
 
     #[test]
     fn a_nested_enter_keeps_the_outer_mark() {

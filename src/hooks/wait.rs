@@ -4,10 +4,13 @@
 //! that speaks first), and, for poll and epoll, a proxy's hang-up or reset, which is
 //! hidden from the program while its wait goes on (`conn::hidden_hang_ups`). epoll_ctl
 //! records which epoll instances watch a tracked fd (`watchers`), so that an event, known
-//! by the program's data only, leads back to its fd.
+//! by the program's data only, leads back to its fd. A wait made while this thread is
+//! inside the library's own work (a signal handler of the program's, a library we call)
+//! is libc's own too: that work may hold the locks the logic here takes.
 
 use crate::conn::watchers;
 use crate::conn::{self, fdtable};
+use crate::guard::Reentry;
 use crate::sys;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
@@ -32,6 +35,10 @@ pub unsafe extern "C-unwind" fn poll(fds: *mut pollfd, count: nfds_t, timeout: c
 #[cold]
 #[inline(never)]
 unsafe fn poll_with_tracked(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
+    if Reentry::inside() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::poll(fds, count, timeout) };
+    }
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         pollfds_with_tracked(fds, count, timeout.into(), |look| {
@@ -89,6 +96,10 @@ unsafe fn ppoll_with_tracked(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
+    if Reentry::inside() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::ppoll(fds, count, timeout, mask) };
+    }
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         pollfds_with_tracked(fds, count, conn::timespec_ms(timeout), |look| {
@@ -191,6 +202,10 @@ unsafe fn epoll_pwait_with_tracked(
     timeout: c_int,
     mask: *const sigset_t,
 ) -> c_int {
+    if Reentry::inside() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::epoll_pwait(epoll, events, max, timeout, mask) };
+    }
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         epoll_with_tracked(epoll, events, max, |look| {
@@ -246,6 +261,10 @@ unsafe fn epoll_pwait2_with_tracked(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
+    if Reentry::inside() {
+        // SAFETY: the program's own arguments.
+        return unsafe { sys::epoll_pwait2(epoll, events, max, timeout, mask) };
+    }
     // SAFETY: the program's own arguments, throughout.
     unsafe {
         epoll_with_tracked(epoll, events, max, |look| {
@@ -289,6 +308,9 @@ unsafe fn select_tracked(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
+        if Reentry::inside() {
+            return sys::select(count, read, write, except, timeout);
+        }
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timeval_ms(timeout));
         let look = || {
             let mut no_wait = libc::timeval {
@@ -340,6 +362,9 @@ unsafe fn pselect_tracked(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
+        if Reentry::inside() {
+            return sys::pselect(count, read, write, except, timeout, mask);
+        }
         conn::note_input_waits_in_fd_sets(count, read, write, conn::timespec_ms(timeout));
         let look = || sys::pselect(count, read, write, except, &NO_WAIT, mask);
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
