@@ -51,13 +51,38 @@ impl Log for Logger {
                 level,
                 record.args()
             );
-            // SAFETY: writes a buffer we own to fd 2 with libc's own write.
-            unsafe { crate::sys::write(2, line.as_ptr().cast(), line.len()) };
+            if line.len() > MAX_LINE {
+                // Within what a pipe reported writable takes at once (`stderr_takes_a_line_now`).
+                line.truncate(MAX_LINE - 4);
+                line.extend_from_slice(b"...\n");
+            }
+            if stderr_takes_a_line_now() {
+                // SAFETY: writes a buffer we own to fd 2 with libc's own write.
+                unsafe { crate::sys::write(2, line.as_ptr().cast(), line.len()) };
+            }
         }
         crate::sys::set_errno(saved);
     }
 
     fn flush(&self) {}
+}
+
+/// The longest line written to stderr: a pipe's page, what one reported writable takes.
+const MAX_LINE: usize = 4096;
+
+/// Whether stderr can take a line without waiting. A line is logged from inside one of the
+/// program's calls: a stderr pipe nobody drains must not stall that call, when the program
+/// itself may never write there. Then the line is dropped (syslog's lines are too, when
+/// its queue is full). A pipe reported writable has a page free: `MAX_LINE`.
+fn stderr_takes_a_line_now() -> bool {
+    let mut entry = libc::pollfd {
+        fd: 2,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; libc's own poll, not our hook.
+    let ready = unsafe { crate::sys::poll(&mut entry, 1, 0) };
+    ready == 1 && entry.revents & libc::POLLOUT != 0
 }
 
 /// Called only by the thread building the runtime (one per process, `runtime::set_up`).

@@ -246,3 +246,36 @@ def test_fork_during_first_setup_never_hangs(lab, need_lib, fork_prog, tag):
     direct = [r for r in records if header(r, "x-via-haproxy") != ["1"]]
     assert not direct, "requests not diverted: %r" % [
         (r["path"], header(r, "x-ctest-seq")) for r in direct[:10]]
+
+
+def test_a_full_stderr_pipe_never_stalls_the_program(lab, need_lib, tag):
+    """The program's stderr is a pipe nobody reads, already full, and the proxy is down, so
+    the library has a warning to log (the failsafe). curl itself writes nothing there
+    (-s): without the library it would finish at once, so with it it must too. The warning
+    is dropped, not waited for: curl gets the origin's answer (direct), exit 0. (Before:
+    curl hung for good inside its connect, writing the warning.)"""
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        try:
+            while True:
+                os.write(write_end, b"x" * 65536)
+        except BlockingIOError:
+            pass
+        os.set_blocking(write_end, True)
+        env = lab.env({"LUNAR_PROXY_HOST": "127.0.0.1:1"})
+        argv = lab.exec_prefix() + ["/usr/bin/curl", "-s", "http://api.example.test" + tag]
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=write_end, start_new_session=True)
+        try:
+            out, _ = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.communicate()
+            pytest.fail("curl stalled writing to its full stderr pipe (killed after 20 s)")
+        assert p.returncode == 0, out
+        echo = json.loads(out)
+        assert echo["path"] == tag and not header(echo, "x-seen-lunar-host"), out
+    finally:
+        os.close(read_end)
+        os.close(write_end)
