@@ -274,6 +274,19 @@ CT_FN void write_all(int fd, const void *buf, size_t len)
 	}
 }
 
+/* A connection (blocking connect) that sent a GET padded to exactly `want` bytes
+ * (`padded_request`) in one write, then made non-blocking for what follows. */
+CT_FN int send_padded_then_nonblocking(const struct args *a, size_t want)
+{
+	int fd = connect_blocking(a);
+	char *request = padded_request(a, "", want);
+	write_all(fd, request, want);
+	free(request);
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+		die("fcntl:");
+	return fd;
+}
+
 /* ---- response parsing ------------------------------------------------------ */
 
 /* Bytes received and not yet consumed by a parsed response. */

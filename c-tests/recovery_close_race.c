@@ -22,12 +22,7 @@ int main(int argc, char **argv)
 {
 	struct args a;
 	ctest_init(argc, argv, &a);
-	int fd = connect_blocking(&a);
-	char *request = padded_request(&a, "", RESEND_PAUSING_WRITE);
-	write_all(fd, request, RESEND_PAUSING_WRITE);
-	free(request);
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
-		die("fcntl:");
+	int fd = send_padded_then_nonblocking(&a, RESEND_PAUSING_WRITE);
 	/* The proxy's failure arrives; the library takes it and answers EAGAIN. */
 	struct pollfd wait = {.fd = fd, .events = POLLIN};
 	if (poll(&wait, 1, 10000) != 1)

@@ -37,12 +37,7 @@ int main(int argc, char **argv)
 {
 	struct args a;
 	ctest_init(argc, argv, &a);
-	int fd = connect_blocking(&a);
-	char *request = padded_request(&a, "", PROBE_WRITE);
-	write_all(fd, request, PROBE_WRITE);
-	free(request);
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
-		die("fcntl:");
+	int fd = send_padded_then_nonblocking(&a, PROBE_WRITE);
 #ifdef HELPER_PANICS
 	char buf[4096];
 	ssize_t got = read_waiting_in_poll(fd, buf, sizeof buf, NULL);

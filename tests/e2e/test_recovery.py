@@ -275,6 +275,15 @@ def run_at_test_proxy(lab, testproxy, cbin, program, tag, library, mode="error:2
     return res
 
 
+def assert_replayed_once(res, testproxy, tag):
+    """One answer, the origin's; the request at the proxy once, then at the origin once."""
+    es = echoes(res)
+    assert len(es) == 1, "expected 1 answer\n" + describe(res)
+    assert_direct(es[0], res, origin=API, path=tag)
+    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
+    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
+
+
 def test_move_racing_a_read_of_another_thread(lab, test_build_lib, tag, testproxy, cbin):
     """One keep-alive connection, the requests written by one thread and the answers read
     by another, each request with `x-lunar-allow: true` and the proxy failing them all:
@@ -334,11 +343,7 @@ def test_answer_arriving_in_a_read_begun_before_its_request(lab, test_build_lib,
     came between its writer's first byte and the end of the head.)"""
     res = run_at_test_proxy(lab, testproxy, cbin, "first_answer_race", tag,
                                     test_build_lib)
-    es = echoes(res)
-    assert len(es) == 1, "expected 1 answer\n" + describe(res)
-    assert_direct(es[0], res, origin=API, path=tag)
-    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
-    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
+    assert_replayed_once(res, testproxy, tag)
 
 
 # ---- 1c: x-lunar-sequence-id without a valid retry-after (fake proxy) ------------------------
@@ -1172,11 +1177,7 @@ def test_recovery_without_a_helper_thread_runs_in_the_read(lab, test_build_lib, 
     caller held.)"""
     res = run_at_test_proxy(lab, testproxy, cbin, "recovery_without_thread", tag,
                             test_build_lib)
-    es = echoes(res)
-    assert len(es) == 1, "expected 1 answer\n" + describe(res)
-    assert_direct(es[0], res, origin=API, path=tag)
-    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
-    assert len(traffic(testproxy, tag)) == 1, "the request at the proxy first\n" + describe(res)
+    assert_replayed_once(res, testproxy, tag)
 
 
 def test_a_panic_in_the_helper_thread_ends_the_programs_wait(lab, test_build_lib, tag,
