@@ -202,6 +202,26 @@ impl Conn {
         }
     }
 
+    /// Takes `into.len()` bytes that a peek has just shown, from the kernel's buffer or
+    /// our session's plaintext, in one call that never waits (`recv_wire` may wait for the
+    /// rest of a record): a caller may hold the `responses` lock across it. The count
+    /// taken, or -1.
+    pub(super) fn take_peeked(&self, fd: c_int, into: &mut [u8]) -> isize {
+        if self.linked() {
+            let session = self.link.session.lock();
+            if let Some(link) = session.as_ref() {
+                let io = link.read(into, false);
+                self.link.note_waiting(link.holds_plaintext());
+                return match io {
+                    Io::Done(count) => count as isize,
+                    _ => -1,
+                };
+            }
+        }
+        // SAFETY: reads into a live slice of that length.
+        unsafe { sys::recv(fd, into.as_mut_ptr().cast(), into.len(), libc::MSG_DONTWAIT) }
+    }
+
     /// send(2) on the connection's wire, as `recv_wire`.
     pub(super) fn send_wire(&self, fd: c_int, bytes: &[u8], flags: c_int) -> isize {
         match self.send_linked(fd, bytes, flags) {

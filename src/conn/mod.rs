@@ -94,11 +94,14 @@ pub struct Conn {
     state: SpinLock<State>,
     /// Lock rules (see also `sync`): `writer` serialises what is sent on the socket (the
     /// program's writes, a resend) and the moves decided in the program's own thread; it
-    /// may be held across a move (a bounded connect) but never across a wait on the
-    /// program's behalf (a retry's delay, the proxy's answer): a recovery owns the socket
-    /// through its phase instead. `responses` and `state` guard data only, never a
-    /// system call that can block. Order: `writer`, then `responses`, then `state`
-    /// (innermost: taken alone or last, and only for a copy or a change).
+    /// may be held across a move (a bounded connect) and across sending bytes the program
+    /// was told are written (`send_all`: room in a full socket buffer, which the program's
+    /// own blocking write would wait for too), but never across a wait on the program's
+    /// behalf (a retry's delay, the proxy's answer): a recovery owns the socket through
+    /// its phase instead. `responses` and `state` guard data only, never a system call
+    /// that can block (the one read under `responses` is `take_peeked`'s, which cannot).
+    /// Order: `writer`, then `responses`, then `state` (innermost: taken alone or last,
+    /// and only for a copy or a change).
     writer: SpinLock<Writer>,
     /// The proxy's answers and the copies of the requests they answer.
     responses: SpinLock<Responses>,

@@ -58,7 +58,9 @@ pub(super) fn in_background(
         drop(held);
     };
     // The job is kept by the builder until the thread runs it; a thread that cannot be
-    // made runs it here instead (the program waits, but its requests are not lost).
+    // made runs it here instead: the program waits, and only a close of the fd by another
+    // of its threads ends a retry's delay early (not its timeouts or signals, which have
+    // no helper to leave the job to), but its requests are not lost.
     let job = std::sync::Arc::new(crate::sync::SpinLock::new(Some(job)));
     let for_thread = job.clone();
     let spawned = without_signals(|| {

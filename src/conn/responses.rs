@@ -264,7 +264,7 @@ fn deliver_as_is(conn: &Conn, responses: &mut Responses) -> Next {
 fn take_partial(conn: &Conn, fd: i32, partial: &mut Vec<u8>, count: usize) -> bool {
     let start = partial.len();
     partial.resize(start + count, 0);
-    let got = conn.recv_wire(fd, &mut partial[start..], libc::MSG_DONTWAIT);
+    let got = conn.take_peeked(fd, &mut partial[start..]);
     partial.truncate(start + got.max(0) as usize);
     got == count as isize
 }
@@ -288,8 +288,7 @@ fn judge_head(
         // Take the rest of the head from the kernel; the program gets it without the header.
         let rest = head_len - taken.len();
         let mut discard = vec![0u8; rest];
-        // The bytes are there (peeked).
-        let got = conn.recv_wire(fd, &mut discard, libc::MSG_DONTWAIT);
+        let got = conn.take_peeked(fd, &mut discard);
         if got != rest as isize {
             responses.held = taken;
             return deliver_as_is(conn, responses);
