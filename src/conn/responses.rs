@@ -357,6 +357,12 @@ fn error_or_retry(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<
 }
 
 impl Conn {
+    /// The answers stopped being HTTP (a 101 to an upgrade, a tunnel; or bytes that cannot
+    /// be followed): a request stream whose last request offered an upgrade follows it.
+    pub(super) fn answers_switched_protocols(&self) -> bool {
+        self.responses.lock().tracker.is_passthrough()
+    }
+
     /// The proxy's answers cannot be followed any more: delivered as they come.
     pub(super) fn go_blind(&self) {
         self.change(Phase::blind);

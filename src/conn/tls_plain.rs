@@ -51,6 +51,14 @@ pub fn write<T: RealTls>(
     let mut guard = conn.writer.lock();
     // A plain reference, so that the head (`requests`) and the verdict memo are borrowed apart.
     let writer = &mut *guard;
+    if writer.requests.upgrade_pending() && conn.answers_switched_protocols() {
+        // The upgrade was accepted (101): bytes only from here (none were held: the
+        // client waited for the answer).
+        let held = writer.requests.take_buffered();
+        if let Err(e) = real.send_all(&held) {
+            return PlainWrite::Failed(0, e);
+        }
+    }
     let mut taken = 0;
     while taken < input.len() {
         let rest = &input[taken..];

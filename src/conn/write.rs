@@ -129,6 +129,16 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // consistent view (wrote, and the request recorded as unanswered, change together).
         conn.note_written();
     }
+    if writer.requests.upgrade_pending() && conn.answers_switched_protocols() {
+        cold_path();
+        // The new protocol's bytes: held bytes (none, the client waited for the 101) go
+        // out, the connection passes bytes only from here, and this write runs as such.
+        if let Some(outcome) = not_http(conn, fd, flags, &mut writer, 0, 0) {
+            return outcome;
+        }
+        drop(writer);
+        return send(conn, fd, input, flags);
+    }
     send_request_bytes(conn, fd, input, flags, request_begins, &mut writer)
 }
 

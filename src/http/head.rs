@@ -28,7 +28,8 @@ pub struct RequestHead<'a> {
     /// `None` when absent or anything else.
     pub lunar_allow: Option<bool>,
     /// An `Upgrade` header, or the CONNECT method: after this request the
-    /// stream is no longer HTTP.
+    /// stream may stop being HTTP (CONNECT: at once; an upgrade: when its answer
+    /// switches protocols).
     pub upgrade: bool,
 }
 
@@ -52,6 +53,7 @@ pub(crate) struct ParsedHead {
     host: Option<Range<usize>>,
     lunar_allow: Option<bool>,
     upgrade: bool,
+    connect: bool,
     /// Just past the request line's line ending (empty lines before the
     /// request line belong to it: they are sent as they came).
     line_end: usize,
@@ -100,8 +102,10 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
     let target = span(head, request.path?.as_bytes());
     let minor_version = request.version?;
     let line_end = target.end + memchr(b'\n', &head[target.end..])? + 1;
+    let connect = &head[method.clone()] == b"CONNECT";
     let mut parsed = ParsedHead {
-        upgrade: &head[method.clone()] == b"CONNECT",
+        upgrade: connect,
+        connect,
         method,
         target,
         minor_version,
@@ -152,6 +156,10 @@ impl ParsedHead {
 
     pub(crate) fn upgrade(&self) -> bool {
         self.upgrade
+    }
+
+    pub(crate) fn connect(&self) -> bool {
+        self.connect
     }
 
     pub(crate) fn view<'a>(&self, head: &'a [u8]) -> RequestHead<'a> {

@@ -33,6 +33,7 @@ enum State {
     Ready(ParsedHead),
     Body {
         body: Body,
+        /// After a CONNECT's body: its tunnel.
         then_tunnel: bool,
     },
     /// Everything passes, for good: not HTTP, a tunnel, or framing we
@@ -57,6 +58,11 @@ pub struct RequestStream {
     /// what was held when the stream turned out not to be HTTP.
     buf: Vec<u8>,
     heads: u64,
+    /// The last request asked for an upgrade (`Upgrade`): a server may decline it (any
+    /// answer but 101) and the client then goes on in HTTP/1.1 (Java's `HttpClient`
+    /// offers h2c on every first request), so the stream follows requests until the
+    /// connection layer, seeing the 101, turns it into a tunnel (`take_buffered`).
+    upgrade_offered: bool,
 }
 
 impl Default for RequestStream {
@@ -78,6 +84,7 @@ impl RequestStream {
             state: State::new_head(),
             buf,
             heads: 0,
+            upgrade_offered: false,
         }
     }
 
@@ -118,6 +125,8 @@ impl RequestStream {
                 Collected::More(n) => Step::Buffered(n),
                 Collected::Complete(n, parsed) => {
                     self.heads += 1;
+                    // Another request: the upgrade offered before it was declined.
+                    self.upgrade_offered = false;
                     self.state = State::Ready(parsed);
                     Step::HeadComplete(n)
                 }
@@ -128,6 +137,7 @@ impl RequestStream {
 
     fn not_http(&mut self, n: usize) -> Step {
         self.state = State::Passthrough;
+        self.upgrade_offered = false;
         Step::NotHttp(n)
     }
 
@@ -150,7 +160,9 @@ impl RequestStream {
             return;
         };
         parsed.emit(&self.buf, injected, out);
-        let tunnel = parsed.upgrade();
+        // A CONNECT's tunnel begins after its head; an upgrade only if its answer is 101.
+        let tunnel = parsed.connect();
+        self.upgrade_offered = parsed.upgrade() && !tunnel;
         self.state = match (parsed.framing(), Body::new(parsed.framing())) {
             (Framing::Invalid, _) => State::Passthrough,
             (_, Some(body)) => State::Body {
@@ -163,11 +175,13 @@ impl RequestStream {
         self.buf.clear();
     }
 
-    /// After `Step::NotHttp`: takes the bytes held so far, to be sent
-    /// unchanged. Every later `feed` returns `Pass`. Called at any other time
-    /// it gives up on HTTP the same way (the held bytes are still not lost).
+    /// After `Step::NotHttp`, or when an upgrade's answer switched protocols: takes the
+    /// bytes held so far, to be sent unchanged. Every later `feed` returns `Pass`.
+    /// Called at any other time it gives up on HTTP the same way (the held bytes are
+    /// still not lost).
     pub fn take_buffered(&mut self) -> Vec<u8> {
         self.state = State::Passthrough;
+        self.upgrade_offered = false;
         std::mem::take(&mut self.buf)
     }
 
@@ -193,8 +207,15 @@ impl RequestStream {
         matches!(self.state, State::Body { .. } | State::Passthrough)
     }
 
-    /// True once everything passes through for good (not HTTP, an
-    /// Upgrade/CONNECT tunnel, a framing error).
+    /// True while the last request's upgrade is unanswered or was declined: the
+    /// connection layer turns the stream into a tunnel (`take_buffered`) when it sees the
+    /// answer switch protocols (101), before the program can write the new protocol.
+    pub fn upgrade_pending(&self) -> bool {
+        self.upgrade_offered
+    }
+
+    /// True once everything passes through for good (not HTTP, a CONNECT
+    /// tunnel or an upgrade the connection layer saw accepted, a framing error).
     pub fn is_passthrough(&self) -> bool {
         matches!(self.state, State::Passthrough)
     }

@@ -152,15 +152,53 @@ fn upgrade_passes_everything_after_the_head() {
 }
 
 #[test]
-fn upgrade_with_a_body_tunnels_after_the_body() {
+fn an_upgrade_with_a_body_waits_for_its_answer_after_the_body() {
     let head = b"POST /h2c HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n";
     let mut s = RequestStream::new();
     assert_eq!(s.feed(head), Step::HeadComplete(head.len()));
     s.emit_head(b"", &mut Vec::new());
-    assert!(!s.is_passthrough());
+    assert!(s.upgrade_pending());
     assert_eq!(s.feed(b"ab"), Step::Pass(2));
-    assert!(s.is_passthrough());
+    assert!(s.upgrade_pending() && !s.is_passthrough());
+    // The answer was 101: the connection layer turns the stream into a tunnel.
+    assert!(s.take_buffered().is_empty());
+    assert!(s.is_passthrough() && !s.upgrade_pending());
     assert_eq!(s.feed(b"PRI * HTTP/2.0\r\n"), Step::Pass(16));
+}
+
+#[test]
+fn requests_after_a_declined_upgrade_are_followed() {
+    // Java's HttpClient offers h2c on a connection's first request; a server that does
+    // not speak it answers 200, and the client goes on in HTTP/1.1 on the connection.
+    let first = b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                  Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let second = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut s = RequestStream::new();
+    let mut out = Vec::new();
+    assert_eq!(s.feed(first), Step::HeadComplete(first.len()));
+    s.emit_head(I, &mut out);
+    assert!(s.upgrade_pending() && s.at_message_boundary());
+    assert_eq!(s.feed(second), Step::HeadComplete(second.len()));
+    assert!(
+        !s.upgrade_pending(),
+        "a new request: the upgrade was declined"
+    );
+    assert_eq!(s.head().target, "/b");
+    s.emit_head(I, &mut out);
+    assert!(out.ends_with(b"GET /b HTTP/1.1\r\nI: 1\r\nHost: h\r\n\r\n"));
+    assert!(!s.is_passthrough());
+}
+
+#[test]
+fn an_accepted_upgrade_turns_what_follows_into_a_tunnel_at_any_split() {
+    // The client writes the new protocol only after the 101: the driver (as the
+    // connection layer) turns the stream into a tunnel at the upgrade's boundary.
+    let input = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
+                  GET / HTTP/1.1\r\n\r\n";
+    let out = wire_any_split(input);
+    assert_eq!(out.heads.len(), 1);
+    assert!(out.passthrough);
+    assert_eq!(out.out.len(), input.len() + I.len());
 }
 
 #[test]

@@ -46,6 +46,11 @@ pub(crate) fn drive(input: &[u8], cuts: &[usize], inject: &[u8]) -> Driven {
         start = end;
         let mut idle = 0;
         while !rest.is_empty() {
+            if stream.upgrade_pending() && stream.at_message_boundary() {
+                // The connection layer's part: the upgrade's answer (a 101) arrives
+                // before the client writes the new protocol.
+                assert!(stream.take_buffered().is_empty());
+            }
             let before = stream.buffered_len();
             let n = match stream.feed(rest) {
                 Step::Pass(n) => {

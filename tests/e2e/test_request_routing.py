@@ -75,11 +75,13 @@ class Run:
             argv = [PY, os.path.join(CLIENT_DIR, "py_session_seq.py"), url, str(interval)] + specs
         elif cname == "node_http":
             argv = ["/usr/bin/node", os.path.join(CLIENT_DIR, "node_seq.js"), URL, str(interval)] + specs
-        elif cname in ("java_urlconnection", "java_httpclient"):
+        elif cname in ("java_urlconnection", "java_httpclient", "java_httpclient_h2c"):
             if not builds["java"]:
                 pytest.skip("javac failed or missing")
             main = "JavaUrlSeq" if cname == "java_urlconnection" else "JavaClientSeq"
-            argv = ["java"] + JAVA_OPTS + ["-cp", builds["java"], main, URL, str(interval)] + specs
+            h2c = ["-Dseq.h2c=true"] if cname == "java_httpclient_h2c" else []
+            argv = ["java"] + JAVA_OPTS + h2c + ["-cp", builds["java"], main, URL,
+                                                 str(interval)] + specs
         elif cname in ("c", "c_epoll"):
             if not builds["c"]:
                 pytest.skip("c-tests/build.sh failed")
@@ -348,6 +350,35 @@ def test_allow_false_on_one_request_of_five(lab, builds, need_lib, tag, tmp_path
     rt = routes(lab, run)
     info = check(run, rt, {0: "proxy", 1: "proxy", 2: "direct", 3: "proxy", 4: "proxy"})
     check_move_lines(run, rt, info)
+
+
+def test_requests_after_a_declined_h2c_upgrade_go_through_the_proxy(lab, builds, need_lib, tag,
+                                                                      tmp_path):
+    """java.net.http.HttpClient with its default version (HTTP/2) offers h2c on a
+    connection's first plain-http request (`Upgrade: h2c`); HAProxy answers in HTTP/1.1
+    (no 101) and the client goes on in HTTP/1.1 on that connection: every request through
+    the proxy with Lunar's headers, every answer the origin's. (Before: the request engine
+    took any `Upgrade` for a tunnel: r1.. reached the proxy without Lunar's headers and the
+    program got its 401s.)"""
+    run = Run(lab, "java_httpclient_h2c", builds, tag, [[] for _ in range(4)], 0.1, None,
+              tmp_path)
+    run.wait()
+    rt = routes(lab, run)
+    check(run, rt, {i: "proxy" for i in range(run.n)})
+
+
+def test_an_accepted_upgrade_passes_the_new_protocol_untouched(lab, need_lib, tag):
+    """The other side of the h2c test: an upgrade the origin accepts (101, through
+    HAProxy), then messages of the new protocol that a request parser would take for a
+    request head (which would get Lunar's lines) or hold as the start of one (`PING`,
+    then the client waits for its echo): each comes back byte for byte, at once."""
+    res = lab.run([PY, os.path.join(CLIENT_DIR, "py_upgrade_echo.py"), "api.example.test", tag],
+                  debug=True, timeout=20)
+    assert res.rc == 0 and res.out.decode().split("\n")[:4] == [
+        "101", "echo ok 0", "echo ok 1", "echo ok 2"], res.err.decode()[-3000:]
+    recs = [r for r in lab.origin_log(contains=tag) if r["path"].startswith("/upgrade")]
+    assert len(recs) == 1 and hget(recs[0], "x-seen-lunar-host") == ["api.example.test"], \
+        "the upgrade request through the proxy with Lunar's headers: %s" % recs
 
 
 @pytest.mark.parametrize("cname", CLIENTS)

@@ -163,6 +163,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         rec.update(self.tls_fields())
         self.server.log.write(dict(rec))
         path = self.path.split("?", 1)[0]
+        if path == "/upgrade" and self.headers.get("Upgrade"):
+            self._switch_to_echo()
+            return
         status = 200
         payload = None
         chunked_out = False
@@ -206,6 +209,21 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         else:
             self.wfile.write(payload)
+
+    def _switch_to_echo(self):
+        """/upgrade with an `Upgrade` header: 101 to that protocol, which echoes every byte
+        until the client closes (the client writes only after the 101)."""
+        self.send_response(101)
+        self.send_header("Upgrade", self.headers["Upgrade"])
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                break
+            self.request.sendall(data)
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 

@@ -193,6 +193,27 @@ pub(super) fn number(
     }
 }
 
+/// A set value as text; `None` when unset, and when not UTF-8, which is said (`instead`:
+/// what is used in its place).
+#[inline(never)]
+pub(super) fn valid_text(
+    lookup: &dyn Fn(&str) -> Option<Vec<u8>>,
+    name: &str,
+    instead: &str,
+    warn: &mut dyn FnMut(String),
+) -> Option<String> {
+    match text_of(lookup, name)? {
+        Ok(raw) => Some(raw),
+        Err(shown) => {
+            say(
+                warn,
+                format_args!("{name}={shown} is not valid UTF-8; {instead}"),
+            );
+            None
+        }
+    }
+}
+
 /// `NAME=` (an env file or compose file easily leaves one) means unset.
 #[inline(never)]
 pub(super) fn set_value(lookup: &dyn Fn(&str) -> Option<Vec<u8>>, name: &str) -> Option<Vec<u8>> {

@@ -1,5 +1,7 @@
-// Requests one after the other with java.net.http.HttpClient (HTTP/1.1): one client for
-// all requests, whose pool keeps the connection alive between them.
+// Requests one after the other with java.net.http.HttpClient (HTTP/1.1; with
+// -Dseq.h2c=true its default version, HTTP/2, which over plain http offers h2c with
+// `Upgrade: h2c` and goes on in HTTP/1.1 when the server declines): one client for all
+// requests, whose pool keeps the connection alive between them.
 // usage: JavaClientSeq BASE_URL INTERVAL STEP...   STEP: PATH or PATH|Name: value|...
 // "[client] request I" on stderr before each request; INTERVAL seconds after each
 // response. stdout: one JSON line per request {"i", "ts", "status", "len", "sha256"}
@@ -16,11 +18,11 @@ public class JavaClientSeq {
     public static void main(String[] args) throws Exception {
         String base = args[0];
         long intervalMs = (long) (Double.parseDouble(args[1]) * 1000);
-        HttpClient client = HttpClient.newBuilder()
-                .version(HttpClient.Version.HTTP_1_1)
+        HttpClient.Builder builder = HttpClient.newBuilder()
                 .proxy(HttpClient.Builder.NO_PROXY)
-                .connectTimeout(Duration.ofSeconds(30))
-                .build();
+                .connectTimeout(Duration.ofSeconds(30));
+        if (!Boolean.getBoolean("seq.h2c")) builder.version(HttpClient.Version.HTTP_1_1);
+        HttpClient client = builder.build();
         int rc = 0;
         for (int i = 2; i < args.length; i++) {
             int n = i - 2;
