@@ -39,6 +39,12 @@ pub fn receive(
         cold_path();
         return real();
     }
+    if buffer.is_empty() {
+        cold_path();
+        // A read of no bytes returns at once whatever is on its way (0, or the socket's
+        // error): it takes nothing there is to judge.
+        return real();
+    }
     // Asked of the kernel once per call, and only when needed.
     let mode = std::cell::OnceCell::new();
     let nonblocking = || *mode.get_or_init(|| is_nonblocking(fd, flags));

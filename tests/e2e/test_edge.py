@@ -135,3 +135,31 @@ def test_lunar_host_header_case_and_port(lab, need_lib, tag):
     assert hdr(e, "x-via-haproxy") == "1", describe(res)
     assert hdr(e, "x-seen-lunar-host") == "api.example.test", \
         "x-lunar-host %r (expected no :80)\n%s" % (hdr(e, "x-seen-lunar-host"), describe(res))
+
+
+ZERO_READ = r"""
+import ctypes, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)  # the process's read(2): the preload's first
+s = socket.create_connection(("api.example.test", 80), timeout=10)
+s.sendall(b"GET /delay/600?t=%s HTTP/1.1\r\nHost: api.example.test\r\n\r\n" % sys.argv[1].encode())
+t0 = time.monotonic()
+got = libc.read(s.fileno(), ctypes.create_string_buffer(1), 0)
+print("zero read %d in %.3f s" % (got, time.monotonic() - t0), flush=True)
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+print(head.split(b"\r\n", 1)[0].decode(), flush=True)
+"""
+
+
+def test_a_read_of_no_bytes_returns_at_once(lab, need_lib, tag):
+    """read(fd, buf, 0) while the proxy's answer is on its way (the origin waits 600 ms)
+    returns 0 at once, as without the library; the answer is then read whole. (Before:
+    the library looked for the answer's head first: EAGAIN on this non-blocking socket,
+    and on a blocking one a wait for the head.)"""
+    res = lab.run([PY, "-c", ZERO_READ, tag[1:]], debug=True, timeout=20)
+    assert_ok(res)
+    lines = res.out.decode().splitlines()
+    took = float(lines[0].split()[-2])
+    assert lines[0].startswith("zero read 0 ") and took < 0.3, describe(res)
+    assert lines[1] == "HTTP/1.1 200 OK", describe(res)
