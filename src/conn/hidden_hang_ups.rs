@@ -1,10 +1,12 @@
-//! A proxy's hang-up or reset, reported by a wait. An event loop may treat ERR/HUP on a
-//! socket as fatal and close it without ever reading, so the read path, which hides the
-//! proxy's failure, would never run. After the program's poll, ppoll or epoll wait
-//! returns, each ERR/HUP the proxy caused on a diverted socket is dealt with there (a
-//! move, a replay started in the background: `proxy_lost_under_wait`) and taken out of
-//! what the program sees. When nothing is left to show, the wait goes on for what remains
-//! of the program's own timeout: returning 0 would tell it the timeout expired.
+//! A proxy's hang-up or reset, reported by a wait. An event loop may treat ERR/HUP (or
+//! RDHUP, when it asks for it) on a socket as fatal and close it without ever reading, so
+//! the read path, which hides the proxy's failure, would never run. After the program's
+//! poll, ppoll or epoll wait returns, each such event the proxy caused on a diverted
+//! socket is dealt with there (a move, a replay started in the background:
+//! `proxy_lost_under_wait`) and taken out of what the program sees (a one-shot epoll
+//! registration is turned on again). When nothing is left to show, the wait goes on for
+//! what remains of the program's own timeout: returning 0 would tell it the timeout
+//! expired.
 //!
 //! How long each wait may go on (the program's timeout, a pending connect's due time)
 //! is `wait_deadline`'s; select and pselect are bounded the same way.
@@ -20,6 +22,12 @@ use super::{any_linked, connecting, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+
+/// What a wait reports of a peer's failure or end: an error, a hang-up, or (asked for
+/// with POLLRDHUP/EPOLLRDHUP, which event loops take for the peer's close) the end of its
+/// stream: the proxy closing before its answer is as much ours to hide as a reset.
+const POLL_LOSS: i16 = libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP;
+const EPOLL_LOSS: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
 
 /// poll(2) for the program, without the proxy's hidden hang-ups.
 ///
@@ -227,12 +235,11 @@ fn hang_up_hidden(fd: c_int) -> bool {
     let seen_at = conn.epoch();
     let mut now = pollfd {
         fd,
-        events: libc::POLLIN,
+        events: libc::POLLIN | libc::POLLRDHUP,
         revents: 0,
     };
     // SAFETY: one valid pollfd, no waiting.
-    let still = unsafe { sys::poll(&mut now, 1, 0) } == 1
-        && now.revents & (libc::POLLERR | libc::POLLHUP) != 0;
+    let still = unsafe { sys::poll(&mut now, 1, 0) } == 1 && now.revents & POLL_LOSS != 0;
     let hidden = !still
         || conn.moved_since(seen_at)
         || shielded(|| proxy_lost_under_wait(&conn, fd, seen_at), || false);
@@ -260,7 +267,7 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
                 continue;
             }
         }
-        if entry.revents & (libc::POLLHUP | libc::POLLERR) == 0 || !hang_up_hidden(entry.fd) {
+        if entry.revents & POLL_LOSS == 0 || !hang_up_hidden(entry.fd) {
             continue;
         }
         let mut fresh = pollfd {
@@ -305,11 +312,19 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
                 }
             }
         }
-        let hang_up = event.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-        let hidden = hang_up && watchers::fd_for(epoll, event.u64).is_some_and(hang_up_hidden);
-        if !hidden {
-            events[kept] = event;
-            kept += 1;
+        let hang_up = event.events & EPOLL_LOSS != 0;
+        let hidden_fd = match hang_up {
+            true => watchers::fd_for(epoll, event.u64).filter(|&fd| hang_up_hidden(fd)),
+            false => None,
+        };
+        match hidden_fd {
+            // A one-shot registration is off once reported: on again, so that the
+            // readiness of the socket's new connection is reported to the program.
+            Some(fd) => watchers::rearm_one_shot(epoll, fd),
+            None => {
+                events[kept] = event;
+                kept += 1;
+            }
         }
     }
     kept as c_int

@@ -536,3 +536,60 @@ def test_tls_line_servers_without_library(lab, tag, kind):
     mine = [r for r in recs if word in r.get("data", "") or "HELLO " + word in r.get("lines", [])]
     assert len(mine) == 1 and not mine[0]["plaintext"] and "tls_error" not in mine[0], info
     assert word.encode() not in cap.data and host.encode() in cap.data, info
+
+
+# ---- what a wait reports of the proxy's end --------------------------------------------
+
+RDHUP_CLIENT = r"""
+import select, socket, sys
+s = socket.create_connection(("api.example.test", 80), timeout=10)
+s.sendall(b"GET /t?t=%s HTTP/1.1\r\nHost: api.example.test\r\n\r\n" % sys.argv[1].encode())
+p = select.poll()
+p.register(s, select.POLLIN | select.POLLRDHUP)
+ev = p.poll(5000)[0][1]
+print("first event", "rdhup" if ev & select.POLLRDHUP else "no-rdhup", flush=True)
+head = b""
+while b"\r\n\r\n" not in head:
+    got = s.recv(65536)
+    if not got:
+        break
+    head += got
+print(head.split(b"\r\n", 1)[0].decode() if head else "EOF", flush=True)
+"""
+
+
+def test_proxy_closing_before_its_answer_shows_no_rdhup(lab, need_lib, testproxy, tag):
+    """The test proxy reads the request and closes without answering (FIN): a program
+    polling for POLLIN|POLLRDHUP (event loops take RDHUP for the peer's close) sees the
+    origin's answer, never the proxy's RDHUP. (Before: the first event was POLLIN|POLLRDHUP
+    although the library was replaying the request to the origin.)"""
+    testproxy.set_mode("close")
+    res = lab.run([PY, "-c", RDHUP_CLIENT, tag[1:]], env=TESTPROXY_ENV, debug=True,
+                  timeout=20)
+    lines = res.out.decode().splitlines()
+    assert res.rc == 0 and lines == ["first event no-rdhup", "HTTP/1.1 200 OK"], describe(res)
+
+
+ONESHOT_CLIENT = r"""
+import errno, select, socket
+s = socket.socket()
+s.setblocking(False)
+print("connect", errno.errorcode.get(s.connect_ex(("203.0.113.10", 80))), flush=True)
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLONESHOT)
+events = ep.poll(5)
+print("events", [e & select.EPOLLOUT and "out" for _, e in events], flush=True)
+print("SO_ERROR", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), flush=True)
+"""
+
+
+def test_a_one_shot_epoll_registration_survives_a_hidden_refusal(lab, need_lib, testproxy):
+    """The proxy's traffic port refuses (nothing listens there; its handshake answers): a
+    non-blocking connect registered with EPOLLOUT|EPOLLONESHOT gets its EPOLLOUT once the
+    library has moved the socket to the origin, as without the library. (Before: the
+    hidden refusal used up the one-shot registration, and epoll_wait timed out.)"""
+    env = {"LUNAR_PROXY_HOST": "127.0.0.1:8009",
+           "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
+    res = lab.run([PY, "-c", ONESHOT_CLIENT], env=env, debug=True, timeout=20)
+    assert res.out.decode().splitlines() == [
+        "connect EINPROGRESS", "events ['out']", "SO_ERROR 0"], describe(res)
