@@ -190,8 +190,8 @@ fn is_connection_loss(errno: i32) -> bool {
 }
 
 /// How a connect that the program did not wait for (`connecting`) can end badly, as
-/// SO_ERROR, a repeated connect or the first write tells it.
-fn is_connect_failure(errno: i32) -> bool {
+/// SO_ERROR, a repeated connect, the first write or a read tells it.
+pub(super) fn is_connect_failure(errno: i32) -> bool {
     matches!(
         errno,
         libc::ECONNREFUSED

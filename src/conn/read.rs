@@ -3,7 +3,7 @@
 //! away from.
 
 use super::answer_read::{judge_raced_read, read_and_judge, Judged};
-use super::decide::Event;
+use super::decide::{is_connect_failure, Event};
 use super::recovery::{self, Failure, Started};
 use super::responses::{check_next, Next};
 use super::server_first::reads_before_writing;
@@ -167,6 +167,17 @@ pub fn receive(
         if got > 0 && !peek {
             conn.track_delivered(buffer, got as usize);
         }
+        if got < 0 && is_connect_failure(sys::errno()) && conn.is_diverted() {
+            cold_path();
+            // A read before the program waited for its connect: the proxy's refusal is
+            // met here, as a wait or SO_ERROR would have met it.
+            match connect_failed_under_read(conn, fd, sys::errno()) {
+                0 if nonblocking() => sys::set_errno(libc::EAGAIN),
+                0 => continue,
+                errno => sys::set_errno(errno),
+            }
+            return -1;
+        }
         let lost_peer = got == 0
             || (got < 0
                 && matches!(
@@ -199,6 +210,19 @@ pub fn receive(
             return -1;
         }
     }
+}
+
+/// A read met the failure of a connect to the proxy the program had not waited for:
+/// dealt with as SO_ERROR's would be (`connect_error_seen`: the socket moves to the
+/// origin, 0). Other connect failures, and the errors of a connect that was not ours,
+/// are the program's (returned).
+#[cold]
+#[inline(never)]
+fn connect_failed_under_read(conn: &Conn, fd: c_int, error: c_int) -> c_int {
+    if !super::connecting::is_pending(conn) {
+        return error;
+    }
+    super::connect_error_seen(conn, fd, error)
 }
 
 /// A wait (poll, epoll) reported an error or hang-up on `fd`, which still has it. When

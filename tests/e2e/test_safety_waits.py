@@ -593,3 +593,40 @@ def test_a_one_shot_epoll_registration_survives_a_hidden_refusal(lab, need_lib, 
     res = lab.run([PY, "-c", ONESHOT_CLIENT], env=env, debug=True, timeout=20)
     assert res.out.decode().splitlines() == [
         "connect EINPROGRESS", "events ['out']", "SO_ERROR 0"], describe(res)
+
+
+READ_FIRST_CLIENT = r"""
+import errno, select, socket, sys, time
+s = socket.socket()
+s.setblocking(False)
+print("connect", errno.errorcode.get(s.connect_ex(("203.0.113.10", 80))), flush=True)
+time.sleep(0.3)  # the proxy port's refusal has come
+try:
+    s.recv(100)
+    print("read bytes", flush=True)
+except BlockingIOError:
+    print("read EAGAIN", flush=True)
+except OSError as e:
+    print("read", errno.errorcode.get(e.errno), flush=True)
+select.select([], [s], [], 5)
+print("SO_ERROR", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), flush=True)
+s.settimeout(5)
+s.sendall(b"GET /t?t=%s HTTP/1.1\r\nHost: api.example.test\r\n\r\n" % sys.argv[1].encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(65536)
+print(head.split(b"\r\n", 1)[0].decode(), flush=True)
+"""
+
+
+def test_a_read_before_waiting_for_the_connect_meets_no_proxy_refusal(lab, need_lib, testproxy,
+                                                                      tag):
+    """The proxy's traffic port refuses: a program that reads its non-blocking socket
+    before waiting for the connect gets EAGAIN (the connect, now to the origin, is under
+    way), as without the library, then its answer from the origin. (Before: the read
+    failed with ECONNREFUSED, the proxy's refusal.)"""
+    env = {"LUNAR_PROXY_HOST": "127.0.0.1:8009",
+           "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE)}
+    res = lab.run([PY, "-c", READ_FIRST_CLIENT, tag[1:]], env=env, debug=True, timeout=20)
+    assert res.out.decode().splitlines() == [
+        "connect EINPROGRESS", "read EAGAIN", "SO_ERROR 0", "HTTP/1.1 200 OK"], describe(res)
