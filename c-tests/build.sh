@@ -103,7 +103,7 @@ build_tls() { # name library-flags...
 	"$cc" "${cflags[@]}" -o "$out.tmp" "$here/$name.c" "$@"
 	mv -f "$out.tmp" "$out"
 }
-for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls; do
+for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls tls_reuse; do
 	build_tls "$src" -lssl -lcrypto
 done
 build_tls tls_gnutls -lgnutls

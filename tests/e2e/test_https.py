@@ -553,6 +553,31 @@ def test_divert_tls_program(lab, c_tls_bins, need_lib, haproxy_up, tag, prog, po
 
 
 @divert
+@pytest.mark.parametrize("mode", ["clear", "connect_state"])
+@pytest.mark.parametrize("second_port", [8443, 443])
+def test_divert_one_ssl_object_for_two_connections(lab, c_tls_bins, need_lib, haproxy_up, tag,
+                                                   mode, second_port):
+    """c-tests/tls_reuse.c: one SSL object, a virtual session to :443 (through the proxy),
+    then reset (SSL_clear, or SSL_set_connect_state as `openssl s_client -reconnect`) and
+    connected again: to :8443 (not intercepted) a real handshake with the origin, whose
+    answers come over TLS; to :443 a virtual session again, through the proxy. (Before: the
+    first virtual session stayed with the object: the second SSL_connect returned 1 with
+    no handshake and the requests went to :8443 in clear text.)"""
+    res = lab.run([os.path.join(c_tls_bins, "tls_reuse"), API, "443", tag, lab.ca_file,
+                   str(second_port), mode], debug=True, timeout=60)
+    assert_ok(res)
+    es = echoes(res)
+    assert [e["method"] for e in es] == ["GET", "POST"] * 2, describe(res)
+    for e in es[:2]:
+        assert_proxied_tls(e, res, path=tag)
+    for e in es[2:]:
+        if second_port == 443:
+            assert_proxied_tls(e, res, path=tag)
+        else:
+            assert_tls_origin(e, res, server=API_TLS_8443, path=tag)
+
+
+@divert
 @pytest.mark.parametrize("mode", ["error:2", "close", "close-head"])
 def test_divert_proxy_fault_falls_back_over_tls(dclient, need_lib, testproxy, tag, mode):
     """The proxy got the request (x-lunar-scheme: https) and failed it: x-lunar-error,

@@ -23,6 +23,7 @@ real_in! { Library::Ssl;
     fn SSL_shutdown(ssl: Ssl) -> c_int, else -1;
     fn SSL_get_shutdown(ssl: Ssl) -> c_int, else 0;
     fn SSL_free(ssl: Ssl) -> (), else ();
+    fn SSL_clear(ssl: Ssl) -> c_int, else 0;
     fn SSL_get_fd(ssl: Ssl) -> c_int, else -1;
     fn SSL_get_rbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
     fn SSL_get_wbio(ssl: Ssl) -> Bio, else std::ptr::null_mut();
