@@ -175,11 +175,14 @@ mod tests {
     use std::sync::{mpsc, Arc};
     use std::time::Duration;
 
-    // Numbers of their own: the fd table is process-wide, shared with other tests.
-    const HELD_FD: i32 = 40_001;
-    const GONE_FD: i32 = 40_002;
-    const DUP_A: i32 = 40_003;
-    const DUP_B: i32 = 40_004;
+    // Numbers of their own: the fd table is process-wide, shared with other tests running
+    // at the same time. Below 4999 (the fd table's own test releases every number from
+    // there up, which took a hold here from under this module's tests), above the
+    // watchers' tests' (3000..4500).
+    const HELD_FD: i32 = 4_801;
+    const GONE_FD: i32 = 4_802;
+    const DUP_A: i32 = 4_803;
+    const DUP_B: i32 = 4_804;
 
     fn conn() -> Arc<Conn> {
         Arc::new(Conn::new(
