@@ -65,6 +65,22 @@ CT_FN void check_peer(SSL *ssl)
 	note("TLS ok: %s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 }
 
+/* SSL_set_fd, SNI and SSL_set1_host (the name checked inside the handshake), then
+ * SSL_connect and check_peer: the handshake of a blocking socket, as Python's ssl and
+ * Perl's Net::SSLeay make it. */
+CT_FN void connect_over_fd(SSL *ssl, int fd, const char *host)
+{
+	if (SSL_set_fd(ssl, fd) != 1)
+		die("SSL_set_fd: %s", ssl_errstr());
+	SSL_set_tlsext_host_name(ssl, host);
+	if (SSL_set1_host(ssl, host) != 1)
+		die("SSL_set1_host: %s", ssl_errstr());
+	int ret = SSL_connect(ssl);
+	if (ret != 1)
+		handshake_failed(ssl, ret);
+	check_peer(ssl);
+}
+
 /* SSL_write / SSL_read on a blocking session (tls_io callbacks). */
 CT_FN void ssl_write_all(void *ctx, const char *buf, size_t len)
 {

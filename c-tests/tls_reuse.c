@@ -9,15 +9,7 @@
 static int one_connection(SSL *ssl, struct args *a)
 {
 	int fd = connect_blocking(a);
-	if (SSL_set_fd(ssl, fd) != 1)
-		die("SSL_set_fd: %s", ssl_errstr());
-	SSL_set_tlsext_host_name(ssl, a->host);
-	if (SSL_set1_host(ssl, a->host) != 1)
-		die("SSL_set1_host: %s", ssl_errstr());
-	int ret = SSL_connect(ssl);
-	if (ret != 1)
-		handshake_failed(ssl, ret);
-	check_peer(ssl);
+	connect_over_fd(ssl, fd, a->host);
 	struct tls_io io = {ssl_write_all, ssl_read_some, ssl};
 	int rc = tls_requests(a, &io);
 	SSL_shutdown(ssl);

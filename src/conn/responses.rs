@@ -357,10 +357,11 @@ fn error_or_retry(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<
 }
 
 impl Conn {
-    /// The answers stopped being HTTP (a 101 to an upgrade, a tunnel; or bytes that cannot
-    /// be followed): a request stream whose last request offered an upgrade follows it.
-    pub(super) fn answers_switched_protocols(&self) -> bool {
-        self.responses.lock().tracker.is_passthrough()
+    /// `requests`' last request offered an upgrade and the answers stopped being HTTP (its
+    /// 101; or bytes that cannot be followed): the requests must follow them into a tunnel.
+    /// The lock is taken only while an upgrade is pending.
+    pub(super) fn upgrade_accepted(&self, requests: &crate::http::RequestStream) -> bool {
+        requests.upgrade_pending() && self.responses.lock().tracker.is_passthrough()
     }
 
     /// The proxy's answers cannot be followed any more: delivered as they come.

@@ -51,7 +51,7 @@ pub fn write<T: RealTls>(
     let mut guard = conn.writer.lock();
     // A plain reference, so that the head (`requests`) and the verdict memo are borrowed apart.
     let writer = &mut *guard;
-    if writer.requests.upgrade_pending() && conn.answers_switched_protocols() {
+    if conn.upgrade_accepted(&writer.requests) {
         // The upgrade was accepted (101): bytes only from here (none were held: the
         // client waited for the answer).
         let held = writer.requests.take_buffered();

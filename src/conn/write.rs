@@ -129,7 +129,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         // consistent view (wrote, and the request recorded as unanswered, change together).
         conn.note_written();
     }
-    if writer.requests.upgrade_pending() && conn.answers_switched_protocols() {
+    if conn.upgrade_accepted(&writer.requests) {
         cold_path();
         // The new protocol's bytes: held bytes (none, the client waited for the 101) go
         // out, the connection passes bytes only from here, and this write runs as such.
