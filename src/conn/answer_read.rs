@@ -7,12 +7,13 @@
 //! (its bytes are dropped with the connection), a `x-lunar-sequence-id` line is cut out
 //! in place, anything else is the program's. A read that ends inside the head gives its
 //! bytes to `Responses::partial_head`, and the rest of the head is looked at as before
-//! (`responses::check_next`, peeking), so that no byte the program is shown is unjudged.
+//! (`next_answer::check_next`, peeking), so that no byte the program is shown is unjudged.
 
 use super::app_buffer::AppBuffer;
 use super::decide::{Answer, Event};
+use super::next_answer::failure_in;
 use super::recovery::Failure;
-use super::responses::{failure_in, Responses};
+use super::responses::Responses;
 use super::Conn;
 use crate::http::Step;
 use crate::sys;

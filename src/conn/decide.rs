@@ -94,7 +94,7 @@ pub enum Answer {
     #[allow(dead_code)]
     Head,
     /// Not an HTTP answer, or a head too large to judge (the read path stops checking
-    /// without asking: `responses::deliver_as_is`).
+    /// without asking: `next_answer::deliver_as_is`).
     #[allow(dead_code)]
     NotHttp,
 }

@@ -25,12 +25,11 @@ use super::read::is_nonblocking;
 use super::Conn;
 use crate::proxy::tls_link::{Io, Link, Trust};
 use crate::runtime::Runtime;
-use crate::sync::SpinLock;
 use crate::sys;
 use crate::sys::socket::wait_for;
 use libc::c_int;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a write may wait for room to finish a record it began; as for a rewritten
@@ -42,77 +41,6 @@ const RECORD_REST_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most plaintext one TLS record carries: a non-blocking write takes at most this
 /// much, so that it waits for room for one record at most.
 const RECORD_PLAINTEXT: usize = 16 * 1024;
-
-/// Connections whose session holds decrypted bytes not yet read: the wait hooks look
-/// only when this is not zero.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-
-/// Sockets carrying our TLS session: the wait hooks look closer at readiness only when
-/// this is not zero.
-static LINKED: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether any socket of the process carries our TLS session with the proxy.
-pub fn any_linked() -> bool {
-    LINKED.load(Ordering::Acquire) != 0
-}
-
-/// Whether any connection's session holds plaintext that the kernel cannot show.
-pub fn any_plaintext_waiting() -> bool {
-    WAITING.load(Ordering::Acquire) != 0
-}
-
-pub(super) struct LinkSlot {
-    /// Whether `session` holds a link: the clear-text path pays this one load.
-    linked: AtomicBool,
-    session: SpinLock<Option<Link>>,
-    /// The session holds decrypted bytes (counted in `WAITING`).
-    waiting: AtomicBool,
-    /// The last write had to wait for room: the next one asks the kernel first.
-    congested: AtomicBool,
-}
-
-impl LinkSlot {
-    pub(super) const fn new() -> LinkSlot {
-        LinkSlot {
-            linked: AtomicBool::new(false),
-            session: SpinLock::new(None),
-            waiting: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
-        }
-    }
-
-    fn note_waiting(&self, waiting: bool) {
-        if self.waiting.swap(waiting, Ordering::AcqRel) != waiting {
-            if waiting {
-                WAITING.fetch_add(1, Ordering::AcqRel);
-            } else {
-                WAITING.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    /// Records whether the socket carries a session now (counted in `LINKED`).
-    fn note_linked(&self, linked: bool) {
-        if self.linked.swap(linked, Ordering::AcqRel) != linked {
-            if linked {
-                LINKED.fetch_add(1, Ordering::AcqRel);
-            } else {
-                LINKED.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    pub(super) fn after_fork_in_child(&self) {
-        self.session.force_unlock();
-    }
-}
-
-impl Drop for LinkSlot {
-    fn drop(&mut self) {
-        self.note_waiting(false);
-        self.note_linked(false);
-    }
-}
 
 impl Conn {
     /// Whether the socket carries our TLS session with the proxy.

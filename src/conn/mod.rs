@@ -15,8 +15,10 @@ mod hook_marker;
 mod inflight;
 pub mod lang_hook;
 mod link;
+mod link_slot;
 mod lunar_headers;
 mod moving;
+mod next_answer;
 mod outcome;
 mod plaintext_ready;
 mod read;
@@ -47,7 +49,7 @@ pub use hidden_hang_ups::{
     poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups, pselect_hiding_tls_records,
     select_hiding_tls_records,
 };
-pub use link::{any_linked, any_plaintext_waiting};
+pub use link_slot::{any_linked, any_plaintext_waiting};
 pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
 pub use plaintext_ready::{
     epoll_showing_plaintext, poll_showing_plaintext, select_showing_plaintext,
@@ -128,7 +130,7 @@ pub struct Conn {
     /// wait before the first write is looked at (`server_first`).
     written: AtomicBool,
     /// Our TLS session with the proxy on the socket, while it is there (TLS to the proxy).
-    link: link::LinkSlot,
+    link: link_slot::LinkSlot,
     /// Set when a language hook's marker named this connection its own (`lang_hook`): the
     /// origin is then the hook's relay, and requests are https.
     relay: std::sync::OnceLock<lang_hook::Relay>,
@@ -196,7 +198,7 @@ impl Conn {
             release_waiters: AtomicU32::new(0),
             requests_recorded: AtomicU32::new(0),
             written: AtomicBool::new(false),
-            link: link::LinkSlot::new(),
+            link: link_slot::LinkSlot::new(),
             relay: std::sync::OnceLock::new(),
             connect_due: std::sync::atomic::AtomicU64::new(0),
             silence_due: std::sync::atomic::AtomicU64::new(0),

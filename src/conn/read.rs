@@ -4,8 +4,8 @@
 
 use super::answer_read::{judge_raced_read, read_and_judge, Judged};
 use super::decide::{is_connect_failure, Event};
+use super::next_answer::{check_next, Next};
 use super::recovery::{self, Failure, Started};
-use super::responses::{check_next, Next};
 use super::server_first::reads_before_writing;
 use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn, Phase};

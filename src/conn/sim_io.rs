@@ -191,7 +191,7 @@ impl Sim {
         at.max(1)
     }
 
-    /// `responses::check_next` and the action on its answer; Ok(true): read again.
+    /// `next_answer::check_next` and the action on its answer; Ok(true): read again.
     fn check_next(&mut self) -> Result<bool, i32> {
         let peeked = match self.peer().give(usize::MAX, true) {
             Ok(bytes) => bytes,

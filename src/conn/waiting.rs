@@ -7,7 +7,7 @@
 //! A blocking read before the program's first write waits a moment for input before it
 //! is judged (`server_first`): a poll of the socket, whose signals end it the same way.
 //! Waiting for the proxy's answer itself needs none of this: it is a blocking peek of the
-//! program's socket (`responses::check_next`), whose ends are the kernel's own.
+//! program's socket (`next_answer::check_next`), whose ends are the kernel's own.
 
 use super::Conn;
 use crate::sync::WaitEnd;
