@@ -95,38 +95,95 @@ fn failed(answer: Answer, why: &str) -> Judged {
     Judged::Failure(Failure::new(Event::Answer(answer), why))
 }
 
-/// `bytes`: what the program's read put in `buffer`, from the start of an answer.
+/// `bytes`: what the program's read put in `buffer`, from the start of an answer. A 1xx
+/// answer's head is followed by another head of the same request's: one the read got too
+/// (`100 Continue` and the final answer in one segment) is judged as the first was, so
+/// that a failure or a retry after a 1xx is hidden as well.
 fn judge(conn: &Conn, responses: &mut Responses, buffer: AppBuffer, bytes: &[u8]) -> Judged {
-    let Taken {
-        head_len,
-        carries_sequence_id,
-    } = match take_head(conn, responses, bytes) {
-        Ok(taken) => taken,
-        Err(judged) => return judged,
-    };
-    let answered_before = responses.tracker.responses_completed();
-    let rest = &bytes[head_len..];
-    if carries_sequence_id {
-        cold_path();
-        // The head without its `x-lunar-sequence-id` lines, then the rest: shorter than
-        // what was read, so it fits the program's buffer whole.
-        let mut shown = Vec::with_capacity(bytes.len());
-        responses.tracker.emit_head(&mut shown);
-        shown.extend_from_slice(rest);
+    // What the program is shown instead of `bytes` once a head lost its
+    // `x-lunar-sequence-id` lines.
+    let mut shown: Option<Vec<u8>> = None;
+    let mut start = 0;
+    loop {
+        let head_bytes = &bytes[start..];
+        let taken = match take_head(conn, responses, head_bytes) {
+            Ok(taken) => taken,
+            Err(judged) if start == 0 => return judged,
+            Err(judged) => {
+                cold_path();
+                return after_informational(judged, buffer, bytes, start, shown);
+            }
+        };
+        let answered_before = responses.tracker.responses_completed();
+        let head_end = start + taken.head_len;
+        if taken.carries_sequence_id {
+            cold_path();
+            // The head without those lines: shorter than what was read, so what is shown
+            // fits the program's buffer whole.
+            let out = shown.get_or_insert_with(|| bytes[..start].to_vec());
+            responses.tracker.emit_head(out);
+        } else {
+            responses.tracker.skip_head();
+            if let Some(out) = shown.as_mut() {
+                out.extend_from_slice(&bytes[start..head_end]);
+            }
+        }
+        let rest = &bytes[head_end..];
+        if taken.informational && !rest.is_empty() {
+            cold_path();
+            start = head_end;
+            continue;
+        }
+        if let Some(out) = shown.as_mut() {
+            out.extend_from_slice(rest);
+        }
         settle(conn, responses, answered_before, rest);
-        // SAFETY: the program's read buffer, writable for the sizes it gave.
-        let copied = unsafe { buffer.fill(&shown) };
-        return Judged::Return(copied as isize);
+        break;
     }
-    responses.tracker.skip_head();
-    settle(conn, responses, answered_before, rest);
-    Judged::Return(bytes.len() as isize)
+    match shown {
+        None => Judged::Return(bytes.len() as isize),
+        // SAFETY: the program's read buffer, writable for the sizes it gave.
+        Some(out) => Judged::Return(unsafe { buffer.fill(&out) } as isize),
+    }
+}
+
+/// The head after a 1xx one (at `start` of the read's `bytes`) was not the program's to
+/// read at once. A failure takes the whole read, the 1xx included: the request is sent
+/// again and its answers come anew. A head in pieces (taken into `partial_head` by
+/// `take_head`) is looked at on the next read, and this one returns what came before it;
+/// bytes that are not HTTP go to the program as they came.
+#[inline(never)]
+fn after_informational(
+    judged: Judged,
+    buffer: AppBuffer,
+    bytes: &[u8],
+    start: usize,
+    shown: Option<Vec<u8>>,
+) -> Judged {
+    let (before, after) = match judged {
+        Judged::Failure(mut failure) => {
+            failure.taken = bytes.to_vec();
+            return Judged::Failure(failure);
+        }
+        Judged::HeadInPieces => (start, &[][..]),
+        _ => (start, &bytes[start..]),
+    };
+    match shown {
+        None if after.is_empty() => Judged::Return(before as isize),
+        None => Judged::Return(bytes.len() as isize),
+        Some(mut out) => {
+            out.extend_from_slice(after);
+            // SAFETY: the program's read buffer, writable for the sizes it gave.
+            Judged::Return(unsafe { buffer.fill(&out) } as isize)
+        }
+    }
 }
 
 /// An answer's head the tracker took, judged the program's.
 struct Taken {
     head_len: usize,
     carries_sequence_id: bool,
+    informational: bool,
 }
 
 /// The answer's head at the start of `bytes`, judged: when it is the program's, the
@@ -142,6 +199,7 @@ fn take_head(conn: &Conn, responses: &mut Responses, bytes: &[u8]) -> Result<Tak
         let taken = Taken {
             head_len: head.end(),
             carries_sequence_id: view.carries_sequence_id,
+            informational: view.informational,
         };
         responses.tracker.take_whole_head(bytes, head);
         return Ok(taken);
@@ -167,6 +225,7 @@ fn take_head(conn: &Conn, responses: &mut Responses, bytes: &[u8]) -> Result<Tak
     let taken = Taken {
         head_len,
         carries_sequence_id: head.carries_sequence_id,
+        informational: head.informational,
     };
     responses.adopt(probe);
     Ok(taken)

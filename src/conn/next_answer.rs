@@ -168,16 +168,28 @@ fn judge_head(
     }
     let answered_before = probe.responses_completed();
     let taken = std::mem::take(&mut responses.partial_head);
-    let next = if head.carries_sequence_id {
-        // Take the rest of the head from the kernel; the program gets it without the header.
+    let (carries_sequence_id, informational) = (head.carries_sequence_id, head.informational);
+    let next = if carries_sequence_id || informational {
+        // Taken from the kernel: a head without its `x-lunar-sequence-id` lines is served in
+        // its place; a 1xx head is served alone, so that the read after it begins at the
+        // next head, judged as any (the program's own read could take both at once).
         let rest = head_len - taken.len();
-        let mut discard = vec![0u8; rest];
-        let got = conn.take_peeked(fd, &mut discard);
+        let mut from_kernel = vec![0u8; rest];
+        let got = conn.take_peeked(fd, &mut from_kernel);
         if got != rest as isize {
             responses.held = taken;
+            responses
+                .held
+                .extend_from_slice(&from_kernel[..got.max(0) as usize]);
             return deliver_as_is(conn, responses);
         }
-        probe.emit_head(&mut responses.held);
+        if carries_sequence_id {
+            probe.emit_head(&mut responses.held);
+        } else {
+            probe.skip_head();
+            responses.held = taken;
+            responses.held.extend_from_slice(&from_kernel);
+        }
         Next::Held
     } else {
         // The program reads the head itself (what we took first, then the kernel's rest);

@@ -59,6 +59,10 @@ pub(crate) struct ParsedHead {
     line_end: usize,
     /// The `x-lunar-allow` field lines, line endings included, in order.
     removed: Vec<Range<usize>>,
+    /// The program's own other `x-lunar-*` field lines, in order: one whose name the
+    /// library injects is replaced by the injected line (`emit`), as Lunar's interceptors
+    /// set their headers over the program's.
+    lunar_fields: Vec<Range<usize>>,
     framing: Framing,
 }
 
@@ -113,6 +117,7 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
         lunar_allow: None,
         line_end,
         removed: Vec::new(),
+        lunar_fields: Vec::new(),
         framing: Framing::Empty,
     };
     let mut framing = FramingHeaders::default();
@@ -137,6 +142,8 @@ fn read(head: &[u8], request: &httparse::Request<'_, '_>) -> Option<ParsedHead> 
                 };
             }
             parsed.removed.push(field_line(head, name)?);
+        } else if is_lunar_field(name) {
+            parsed.lunar_fields.push(field_line(head, name)?);
         } else if name.eq_ignore_ascii_case("upgrade") {
             parsed.upgrade = true;
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -181,8 +188,40 @@ impl ParsedHead {
         out.reserve(head.len() + injected.len());
         out.extend_from_slice(&head[..self.line_end]);
         out.extend_from_slice(injected);
-        copy_without(head, self.line_end, &self.removed, out);
+        if self.lunar_fields.is_empty() || injected.is_empty() {
+            copy_without(head, self.line_end, &self.removed, out);
+            return;
+        }
+        let mut removed = self.removed.clone();
+        removed.extend(
+            self.lunar_fields
+                .iter()
+                .filter(|line| injects(injected, field_name(&head[line.start..line.end])))
+                .cloned(),
+        );
+        removed.sort_by_key(|line| line.start);
+        copy_without(head, self.line_end, &removed, out);
     }
+}
+
+/// `x-lunar-` and more, but `x-lunar-allow` (read and always removed).
+fn is_lunar_field(name: &str) -> bool {
+    name.len() > 8 && name.as_bytes()[..8].eq_ignore_ascii_case(b"x-lunar-")
+}
+
+/// A field line's name (httparse allows no space before the colon).
+fn field_name(line: &[u8]) -> &[u8] {
+    let colon = memchr(b':', line).unwrap_or(line.len());
+    &line[..colon]
+}
+
+/// Whether one of `injected`'s lines has field name `name`.
+fn injects(injected: &[u8], name: &[u8]) -> bool {
+    injected.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+    })
 }
 
 #[cfg(test)]
@@ -208,6 +247,30 @@ mod tests {
         assert_eq!(head.lunar_allow, None);
         assert!(!head.upgrade);
         assert_eq!(parsed.framing(), Framing::Length(3));
+    }
+
+    #[test]
+    fn the_programs_own_lunar_fields_give_way_to_the_injected_ones() {
+        let raw = b"GET / HTTP/1.1\r\nX-Lunar-Host: elsewhere.test\r\nHost: h\r\n\
+                    x-lunar-tenant-id: mine\r\nx-lunar-allow: true\r\n\
+                    x-lunar-scheme: https\r\nx-lunar-custom: kept\r\n\r\n";
+        let injected = b"x-lunar-host: h\r\nx-lunar-scheme: http\r\n";
+        assert_eq!(
+            emitted(raw, injected).escape_ascii().to_string(),
+            b"GET / HTTP/1.1\r\nx-lunar-host: h\r\nx-lunar-scheme: http\r\nHost: h\r\n\
+              x-lunar-tenant-id: mine\r\nx-lunar-custom: kept\r\n\r\n"
+                .escape_ascii()
+                .to_string()
+        );
+        // Nothing injected (the request goes direct): the program's head as it wrote it,
+        // but `x-lunar-allow`.
+        assert_eq!(
+            emitted(raw, b"").escape_ascii().to_string(),
+            b"GET / HTTP/1.1\r\nX-Lunar-Host: elsewhere.test\r\nHost: h\r\n\
+              x-lunar-tenant-id: mine\r\nx-lunar-scheme: https\r\nx-lunar-custom: kept\r\n\r\n"
+                .escape_ascii()
+                .to_string()
+        );
     }
 
     #[test]

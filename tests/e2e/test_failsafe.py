@@ -222,6 +222,30 @@ def test_proxy_pass_mode_like_haproxy(client, need_lib, tag, testproxy):
     assert hdr(e, "x-seen-lunar-host") == "api.example.test"
 
 
+def test_the_programs_own_lunar_headers_give_way_to_the_injected_ones(client, need_lib, tag,
+                                                                      testproxy):
+    """A program that sends `x-lunar-host` (or `-scheme`, `-interceptor`) of its own does
+    not steer the proxy: the library's line replaces it, as Lunar's interceptors set
+    their headers over the program's; an `x-lunar-*` header the library does not inject
+    passes."""
+    res = client.run("GET", "http://api.example.test" + tag, env=TESTPROXY_ENV,
+                     headers=["x-lunar-host: other.example.test", "x-lunar-scheme: https",
+                              "x-lunar-interceptor: mine/1", "x-lunar-custom: kept"])
+    assert_ok(res)
+    e = one_echo(res)
+    assert e["server"] == API, describe(res)
+    assert hdr(e, "x-seen-lunar-host") == "api.example.test", describe(res)
+    assert hdr(e, "x-seen-lunar-scheme") == "http", describe(res)
+    assert hdr(e, "x-seen-lunar-interceptor").startswith("lunar-preload-interceptor/"), \
+        describe(res)
+    counts = hdr(e, "x-seen-lunar-counts")
+    assert "host=1,scheme=1,interceptor=1," in counts, describe(res)
+    seen = [r for r in testproxy.testproxy_log()
+            if r.get("kind") == "traffic" and r.get("path") == tag]
+    assert [v for k, v in seen[0]["headers"] if k.lower() == "x-lunar-custom"] == ["kept"], \
+        describe(res)
+
+
 # Connection A makes two requests through the test proxy (the second routed afresh, its
 # route to the proxy then kept with the connection); connection B fails twice at the
 # proxy, which starts a cooldown; A's next request, A still at the proxy and idle, must
@@ -288,6 +312,47 @@ def test_retry_after_protocol(client, need_lib, tag, testproxy):
         "retries must carry x-lunar-sequence-id"
     assert elapsed >= 0.6, "retries did not wait x-lunar-retry-after"
     assert b"x-lunar-sequence-id" not in res.out.lower()
+
+
+# A POST with `Expect: 100-continue` whose `100 Continue` the proxy sends in one write
+# with its final answer: Python's http.client reads both at once. Prints the status, the
+# head's lines and the body.
+EXPECT_CONTINUE_POST = r"""
+import http.client, sys
+tag = sys.argv[1]
+conn = http.client.HTTPConnection("api.example.test")
+conn.request("POST", tag, body=b"continue body " * 100,
+             headers={"Expect": "100-continue", "Content-Type": "text/plain"})
+answer = conn.getresponse()
+print(answer.status)
+for name, value in answer.getheaders():
+    print("%s: %s" % (name, value))
+print()
+sys.stdout.write(answer.read().decode())
+"""
+
+
+@pytest.mark.parametrize("mode", ["continue:error:2", "continue:retry:0.1:1", "continue:pass-seq"])
+def test_the_final_answer_after_a_100_continue_in_the_same_read_is_checked(
+        lab, need_lib, tag, testproxy, mode):
+    """`100 Continue` and the proxy's error (or retry request, or a final answer with
+    `x-lunar-sequence-id`) arrive in one segment: the final head is judged as the first
+    was: the error hidden (the origin answers), the retry made, the header removed."""
+    testproxy.set_mode(mode)
+    res = lab.run([PY, "-c", EXPECT_CONTINUE_POST, tag], env=TESTPROXY_ENV, debug=True)
+    assert_ok(res)
+    assert res.out.splitlines()[0] == b"200", describe(res)
+    assert b"x-lunar-" not in res.out.lower(), describe(res)
+    e = json.loads(res.out.splitlines()[-1])
+    assert e["body_sha256"] == sha256(b"continue body " * 100), describe(res)
+    at_proxy = [r for r in testproxy.testproxy_log()
+                if r.get("kind") == "traffic" and r.get("path") == tag]
+    if mode == "continue:error:2":
+        assert_direct(e, res, origin=API, path=tag)
+        assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
+    else:
+        assert hdr(e, "x-via-testproxy") == "1", describe(res)
+        assert len(at_proxy) == (2 if "retry" in mode else 1), describe(res)
 
 
 def test_proxy_blackhole_connect_falls_back_quickly(client, need_lib, tag, testproxy):

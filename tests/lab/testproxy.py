@@ -27,6 +27,10 @@ changed through the control API (default 127.0.0.1:9001):
     retry:<sec>:<count>  answer 429 with x-lunar-retry-after: <sec> and
                          x-lunar-sequence-id: <id> <count> times, then pass
     random[:<seed>]      per connection, one of pass/down/error:2/close at random
+    pass-seq             pass, the answer carrying x-lunar-sequence-id: <id> (as a
+                         proxy's final answer after retries may)
+    continue:<mode>      <mode>, but a request's `Expect: 100-continue` is answered only
+                         with the final answer: `100 Continue` and it in one write
   GET  /mode          current mode
   GET  /log           JSON list of every request received (kind "traffic" or
                       "handshake"; method, path, headers [[k, v]...], body_sha256,
@@ -80,12 +84,25 @@ def parse_addr(s):
 
 
 class Request:
-    pass
+    expects_continue = False
 
 
-def read_request(f, sock, head_only=False):
+class LateContinue:
+    """A socket whose first write is preceded, in the same write, by `100 Continue`."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+    def sendall(self, data):
+        data, self.pending = self.pending + data, b""
+        self.sock.sendall(data)
+
+
+def read_request(f, sock, head_only=False, early_continue=True):
     """Read one request from buffered file f. Returns Request or None on EOF.
-    head_only: stop after the head (the body, if any, is left unread)."""
+    head_only: stop after the head (the body, if any, is left unread).
+    early_continue: answer `Expect: 100-continue` before reading the body."""
     line = f.readline(65537)
     while line in (b"\r\n", b"\n"):
         line = f.readline(65537)
@@ -117,7 +134,8 @@ def read_request(f, sock, head_only=False):
     if head_only:
         req.body = b""
         return req
-    if "100-continue" in hd.get("expect", "").lower():
+    req.expects_continue = "100-continue" in hd.get("expect", "").lower()
+    if req.expects_continue and early_continue:
         sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
     te = hd.get("transfer-encoding", "").lower()
     req.chunked = "chunked" in te
@@ -293,8 +311,9 @@ def handle_conn(sock, addr):
         while not STOP.is_set():
             with LOCK:
                 head_only = (conn_mode or STATE["mode"]) == "close-head"
+                early_continue = not (conn_mode or STATE["mode"]).startswith("continue:")
             try:
-                req = read_request(f, sock, head_only)
+                req = read_request(f, sock, head_only, early_continue)
             except (ConnectionError, ValueError, OSError) as e:
                 log_rec({"kind": "traffic", "peer": peer, "error": str(e)})
                 break
@@ -305,6 +324,11 @@ def handle_conn(sock, addr):
                 mode = conn_mode or STATE["mode"]
                 if mode.startswith("random"):
                     mode = "pass"
+                out = sock
+                if mode.startswith("continue:"):
+                    mode = mode.split(":", 1)[1]
+                    if req.expects_continue:
+                        out = LateContinue(sock)
                 retry = None
                 if mode.startswith("retry:"):
                     if STATE["retry_left"] > 0:
@@ -319,20 +343,22 @@ def handle_conn(sock, addr):
             if retry is not None:
                 rec["action"] = "retry-after"
                 log_rec(rec)
-                send_simple(sock, 429, "Too Many Requests",
+                send_simple(out, 429, "Too Many Requests",
                             [["x-lunar-retry-after", retry],
                              ["x-lunar-sequence-id", "seq-" + uuid.uuid4().hex[:12]]],
                             b"retry later\n", client_keep)
-            elif mode == "pass":
-                rec["action"] = "pass"
+            elif mode in ("pass", "pass-seq"):
+                rec["action"] = mode
                 log_rec(rec)
                 st, reason, hdrs, body = forward(req, peer)
-                send_response(sock, st, reason, hdrs, body, client_keep)
+                if mode == "pass-seq":
+                    hdrs = hdrs + [["x-lunar-sequence-id", "seq-" + uuid.uuid4().hex[:12]]]
+                send_response(out, st, reason, hdrs, body, client_keep)
             elif mode.startswith("error:"):
                 code = mode.split(":", 1)[1]
                 rec["action"] = "error"
                 log_rec(rec)
-                send_simple(sock, 503, "Service Unavailable", [["x-lunar-error", code]],
+                send_simple(out, 503, "Service Unavailable", [["x-lunar-error", code]],
                             b"lunar error %s\n" % code.encode(), client_keep)
             elif mode == "close":
                 rec["action"] = "close"
@@ -469,13 +495,14 @@ class Control(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         if self.path == "/mode":
-            ok = (body in ("pass", "close", "close-head", "reset", "down", "hang", "blackhole",
-                          "head-part-close", "head-part-reset", "head-part-hang")
-                  or body.startswith("error:") or body.startswith("random"))
+            inner = body[len("continue:"):] if body.startswith("continue:") else body
+            ok = (inner in ("pass", "pass-seq", "close", "close-head", "reset", "down", "hang",
+                            "blackhole", "head-part-close", "head-part-reset", "head-part-hang")
+                  or inner.startswith("error:") or inner.startswith("random"))
             with LOCK:
-                if body.startswith("retry:"):
+                if inner.startswith("retry:"):
                     try:
-                        _, sec, cnt = body.split(":")
+                        _, sec, cnt = inner.split(":")
                         float(sec)
                         STATE["retry_left"] = int(cnt)
                         ok = True
