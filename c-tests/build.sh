@@ -30,6 +30,7 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 	build "$src" "$src.c"
 done
 build threads threads.c -pthread
+build program_shutdown program_shutdown.c -pthread
 build move_race move_race.c -pthread
 build move_reset_race move_reset_race.c -pthread
 build move_reset_race_epoll move_reset_race.c -pthread -DWAIT_EPOLL

@@ -533,6 +533,7 @@ fn every_state(phase: Phase) -> Vec<State> {
             https: bits & 2 != 0,
             identity_checked: bits & 4 != 0,
             moves: bits,
+            write_shut: false,
         });
     }
     states

@@ -21,6 +21,7 @@ mod moving;
 mod next_answer;
 mod outcome;
 mod plaintext_ready;
+mod program_shutdown;
 mod read;
 mod recovery;
 mod request_route;
@@ -54,6 +55,7 @@ pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
 pub use plaintext_ready::{
     epoll_showing_plaintext, poll_showing_plaintext, select_showing_plaintext,
 };
+pub use program_shutdown::before_program_shutdown;
 pub use read::{proxy_lost_under_shutdown, proxy_lost_under_wait};
 pub use server_first::{
     note_input_registration, note_input_waits_in_fd_sets, note_input_waits_in_pollfds,

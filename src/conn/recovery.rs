@@ -309,6 +309,10 @@ fn ready_for_the_answer(conn: &Conn) {
     });
 }
 
+/// The unanswered requests, resent on the moved socket; then the program's half-close, if
+/// it had made one.
 fn send_all(conn: &Conn, fd: i32, bytes: &[u8]) -> Result<(), i32> {
-    super::send_all::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)
+    super::send_all::send_all(conn, fd, bytes, libc::MSG_NOSIGNAL)?;
+    conn.shut_writing_again(fd);
+    Ok(())
 }

@@ -16,7 +16,7 @@
 //! | Proxied, ProxiedBlind, Leaving | Recovering | a proxy failure to hide (replay) or a retry it asked for |
 //! | Recovering | Proxied | a retry was resent to the proxy |
 //! | Recovering | Direct | the unanswered requests were resent to the origin |
-//! | any (TlsOwned: see below) | Passthrough | not HTTP, server speaks first, stdio, io_uring, untrackable fd, a move that failed |
+//! | any (TlsOwned: see below) | Passthrough | not HTTP, server speaks first, stdio, io_uring, untrackable fd, a move that failed, the program shut its reading |
 //! | Proxied, ProxiedBlind, Leaving, Recovering, Direct, Passthrough | TlsOwned | an https session left the proxy: real TLS at the origin takes the socket; or (Direct) the program's own TLS starts on a socket direct because of the failsafe, followed |
 //! | TlsOwned | Proxied | a later request, every earlier answer read, that the failsafe lets the proxy have: the followed real session ended (close_notify), the program's virtual again |
 //! | TlsOwned | Passthrough | that move could not connect anywhere (the kernel's errors from then on) |
@@ -179,6 +179,8 @@ pub struct State {
     /// Changes twice with each move of the socket (odd while it is between peers): a
     /// reader tells an error that belongs to the old peer by it.
     pub moves: u32,
+    /// The program shut the socket for writing (`program_shutdown`).
+    pub write_shut: bool,
 }
 
 impl State {
@@ -195,6 +197,7 @@ impl State {
             https: false,
             identity_checked: false,
             moves: 0,
+            write_shut: false,
         }
     }
 }

@@ -32,6 +32,11 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         }
     }
     let state = conn.state();
+    if state.write_shut {
+        cold_path();
+        // The kernel's EPIPE and SIGPIPE, as the program's own shutdown made them.
+        return Outcome::Bypass(Bypass::BytesOnly);
+    }
     match state.phase {
         // A move of an https session that failed left the socket here.
         Phase::Passthrough(Route::Origin) if state.https => refuse_clear_text(conn),

@@ -239,9 +239,11 @@ pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
     unsafe { sys::shutdown(fd, how) }
 }
 
-/// A program that half-closes after its request (`shutdown(SHUT_WR)`) can meet a proxy
-/// that already reset the connection: ENOTCONN. That is the proxy failing, hidden as a
-/// read would hide it; the shutdown is then made on the new connection.
+/// The connection layer learns of the program's shutdown first (`before_program_shutdown`:
+/// the ends it causes are the program's, not the proxy failing). A program that
+/// half-closes after its request (`shutdown(SHUT_WR)`) can meet a proxy that already reset
+/// the connection: ENOTCONN. That is the proxy failing, hidden as a read would hide it;
+/// the shutdown is then made on the new connection.
 ///
 /// # Safety
 /// As `shutdown`.
@@ -250,6 +252,9 @@ pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
 unsafe fn shutdown_tracked(fd: c_int, how: c_int) -> c_int {
     // SAFETY: the program's own call.
     let real = || unsafe { sys::shutdown(fd, how) } as isize;
+    if let Some(conn) = tracked(fd) {
+        conn::before_program_shutdown(&conn, how);
+    }
     let saved = sys::errno();
     let result = real();
     if result == 0 || sys::errno() != libc::ENOTCONN {

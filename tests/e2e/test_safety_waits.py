@@ -630,3 +630,35 @@ def test_a_read_before_waiting_for_the_connect_meets_no_proxy_refusal(lab, need_
     res = lab.run([PY, "-c", READ_FIRST_CLIENT, tag[1:]], env=env, debug=True, timeout=20)
     assert res.out.decode().splitlines() == [
         "connect EINPROGRESS", "read EAGAIN", "SO_ERROR 0", "HTTP/1.1 200 OK"], describe(res)
+
+
+# ---- the program's own shutdown (c-tests/program_shutdown.c) --------------------------------
+
+@pytest.mark.parametrize("mode", ["cancel_rd", "cancel_rdwr", "cancel_poll"])
+def test_a_reader_cancelled_by_the_programs_shutdown_gets_its_end_of_file(lab, need_lib, tag,
+                                                                          c_bins, mode):
+    """Another thread shuts the socket for reading while the reader waits for a slow
+    answer (HAProxy, /delay/3000): the reader gets 0 at once, as without the library,
+    and the request is not sent to the origin a second time (no replay, no failure)."""
+    path = "/delay/3000?" + tag
+    res = lab.run([os.path.join(c_bins, "program_shutdown"), "api.example.test", "80", path,
+                   mode], debug=True, timeout=20)
+    line = parse_wait_line(res)
+    assert res.rc == 0, "%s\n%s" % (line, describe(res))
+    time.sleep(3.5)  # a replay, had there been one, reaches the origin within this
+    seen = lab.origin_log(contains=tag)
+    assert len(seen) == 1, "the origin got the request %d times\n%s" % (len(seen), describe(res))
+    assert "Lunar Proxy failed" not in res.text_err, describe(res)
+
+
+def test_a_write_after_the_programs_half_close_meets_epipe_and_sigpipe(lab, need_lib, tag,
+                                                                       c_bins):
+    """send, shutdown(SHUT_WR), write again: -1 EPIPE and one SIGPIPE (the kernel's),
+    not a proxy failure hidden by a replay; the first request's answer still comes."""
+    res = lab.run([os.path.join(c_bins, "program_shutdown"), "api.example.test", "80", tag,
+                   "write_after_wr"], debug=True, timeout=20)
+    line = parse_wait_line(res)
+    assert res.rc == 0, "%s\n%s" % (line, describe(res))
+    seen = lab.origin_log(contains=tag)
+    assert len(seen) == 1, "the origin got the request %d times\n%s" % (len(seen), describe(res))
+    assert "Lunar Proxy failed" not in res.text_err, describe(res)
