@@ -91,8 +91,8 @@ fn report() -> String {
 fn proxy_checks(report: &mut Report, config: &Config) {
     let host = &config.proxy.host;
     let started = Instant::now();
-    let ip = match crate::proxy::resolve_host(host) {
-        Ok(ip) => ip,
+    let addresses = match crate::proxy::resolve_host(host) {
+        Ok(addresses) => addresses,
         Err(why) => {
             return report.check(
                 Status::Fail,
@@ -102,16 +102,21 @@ fn proxy_checks(report: &mut Report, config: &Config) {
             );
         }
     };
+    let timeout = config.connect_timeout_ms;
+    let ip = first_accepting(&addresses, config.proxy.port, timeout);
     if host.parse::<IpAddr>().is_err() {
         let took = millis(started);
+        let all: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
         report.check(
             Status::Pass,
             "proxy address",
-            &format!("{host} resolves to {ip} ({took:.1} ms)"),
+            &format!(
+                "{host} resolves to {} ({took:.1} ms); checked: {ip}",
+                all.join(", ")
+            ),
             "",
         );
     }
-    let timeout = config.connect_timeout_ms;
     let traffic = SocketAddr::new(ip, config.proxy.port);
     let trust = config.proxy_tls.then(|| Trust {
         host,
@@ -177,6 +182,25 @@ fn proxy_checks(report: &mut Report, config: &Config) {
             "is Lunar Proxy's handshake port LUNAR_HANDSHAKE_PORT (default 8081)? \
              Until it answers, requests go directly to their destinations",
         ),
+    }
+}
+
+/// Of a name's addresses, the first whose traffic port takes a connect (the library's
+/// handshake tries them in this order and keeps the one that answers); else the first.
+fn first_accepting(addresses: &[IpAddr], port: u16, timeout_ms: u64) -> IpAddr {
+    let accepts = |ip: IpAddr| {
+        let target = SocketAddr::new(ip, port);
+        OwnSocket::open(target).is_ok_and(|socket| {
+            connect_bounded(socket.fd(), family_of(target), target, timeout_ms).is_ok()
+        })
+    };
+    match addresses {
+        [only] => *only,
+        several => several
+            .iter()
+            .copied()
+            .find(|ip| accepts(*ip))
+            .unwrap_or(several[0]),
     }
 }
 

@@ -166,19 +166,33 @@ impl Proxy {
     }
 
     fn handshake(&self, settings: &Settings<'_>, now_ms: u64) {
-        let outcome = self.resolve().and_then(|ip| {
-            let handshake_at = SocketAddr::new(ip, self.handshake_port);
-            let trust = self.tls_trust();
-            handshake::run(
-                handshake_at,
-                &self.handshake_host,
-                settings.tenant,
-                settings.connect_timeout_ms,
-                trust,
-                &mut |_| {},
-            )
-            .map(|answer| (ip, answer))
-            .map_err(|failure| failure.to_string())
+        let outcome = self.resolve().and_then(|addresses| {
+            // Each address in turn, as an HTTP client tries them: `localhost` gives `::1`
+            // first, where a proxy may listen on IPv4 only. The one that answers carries
+            // the traffic.
+            let mut failures = Vec::new();
+            for ip in addresses {
+                let handshake_at = SocketAddr::new(ip, self.handshake_port);
+                match handshake::run(
+                    handshake_at,
+                    &self.handshake_host,
+                    settings.tenant,
+                    settings.connect_timeout_ms,
+                    self.tls_trust(),
+                    &mut |_| {},
+                ) {
+                    Ok(answer) => return Ok((ip, answer)),
+                    Err(failure) => failures.push((ip, failure.to_string())),
+                }
+            }
+            Err(match failures.as_slice() {
+                [(_, only)] => only.clone(),
+                several => several
+                    .iter()
+                    .map(|(ip, why)| format!("{ip}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
         });
         match outcome {
             Ok((ip, answer)) => {
@@ -209,7 +223,7 @@ impl Proxy {
         }
     }
 
-    fn resolve(&self) -> Result<IpAddr, String> {
+    fn resolve(&self) -> Result<Vec<IpAddr>, String> {
         resolve_host(&self.address.host)
     }
 
@@ -221,12 +235,18 @@ impl Proxy {
     }
 }
 
-/// The proxy host's address: an IP literal, or the first address the name resolves to.
-pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
+/// At most this many of a name's addresses are tried.
+const MAX_ADDRESSES: usize = 4;
+
+/// The proxy host's addresses: an IP literal, or the name's addresses in the resolver's
+/// order (at most `MAX_ADDRESSES`, each once).
+pub fn resolve_host(host: &str) -> Result<Vec<IpAddr>, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
+        return Ok(vec![ip]);
     }
-    resolve_name(host).ok_or_else(|| format!("cannot resolve {host}"))
+    resolve_name(host)
+        .filter(|found| !found.is_empty())
+        .ok_or_else(|| format!("cannot resolve {host}"))
 }
 
 fn bracketed(host: &str) -> String {
@@ -237,7 +257,7 @@ fn bracketed(host: &str) -> String {
     }
 }
 
-fn resolve_name(name: &str) -> Option<IpAddr> {
+fn resolve_name(name: &str) -> Option<Vec<IpAddr>> {
     let node = CString::new(name).ok()?;
     // SAFETY: addrinfo is plain old data; zero is "no hints" for the other fields.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
@@ -249,18 +269,21 @@ fn resolve_name(name: &str) -> Option<IpAddr> {
     if rc != 0 {
         return None;
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut entry = list;
-    while !entry.is_null() && found.is_none() {
+    while !entry.is_null() && found.len() < MAX_ADDRESSES {
         // SAFETY: entries of a list getaddrinfo returned.
         let info = unsafe { &*entry };
         // SAFETY: ai_addr/ai_addrlen come from getaddrinfo.
-        found = unsafe { crate::addr::from_c(info.ai_addr, info.ai_addrlen) }.map(|a| a.ip());
+        let ip = unsafe { crate::addr::from_c(info.ai_addr, info.ai_addrlen) }.map(|a| a.ip());
+        if let Some(ip) = ip.filter(|ip| !found.contains(ip)) {
+            found.push(ip);
+        }
         entry = info.ai_next;
     }
     // SAFETY: frees the list getaddrinfo allocated, once.
     unsafe { libc::freeaddrinfo(list) };
-    found
+    Some(found)
 }
 
 /// An IP written by the one handshake that succeeds, before the state becomes READY (which

@@ -92,3 +92,14 @@ def test_log_levels(lab, need_lib, tag, level):
     if level.upper() == "DEBUG":
         assert any("-> proxy" in ln for ln in lines), describe(res)
     assert all("-> proxy" not in ln for ln in lines) or level.upper() == "DEBUG", lines
+
+
+def test_a_proxy_name_with_an_address_not_listening_uses_the_next(lab, need_lib, tag):
+    """LUNAR_PROXY_HOST=localhost:8000, the form Lunar's docs show: the lab's localhost is
+    ::1 first (where nothing listens on 8000 or 8081), then 127.0.0.1 (HAProxy). The
+    handshake tries each address and the traffic goes to the one that answered."""
+    lab.start_haproxy()
+    res = run(lab, tag, {"LUNAR_PROXY_HOST": "localhost:8000"})
+    assert_ok(res)
+    assert_proxied(one_echo(res), res, lunar_host="api.example.test", origin=API, path=tag)
+    assert warnings(res) == [], describe(res)
