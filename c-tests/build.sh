@@ -108,6 +108,7 @@ for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls tls_reuse;
 	build_tls "$src" -lssl -lcrypto
 done
 build_tls tls_gnutls -lgnutls
+build_tls gnutls_sessions -lgnutls
 build_tls tls_deepbind -ldl
 build_tls tls_deepbind_gnutls -ldl
 

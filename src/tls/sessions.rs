@@ -114,7 +114,9 @@ pub fn find(key: usize) -> Option<Arc<Session>> {
         .map(|(_, session)| session.clone())
 }
 
-/// The session running on `fd`, with its key.
+/// The session running on `fd`, with its key: the newest made there. An older one on the
+/// same number belongs to a socket closed since (the program frees its sessions later:
+/// a pool, a garbage collector), whose number the kernel gave this one.
 pub fn find_by_fd(fd: c_int) -> Option<(usize, Arc<Session>)> {
     if !any() {
         return None;
@@ -122,6 +124,7 @@ pub fn find_by_fd(fd: c_int) -> Option<(usize, Arc<Session>)> {
     TABLE
         .lock()
         .iter()
+        .rev()
         .find(|(_, session)| session.fd == fd)
         .map(|(key, session)| (*key, session.clone()))
 }
@@ -215,7 +218,8 @@ pub fn remove(key: usize) -> Option<Arc<Session>> {
     }
     let mut table = TABLE.lock();
     let index = table.iter().position(|(k, _)| *k == key)?;
-    let (_, session) = table.swap_remove(index);
+    // In order: the newest session on an fd is the last (`find_by_fd`).
+    let (_, session) = table.remove(index);
     COUNT.store(table.len(), Ordering::Release);
     Some(session)
 }

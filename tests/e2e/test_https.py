@@ -578,6 +578,31 @@ def test_divert_one_ssl_object_for_two_connections(lab, c_tls_bins, need_lib, ha
 
 
 @divert
+def test_gnutls_line_protocol_speaking_first_reaches_the_echo_server(lab, c_tls_bins, need_lib,
+                                                                    haproxy_up):
+    """c-tests/gnutls_sessions.c echo: a client-speaks-first line protocol inside TLS on
+    :443 (not HTTP: the socket goes to the origin in a real session). Its first
+    gnutls_record_send returns 7 and the line reaches the echo server (before: 0, and the
+    line was lost)."""
+    res = lab.run([os.path.join(c_tls_bins, "gnutls_sessions"), "echo", lab.ca_file],
+                  debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    assert res.text_out.count("sent=7 back=") == 2, describe(res)
+
+
+@divert
+def test_gnutls_session_freed_late_leaves_the_next_one_on_its_fd_alone(lab, c_tls_bins, need_lib,
+                                                                      testproxy):
+    """c-tests/gnutls_sessions.c stale: session A's socket closed, A freed only at the end;
+    session B gets A's fd number and its request fails at the proxy (error:2): B's
+    fallback is B's own, to other.example.test (before: A's session took B's fallback
+    and B hung)."""
+    res = lab.run([os.path.join(c_tls_bins, "gnutls_sessions"), "stale", lab.ca_file,
+                   str(labmod.TESTPROXY_CONTROL)], env=TESTPROXY_ENV, debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+
+
+@divert
 @pytest.mark.parametrize("mode", ["error:2", "close", "close-head"])
 def test_divert_proxy_fault_falls_back_over_tls(dclient, need_lib, testproxy, tag, mode):
     """The proxy got the request (x-lunar-scheme: https) and failed it: x-lunar-error,

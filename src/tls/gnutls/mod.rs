@@ -138,15 +138,18 @@ fn send_virtual(session: &Session, data: &[u8], program_send: ProgramSend) -> is
             libc::MSG_NOSIGNAL,
         )
     };
-    if sent < 0 {
-        // The send met a proxy failure and the socket now carries a real session.
+    // A failure met (-1), or bytes that are not HTTP, which the connection layer took
+    // none of (0): either way the socket may now carry a real session, which takes them.
+    if sent < 0 || (sent == 0 && !data.is_empty()) {
         if let Some(real_session) = fallback(session) {
             return match follow::send(session, real_session, data) {
                 follow::Sent::Done(result) => result,
                 follow::Sent::Switched(n) => n as isize,
             };
         }
-        return transfer_error(crate::sys::errno(), true);
+        if sent < 0 {
+            return transfer_error(crate::sys::errno(), true);
+        }
     }
     sent
 }
