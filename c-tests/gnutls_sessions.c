@@ -12,6 +12,12 @@
  *   only at the end (a pool, a garbage collector). Session B (other.example.test:443) gets
  *   A's fd number; the test proxy (its control port) then fails B's request (error:2):
  *   B's answer must come from other.example.test, through B's own fallback.
+ *
+ * gnutls_sessions queries CAFILE
+ *   api.example.test:443: a GET sent, then (its answer on the way) the session's data
+ *   asked for (gnutls_session_get_data2, as a program keeping it for resumption) and its
+ *   keys updated (gnutls_session_key_update, retried while GNUTLS_E_AGAIN, at most 1000
+ *   times): the answer must then read whole, from "HTTP/1.1 200".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -174,6 +180,32 @@ static int stale(int control_port)
 	return ok ? 0 : 1;
 }
 
+static int queries(void)
+{
+	int fd;
+	gnutls_session_t s = open_session("api.example.test", &fd);
+	const char *req = "GET /bytes/10 HTTP/1.1\r\nHost: api.example.test\r\n\r\n";
+	if (send_all(s, req, strlen(req)) != (ssize_t)strlen(req))
+		return 1;
+	usleep(50 * 1000);
+	gnutls_datum_t data = { 0 };
+	int got_data = gnutls_session_get_data2(s, &data);
+	if (got_data == 0)
+		gnutls_free(data.data);
+	int updated, tries = 0;
+	do
+		updated = gnutls_session_key_update(s, 0);
+	while (updated == GNUTLS_E_AGAIN && ++tries < 1000);
+	char buf[4096];
+	size_t have = recv_some(s, buf, sizeof buf - 1, 12);
+	buf[have] = 0;
+	printf("get_data2=%d key_update=%d tries=%d answer=%.15s\n", got_data, updated, tries, buf);
+	gnutls_bye(s, GNUTLS_SHUT_WR);
+	close(fd);
+	gnutls_deinit(s);
+	return strncmp(buf, "HTTP/1.1 200", 12) == 0 && tries < 1000 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -184,6 +216,8 @@ int main(int argc, char **argv)
 	gnutls_certificate_set_x509_trust_file(g_cred, argv[2], GNUTLS_X509_FMT_PEM);
 	if (strcmp(argv[1], "echo") == 0)
 		return echo();
+	if (strcmp(argv[1], "queries") == 0)
+		return queries();
 	if (strcmp(argv[1], "stale") == 0 && argc > 3)
 		return stale(atoi(argv[3]));
 	return 2;

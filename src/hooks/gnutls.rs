@@ -270,3 +270,47 @@ pub unsafe extern "C-unwind" fn gnutls_alpn_get_selected_protocol(
 pub unsafe extern "C-unwind" fn gnutls_session_is_resumed(session: GnutlsSession) -> c_int {
     on_session!(session, real::gnutls_session_is_resumed(session), |_s| 0, else 0)
 }
+
+/// # Safety
+/// As gnutls_session_get_data(3). A virtual session has no data to resume with (and the
+/// real call, on a TLS 1.3 session, would read the socket for a ticket: the proxy's
+/// plaintext, taken as a record).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_session_get_data(
+    session: GnutlsSession,
+    data: *mut c_void,
+    size: *mut size_t,
+) -> c_int {
+    on_session!(
+        session,
+        real::gnutls_session_get_data(session, data, size),
+        |_s| tls::GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE,
+        else -1
+    )
+}
+
+/// # Safety
+/// As gnutls_session_get_data2(3); see `gnutls_session_get_data`.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_session_get_data2(
+    session: GnutlsSession,
+    data: *mut GnutlsDatum,
+) -> c_int {
+    on_session!(
+        session,
+        real::gnutls_session_get_data2(session, data),
+        |_s| tls::GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE,
+        else -1
+    )
+}
+
+/// # Safety
+/// As gnutls_session_key_update(3). A virtual session has no keys: done (the real call
+/// answered GNUTLS_E_AGAIN for ever, and a program's retry loop spun).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_session_key_update(
+    session: GnutlsSession,
+    flags: c_uint,
+) -> c_int {
+    on_session!(session, real::gnutls_session_key_update(session, flags), |_s| 0, else -1)
+}

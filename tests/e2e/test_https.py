@@ -591,6 +591,19 @@ def test_gnutls_line_protocol_speaking_first_reaches_the_echo_server(lab, c_tls_
 
 
 @divert
+def test_gnutls_session_data_and_key_update_leave_the_answer_whole(lab, c_tls_bins, need_lib,
+                                                                  haproxy_up):
+    """c-tests/gnutls_sessions.c queries: gnutls_session_get_data2 and
+    gnutls_session_key_update on a virtual session while its answer arrives: the answer
+    reads whole (before: get_data2 read the proxy's plaintext as a TLS record and ate
+    "HTTP/", and key_update answered GNUTLS_E_AGAIN for ever)."""
+    res = lab.run([os.path.join(c_tls_bins, "gnutls_sessions"), "queries", lab.ca_file],
+                  debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    assert "answer=HTTP/1.1 200" in res.text_out, describe(res)
+
+
+@divert
 def test_gnutls_session_freed_late_leaves_the_next_one_on_its_fd_alone(lab, c_tls_bins, need_lib,
                                                                       testproxy):
     """c-tests/gnutls_sessions.c stale: session A's socket closed, A freed only at the end;
