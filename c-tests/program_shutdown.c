@@ -14,6 +14,13 @@
  *                 a SIGPIPE handler): -1 EPIPE and one SIGPIPE; then the first request's
  *                 answer is read to its end and must be a 200
  *
+ *   broken_pipe   a POST whose 8 MiB body is written in 64 KiB writes (no MSG_NOSIGNAL, a
+ *                 SIGPIPE handler) to a proxy that breaks the connection (the test
+ *                 proxy's close-head) with replay off (LUNAR_REPLAY_MAX_BYTES=0: the
+ *                 failure cannot be hidden): writes go on past ECONNRESET until one
+ *                 returns EPIPE, and each EPIPE comes with one SIGPIPE, as the kernel
+ *                 sends it
+ *
  * Prints one line: mode=M result=R errno=NAME elapsed_ms=N sigpipe=S status=C
  * Exit 0 iff as expected, 1 otherwise, 2 on a setup error, 3 when hung (8 s watchdog).
  */
@@ -116,6 +123,36 @@ static int write_after_wr(const struct args *a)
 	return again == -1 && err == EPIPE && g_sigpipes == 1 && status == 200 ? 0 : 1;
 }
 
+static int broken_pipe(const struct args *a)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe };
+	sigaction(SIGPIPE, &sa, NULL);
+	const size_t body = 8u << 20;
+	char head[256];
+	int n = snprintf(head, sizeof head,
+			 "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n\r\n", a->path,
+			 a->host, body);
+	int fd = connect_blocking(a);
+	write_all(fd, head, (size_t)n);
+	static char chunk[65536];
+	int epipes = 0, last_err = 0;
+	for (size_t sent = 0; sent < body && epipes == 0;) {
+		ssize_t w = write(fd, chunk, sizeof chunk);
+		if (w > 0) {
+			sent += (size_t)w;
+			continue;
+		}
+		last_err = errno;
+		if (errno == EPIPE)
+			epipes++;
+		else if (errno != ECONNRESET && errno != EINTR)
+			break;
+	}
+	printf("mode=broken_pipe result=%d errno=%s sigpipe=%d\n", epipes, errno_name(last_err),
+	       (int)g_sigpipes);
+	return epipes == 1 && g_sigpipes == 1 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct args a;
@@ -123,6 +160,8 @@ int main(int argc, char **argv)
 	const char *mode = argc > 4 ? argv[4] : "";
 	if (strcmp(mode, "write_after_wr") == 0)
 		return write_after_wr(&a);
+	if (strcmp(mode, "broken_pipe") == 0)
+		return broken_pipe(&a);
 	if (strncmp(mode, "cancel_", 7) == 0)
 		return cancel(&a, mode);
 	fprintf(stderr, "usage: program_shutdown HOST PORT PATH MODE\n");

@@ -237,20 +237,29 @@ impl Runtime {
         }
     }
 
-    /// Counts a proxy failure; says so once per failure, and when a cooldown starts.
+    /// Counts a proxy failure hidden from the program (its request sent to the original
+    /// destination); says so once per failure, and when a cooldown starts.
     pub fn proxy_failed(&self, what: &str) {
+        self.count_failure(what, "; request sent to its original destination");
+    }
+
+    /// Counts a proxy failure the program sees (the caller says why it could not be
+    /// hidden).
+    pub fn proxy_failed_unhidden(&self, what: &str) {
+        self.count_failure(what, "");
+    }
+
+    fn count_failure(&self, what: &str, then: &str) {
         use crate::policy::failsafe::Outcome;
         match self.failsafe.record_failure(now_ms()) {
             Outcome::CooldownStarted => log::warn!(
-                "Lunar Proxy failed ({what}); request sent to its original destination; cooldown: all traffic goes direct for {} s",
+                "Lunar Proxy failed ({what}){then}; cooldown: all traffic goes direct for {} s",
                 self.failsafe.cooldown_secs()
             ),
-            Outcome::Counted(count) => log::warn!(
-                "Lunar Proxy failed ({what}); request sent to its original destination ({count} consecutive failure(s))"
-            ),
-            Outcome::AlreadyCoolingDown => {
-                log::warn!("Lunar Proxy failed ({what}); request sent to its original destination")
+            Outcome::Counted(count) => {
+                log::warn!("Lunar Proxy failed ({what}){then} ({count} consecutive failure(s))")
             }
+            Outcome::AlreadyCoolingDown => log::warn!("Lunar Proxy failed ({what}){then}"),
         }
     }
 }

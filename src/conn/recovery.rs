@@ -162,7 +162,7 @@ fn unhideable(conn: &Conn, runtime: &Runtime, why: &str, counted: bool) {
         )
     };
     let what = if counted {
-        runtime.proxy_failed(why);
+        runtime.proxy_failed_unhidden(why);
         format!("Lunar Proxy failed ({why})")
     } else {
         "Lunar Proxy asked for a retry".to_string()
@@ -224,14 +224,16 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         return false;
     };
     let reason = std::io::Error::from_raw_os_error(errno);
-    runtime.proxy_failed(&format!("proxy connection lost while sending: {reason}"));
+    let why = format!("proxy connection lost while sending: {reason}");
     if action != Action::Replay {
+        runtime.proxy_failed_unhidden(&why);
         log::warn!(
             "the request to {} is larger than LUNAR_REPLAY_MAX_BYTES and cannot be sent again; the program sees the error",
             conn.label()
         );
         return false;
     }
+    runtime.proxy_failed(&why);
     log::debug!(
         "{} -> direct (replaying after a proxy failure)",
         conn.label()

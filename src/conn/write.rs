@@ -60,7 +60,28 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
             cold_path();
             Outcome::Bypass(Bypass::BytesOnly)
         }
-        _ => send_tracked(conn, fd, input, flags),
+        _ => {
+            let outcome = send_tracked(conn, fd, input, flags);
+            if matches!(outcome, Outcome::Done(-1)) && sys::errno() == libc::EPIPE {
+                cold_path();
+                signal_broken_pipe(conn, flags);
+            }
+            outcome
+        }
+    }
+}
+
+/// A broken pipe the program sees (a failure that could not be hidden) gets its SIGPIPE,
+/// as the kernel sends one to a thread whose send had no MSG_NOSIGNAL; the library's own
+/// sends to the proxy carried MSG_NOSIGNAL to keep the signal back while the failure could
+/// still be hidden.
+#[inline(never)]
+fn signal_broken_pipe(conn: &Conn, program_flags: c_int) {
+    if program_flags & libc::MSG_NOSIGNAL == 0 && conn.is_diverted() {
+        let errno = sys::errno();
+        // SAFETY: raise(3) on the calling thread, as the kernel's SIGPIPE would be.
+        unsafe { libc::raise(libc::SIGPIPE) };
+        sys::set_errno(errno);
     }
 }
 

@@ -662,3 +662,17 @@ def test_a_write_after_the_programs_half_close_meets_epipe_and_sigpipe(lab, need
     seen = lab.origin_log(contains=tag)
     assert len(seen) == 1, "the origin got the request %d times\n%s" % (len(seen), describe(res))
     assert "Lunar Proxy failed" not in res.text_err, describe(res)
+
+
+def test_a_broken_pipe_that_cannot_be_hidden_comes_with_its_sigpipe(lab, need_lib, testproxy,
+                                                                   tag, c_bins):
+    """Replay off and a proxy that breaks the connection in the middle of an 8 MiB body
+    (close-head): the program's write gets EPIPE, and with it one SIGPIPE, as the kernel
+    sends it to a send without MSG_NOSIGNAL (before: EPIPE without the signal, since the
+    library's own sends to the proxy keep it back)."""
+    testproxy.set_mode("close-head")
+    env = dict(TESTPROXY_ENV, LUNAR_REPLAY_MAX_BYTES="0")
+    res = lab.run([os.path.join(c_bins, "program_shutdown"), "api.example.test", "80", tag,
+                   "broken_pipe"], env=env, debug=True, timeout=30)
+    line = parse_wait_line(res)
+    assert res.rc == 0, "%s\n%s" % (line, describe(res))
