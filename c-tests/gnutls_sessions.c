@@ -17,7 +17,8 @@
  *   api.example.test:443: a GET sent, then (its answer on the way) the session's data
  *   asked for (gnutls_session_get_data2, as a program keeping it for resumption) and its
  *   keys updated (gnutls_session_key_update, retried while GNUTLS_E_AGAIN, at most 1000
- *   times): the answer must then read whole, from "HTTP/1.1 200".
+ *   times): the answer must then read whole, from "HTTP/1.1 200"; and the session has a
+ *   description (gnutls_session_get_desc, not NULL).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -199,11 +200,15 @@ static int queries(void)
 	char buf[4096];
 	size_t have = recv_some(s, buf, sizeof buf - 1, 12);
 	buf[have] = 0;
-	printf("get_data2=%d key_update=%d tries=%d answer=%.15s\n", got_data, updated, tries, buf);
+	char *desc = gnutls_session_get_desc(s);
+	printf("get_data2=%d key_update=%d tries=%d desc_len=%zu answer=%.15s\n", got_data, updated,
+	       tries, desc ? strlen(desc) : 0, buf);
+	int described = desc != NULL;
+	gnutls_free(desc);
 	gnutls_bye(s, GNUTLS_SHUT_WR);
 	close(fd);
 	gnutls_deinit(s);
-	return strncmp(buf, "HTTP/1.1 200", 12) == 0 && tries < 1000 ? 0 : 1;
+	return strncmp(buf, "HTTP/1.1 200", 12) == 0 && tries < 1000 && described ? 0 : 1;
 }
 
 int main(int argc, char **argv)

@@ -243,10 +243,9 @@ impl Runtime {
         self.count_failure(what, "; request sent to its original destination");
     }
 
-    /// Counts a proxy failure the program sees (the caller says why it could not be
-    /// hidden).
-    pub fn proxy_failed_unhidden(&self, what: &str) {
-        self.count_failure(what, "");
+    /// Counts a proxy failure the program sees; `then`: why it could not be hidden.
+    pub fn proxy_failed_unhidden(&self, what: &str, then: &str) {
+        self.count_failure(what, then);
     }
 
     fn count_failure(&self, what: &str, then: &str) {

@@ -242,7 +242,7 @@ fn failed_taking(mut failure: Failure, bytes: &[u8]) -> Judged {
 /// The head was the program's, and the tracker is past it: it follows the rest read.
 fn settle(conn: &Conn, responses: &mut Responses, answered_before: u64, rest: &[u8]) {
     if responses.tracker.responses_completed() > answered_before {
-        responses.inflight.answered();
+        responses.answered(true);
     }
     conn.track(responses, rest);
 }

@@ -22,6 +22,7 @@
 //! | Answer: a head to deliver | any | Proceed |
 //! | PeerLost | answers checked, a request unanswered (all written) | as a closed answer: Replay, or Unhideable |
 //! | PeerLost | answers checked, nothing written | ConnectFailed (the proxy lost before the request), or Unhideable (https, TLS not movable) |
+//! | PeerLost | answers checked, an answer cut short (its length or chunks say more) | Unhideable (counted; the program sees the end) |
 //! | PeerLost | otherwise | Proceed (the program sees the end) |
 //! | ConnectErrorSeen reset/refused/timed out/unreachable | at the proxy, nothing written, (https: TLS movable) | ConnectFailed |
 //! | ReadBeforeWrite | at the proxy, nothing written, not an https look, (https: TLS movable) | GoDirect (https: HandToTls) |
@@ -63,6 +64,9 @@ pub enum Event {
     PeerLost {
         unanswered: bool,
         at_boundary: bool,
+        /// The end came inside an answer whose length or chunks say more is due (not one
+        /// whose body ends at the close).
+        cut_short: bool,
         seen_at: u32,
     },
     /// The program read SO_ERROR and found `error`.
@@ -309,6 +313,7 @@ fn decide_from_table(state: &State, facts: Facts, event: Event) -> Action {
         Event::PeerLost {
             unanswered,
             at_boundary,
+            cut_short,
             ..
         } if phase.checks_answers() => {
             if unanswered && at_boundary {
@@ -321,8 +326,13 @@ fn decide_from_table(state: &State, facts: Facts, event: Event) -> Action {
                 } else {
                     Action::Unhideable { counted: true }
                 }
+            } else if cut_short {
+                // Part of the answer is the program's already: it sees the end, and the
+                // proxy's failure is counted.
+                Action::Unhideable { counted: true }
             } else {
-                // An idle keep-alive connection the proxy closed, or an answer cut short.
+                // An idle keep-alive connection the proxy closed, or an answer that ends
+                // at the close.
                 Action::Proceed
             }
         }

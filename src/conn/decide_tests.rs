@@ -241,6 +241,7 @@ fn peer_lost(unanswered: bool, at_boundary: bool) -> Event {
     Event::PeerLost {
         unanswered,
         at_boundary,
+        cut_short: false,
         seen_at: 0,
     }
 }
@@ -262,6 +263,7 @@ fn peer_lost_seen_before_or_during_a_move_of_the_socket_reads_on() {
             let event = Event::PeerLost {
                 unanswered: true,
                 at_boundary: true,
+                cut_short: false,
                 seen_at,
             };
             assert_eq!(
@@ -277,6 +279,7 @@ fn peer_lost_seen_before_or_during_a_move_of_the_socket_reads_on() {
     let event = Event::PeerLost {
         unanswered: true,
         at_boundary: true,
+        cut_short: false,
         seen_at: 2,
     };
     assert_eq!(decide(&now, REPLAYABLE, event), Action::Replay);
@@ -292,6 +295,21 @@ fn peer_lost_at_the_proxy_a_request_unanswered_replays() {
 fn peer_lost_at_the_proxy_nothing_written_is_a_connect_failure() {
     let action = decide(&proxied(), REPLAYABLE, peer_lost(false, true));
     assert_eq!(action, Action::ConnectFailed);
+}
+
+#[test]
+fn peer_lost_inside_an_answer_cut_short_is_a_counted_failure_the_program_sees() {
+    let event = Event::PeerLost {
+        unanswered: true,
+        at_boundary: false,
+        cut_short: true,
+        seen_at: 0,
+    };
+    let action = decide(&wrote(proxied()), NOT_REPLAYABLE, event);
+    assert_eq!(action, Action::Unhideable { counted: true });
+    // The same end at the origin is the program's to see, uncounted.
+    let direct = wrote(state(Phase::Direct));
+    assert_eq!(decide(&direct, NOT_REPLAYABLE, event), Action::Proceed);
 }
 
 #[test]
@@ -511,7 +529,14 @@ pub(crate) fn every_event() -> Vec<Event> {
     events.push(Event::PeerLost {
         unanswered: true,
         at_boundary: true,
+        cut_short: false,
         seen_at: 1,
+    });
+    events.push(Event::PeerLost {
+        unanswered: true,
+        at_boundary: false,
+        cut_short: true,
+        seen_at: 0,
     });
     for flag in [true, false] {
         events.push(Event::ReadBeforeWrite { looks_only: flag });

@@ -204,7 +204,7 @@ fn judge_head(
         }
     };
     if probe.responses_completed() > answered_before {
-        responses.inflight.answered();
+        responses.answered(true);
     }
     responses.adopt(probe);
     next
@@ -212,7 +212,8 @@ fn judge_head(
 
 /// What a complete head from the proxy means: a failure, or a retry it asks for (its
 /// bytes are not the program's: any part taken is dropped), or `None`: an answer for the
-/// program, which counts as the proxy's success.
+/// program (the proxy's success is counted when it has been read to its end,
+/// `Responses::answered`).
 pub(super) fn failure_in(head: &ResponseHead<'_>, responses: &mut Responses) -> Option<Failure> {
     if head.lunar_error.is_some() || head.retry.is_some() {
         if let Some(failure) = error_or_retry(head, responses) {
@@ -220,11 +221,6 @@ pub(super) fn failure_in(head: &ResponseHead<'_>, responses: &mut Responses) -> 
         }
     }
     responses.retries = 0;
-    if !head.informational {
-        if let Some(runtime) = crate::runtime::get() {
-            runtime.failsafe.record_success();
-        }
-    }
     None
 }
 

@@ -302,19 +302,29 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool, seen_at
     // A writer thread of the program (Java writes and reads on two threads) may be
     // meeting the same failure right now and moving the socket: `start` takes the writer
     // lock first, and finds nothing left to do if it did.
-    let (unanswered, at_boundary) = {
-        let responses = conn.responses.lock();
-        (
-            responses.tracker.pending_requests() > 0,
-            responses.tracker.at_message_boundary(),
-        )
+    let (unanswered, at_boundary, cut_short) = {
+        let mut responses = conn.responses.lock();
+        let tracker = &responses.tracker;
+        let (unanswered, at_boundary) = (
+            tracker.pending_requests() > 0,
+            tracker.at_message_boundary(),
+        );
+        let ends_here = tracker.can_end_here();
+        if unanswered && !at_boundary && ends_here && conn.phase().checks_answers() {
+            // An answer whose body ends at the close: read to its end.
+            responses.answered(true);
+        }
+        (unanswered, at_boundary, !at_boundary && !ends_here)
     };
     let event = Event::PeerLost {
         unanswered,
         at_boundary,
+        cut_short,
         seen_at,
     };
-    let why = if unanswered {
+    let why = if cut_short {
+        "proxy closed the connection in the middle of an answer"
+    } else if unanswered {
         "proxy closed the connection before answering"
     } else {
         "proxy connection lost before the request: connection reset"

@@ -153,7 +153,16 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
 /// A failure (`counted`) or retry that cannot be hidden: said, and the proxy's answers
 /// are delivered as they are from now on.
 fn unhideable(conn: &Conn, runtime: &Runtime, why: &str, counted: bool) {
-    let reason = if conn.is_https() && conn.responses.lock().inflight.replayable() {
+    let (answer_begun, replayable) = {
+        let responses = conn.responses.lock();
+        (
+            !responses.tracker.at_message_boundary(),
+            responses.inflight.replayable(),
+        )
+    };
+    let reason = if answer_begun {
+        "part of its answer has reached the program".to_string()
+    } else if conn.is_https() && replayable {
         "this TLS library's session cannot be moved to the origin".to_string()
     } else {
         format!(
@@ -161,16 +170,15 @@ fn unhideable(conn: &Conn, runtime: &Runtime, why: &str, counted: bool) {
             runtime.config.replay_max_bytes
         )
     };
-    let what = if counted {
-        runtime.proxy_failed_unhidden(why);
-        format!("Lunar Proxy failed ({why})")
-    } else {
-        "Lunar Proxy asked for a retry".to_string()
-    };
-    log::warn!(
-        "{what} on the request to {}, but {reason}; the program sees the proxy's answer",
+    let then = format!(
+        " on the request to {}, but {reason}; the program sees the proxy's answer as it came",
         conn.label()
     );
+    if counted {
+        runtime.proxy_failed_unhidden(why, &then);
+    } else {
+        log::warn!("Lunar Proxy asked for a retry{then}");
+    }
     conn.responses.lock().stop_checking();
     conn.change(Phase::blind);
 }
@@ -226,11 +234,11 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
     let reason = std::io::Error::from_raw_os_error(errno);
     let why = format!("proxy connection lost while sending: {reason}");
     if action != Action::Replay {
-        runtime.proxy_failed_unhidden(&why);
-        log::warn!(
-            "the request to {} is larger than LUNAR_REPLAY_MAX_BYTES and cannot be sent again; the program sees the error",
+        let then = format!(
+            " on the request to {}, but it is larger than LUNAR_REPLAY_MAX_BYTES and cannot be sent again; the program sees the error",
             conn.label()
         );
+        runtime.proxy_failed_unhidden(&why, &then);
         return false;
     }
     runtime.proxy_failed(&why);

@@ -111,6 +111,19 @@ impl Responses {
 
     /// Nothing to check any more (the connection left the proxy, or its answers cannot be
     /// followed: the caller changes the phase).
+    /// An answer was read to its end: its request leaves the replay copy, and, when the
+    /// answers are the proxy's (`at_proxy`), the proxy's success is counted. Counted here,
+    /// not at the head: a good proxied response resets the failure count, and one cut
+    /// short counts as a failure instead (`decide`, `PeerLost` cut short).
+    pub fn answered(&mut self, at_proxy: bool) {
+        self.inflight.answered();
+        if at_proxy {
+            if let Some(runtime) = crate::runtime::get() {
+                runtime.failsafe.record_success();
+            }
+        }
+    }
+
     pub fn stop_checking(&mut self) {
         self.inflight.clear();
         self.tracker = ResponseStream::new();
@@ -155,7 +168,7 @@ impl Conn {
                 }
             };
             if responses.tracker.responses_completed() > answered_before {
-                responses.inflight.answered();
+                responses.answered(self.phase().checks_answers());
             }
             if taken == 0 {
                 return;

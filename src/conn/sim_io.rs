@@ -291,6 +291,7 @@ impl Sim {
         let action = self.ask(Event::PeerLost {
             unanswered: self.tracker.pending_requests() > 0,
             at_boundary: self.tracker.at_message_boundary(),
+            cut_short: !self.tracker.at_message_boundary() && !self.tracker.can_end_here(),
             seen_at: self.state.moves,
         });
         self.act(action)?;

@@ -94,6 +94,12 @@ impl<T> Failed for *const T {
     }
 }
 
+impl<T> Failed for *mut T {
+    fn failed(&self) -> bool {
+        self.is_null()
+    }
+}
+
 /// # Safety
 /// As gnutls_handshake(3).
 #[no_mangle]
@@ -313,4 +319,32 @@ pub unsafe extern "C-unwind" fn gnutls_session_key_update(
     flags: c_uint,
 ) -> c_int {
     on_session!(session, real::gnutls_session_key_update(session, flags), |_s| 0, else -1)
+}
+
+/// # Safety
+/// As gnutls_session_get_desc(3). GnuTLS's own answer for a virtual session, which made no
+/// handshake, is NULL (a program passing it to `strlen` would crash): this one says what
+/// the session is. The program frees it with `gnutls_free` (GnuTLS's default: `free`).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_session_get_desc(session: GnutlsSession) -> *mut c_char {
+    on_session!(
+        session,
+        real::gnutls_session_get_desc(session),
+        |_s| malloc_copy(c"(TLS1.3)-(virtual session through Lunar Proxy)"),
+        else std::ptr::null_mut()
+    )
+}
+
+/// A copy of `text` in memory from malloc(3), the caller's to free. (malloc, not strdup:
+/// the standard library imports malloc already, and every other import is one more
+/// symbol looked up at each process start.)
+fn malloc_copy(text: &std::ffi::CStr) -> *mut c_char {
+    let bytes = text.to_bytes_with_nul();
+    // SAFETY: malloc(3) of the string's size.
+    let copy = unsafe { libc::malloc(bytes.len()) }.cast::<u8>();
+    if !copy.is_null() {
+        // SAFETY: `copy` has room for `bytes`, which it does not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), copy, bytes.len()) };
+    }
+    copy.cast()
 }

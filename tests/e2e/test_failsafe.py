@@ -314,6 +314,42 @@ def test_retry_after_protocol(client, need_lib, tag, testproxy):
     assert b"x-lunar-sequence-id" not in res.out.lower()
 
 
+CUT_SHORT_GETS = r"""
+import http.client, sys
+tag = sys.argv[1]
+for i in range(3):
+    conn = http.client.HTTPConnection("api.example.test")
+    conn.request("GET", "%s/%d" % (tag, i))
+    answer = conn.getresponse()
+    try:
+        body = answer.read()
+        print(i, answer.status, "via-testproxy" if answer.getheader("x-via-testproxy") else "",
+              len(body))
+    except http.client.IncompleteRead as e:
+        print(i, "incomplete", len(e.partial))
+    conn.close()
+"""
+
+
+def test_answers_cut_short_count_as_proxy_failures(lab, need_lib, tag, testproxy):
+    """The proxy sends a head and part of the body it announced, then closes: the program
+    sees the answer as it came (an incomplete read), and each counts as a proxy failure;
+    after two (LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS=2) the cooldown sends the third request
+    to the origin. (Before: nothing counted, and each head counted as a success.)"""
+    testproxy.set_mode("body-part-close")
+    env = dict(TESTPROXY_ENV, LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS="2",
+               LUNAR_EXIT_COOLDOWN_AFTER_SEC="60")
+    res = lab.run([PY, "-c", CUT_SHORT_GETS, tag], env=env, debug=True)
+    assert_ok(res)
+    lines = res.text_out.splitlines()
+    assert lines[:2] == ["0 incomplete 10", "1 incomplete 10"], describe(res)
+    assert lines[2].startswith("2 200  "), describe(res)
+    assert len(testproxy.origin_log(contains=tag)) == 1, describe(res)
+    warned = [ln for ln in res.text_err.splitlines() if "WARNING" in ln]
+    assert len(warned) == 2 and "in the middle of an answer" in warned[0] \
+        and "cooldown" in warned[1], describe(res)
+
+
 # A POST with `Expect: 100-continue` whose `100 Continue` the proxy sends in one write
 # with its final answer: Python's http.client reads both at once. Prints the status, the
 # head's lines and the body.

@@ -22,6 +22,8 @@ changed through the control API (default 127.0.0.1:9001):
                          head (b"HTTP/1.1 200 OK\r\nCont"), then close (FIN)
     head-part-reset      the same, then RST (SO_LINGER 0)
     head-part-hang       the same, then nothing more (until the peer closes)
+    body-part-close      read the full request, answer 200 with Content-Length: 100 and
+                         10 bytes of body, then close (FIN): an answer cut short
     blackhole            stop accepting: the listener is replaced by one with
                          backlog 0 whose queue is kept full, so new connects hang
     retry:<sec>:<count>  answer 429 with x-lunar-retry-after: <sec> and
@@ -387,6 +389,13 @@ def handle_conn(sock, addr):
                 log_rec(rec)
                 hang_until_peer_closes(sock)
                 break
+            elif mode == "body-part-close":
+                rec["action"] = mode
+                log_rec(rec)
+                out.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                time.sleep(0.05)  # the part arrives in its own segment, then the FIN
+                sock.shutdown(socket.SHUT_RDWR)
+                break
             elif mode in ("head-part-close", "head-part-reset", "head-part-hang"):
                 rec["action"] = mode
                 log_rec(rec)
@@ -497,7 +506,8 @@ class Control(BaseHTTPRequestHandler):
         if self.path == "/mode":
             inner = body[len("continue:"):] if body.startswith("continue:") else body
             ok = (inner in ("pass", "pass-seq", "close", "close-head", "reset", "down", "hang",
-                            "blackhole", "head-part-close", "head-part-reset", "head-part-hang")
+                            "blackhole", "head-part-close", "head-part-reset", "head-part-hang",
+                            "body-part-close")
                   or inner.startswith("error:") or inner.startswith("random"))
             with LOCK:
                 if inner.startswith("retry:"):

@@ -26,6 +26,7 @@ real_in! { Library::GnuTls;
     fn gnutls_session_get_data(session: GnutlsSession, data: *mut c_void, size: *mut size_t) -> c_int, else -1;
     fn gnutls_session_get_data2(session: GnutlsSession, data: *mut GnutlsDatum) -> c_int, else -1;
     fn gnutls_session_key_update(session: GnutlsSession, flags: c_uint) -> c_int, else -1;
+    fn gnutls_session_get_desc(session: GnutlsSession) -> *mut libc::c_char, else std::ptr::null_mut();
     fn gnutls_init(session: *mut GnutlsSession, flags: c_uint) -> c_int, else -1;
     fn gnutls_credentials_get(session: GnutlsSession, kind: c_int, cred: *mut *mut c_void) -> c_int, else -1;
     fn gnutls_credentials_set(session: GnutlsSession, kind: c_int, cred: *mut c_void) -> c_int, else -1;
