@@ -239,6 +239,9 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
             conn.label()
         );
         runtime.proxy_failed_unhidden(&why, &then);
+        // The program sees this connection's errors from now on, each counted once.
+        conn.responses.lock().stop_checking();
+        conn.change(Phase::blind);
         return false;
     }
     runtime.proxy_failed(&why);

@@ -669,10 +669,13 @@ def test_a_broken_pipe_that_cannot_be_hidden_comes_with_its_sigpipe(lab, need_li
     """Replay off and a proxy that breaks the connection in the middle of an 8 MiB body
     (close-head): the program's write gets EPIPE, and with it one SIGPIPE, as the kernel
     sends it to a send without MSG_NOSIGNAL (before: EPIPE without the signal, since the
-    library's own sends to the proxy keep it back)."""
+    library's own sends to the proxy keep it back); a second write the same. The failure
+    is counted once (before: once per failed write)."""
     testproxy.set_mode("close-head")
     env = dict(TESTPROXY_ENV, LUNAR_REPLAY_MAX_BYTES="0")
     res = lab.run([os.path.join(c_bins, "program_shutdown"), "api.example.test", "80", tag,
                    "broken_pipe"], env=env, debug=True, timeout=30)
     line = parse_wait_line(res)
     assert res.rc == 0, "%s\n%s" % (line, describe(res))
+    failures = [ln for ln in stderr_lines(res) if "Lunar Proxy failed" in ln]
+    assert len(failures) == 1, "one failure, counted once:\n%s" % describe(res)
