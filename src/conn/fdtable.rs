@@ -13,7 +13,7 @@ use super::Conn;
 use crate::sync::SpinLock;
 use crossbeam_utils::CachePadded;
 use slots::{slot, slot_or_new, slots, Slot};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[path = "fdtable_slots.rs"]
@@ -27,6 +27,23 @@ static TRACKED_COUNT: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::n
 
 pub fn any_tracked() -> bool {
     TRACKED_COUNT.load(Ordering::Acquire) != 0
+}
+
+/// The process whose table this is: set at the first entry, and in a forked child.
+static OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// Whether a change to the table is this process's to make. The child of a `vfork` runs
+/// in its parent's memory until it execs or exits, and its closes and dups (Python's
+/// subprocess closes every fd from 3 up there) are its own: the parent's connections stay
+/// tracked. Asked only where an entry is made or dropped (once per connection), never on
+/// an untracked fd's path.
+fn changes_are_ours() -> bool {
+    // SAFETY: getpid(2) has no preconditions (a system call: glibc caches no pid).
+    let me = unsafe { libc::getpid() };
+    match OWNER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => true,
+        Err(owner) => owner == me,
+    }
 }
 
 /// The connection behind `fd`, if we track it. The fast path of every I/O hook.
@@ -59,6 +76,9 @@ fn tracked_slot(fd: i32) -> Option<&'static Slot> {
 /// Starts tracking `fd`. False only for a negative fd or when the memory for a high fd's
 /// chunk cannot be mapped: the caller must then leave the socket alone.
 pub fn insert(fd: i32, conn: Arc<Conn>) -> bool {
+    if !changes_are_ours() {
+        return true;
+    }
     let Some(slot) = slot_or_new(fd) else {
         return false;
     };
@@ -178,6 +198,9 @@ fn forget(fd: i32, only: Option<&Conn>) {
 
 /// Stops tracking `fd` (if it names `only`, when given): the connection it named.
 fn take(fd: i32, only: Option<&Conn>) -> Option<Arc<Conn>> {
+    if !changes_are_ours() {
+        return None;
+    }
     let slot = slot(fd)?;
     let previous = {
         let mut held = slot.conn.lock();
@@ -266,6 +289,8 @@ pub(super) fn each_watched(mut visit: impl FnMut(i32, &Registrations) -> bool) {
 }
 
 pub fn after_fork_in_child() {
+    // SAFETY: getpid(2) has no preconditions.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Release);
     for (_, slot) in slots() {
         slot.watches.force_unlock();
         slot.conn.force_unlock();

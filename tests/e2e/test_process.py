@@ -111,3 +111,30 @@ def test_threads_mixed_internal_external(lab, need_lib, tag):
     assert len(set(rids)) == 20, "req-ids not unique over 20 requests: %s" % rids
     for e in echoes(results["int"]):
         assert_direct(e, results["int"], origin="127.0.0.2:80")
+
+
+# One keep-alive connection, and between its two requests a subprocess: Python (3.10 and
+# later) starts it with vfork, and the child closes every fd from 3 up before its exec.
+KEEPALIVE_AROUND_A_SUBPROCESS = r"""
+import http.client, subprocess, sys
+tag = sys.argv[1]
+conn = http.client.HTTPConnection("api.example.test")
+for name in ("p1", "p2"):
+    conn.request("GET", "%s/%s" % (tag, name))
+    answer = conn.getresponse()
+    sys.stdout.write(answer.read().decode() + "\n")
+    if name == "p1":
+        subprocess.run(["/bin/true"], check=True)
+"""
+
+
+def test_a_vfork_childs_closes_leave_the_parents_connection_diverted(lab, need_lib, tag):
+    """The vfork child runs in the parent's memory until its exec: its close_range is its
+    own, and the parent's next request on the kept connection still carries Lunar's
+    headers (before: the parent's entry was dropped, the request reached the proxy bare
+    and got its 401)."""
+    res = lab.run([PY, "-c", KEEPALIVE_AROUND_A_SUBPROCESS, tag], debug=True)
+    assert_ok(res)
+    p1, p2 = echoes(res)
+    assert_proxied(p1, res, lunar_host="api.example.test")
+    assert_proxied(p2, res, lunar_host="api.example.test")
