@@ -559,6 +559,7 @@ fn every_state(phase: Phase) -> Vec<State> {
             identity_checked: bits & 4 != 0,
             moves: bits,
             write_shut: false,
+            left_error: 0,
         });
     }
     states

@@ -54,7 +54,14 @@ impl Conn {
     fn after_move(&self, result: &Result<Route, c_int>) {
         match result {
             Ok(route) => self.moved(*route),
-            Err(_) => self.enter(Phase::Passthrough(Route::Origin)),
+            Err(errno) => {
+                if super::decide::is_connect_failure(*errno) {
+                    // Left before the phase changes: a program woken by the failed
+                    // connect's event finds it at its next call.
+                    self.state.lock().left_error = *errno;
+                }
+                self.enter(Phase::Passthrough(Route::Origin))
+            }
         }
     }
 

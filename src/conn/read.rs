@@ -37,6 +37,12 @@ pub fn receive(
     }
     if matches!(state.phase, Phase::Passthrough(_)) {
         cold_path();
+        if state.left_error != 0 {
+            if let Some(errno) = conn.take_left_error() {
+                sys::set_errno(errno);
+                return -1;
+            }
+        }
         return real();
     }
     if buffer.is_empty() {
@@ -138,6 +144,7 @@ pub fn receive(
                 // socket error of ours.
                 Started::Failed(_) if matches!(conn.phase(), Phase::TlsOwned) => return 0,
                 Started::Failed(errno) => {
+                    conn.take_left_error();
                     sys::set_errno(errno);
                     return -1;
                 }

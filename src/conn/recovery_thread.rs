@@ -133,7 +133,8 @@ fn resend_in_background(
             conn.label(),
             std::io::Error::from_raw_os_error(errno)
         );
-        // The program's calls get the kernel's answers from here on.
+        // The program's calls get the kernel's answers from here on (a failed move's
+        // connect error first: `Conn::after_move`).
         end_recovery(conn);
     }
 }

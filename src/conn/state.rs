@@ -181,6 +181,11 @@ pub struct State {
     pub moves: u32,
     /// The program shut the socket for writing (`program_shutdown`).
     pub write_shut: bool,
+    /// The connect error of a move that failed (0: none): the program's next read or write
+    /// returns it, as its own connect to the origin would have (`Conn::take_left_error`),
+    /// not the unconnected socket's ENOTCONN or EPIPE; a call that reported it already
+    /// takes it.
+    pub left_error: i32,
 }
 
 impl State {
@@ -198,6 +203,7 @@ impl State {
             identity_checked: false,
             moves: 0,
             write_shut: false,
+            left_error: 0,
         }
     }
 }

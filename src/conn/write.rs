@@ -58,7 +58,16 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         }
         Phase::Passthrough(_) => {
             cold_path();
-            Outcome::Bypass(Bypass::BytesOnly)
+            let left = (state.left_error != 0)
+                .then(|| conn.take_left_error())
+                .flatten();
+            match left {
+                Some(errno) => {
+                    sys::set_errno(errno);
+                    Outcome::Done(-1)
+                }
+                None => Outcome::Bypass(Bypass::BytesOnly),
+            }
         }
         _ => {
             let outcome = send_tracked(conn, fd, input, flags);

@@ -481,8 +481,8 @@ s.on('close', () => { console.log(JSON.stringify({ error: null, got })); process
 def test_unreachable_relay_is_a_reset_not_a_leak(lab, hook, testproxy, haproxy_up, tag, route):
     """The relay named by the marker cannot be reached: with the proxy down (the socket was
     at the origin when the marker came) and after x-lunar-error (a replay to the origin),
-    the program's connection fails (reset; after a replay that could not connect, closed
-    with no answer, as a replay of plain http to an unreachable origin ends), and the
+    the program's connection fails (reset; after a replay that could not connect, refused,
+    as a replay of plain http to an origin that refuses ends), and the
     origin saw nothing of the request (no request logged, no plaintext met by its TLS)."""
     if route == "proxy_down":
         env = {"LUNAR_PROXY_HOST": "proxy.lunar.test:8009", "LUNAR_HANDSHAKE_PORT": "8089"}
@@ -494,10 +494,32 @@ def test_unreachable_relay_is_a_reset_not_a_leak(lab, hook, testproxy, haproxy_u
                   timeout=30)
     assert res.rc == 0, describe(res)
     out = json_lines(res)
-    failed = ("ECONNRESET", "EPIPE") if route == "proxy_down" else ("ECONNRESET", "EPIPE", None)
+    failed = ("ECONNRESET", "EPIPE") if route == "proxy_down" else ("ECONNREFUSED",)
     assert out and out[0]["error"] in failed and out[0]["got"] == 0, describe(res)
     assert lab.origin_log(contains=tag) == [], describe(res)
     assert_no_plaintext(lab, API_TLS, t0, res)
     if route == "x-lunar-error":
         seen = proxy_log_for(testproxy, tag)
         assert seen and h(seen[0], "x-lunar-scheme") == ["https"], describe(res)
+
+
+# A request to an origin whose address is up with nothing listening: the error Node's
+# client reports.
+DOWN_ORIGIN = r"""
+const mod = require(process.argv[1].startsWith('https') ? 'https' : 'http');
+const req = mod.get(process.argv[1], res => console.log('status', res.statusCode));
+req.on('error', e => console.log('error', e.code));
+"""
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_refusing_origin_is_a_refusal(lab, hook, haproxy_up, scheme):
+    """Proxy up, origin refusing (down.example.test): the proxy's error is hidden, the
+    replay's connect is refused, and Node reports ECONNREFUSED, as without the library
+    (before: https ENOTCONN, http ECONNRESET, from the socket the failed move left)."""
+    url = "%s://down.example.test/x" % scheme
+    without = lab.run([NODE, "-e", DOWN_ORIGIN, url], env=lab.tls_env(None), preload=False,
+                      timeout=30)
+    res = lab.run([NODE, "-e", DOWN_ORIGIN, url], env=lab.tls_env(None), debug=True, timeout=30)
+    assert without.text_out.strip() == "error ECONNREFUSED", describe(without)
+    assert res.text_out.strip() == "error ECONNREFUSED", describe(res)
