@@ -244,5 +244,5 @@ fn settle(conn: &Conn, responses: &mut Responses, answered_before: u64, rest: &[
     if responses.tracker.responses_completed() > answered_before {
         responses.answered(true);
     }
-    conn.track(responses, rest);
+    conn.track(responses, rest, true);
 }

@@ -148,8 +148,9 @@ impl Conn {
         self.change(Phase::blind);
     }
 
-    /// Feeds bytes the program received to the response tracker.
-    pub(super) fn track(&self, responses: &mut Responses, mut bytes: &[u8]) {
+    /// Feeds bytes the program received to the response tracker; `at_proxy`: they are the
+    /// proxy's answers (`Phase::checks_answers`).
+    pub(super) fn track(&self, responses: &mut Responses, mut bytes: &[u8], at_proxy: bool) {
         let seen = responses.already_tracked.min(bytes.len());
         responses.already_tracked -= seen;
         bytes = &bytes[seen..];
@@ -168,7 +169,7 @@ impl Conn {
                 }
             };
             if responses.tracker.responses_completed() > answered_before {
-                responses.answered(self.phase().checks_answers());
+                responses.answered(at_proxy);
             }
             if taken == 0 {
                 return;
@@ -180,11 +181,13 @@ impl Conn {
     /// After a successful read into `buffer` of `count` bytes.
     pub(super) fn track_delivered(&self, buffer: AppBuffer, count: usize) {
         let mut responses = self.responses.lock();
-        if !self.phase().follows_answers() {
+        let phase = self.phase();
+        if !phase.follows_answers() {
             return;
         }
+        let at_proxy = phase.checks_answers();
         // SAFETY: `buffer` is the one the read just filled with `count` bytes.
-        unsafe { buffer.delivered(count, |bytes| self.track(&mut responses, bytes)) };
+        unsafe { buffer.delivered(count, |bytes| self.track(&mut responses, bytes, at_proxy)) };
     }
 
     /// Serves a held head; `None` when nothing is held.
