@@ -8,6 +8,7 @@ mod bypass;
 mod connect;
 mod connecting;
 mod decide;
+mod decision;
 mod fd_hold;
 pub mod fdtable;
 mod hidden_hang_ups;
@@ -41,6 +42,7 @@ mod wait_deadline;
 mod waiting;
 pub mod watchers;
 mod write;
+mod write_off_http;
 
 pub use app_buffer::AppBuffer;
 pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};

@@ -2,7 +2,7 @@
 //! its epoll registrations, flags and options stay as the program set them (a `dup2` of a
 //! fresh socket would silently leave the program's epoll sets).
 
-use super::{Conn, Phase};
+use super::{Conn, Phase, State};
 use crate::runtime::{Route, Runtime};
 use crate::sys::socket::{connect_bounded, connect_finish, connect_start, disconnect};
 use libc::c_int;
@@ -63,6 +63,16 @@ impl Conn {
                 self.enter(Phase::Passthrough(Route::Origin))
             }
         }
+    }
+
+    /// The error a failed move left for the program (`State::left_error`), once. `seen`:
+    /// the state the caller looked at; no lock is taken when it shows none.
+    pub(super) fn take_left_error(&self, seen: &State) -> Option<i32> {
+        if seen.left_error == 0 {
+            return None;
+        }
+        let errno = std::mem::take(&mut self.state.lock().left_error);
+        (errno != 0).then_some(errno)
     }
 
     /// Connects `fd` to `proxy` (and makes our TLS session there, over TLS), bounded by

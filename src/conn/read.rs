@@ -37,11 +37,9 @@ pub fn receive(
     }
     if matches!(state.phase, Phase::Passthrough(_)) {
         cold_path();
-        if state.left_error != 0 {
-            if let Some(errno) = conn.take_left_error() {
-                sys::set_errno(errno);
-                return -1;
-            }
+        if let Some(errno) = conn.take_left_error(&state) {
+            sys::set_errno(errno);
+            return -1;
         }
         return real();
     }
@@ -144,7 +142,7 @@ pub fn receive(
                 // socket error of ours.
                 Started::Failed(_) if matches!(conn.phase(), Phase::TlsOwned) => return 0,
                 Started::Failed(errno) => {
-                    conn.take_left_error();
+                    conn.take_left_error(&conn.state());
                     sys::set_errno(errno);
                     return -1;
                 }

@@ -209,15 +209,6 @@ fn finished(outcome: Result<(), i32>) -> Started {
 
 /// The recovery ends where the socket is: the program's calls get the kernel's answers
 /// from here on (a connection no longer `Recovering` is left as it is).
-impl Conn {
-    /// The error a failed recovery left for the program (`State::left_error`), once.
-    #[cold]
-    pub(super) fn take_left_error(&self) -> Option<i32> {
-        let errno = std::mem::take(&mut self.state.lock().left_error);
-        (errno != 0).then_some(errno)
-    }
-}
-
 fn end_recovery(conn: &Conn) {
     conn.change(|phase| match phase {
         Phase::Recovering(route) => Phase::Passthrough(route),

@@ -5,12 +5,13 @@
 //! bytes are reported written at once), then sent whole with the injected lines, which are
 //! never counted; body bytes are sent as given and reported as the kernel took them.
 
-use super::decide::{decide, Action, Event, Facts, Reason};
+use super::decide::{decide, Action, Event, Facts};
 use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
 use super::request_route::{settle_route, Settled};
 use super::send_all::send_all;
 use super::waiting::{wait_for_recovery, Direction};
+use super::write_off_http::{hand_head_to_tls, not_http};
 use super::{hook_marker, lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
 use crate::http::{Asked, Step};
 use crate::runtime::{self, Route};
@@ -58,10 +59,7 @@ pub fn send(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         }
         Phase::Passthrough(_) => {
             cold_path();
-            let left = (state.left_error != 0)
-                .then(|| conn.take_left_error())
-                .flatten();
-            match left {
+            match conn.take_left_error(&state) {
                 Some(errno) => {
                     sys::set_errno(errno);
                     Outcome::Done(-1)
@@ -339,88 +337,12 @@ fn send_request_bytes(
     Outcome::Done(consumed as isize)
 }
 
-/// A request of a virtual session was moved to the origin (its x-lunar-allow, its Host, a
-/// cooldown): its TLS becomes real there, this head (`out`) its first bytes; the rest of
-/// the program's writes go into that session. Its answer is counted there, so that a later
-/// request knows when it may bring the session back (`tls_plain`).
-#[cold]
-#[inline(never)]
-fn hand_head_to_tls(
-    conn: &Conn,
-    fd: c_int,
-    writer: &mut Writer,
-    out: Vec<u8>,
-    method: Asked,
-    before: usize,
-    consumed: usize,
-) -> Outcome {
-    {
-        let mut responses = conn.responses.lock();
-        responses.stop_checking();
-        responses.tracker.push_asked(method);
-    }
-    let result = recovery::hand_to_tls(conn, fd, &out);
-    writer.head_out = out;
-    match result {
-        Ok(()) => Outcome::Done(consumed as isize),
-        Err(errno) => fail(conn, fd, before, errno),
-    }
-}
-
-/// The program's bytes are not HTTP: they leave as they are, and the connection passes
-/// bytes only from now on. What to report, or `None` when the write goes on.
-#[cold]
-#[inline(never)]
-fn not_http(
-    conn: &Conn,
-    fd: c_int,
-    flags: c_int,
-    writer: &mut Writer,
-    before: usize,
-    consumed: usize,
-) -> Option<Outcome> {
-    let first_bytes = writer.requests.heads_completed() == 0;
-    let buffered = writer.requests.take_buffered();
-    let event = Event::NotHttp { first_bytes };
-    let sent = match decide(&conn.state(), Facts::default(), event) {
-        Action::HandToTls(why) => {
-            // What the program protects with TLS never leaves without it: the session
-            // becomes real at the origin, these bytes its first.
-            move_to_origin(conn, fd, why)
-                .and_then(|()| recovery::hand_to_tls(conn, fd, &buffered))
-                .map(|()| false)
-        }
-        Action::GoDirect(why) => move_to_origin(conn, fd, why).map(|()| true),
-        _ => Ok(true),
-    };
-    conn.change(|phase| match phase {
-        Phase::TlsOwned | Phase::Passthrough(_) => phase,
-        other => Phase::Passthrough(other.route()),
-    });
-    match sent {
-        Ok(false) => Some(Outcome::Done(consumed as isize)),
-        Ok(true) => send_all(conn, fd, &buffered, flags)
-            .err()
-            .map(|errno| fail(conn, fd, before, errno)),
-        Err(errno) => Some(fail(conn, fd, before, errno)),
-    }
-}
-
-/// Moves the socket to the origin before the program's first bytes leave.
-fn move_to_origin(conn: &Conn, fd: c_int, why: Reason) -> Result<(), c_int> {
-    let Some(runtime) = runtime::get() else {
-        return Ok(());
-    };
-    log::debug!("{} -> direct ({why})", conn.label());
-    conn.move_to(fd, Route::Origin, runtime).map(|_| ())
-}
-
 /// What the program sees when a send of ours failed after `reported` of its bytes were
 /// taken in this call. `Bypass` (the program's own call runs) when the fd turned out not to
 /// be our socket any more and nothing of this call was taken.
 #[cold]
 #[inline(never)]
-fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
+pub(super) fn fail(conn: &Conn, fd: c_int, reported: usize, errno: c_int) -> Outcome {
     if conn.lost_fd(fd, errno) && reported == 0 {
         return Outcome::Bypass(Bypass::NotOurSocket);
     }
