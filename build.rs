@@ -72,6 +72,7 @@ fn main() {
     );
     write_layout_script(&out.join("layout.ld"));
     link_unwinder_statically();
+    compile_thread_cancel(&out);
     bind_std_imports_lazily(&out.join("lazy_imports.s"));
     // Resolve our few libc imports when first called, not at every process start: the
     // library is loaded by every process of an image, most of which never call them.
@@ -356,4 +357,36 @@ fn link_unwinder_statically() {
         println!("cargo:rustc-link-search=native={}", dir.display());
         println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
     }
+}
+
+/// `src/sys/thread_cancel.c`: where glibc's cancellation of a thread inside the library's
+/// work stops (a `setjmp` buffer, which Rust cannot hold). An archive, so that the unit
+/// tests link it too; its functions are local to the library (the version script exports
+/// only the hooks), and its calls into libc go through the PLT (bound at first use, like
+/// our other imports).
+fn compile_thread_cancel(out: &std::path::Path) {
+    let source = "src/sys/thread_cancel.c";
+    let object = out.join("thread_cancel.o");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let compiled = std::process::Command::new(compiler)
+        .args(["-c", "-O2", "-fPIC", "-fexceptions", "-ffunction-sections"])
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&object)
+        .arg(source)
+        .status()
+        .expect("run the C compiler");
+    assert!(compiled.success(), "compile {source}");
+    let archive = out.join("libthread_cancel.a");
+    let _ = std::fs::remove_file(&archive);
+    let archiver = std::env::var("AR").unwrap_or_else(|_| "ar".to_string());
+    let archived = std::process::Command::new(archiver)
+        .arg("crs")
+        .arg(&archive)
+        .arg(&object)
+        .status()
+        .expect("run ar");
+    assert!(archived.success(), "archive {source}");
+    println!("cargo:rustc-link-search=native={}", out.display());
+    println!("cargo:rustc-link-lib=static=thread_cancel");
+    println!("cargo:rerun-if-changed={source}");
 }

@@ -31,6 +31,7 @@ for src in send_bytewise writev_split sendmsg_iov pipeline nonblock_epoll dup2_m
 done
 build threads threads.c -pthread
 build program_shutdown program_shutdown.c -pthread
+build thread_cancel thread_cancel.c -pthread
 build move_race move_race.c -pthread
 build move_reset_race move_reset_race.c -pthread
 build move_reset_race_epoll move_reset_race.c -pthread -DWAIT_EPOLL
@@ -104,7 +105,7 @@ build_tls() { # name library-flags...
 	"$cc" "${cflags[@]}" -o "$out.tmp" "$here/$name.c" "$@"
 	mv -f "$out.tmp" "$out"
 }
-for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls tls_reuse; do
+for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls tls_reuse tls_thread_cancel; do
 	build_tls "$src" -lssl -lcrypto
 done
 build_tls tls_gnutls -lgnutls

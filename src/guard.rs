@@ -1,5 +1,6 @@
 //! Keeping the host program safe from us: re-entrancy, panics and errno.
 
+use crate::sys::thread_cancel;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,11 +43,14 @@ impl Drop for Reentry {
 }
 
 /// Runs library logic for a hook. A panic never crosses into C (it would abort the host):
-/// it is logged and `fallback` decides what the program sees.
+/// it is logged and `fallback` decides what the program sees. A cancellation of the
+/// thread (`pthread_cancel`) at a cancellation point inside `work` is caught below the
+/// panic catch, which would abort on it, and finished here, outside it.
 pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
     quiet_panics();
-    match catch_unwind(AssertUnwindSafe(work)) {
-        Ok(value) => value,
+    match catch_unwind(AssertUnwindSafe(|| thread_cancel::catching(work))) {
+        Ok(Some(value)) => value,
+        Ok(None) => thread_cancel::exit_cancelled(),
         Err(_) => {
             log::error!("internal error caught; this call is passed through");
             fallback()
@@ -60,7 +64,9 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
 /// the hook is our own std's, not the program's. A flag, not a `Once`: a `Once` another
 /// thread was running at a `fork` never opens in the child, whose next hook would wait
 /// forever (seen: a child hung in `connect`). The cost: a thread racing the first one
-/// may panic before the hook is set and get std's one-line message.
+/// may panic before the hook is set and get std's one-line message. The library's own
+/// unwinder is readied at the same time, for unwinds another runs through our frames
+/// (`pthread_cancel`'s, see `sys::thread_cancel`).
 fn quiet_panics() {
     static SET: AtomicBool = AtomicBool::new(false);
     if !SET.load(Ordering::Acquire) {
@@ -74,6 +80,7 @@ fn quiet_panics() {
 #[inline(never)]
 fn set_quiet_panic_hook(set: &AtomicBool) {
     if !set.swap(true, Ordering::AcqRel) {
+        thread_cancel::prepare_unwinder();
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|at| (at.file(), at.line()));
             let message = info

@@ -10,12 +10,14 @@
 //! connects, moving a socket, waiting for readiness, socket options). `poll_one`: a wait
 //! another thread can cut short (a recovery's helper, `conn::fd_hold`). `file`: reading the
 //! configuration file. `residency`: what a diverting process keeps mapped of the library.
+//! `thread_cancel`: a thread cancelled while the library works for it.
 
 pub mod file;
 mod lazy_imports;
 pub mod poll_one;
 pub mod residency;
 pub mod socket;
+pub mod thread_cancel;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -61,6 +63,8 @@ fn resolve(slot: &AtomicPtr<()>, name: &'static [u8]) -> *mut () {
 /// out holding a resolver of the same signature, so the hot path is a load and a tail
 /// call with no test: the first call goes through the resolver, which stores libc's
 /// function in the slot and calls it.
+/// `C-unwind`: a cancellation point (read, poll, connect, ...) of a cancelled thread
+/// unwinds (glibc's forced unwind), and Rust must know that the call can.
 macro_rules! real {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
         /// libc's own function of this name.
@@ -71,17 +75,17 @@ macro_rules! real {
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
             #[cold]
             #[inline(never)]
-            unsafe extern "C" fn first_call($($arg: $ty),*) -> $ret {
+            unsafe extern "C-unwind" fn first_call($($arg: $ty),*) -> $ret {
                 let address = resolve(&ADDRESS, $crate::hot_data::hot_bytes!(concat!(stringify!($name), "\0").as_bytes()));
                 // SAFETY: the symbol is libc's function of this exact C signature.
-                let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+                let function: unsafe extern "C-unwind" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
                 // SAFETY: the caller upholds the libc function's contract.
                 unsafe { function($($arg),*) }
             }
             static ADDRESS: AtomicPtr<()> = AtomicPtr::new(first_call as *mut ());
             // SAFETY: the slot holds `first_call` or libc's function, both of this exact
             // C signature.
-            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ADDRESS.load(Ordering::Relaxed)) };
+            let function: unsafe extern "C-unwind" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ADDRESS.load(Ordering::Relaxed)) };
             // SAFETY: the caller upholds the libc function's contract.
             unsafe { function($($arg),*) }
         }

@@ -50,7 +50,7 @@ macro_rules! real_in {
                 return $missing;
             }
             // SAFETY: the symbol is the library's function of this exact C signature.
-            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+            let function: unsafe extern "C-unwind" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
             // SAFETY: the caller upholds the function's contract.
             unsafe { function($($arg),*) }
         }

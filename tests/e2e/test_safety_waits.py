@@ -20,6 +20,11 @@ Item 10 - a virtual TLS session whose plaintext is not HTTP/1.x (or whose progra
   protocol inside it, and a packet capture on the namespace's loopback never sees
   the program's plaintext.
 
+A thread the program cancels (pthread_cancel) while it waits on a diverted socket (recv,
+  poll, a blocked write or connect, OpenSSL's SSL_read) ends as a cancelled thread, its
+  cleanup handler run, and the process goes on (c-tests/thread_cancel.c,
+  tls_thread_cancel.c).
+
 Every test bounds its run time (the programs' own timeouts, lab.run(timeout=...)), so a
 hang fails within seconds. Controls that pass with any library are named *_control
 or *_without_library: they show that the expectations are what the program gets
@@ -679,3 +684,62 @@ def test_a_broken_pipe_that_cannot_be_hidden_comes_with_its_sigpipe(lab, need_li
     assert res.rc == 0, "%s\n%s" % (line, describe(res))
     failures = [ln for ln in stderr_lines(res) if "Lunar Proxy failed" in ln]
     assert len(failures) == 1, "one failure, counted once:\n%s" % describe(res)
+
+
+# ---- a thread cancelled while it waits on a diverted socket (c-tests/thread_cancel.c) ----
+
+PROXY_OVER_TLS = {"LUNAR_PROXY_SUPPORT_TLS": "1",
+                  "LUNAR_PROXY_HOST": "%s:%d" % (labmod.PROXY_NAME, labmod.HAPROXY_TLS_TRAFFIC),
+                  "LUNAR_HANDSHAKE_PORT": str(labmod.HAPROXY_TLS_HANDSHAKE)}
+
+
+def assert_cancelled_cleanly(res):
+    line = parse_wait_line(res)
+    assert res.rc == 0, "%s\n%s" % (line, describe(res))
+    assert line.get("cancelled") == "1" and line.get("cleanup") == "1", describe(res)
+
+
+@pytest.mark.parametrize("over", ["plain", "tls"])
+@pytest.mark.parametrize("mode", ["recv", "poll"])
+def test_a_thread_cancelled_while_awaiting_the_answer_ends_cancelled(lab, need_lib, tag, c_bins,
+                                                                     mode, over):
+    """pthread_cancel of a thread blocked in recv (or poll) for a slow answer (HAProxy,
+    /delay/3000; the proxy reached over TLS too): the thread ends as cancelled, its cleanup
+    handler runs, and the process's next request is answered through the proxy. Before: the
+    process aborted (SIGABRT: the cancellation's unwind met the library's panic catch)."""
+    env = dict(PROXY_OVER_TLS, LUNAR_PROXY_CA_FILE=lab.ca_file) if over == "tls" else None
+    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80",
+                   "/delay/3000?" + tag, mode], env=env, debug=True, timeout=20)
+    assert_cancelled_cleanly(res)
+    assert parse_wait_line(res).get("after") == "200", describe(res)
+
+
+@pytest.mark.parametrize("mode,proxy_mode", [("write", "stall"), ("connect", "blackhole")])
+def test_a_thread_cancelled_in_a_blocked_write_or_connect_ends_cancelled(lab, need_lib, testproxy,
+                                                                        tag, c_bins, mode,
+                                                                        proxy_mode):
+    """pthread_cancel of a thread whose write blocks (a 64 MiB body to a proxy that reads
+    no more: the test proxy's `stall`) or whose connect to the proxy blocks (`blackhole`):
+    it ends as cancelled, its cleanup handler runs. Before: SIGABRT."""
+    testproxy.set_mode(proxy_mode)
+    env = dict(TESTPROXY_ENV, LUNAR_PROXY_CONNECT_TIMEOUT_MS="5000")
+    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag, mode],
+                  env=env, debug=True, timeout=20)
+    assert_cancelled_cleanly(res)
+
+
+def test_a_thread_cancelled_in_ssl_read_of_a_diverted_https_request_ends_cancelled(
+        lab, need_lib, tag, c_bins):
+    """The same for a thread blocked in OpenSSL's SSL_read (a virtual session, the answer
+    awaited from HAProxy): cancelled, cleaned up, and the next https request answered."""
+    res = lab.run([os.path.join(c_bins, "tls_thread_cancel"), "api.example.test", "443",
+                   "/delay/3000?" + tag, lab.ca_file], debug=True, timeout=20)
+    assert_cancelled_cleanly(res)
+    assert parse_wait_line(res).get("after") == "200", describe(res)
+
+
+def test_a_thread_cancelled_without_the_library_control(lab, tag, c_bins):
+    """Control: what the c-test expects is what the program gets without the library."""
+    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80",
+                   "/delay/3000?" + tag, "recv"], preload=False, timeout=20)
+    assert_cancelled_cleanly(res)

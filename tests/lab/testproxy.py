@@ -18,6 +18,9 @@ changed through the control API (default 127.0.0.1:9001):
     reset                read the full request, then RST (SO_LINGER 0)
     down                 RST every new connection at once, before reading
     hang                 read the request, never answer (until the peer closes)
+    stall                read the request head only, then nothing more: the client's
+                         writes of its body fill the socket buffers and block (until
+                         the peer closes)
     head-part-close      read the full request, send the first 22 bytes of a response
                          head (b"HTTP/1.1 200 OK\r\nCont"), then close (FIN)
     head-part-reset      the same, then RST (SO_LINGER 0)
@@ -193,6 +196,14 @@ def hang_until_peer_closes(sock):
                 break
 
 
+def stall_until_peer_closes(sock):
+    """Reads nothing: waits for the peer's FIN or RST beside the bytes it left unread."""
+    watch = select.poll()
+    watch.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    while not STOP.is_set() and not watch.poll(500):
+        pass
+
+
 def rst_close(sock):
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -312,7 +323,7 @@ def handle_conn(sock, addr):
     try:
         while not STOP.is_set():
             with LOCK:
-                head_only = (conn_mode or STATE["mode"]) == "close-head"
+                head_only = (conn_mode or STATE["mode"]) in ("close-head", "stall")
                 early_continue = not (conn_mode or STATE["mode"]).startswith("continue:")
             try:
                 req = read_request(f, sock, head_only, early_continue)
@@ -388,6 +399,11 @@ def handle_conn(sock, addr):
                 rec["action"] = "hang"
                 log_rec(rec)
                 hang_until_peer_closes(sock)
+                break
+            elif mode == "stall":
+                rec["action"] = "stall"
+                log_rec(rec)
+                stall_until_peer_closes(sock)
                 break
             elif mode == "body-part-close":
                 rec["action"] = mode
@@ -506,7 +522,7 @@ class Control(BaseHTTPRequestHandler):
         if self.path == "/mode":
             inner = body[len("continue:"):] if body.startswith("continue:") else body
             ok = (inner in ("pass", "pass-seq", "close", "close-head", "reset", "down", "hang",
-                            "blackhole", "head-part-close", "head-part-reset", "head-part-hang",
+                            "stall", "blackhole", "head-part-close", "head-part-reset", "head-part-hang",
                             "body-part-close")
                   or inner.startswith("error:") or inner.startswith("random"))
             with LOCK:

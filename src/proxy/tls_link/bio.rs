@@ -90,7 +90,7 @@ fn failed(api: &OpenSsl, bio: Bio, transport: &Transport, direction: c_int) -> c
     -1
 }
 
-unsafe extern "C" fn write(bio: Bio, buf: *const c_char, len: c_int) -> c_int {
+unsafe extern "C-unwind" fn write(bio: Bio, buf: *const c_char, len: c_int) -> c_int {
     // SAFETY: OpenSSL calls us with our own BIO.
     let Some((transport, api)) = (unsafe { parts(bio) }) else {
         return -1;
@@ -106,7 +106,7 @@ unsafe extern "C" fn write(bio: Bio, buf: *const c_char, len: c_int) -> c_int {
     }
 }
 
-unsafe extern "C" fn read(bio: Bio, buf: *mut c_char, len: c_int) -> c_int {
+unsafe extern "C-unwind" fn read(bio: Bio, buf: *mut c_char, len: c_int) -> c_int {
     // SAFETY: OpenSSL calls us with our own BIO.
     let Some((transport, api)) = (unsafe { parts(bio) }) else {
         return -1;

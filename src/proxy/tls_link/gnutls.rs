@@ -10,9 +10,9 @@ use std::sync::atomic::AtomicPtr;
 
 pub type Session = *mut c_void;
 pub type Credentials = *mut c_void;
-pub type Push = unsafe extern "C" fn(*mut c_void, *const c_void, size_t) -> isize;
-pub type Pull = unsafe extern "C" fn(*mut c_void, *mut c_void, size_t) -> isize;
-pub type PullTimeout = unsafe extern "C" fn(*mut c_void, c_uint) -> c_int;
+pub type Push = unsafe extern "C-unwind" fn(*mut c_void, *const c_void, size_t) -> isize;
+pub type Pull = unsafe extern "C-unwind" fn(*mut c_void, *mut c_void, size_t) -> isize;
+pub type PullTimeout = unsafe extern "C-unwind" fn(*mut c_void, c_uint) -> c_int;
 
 /// `gnutls_datum_t`.
 #[repr(C)]

@@ -337,7 +337,11 @@ fn credentials(api: &GnuTls, ca_file: Option<&str>) -> Result<Credentials, Strin
 
 /// # Safety (all three)
 /// GnuTLS calls them with our transport pointer and buffers of the sizes it gives.
-unsafe extern "C" fn push(transport: *mut c_void, data: *const c_void, len: size_t) -> isize {
+unsafe extern "C-unwind" fn push(
+    transport: *mut c_void,
+    data: *const c_void,
+    len: size_t,
+) -> isize {
     // SAFETY: the transport pointer we set; it outlives the session.
     let transport = unsafe { &*(transport as *const Transport) };
     // SAFETY: GnuTLS hands `len` readable bytes.
@@ -355,7 +359,7 @@ unsafe extern "C" fn push(transport: *mut c_void, data: *const c_void, len: size
     sent
 }
 
-unsafe extern "C" fn pull(transport: *mut c_void, data: *mut c_void, len: size_t) -> isize {
+unsafe extern "C-unwind" fn pull(transport: *mut c_void, data: *mut c_void, len: size_t) -> isize {
     // SAFETY: the transport pointer we set; it outlives the session.
     let transport = unsafe { &*(transport as *const Transport) };
     // SAFETY: GnuTLS hands `len` writable bytes.
@@ -374,7 +378,7 @@ unsafe extern "C" fn pull(transport: *mut c_void, data: *mut c_void, len: size_t
     got
 }
 
-unsafe extern "C" fn pull_timeout(transport: *mut c_void, millis: c_uint) -> c_int {
+unsafe extern "C-unwind" fn pull_timeout(transport: *mut c_void, millis: c_uint) -> c_int {
     // SAFETY: the transport pointer we set; it outlives the session.
     let transport = unsafe { &*(transport as *const Transport) };
     let mut entry = libc::pollfd {

@@ -12,7 +12,7 @@ macro_rules! functions {
         pub struct $library {
             /// The shared object they came from, for messages.
             pub soname: &'static str,
-            $( pub $name: unsafe extern "C" fn($($ty),*) -> $ret, )*
+            $( pub $name: unsafe extern "C-unwind" fn($($ty),*) -> $ret, )*
         }
 
         impl $library {
@@ -30,7 +30,7 @@ macro_rules! functions {
                             return Err(format!("{soname} has no {}", stringify!($name)));
                         }
                         // SAFETY: the library's function of this exact C signature.
-                        unsafe { std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn($($ty),*) -> $ret>(address) }
+                        unsafe { std::mem::transmute::<*mut libc::c_void, unsafe extern "C-unwind" fn($($ty),*) -> $ret>(address) }
                     }, )*
                 })
             }

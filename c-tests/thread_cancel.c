@@ -1,0 +1,151 @@
+/* A thread blocked on a diverted socket is cancelled (pthread_cancel), as a program stops
+ * a worker: the thread ends as a cancelled one, its cleanup handler runs, and the process
+ * goes on; its next request on a new connection is answered.
+ *
+ * thread_cancel HOST PORT PATH MODE
+ *
+ *   recv     the worker sends GET PATH (an answer that takes seconds: /delay/3000 through
+ *            HAProxy, or the test proxy in `hang`) and blocks in recv()
+ *   poll     the same, the worker waiting in poll(POLLIN, -1)
+ *   write    the worker POSTs a 64 MiB body in 64 KiB writes to a proxy that reads
+ *            nothing more (the test proxy in `hang`): its write blocks
+ *   connect  the worker's connect blocks (the test proxy in `blackhole`)
+ *
+ * The main thread cancels the worker 300 ms after it started, joins it, then (unless MODE
+ * is `write` or `connect`, whose proxy answers nothing) GETs /status/200 on a new
+ * connection.
+ *
+ * Prints one line: mode=M cancelled=0|1 cleanup=0|1 join_ms=N after=STATUS
+ * Exit 0 iff cancelled, cleaned up, joined within 2 s and (when asked) answered 200;
+ * 1 otherwise, 2 on a setup error, 3 when hung (10 s watchdog).
+ */
+#include "common.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static struct args g_args;
+static const char *g_mode;
+static volatile int g_fd = -1;
+static volatile int g_cleaned_up;
+
+static void close_on_cancel(void *arg)
+{
+	(void)arg;
+	if (g_fd >= 0)
+		close(g_fd);
+	g_fd = -1;
+	g_cleaned_up = 1;
+}
+
+static void blocked_recv(void)
+{
+	size_t len;
+	char *req = build_request(&g_args, "GET", g_args.path, NULL, NULL, 0, &len);
+	write_all(g_fd, req, len);
+	free(req);
+	if (strcmp(g_mode, "poll") == 0) {
+		struct pollfd p = { .fd = g_fd, .events = POLLIN };
+		poll(&p, 1, -1);
+	}
+	char buf[4096];
+	recv(g_fd, buf, sizeof buf, 0);
+}
+
+static void blocked_write(void)
+{
+	const size_t body = 64u << 20;
+	char head[256];
+	int n = snprintf(head, sizeof head,
+			 "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n\r\n",
+			 g_args.path, g_args.host, body);
+	write_all(g_fd, head, (size_t)n);
+	static char chunk[65536];
+	for (size_t sent = 0; sent < body;) {
+		ssize_t w = write(g_fd, chunk, sizeof chunk);
+		if (w <= 0)
+			return;
+		sent += (size_t)w;
+	}
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	pthread_cleanup_push(close_on_cancel, NULL);
+	if (strcmp(g_mode, "connect") == 0) {
+		struct addrinfo *ai = resolve(&g_args);
+		g_fd = socket(ai->ai_family, SOCK_STREAM, 0);
+		connect(g_fd, ai->ai_addr, ai->ai_addrlen);
+		freeaddrinfo(ai);
+	} else {
+		g_fd = connect_blocking(&g_args);
+		if (strcmp(g_mode, "write") == 0)
+			blocked_write();
+		else
+			blocked_recv();
+	}
+	pthread_cleanup_pop(0);
+	return NULL; /* not cancelled: the check below fails */
+}
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	sleep(10);
+	printf("mode=%s result=hung\n", g_mode);
+	fflush(stdout);
+	_exit(3);
+}
+
+int main(int argc, char **argv)
+{
+	ctest_init(argc, argv, &g_args);
+	g_mode = argc > 4 ? argv[4] : "";
+	if (strcmp(g_mode, "recv") && strcmp(g_mode, "poll") && strcmp(g_mode, "write") &&
+	    strcmp(g_mode, "connect")) {
+		fprintf(stderr, "usage: thread_cancel HOST PORT PATH recv|poll|write|connect\n");
+		return 2;
+	}
+	pthread_t dog, work;
+	pthread_create(&dog, NULL, watchdog, NULL);
+	pthread_create(&work, NULL, worker, NULL);
+	usleep(300 * 1000);
+	uint64_t t0 = now_ms();
+	pthread_cancel(work);
+	void *result = NULL;
+	pthread_join(work, &result);
+	uint64_t join_ms = now_ms() - t0;
+	int cancelled = result == PTHREAD_CANCELED;
+
+	int ask_again = strcmp(g_mode, "recv") == 0 || strcmp(g_mode, "poll") == 0;
+	int after = 0;
+	if (ask_again) {
+		struct args again = g_args;
+		again.path = "/status/200";
+		int fd = connect_blocking(&again);
+		size_t len;
+		char *req = build_request(&again, "GET", again.path, NULL, NULL, 0, &len);
+		write_all(fd, req, len);
+		free(req);
+		struct rbuf rb = { 0 };
+		struct response r;
+		read_response(fd, &rb, &r, plain_read, NULL);
+		after = r.status;
+		close(fd);
+	}
+	printf("mode=%s cancelled=%d cleanup=%d join_ms=%llu after=%d\n", g_mode, cancelled,
+	       (int)g_cleaned_up, (unsigned long long)join_ms, after);
+	fflush(stdout);
+	int ok = cancelled && g_cleaned_up && join_ms < 2000 && (!ask_again || after == 200);
+	return ok ? 0 : 1;
+}

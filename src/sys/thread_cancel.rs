@@ -1,0 +1,190 @@
+//! A thread cancelled (`pthread_cancel`) at a cancellation point inside the library's
+//! work ends as it would without us: `thread_cancel.c` (beside this file) says how.
+
+use libc::{c_int, c_void};
+
+extern "C-unwind" {
+    fn lunar_run_catching_cancel(
+        work: unsafe extern "C-unwind" fn(*mut c_void),
+        context: *mut c_void,
+    ) -> c_int;
+    fn lunar_exit_cancelled() -> !;
+    fn lunar_prepare_unwinder();
+}
+
+struct Call<F, R> {
+    work: Option<F>,
+    result: Option<R>,
+}
+
+/// Runs `work`; `None` when the thread was cancelled inside it. The cancellation then
+/// has unwound `work`'s frames (their drops ran) and is the caller's to finish, outside
+/// any `catch_unwind`, with [`exit_cancelled`].
+pub fn catching<F: FnOnce() -> R, R>(work: F) -> Option<R> {
+    let mut call = Call {
+        work: Some(work),
+        result: None,
+    };
+    let context = (&mut call as *mut Call<F, R>).cast::<c_void>();
+    // SAFETY: `enter::<F, R>` reads `context` as the `Call<F, R>` it is, which lives
+    // until this call returns.
+    let cancelled = unsafe { lunar_run_catching_cancel(enter::<F, R>, context) };
+    if cancelled != 0 {
+        return None;
+    }
+    call.result
+}
+
+/// Ends the calling thread as cancelled, unwinding the program's frames (its cleanup
+/// handlers run, its join sees `PTHREAD_CANCELED`).
+pub fn exit_cancelled() -> ! {
+    // SAFETY: called by a thread whose cancellation `catching` caught; no Rust frame
+    // between here and the program catches an unwind.
+    unsafe { lunar_exit_cancelled() }
+}
+
+/// Readies the library's own unwinder for an unwind run by another (a cancellation's):
+/// once, before the first diverted socket exists (see `thread_cancel.c`).
+pub fn prepare_unwinder() {
+    // SAFETY: no arguments; one backtrace of the calling frame.
+    unsafe { lunar_prepare_unwinder() }
+}
+
+/// The frame the C side calls. glibc ends a cancellation's unwind at this frame without
+/// running its cleanups, so it holds none: the work runs one call further down.
+unsafe extern "C-unwind" fn enter<F: FnOnce() -> R, R>(context: *mut c_void) {
+    // SAFETY: `catching` passes its own `Call<F, R>`, alive and not otherwise borrowed
+    // for this call.
+    run(unsafe { &mut *context.cast::<Call<F, R>>() });
+}
+
+#[inline(never)]
+fn run<F: FnOnce() -> R, R>(call: &mut Call<F, R>) {
+    if let Some(work) = call.work.take() {
+        call.result = Some(work());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{catching, exit_cancelled};
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+    extern "C-unwind" {
+        fn pthread_testcancel();
+    }
+
+    /// The tests share the statics below: one at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    static STEPS: AtomicU8 = AtomicU8::new(0);
+    const DROPPED: u8 = 1;
+    const CAUGHT: u8 = 2;
+    const PANIC_CAUGHT: u8 = 4;
+
+    struct MarkOnDrop;
+    impl Drop for MarkOnDrop {
+        fn drop(&mut self) {
+            STEPS.fetch_or(DROPPED, Ordering::SeqCst);
+        }
+    }
+
+    /// Runs `body` in a thread of its own (a bare pthread: std's threads catch unwinds),
+    /// cancels it once it has started, and returns whether it ended cancelled.
+    fn cancel_in_thread(
+        body: unsafe extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
+    ) -> bool {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        super::prepare_unwinder();
+        STARTED.store(false, Ordering::SeqCst);
+        STEPS.store(0, Ordering::SeqCst);
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: the start routine's ABI differs from libc's declaration only in that it
+        // may unwind, which is what a cancelled thread's start routine does.
+        let start = unsafe {
+            std::mem::transmute::<
+                unsafe extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
+                extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+            >(body)
+        };
+        // SAFETY: a valid pthread_t to fill, default attributes, a start routine.
+        let created = unsafe {
+            libc::pthread_create(&mut thread, std::ptr::null(), start, std::ptr::null_mut())
+        };
+        assert_eq!(created, 0);
+        while !STARTED.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // SAFETY: a thread we created and have not joined.
+        assert_eq!(unsafe { libc::pthread_cancel(thread) }, 0);
+        let mut result: *mut libc::c_void = std::ptr::null_mut();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::pthread_join(thread, &mut result) }, 0);
+        // PTHREAD_CANCELED, which the libc crate does not name.
+        result as isize == -1
+    }
+
+    /// Waits in poll on a pipe nobody writes: a cancellation point that only a
+    /// cancellation ends.
+    fn wait_for_ever() {
+        let mut ends = [0; 2];
+        // SAFETY: a two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+        let mut wait = libc::pollfd {
+            fd: ends[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        STARTED.store(true, Ordering::SeqCst);
+        // SAFETY: one valid pollfd.
+        unsafe { crate::sys::poll(&mut wait, 1, -1) };
+    }
+
+    unsafe extern "C-unwind" fn blocked_in_the_work(_: *mut libc::c_void) -> *mut libc::c_void {
+        let finished = catching(|| {
+            let _mark = MarkOnDrop;
+            wait_for_ever();
+        });
+        if finished.is_none() {
+            STEPS.fetch_or(CAUGHT, Ordering::SeqCst);
+            exit_cancelled();
+        }
+        std::ptr::null_mut()
+    }
+
+    #[test]
+    fn a_cancellation_inside_the_work_unwinds_it_and_ends_the_thread_cancelled() {
+        assert!(cancel_in_thread(blocked_in_the_work), "joined as cancelled");
+        let steps = STEPS.load(Ordering::SeqCst);
+        assert_eq!(steps & DROPPED, DROPPED, "the work's drops ran");
+        assert_eq!(
+            steps & CAUGHT,
+            CAUGHT,
+            "caught, then finished by exit_cancelled"
+        );
+    }
+
+    unsafe extern "C-unwind" fn cancelled_after_a_panic(_: *mut libc::c_void) -> *mut libc::c_void {
+        let panicked = std::panic::catch_unwind(|| catching(|| panic!("a panic in the work")));
+        if panicked.is_err() {
+            STEPS.fetch_or(PANIC_CAUGHT, Ordering::SeqCst);
+        }
+        STARTED.store(true, Ordering::SeqCst);
+        // A cancellation point outside any work: glibc's unwind must not find the buffer
+        // of the frame the panic left (it would jump into a frame that is gone).
+        loop {
+            // SAFETY: no arguments; the thread is cancellable.
+            unsafe { pthread_testcancel() };
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_panic_through_the_work_leaves_no_cancellation_buffer_behind() {
+        assert!(
+            cancel_in_thread(cancelled_after_a_panic),
+            "joined as cancelled"
+        );
+        assert_eq!(STEPS.load(Ordering::SeqCst) & PANIC_CAUGHT, PANIC_CAUGHT);
+    }
+}
