@@ -361,21 +361,13 @@ fn link_unwinder_statically() {
 
 /// `src/sys/thread_cancel.c`: where glibc's cancellation of a thread inside the library's
 /// work stops (a `setjmp` buffer, which Rust cannot hold). An archive, so that the unit
-/// tests link it too; its functions are local to the library (the version script exports
-/// only the hooks), and its calls into libc go through the PLT (bound at first use, like
-/// our other imports).
+/// tests link it too. And `src/sys/unwinder_ready.c`, for the library only (a program
+/// linking the wrapper would need it too): our unwinder's register setter, readied at its
+/// first call. Their functions are local to the library (the version script exports only
+/// the hooks); their calls into libc go through the PLT (bound at first use, like our
+/// other imports).
 fn compile_thread_cancel(out: &std::path::Path) {
-    let source = "src/sys/thread_cancel.c";
-    let object = out.join("thread_cancel.o");
-    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let compiled = std::process::Command::new(compiler)
-        .args(["-c", "-O2", "-fPIC", "-fexceptions", "-ffunction-sections"])
-        .args(["-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&object)
-        .arg(source)
-        .status()
-        .expect("run the C compiler");
-    assert!(compiled.success(), "compile {source}");
+    let object = compile_c("src/sys/thread_cancel.c", out);
     let archive = out.join("libthread_cancel.a");
     let _ = std::fs::remove_file(&archive);
     let archiver = std::env::var("AR").unwrap_or_else(|_| "ar".to_string());
@@ -385,8 +377,29 @@ fn compile_thread_cancel(out: &std::path::Path) {
         .arg(&object)
         .status()
         .expect("run ar");
-    assert!(archived.success(), "archive {source}");
+    assert!(archived.success(), "archive {}", object.display());
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=thread_cancel");
+    let ready = compile_c("src/sys/unwinder_ready.c", out);
+    println!("cargo:rustc-cdylib-link-arg={}", ready.display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--wrap=_Unwind_SetGR");
+}
+
+/// Compiles one C file of ours into an object in `out`.
+fn compile_c(source: &str, out: &std::path::Path) -> PathBuf {
+    let name = std::path::Path::new(source)
+        .file_stem()
+        .expect("a file name");
+    let object = out.join(name).with_extension("o");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let compiled = std::process::Command::new(compiler)
+        .args(["-c", "-O2", "-fPIC", "-fexceptions", "-ffunction-sections"])
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&object)
+        .arg(source)
+        .status()
+        .expect("run the C compiler");
+    assert!(compiled.success(), "compile {source}");
     println!("cargo:rerun-if-changed={source}");
+    object
 }

@@ -64,9 +64,7 @@ pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R 
 /// the hook is our own std's, not the program's. A flag, not a `Once`: a `Once` another
 /// thread was running at a `fork` never opens in the child, whose next hook would wait
 /// forever (seen: a child hung in `connect`). The cost: a thread racing the first one
-/// may panic before the hook is set and get std's one-line message. The library's own
-/// unwinder is readied at the same time, for unwinds another runs through our frames
-/// (`pthread_cancel`'s, see `sys::thread_cancel`).
+/// may panic before the hook is set and get std's one-line message.
 fn quiet_panics() {
     static SET: AtomicBool = AtomicBool::new(false);
     if !SET.load(Ordering::Acquire) {
@@ -80,7 +78,6 @@ fn quiet_panics() {
 #[inline(never)]
 fn set_quiet_panic_hook(set: &AtomicBool) {
     if !set.swap(true, Ordering::AcqRel) {
-        thread_cancel::prepare_unwinder();
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|at| (at.file(), at.line()));
             let message = info

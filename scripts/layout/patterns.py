@@ -99,7 +99,8 @@ for profile in profiles:
         if not m or os.path.realpath(m.group(2)) != lib:
             continue
         name = m.group(1)
-        found = pattern(name, instances)
+        # callgrind names a function's recursive calls `name'2`: the same code
+        found = pattern(re.sub(r"'\d+$", "", name), instances)
         if not found or found in placed:
             continue  # the first profile it ran in places it
         per_request = calls[name] >= max(heads, PER_REQUEST_MIN)

@@ -16,7 +16,6 @@
  * registration functions only for builds without exceptions (its macros then use them). */
 #include <pthread.h>
 #include <stddef.h>
-#include <unwind.h>
 
 extern void __pthread_register_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
 extern void __pthread_unregister_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
@@ -51,22 +50,4 @@ int lunar_run_catching_cancel(void (*work)(void *), void *context)
 void lunar_exit_cancelled(void)
 {
 	pthread_exit(PTHREAD_CANCELED);
-}
-
-static _Unwind_Reason_Code stop_at_once(struct _Unwind_Context *context, void *argument)
-{
-	(void)context;
-	(void)argument;
-	return _URC_END_OF_STACK;
-}
-
-/* The unwinder linked into the library (libgcc_eh, so that it NEEDs only libc) is not the
- * one that runs a cancellation's unwind: glibc loads libgcc_s for that. The second calls
- * our frames' personality routine, which reads and sets the frame's registers with the
- * first's functions, and those abort while the first has never unwound (its table of
- * register sizes, filled at its first unwind, is empty). One backtrace of one frame
- * fills it. */
-void lunar_prepare_unwinder(void)
-{
-	_Unwind_Backtrace(stop_at_once, NULL);
 }

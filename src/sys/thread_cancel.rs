@@ -9,7 +9,6 @@ extern "C-unwind" {
         context: *mut c_void,
     ) -> c_int;
     fn lunar_exit_cancelled() -> !;
-    fn lunar_prepare_unwinder();
 }
 
 struct Call<F, R> {
@@ -41,13 +40,6 @@ pub fn exit_cancelled() -> ! {
     // SAFETY: called by a thread whose cancellation `catching` caught; no Rust frame
     // between here and the program catches an unwind.
     unsafe { lunar_exit_cancelled() }
-}
-
-/// Readies the library's own unwinder for an unwind run by another (a cancellation's):
-/// once, before the first diverted socket exists (see `thread_cancel.c`).
-pub fn prepare_unwinder() {
-    // SAFETY: no arguments; one backtrace of the calling frame.
-    unsafe { lunar_prepare_unwinder() }
 }
 
 /// The frame the C side calls. glibc ends a cancellation's unwind at this frame without
@@ -95,7 +87,9 @@ mod tests {
         body: unsafe extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
     ) -> bool {
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        super::prepare_unwinder();
+        // Our unwinder unwinds once, as the library's link makes it do before another's
+        // unwind reaches our frames (`unwinder_ready.c`; this binary is linked without it).
+        let _ = std::panic::catch_unwind(|| std::panic::resume_unwind(Box::new(())));
         STARTED.store(false, Ordering::SeqCst);
         STEPS.store(0, Ordering::SeqCst);
         let mut thread: libc::pthread_t = 0;
