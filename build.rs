@@ -92,8 +92,8 @@ fn main() {
 /// anyway; then the code every process runs (std's argv initialiser and our check at load,
 /// every hook's entry (the TLS libraries' functions we stand in for among them), the
 /// first-call lookups of libc's functions, std's trampolines to libc, the PLT), and what
-/// runs before the set-up fences what follows (see below: its entry, and the panic hook's
-/// installation at the first hook with work to do); then the code that runs when http and
+/// runs before the fence of what follows (the panic hook's installation at the first hook
+/// with work to do, which fences before the work; the set-up's entry); then the code that runs when http and
 /// https are diverted, as profiled (scripts/layout/hot-code.txt, http's code first; a
 /// stale list costs memory, never correctness), one input statement per pattern, as the
 /// linker keeps input order within a statement, with a marker function after http's code

@@ -9,15 +9,25 @@
  *   poll     the same, the worker waiting in poll(POLLIN, -1)
  *   write    the worker POSTs a 64 MiB body in 64 KiB writes to a proxy that reads
  *            nothing more (the test proxy in `hang`): its write blocks
- *   connect  the worker's connect blocks (the test proxy in `blackhole`)
+ *   connect  the worker's connect blocks (the test proxy in `blackhole`); the socket
+ *            must still be blocking in the cleanup handler (the library's bounded connect
+ *            makes it non-blocking for a while)
+ *   handshake  the worker's connect is the process's first: the library's handshake
+ *            with the proxy runs in it, and the test proxy's handshake hangs (this
+ *            program asks its control port, 127.0.0.1:9001, for that, and for an
+ *            answer again once the worker is joined); the next request must go through
+ *            the proxy (a cancelled handshake is not the proxy failing)
  *
  * The main thread cancels the worker 300 ms after it started, joins it, then (unless MODE
  * is `write` or `connect`, whose proxy answers nothing) GETs /status/200 on a new
  * connection.
  *
- * Prints one line: mode=M cancelled=0|1 cleanup=0|1 join_ms=N after=STATUS
- * Exit 0 iff cancelled, cleaned up, joined within 2 s and (when asked) answered 200;
- * 1 otherwise, 2 on a setup error, 3 when hung (10 s watchdog).
+ * Prints one line: mode=M cancelled=0|1 cleanup=0|1 nonblock=0|1 join_ms=N after=STATUS
+ * via_proxy=0|1 (nonblock: O_NONBLOCK on the worker's socket in its cleanup handler;
+ * via_proxy: the answer's body names a proxy, HAProxy's or the test proxy's header)
+ * Exit 0 iff cancelled, cleaned up, the socket blocking, joined within 2 s and (when
+ * asked) answered 200 (through the proxy, for `handshake`); 1 otherwise, 2 on a setup
+ * error, 3 when hung (10 s watchdog).
  */
 #include "common.h"
 
@@ -37,12 +47,15 @@ static struct args g_args;
 static const char *g_mode;
 static volatile int g_fd = -1;
 static volatile int g_cleaned_up;
+static volatile int g_nonblock;
 
 static void close_on_cancel(void *arg)
 {
 	(void)arg;
-	if (g_fd >= 0)
+	if (g_fd >= 0) {
+		g_nonblock = (fcntl(g_fd, F_GETFL) & O_NONBLOCK) != 0;
 		close(g_fd);
+	}
 	g_fd = -1;
 	g_cleaned_up = 1;
 }
@@ -78,11 +91,31 @@ static void blocked_write(void)
 	}
 }
 
+/* POST body to the test proxy's control port (not an intercepted port). */
+static void control(const char *path, const char *body)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(9001) };
+	inet_pton(AF_INET, "127.0.0.1", &at.sin_addr);
+	if (connect(fd, (struct sockaddr *)&at, sizeof at) < 0)
+		die("control port:");
+	char req[256];
+	int n = snprintf(req, sizeof req,
+			 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n"
+			 "Connection: close\r\n\r\n%s",
+			 path, strlen(body), body);
+	write_all(fd, req, (size_t)n);
+	char buf[512];
+	while (read(fd, buf, sizeof buf) > 0) {
+	}
+	close(fd);
+}
+
 static void *worker(void *arg)
 {
 	(void)arg;
 	pthread_cleanup_push(close_on_cancel, NULL);
-	if (strcmp(g_mode, "connect") == 0) {
+	if (strcmp(g_mode, "connect") == 0 || strcmp(g_mode, "handshake") == 0) {
 		struct addrinfo *ai = resolve(&g_args);
 		g_fd = socket(ai->ai_family, SOCK_STREAM, 0);
 		connect(g_fd, ai->ai_addr, ai->ai_addrlen);
@@ -111,11 +144,15 @@ int main(int argc, char **argv)
 {
 	ctest_init(argc, argv, &g_args);
 	g_mode = argc > 4 ? argv[4] : "";
+	int handshake = strcmp(g_mode, "handshake") == 0;
 	if (strcmp(g_mode, "recv") && strcmp(g_mode, "poll") && strcmp(g_mode, "write") &&
-	    strcmp(g_mode, "connect")) {
-		fprintf(stderr, "usage: thread_cancel HOST PORT PATH recv|poll|write|connect\n");
+	    strcmp(g_mode, "connect") && !handshake) {
+		fprintf(stderr,
+			"usage: thread_cancel HOST PORT PATH recv|poll|write|connect|handshake\n");
 		return 2;
 	}
+	if (handshake)
+		control("/handshake", "hang");
 	pthread_t dog, work;
 	pthread_create(&dog, NULL, watchdog, NULL);
 	pthread_create(&work, NULL, worker, NULL);
@@ -127,8 +164,10 @@ int main(int argc, char **argv)
 	uint64_t join_ms = now_ms() - t0;
 	int cancelled = result == PTHREAD_CANCELED;
 
-	int ask_again = strcmp(g_mode, "recv") == 0 || strcmp(g_mode, "poll") == 0;
-	int after = 0;
+	if (handshake)
+		control("/handshake", "unmanaged");
+	int ask_again = strcmp(g_mode, "recv") == 0 || strcmp(g_mode, "poll") == 0 || handshake;
+	int after = 0, via_proxy = 0;
 	if (ask_again) {
 		struct args again = g_args;
 		again.path = "/status/200";
@@ -141,11 +180,14 @@ int main(int argc, char **argv)
 		struct response r;
 		read_response(fd, &rb, &r, plain_read, NULL);
 		after = r.status;
+		via_proxy = r.body && (strstr(r.body, "x-via-haproxy") || strstr(r.body, "x-via-testproxy"));
 		close(fd);
 	}
-	printf("mode=%s cancelled=%d cleanup=%d join_ms=%llu after=%d\n", g_mode, cancelled,
-	       (int)g_cleaned_up, (unsigned long long)join_ms, after);
+	printf("mode=%s cancelled=%d cleanup=%d nonblock=%d join_ms=%llu after=%d via_proxy=%d\n",
+	       g_mode, cancelled, (int)g_cleaned_up, (int)g_nonblock, (unsigned long long)join_ms,
+	       after, via_proxy);
 	fflush(stdout);
-	int ok = cancelled && g_cleaned_up && join_ms < 2000 && (!ask_again || after == 200);
+	int ok = cancelled && g_cleaned_up && !g_nonblock && join_ms < 2000 &&
+		 (!ask_again || after == 200) && (!handshake || via_proxy);
 	return ok ? 0 : 1;
 }

@@ -78,6 +78,9 @@ fn quiet_panics() {
 #[inline(never)]
 fn set_quiet_panic_hook(set: &AtomicBool) {
     if !set.swap(true, Ordering::AcqRel) {
+        // Before the work, whose code (`thread_cancel`'s instances for each hook) the
+        // profile places anywhere in the hot code.
+        crate::sys::residency::fence_if_diverting();
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|at| (at.file(), at.line()));
             let message = info

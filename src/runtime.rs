@@ -64,13 +64,7 @@ pub fn existing() -> Option<&'static Runtime> {
 #[cold]
 #[inline(never)]
 fn set_up() -> Option<&'static Runtime> {
-    // In a process that names a proxy (one that will divert), before any set-up code runs:
-    // build.rs places this function and the fence before the code they would map. libc's
-    // getenv, not std's reader, whose code lies at the far end of the hot code.
-    // SAFETY: a NUL-terminated name; only whether it is set is read.
-    if !unsafe { libc::getenv(c"LUNAR_PROXY_HOST".as_ptr()) }.is_null() {
-        crate::sys::residency::fence_hot_code();
-    }
+    crate::sys::residency::fence_if_diverting();
     // SAFETY: getpid has no preconditions.
     let me = BUILDING | unsafe { libc::getpid() } as u32;
     loop {

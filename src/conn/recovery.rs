@@ -112,17 +112,22 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
             conn.enter(Phase::Recovering(Route::Proxy(proxy)));
             // Reconnect first: a socket left unconnected during the delay would show the
             // program's poller a hang-up over and over.
+            let ends = EndsRecovery(conn);
             match conn.move_to(fd, Route::Proxy(proxy), runtime) {
                 Err(errno) => Started::Failed(errno),
                 Ok(Route::Origin) => finished(resend_to_origin(conn, fd)),
-                Ok(_) => in_background(
-                    conn,
-                    fd,
-                    runtime,
-                    None,
-                    Recovery::Retry { after, sequence_id },
-                    writer,
-                ),
+                Ok(_) => {
+                    // A helper thread carries the recovery on.
+                    std::mem::forget(ends);
+                    in_background(
+                        conn,
+                        fd,
+                        runtime,
+                        None,
+                        Recovery::Retry { after, sequence_id },
+                        writer,
+                    )
+                }
             }
         }
         recovery => {
@@ -250,11 +255,8 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         conn.label()
     );
     conn.enter(Phase::Recovering(Route::Origin));
-    let replayed = replay_moves(conn, fd, runtime).is_ok();
-    if !replayed {
-        end_recovery(conn);
-    }
-    replayed
+    let _ends = EndsRecovery(conn);
+    replay_moves(conn, fd, runtime).is_ok()
 }
 
 /// The move and resend of a replay (the phase is `Recovering`).
@@ -282,11 +284,21 @@ fn replay_to_origin(conn: &Conn, fd: i32, runtime: &Runtime) -> Result<(), i32> 
         "{} -> direct (replaying after a proxy failure)",
         conn.label()
     );
-    let replayed = replay_moves(conn, fd, runtime);
-    if replayed.is_err() {
-        end_recovery(conn);
+    let _ends = EndsRecovery(conn);
+    replay_moves(conn, fd, runtime)
+}
+
+/// A recovery this thread carries out: ended (`end_recovery`) when dropped, after a
+/// failed move or resend, and when the thread unwinds in the middle (the program
+/// cancelling it, a panic), so that no other thread of the program waits for it for ever.
+/// One that succeeded has left `Recovering` already (`ready_for_the_answer`, `hand_to_tls`):
+/// nothing to end. Dropped before the writer lock the recovery holds.
+struct EndsRecovery<'a>(&'a Conn);
+
+impl Drop for EndsRecovery<'_> {
+    fn drop(&mut self) {
+        end_recovery(self.0);
     }
-    replayed
 }
 
 /// After a move to the original destination: the kept requests go there as the program

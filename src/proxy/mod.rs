@@ -150,18 +150,26 @@ impl Proxy {
     }
 
     /// Runs the handshake; a panic inside it (caught by the hook) still ends it as a
-    /// failure, so that other threads stop waiting and a later call may try again.
+    /// failure, so that other threads stop waiting and a later call may try again. The
+    /// program cancelling this thread (`pthread_cancel`: an unwind that is no panic) is no
+    /// failure of the proxy: the handshake is left to the next call, another thread's
+    /// included.
     fn handshake_or_fail(&self, settings: &Settings<'_>, now_ms: u64) {
-        struct EndsAsFailure<'a>(&'a Proxy, u64);
-        impl Drop for EndsAsFailure<'_> {
+        struct EndsUnfinished<'a>(&'a Proxy, u64);
+        impl Drop for EndsUnfinished<'_> {
             fn drop(&mut self) {
-                if self.0.state.load(Ordering::Acquire) == RUNNING {
+                if self.0.state.load(Ordering::Acquire) != RUNNING {
+                    return;
+                }
+                if std::thread::panicking() {
                     self.0.retry_at_ms.store(self.1, Ordering::Release);
                     self.0.finish_handshake(FAILED);
+                } else {
+                    self.0.finish_handshake(NEVER_TRIED);
                 }
             }
         }
-        let _unwinding = EndsAsFailure(self, now_ms + settings.retry_after_secs.max(1) * 1000);
+        let _unwinding = EndsUnfinished(self, now_ms + settings.retry_after_secs.max(1) * 1000);
         self.handshake(settings, now_ms);
     }
 

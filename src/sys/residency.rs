@@ -58,6 +58,19 @@ static FENCED: AtomicBool = AtomicBool::new(false);
 /// x86_64 Linux pages.
 const PAGE: usize = 4096;
 
+/// In a process that names a proxy (one that will divert), the hot code is fenced off
+/// from the rest before any code that would map the rest runs: at the first hook with work
+/// (`guard`), before that work, and at the set-up (`runtime`). build.rs places the callers
+/// and the fence before the code they would map. libc's getenv, not std's reader, whose
+/// code lies at the far end of the hot code.
+#[inline]
+pub fn fence_if_diverting() {
+    // SAFETY: a NUL-terminated name; only whether it is set is read.
+    if !unsafe { libc::getenv(c"LUNAR_PROXY_HOST".as_ptr()) }.is_null() {
+        fence_hot_code();
+    }
+}
+
 /// Separates the hot parts of the library's mappings from the rest (see the module
 /// comment). Once per process; a failure (a kernel refusing more VMAs) changes nothing
 /// but memory.

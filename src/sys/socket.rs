@@ -190,9 +190,27 @@ pub fn connect_bounded_in_mode(
     flags: c_int,
 ) -> Result<(), i32> {
     let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
-    if was_blocking {
-        // A blocking connect cannot be bounded otherwise; the flag is restored before the
-        // program can see this socket again (it is inside its own connect call).
+    // A blocking connect cannot be bounded otherwise; the flag is restored before the
+    // program can see this socket again (it is inside its own call).
+    let blocking_again = was_blocking.then(|| BlockingAgain::after_nonblocking(fd, flags));
+    let result = connect_nonblocking(fd, family, target, timeout_ms);
+    drop(blocking_again);
+    if let Err(errno) = result {
+        undo_failed_connect(fd, errno);
+    }
+    result
+}
+
+/// The program's blocking socket, made non-blocking for our bounded connect: its flags
+/// are restored when this is dropped, at the connect's end or when the program's thread is
+/// cancelled inside it (a cancellation's unwind runs drops).
+struct BlockingAgain {
+    fd: c_int,
+    flags: c_int,
+}
+
+impl BlockingAgain {
+    fn after_nonblocking(fd: c_int, flags: c_int) -> BlockingAgain {
         // SAFETY: F_SETFL with flags read by the caller.
         unsafe {
             sys::fcntl(
@@ -201,16 +219,15 @@ pub fn connect_bounded_in_mode(
                 (flags | libc::O_NONBLOCK) as libc::c_ulong,
             )
         };
+        BlockingAgain { fd, flags }
     }
-    let result = connect_nonblocking(fd, family, target, timeout_ms);
-    if was_blocking {
-        // SAFETY: restores the flags read by the caller.
-        unsafe { sys::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
+}
+
+impl Drop for BlockingAgain {
+    fn drop(&mut self) {
+        // SAFETY: restores the flags the caller read.
+        unsafe { sys::fcntl(self.fd, libc::F_SETFL, self.flags as libc::c_ulong) };
     }
-    if let Err(errno) = result {
-        undo_failed_connect(fd, errno);
-    }
-    result
 }
 
 /// After our connect on the program's socket failed with `errno`: dissolves whatever it

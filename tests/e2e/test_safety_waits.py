@@ -697,6 +697,7 @@ def assert_cancelled_cleanly(res):
     line = parse_wait_line(res)
     assert res.rc == 0, "%s\n%s" % (line, describe(res))
     assert line.get("cancelled") == "1" and line.get("cleanup") == "1", describe(res)
+    assert line.get("nonblock", "0") == "0", describe(res)
 
 
 @pytest.mark.parametrize("over", ["plain", "tls"])
@@ -720,12 +721,32 @@ def test_a_thread_cancelled_in_a_blocked_write_or_connect_ends_cancelled(lab, ne
                                                                         proxy_mode):
     """pthread_cancel of a thread whose write blocks (a 64 MiB body to a proxy that reads
     no more: the test proxy's `stall`) or whose connect to the proxy blocks (`blackhole`):
-    it ends as cancelled, its cleanup handler runs. Before: SIGABRT."""
+    it ends as cancelled, its cleanup handler runs and finds its socket blocking, as the
+    program made it. Before: SIGABRT; then, the connect's socket left non-blocking (the
+    library's bounded connect makes it so for a while), which failed the program's next
+    blocking read with EAGAIN."""
     testproxy.set_mode(proxy_mode)
     env = dict(TESTPROXY_ENV, LUNAR_PROXY_CONNECT_TIMEOUT_MS="5000")
     res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag, mode],
                   env=env, debug=True, timeout=20)
     assert_cancelled_cleanly(res)
+
+
+def test_a_thread_cancelled_in_the_handshake_with_the_proxy_leaves_the_proxy_in_use(
+        lab, need_lib, testproxy, tag, c_bins):
+    """The process's first connect runs the library's handshake with the proxy, whose
+    answer hangs (the program asks the test proxy for that); the thread is cancelled in
+    it. The handshake is not the proxy failing: once the proxy answers handshakes again,
+    the process's next request goes through it. Before: the cancelled handshake counted as
+    a failure, without a warning, and requests went direct for LUNAR_EXIT_COOLDOWN_AFTER_SEC."""
+    try:
+        res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
+                       "handshake"], env=TESTPROXY_ENV, debug=True, timeout=20)
+    finally:
+        lab.set_testproxy_handshake("unmanaged")
+    assert_cancelled_cleanly(res)
+    line = parse_wait_line(res)
+    assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
 
 
 def test_a_thread_cancelled_in_ssl_read_of_a_diverted_https_request_ends_cancelled(
