@@ -12,6 +12,9 @@
  *   connect  the worker's connect blocks (the test proxy in `blackhole`); the socket
  *            must still be blocking in the cleanup handler (the library's bounded connect
  *            makes it non-blocking for a while)
+ *   exit_in_handler  as recv, but instead of a cancel the main thread sends the worker
+ *            SIGUSR1, whose handler calls pthread_exit((void *)42): the join must see 42
+ *            (cancelled=1 then means "ended by that exit")
  *   handshake  the worker's connect is the process's first: the library's handshake
  *            with the proxy runs in it, and the test proxy's handshake hangs (this
  *            program asks its control port, 127.0.0.1:9001, for that, and for an
@@ -131,6 +134,12 @@ static void *worker(void *arg)
 	return NULL; /* not cancelled: the check below fails */
 }
 
+static void exit_now(int sig)
+{
+	(void)sig;
+	pthread_exit((void *)42);
+}
+
 static void *watchdog(void *arg)
 {
 	(void)arg;
@@ -145,11 +154,16 @@ int main(int argc, char **argv)
 	ctest_init(argc, argv, &g_args);
 	g_mode = argc > 4 ? argv[4] : "";
 	int handshake = strcmp(g_mode, "handshake") == 0;
+	int exit_in_handler = strcmp(g_mode, "exit_in_handler") == 0;
 	if (strcmp(g_mode, "recv") && strcmp(g_mode, "poll") && strcmp(g_mode, "write") &&
-	    strcmp(g_mode, "connect") && !handshake) {
-		fprintf(stderr,
-			"usage: thread_cancel HOST PORT PATH recv|poll|write|connect|handshake\n");
+	    strcmp(g_mode, "connect") && !handshake && !exit_in_handler) {
+		fprintf(stderr, "usage: thread_cancel HOST PORT PATH "
+				"recv|poll|write|connect|handshake|exit_in_handler\n");
 		return 2;
+	}
+	if (exit_in_handler) {
+		struct sigaction sa = { .sa_handler = exit_now };
+		sigaction(SIGUSR1, &sa, NULL);
 	}
 	if (handshake)
 		control("/handshake", "hang");
@@ -158,15 +172,19 @@ int main(int argc, char **argv)
 	pthread_create(&work, NULL, worker, NULL);
 	usleep(300 * 1000);
 	uint64_t t0 = now_ms();
-	pthread_cancel(work);
+	if (exit_in_handler)
+		pthread_kill(work, SIGUSR1);
+	else
+		pthread_cancel(work);
 	void *result = NULL;
 	pthread_join(work, &result);
 	uint64_t join_ms = now_ms() - t0;
-	int cancelled = result == PTHREAD_CANCELED;
+	int cancelled = result == (exit_in_handler ? (void *)42 : PTHREAD_CANCELED);
 
 	if (handshake)
 		control("/handshake", "unmanaged");
-	int ask_again = strcmp(g_mode, "recv") == 0 || strcmp(g_mode, "poll") == 0 || handshake;
+	int ask_again = strcmp(g_mode, "recv") == 0 || strcmp(g_mode, "poll") == 0 || handshake ||
+			exit_in_handler;
 	int after = 0, via_proxy = 0;
 	if (ask_again) {
 		struct args again = g_args;

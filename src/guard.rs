@@ -49,8 +49,8 @@ impl Drop for Reentry {
 pub fn shielded<R>(work: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
     quiet_panics();
     match catch_unwind(AssertUnwindSafe(|| thread_cancel::catching(work))) {
-        Ok(Some(value)) => value,
-        Ok(None) => thread_cancel::exit_cancelled(),
+        Ok(Ok(value)) => value,
+        Ok(Err(cancelled)) => cancelled.resume(),
         Err(_) => {
             log::error!("internal error caught; this call is passed through");
             fallback()

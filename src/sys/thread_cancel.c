@@ -7,9 +7,11 @@
  * So the library's work runs inside lunar_run_catching_cancel, below that catch: it
  * registers a cancellation buffer as C's pthread_cleanup_push does, and glibc's forced
  * unwind, having run the cleanups of the frames above it (Rust's drops: locks are
- * released), jumps back here. Instead of going on unwinding we return 1; the caller
- * leaves its own frames and ends the thread with lunar_exit_cancelled, which unwinds
- * through the program's frames (its cleanup handlers run) as the cancellation would have.
+ * released), jumps back here. Instead of going on unwinding we return 1, with the buffer
+ * copied out for the caller, which leaves its own frames and resumes the unwind with it
+ * (lunar_resume_cancel), through the program's frames (its cleanup handlers run) as the
+ * cancellation would have gone. The same holds for the program's own pthread_exit from
+ * a signal handler that interrupted our work: the thread's result is the one it gave.
  *
  * Compiled with -fexceptions: a Rust panic leaving the work through this frame runs the
  * cleanup below, so the buffer never outlives the frame. glibc's pthread.h declares the
@@ -19,6 +21,8 @@
 
 extern void __pthread_register_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
 extern void __pthread_unregister_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
+extern void __pthread_unwind_next(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute
+	__attribute__((__noreturn__));
 
 static void forget_buffer(__pthread_unwind_buf_t **registered)
 {
@@ -26,15 +30,20 @@ static void forget_buffer(__pthread_unwind_buf_t **registered)
 		__pthread_unregister_cancel(*registered);
 }
 
-/* Returns 0 when work(context) returned, 1 when the thread was cancelled inside it. The
- * first frame work's unwind meets is work's own caller here: glibc jumps back without
- * running that frame's cleanups, so `work` must do nothing but call the real work. */
-int lunar_run_catching_cancel(void (*work)(void *), void *context)
+_Static_assert(sizeof(__pthread_unwind_buf_t) <= 128 && _Alignof(__pthread_unwind_buf_t) <= 16,
+	       "thread_cancel.rs's UnwindBuffer holds a __pthread_unwind_buf_t");
+
+/* Returns 0 when work(context) returned, 1 when the thread was cancelled (or exited)
+ * inside it; then `resume` holds what lunar_resume_cancel needs. The first frame work's
+ * unwind meets is work's own caller here: glibc jumps back without running that frame's
+ * cleanups, so `work` must do nothing but call the real work. */
+int lunar_run_catching_cancel(void (*work)(void *), void *context, __pthread_unwind_buf_t *resume)
 {
 	__pthread_unwind_buf_t buffer;
 	if (__builtin_expect(__sigsetjmp_cancel(buffer.__cancel_jmp_buf, 0), 0)) {
 		/* Still registered: the jump skipped the cleanup below. */
 		__pthread_unregister_cancel(&buffer);
+		*resume = buffer;
 		return 1;
 	}
 	__pthread_register_cancel(&buffer);
@@ -45,9 +54,11 @@ int lunar_run_catching_cancel(void (*work)(void *), void *context)
 	return 0;
 }
 
-/* Ends the calling thread as a cancelled one, the cancellation caught above being under
- * way (glibc marked the thread as exiting: no cancellation point acts again meanwhile). */
-void lunar_exit_cancelled(void)
+/* Goes on with the unwind caught above (glibc marked the thread as exiting: no
+ * cancellation point acts again meanwhile), from the buffer registered before ours, as
+ * pthread_cleanup_pop's unwinding path does: the thread's result stays the one glibc set
+ * (PTHREAD_CANCELED, or pthread_exit's value). */
+void lunar_resume_cancel(__pthread_unwind_buf_t *resume)
 {
-	pthread_exit(PTHREAD_CANCELED);
+	__pthread_unwind_next(resume);
 }

@@ -7,8 +7,9 @@ extern "C-unwind" {
     fn lunar_run_catching_cancel(
         work: unsafe extern "C-unwind" fn(*mut c_void),
         context: *mut c_void,
+        resume: *mut UnwindBuffer,
     ) -> c_int;
-    fn lunar_exit_cancelled() -> !;
+    fn lunar_resume_cancel(resume: *mut UnwindBuffer) -> !;
 }
 
 struct Call<F, R> {
@@ -16,30 +17,46 @@ struct Call<F, R> {
     result: Option<R>,
 }
 
-/// Runs `work`; `None` when the thread was cancelled inside it. The cancellation then
-/// has unwound `work`'s frames (their drops ran) and is the caller's to finish, outside
-/// any `catch_unwind`, with [`exit_cancelled`].
-pub fn catching<F: FnOnce() -> R, R>(work: F) -> Option<R> {
+/// glibc's buffer for going on with a caught unwind (a `__pthread_unwind_buf_t`, which
+/// `thread_cancel.c` checks fits).
+#[repr(C, align(16))]
+struct UnwindBuffer([u8; 128]);
+
+/// A cancellation (or the program's `pthread_exit`) caught inside the library's work.
+/// Boxed: the common result stays small.
+pub struct Cancelled(Box<UnwindBuffer>);
+
+impl Cancelled {
+    /// Goes on with the unwind, through the program's frames (its cleanup handlers run,
+    /// its join sees the thread's result: `PTHREAD_CANCELED`, or `pthread_exit`'s value).
+    /// Called outside any `catch_unwind`.
+    pub fn resume(mut self) -> ! {
+        // SAFETY: the buffer `lunar_run_catching_cancel` filled for this thread's unwind.
+        unsafe { lunar_resume_cancel(&mut *self.0) }
+    }
+}
+
+/// Runs `work`; `Err` when the thread was cancelled inside it. The cancellation then has
+/// unwound `work`'s frames (their drops ran) and is the caller's to finish, outside any
+/// `catch_unwind`, with [`Cancelled::resume`].
+pub fn catching<F: FnOnce() -> R, R>(work: F) -> Result<R, Cancelled> {
     let mut call = Call {
         work: Some(work),
         result: None,
     };
+    // Not zeroed: every hook with work comes here, and it is written only when needed.
+    let mut resume = std::mem::MaybeUninit::<UnwindBuffer>::uninit();
     let context = (&mut call as *mut Call<F, R>).cast::<c_void>();
     // SAFETY: `enter::<F, R>` reads `context` as the `Call<F, R>` it is, which lives
-    // until this call returns.
-    let cancelled = unsafe { lunar_run_catching_cancel(enter::<F, R>, context) };
-    if cancelled != 0 {
-        return None;
+    // until this call returns; `resume` is room for the C side's buffer.
+    let cancelled =
+        unsafe { lunar_run_catching_cancel(enter::<F, R>, context, resume.as_mut_ptr()) };
+    match (cancelled, call.result) {
+        (0, Some(result)) => Ok(result),
+        // SAFETY: a cancellation caught: the C side filled `resume` (`work` cannot return
+        // without a result otherwise: `run` takes it once).
+        _ => Err(Cancelled(Box::new(unsafe { resume.assume_init() }))),
     }
-    call.result
-}
-
-/// Ends the calling thread as cancelled, unwinding the program's frames (its cleanup
-/// handlers run, its join sees `PTHREAD_CANCELED`).
-pub fn exit_cancelled() -> ! {
-    // SAFETY: called by a thread whose cancellation `catching` caught; no Rust frame
-    // between here and the program catches an unwind.
-    unsafe { lunar_exit_cancelled() }
 }
 
 /// The frame the C side calls. glibc ends a cancellation's unwind at this frame without
@@ -59,7 +76,7 @@ fn run<F: FnOnce() -> R, R>(call: &mut Call<F, R>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{catching, exit_cancelled};
+    use super::catching;
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
     extern "C-unwind" {
@@ -139,9 +156,9 @@ mod tests {
             let _mark = MarkOnDrop;
             wait_for_ever();
         });
-        if finished.is_none() {
+        if let Err(cancelled) = finished {
             STEPS.fetch_or(CAUGHT, Ordering::SeqCst);
-            exit_cancelled();
+            cancelled.resume();
         }
         std::ptr::null_mut()
     }
@@ -151,11 +168,7 @@ mod tests {
         assert!(cancel_in_thread(blocked_in_the_work), "joined as cancelled");
         let steps = STEPS.load(Ordering::SeqCst);
         assert_eq!(steps & DROPPED, DROPPED, "the work's drops ran");
-        assert_eq!(
-            steps & CAUGHT,
-            CAUGHT,
-            "caught, then finished by exit_cancelled"
-        );
+        assert_eq!(steps & CAUGHT, CAUGHT, "caught, then resumed");
     }
 
     unsafe extern "C-unwind" fn cancelled_after_a_panic(_: *mut libc::c_void) -> *mut libc::c_void {

@@ -715,6 +715,18 @@ def test_a_thread_cancelled_while_awaiting_the_answer_ends_cancelled(lab, need_l
     assert parse_wait_line(res).get("after") == "200", describe(res)
 
 
+def test_a_threads_own_exit_from_a_signal_handler_keeps_its_value(lab, need_lib, tag, c_bins):
+    """A signal handler calls pthread_exit((void *)42) in a thread blocked in recv for a
+    slow answer (the same forced unwind as a cancellation): the join sees 42, the cleanup
+    handler runs, the next request is answered through the proxy. Before: the join saw
+    PTHREAD_CANCELED (the library ended the thread as cancelled)."""
+    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80",
+                   "/delay/3000?" + tag, "exit_in_handler"], debug=True, timeout=20)
+    assert_cancelled_cleanly(res)
+    line = parse_wait_line(res)
+    assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
+
+
 @pytest.mark.parametrize("mode,proxy_mode", [("write", "stall"), ("connect", "blackhole")])
 def test_a_thread_cancelled_in_a_blocked_write_or_connect_ends_cancelled(lab, need_lib, testproxy,
                                                                         tag, c_bins, mode,
