@@ -195,8 +195,10 @@ impl Gate {
     }
 
     /// Waits while the gate is raised, at most until `deadline`.
+    /// Waits while raised (a program's call waiting for a recovery): a cancellation of
+    /// the thread ends it, as the program's own blocking call would have been ended.
     pub fn wait(&self, deadline: Option<std::time::Instant>) -> WaitEnd {
-        futex_wait_while(&self.raised, 1, deadline)
+        futex_wait_cancellable_while(&self.raised, 1, deadline)
     }
 }
 
@@ -212,6 +214,25 @@ pub fn futex_wait_while(
     word: &AtomicU32,
     value: u32,
     deadline: Option<std::time::Instant>,
+) -> WaitEnd {
+    futex_wait_in(word, value, deadline, false)
+}
+
+/// `futex_wait_while` for a program's call waiting on another thread's work: a
+/// cancellation of the thread (`pthread_cancel`) ends it too (`sys::thread_cancel`).
+pub fn futex_wait_cancellable_while(
+    word: &AtomicU32,
+    value: u32,
+    deadline: Option<std::time::Instant>,
+) -> WaitEnd {
+    futex_wait_in(word, value, deadline, true)
+}
+
+fn futex_wait_in(
+    word: &AtomicU32,
+    value: u32,
+    deadline: Option<std::time::Instant>,
+    cancellable: bool,
 ) -> WaitEnd {
     while word.load(Ordering::Acquire) == value {
         let timeout = match deadline {
@@ -232,15 +253,22 @@ pub fn futex_wait_while(
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: FUTEX_WAIT on a live, aligned u32; the timeout (relative) outlives the call.
         let rc = unsafe {
-            crate::sys::syscall(
-                libc::SYS_futex,
-                word.as_ptr() as libc::c_long,
-                (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as libc::c_long,
-                value as libc::c_long,
-                timeout_ptr as libc::c_long,
-                0,
-                0,
-            )
+            match cancellable {
+                true => crate::sys::thread_cancel::futex_wait_cancellable(
+                    word.as_ptr(),
+                    value,
+                    timeout_ptr,
+                ),
+                false => crate::sys::syscall(
+                    libc::SYS_futex,
+                    word.as_ptr() as libc::c_long,
+                    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as libc::c_long,
+                    value as libc::c_long,
+                    timeout_ptr as libc::c_long,
+                    0,
+                    0,
+                ),
+            }
         };
         if rc < 0 {
             match crate::sys::errno() {

@@ -132,11 +132,11 @@ impl Proxy {
 
     /// Other threads wait (in the kernel) for the one running the handshake, so a
     /// program's first concurrent requests are all diverted; bounded by the handshake's
-    /// own time limits.
+    /// own time limits, and ended by a cancellation of the waiting thread.
     fn wait_while_running(&self, connect_timeout_ms: u64) -> bool {
         let give_up = Instant::now() + Duration::from_millis(connect_timeout_ms + 3_000);
         loop {
-            match crate::sync::futex_wait_while(&self.state, RUNNING, Some(give_up)) {
+            match crate::sync::futex_wait_cancellable_while(&self.state, RUNNING, Some(give_up)) {
                 WaitEnd::Done => return true,
                 WaitEnd::TimedOut => return false,
                 WaitEnd::Interrupted => {}

@@ -16,8 +16,14 @@
  * Compiled with -fexceptions: a Rust panic leaving the work through this frame runs the
  * cleanup below, so the buffer never outlives the frame. glibc's pthread.h declares the
  * registration functions only for builds without exceptions (its macros then use them). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/syscall.h>
+#include <time.h>
 
 extern void __pthread_register_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
 extern void __pthread_unregister_cancel(__pthread_unwind_buf_t *buffer) __cleanup_fct_attribute;
@@ -61,4 +67,26 @@ int lunar_run_catching_cancel(void (*work)(void *), void *context, __pthread_unw
 void lunar_resume_cancel(__pthread_unwind_buf_t *resume)
 {
 	__pthread_unwind_next(resume);
+}
+
+/* A futex wait that a cancellation ends, for the library's waits on another thread's
+ * work inside a program's call (a recovery resending, a handshake with the proxy): a
+ * futex is no cancellation point, and glibc (2.36) signals a cancellation only to a
+ * thread in a cancellation point or of the asynchronous cancel type. So the wait alone
+ * is made asynchronous, as glibc's own blocking calls did before 2.41: the signal's
+ * unwind then starts in this frame or in libc's, never in Rust code (whose unwind tables
+ * cover call sites only). libc's syscall, not the program's name for it (ours is hooked,
+ * Rust code). Returns what syscall(2) returns, errno as it left it. */
+long lunar_futex_wait_cancellable(unsigned *word, unsigned value, const struct timespec *timeout)
+{
+	static long (*volatile real_syscall)(long, ...);
+	if (!real_syscall)
+		real_syscall = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+	int previous;
+	pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &previous);
+	long result = real_syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, timeout, NULL, 0);
+	int saved = errno;
+	pthread_setcanceltype(previous, &previous);
+	errno = saved;
+	return result;
 }

@@ -10,6 +10,26 @@ extern "C-unwind" {
         resume: *mut UnwindBuffer,
     ) -> c_int;
     fn lunar_resume_cancel(resume: *mut UnwindBuffer) -> !;
+    fn lunar_futex_wait_cancellable(
+        word: *mut u32,
+        value: u32,
+        timeout: *const libc::timespec,
+    ) -> libc::c_long;
+}
+
+/// FUTEX_WAIT (private) on `word` while it holds `value`, at most `timeout` (relative; null:
+/// no limit), which a cancellation of the thread ends (see `thread_cancel.c`): for waits
+/// inside a program's call on another thread's work. As syscall(2): -1 and errno on error.
+///
+/// # Safety
+/// `word` is a live, aligned u32; `timeout` is null or a valid timespec.
+pub unsafe fn futex_wait_cancellable(
+    word: *mut u32,
+    value: u32,
+    timeout: *const libc::timespec,
+) -> libc::c_long {
+    // SAFETY: the caller's contract.
+    unsafe { lunar_futex_wait_cancellable(word, value, timeout) }
 }
 
 struct Call<F, R> {
@@ -99,10 +119,11 @@ mod tests {
     }
 
     /// Runs `body` in a thread of its own (a bare pthread: std's threads catch unwinds),
-    /// cancels it once it has started, and returns whether it ended cancelled.
+    /// cancels it once it has started, and returns whether it ended cancelled, and the
+    /// steps it marked.
     fn cancel_in_thread(
         body: unsafe extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
-    ) -> bool {
+    ) -> (bool, u8) {
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         // Our unwinder unwinds once, as the library's link makes it do before another's
         // unwind reaches our frames (`unwinder_ready.c`; this binary is linked without it).
@@ -132,7 +153,7 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::pthread_join(thread, &mut result) }, 0);
         // PTHREAD_CANCELED, which the libc crate does not name.
-        result as isize == -1
+        (result as isize == -1, STEPS.load(Ordering::SeqCst))
     }
 
     /// Waits in poll on a pipe nobody writes: a cancellation point that only a
@@ -163,10 +184,38 @@ mod tests {
         std::ptr::null_mut()
     }
 
+    unsafe extern "C-unwind" fn blocked_in_a_futex(_: *mut libc::c_void) -> *mut libc::c_void {
+        let finished = catching(|| {
+            let _mark = MarkOnDrop;
+            let word = std::sync::atomic::AtomicU32::new(1);
+            // Bounded, so that a wait the cancellation does not end fails the test (the
+            // thread then returns instead of ending cancelled) rather than hanging it.
+            let bound = libc::timespec {
+                tv_sec: 5,
+                tv_nsec: 0,
+            };
+            STARTED.store(true, Ordering::SeqCst);
+            // SAFETY: a live u32 and a valid timespec.
+            unsafe { super::futex_wait_cancellable(word.as_ptr(), 1, &bound) };
+        });
+        if let Err(cancelled) = finished {
+            STEPS.fetch_or(CAUGHT, Ordering::SeqCst);
+            cancelled.resume();
+        }
+        std::ptr::null_mut()
+    }
+
+    #[test]
+    fn a_cancellable_futex_wait_ends_at_the_cancellation() {
+        let (cancelled, steps) = cancel_in_thread(blocked_in_a_futex);
+        assert!(cancelled, "joined as cancelled");
+        assert_eq!(steps & (DROPPED | CAUGHT), DROPPED | CAUGHT);
+    }
+
     #[test]
     fn a_cancellation_inside_the_work_unwinds_it_and_ends_the_thread_cancelled() {
-        assert!(cancel_in_thread(blocked_in_the_work), "joined as cancelled");
-        let steps = STEPS.load(Ordering::SeqCst);
+        let (cancelled, steps) = cancel_in_thread(blocked_in_the_work);
+        assert!(cancelled, "joined as cancelled");
         assert_eq!(steps & DROPPED, DROPPED, "the work's drops ran");
         assert_eq!(steps & CAUGHT, CAUGHT, "caught, then resumed");
     }
@@ -188,10 +237,8 @@ mod tests {
 
     #[test]
     fn a_panic_through_the_work_leaves_no_cancellation_buffer_behind() {
-        assert!(
-            cancel_in_thread(cancelled_after_a_panic),
-            "joined as cancelled"
-        );
-        assert_eq!(STEPS.load(Ordering::SeqCst) & PANIC_CAUGHT, PANIC_CAUGHT);
+        let (cancelled, steps) = cancel_in_thread(cancelled_after_a_panic);
+        assert!(cancelled, "joined as cancelled");
+        assert_eq!(steps & PANIC_CAUGHT, PANIC_CAUGHT);
     }
 }

@@ -761,6 +761,34 @@ def test_a_thread_cancelled_in_the_handshake_with_the_proxy_leaves_the_proxy_in_
     assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
 
 
+def test_a_thread_cancelled_while_another_threads_handshake_runs_ends_at_once(
+        lab, need_lib, testproxy, tag, c_bins):
+    """Another thread's first connect runs the handshake with the proxy, which hangs
+    (it gives up after ~1.6 s); the thread cancelled waits for it in the library: it
+    ends at once (joined within 500 ms), not when the handshake gives up. Before: the
+    wait, a futex, was no cancellation point (joined after ~1.6 s)."""
+    try:
+        res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
+                       "handshake_wait"], env=TESTPROXY_ENV, debug=True, timeout=30)
+    finally:
+        lab.set_testproxy_handshake("unmanaged")
+    assert_cancelled_cleanly(res)
+
+
+def test_a_thread_cancelled_during_a_retry_delay_ends_at_once(lab, need_lib, testproxy, tag,
+                                                             c_bins):
+    """The proxy asks for a retry in 10 s (retry:10:1); the blocking reader waits out the
+    delay in the library and is cancelled there: it ends at once (joined within 2 s), its
+    cleanup handler runs, and the next request is answered through the proxy. Before: the
+    wait, a futex, was no cancellation point (joined after ~9.4 s)."""
+    testproxy.set_mode("retry:10:1")
+    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
+                   "recv"], env=TESTPROXY_ENV, debug=True, timeout=30)
+    assert_cancelled_cleanly(res)
+    line = parse_wait_line(res)
+    assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
+
+
 def test_a_thread_cancelled_in_ssl_read_of_a_diverted_https_request_ends_cancelled(
         lab, need_lib, tag, c_bins):
     """The same for a thread blocked in OpenSSL's SSL_read (a virtual session, the answer
