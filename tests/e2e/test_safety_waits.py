@@ -693,6 +693,20 @@ PROXY_OVER_TLS = {"LUNAR_PROXY_SUPPORT_TLS": "1",
                   "LUNAR_HANDSHAKE_PORT": str(labmod.HAPROXY_TLS_HANDSHAKE)}
 
 
+def run_thread_cancel(lab, c_bins, path, mode, env=None):
+    return lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", path, mode],
+                   env=env, debug=True, timeout=30)
+
+
+def run_with_handshake_hanging(lab, c_bins, tag, mode):
+    """thread_cancel's handshake modes make the test proxy's handshake hang and answer
+    again themselves; answered again here too, whatever the program did."""
+    try:
+        return run_thread_cancel(lab, c_bins, tag, mode, env=TESTPROXY_ENV)
+    finally:
+        lab.set_testproxy_handshake("unmanaged")
+
+
 def assert_cancelled_cleanly(res):
     line = parse_wait_line(res)
     assert res.rc == 0, "%s\n%s" % (line, describe(res))
@@ -709,8 +723,7 @@ def test_a_thread_cancelled_while_awaiting_the_answer_ends_cancelled(lab, need_l
     handler runs, and the process's next request is answered through the proxy. Before: the
     process aborted (SIGABRT: the cancellation's unwind met the library's panic catch)."""
     env = dict(PROXY_OVER_TLS, LUNAR_PROXY_CA_FILE=lab.ca_file) if over == "tls" else None
-    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80",
-                   "/delay/3000?" + tag, mode], env=env, debug=True, timeout=20)
+    res = run_thread_cancel(lab, c_bins, "/delay/3000?" + tag, mode, env=env)
     assert_cancelled_cleanly(res)
     assert parse_wait_line(res).get("after") == "200", describe(res)
 
@@ -720,8 +733,7 @@ def test_a_threads_own_exit_from_a_signal_handler_keeps_its_value(lab, need_lib,
     slow answer (the same forced unwind as a cancellation): the join sees 42, the cleanup
     handler runs, the next request is answered through the proxy. Before: the join saw
     PTHREAD_CANCELED (the library ended the thread as cancelled)."""
-    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80",
-                   "/delay/3000?" + tag, "exit_in_handler"], debug=True, timeout=20)
+    res = run_thread_cancel(lab, c_bins, "/delay/3000?" + tag, "exit_in_handler")
     assert_cancelled_cleanly(res)
     line = parse_wait_line(res)
     assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
@@ -739,8 +751,7 @@ def test_a_thread_cancelled_in_a_blocked_write_or_connect_ends_cancelled(lab, ne
     blocking read with EAGAIN."""
     testproxy.set_mode(proxy_mode)
     env = dict(TESTPROXY_ENV, LUNAR_PROXY_CONNECT_TIMEOUT_MS="5000")
-    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag, mode],
-                  env=env, debug=True, timeout=20)
+    res = run_thread_cancel(lab, c_bins, tag, mode, env=env)
     assert_cancelled_cleanly(res)
 
 
@@ -751,11 +762,7 @@ def test_a_thread_cancelled_in_the_handshake_with_the_proxy_leaves_the_proxy_in_
     it. The handshake is not the proxy failing: once the proxy answers handshakes again,
     the process's next request goes through it. Before: the cancelled handshake counted as
     a failure, without a warning, and requests went direct for LUNAR_EXIT_COOLDOWN_AFTER_SEC."""
-    try:
-        res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
-                       "handshake"], env=TESTPROXY_ENV, debug=True, timeout=20)
-    finally:
-        lab.set_testproxy_handshake("unmanaged")
+    res = run_with_handshake_hanging(lab, c_bins, tag, "handshake")
     assert_cancelled_cleanly(res)
     line = parse_wait_line(res)
     assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
@@ -767,12 +774,7 @@ def test_a_thread_cancelled_while_another_threads_handshake_runs_ends_at_once(
     (it gives up after ~1.6 s); the thread cancelled waits for it in the library: it
     ends at once (joined within 500 ms), not when the handshake gives up. Before: the
     wait, a futex, was no cancellation point (joined after ~1.6 s)."""
-    try:
-        res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
-                       "handshake_wait"], env=TESTPROXY_ENV, debug=True, timeout=30)
-    finally:
-        lab.set_testproxy_handshake("unmanaged")
-    assert_cancelled_cleanly(res)
+    assert_cancelled_cleanly(run_with_handshake_hanging(lab, c_bins, tag, "handshake_wait"))
 
 
 def test_a_thread_cancelled_during_a_retry_delay_ends_at_once(lab, need_lib, testproxy, tag,
@@ -782,8 +784,7 @@ def test_a_thread_cancelled_during_a_retry_delay_ends_at_once(lab, need_lib, tes
     cleanup handler runs, and the next request is answered through the proxy. Before: the
     wait, a futex, was no cancellation point (joined after ~9.4 s)."""
     testproxy.set_mode("retry:10:1")
-    res = lab.run([os.path.join(c_bins, "thread_cancel"), "api.example.test", "80", tag,
-                   "recv"], env=TESTPROXY_ENV, debug=True, timeout=30)
+    res = run_thread_cancel(lab, c_bins, tag, "recv", env=TESTPROXY_ENV)
     assert_cancelled_cleanly(res)
     line = parse_wait_line(res)
     assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
