@@ -110,6 +110,7 @@ for src in tls_socket_bio tls_custom_bio tls_nonblock_epoll errno_tls tls_reuse 
 done
 build_tls tls_gnutls -lgnutls
 build_tls gnutls_sessions -lgnutls
+build tls_thread_cancel_gnutls tls_thread_cancel.c -DTLS_GNUTLS -pthread -- -lgnutls
 build_tls tls_deepbind -ldl
 build_tls tls_deepbind_gnutls -ldl
 

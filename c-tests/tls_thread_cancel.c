@@ -1,13 +1,22 @@
-/* A thread blocked in SSL_read on a diverted https connection (a virtual session: the
- * library answers the program's handshake, the proxy's plaintext answer is awaited) is
- * cancelled (pthread_cancel): it ends as a cancelled thread, its cleanup handler runs,
- * and a second https request on a new connection is answered.
+/* A thread blocked in SSL_read (built with -DTLS_GNUTLS: gnutls_record_recv) on a
+ * diverted https connection (a virtual session: the library answers the program's
+ * handshake, the proxy's plaintext answer is awaited) is cancelled (pthread_cancel): it
+ * ends as a cancelled thread, its cleanup handler runs, and a second https request on a
+ * new connection is answered.
  *
  * tls_thread_cancel HOST PORT PATH CAFILE: PATH an answer that takes seconds
- * (/delay/3000). Prints: mode=ssl_read cancelled=0|1 cleanup=0|1 join_ms=N after=STATUS
+ * (/delay/3000). Prints: mode=ssl_read|gnutls_recv cancelled=0|1 cleanup=0|1 join_ms=N
+ * after=STATUS
  * Exit 0 iff cancelled, cleaned up, joined within 2 s and the second answer is a 200;
  * 1 otherwise, 2 on a setup error, 3 when hung (10 s watchdog). */
+#ifdef TLS_GNUTLS
+#include "tls_common.h"
+#include <gnutls/gnutls.h>
+#define MODE "gnutls_recv"
+#else
 #include "tls_openssl.h"
+#define MODE "ssl_read"
+#endif
 
 #include <pthread.h>
 #include <stdint.h>
@@ -21,7 +30,7 @@ static uint64_t now_ms(void)
 }
 
 static struct args g_args;
-static SSL_CTX *g_ctx;
+static const char *g_cafile;
 static volatile int g_fd = -1;
 static volatile int g_cleaned_up;
 
@@ -33,6 +42,74 @@ static void close_on_cancel(void *arg)
 	g_fd = -1;
 	g_cleaned_up = 1;
 }
+
+#ifdef TLS_GNUTLS
+static void gt_write_all(void *ctx, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = gnutls_record_send(ctx, buf, len);
+		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (n < 0)
+			die("gnutls_record_send: %s", gnutls_strerror((int)n));
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+static ssize_t gt_read(int fd, void *buf, size_t n, void *ctx)
+{
+	(void)fd;
+	for (;;) {
+		ssize_t r = gnutls_record_recv(ctx, buf, n);
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (r < 0)
+			die("gnutls_record_recv: %s", gnutls_strerror((int)r));
+		return r;
+	}
+}
+
+/* As the OpenSSL get() below, with GnuTLS (the peer verified during the handshake). */
+static int get(const char *path, int block_only)
+{
+	gnutls_certificate_credentials_t cred;
+	gnutls_session_t s;
+	if (gnutls_certificate_allocate_credentials(&cred) < 0 ||
+	    gnutls_certificate_set_x509_trust_file(cred, g_cafile, GNUTLS_X509_FMT_PEM) <= 0 ||
+	    gnutls_init(&s, GNUTLS_CLIENT) < 0 || gnutls_set_default_priority(s) < 0 ||
+	    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred) < 0 ||
+	    gnutls_server_name_set(s, GNUTLS_NAME_DNS, g_args.host, strlen(g_args.host)) < 0)
+		die("gnutls session set-up failed");
+	gnutls_session_set_verify_cert(s, g_args.host, 0);
+	int fd = connect_blocking(&g_args);
+	g_fd = fd;
+	gnutls_transport_set_int(s, fd);
+	int ret;
+	do {
+		ret = gnutls_handshake(s);
+	} while (ret < 0 && !gnutls_error_is_fatal(ret));
+	if (ret < 0)
+		die("TLS handshake failed: %s", gnutls_strerror(ret));
+	size_t len;
+	char *req = build_request(&g_args, "GET", path, NULL, NULL, 0, &len);
+	gt_write_all(s, req, len);
+	free(req);
+	if (block_only) {
+		char buf[4096];
+		gt_read(fd, buf, sizeof buf, s);
+		return 0;
+	}
+	struct rbuf rb = { 0 };
+	struct response r;
+	read_response(fd, &rb, &r, gt_read, s);
+	gnutls_deinit(s);
+	gnutls_certificate_free_credentials(cred);
+	close(fd);
+	return r.status;
+}
+#else
+static SSL_CTX *g_ctx;
 
 /* GET path on a new TLS connection; reads the answer unless `block_only`, then the first
  * SSL_read blocks (the caller is cancelled there). Returns the status. */
@@ -60,6 +137,7 @@ static int get(const char *path, int block_only)
 	close(fd);
 	return r.status;
 }
+#endif
 
 static void *worker(void *arg)
 {
@@ -74,15 +152,17 @@ static void *watchdog(void *arg)
 {
 	(void)arg;
 	sleep(10);
-	printf("mode=ssl_read result=hung\n");
+	printf("mode=" MODE " result=hung\n");
 	fflush(stdout);
 	_exit(3);
 }
 
 int main(int argc, char **argv)
 {
-	const char *cafile = tls_init(argc, argv, &g_args);
-	g_ctx = client_ctx(cafile);
+	g_cafile = tls_init(argc, argv, &g_args);
+#ifndef TLS_GNUTLS
+	g_ctx = client_ctx(g_cafile);
+#endif
 	pthread_t dog, work;
 	pthread_create(&dog, NULL, watchdog, NULL);
 	pthread_create(&work, NULL, worker, NULL);
@@ -94,7 +174,7 @@ int main(int argc, char **argv)
 	uint64_t join_ms = now_ms() - t0;
 	int cancelled = result == PTHREAD_CANCELED;
 	int after = get("/status/200", 0);
-	printf("mode=ssl_read cancelled=%d cleanup=%d join_ms=%llu after=%d\n", cancelled,
+	printf("mode=" MODE " cancelled=%d cleanup=%d join_ms=%llu after=%d\n", cancelled,
 	       (int)g_cleaned_up, (unsigned long long)join_ms, after);
 	fflush(stdout);
 	return cancelled && g_cleaned_up && join_ms < 2000 && after == 200 ? 0 : 1;

@@ -790,11 +790,13 @@ def test_a_thread_cancelled_during_a_retry_delay_ends_at_once(lab, need_lib, tes
     assert line.get("after") == "200" and line.get("via_proxy") == "1", describe(res)
 
 
+@pytest.mark.parametrize("prog", ["tls_thread_cancel", "tls_thread_cancel_gnutls"])
 def test_a_thread_cancelled_in_ssl_read_of_a_diverted_https_request_ends_cancelled(
-        lab, need_lib, tag, c_bins):
-    """The same for a thread blocked in OpenSSL's SSL_read (a virtual session, the answer
-    awaited from HAProxy): cancelled, cleaned up, and the next https request answered."""
-    res = lab.run([os.path.join(c_bins, "tls_thread_cancel"), "api.example.test", "443",
+        lab, need_lib, tag, c_bins, prog):
+    """The same for a thread blocked in OpenSSL's SSL_read or GnuTLS's gnutls_record_recv
+    (a virtual session, the answer awaited from HAProxy): cancelled, cleaned up, and the
+    next https request answered. Before: SIGABRT."""
+    res = lab.run([os.path.join(c_bins, prog), "api.example.test", "443",
                    "/delay/3000?" + tag, lab.ca_file], debug=True, timeout=20)
     assert_cancelled_cleanly(res)
     assert parse_wait_line(res).get("after") == "200", describe(res)
