@@ -8,14 +8,22 @@ bin="$here/bin"
 mkdir -p "$bin"
 cflags=(-O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -std=gnu11)
 
+fresher_than_headers() { # binary
+	local h
+	for h in "$here"/*.h; do
+		[[ "$1" -nt "$h" ]] || return 1
+	done
+}
+
 build() { # name source [extra flags...] [-- libraries...]
 	local name="$1" src="$2"
 	shift 2
 	local out="$bin/$name" flags=() libs=()
 	while [[ $# -gt 0 && "$1" != "--" ]]; do flags+=("$1"); shift; done
 	[[ $# -gt 0 ]] && shift && libs=("$@")
-	# rebuild when the source, the header or this script is newer than the binary
-	if [[ -x "$out" && "$out" -nt "$here/$src" && "$out" -nt "$here/common.h" && "$out" -nt "$here/build.sh" ]]; then
+	# rebuild when the source, a header or this script is newer than the binary
+	if [[ -x "$out" && "$out" -nt "$here/$src" && "$out" -nt "$here/build.sh" ]] &&
+		fresher_than_headers "$out"; then
 		return
 	fi
 	# libraries after the source, so that --as-needed linkers keep them
@@ -96,10 +104,8 @@ build fort_recvfrom fortified.c -DFORT_RECVFROM
 build_tls() { # name library-flags...
 	local name="$1" out="$bin/$1"
 	shift
-	if [[ -x "$out" && "$out" -nt "$here/$name.c" && "$out" -nt "$here/common.h" &&
-		"$out" -nt "$here/tls_common.h" && "$out" -nt "$here/tls_openssl.h" &&
-		"$out" -nt "$here/deepbind_common.h" &&
-		"$out" -nt "$here/build.sh" ]]; then
+	if [[ -x "$out" && "$out" -nt "$here/$name.c" && "$out" -nt "$here/build.sh" ]] &&
+		fresher_than_headers "$out"; then
 		return
 	fi
 	"$cc" "${cflags[@]}" -o "$out.tmp" "$here/$name.c" "$@"

@@ -10,8 +10,7 @@
  * Exit 0 iff cancelled, cleaned up, joined within 2 s and the second answer is a 200;
  * 1 otherwise, 2 on a setup error, 3 when hung (10 s watchdog). */
 #ifdef TLS_GNUTLS
-#include "tls_common.h"
-#include <gnutls/gnutls.h>
+#include "tls_gnutls.h"
 #define MODE "gnutls_recv"
 #else
 #include "tls_openssl.h"
@@ -30,7 +29,6 @@ static uint64_t now_ms(void)
 }
 
 static struct args g_args;
-static const char *g_cafile;
 static volatile int g_fd = -1;
 static volatile int g_cleaned_up;
 
@@ -43,101 +41,74 @@ static void close_on_cancel(void *arg)
 	g_cleaned_up = 1;
 }
 
+/* A TLS session on a new connection to the server (g_fd), the peer verified. */
 #ifdef TLS_GNUTLS
-static void gt_write_all(void *ctx, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = gnutls_record_send(ctx, buf, len);
-		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
-			continue;
-		if (n < 0)
-			die("gnutls_record_send: %s", gnutls_strerror((int)n));
-		buf += n;
-		len -= (size_t)n;
-	}
-}
+static gnutls_certificate_credentials_t g_cred;
 
-static ssize_t gt_read(int fd, void *buf, size_t n, void *ctx)
+static struct tls_io open_tls(void)
 {
-	(void)fd;
-	for (;;) {
-		ssize_t r = gnutls_record_recv(ctx, buf, n);
-		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
-			continue;
-		if (r < 0)
-			die("gnutls_record_recv: %s", gnutls_strerror((int)r));
-		return r;
-	}
-}
-
-/* As the OpenSSL get() below, with GnuTLS (the peer verified during the handshake). */
-static int get(const char *path, int block_only)
-{
-	gnutls_certificate_credentials_t cred;
 	gnutls_session_t s;
-	if (gnutls_certificate_allocate_credentials(&cred) < 0 ||
-	    gnutls_certificate_set_x509_trust_file(cred, g_cafile, GNUTLS_X509_FMT_PEM) <= 0 ||
-	    gnutls_init(&s, GNUTLS_CLIENT) < 0 || gnutls_set_default_priority(s) < 0 ||
-	    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred) < 0 ||
+	if (gnutls_init(&s, GNUTLS_CLIENT) < 0 || gnutls_set_default_priority(s) < 0 ||
+	    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, g_cred) < 0 ||
 	    gnutls_server_name_set(s, GNUTLS_NAME_DNS, g_args.host, strlen(g_args.host)) < 0)
 		die("gnutls session set-up failed");
 	gnutls_session_set_verify_cert(s, g_args.host, 0);
-	int fd = connect_blocking(&g_args);
-	g_fd = fd;
-	gnutls_transport_set_int(s, fd);
+	g_fd = connect_blocking(&g_args);
+	gnutls_transport_set_int(s, g_fd);
 	int ret;
 	do {
 		ret = gnutls_handshake(s);
 	} while (ret < 0 && !gnutls_error_is_fatal(ret));
 	if (ret < 0)
 		die("TLS handshake failed: %s", gnutls_strerror(ret));
-	size_t len;
-	char *req = build_request(&g_args, "GET", path, NULL, NULL, 0, &len);
-	gt_write_all(s, req, len);
-	free(req);
-	if (block_only) {
-		char buf[4096];
-		gt_read(fd, buf, sizeof buf, s);
-		return 0;
-	}
-	struct rbuf rb = { 0 };
-	struct response r;
-	read_response(fd, &rb, &r, gt_read, s);
-	gnutls_deinit(s);
-	gnutls_certificate_free_credentials(cred);
-	close(fd);
-	return r.status;
+	return (struct tls_io){ gt_write_all, gt_read, s };
+}
+
+static void close_tls(struct tls_io *io)
+{
+	gnutls_deinit(io->ctx);
 }
 #else
 static SSL_CTX *g_ctx;
 
-/* GET path on a new TLS connection; reads the answer unless `block_only`, then the first
- * SSL_read blocks (the caller is cancelled there). Returns the status. */
-static int get(const char *path, int block_only)
+static struct tls_io open_tls(void)
 {
-	int fd = connect_blocking(&g_args);
-	g_fd = fd;
+	g_fd = connect_blocking(&g_args);
 	SSL *ssl = SSL_new(g_ctx);
 	if (!ssl)
 		die("SSL_new: %s", ssl_errstr());
-	connect_over_fd(ssl, fd, g_args.host);
+	connect_over_fd(ssl, g_fd, g_args.host);
+	return (struct tls_io){ ssl_write_all, ssl_read_some, ssl };
+}
+
+static void close_tls(struct tls_io *io)
+{
+	SSL_free(io->ctx);
+}
+#endif
+
+/* GET path on a new TLS connection; reads the answer unless `block_only`, then the first
+ * read blocks (the caller is cancelled there). Returns the status. */
+static int get(const char *path, int block_only)
+{
+	struct tls_io io = open_tls();
+	int fd = g_fd;
 	size_t len;
 	char *req = build_request(&g_args, "GET", path, NULL, NULL, 0, &len);
-	ssl_write_all(ssl, req, len);
+	io.write_all(io.ctx, req, len);
 	free(req);
 	if (block_only) {
 		char buf[4096];
-		SSL_read(ssl, buf, sizeof buf);
+		io.read(fd, buf, sizeof buf, io.ctx);
 		return 0;
 	}
 	struct rbuf rb = { 0 };
 	struct response r;
-	read_response(fd, &rb, &r, ssl_read_some, ssl);
-	SSL_free(ssl);
+	read_response(fd, &rb, &r, io.read, io.ctx);
+	close_tls(&io);
 	close(fd);
 	return r.status;
 }
-#endif
 
 static void *worker(void *arg)
 {
@@ -159,9 +130,13 @@ static void *watchdog(void *arg)
 
 int main(int argc, char **argv)
 {
-	g_cafile = tls_init(argc, argv, &g_args);
-#ifndef TLS_GNUTLS
-	g_ctx = client_ctx(g_cafile);
+	const char *cafile = tls_init(argc, argv, &g_args);
+#ifdef TLS_GNUTLS
+	if (gnutls_certificate_allocate_credentials(&g_cred) < 0 ||
+	    gnutls_certificate_set_x509_trust_file(g_cred, cafile, GNUTLS_X509_FMT_PEM) <= 0)
+		die("cannot load CA file %s", cafile);
+#else
+	g_ctx = client_ctx(cafile);
 #endif
 	pthread_t dog, work;
 	pthread_create(&dog, NULL, watchdog, NULL);

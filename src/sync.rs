@@ -194,9 +194,9 @@ impl Gate {
         }
     }
 
-    /// Waits while the gate is raised, at most until `deadline`.
-    /// Waits while raised (a program's call waiting for a recovery): a cancellation of
-    /// the thread ends it, as the program's own blocking call would have been ended.
+    /// Waits while the gate is raised, at most until `deadline` (a program's call waiting
+    /// for a recovery): a cancellation of the thread ends it, as the program's own
+    /// blocking call would have been ended.
     pub fn wait(&self, deadline: Option<std::time::Instant>) -> WaitEnd {
         futex_wait_cancellable_while(&self.raised, 1, deadline)
     }
@@ -253,13 +253,10 @@ fn futex_wait_in(
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: FUTEX_WAIT on a live, aligned u32; the timeout (relative) outlives the call.
         let rc = unsafe {
-            match cancellable {
-                true => crate::sys::thread_cancel::futex_wait_cancellable(
-                    word.as_ptr(),
-                    value,
-                    timeout_ptr,
-                ),
-                false => crate::sys::syscall(
+            if cancellable {
+                crate::sys::thread_cancel::futex_wait_cancellable(word.as_ptr(), value, timeout_ptr)
+            } else {
+                crate::sys::syscall(
                     libc::SYS_futex,
                     word.as_ptr() as libc::c_long,
                     (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as libc::c_long,
@@ -267,7 +264,7 @@ fn futex_wait_in(
                     timeout_ptr as libc::c_long,
                     0,
                     0,
-                ),
+                )
             }
         };
         if rc < 0 {
