@@ -4,7 +4,7 @@
 
 use super::{Conn, Phase, State};
 use crate::runtime::{Route, Runtime};
-use crate::sys::socket::{connect_bounded, connect_finish, connect_start, disconnect};
+use crate::sys::socket::{connect_bounded, connect_finish, connect_start_in_any_mode, disconnect};
 use libc::c_int;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -115,10 +115,10 @@ impl Conn {
         }
     }
 
-    /// The first half of a move, for a non-blocking socket whose program waits in its
-    /// poller: dissolve and start the new connect, without waiting. Done in the program's
-    /// own thread (inside its read), so its poller never sees the socket between peers:
-    /// when it looks again the socket is connecting, which raises no event.
+    /// The first half of a move: dissolve and start the new connect, without waiting.
+    /// Done in the program's own thread (inside its read), so its poller never sees the
+    /// socket between peers: when it looks again the socket is connecting, which raises
+    /// no event; a blocking program's read then waits for the recovery.
     pub(super) fn begin_move(&self, fd: c_int, to: SocketAddr) -> Result<(), c_int> {
         if !self.still_ours(fd) {
             return Err(libc::ENOTSOCK);
@@ -128,7 +128,7 @@ impl Conn {
         self.link_down();
         disconnect(fd);
         let deadline = Instant::now() + Duration::from_millis(ORIGIN_CONNECT_TIMEOUT_MS);
-        let started = connect_start(fd, self.family, to, deadline).map(|_| ());
+        let started = connect_start_in_any_mode(fd, self.family, to, deadline).map(|_| ());
         self.count_move();
         started
     }

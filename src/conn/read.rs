@@ -122,7 +122,7 @@ pub fn receive(
         if let Some(mut failure) = failure {
             cold_path();
             let taken = std::mem::take(&mut failure.taken);
-            match recovery::start(conn, fd, failure, nonblocking()) {
+            match recovery::start(conn, fd, failure, false) {
                 // The answer to the resent request gets the same scrutiny.
                 Started::Done => continue,
                 // The answer goes to the program as it came, what was taken first.
@@ -195,7 +195,7 @@ pub fn receive(
         }
         if lost_peer && conn.is_diverted() {
             let errno = sys::errno();
-            if proxy_lost_under_read(conn, fd, nonblocking(), epoch) {
+            if proxy_lost_under_read(conn, fd, false, epoch) {
                 if nonblocking() {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
@@ -249,7 +249,7 @@ pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool 
     if unread_bytes(fd) != 0 || conn.plaintext_waiting() {
         return false;
     }
-    proxy_lost_under_read(conn, fd, true, seen_at)
+    proxy_lost_under_read(conn, fd, false, seen_at)
 }
 
 /// The wait's hang-up is a connect to the proxy that the program did not wait for
@@ -266,7 +266,7 @@ fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool 
     match crate::sys::socket::socket_option(fd, libc::SO_ERROR) {
         Some(error) if error != 0 => super::connect_error_seen(conn, fd, error) == 0,
         // Connected, and then lost: as any hang-up before the request.
-        _ => proxy_lost_under_read(conn, fd, true, seen_at),
+        _ => proxy_lost_under_read(conn, fd, false, seen_at),
     }
 }
 
@@ -282,7 +282,7 @@ pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
     }
     // The shutdown was made before this count was taken: a move under way shows, one
     // between the two does not (the program's own thread writes, and moves, rarely then).
-    proxy_lost_under_read(conn, fd, false, state.moves)
+    proxy_lost_under_read(conn, fd, true, state.moves)
 }
 
 fn unread_bytes(fd: c_int) -> c_int {
@@ -298,8 +298,9 @@ fn unread_bytes(fd: c_int) -> c_int {
 
 /// A read on a diverted socket found the proxy gone (EOF or reset). Returns true when that
 /// was hidden and the program should read again (from the new peer). `seen_at`: the move
-/// count taken before the end was met (`Event::PeerLost`).
-fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool, seen_at: u32) -> bool {
+/// count taken before the end was met (`Event::PeerLost`); `in_this_thread`: the recovery
+/// is done before this returns (`recovery::start`).
+fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, in_this_thread: bool, seen_at: u32) -> bool {
     // An end or error of what the number names now, if it is no longer our socket.
     if !conn.still_ours(fd) {
         return false;
@@ -334,7 +335,7 @@ fn proxy_lost_under_read(conn: &Arc<Conn>, fd: c_int, nonblocking: bool, seen_at
     } else {
         "proxy connection lost before the request: connection reset"
     };
-    match recovery::start(conn, fd, Failure::new(event, why), nonblocking) {
+    match recovery::start(conn, fd, Failure::new(event, why), in_this_thread) {
         Started::Done | Started::InBackground => true,
         Started::NotPossible | Started::Failed(_) => false,
     }

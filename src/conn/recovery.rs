@@ -4,11 +4,11 @@
 //! there as the program wrote them. Retry: the same fd gets a fresh proxy connection and,
 //! after the delay the proxy asked for, the requests go again with `x-lunar-sequence-id`.
 //!
-//! A blocking program is waiting inside its read: the work happens right there. A
-//! non-blocking program waits in poll/epoll and will not call us until data arrives, and
-//! must not have its thread held for a retry delay: the work goes to a short-lived thread
-//! of its own, while the program's reads answer EAGAIN; the answer then arrives on the
-//! program's own fd and wakes it as any response would.
+//! The work goes to a short-lived thread of its own: a non-blocking program waits in
+//! poll/epoll and will not call us until data arrives, and its reads answer EAGAIN
+//! meanwhile; a blocking one waits inside its read, as its own timeouts and signals let
+//! it. The answer then arrives on the program's own fd and wakes it as any response
+//! would. A virtual TLS session's move is made in the program's thread (`start`).
 
 #[path = "recovery_thread.rs"]
 mod background;
@@ -62,9 +62,9 @@ pub(super) enum Started {
     Failed(i32),
 }
 
-/// Deals with `failure` as `decide` says, in the program's thread (`nonblocking`: its
-/// call must not wait), or starts a helper thread for it.
-pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bool) -> Started {
+/// Deals with `failure` as `decide` says: starts a helper thread for it, or does it in the
+/// program's thread (for https, and when `in_this_thread`: the caller must find it done).
+pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, in_this_thread: bool) -> Started {
     let Some(runtime) = runtime::get() else {
         return Started::NotPossible;
     };
@@ -94,11 +94,12 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, nonblocking: bo
         Action::ReadOn => return Started::Done,
         _ => return Started::NotPossible,
     };
-    // A virtual TLS session belongs to the thread using it, and a blocking program waits
-    // inside its read anyway: the move happens right here. Only a retry's delay is left
-    // to a helper thread, so that the program's own timeouts and signals still end its
-    // wait (`waiting::wait_for_recovery`).
-    let here = conn.is_https() || !nonblocking;
+    // A virtual TLS session belongs to the thread using it: its move happens right here,
+    // and only a retry's delay is left to a helper thread. Otherwise the move's connect
+    // goes to the helper too, for a blocking program as well: its read then waits for
+    // the recovery as for the answer, ended by its own SO_RCVTIMEO and signals
+    // (`waiting::wait_for_recovery`), not by an origin that takes 30 s to accept.
+    let here = conn.is_https() || in_this_thread;
     match recovery {
         Recovery::Replay(why) if here => {
             runtime.proxy_failed(&why);

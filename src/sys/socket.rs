@@ -289,6 +289,20 @@ pub fn connect_start(
     }
 }
 
+/// `connect_start` on a socket of either mode: a blocking one is made non-blocking for
+/// the call alone, and its connect goes on under way with the program's flags back.
+pub fn connect_start_in_any_mode(
+    fd: c_int,
+    family: c_int,
+    target: SocketAddr,
+    deadline: Instant,
+) -> Result<bool, i32> {
+    let flags = status_flags(fd);
+    let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
+    let _blocking_again = was_blocking.then(|| BlockingAgain::after_nonblocking(fd, flags));
+    connect_start(fd, family, target, deadline)
+}
+
 /// Waits for a connect under way to succeed or fail.
 pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
     let revents = wait_for_events(fd, libc::POLLOUT, deadline)?;

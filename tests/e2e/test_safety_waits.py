@@ -152,6 +152,57 @@ def test_recv_honours_timeout_and_signals_while_answer_awaited(lab, c_bins, need
     assert res.rc == 0, info
 
 
+# An origin whose connects hang: a listener of backlog 0 whose queue is kept full, so
+# the kernel drops further SYNs (as the test proxy's `blackhole`), on an address of its own.
+SYN_DROPPING_ORIGIN = "203.0.113.77"
+
+
+@pytest.fixture
+def syn_dropping_origin(lab):
+    subprocess.run(["ip", "netns", "exec", lab.name, "ip", "addr", "add",
+                    SYN_DROPPING_ORIGIN + "/32", "dev", "lo"], check=True)
+
+    def listen():
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lst.bind((SYN_DROPPING_ORIGIN, 80))
+        lst.listen(0)
+        fillers = []
+        for _ in range(2):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect((SYN_DROPPING_ORIGIN, 80))
+            except OSError:
+                pass
+            fillers.append(c)
+        return [lst] + fillers
+
+    socks = lab.in_ns(listen)
+    try:
+        yield SYN_DROPPING_ORIGIN
+    finally:
+        for s in socks:
+            s.close()
+        subprocess.run(["ip", "netns", "exec", lab.name, "ip", "addr", "del",
+                        SYN_DROPPING_ORIGIN + "/32", "dev", "lo"], check=False)
+
+
+@pytest.mark.parametrize("mode", ["rcvtimeo", "alarm"])
+def test_replay_to_an_origin_that_does_not_accept_ends_at_the_programs_timeout(
+        lab, c_bins, need_lib, testproxy, tag, syn_dropping_origin, mode):
+    """The proxy resets the connection before answering, and the request's replay to its
+    origin hangs in the connect (SYNs dropped): the program's blocking recv still ends
+    as it asked, EAGAIN at its SO_RCVTIMEO or EINTR at its signal (~1 s), as it would
+    have waiting for that origin without the library; not after the replay's own 30 s
+    bound (the program's watchdog says `hung` at 6 s)."""
+    testproxy.set_mode("reset")
+    argv = [WAIT_PROG, syn_dropping_origin, "80", tag, mode]
+    res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
+    info = wait_info(res, mode, "reset, the origin dropping SYNs")
+    assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
+    assert res.rc == 0, info
+
+
 @pytest.mark.parametrize("mode", ["poll", "epoll"])
 def test_poll_timeout_while_partial_head_held(lab, c_bins, need_lib, testproxy, tag, mode):
     """The proxy sent 22 bytes of a head and nothing more: an event loop (poll/epoll_wait
