@@ -19,6 +19,10 @@
  *              readable; ends with 0 (timed out, nothing read) at ~1 s, and at most 3
  *              readable-but-EAGAIN wake-ups (more is a busy loop)
  *   epoll      the same with epoll_wait (level-triggered EPOLLIN)
+ *   poll_then_read  poll(fd, POLLIN) for what is left of 1 s, then a BLOCKING recv when
+ *              readable, as Java's sockets with a read timeout do: ends with 0 (timed
+ *              out) at ~1 s when nothing came; a recv that blocks (a readiness that was
+ *              not input) runs into the watchdog
  *
  * (Linux restarts a recv() interrupted by an SA_RESTART handler only while the socket
  * has no SO_RCVTIMEO, see signal(7): hence `restart` has none and ends with a second,
@@ -144,15 +148,16 @@ int main(int argc, char **argv)
 	alarm(0); /* no 30 s watchdog alarm: SIGALRM is this program's subject */
 	if (argc < 5)
 		die("usage: %s HOST PORT PATH "
-		    "rcvtimeo|rcvtimeo2|alarm|restart|restart_rcvtimeo|poll|epoll",
+		    "rcvtimeo|rcvtimeo2|alarm|restart|restart_rcvtimeo|poll|epoll|poll_then_read",
 		    g_prog);
 	g_mode = argv[4];
 	int m_rcvtimeo = strcmp(g_mode, "rcvtimeo") == 0, m_rcvtimeo2 = strcmp(g_mode, "rcvtimeo2") == 0,
 	    m_alarm = strcmp(g_mode, "alarm") == 0, m_restart = strcmp(g_mode, "restart") == 0,
 	    m_restart_rcvtimeo = strcmp(g_mode, "restart_rcvtimeo") == 0,
-	    m_poll = strcmp(g_mode, "poll") == 0, m_epoll = strcmp(g_mode, "epoll") == 0;
+	    m_poll = strcmp(g_mode, "poll") == 0, m_epoll = strcmp(g_mode, "epoll") == 0,
+	    m_poll_read = strcmp(g_mode, "poll_then_read") == 0;
 	if (!(m_rcvtimeo || m_rcvtimeo2 || m_alarm || m_restart || m_restart_rcvtimeo || m_poll ||
-	      m_epoll))
+	      m_epoll || m_poll_read))
 		die("unknown mode %s", g_mode);
 
 	/* SIGALRM goes to the main thread only: the watchdog thread blocks it. */
@@ -207,7 +212,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &g_t0);
 	if (m_alarm || m_restart || m_restart_rcvtimeo)
 		alarm(1);
-	if (m_poll || m_epoll) {
+	if (m_poll || m_epoll || m_poll_read) {
 		/* An event loop: wait, and read (non-blocking) whatever is said to be there.
 		 * A readable socket whose read answers EAGAIN may happen once (bytes the
 		 * library takes as they come); more than a few such wake-ups is a spin. */
@@ -218,7 +223,7 @@ int main(int argc, char **argv)
 				r = 0;
 				break;
 			}
-			if (m_poll) {
+			if (m_poll || m_poll_read) {
 				struct pollfd p = {.fd = fd, .events = POLLIN};
 				r = poll(&p, 1, left);
 			} else {
@@ -227,7 +232,7 @@ int main(int argc, char **argv)
 			}
 			if (r <= 0)
 				break;
-			ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+			ssize_t n = recv(fd, buf, sizeof buf, m_poll_read ? 0 : MSG_DONTWAIT);
 			if (n >= 0 || errno != EAGAIN) {
 				r = n > 0 ? -2 : n == 0 ? -3 : -4; /* bytes, EOF, error */
 				break;

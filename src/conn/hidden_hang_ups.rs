@@ -8,6 +8,9 @@
 //! what remains of the program's own timeout: returning 0 would tell it the timeout
 //! expired.
 //!
+//! poll and ppoll ask for RDHUP on diverted sockets' input waits themselves
+//! (`EndsAsked`), so that the proxy's close before its answer is such an end, not input.
+//!
 //! How long each wait may go on (the program's timeout, a pending connect's due time)
 //! is `wait_deadline`'s; select and pselect are bounded the same way.
 //!
@@ -34,12 +37,16 @@ const EPOLL_LOSS: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as 
 /// # Safety
 /// As poll(2).
 pub unsafe fn poll_hiding_proxy_hang_ups(fds: *mut pollfd, count: nfds_t, timeout: c_int) -> c_int {
-    wait_until_shown_ms(timeout, |timeout| {
+    // SAFETY: the program's own arguments, as its wait call gave them.
+    let asked = unsafe { EndsAsked::ask(fds, count) };
+    let ready = wait_until_shown_ms(timeout, |timeout| {
         // SAFETY: the program's own arguments, as its wait call gave them.
         let ready = unsafe { sys::poll(fds, count, timeout) };
         // SAFETY: the program's own arguments, as its wait call gave them.
         (ready, unsafe { review_pollfds(fds, count, ready) })
-    })
+    });
+    // SAFETY: as above.
+    unsafe { asked.give_back(fds, ready) }
 }
 
 /// ppoll(2) for the program, without the proxy's hidden hang-ups.
@@ -53,11 +60,73 @@ pub unsafe fn ppoll_hiding_proxy_hang_ups(
     mask: *const sigset_t,
 ) -> c_int {
     // SAFETY: the program's own arguments, as its wait call gave them.
-    wait_until_shown_timespec(timeout, |timeout| {
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        let ready = unsafe { sys::ppoll(fds, count, timeout, mask) };
-        // SAFETY: the program's own arguments, as its wait call gave them.
-        (ready, unsafe { review_pollfds(fds, count, ready) })
+    let asked = unsafe { EndsAsked::ask(fds, count) };
+    // SAFETY: the program's own arguments, as its wait call gave them.
+    let ready = unsafe {
+        wait_until_shown_timespec(timeout, |timeout| {
+            let ready = sys::ppoll(fds, count, timeout, mask);
+            (ready, review_pollfds(fds, count, ready))
+        })
+    };
+    // SAFETY: as above.
+    unsafe { asked.give_back(fds, ready) }
+}
+
+/// The entries of a poll whose input wait on a diverted socket did not ask for POLLRDHUP,
+/// asked for it by us: the proxy's close (FIN) before its answer then shows as the end it
+/// is (hidden with ERR/HUP, `review_pollfds`), not as input. A program that polls and then
+/// reads its blocking socket (Java's sockets with a read timeout) would otherwise take it
+/// for the answer, and wait in that read for the request's replay, past its own timeout.
+struct EndsAsked(Vec<usize>);
+
+impl EndsAsked {
+    /// # Safety
+    /// `fds` points to `count` pollfds, as for poll(2).
+    unsafe fn ask(fds: *mut pollfd, count: nfds_t) -> EndsAsked {
+        let mut asked = Vec::new();
+        if fds.is_null() || !fdtable::any_tracked() {
+            return EndsAsked(asked);
+        }
+        // SAFETY: poll(2)'s contract.
+        let entries = unsafe { std::slice::from_raw_parts_mut(fds, count as usize) };
+        for (index, entry) in entries.iter_mut().enumerate() {
+            let wants_input = entry.events & libc::POLLIN != 0;
+            if wants_input && entry.events & libc::POLLRDHUP == 0 && end_is_ours(entry.fd) {
+                entry.events |= libc::POLLRDHUP;
+                asked.push(index);
+            }
+        }
+        EndsAsked(asked)
+    }
+
+    /// The program's entries as it gave them, and what it asked for alone in their
+    /// results: returns `ready` less the entries left with nothing.
+    ///
+    /// # Safety
+    /// As `ask`, with the same pointer.
+    unsafe fn give_back(self, fds: *mut pollfd, ready: c_int) -> c_int {
+        let mut ready = ready;
+        for index in self.0 {
+            // SAFETY: an index `ask` found inside the program's array.
+            let entry = unsafe { &mut *fds.add(index) };
+            entry.events &= !libc::POLLRDHUP;
+            if entry.revents & libc::POLLRDHUP != 0 {
+                entry.revents &= !libc::POLLRDHUP;
+                if entry.revents == 0 && ready > 0 {
+                    ready -= 1;
+                }
+            }
+        }
+        ready
+    }
+}
+
+/// Whether the end of `fd`'s peer is the proxy's to hide: a diverted plain-http socket
+/// (https recovers inside the program's TLS read, which sees the end itself).
+fn end_is_ours(fd: c_int) -> bool {
+    fdtable::get(fd).is_some_and(|conn| {
+        let state = conn.state();
+        state.phase.proxy().is_some() && state.phase.follows_requests() && !state.https
     })
 }
 

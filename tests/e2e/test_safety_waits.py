@@ -97,6 +97,7 @@ WAIT_MODES = {
     "poll": "poll(POLLIN, 1000): 0 at ~1 s",
     "epoll": "epoll_wait(EPOLLIN, 1000): 0 at ~1 s",
     "rcvtimeo2": "SO_RCVTIMEO 2 s: recv -1/EAGAIN after 1.8-4 s",
+    "poll_then_read": "poll(POLLIN) for 1 s, then a blocking recv when readable: 0 at ~1 s",
 }
 
 
@@ -199,6 +200,22 @@ def test_replay_to_an_origin_that_does_not_accept_ends_at_the_programs_timeout(
     argv = [WAIT_PROG, syn_dropping_origin, "80", tag, mode]
     res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
     info = wait_info(res, mode, "reset, the origin dropping SYNs")
+    assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
+    assert res.rc == 0, info
+
+
+def test_proxy_close_before_answer_is_no_input_to_a_poll_then_blocking_read(
+        lab, c_bins, need_lib, testproxy, tag, syn_dropping_origin):
+    """The proxy closes (FIN) before answering, and the request's replay to its origin
+    hangs in the connect: a program that polls for input with a timeout and then reads
+    its blocking socket (Java's sockets with a read timeout) must not be told that the
+    FIN is input, or its read blocks past its timeout. Its poll ends at its own timeout
+    with nothing, as it would have waiting for that origin without the library (the
+    watchdog says `hung` at 6 s otherwise)."""
+    testproxy.set_mode("close")
+    argv = [WAIT_PROG, syn_dropping_origin, "80", tag, "poll_then_read"]
+    res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
+    info = wait_info(res, "poll_then_read", "close, the origin dropping SYNs")
     assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
     assert res.rc == 0, info
 
