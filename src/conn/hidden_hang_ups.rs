@@ -121,13 +121,8 @@ impl EndsAsked {
     }
 }
 
-/// Whether the end of `fd`'s peer is the proxy's to hide: a diverted plain-http socket
-/// (https recovers inside the program's TLS read, which sees the end itself).
 fn end_is_ours(fd: c_int) -> bool {
-    fdtable::get(fd).is_some_and(|conn| {
-        let state = conn.state();
-        state.phase.proxy().is_some() && state.phase.follows_requests() && !state.https
-    })
+    fdtable::get(fd).is_some_and(|conn| conn.state().proxy_end_is_ours())
 }
 
 /// epoll_pwait(2) (and epoll_wait) for the program, without the proxy's hidden hang-ups.

@@ -236,9 +236,7 @@ fn connect_failed_under_read(conn: &Conn, fd: c_int, error: c_int) -> c_int {
 /// An event loop that gives up on ERR/HUP never reads, so the read path alone would
 /// leave it with the proxy's failure.
 pub fn proxy_lost_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool {
-    // https recovers in the thread that uses the session, inside its read.
-    let state = conn.state();
-    if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
+    if !conn.state().proxy_end_is_ours() {
         return false;
     }
     if super::connecting::is_pending(conn) {
@@ -277,7 +275,7 @@ fn connect_failed_under_wait(conn: &Arc<Conn>, fd: c_int, seen_at: u32) -> bool 
 /// again, on the new connection.
 pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
     let state = conn.state();
-    if state.phase.proxy().is_none() || !state.phase.follows_requests() || state.https {
+    if !state.proxy_end_is_ours() {
         return false;
     }
     // The shutdown was made before this count was taken: a move under way shows, one

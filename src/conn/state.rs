@@ -189,6 +189,13 @@ pub struct State {
 }
 
 impl State {
+    /// Whether the proxy's end of this socket (a reset, a close) is the library's to deal
+    /// with outside a read, in a wait or a shutdown: a plain-http connection at the proxy
+    /// whose requests are followed (https recovers inside the program's TLS read).
+    pub fn proxy_end_is_ours(&self) -> bool {
+        self.phase.proxy().is_some() && self.phase.follows_requests() && !self.https
+    }
+
     /// Whether what was met at move count `seen_at` may belong to a peer the socket has
     /// left: a move was under way then (the count odd), or one happened since.
     pub fn moved_since(&self, seen_at: u32) -> bool {

@@ -189,10 +189,9 @@ pub fn connect_bounded_in_mode(
     timeout_ms: u64,
     flags: c_int,
 ) -> Result<(), i32> {
-    let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
     // A blocking connect cannot be bounded otherwise; the flag is restored before the
     // program can see this socket again (it is inside its own call).
-    let blocking_again = was_blocking.then(|| BlockingAgain::after_nonblocking(fd, flags));
+    let blocking_again = BlockingAgain::if_blocking(fd, flags);
     let result = connect_nonblocking(fd, family, target, timeout_ms);
     drop(blocking_again);
     if let Err(errno) = result {
@@ -210,16 +209,15 @@ struct BlockingAgain {
 }
 
 impl BlockingAgain {
-    fn after_nonblocking(fd: c_int, flags: c_int) -> BlockingAgain {
+    /// Makes `fd` non-blocking when `flags` (from `status_flags`) say it blocks.
+    fn if_blocking(fd: c_int, flags: c_int) -> Option<BlockingAgain> {
+        if flags < 0 || flags & libc::O_NONBLOCK != 0 {
+            return None;
+        }
+        let nonblocking = (flags | libc::O_NONBLOCK) as libc::c_ulong;
         // SAFETY: F_SETFL with flags read by the caller.
-        unsafe {
-            sys::fcntl(
-                fd,
-                libc::F_SETFL,
-                (flags | libc::O_NONBLOCK) as libc::c_ulong,
-            )
-        };
-        BlockingAgain { fd, flags }
+        unsafe { sys::fcntl(fd, libc::F_SETFL, nonblocking) };
+        Some(BlockingAgain { fd, flags })
     }
 }
 
@@ -297,9 +295,7 @@ pub fn connect_start_in_any_mode(
     target: SocketAddr,
     deadline: Instant,
 ) -> Result<bool, i32> {
-    let flags = status_flags(fd);
-    let was_blocking = flags >= 0 && flags & libc::O_NONBLOCK == 0;
-    let _blocking_again = was_blocking.then(|| BlockingAgain::after_nonblocking(fd, flags));
+    let _blocking_again = BlockingAgain::if_blocking(fd, status_flags(fd));
     connect_start(fd, family, target, deadline)
 }
 
