@@ -23,6 +23,14 @@
  *              readable, as Java's sockets with a read timeout do: ends with 0 (timed
  *              out) at ~1 s when nothing came; a recv that blocks (a readiness that was
  *              not input) runs into the watchdog
+ *   select_then_read  the same with select (Perl's LWP with a timeout)
+ *   epoll_then_read   the same with epoll_wait (level-triggered EPOLLIN)
+ *   send_sndtimeo  a POST whose head says a 512 KiB body; 200 ms after the head, the
+ *              body goes in 16 KiB blocking sends with SO_SNDTIMEO 1 s, until one is
+ *              short or fails (for a server that stops reading, or closes, after the
+ *              head): a short count or -1/EAGAIN at ~1 s
+ *   send_alarm the same with a SIGALRM handler WITHOUT SA_RESTART and alarm(1): a short
+ *              count or -1/EINTR at ~1 s
  *
  * (Linux restarts a recv() interrupted by an SA_RESTART handler only while the socket
  * has no SO_RCVTIMEO, see signal(7): hence `restart` has none and ends with a second,
@@ -42,6 +50,7 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/select.h>
 #include <time.h>
 
 #define WATCHDOG_MS 6000
@@ -141,6 +150,61 @@ static void *watchdog(void *arg)
 	_exit(3);
 }
 
+#define SEND_BODY (512 * 1024)
+#define SEND_BLOCK (16 * 1024)
+
+/* send_sndtimeo / send_alarm: the exit status. */
+static int send_body(const struct args *a, int fd, int by_alarm)
+{
+	size_t len;
+	char cl[64];
+	snprintf(cl, sizeof cl, "Content-Length: %d\r\n", SEND_BODY);
+	char *head = build_request(a, "POST", a->path, cl, NULL, 0, &len);
+	if (send(fd, head, len, MSG_NOSIGNAL) != (ssize_t)len)
+		die("send head:");
+	free(head);
+	struct timespec pause = {0, 200 * 1000000L};
+	nanosleep(&pause, NULL);
+	if (by_alarm) {
+		install(on_alarm, 0);
+	} else {
+		struct timeval tv = {1, 0};
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+			die("setsockopt SO_SNDTIMEO:");
+	}
+	static char block[SEND_BLOCK];
+	memset(block, 'b', sizeof block);
+	getrusage(RUSAGE_SELF, &g_ru0);
+	clock_gettime(CLOCK_MONOTONIC, &g_t0);
+	if (by_alarm)
+		alarm(1);
+	size_t total = 0;
+	int err = 0;
+	const char *result = "complete";
+	while (total < SEND_BODY) {
+		ssize_t n = send(fd, block, sizeof block, MSG_NOSIGNAL);
+		if (n < 0) {
+			err = errno;
+			result = "-1";
+			break;
+		}
+		total += (size_t)n;
+		if (n < (ssize_t)sizeof block) {
+			result = "short";
+			break;
+		}
+	}
+	double elapsed = ms_since(&g_t0);
+	report(result, err);
+	int want = by_alarm ? EINTR : EAGAIN;
+	int ended = strcmp(result, "short") == 0 ||
+		    (strcmp(result, "-1") == 0 && (err == want || err == EWOULDBLOCK));
+	int ok = ended && elapsed >= 800 && elapsed <= 3000;
+	if (!ok)
+		note("unexpected: %s (sent %zu of %d)", g_mode, total, SEND_BODY);
+	return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct args a;
@@ -148,16 +212,22 @@ int main(int argc, char **argv)
 	alarm(0); /* no 30 s watchdog alarm: SIGALRM is this program's subject */
 	if (argc < 5)
 		die("usage: %s HOST PORT PATH "
-		    "rcvtimeo|rcvtimeo2|alarm|restart|restart_rcvtimeo|poll|epoll|poll_then_read",
+		    "rcvtimeo|rcvtimeo2|alarm|restart|restart_rcvtimeo|poll|epoll|poll_then_read|"
+		    "select_then_read|epoll_then_read|send_sndtimeo|send_alarm",
 		    g_prog);
 	g_mode = argv[4];
 	int m_rcvtimeo = strcmp(g_mode, "rcvtimeo") == 0, m_rcvtimeo2 = strcmp(g_mode, "rcvtimeo2") == 0,
 	    m_alarm = strcmp(g_mode, "alarm") == 0, m_restart = strcmp(g_mode, "restart") == 0,
 	    m_restart_rcvtimeo = strcmp(g_mode, "restart_rcvtimeo") == 0,
 	    m_poll = strcmp(g_mode, "poll") == 0, m_epoll = strcmp(g_mode, "epoll") == 0,
-	    m_poll_read = strcmp(g_mode, "poll_then_read") == 0;
+	    m_poll_read = strcmp(g_mode, "poll_then_read") == 0,
+	    m_select_read = strcmp(g_mode, "select_then_read") == 0,
+	    m_epoll_read = strcmp(g_mode, "epoll_then_read") == 0;
+	int m_then_read = m_poll_read || m_select_read || m_epoll_read;
+	int m_send_sndtimeo = strcmp(g_mode, "send_sndtimeo") == 0,
+	    m_send_alarm = strcmp(g_mode, "send_alarm") == 0;
 	if (!(m_rcvtimeo || m_rcvtimeo2 || m_alarm || m_restart || m_restart_rcvtimeo || m_poll ||
-	      m_epoll || m_poll_read))
+	      m_epoll || m_then_read || m_send_sndtimeo || m_send_alarm))
 		die("unknown mode %s", g_mode);
 
 	/* SIGALRM goes to the main thread only: the watchdog thread blocks it. */
@@ -171,13 +241,17 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	int fd = connect_blocking(&a);
+	if (m_send_sndtimeo || m_send_alarm)
+		_exit(send_body(&a, fd, m_send_alarm));
 	if (m_rcvtimeo || m_rcvtimeo2 || m_restart_rcvtimeo) {
 		struct timeval tv = {m_rcvtimeo ? 1 : 2, 0};
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
 			die("setsockopt SO_RCVTIMEO:");
 	}
 	int ep = -1;
-	if (m_epoll) {
+	if (m_select_read && fd >= FD_SETSIZE)
+		die("fd %d too high for select", fd);
+	if (m_epoll || m_epoll_read) {
 		ep = epoll_create1(EPOLL_CLOEXEC);
 		if (ep < 0)
 			die("epoll_create1:");
@@ -212,7 +286,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &g_t0);
 	if (m_alarm || m_restart || m_restart_rcvtimeo)
 		alarm(1);
-	if (m_poll || m_epoll || m_poll_read) {
+	if (m_poll || m_epoll || m_then_read) {
 		/* An event loop: wait, and read (non-blocking) whatever is said to be there.
 		 * A readable socket whose read answers EAGAIN may happen once (bytes the
 		 * library takes as they come); more than a few such wake-ups is a spin. */
@@ -226,13 +300,19 @@ int main(int argc, char **argv)
 			if (m_poll || m_poll_read) {
 				struct pollfd p = {.fd = fd, .events = POLLIN};
 				r = poll(&p, 1, left);
+			} else if (m_select_read) {
+				fd_set rd;
+				FD_ZERO(&rd);
+				FD_SET(fd, &rd);
+				struct timeval tv = {left / 1000, (left % 1000) * 1000};
+				r = select(fd + 1, &rd, NULL, NULL, &tv);
 			} else {
 				struct epoll_event evs[4];
 				r = epoll_wait(ep, evs, 4, left);
 			}
 			if (r <= 0)
 				break;
-			ssize_t n = recv(fd, buf, sizeof buf, m_poll_read ? 0 : MSG_DONTWAIT);
+			ssize_t n = recv(fd, buf, sizeof buf, m_then_read ? 0 : MSG_DONTWAIT);
 			if (n >= 0 || errno != EAGAIN) {
 				r = n > 0 ? -2 : n == 0 ? -3 : -4; /* bytes, EOF, error */
 				break;

@@ -1,15 +1,19 @@
 //! A proxy's hang-up or reset, reported by a wait. An event loop may treat ERR/HUP (or
 //! RDHUP, when it asks for it) on a socket as fatal and close it without ever reading, so
 //! the read path, which hides the proxy's failure, would never run. After the program's
-//! poll, ppoll or epoll wait returns, each such event the proxy caused on a diverted
-//! socket is dealt with there (a move, a replay started in the background:
+//! poll, ppoll, epoll or select wait returns, each such event the proxy caused on a
+//! diverted socket is dealt with there (a move, a replay started in the background:
 //! `proxy_lost_under_wait`) and taken out of what the program sees (a one-shot epoll
 //! registration is turned on again). When nothing is left to show, the wait goes on for
 //! what remains of the program's own timeout: returning 0 would tell it the timeout
 //! expired.
 //!
-//! poll and ppoll ask for RDHUP on diverted sockets' input waits themselves
-//! (`EndsAsked`), so that the proxy's close before its answer is such an end, not input.
+//! The proxy's close (FIN) before its answer is such an end, not input: a program that
+//! waits and then reads its blocking socket would read into the request's replay, past
+//! its own timeout. poll and ppoll ask for RDHUP on diverted sockets' input waits
+//! (`EndsAsked`), epoll registrations of tracked sockets ask for it
+//! (`watchers::events_to_register`), and select, which cannot ask, looks once more at a
+//! diverted socket it reports readable (`proxy_end_hidden`).
 //!
 //! How long each wait may go on (the program's timeout, a pending connect's due time)
 //! is `wait_deadline`'s; select and pselect are bounded the same way.
@@ -125,6 +129,28 @@ fn end_is_ours(fd: c_int) -> bool {
     fdtable::get(fd).is_some_and(|conn| conn.state().proxy_end_is_ours())
 }
 
+/// select reported `fd` readable. select cannot ask for the peer's end as poll and epoll
+/// do (`EndsAsked`, `watchers::events_to_register`): a diverted plain-http socket is
+/// looked at once more, and when the readiness is the proxy's end (or failure) that
+/// `hang_up_hidden` deals with, returns true (the bit is the program's no more). A
+/// program that selects and then reads its blocking socket (Perl's LWP, with a timeout)
+/// would otherwise read into the request's replay, past its own timeout.
+fn proxy_end_hidden(fd: c_int) -> bool {
+    if !end_is_ours(fd) {
+        return false;
+    }
+    let saved = sys::errno();
+    let mut now = pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ended = unsafe { sys::poll(&mut now, 1, 0) } == 1 && now.revents & POLL_LOSS != 0;
+    sys::set_errno(saved);
+    ended && hang_up_hidden(fd)
+}
+
 /// epoll_pwait(2) (and epoll_wait) for the program, without the proxy's hidden hang-ups.
 ///
 /// # Safety
@@ -164,13 +190,14 @@ pub unsafe fn epoll_pwait2_hiding_proxy_hang_ups(
     })
 }
 
-/// select(2) for the program, without readiness that carried only records for our TLS
-/// session, and ending no later than a pending connect to the proxy is due (as
-/// `wait_until_shown`); `timeout` gets what is left of it, as Linux's select writes it.
+/// select(2) for the program, without the proxy's hidden ends (`review_fd_sets`) and
+/// readiness that carried only records for our TLS session, and ending no later than a
+/// pending connect to the proxy is due (as `wait_until_shown`); `timeout` gets what is
+/// left of it, as Linux's select writes it.
 ///
 /// # Safety
 /// As select(2).
-pub unsafe fn select_hiding_tls_records(
+pub unsafe fn select_hiding_proxy_hang_ups(
     count: c_int,
     read: *mut fd_set,
     write: *mut fd_set,
@@ -179,7 +206,7 @@ pub unsafe fn select_hiding_tls_records(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        if (read.is_null() || !any_linked()) && !connecting::any() {
+        if read.is_null() && !connecting::any() {
             return sys::select(count, read, write, except, timeout);
         }
         let mut now = now_ns();
@@ -205,11 +232,11 @@ pub unsafe fn select_hiding_tls_records(
     }
 }
 
-/// pselect(2) for the program, as `select_hiding_tls_records`.
+/// pselect(2) for the program, as `select_hiding_proxy_hang_ups`.
 ///
 /// # Safety
 /// As pselect(2).
-pub unsafe fn pselect_hiding_tls_records(
+pub unsafe fn pselect_hiding_proxy_hang_ups(
     count: c_int,
     read: *mut fd_set,
     write: *mut fd_set,
@@ -219,7 +246,7 @@ pub unsafe fn pselect_hiding_tls_records(
 ) -> c_int {
     // SAFETY: the program's own arguments, throughout.
     unsafe {
-        if (read.is_null() || !any_linked()) && !connecting::any() {
+        if read.is_null() && !connecting::any() {
             return sys::pselect(count, read, write, except, timeout, mask);
         }
         let asked = FdSets::copy(read, write, except);
@@ -261,18 +288,20 @@ impl FdSets {
 }
 
 /// After select returned `ready`: read bits of sockets whose readiness was only records
-/// for our TLS session are cleared. Returns how many bits are left.
+/// for our TLS session, or the proxy's end we hid, are cleared. Returns how many bits are
+/// left.
 ///
 /// # Safety
 /// `read` is null or a valid fd_set of `count` bits.
 unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int {
-    if ready <= 0 || read.is_null() || !any_linked() {
+    if ready <= 0 || read.is_null() {
         return ready;
     }
     let mut shown = ready;
     for fd in 0..count.clamp(0, libc::FD_SETSIZE as c_int) {
         // SAFETY: fd < FD_SETSIZE, and `read` is valid.
-        if unsafe { libc::FD_ISSET(fd, read) } && only_records_for_us(fd) {
+        let readable = unsafe { libc::FD_ISSET(fd, read) };
+        if readable && (only_records_for_us(fd) || proxy_end_hidden(fd)) {
             // SAFETY: as above.
             unsafe { libc::FD_CLR(fd, read) };
             shown -= 1;
@@ -376,9 +405,8 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
                 }
             }
         }
-        let hang_up = event.events & EPOLL_LOSS != 0;
-        let hidden_fd = match hang_up {
-            true => watchers::fd_for(epoll, event.u64).filter(|&fd| hang_up_hidden(fd)),
+        let hidden_fd = match event.events & EPOLL_LOSS != 0 {
+            true => epoll_loss_hidden(epoll, &mut event),
             false => None,
         };
         match hidden_fd {
@@ -392,6 +420,23 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
         }
     }
     kept as c_int
+}
+
+/// An epoll event with an error, hang-up or end, on a socket `epoll` watches for the
+/// program: the fd when it is the proxy's loss to hide (`hang_up_hidden`). An end the
+/// program did not ask for (the registration's EPOLLRDHUP is ours: `watchers`) is taken
+/// out of `event`: it counts only on a socket whose proxy end is ours.
+fn epoll_loss_hidden(epoll: c_int, event: &mut epoll_event) -> Option<c_int> {
+    let (fd, asked) = watchers::registered_as(epoll, event.u64)?;
+    let end = libc::EPOLLRDHUP as u32;
+    let mut loss = event.events & EPOLL_LOSS;
+    if asked & end == 0 {
+        event.events &= !end;
+        if loss & !end == 0 && !end_is_ours(fd) {
+            loss = 0;
+        }
+    }
+    (loss != 0 && hang_up_hidden(fd)).then_some(fd)
 }
 
 /// A wait reported `fd` readable, and it carries our TLS session with the proxy whose

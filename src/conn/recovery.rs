@@ -14,9 +14,9 @@
 mod background;
 
 use super::decide::{decide, Action, Event};
-use super::{Conn, Phase};
+use super::{fdtable, Conn, Phase};
 use crate::runtime::{self, Route, Runtime};
-use background::in_background;
+use background::{in_background, IfNoThread};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,13 +120,14 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, in_this_thread:
                 Ok(_) => {
                     // A helper thread carries the recovery on.
                     std::mem::forget(ends);
+                    drop(writer);
                     in_background(
                         conn,
                         fd,
                         runtime,
                         None,
                         Recovery::Retry { after, sequence_id },
-                        writer,
+                        IfNoThread::RunHere,
                     )
                 }
             }
@@ -151,7 +152,15 @@ pub(super) fn start(conn: &Arc<Conn>, fd: i32, failure: Failure, in_this_thread:
                 conn.enter(Phase::Passthrough(Route::Origin));
                 return Started::Failed(errno);
             }
-            in_background(conn, fd, runtime, Some(route), recovery, writer)
+            drop(writer);
+            in_background(
+                conn,
+                fd,
+                runtime,
+                Some(route),
+                recovery,
+                IfNoThread::RunHere,
+            )
         }
     }
 }
@@ -222,20 +231,33 @@ fn end_recovery(conn: &Conn) {
     });
 }
 
+/// What became of a send to the proxy that failed (`rescue_send`).
+pub(super) enum Rescue {
+    /// Not a failure to hide (or the move could not begin): the program sees the error.
+    No,
+    /// Moved and resent in this thread (https): the program's write goes on.
+    Here,
+    /// A helper thread moves the socket and resends; the rest of the program's write
+    /// waits for it, as its own timeouts and signals let it.
+    InBackground,
+}
+
 /// A send to the proxy failed with `errno` while the program was writing its request
 /// (the proxy reset or closed the connection): when that is a proxy failure and the
 /// request can be sent again, the socket moves to the original destination, what was sent
 /// so far goes there, and the program's write goes on. The caller holds the writer lock.
-/// For https the bytes sent so far go into a real TLS session (`hand_to_tls`), and the
-/// caller must then stop: the rest of the program's write goes there too, through the
-/// program's TLS call.
-pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
+/// The move's connect goes to a helper thread (an origin that takes 30 s to accept must
+/// not hold the program's write past its SO_SNDTIMEO, nor an event loop at all); for
+/// https it is made here, and the bytes sent so far go into a real TLS session
+/// (`hand_to_tls`): the caller must then stop, the rest of the program's write goes there
+/// too, through the program's TLS call.
+pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> Rescue {
     let action = decide(&conn.state(), conn.facts(fd), Event::SendFailed { errno });
     if !matches!(action, Action::Replay | Action::Unhideable { .. }) {
-        return false;
+        return Rescue::No;
     }
     let Some(runtime) = runtime::get() else {
-        return false;
+        return Rescue::No;
     };
     let reason = std::io::Error::from_raw_os_error(errno);
     let why = format!("proxy connection lost while sending: {reason}");
@@ -248,7 +270,7 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         // The program sees this connection's errors from now on, each counted once.
         conn.responses.lock().stop_checking();
         conn.change(Phase::blind);
-        return false;
+        return Rescue::No;
     }
     runtime.proxy_failed(&why);
     log::debug!(
@@ -256,8 +278,40 @@ pub(super) fn rescue_send(conn: &Conn, fd: i32, errno: i32) -> bool {
         conn.label()
     );
     conn.enter(Phase::Recovering(Route::Origin));
-    let _ends = EndsRecovery(conn);
-    replay_moves(conn, fd, runtime).is_ok()
+    // The helper thread needs the connection itself; the fd table holds it (a number
+    // reused behind our back is found by the move's own check).
+    let shared = fdtable::get(fd).filter(|shared| std::ptr::eq(&**shared, conn));
+    let Some(shared) = shared.filter(|_| !conn.is_https()) else {
+        let _ends = EndsRecovery(conn);
+        return match replay_moves(conn, fd, runtime) {
+            Ok(()) => Rescue::Here,
+            Err(_) => Rescue::No,
+        };
+    };
+    if conn.begin_move(fd, conn.origin_address()).is_err() {
+        conn.enter(Phase::Passthrough(Route::Origin));
+        return Rescue::No;
+    }
+    let recovery = Recovery::Replay(why);
+    let no_thread = IfNoThread::LeaveToCaller;
+    match in_background(
+        &shared,
+        fd,
+        runtime,
+        Some(Route::Origin),
+        recovery,
+        no_thread,
+    ) {
+        Started::InBackground => Rescue::InBackground,
+        _ => {
+            let _ends = EndsRecovery(conn);
+            let moved = conn.finish_move(fd, Route::Origin, runtime);
+            match moved.and_then(|_| resend_direct(conn, fd)) {
+                Ok(()) => Rescue::Here,
+                Err(_) => Rescue::No,
+            }
+        }
+    }
 }
 
 /// The move and resend of a replay (the phase is `Recovering`).

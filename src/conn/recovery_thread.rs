@@ -5,9 +5,8 @@
 //! panic of ours in it ends the recovery rather than leaving the program waiting.
 
 use super::{end_recovery, resend_direct, resend_retry, Recovery, Started};
-use crate::conn::Conn;
+use crate::conn::{watchers, Conn};
 use crate::runtime::{Route, Runtime};
-use crate::sync::SpinGuard;
 use std::sync::Arc;
 
 /// The program let go of `fd` while a recovery held it: nothing more is sent; the
@@ -22,19 +21,27 @@ fn abandoned(conn: &Conn, fd: i32) -> Result<(), i32> {
     Ok(())
 }
 
+/// What `in_background` does when no thread can be made.
+pub(super) enum IfNoThread {
+    /// The job runs in the caller's thread (which holds no lock the job takes).
+    RunHere,
+    /// Nothing is done: the caller, holding the writer lock, finishes the job itself.
+    LeaveToCaller,
+}
+
 /// Hands the rest of a recovery to a short-lived thread, which owns the socket (its
 /// `recovery` gate raised) until the requests are resent. `finish_move`: a move that
-/// `begin_move` started, to be finished there first. `writer`: the caller's hold on the
-/// writer lock, let go before the job runs (the job takes it again to resend).
+/// `begin_move` started, to be finished there first. The job takes the writer lock to
+/// resend: a caller that holds it lets go soon (it must not wait for the job with it),
+/// and takes the job back when no thread can be made (`IfNoThread::LeaveToCaller`).
 pub(super) fn in_background(
     conn: &Arc<Conn>,
     fd: i32,
     runtime: &'static Runtime,
     finish_move: Option<Route>,
     recovery: Recovery,
-    writer: SpinGuard<'_, crate::conn::Writer>,
+    if_no_thread: IfNoThread,
 ) -> Started {
-    drop(writer);
     let job_conn = conn.clone();
     let job = move || {
         let _inside = crate::guard::Reentry::enter();
@@ -76,13 +83,16 @@ pub(super) fn in_background(
                 }
             })
     });
-    if spawned.is_err() {
-        if let Some(job) = job.lock().take() {
-            job();
+    match (spawned, if_no_thread) {
+        (Ok(_), _) => Started::InBackground,
+        (Err(_), IfNoThread::LeaveToCaller) => Started::NotPossible,
+        (Err(_), IfNoThread::RunHere) => {
+            if let Some(job) = job.lock().take() {
+                job();
+            }
+            Started::Done
         }
-        return Started::Done;
     }
-    Started::InBackground
 }
 
 /// The helper thread's part of a recovery, the fd held: the move finished, a retry's
@@ -137,6 +147,7 @@ fn resend_in_background(
         // connect error first: `Conn::after_move`).
         end_recovery(conn);
     }
+    watchers::report_again(fd);
 }
 
 /// After a panic of ours in the helper thread (a bug, logged by `shielded`): the requests

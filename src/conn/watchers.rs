@@ -7,8 +7,13 @@
 //! Kept in the fd's own slot of the fd table (`fdtable::watches`): a program's
 //! `epoll_ctl` on a tracked socket costs the slot's lookup and its own lock, no hashing
 //! and no process-wide lock (an event loop makes several per connection, and two per
-//! keep-alive request). Finding the fd of an event (`fd_for`) walks the slots; it runs
-//! only for hang-ups and errors, and with TLS to the proxy.
+//! keep-alive request). Finding the fd of an event (`registered_as`) walks the slots; it
+//! runs only for hang-ups, ends and errors, and with TLS to the proxy.
+//!
+//! A tracked socket's input registrations ask the kernel for EPOLLRDHUP too
+//! (`events_to_register`), so that the proxy's close before its answer is reported as the
+//! end it is, which `hidden_hang_ups` hides, not as input; an end the program did not ask
+//! for is taken out of what it is shown.
 
 use super::fdtable;
 use libc::c_int;
@@ -18,8 +23,21 @@ use libc::c_int;
 struct Registration {
     epoll: c_int,
     data: u64,
-    /// The events asked for (EPOLLIN, ...).
+    /// The events the program asked for (EPOLLIN, ...); the kernel has
+    /// `events_to_register` of them.
     events: u32,
+}
+
+/// What a tracked socket's registration asking for `events` asks of the kernel: an input
+/// wait asks for the peer's end too (EPOLLRDHUP). Not with EPOLLEXCLUSIVE, which takes no
+/// other event (EINVAL).
+pub fn events_to_register(events: u32) -> u32 {
+    let input = libc::EPOLLIN as u32;
+    let exclusive = libc::EPOLLEXCLUSIVE as u32;
+    match events & (input | exclusive) == input {
+        true => events | libc::EPOLLRDHUP as u32,
+        false => events,
+    }
 }
 
 /// A socket's registrations: nearly always with one epoll instance, kept inline (no
@@ -95,15 +113,18 @@ pub fn watched_for_input(epoll: c_int) -> Vec<(c_int, u64)> {
 
 /// The tracked fd `epoll` reports under `data`, if one was registered that way.
 pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
+    registered_as(epoll, data).map(|(fd, _)| fd)
+}
+
+/// The tracked fd `epoll` reports under `data`, with the events the program asked for.
+pub fn registered_as(epoll: c_int, data: u64) -> Option<(c_int, u32)> {
     let mut found = None;
     fdtable::each_watched(|fd, registrations| {
-        let matches = registrations
+        let registration = registrations
             .iter()
-            .any(|r| r.epoll == epoll && r.data == data);
-        if matches {
-            found = Some(fd);
-        }
-        matches
+            .find(|r| r.epoll == epoll && r.data == data);
+        found = registration.map(|r| (fd, r.events));
+        found.is_some()
     });
     found
 }
@@ -119,9 +140,42 @@ pub fn rearm_one_shot(epoll: c_int, fd: c_int) {
     if events & libc::EPOLLONESHOT as u32 == 0 {
         return;
     }
-    let mut event = libc::epoll_event { events, u64: data };
+    let mut event = libc::epoll_event {
+        events: events_to_register(events),
+        u64: data,
+    };
     // SAFETY: a valid event for a registration the program made.
     unsafe { crate::sys::epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, &mut event) };
+}
+
+/// A recovery that owned `fd` has ended: each edge-triggered registration of it (not a
+/// one-shot one, which the program turns on itself) is made again, so that readiness the
+/// program met as EAGAIN meanwhile (a write while the recovery resent) is reported once
+/// more: an edge-triggered loop would otherwise wait for a change that already came.
+pub fn report_again(fd: c_int) {
+    let (edge, one_shot) = (libc::EPOLLET as u32, libc::EPOLLONESHOT as u32);
+    let again: Vec<Registration> = match fdtable::watches(fd) {
+        Some(watches) => watches
+            .lock()
+            .iter()
+            .filter(|r| r.events & (edge | one_shot) == edge)
+            .copied()
+            .collect(),
+        None => return,
+    };
+    for Registration {
+        epoll,
+        data,
+        events,
+    } in again
+    {
+        let mut event = libc::epoll_event {
+            events: events_to_register(events),
+            u64: data,
+        };
+        // SAFETY: a valid event for a registration the program made.
+        unsafe { crate::sys::epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, &mut event) };
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +205,10 @@ mod tests {
         assert_eq!(watched_for_input(901), vec![]);
         assert_eq!(fd_for(900, 0xdead), Some(fd));
         assert_eq!(fd_for(900, 0xbeef), None);
+        assert_eq!(
+            registered_as(901, 0xbeef),
+            Some((fd, libc::EPOLLOUT as u32))
+        );
         note(900, libc::EPOLL_CTL_MOD, fd, libc::EPOLLIN as u32, 0xcafe);
         assert_eq!(fd_for(900, 0xdead), None);
         assert_eq!(fd_for(900, 0xcafe), Some(fd));
@@ -196,6 +254,20 @@ mod tests {
         }
         assert_eq!(fd_for(911, 1 << 32 | fd as u64), None);
         assert!(watched_for_input(911).is_empty());
+    }
+
+    #[test]
+    fn input_registrations_ask_for_the_end_too() {
+        let (input, end) = (libc::EPOLLIN as u32, libc::EPOLLRDHUP as u32);
+        let (edge, exclusive) = (libc::EPOLLET as u32, libc::EPOLLEXCLUSIVE as u32);
+        assert_eq!(events_to_register(input), input | end);
+        assert_eq!(events_to_register(input | edge), input | edge | end);
+        assert_eq!(events_to_register(input | end), input | end);
+        assert_eq!(
+            events_to_register(libc::EPOLLOUT as u32),
+            libc::EPOLLOUT as u32
+        );
+        assert_eq!(events_to_register(input | exclusive), input | exclusive);
     }
 
     #[test]

@@ -8,11 +8,12 @@
 use super::decide::{decide, Action, Event, Facts};
 use super::outcome::{Bypass, Outcome};
 use super::read::is_nonblocking;
+use super::recovery::{self, Rescue};
 use super::request_route::{settle_route, Settled};
 use super::send_all::send_all;
 use super::waiting::{wait_for_recovery, Direction};
 use super::write_off_http::{hand_head_to_tls, not_http};
-use super::{hook_marker, lang_hook, lunar_headers, recovery, Conn, Phase, Writer};
+use super::{hook_marker, lang_hook, lunar_headers, Conn, Phase, Writer};
 use crate::http::{Asked, Step};
 use crate::runtime::{self, Route};
 use crate::sync::SpinGuard;
@@ -172,7 +173,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
         drop(writer);
         return send(conn, fd, input, flags);
     }
-    send_request_bytes(conn, fd, input, flags, request_begins, &mut writer)
+    send_request_bytes(conn, fd, input, flags, request_begins, writer)
 }
 
 /// A recovery is resending the unanswered requests: what the program writes now must
@@ -182,7 +183,7 @@ fn send_tracked(conn: &Conn, fd: c_int, input: &[u8], flags: c_int) -> Outcome {
 #[inline(never)]
 fn after_recovery(conn: &Conn, fd: c_int, flags: c_int) -> Result<SpinGuard<'_, Writer>, c_int> {
     loop {
-        if is_nonblocking(fd, flags) {
+        if is_nonblocking(fd, flags) && !resend_is_next(conn, fd) {
             return Err(libc::EAGAIN);
         }
         wait_for_recovery(conn, fd, Direction::Write)?;
@@ -193,14 +194,33 @@ fn after_recovery(conn: &Conn, fd: c_int, flags: c_int) -> Result<SpinGuard<'_, 
     }
 }
 
+/// A replay whose move's connect has ended (the socket writable, or failed): all that is
+/// left to the helper thread is a moment's work, taking the writer lock to resend. A
+/// non-blocking write waits for it rather than answer EAGAIN: an edge-triggered poller
+/// has been shown that connect's readiness already and would wait for another that never
+/// comes. (While the connect is under way, EAGAIN: its end raises the next edge.)
+fn resend_is_next(conn: &Conn, fd: c_int) -> bool {
+    if !matches!(conn.phase(), Phase::Recovering(Route::Origin)) {
+        return false;
+    }
+    let mut now = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { sys::poll(&mut now, 1, 0) == 1 }
+}
+
 fn send_request_bytes(
     conn: &Conn,
     fd: c_int,
     input: &[u8],
     flags: c_int,
     request_begins: bool,
-    writer: &mut Writer,
+    mut held: SpinGuard<'_, Writer>,
 ) -> Outcome {
+    let writer = &mut *held;
     let mut consumed = 0;
     while consumed < input.len() {
         // A proxy that drops the connection is ours to hide, not a SIGPIPE for a program
@@ -238,13 +258,17 @@ fn send_request_bytes(
                 }
                 if sent < 0 {
                     let errno = sys::errno();
-                    if recovery::rescue_send(conn, fd, errno) {
-                        if matches!(conn.phase(), Phase::TlsOwned) {
+                    match recovery::rescue_send(conn, fd, errno) {
+                        Rescue::Here if matches!(conn.phase(), Phase::TlsOwned) => {
                             return fail(conn, fd, consumed, libc::EAGAIN);
                         }
-                        continue;
+                        Rescue::Here => continue,
+                        Rescue::InBackground => {
+                            drop(held);
+                            return rest_after_recovery(conn, fd, input, consumed, flags);
+                        }
+                        Rescue::No => return fail(conn, fd, consumed, errno),
                     }
-                    return fail(conn, fd, consumed, errno);
                 }
                 consumed += sent as usize;
                 if conn.is_diverted() {
@@ -317,11 +341,16 @@ fn send_request_bytes(
                 writer.head_out = out;
                 if let Err(errno) = result {
                     cold_path();
-                    if !recovery::rescue_send(conn, fd, errno) {
-                        return fail(conn, fd, before, errno);
-                    }
-                    if matches!(conn.phase(), Phase::TlsOwned) {
-                        return Outcome::Done(consumed as isize);
+                    match recovery::rescue_send(conn, fd, errno) {
+                        Rescue::No => return fail(conn, fd, before, errno),
+                        Rescue::Here if matches!(conn.phase(), Phase::TlsOwned) => {
+                            return Outcome::Done(consumed as isize);
+                        }
+                        Rescue::Here => {}
+                        Rescue::InBackground => {
+                            drop(held);
+                            return rest_after_recovery(conn, fd, input, consumed, flags);
+                        }
                     }
                 }
             }
@@ -335,6 +364,40 @@ fn send_request_bytes(
         }
     }
     Outcome::Done(consumed as isize)
+}
+
+/// A helper thread is taking the socket to the origin and resending what the proxy lost
+/// (`recovery::rescue_send`), `consumed` bytes of the program's `input` among them: the
+/// rest follows once it is done. A non-blocking write reports what was taken (or
+/// EAGAIN: the socket is connecting, and shows writable when it may go on); a blocking
+/// one waits for the recovery as its SO_SNDTIMEO and signals let it (as it would have
+/// waited for its own connect's window), then writes the rest.
+#[cold]
+#[inline(never)]
+fn rest_after_recovery(
+    conn: &Conn,
+    fd: c_int,
+    input: &[u8],
+    consumed: usize,
+    flags: c_int,
+) -> Outcome {
+    if is_nonblocking(fd, flags) {
+        return fail(conn, fd, consumed, libc::EAGAIN);
+    }
+    if let Err(errno) = wait_for_recovery(conn, fd, Direction::Write) {
+        return fail(conn, fd, consumed, errno);
+    }
+    let rest = &input[consumed..];
+    let sent = match send(conn, fd, rest, flags) {
+        Outcome::Done(sent) => sent,
+        // The rest is the kernel's to take as it is (the socket passes bytes only now).
+        // SAFETY: sends from a live slice.
+        Outcome::Bypass(_) => unsafe { sys::send(fd, rest.as_ptr().cast(), rest.len(), flags) },
+    };
+    match sent {
+        sent if sent >= 0 => Outcome::Done(consumed as isize + sent),
+        _ => fail(conn, fd, consumed, sys::errno()),
+    }
 }
 
 /// What the program sees when a send of ours failed after `reported` of its bytes were

@@ -1,7 +1,7 @@
 //! The program's waits: poll, ppoll, select, pselect, and epoll. A wait with no tracked
 //! fd in the process is libc's own. Otherwise two things are seen to below: a wait for
 //! input alone on a socket the program never wrote to (`conn::server_first`: a server
-//! that speaks first), and, for poll and epoll, a proxy's hang-up or reset, which is
+//! that speaks first), and a proxy's hang-up, reset or close before its answer, which is
 //! hidden from the program while its wait goes on (`conn::hidden_hang_ups`). epoll_ctl
 //! records which epoll instances watch a tracked fd (`watchers`), so that an event, known
 //! by the program's data only, leads back to its fd. A wait made while this thread is
@@ -132,8 +132,22 @@ pub unsafe extern "C-unwind" fn epoll_ctl(
 #[cold]
 #[inline(never)]
 unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int {
-    // SAFETY: the program's own arguments.
-    let result = unsafe { sys::epoll_ctl(epoll, op, fd, event) };
+    // A tracked socket's input registration asks for the peer's end too
+    // (`watchers::events_to_register`): the kernel is given a copy of the program's event.
+    let asked = match (op, fdtable::is_tracked(fd)) {
+        // SAFETY: the program's `event`, which epoll_ctl(2) reads for ADD and MOD (a
+        // pointer the kernel would refuse with EFAULT faults here instead: no program
+        // relies on that).
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, true) => unsafe { event.as_ref() }.copied(),
+        _ => None,
+    };
+    let mut registered = asked.map(|e| epoll_event {
+        events: watchers::events_to_register(e.events),
+        u64: e.u64,
+    });
+    let to_kernel = registered.as_mut().map_or(event, |e| e as *mut epoll_event);
+    // SAFETY: the program's own arguments, or a copy of its event.
+    let result = unsafe { sys::epoll_ctl(epoll, op, fd, to_kernel) };
     if result == 0 {
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
         let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
@@ -322,7 +336,7 @@ unsafe fn select_tracked(
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
             return ready;
         }
-        conn::select_hiding_tls_records(count, read, write, except, timeout)
+        conn::select_hiding_proxy_hang_ups(count, read, write, except, timeout)
     }
 }
 
@@ -370,6 +384,6 @@ unsafe fn pselect_tracked(
         if let Some(ready) = conn::select_showing_plaintext(count, read, look) {
             return ready;
         }
-        conn::pselect_hiding_tls_records(count, read, write, except, timeout, mask)
+        conn::pselect_hiding_proxy_hang_ups(count, read, write, except, timeout, mask)
     }
 }

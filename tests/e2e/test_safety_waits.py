@@ -98,6 +98,10 @@ WAIT_MODES = {
     "epoll": "epoll_wait(EPOLLIN, 1000): 0 at ~1 s",
     "rcvtimeo2": "SO_RCVTIMEO 2 s: recv -1/EAGAIN after 1.8-4 s",
     "poll_then_read": "poll(POLLIN) for 1 s, then a blocking recv when readable: 0 at ~1 s",
+    "select_then_read": "select for 1 s, then a blocking recv when readable: 0 at ~1 s",
+    "epoll_then_read": "epoll_wait for 1 s, then a blocking recv when readable: 0 at ~1 s",
+    "send_sndtimeo": "a body's blocking sends with SO_SNDTIMEO 1 s: short or EAGAIN at ~1 s",
+    "send_alarm": "a body's blocking sends, alarm(1) without SA_RESTART: short or EINTR at ~1 s",
 }
 
 
@@ -127,10 +131,12 @@ def wait_info(res, mode, proxy_mode):
         WAIT_MODES[mode], proxy_mode, line or "no result line (killed?)", describe(res))
 
 
-@pytest.mark.parametrize("mode", list(WAIT_MODES))
+@pytest.mark.parametrize("mode", [m for m in WAIT_MODES if not m.startswith("send_")])
 def test_wait_program_without_library(lab, c_bins, testproxy, tag, mode):
     """Control: without the library, against the test proxy in `hang` mode, each mode of
-    rcvtimeo_wait ends as expected (what Linux does), with next to no CPU."""
+    rcvtimeo_wait that waits for an answer ends as expected (what Linux does), with next
+    to no CPU. (The send_* modes' 512 KiB fit in loopback's socket buffers: a server that
+    stops reading never blocks them; their timeouts are signal(7)'s and socket(7)'s.)"""
     testproxy.set_mode("hang")
     res = run_wait(lab, tag, mode, preload=False)
     assert res.rc == 0, wait_info(res, mode, "hang")
@@ -204,20 +210,56 @@ def test_replay_to_an_origin_that_does_not_accept_ends_at_the_programs_timeout(
     assert res.rc == 0, info
 
 
-def test_proxy_close_before_answer_is_no_input_to_a_poll_then_blocking_read(
-        lab, c_bins, need_lib, testproxy, tag, syn_dropping_origin):
-    """The proxy closes (FIN) before answering, and the request's replay to its origin
-    hangs in the connect: a program that polls for input with a timeout and then reads
-    its blocking socket (Java's sockets with a read timeout) must not be told that the
-    FIN is input, or its read blocks past its timeout. Its poll ends at its own timeout
-    with nothing, as it would have waiting for that origin without the library (the
-    watchdog says `hung` at 6 s otherwise)."""
-    testproxy.set_mode("close")
-    argv = [WAIT_PROG, syn_dropping_origin, "80", tag, "poll_then_read"]
+@pytest.mark.parametrize("mode", ["send_sndtimeo", "send_alarm"])
+def test_replay_of_a_request_being_written_ends_at_the_programs_timeout(
+        lab, c_bins, need_lib, testproxy, tag, syn_dropping_origin, mode):
+    """The proxy closes after the head of a POST whose 512 KiB body is being written, and
+    the request's replay to its origin hangs in the connect (SYNs dropped): the
+    program's blocking sends still end as it asked, a short count or -1 with EAGAIN at
+    its SO_SNDTIMEO or EINTR at its signal (~1 s), as they would have with that origin
+    without the library; not after the replay's own 30 s bound (the program's watchdog
+    says `hung` at 6 s)."""
+    testproxy.set_mode("close-head")
+    argv = [WAIT_PROG, syn_dropping_origin, "80", tag, mode]
     res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
-    info = wait_info(res, "poll_then_read", "close, the origin dropping SYNs")
+    info = wait_info(res, mode, "close-head, the origin dropping SYNs")
+    assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
+    assert b"replaying after a proxy failure" in res.err, info
+    assert res.rc == 0, info
+
+
+@pytest.mark.parametrize("mode", ["poll_then_read", "select_then_read", "epoll_then_read"])
+def test_proxy_close_before_answer_is_no_input_to_a_wait_then_blocking_read(
+        lab, c_bins, need_lib, testproxy, tag, syn_dropping_origin, mode):
+    """The proxy closes (FIN) before answering, and the request's replay to its origin
+    hangs in the connect: a program that waits for input with a timeout (poll: Java's
+    sockets with a read timeout; select: Perl's LWP; epoll) and then reads its blocking
+    socket must not be told that the FIN is input, or its read blocks past its timeout.
+    Its wait ends at its own timeout with nothing, as it would have waiting for that
+    origin without the library (the watchdog says `hung` at 6 s otherwise)."""
+    testproxy.set_mode("close")
+    argv = [WAIT_PROG, syn_dropping_origin, "80", tag, mode]
+    res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
+    info = wait_info(res, mode, "close, the origin dropping SYNs")
     assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
     assert res.rc == 0, info
+
+
+def test_proxy_close_before_answer_ends_at_http_tiny_timeout(
+        lab, need_lib, testproxy, tag, syn_dropping_origin):
+    """The same with a real client: Perl's HTTP::Tiny (timeout 1 s: a select before each
+    read of its blocking socket) gets its own timeout, status 599, within ~1 s, as it
+    would waiting for that origin without the library; not the replay's 30 s connect."""
+    testproxy.set_mode("close")
+    argv = ["/usr/bin/perl", os.path.join(CLIENT_DIR, "perl_tiny.pl"), "GET",
+            "http://%s%s" % (syn_dropping_origin, tag), "--timeout", "1"]
+    started = time.monotonic()
+    res = lab.run(argv, env=TESTPROXY_ENV, debug=True, timeout=20)
+    elapsed = time.monotonic() - started
+    info = "elapsed %.1f s\n%s" % (elapsed, describe(res))
+    assert proxy_requests(lab, tag), "the request never reached the test proxy\n" + info
+    assert res.rc == 1 and b"status 599" in res.err, info
+    assert elapsed < 5, info
 
 
 @pytest.mark.parametrize("mode", ["poll", "epoll"])

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Common client interface, Perl HTTP::Tiny: keep_alive for all --repeat requests;
-# --chunked passes the body as a code ref, which HTTP::Tiny sends chunked.
+# --chunked passes the body as a code ref, which HTTP::Tiny sends chunked; --timeout S
+# (default 30) is HTTP::Tiny's own (a select before each read of its blocking socket).
 use strict;
 use warnings;
 use HTTP::Tiny;
@@ -9,6 +10,7 @@ delete @ENV{qw(http_proxy HTTP_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY)};
 my ($method, $url, @rest) = @ARGV;
 my (%headers, $body, $chunked);
 my $repeat = 1;
+my $timeout = 30;
 while (@rest) {
     my $a = shift @rest;
     if ($a eq '--data-file') {
@@ -21,10 +23,11 @@ while (@rest) {
         $headers{$k} = $v;
     } elsif ($a eq '--repeat') { $repeat = shift @rest; }
     elsif ($a eq '--chunked') { $chunked = 1; }
+    elsif ($a eq '--timeout') { $timeout = shift @rest; }
     elsif ($a eq '--verbose') { }
     else { print STDERR "perl_tiny.pl: unknown option $a\n"; exit 2; }
 }
-my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 30, proxy => undef, http_proxy => undef);
+my $http = HTTP::Tiny->new(keep_alive => 1, timeout => $timeout, proxy => undef, http_proxy => undef);
 binmode STDOUT;
 my $rc = 0;
 for (1 .. $repeat) {
