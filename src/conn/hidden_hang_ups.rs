@@ -360,7 +360,9 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
                 continue;
             }
         }
-        if entry.revents & POLL_LOSS == 0 || !hang_up_hidden(entry.fd) {
+        let loss = entry.revents & POLL_LOSS;
+        let end_only = loss == libc::POLLRDHUP;
+        if loss == 0 || (end_only && answer_before_end(entry.fd)) || !hang_up_hidden(entry.fd) {
             continue;
         }
         let mut fresh = pollfd {
@@ -429,14 +431,26 @@ unsafe fn review_epoll_events(epoll: c_int, events: *mut epoll_event, ready: c_i
 fn epoll_loss_hidden(epoll: c_int, event: &mut epoll_event) -> Option<c_int> {
     let (fd, asked) = watchers::registered_as(epoll, event.u64)?;
     let end = libc::EPOLLRDHUP as u32;
-    let mut loss = event.events & EPOLL_LOSS;
+    let loss = event.events & EPOLL_LOSS;
     if asked & end == 0 {
         event.events &= !end;
-        if loss & !end == 0 && !end_is_ours(fd) {
-            loss = 0;
-        }
     }
-    (loss != 0 && hang_up_hidden(fd)).then_some(fd)
+    let end_only = loss == end;
+    if end_only && ((asked & end == 0 && !end_is_ours(fd)) || answer_before_end(fd)) {
+        return None;
+    }
+    hang_up_hidden(fd).then_some(fd)
+}
+
+/// A wait reported the peer's end alone (RDHUP, no error or hang-up) on `fd`, and bytes
+/// are still there to read (an answer, then the proxy's close, as with `Connection:
+/// close`): the end is the program's to meet after them, nothing to look into
+/// (`proxy_lost_under_wait` would say the same, after a system call more).
+fn answer_before_end(fd: c_int) -> bool {
+    let saved = sys::errno();
+    let unread = super::read::unread_bytes(fd);
+    sys::set_errno(saved);
+    unread > 0
 }
 
 /// A wait reported `fd` readable, and it carries our TLS session with the proxy whose

@@ -283,7 +283,7 @@ pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
     proxy_lost_under_read(conn, fd, true, state.moves)
 }
 
-fn unread_bytes(fd: c_int) -> c_int {
+pub(super) fn unread_bytes(fd: c_int) -> c_int {
     let mut count: c_int = 0;
     // SAFETY: FIONREAD writes one int.
     let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };

@@ -16,6 +16,7 @@
 //! for is taken out of what it is shown.
 
 use super::fdtable;
+use crate::sync::SpinLock;
 use libc::c_int;
 
 /// One epoll instance's registration of a socket.
@@ -78,22 +79,39 @@ impl Registrations {
     }
 }
 
-/// After a successful `epoll_ctl(epoll, op, fd, {events, data})`: recorded for a tracked
-/// fd; an `EPOLL_CTL_DEL` is recorded for any fd with a slot.
-pub fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
-    let Some(watches) = fdtable::watches_to_note(fd, op == libc::EPOLL_CTL_DEL) else {
-        return;
-    };
-    let mut watches = watches.lock();
-    if op == libc::EPOLL_CTL_DEL {
-        watches.remove(epoll);
-        return;
+/// Where `epoll_ctl(op)` on `fd` is recorded: a tracked fd's registrations; for an
+/// `EPOLL_CTL_DEL`, those of any fd with a slot. `None`: nothing to record (and an ADD or
+/// MOD is the program's own: the socket is not tracked).
+pub fn record_for(fd: c_int, op: c_int) -> Option<Record> {
+    fdtable::watches_to_note(fd, op == libc::EPOLL_CTL_DEL).map(Record)
+}
+
+/// A socket's registrations, found before its `epoll_ctl` (`record_for`).
+pub struct Record(&'static SpinLock<Registrations>);
+
+impl Record {
+    /// After a successful `epoll_ctl(epoll, op, fd, {events, data})`.
+    pub fn note(&self, epoll: c_int, op: c_int, events: u32, data: u64) {
+        let mut watches = self.0.lock();
+        if op == libc::EPOLL_CTL_DEL {
+            watches.remove(epoll);
+            return;
+        }
+        watches.set(Registration {
+            epoll,
+            data,
+            events,
+        });
     }
-    watches.set(Registration {
-        epoll,
-        data,
-        events,
-    });
+}
+
+/// After a successful `epoll_ctl(epoll, op, fd, {events, data})` (`record_for` and
+/// `Record::note` in one).
+#[cfg(test)]
+fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
+    if let Some(record) = record_for(fd, op) {
+        record.note(epoll, op, events, data);
+    }
 }
 
 /// The tracked fds `epoll` watches for input, each with the data it reports them by.

@@ -132,13 +132,14 @@ pub unsafe extern "C-unwind" fn epoll_ctl(
 #[cold]
 #[inline(never)]
 unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int {
+    let record = watchers::record_for(fd, op);
     // A tracked socket's input registration asks for the peer's end too
     // (`watchers::events_to_register`): the kernel is given a copy of the program's event.
-    let asked = match (op, fdtable::is_tracked(fd)) {
+    let asked = match (op, &record) {
         // SAFETY: the program's `event`, which epoll_ctl(2) reads for ADD and MOD (a
         // pointer the kernel would refuse with EFAULT faults here instead: no program
         // relies on that).
-        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, true) => unsafe { event.as_ref() }.copied(),
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some(_)) => unsafe { event.as_ref() }.copied(),
         _ => None,
     };
     let mut registered = asked.map(|e| epoll_event {
@@ -151,7 +152,9 @@ unsafe fn epoll_ctl_noting(epoll: c_int, op: c_int, fd: c_int, event: *mut epoll
     if result == 0 {
         // SAFETY: epoll_ctl accepted `event`: null only for EPOLL_CTL_DEL.
         let (events, data) = unsafe { event.as_ref() }.map_or((0, 0), |e| (e.events, e.u64));
-        watchers::note(epoll, op, fd, events, data);
+        if let Some(record) = record {
+            record.note(epoll, op, events, data);
+        }
         if op != libc::EPOLL_CTL_DEL {
             conn::note_input_registration(fd, events);
         }
