@@ -19,6 +19,12 @@
  *   keys updated (gnutls_session_key_update, retried while GNUTLS_E_AGAIN, at most 1000
  *   times): the answer must then read whole, from "HTTP/1.1 200"; and the session has a
  *   description (gnutls_session_get_desc, not NULL).
+ *
+ * gnutls_sessions timeout CAFILE PATH
+ *   api.example.test:443 with gnutls_record_set_timeout(1000) set before the handshake, as
+ *   programs set it: a GET of PATH to a server that does not answer (the test proxy in
+ *   `hang` mode); gnutls_record_recv must end with GNUTLS_E_TIMEDOUT after 0.8-3 s.
+ *   Prints "recv=N (NAME) elapsed_ms=T".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,9 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static gnutls_certificate_credentials_t g_cred;
+/* gnutls_record_set_timeout's value for the sessions opened (0: none). */
+static unsigned g_record_timeout_ms;
 
 static int connect_443(const char *host)
 {
@@ -54,6 +63,8 @@ static gnutls_session_t open_session(const char *host, int *fd)
 	gnutls_session_set_verify_cert(s, host, 0);
 	*fd = connect_443(host);
 	gnutls_transport_set_int(s, *fd);
+	if (g_record_timeout_ms)
+		gnutls_record_set_timeout(s, g_record_timeout_ms);
 	int rc;
 	do
 		rc = gnutls_handshake(s);
@@ -211,6 +222,31 @@ static int queries(void)
 	return strncmp(buf, "HTTP/1.1 200", 12) == 0 && tries < 1000 && described ? 0 : 1;
 }
 
+static int timeout(const char *path)
+{
+	g_record_timeout_ms = 1000;
+	int fd;
+	gnutls_session_t s = open_session("api.example.test", &fd);
+	char req[512];
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: api.example.test\r\n\r\n", path);
+	if (send_all(s, req, strlen(req)) != (ssize_t)strlen(req))
+		return 1;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	char buf[4096];
+	ssize_t n;
+	do
+		n = gnutls_record_recv(s, buf, sizeof buf);
+	while (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	printf("recv=%zd (%s) elapsed_ms=%ld\n", n, n < 0 ? gnutls_strerror_name((int)n) : "data",
+	       ms);
+	close(fd);
+	gnutls_deinit(s);
+	return n == GNUTLS_E_TIMEDOUT && ms >= 800 && ms <= 3000 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -223,6 +259,8 @@ int main(int argc, char **argv)
 		return echo();
 	if (strcmp(argv[1], "queries") == 0)
 		return queries();
+	if (strcmp(argv[1], "timeout") == 0 && argc > 3)
+		return timeout(argv[3]);
 	if (strcmp(argv[1], "stale") == 0 && argc > 3)
 		return stale(atoi(argv[3]));
 	return 2;

@@ -64,6 +64,7 @@ pub use server_first::{
     reads_before_writing, timespec_ms, timeval_ms, waits_to_read_before_writing,
 };
 pub use tls_handoff::TlsHandoff;
+pub use waiting::input_within;
 pub use write::send;
 
 use crate::http::RequestStream;

@@ -62,6 +62,16 @@ pub(super) fn wait_for_input(fd: c_int, limit: Duration) -> Result<bool, c_int> 
     }
 }
 
+/// A read of `conn`'s plaintext through a session of the program's TLS library that set a
+/// receive timeout (`limit`): whether input came (or is held already) before it passed.
+/// `Err(EINTR)`: a signal handler ran and the program's read would have ended there.
+pub fn input_within(conn: &super::Conn, fd: c_int, limit: Duration) -> Result<bool, c_int> {
+    if conn.plaintext_waiting() {
+        return Ok(true);
+    }
+    wait_for_input(fd, limit)
+}
+
 /// The socket's SO_RCVTIMEO or SO_SNDTIMEO; `None` when unset (wait for ever).
 fn call_timeout(fd: c_int, direction: Direction) -> Option<Duration> {
     let name = match direction {

@@ -159,11 +159,27 @@ pub unsafe extern "C-unwind" fn gnutls_record_recv(
                 &s,
                 // SAFETY: the program gives `len` writable bytes at `data`.
                 unsafe { std::slice::from_raw_parts_mut(data.cast(), len) },
+                tls::record_timeout::limit(session),
                 super::program_recv,
             )
         },
         else -1
     )
+}
+
+/// Noted (`tls::gnutls::record_timeout`) for a session that becomes virtual later: GnuTLS
+/// keeps it where it cannot be read back.
+///
+/// # Safety
+/// As gnutls_record_set_timeout(3).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_record_set_timeout(session: GnutlsSession, ms: c_uint) {
+    super::answer_keeping_errno(
+        || shielded(|| tls::record_timeout::note(session, ms), || ()),
+        |_| false,
+    );
+    // SAFETY: the program's own arguments.
+    unsafe { real::gnutls_record_set_timeout(session, ms) }
 }
 
 /// # Safety
@@ -194,6 +210,7 @@ pub unsafe extern "C-unwind" fn gnutls_deinit(session: GnutlsSession) {
     if tls::virtual_session(session).is_some() {
         super::answer_keeping_errno(|| shielded(|| tls::forget(session), || ()), |_| false);
     }
+    tls::record_timeout::forget(session);
     // SAFETY: the program's own argument.
     unsafe { real::gnutls_deinit(session) }
 }

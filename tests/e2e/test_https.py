@@ -616,6 +616,20 @@ def test_gnutls_session_freed_late_leaves_the_next_one_on_its_fd_alone(lab, c_tl
 
 
 @divert
+def test_gnutls_record_timeout_ends_a_read_the_proxy_does_not_answer(lab, c_tls_bins, need_lib,
+                                                                    testproxy, tag):
+    """c-tests/gnutls_sessions.c timeout: gnutls_record_set_timeout(1000) set before the
+    handshake, a GET the proxy never answers (test proxy `hang`): gnutls_record_recv ends
+    with GNUTLS_E_TIMEDOUT after ~1 s, as GnuTLS's own reads do (before: the virtual
+    session's read waited for ever; the program's alarm ended it at 20 s)."""
+    testproxy.set_mode("hang")
+    res = lab.run([os.path.join(c_tls_bins, "gnutls_sessions"), "timeout", lab.ca_file, tag],
+                  env=TESTPROXY_ENV, debug=True, timeout=30)
+    assert res.rc == 0, describe(res)
+    assert "(GNUTLS_E_TIMEDOUT)" in res.text_out, describe(res)
+
+
+@divert
 @pytest.mark.parametrize("mode", ["error:2", "close", "close-head"])
 def test_divert_proxy_fault_falls_back_over_tls(dclient, need_lib, testproxy, tag, mode):
     """The proxy got the request (x-lunar-scheme: https) and failed it: x-lunar-error,

@@ -97,6 +97,11 @@ pub unsafe fn take_over(
             Ok(0)
         })
     };
+    if let Some(ms) = super::record_timeout::set_on(program_session).filter(|_| outcome.is_ok()) {
+        // The program's receive timeout, for the reads this session now serves.
+        // SAFETY: our live session.
+        unsafe { real::gnutls_record_set_timeout(real_session, ms) };
+    }
     if session.fallback_ended(real_session as usize, outcome.is_ok()) {
         return Ok(());
     }

@@ -6,6 +6,7 @@
 mod fallback;
 mod follow;
 pub mod real;
+pub mod record_timeout;
 
 pub use fallback::{fallback, take_over};
 
@@ -15,6 +16,7 @@ use super::{binding, certificate, now_unix};
 use crate::conn::fdtable;
 use libc::{c_int, c_uint, c_void, size_t};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type GnutlsSession = *mut c_void;
 
@@ -25,6 +27,7 @@ const GNUTLS_E_PULL_ERROR: c_int = -54;
 pub const GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE: c_int = -56;
 pub const GNUTLS_CRT_X509: c_int = 1;
 const GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR: c_int = -348;
+const GNUTLS_E_TIMEDOUT: c_int = -319;
 const GNUTLS_NAME_DNS: c_uint = 1;
 
 #[inline]
@@ -154,11 +157,30 @@ fn send_virtual(session: &Session, data: &[u8], program_send: ProgramSend) -> is
     sent
 }
 
-pub fn recv(session: &Session, out: &mut [u8], program_recv: ProgramRecv) -> isize {
+/// The program's `gnutls_record_recv`; `limit`: the receive timeout it set
+/// (`record_timeout`), after which a read with nothing to take ends with
+/// `GNUTLS_E_TIMEDOUT`, as GnuTLS's own.
+pub fn recv(
+    session: &Session,
+    out: &mut [u8],
+    limit: Option<Duration>,
+    program_recv: ProgramRecv,
+) -> isize {
     if let Some(real_session) = fallback(session) {
         return follow::recv(session, real_session, out);
     }
-    session.state.lock().last_was_write = false;
+    let held = {
+        let mut state = session.state.lock();
+        state.last_was_write = false;
+        !state.held.is_empty()
+    };
+    if let Some(limit) = limit.filter(|_| !held) {
+        match crate::conn::input_within(&session.conn, session.fd, limit) {
+            Ok(true) => {}
+            Ok(false) => return GNUTLS_E_TIMEDOUT as isize,
+            Err(_) => return GNUTLS_E_INTERRUPTED as isize,
+        }
+    }
     // SAFETY: the program's own entry point, with a live buffer.
     let got = unsafe { program_recv(session.fd, out.as_mut_ptr().cast(), out.len(), 0) };
     if got <= 0 {

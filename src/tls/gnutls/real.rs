@@ -12,6 +12,7 @@ real_in! { Library::GnuTls;
     fn gnutls_record_send(session: GnutlsSession, data: *const c_void, len: size_t) -> isize, else -1;
     fn gnutls_record_recv(session: GnutlsSession, data: *mut c_void, len: size_t) -> isize, else -1;
     fn gnutls_record_check_pending(session: GnutlsSession) -> size_t, else 0;
+    fn gnutls_record_set_timeout(session: GnutlsSession, ms: c_uint) -> (), else ();
     fn gnutls_record_get_direction(session: GnutlsSession) -> c_int, else 0;
     fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int, else -1;
     fn gnutls_deinit(session: GnutlsSession) -> (), else ();
