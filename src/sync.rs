@@ -323,6 +323,54 @@ mod tests {
         assert!(!inside.any());
     }
 
+    extern "C" fn note_signal(_: libc::c_int) {}
+
+    /// How a wait on a raised gate ends when a SIGUSR2 handler installed with `flags`
+    /// runs in the waiting thread, the gate lowered 300 ms later; `deadline`: the wait's.
+    fn gate_wait_under_a_signal(flags: libc::c_int, deadline: Option<Duration>) -> WaitEnd {
+        // SAFETY: sigaction is plain data; the handler does nothing.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = note_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = flags;
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
+        }
+        let gate = Arc::new(Gate::new());
+        gate.raise();
+        let waiting = gate.clone();
+        let (tell, told) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: the calling thread's own id.
+            tell.send(unsafe { libc::pthread_self() } as usize).unwrap();
+            waiting.wait(deadline.map(|d| Instant::now() + d))
+        });
+        let thread = told.recv().unwrap() as libc::pthread_t;
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: a live thread of this test, which runs until the gate is lowered.
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        std::thread::sleep(Duration::from_millis(200));
+        gate.lower();
+        waiter.join().unwrap()
+    }
+
+    /// What `conn::waiting::wait_for_recovery` relies on: the kernel restarts an untimed
+    /// futex wait after a handler installed with SA_RESTART, as it restarts a socket call
+    /// without a timeout, and ends a timed one with EINTR after any handler, as a socket
+    /// call with SO_RCVTIMEO. Run in one test: the handler is the process's.
+    #[test]
+    fn a_gate_wait_is_restarted_as_a_socket_call_would_be() {
+        assert_eq!(
+            gate_wait_under_a_signal(libc::SA_RESTART, None),
+            WaitEnd::Done
+        );
+        assert_eq!(gate_wait_under_a_signal(0, None), WaitEnd::Interrupted);
+        let timed = Some(Duration::from_secs(30));
+        assert_eq!(
+            gate_wait_under_a_signal(libc::SA_RESTART, timed),
+            WaitEnd::Interrupted
+        );
+    }
+
     #[test]
     fn contended_lock_keeps_every_increment() {
         let counter = Arc::new(SpinLock::new(0u64));

@@ -1,11 +1,15 @@
 //! Waiting on the program's behalf, as its own call would have waited.
 //!
-//! A program blocked in a read of a diverted socket may wait for us (a recovery owns the
-//! socket). That wait is a futex wait, and it ends as the program's read would: at its
-//! `SO_RCVTIMEO` (EAGAIN), or when a signal handler runs (EINTR when the read would not
-//! have been restarted: a socket with a timeout, or a handler without `SA_RESTART`).
-//! A blocking read before the program's first write waits a moment for input before it
-//! is judged (`server_first`): a poll of the socket, whose signals end it the same way.
+//! A program blocked in a read or write of a diverted socket may wait for us (a recovery
+//! owns the socket). That wait is a futex wait, and it ends as the program's call would:
+//! at its `SO_RCVTIMEO` or `SO_SNDTIMEO` (EAGAIN), or when a signal handler runs and the
+//! call would not have been restarted. The kernel itself applies that rule to the futex
+//! wait (signal(7)): one without a timeout is restarted after a handler installed with
+//! `SA_RESTART` and ends with EINTR after any other, as a socket call without a timeout;
+//! one with a timeout ends with EINTR after every handler, as a socket call with
+//! `SO_RCVTIMEO`. A blocking read before the program's first write waits a moment for
+//! input before it is judged (`server_first`): a poll of the socket, which no handler
+//! restarts, so its EINTR is judged by the handlers installed (`signal_ends_call`).
 //! Waiting for the proxy's answer itself needs none of this: it is a blocking peek of the
 //! program's socket (`next_answer::check_next`), whose ends are the kernel's own.
 
@@ -22,18 +26,15 @@ pub(super) enum Direction {
     Write,
 }
 
-/// Waits while a recovery owns the socket. `Err(errno)`: the program's call ends now.
+/// Waits while a recovery owns the socket. `Err(errno)`: the program's call ends now. An
+/// interruption is the program's EINTR as it comes: the kernel restarted the wait where
+/// the program's call would have been restarted (see the module's comment).
 pub(super) fn wait_for_recovery(conn: &Conn, fd: c_int, direction: Direction) -> Result<(), c_int> {
     let deadline = call_timeout(fd, direction).map(|timeout| Instant::now() + timeout);
-    loop {
-        match conn.recovery.wait(deadline) {
-            WaitEnd::Done => return Ok(()),
-            WaitEnd::TimedOut => return Err(libc::EAGAIN),
-            WaitEnd::Interrupted if signal_ends_call(deadline.is_some()) => {
-                return Err(libc::EINTR)
-            }
-            WaitEnd::Interrupted => {}
-        }
+    match conn.recovery.wait(deadline) {
+        WaitEnd::Done => Ok(()),
+        WaitEnd::TimedOut => Err(libc::EAGAIN),
+        WaitEnd::Interrupted => Err(libc::EINTR),
     }
 }
 
