@@ -7,8 +7,9 @@
 //! Kept in the fd's own slot of the fd table (`fdtable::watches`): a program's
 //! `epoll_ctl` on a tracked socket costs the slot's lookup and its own lock, no hashing
 //! and no process-wide lock (an event loop makes several per connection, and two per
-//! keep-alive request). Finding the fd of an event (`registered_as`) walks the slots; it
-//! runs only for hang-ups, ends and errors, and with TLS to the proxy.
+//! keep-alive request). Finding the fd of an event (`registered_as`), which runs only for
+//! hang-ups, ends and errors, and with TLS to the proxy, looks first at the slot the
+//! event's data names (most loops name a registration by its fd), else walks the slots.
 //!
 //! A tracked socket's input registrations ask the kernel for EPOLLRDHUP too
 //! (`events_to_register`), so that the proxy's close before its answer is reported as the
@@ -135,7 +136,20 @@ pub fn fd_for(epoll: c_int, data: u64) -> Option<c_int> {
 }
 
 /// The tracked fd `epoll` reports under `data`, with the events the program asked for.
+/// Most event loops name a registration by its fd (libuv, Java's selectors, Python's,
+/// wrk): that slot is looked at first, and the walk over every slot is left to the others
+/// (a pointer, a token), so that a loop with thousands of connections does not walk them
+/// all at each one's end.
 pub fn registered_as(epoll: c_int, data: u64) -> Option<(c_int, u32)> {
+    // `data.fd` fills the low half of the union (the rest may be anything).
+    let named = data as u32 as c_int;
+    let by_name = fdtable::watches(named)
+        .filter(|_| fdtable::is_tracked(named))
+        .and_then(|watches| watches.lock().of(epoll))
+        .filter(|registration| registration.data == data);
+    if let Some(registration) = by_name {
+        return Some((named, registration.events));
+    }
     let mut found = None;
     fdtable::each_watched(|fd, registrations| {
         let registration = registrations
@@ -272,6 +286,36 @@ mod tests {
         }
         assert_eq!(fd_for(911, 1 << 32 | fd as u64), None);
         assert!(watched_for_input(911).is_empty());
+    }
+
+    #[test]
+    fn data_naming_another_tracked_fd_still_finds_its_own() {
+        let (named, registered) = (BASE + 1600, BASE + 1601);
+        track(named);
+        track(registered);
+        // Data that reads as `named`'s number, on `registered`'s registration (a token that
+        // happens to equal another fd): the walk finds it.
+        note(
+            930,
+            libc::EPOLL_CTL_ADD,
+            registered,
+            libc::EPOLLIN as u32,
+            named as u64,
+        );
+        assert_eq!(
+            registered_as(930, named as u64),
+            Some((registered, libc::EPOLLIN as u32))
+        );
+        // The usual case: the data is the fd (its upper half anything).
+        let data = 0xabcd_0000_0000 | named as u64;
+        note(930, libc::EPOLL_CTL_ADD, named, libc::EPOLLOUT as u32, data);
+        assert_eq!(
+            registered_as(930, data),
+            Some((named, libc::EPOLLOUT as u32))
+        );
+        fdtable::remove(named);
+        assert_eq!(registered_as(930, data), None, "untracked: never found");
+        fdtable::remove(registered);
     }
 
     #[test]
