@@ -13,27 +13,26 @@
 //! its own timeout. poll and ppoll ask for RDHUP on diverted sockets' input waits
 //! (`EndsAsked`), epoll registrations of tracked sockets ask for it
 //! (`watchers::events_to_register`), and select, which cannot ask, looks once more at a
-//! diverted socket it reports readable (`proxy_end_hidden`).
+//! diverted socket it reports readable (`hidden_in_select`).
 //!
 //! How long each wait may go on (the program's timeout, a pending connect's due time)
-//! is `wait_deadline`'s; select and pselect are bounded the same way.
+//! is `wait_deadline`'s; select and pselect (`hidden_in_select`) are bounded the same way.
 //!
 //! Over TLS to the proxy (`link`) the same review hides input readiness that carried only
 //! records for our session (a TLS 1.3 session ticket, part of a record): the program
 //! would read and find nothing, which event loops that trust readiness take for an error.
 
-use super::connecting::now_ns;
-use super::wait_deadline::{as_timeval, wait_until_shown_ms, wait_until_shown_timespec, Deadline};
+use super::wait_deadline::{wait_until_shown_ms, wait_until_shown_timespec};
 use super::watchers;
-use super::{any_linked, connecting, fdtable, proxy_lost_under_wait};
+use super::{any_linked, fdtable, proxy_lost_under_wait};
 use crate::guard::{shielded, Reentry};
 use crate::sys;
-use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+use libc::{c_int, epoll_event, nfds_t, pollfd, sigset_t, timespec};
 
 /// What a wait reports of a peer's failure or end: an error, a hang-up, or (asked for
 /// with POLLRDHUP/EPOLLRDHUP, which event loops take for the peer's close) the end of its
 /// stream: the proxy closing before its answer is as much ours to hide as a reset.
-const POLL_LOSS: i16 = libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP;
+pub(super) const POLL_LOSS: i16 = libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP;
 const EPOLL_LOSS: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
 
 /// poll(2) for the program, without the proxy's hidden hang-ups.
@@ -125,30 +124,8 @@ impl EndsAsked {
     }
 }
 
-fn end_is_ours(fd: c_int) -> bool {
+pub(super) fn end_is_ours(fd: c_int) -> bool {
     fdtable::get(fd).is_some_and(|conn| conn.state().proxy_end_is_ours())
-}
-
-/// select reported `fd` readable. select cannot ask for the peer's end as poll and epoll
-/// do (`EndsAsked`, `watchers::events_to_register`): a diverted plain-http socket is
-/// looked at once more, and when the readiness is the proxy's end (or failure) that
-/// `hang_up_hidden` deals with, returns true (the bit is the program's no more). A
-/// program that selects and then reads its blocking socket (Perl's LWP, with a timeout)
-/// would otherwise read into the request's replay, past its own timeout.
-fn proxy_end_hidden(fd: c_int) -> bool {
-    if !end_is_ours(fd) {
-        return false;
-    }
-    let saved = sys::errno();
-    let mut now = pollfd {
-        fd,
-        events: libc::POLLIN | libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    let ended = unsafe { sys::poll(&mut now, 1, 0) } == 1 && now.revents & POLL_LOSS != 0;
-    sys::set_errno(saved);
-    ended && hang_up_hidden(fd)
 }
 
 /// epoll_pwait(2) (and epoll_wait) for the program, without the proxy's hidden hang-ups.
@@ -190,126 +167,6 @@ pub unsafe fn epoll_pwait2_hiding_proxy_hang_ups(
     })
 }
 
-/// select(2) for the program, without the proxy's hidden ends (`review_fd_sets`) and
-/// readiness that carried only records for our TLS session, and ending no later than a
-/// pending connect to the proxy is due (as `wait_until_shown`); `timeout` gets what is
-/// left of it, as Linux's select writes it.
-///
-/// # Safety
-/// As select(2).
-pub unsafe fn select_hiding_proxy_hang_ups(
-    count: c_int,
-    read: *mut fd_set,
-    write: *mut fd_set,
-    except: *mut fd_set,
-    timeout: *mut timeval,
-) -> c_int {
-    // SAFETY: the program's own arguments, throughout.
-    unsafe {
-        if read.is_null() && !connecting::any() {
-            return sys::select(count, read, write, except, timeout);
-        }
-        let mut now = now_ns();
-        let deadline = Deadline::after_timeval(now, timeout);
-        let asked = FdSets::copy(read, write, except);
-        let shown = loop {
-            let mut left = deadline.bounded_by_connects(now).left(now).map(as_timeval);
-            asked.restore(read, write, except);
-            let wait_for = left
-                .as_mut()
-                .map_or(std::ptr::null_mut(), |t| t as *mut timeval);
-            let ready = sys::select(count, read, write, except, wait_for);
-            let shown = review_fd_sets(count, read, ready);
-            now = now_ns();
-            if shown != 0 || ready < 0 || deadline.passed(now) {
-                break shown;
-            }
-        };
-        if let (Some(timeout), Some(left)) = (timeout.as_mut(), deadline.left(now)) {
-            *timeout = as_timeval(left);
-        }
-        shown
-    }
-}
-
-/// pselect(2) for the program, as `select_hiding_proxy_hang_ups`.
-///
-/// # Safety
-/// As pselect(2).
-pub unsafe fn pselect_hiding_proxy_hang_ups(
-    count: c_int,
-    read: *mut fd_set,
-    write: *mut fd_set,
-    except: *mut fd_set,
-    timeout: *const timespec,
-    mask: *const sigset_t,
-) -> c_int {
-    // SAFETY: the program's own arguments, throughout.
-    unsafe {
-        if read.is_null() && !connecting::any() {
-            return sys::pselect(count, read, write, except, timeout, mask);
-        }
-        let asked = FdSets::copy(read, write, except);
-        wait_until_shown_timespec(timeout, |timeout| {
-            asked.restore(read, write, except);
-            let ready = sys::pselect(count, read, write, except, timeout, mask);
-            (ready, review_fd_sets(count, read, ready))
-        })
-    }
-}
-
-/// The sets a select was asked with, for asking again.
-struct FdSets([Option<fd_set>; 3]);
-
-impl FdSets {
-    /// # Safety
-    /// Each pointer is null or a valid fd_set.
-    unsafe fn copy(read: *const fd_set, write: *const fd_set, except: *const fd_set) -> FdSets {
-        // SAFETY: the caller's contract.
-        unsafe {
-            FdSets([
-                read.as_ref().copied(),
-                write.as_ref().copied(),
-                except.as_ref().copied(),
-            ])
-        }
-    }
-
-    /// # Safety
-    /// As `copy`, with the same pointers.
-    unsafe fn restore(&self, read: *mut fd_set, write: *mut fd_set, except: *mut fd_set) {
-        for (set, asked) in [read, write, except].into_iter().zip(&self.0) {
-            // SAFETY: the caller's contract: null or a valid fd_set.
-            if let (Some(set), Some(asked)) = (unsafe { set.as_mut() }, asked) {
-                *set = *asked;
-            }
-        }
-    }
-}
-
-/// After select returned `ready`: read bits of sockets whose readiness was only records
-/// for our TLS session, or the proxy's end we hid, are cleared. Returns how many bits are
-/// left.
-///
-/// # Safety
-/// `read` is null or a valid fd_set of `count` bits.
-unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int {
-    if ready <= 0 || read.is_null() {
-        return ready;
-    }
-    let mut shown = ready;
-    for fd in 0..count.clamp(0, libc::FD_SETSIZE as c_int) {
-        // SAFETY: fd < FD_SETSIZE, and `read` is valid.
-        let readable = unsafe { libc::FD_ISSET(fd, read) };
-        if readable && (only_records_for_us(fd) || proxy_end_hidden(fd)) {
-            // SAFETY: as above.
-            unsafe { libc::FD_CLR(fd, read) };
-            shown -= 1;
-        }
-    }
-    shown
-}
-
 /// A wait reported ERR/HUP on `fd`. If the socket still has it and it is the proxy
 /// failing a diverted connection, the failure is dealt with (a move, a replay started in
 /// the background) and the program must not see the event: returns true. Nor must it see
@@ -317,7 +174,7 @@ unsafe fn review_fd_sets(count: c_int, read: *mut fd_set, ready: c_int) -> c_int
 /// connect begins, and a reader of another thread woken by that must not take it for
 /// the new peer's end. Such a hang-up is gone once the connect began (a TCP socket's
 /// hang-up ends only with a new connect), or shows while the move is under way.
-fn hang_up_hidden(fd: c_int) -> bool {
+pub(super) fn hang_up_hidden(fd: c_int) -> bool {
     let Some(conn) = fdtable::get(fd) else {
         return false;
     };
@@ -455,7 +312,7 @@ fn answer_before_end(fd: c_int) -> bool {
 
 /// A wait reported `fd` readable, and it carries our TLS session with the proxy whose
 /// records were all for the session itself (`Conn::readable_for_program`).
-fn only_records_for_us(fd: c_int) -> bool {
+pub(super) fn only_records_for_us(fd: c_int) -> bool {
     any_linked() && linked_records_only(fd)
 }
 

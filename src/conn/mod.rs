@@ -12,6 +12,7 @@ mod decision;
 mod fd_hold;
 pub mod fdtable;
 mod hidden_hang_ups;
+mod hidden_in_select;
 mod hook_marker;
 mod inflight;
 pub mod lang_hook;
@@ -49,9 +50,9 @@ pub use bypass::{handed_to_stdio, io_uring_in_use, io_uring_seen, untrackable};
 pub use connect::{connect, connect_error_seen, peer_to_show, settle_for_server_name};
 pub use hidden_hang_ups::{
     epoll_pwait2_hiding_proxy_hang_ups, epoll_pwait_hiding_proxy_hang_ups,
-    poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups, pselect_hiding_proxy_hang_ups,
-    select_hiding_proxy_hang_ups,
+    poll_hiding_proxy_hang_ups, ppoll_hiding_proxy_hang_ups,
 };
+pub use hidden_in_select::{pselect_hiding_proxy_hang_ups, select_hiding_proxy_hang_ups};
 pub use link_slot::{any_linked, any_plaintext_waiting};
 pub use outcome::{Bypass, Connected, Label, NotDiverted, Outcome};
 pub use plaintext_ready::{
