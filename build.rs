@@ -19,6 +19,8 @@ const HOOKED: &[&str] = &[
     "sendto",
     "writev",
     "sendmsg",
+    "sendfile",
+    "sendfile64",
     "read",
     "__read_chk",
     "recv",

@@ -12,7 +12,12 @@
  *   -DCHECK_BY_WRITE    do not ask at all: write once writable (wrk)
  *   -DPOST_BYTES=N POST a body of N bytes (0..250 repeated, like the lab origin's
  *                  /bytes/N) instead of a GET, with SO_SNDBUF set to 16 KiB, so
- *                  that write() meets EAGAIN and short writes */
+ *                  that write() meets EAGAIN and short writes
+ *   -DBODY_BY_SENDFILE=1 (with POST_BYTES) the head is written, the body sent from a
+ *                  file with sendfile() at an offset the program passes (nginx's
+ *                  upstream bodies); =2 at the file's own offset. After a short
+ *                  sendfile the loop waits for writability, as nginx does: the socket's
+ *                  buffer is full, and an edge-triggered wait gets its edge */
 #include "common.h"
 #include <poll.h>
 #include <sys/epoll.h>
@@ -119,6 +124,77 @@ static unsigned wait_for(int ep, int fd, unsigned want, long deadline)
 	}
 }
 
+#ifdef BODY_BY_SENDFILE
+#include <sys/sendfile.h>
+
+/* A file holding the body, at offset 0, already unlinked. */
+static int file_holding(const char *body, size_t n)
+{
+	char name[] = "/tmp/ctest-sendfile-XXXXXX";
+	int f = mkstemp(name);
+	if (f < 0)
+		die("mkstemp:");
+	unlink(name);
+	for (size_t done = 0; done < n;) {
+		ssize_t w = write(f, body + done, n - done);
+		if (w <= 0)
+			die("write to the body file:");
+		done += (size_t)w;
+	}
+	if (lseek(f, 0, SEEK_SET) != 0)
+		die("lseek:");
+	return f;
+}
+
+/* The whole file to the socket with sendfile(), then a check of where each offset
+ * ended: the program's own moved by what was sent and the file's left alone (=1), or
+ * the file's moved (=2), as the kernel's sendfile leaves them. */
+static void send_file_body(int fd, int ep, int file, long deadline, int *eagain)
+{
+#if BODY_BY_SENDFILE == 1
+	off_t at = 0;
+#endif
+	size_t sent = 0;
+	int shorts = 0;
+	while (sent < POST_BYTES) {
+		size_t want = POST_BYTES - sent;
+#if BODY_BY_SENDFILE == 1
+		ssize_t n = sendfile(fd, file, &at, want);
+#else
+		ssize_t n = sendfile(fd, file, NULL, want);
+#endif
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				(*eagain)++;
+				wait_for(ep, fd, EPOLLOUT, deadline);
+				continue;
+			}
+			die("sendfile:");
+		}
+		if (n == 0)
+			die("sendfile sent nothing at %zu of %d bytes", sent, POST_BYTES);
+		sent += (size_t)n;
+		if ((size_t)n < want && sent < POST_BYTES) {
+			shorts++;
+			wait_for(ep, fd, EPOLLOUT, deadline);
+		}
+	}
+	off_t file_at = lseek(file, 0, SEEK_CUR);
+#if BODY_BY_SENDFILE == 1
+	if (at != POST_BYTES || file_at != 0)
+		die("after sendfile: offset %lld, file at %lld; want %d and 0", (long long)at,
+		    (long long)file_at, POST_BYTES);
+#else
+	if (file_at != POST_BYTES)
+		die("after sendfile: file at %lld; want %d", (long long)file_at, POST_BYTES);
+#endif
+	note("body by sendfile: %d short, then waited", shorts);
+	close(file);
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	struct args a;
@@ -207,8 +283,14 @@ int main(int argc, char **argv)
 	/* write with EAGAIN handling */
 	size_t off = 0;
 	int eagain_w = 0, eagain_r = 0;
-	while (off < len) {
-		ssize_t n = write(fd, req + off, len - off);
+#ifdef BODY_BY_SENDFILE
+	size_t head_len = len - POST_BYTES;
+	int body_file = file_holding(req + head_len, POST_BYTES);
+#else
+	size_t head_len = len;
+#endif
+	while (off < head_len) {
+		ssize_t n = write(fd, req + off, head_len - off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -221,6 +303,9 @@ int main(int argc, char **argv)
 		}
 		off += (size_t)n;
 	}
+#ifdef BODY_BY_SENDFILE
+	send_file_body(fd, ep, body_file, deadline, &eagain_w);
+#endif
 	free(req);
 
 	/* read with EAGAIN handling, until one complete response is parsed */

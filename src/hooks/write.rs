@@ -3,7 +3,7 @@
 use super::{gather, on_tracked, tracked};
 use crate::conn::{self, fdtable, Bypass, Conn, Outcome};
 use crate::sys;
-use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
 /// As write(2).
@@ -181,6 +181,138 @@ unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_
         ),
         _ => real(),
     }
+}
+
+/// # Safety
+/// As sendfile(2).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    if fdtable::maybe_tracked(out_fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { sendfile_tracked(out_fd, in_fd, offset, count) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::sendfile(out_fd, in_fd, offset, count) }
+}
+
+/// glibc's other name for `sendfile` (the same 64-bit offset on x86_64).
+///
+/// # Safety
+/// As sendfile(2).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { sendfile(out_fd, in_fd, offset, count) }
+}
+
+/// Kept out of line so the untracked path above stays a load and a jump.
+///
+/// # Safety
+/// As `sendfile`.
+#[cold]
+#[inline(never)]
+unsafe fn sendfile_tracked(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    // SAFETY: the program's own call.
+    let real = || unsafe { sys::sendfile(out_fd, in_fd, offset, count) };
+    crate::tls::probe::saw_write(out_fd);
+    let Some(conn) = tracked(out_fd) else {
+        return real();
+    };
+    if count == 0 {
+        return real();
+    }
+    on_tracked(
+        // SAFETY: sendfile(2)'s contract: a non-null offset is the caller's to update.
+        || unsafe { sendfile_as_writes(&conn, out_fd, in_fd, offset, count) }.unwrap_or_else(real),
+        real,
+    )
+}
+
+/// What a tracked socket takes from a file per write of `sendfile_as_writes`.
+const SENDFILE_PIECE: usize = 64 * 1024;
+
+/// A sendfile to a tracked socket, made as writes of the file's bytes: the kernel would
+/// copy them without any passing through a write call, and the request's body must be
+/// framed, kept for a replay and sent where its connection goes, like every other. Pieces
+/// are read at the file's offset (`pread`: the file is read again from there if one is
+/// not taken) and written until `count` is sent, or a write takes less than its piece (the
+/// socket's buffer is full, as the kernel's short sendfile tells: an edge-triggered loop
+/// then waits for an edge that will come), or fails. The offset (the caller's, else the
+/// file's own) moves by what was sent. `None`: the program's call runs as it made it (a
+/// file that cannot be read at an offset, or a write the connection leaves alone).
+///
+/// # Safety
+/// A non-null `offset` is readable and writable.
+unsafe fn sendfile_as_writes(
+    conn: &Conn,
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> Option<isize> {
+    // SAFETY: the caller's contract.
+    let start = match unsafe { offset.as_ref() } {
+        Some(&at) => at,
+        // SAFETY: a query of the file's offset; it fails (ESPIPE) for a pipe.
+        None => unsafe { sys::lseek64(in_fd, 0, libc::SEEK_CUR) },
+    };
+    if start < 0 {
+        return None;
+    }
+    let mut piece = vec![0u8; count.min(SENDFILE_PIECE)];
+    let mut sent: usize = 0;
+    while sent < count {
+        let want = piece.len().min(count - sent);
+        let at = start + sent as off_t;
+        // SAFETY: `piece` has room for `want` bytes.
+        let read = unsafe { sys::pread64(in_fd, piece.as_mut_ptr().cast(), want, at) };
+        if read < 0 && sent == 0 {
+            return None; // the kernel's own answer for this file
+        }
+        if read <= 0 {
+            break; // the end of the file, or an error left to the next call
+        }
+        let written = match tls_then_conn(conn, out_fd, &piece[..read as usize], 0) {
+            Some(written) => written,
+            None if sent == 0 => return None,
+            None => break, // left to the next call, which the connection will see whole
+        };
+        if written < 0 {
+            if sent == 0 {
+                return Some(written);
+            }
+            break; // what was sent is the answer; the failure comes again at the next call
+        }
+        sent += written as usize;
+        if (written as usize) < read as usize {
+            break;
+        }
+    }
+    if sent > 0 {
+        let end = start + sent as off_t;
+        // SAFETY: the caller's contract.
+        match unsafe { offset.as_mut() } {
+            Some(at) => *at = end,
+            // SAFETY: the file's offset moved to after what was sent.
+            None => _ = unsafe { sys::lseek64(in_fd, end, libc::SEEK_SET) },
+        }
+    }
+    Some(sent as isize)
 }
 
 /// A write on a tracked fd: through `conn::send`, or `real` when the fd is no longer ours

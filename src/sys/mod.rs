@@ -117,6 +117,7 @@ real! {
     fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
     fn closefrom(first: c_int) -> ();
     fn shutdown(fd: c_int, how: c_int) -> c_int;
+    fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
     fn dup(fd: c_int) -> c_int;
     fn dup2(fd: c_int, new_fd: c_int) -> c_int;
     fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int;
@@ -137,10 +138,13 @@ real! {
     fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE;
 }
 
-// Not hooked, but needed only once in a diverting process: looked up then rather than by
-// the dynamic linker at every process start (each import is a symbol search there).
+// Not hooked, but needed only in a diverting process (or only once there): looked up then
+// rather than by the dynamic linker at every process start (each import is a symbol
+// search there).
 real! {
     fn madvise(address: *mut c_void, len: size_t, advice: c_int) -> c_int;
+    fn pread64(fd: c_int, buf: *mut c_void, count: size_t, offset: libc::off64_t) -> ssize_t;
+    fn lseek64(fd: c_int, offset: libc::off64_t, whence: c_int) -> libc::off64_t;
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one vDSO call, integer arithmetic after it.

@@ -70,6 +70,8 @@ PROGRAMS = {
     "nonblock_poll_write": [spec()],
     "nonblock_epoll_post": [spec("POST", BIG_POST_BODY)],
     "nonblock_epoll_et_post": [spec("POST", BIG_POST_BODY)],
+    "nonblock_epoll_et_sendfile": [spec("POST", BIG_POST_BODY)],
+    "nonblock_poll_sendfile": [spec("POST", BIG_POST_BODY)],
     "fort_read": [spec()],
     "fort_recv": [spec()],
     "fort_recvfrom": [spec()],

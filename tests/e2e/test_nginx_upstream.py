@@ -2,8 +2,9 @@
 third-party API. nginx's event loop is unlike the other clients': it registers
 a socket with epoll before connecting it (edge-triggered, EPOLLRDHUP asked, a pointer as
 the event's data), so the library never sees that registration; it keeps upstream
-connections alive between requests; and its workers are forked from a master that loaded
-the library. Its requests must go through Lunar Proxy, and every proxy fault must end as
+connections alive between requests; its workers are forked from a master that loaded
+the library; and with `sendfile on` (Debian's default nginx.conf) it sends a request body
+it buffered to a file (over 16 KiB) with sendfile(), not a write. Its requests must go through Lunar Proxy, and every proxy fault must end as
 the origin's answer, within nginx's own timeouts. Each test runs with an http upstream
 (port 80) and an https one (port 443, through nginx's OpenSSL, verified with the lab's
 CA): the library's virtual TLS session to the proxy, a real one to the origin on a
@@ -36,6 +37,7 @@ error_log {dir}/error.log info;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
+    sendfile on;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
