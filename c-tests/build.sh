@@ -64,6 +64,10 @@ build nonblock_select_reconnect nonblock_epoll.c -DWAIT_SELECT -DCHECK_BY_CONNEC
 build nonblock_poll_write nonblock_epoll.c -DWAIT_POLL -DCHECK_BY_WRITE
 build nonblock_epoll_post nonblock_epoll.c -DPOST_BYTES=2000000
 build nonblock_epoll_et_post nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000
+build nonblock_epoll_et_short nonblock_epoll.c -DWAIT_EPOLLET -DSHORT_READ_WAITS
+build nonblock_epoll_et_short_readv nonblock_epoll.c -DWAIT_EPOLLET -DSHORT_READ_WAITS -DREAD_BY_READV
+build nonblock_epoll_et_fionread nonblock_epoll.c -DWAIT_EPOLLET -DSHORT_READ_WAITS -DREAD_BY_READV \
+	-DCOUNT_BY_FIONREAD
 build nonblock_epoll_et_sendfile nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000 \
 	-DBODY_BY_SENDFILE=1
 build nonblock_poll_sendfile nonblock_epoll.c -DWAIT_POLL -DPOST_BYTES=2000000 -DBODY_BY_SENDFILE=2

@@ -13,6 +13,13 @@
  *   -DPOST_BYTES=N POST a body of N bytes (0..250 repeated, like the lab origin's
  *                  /bytes/N) instead of a GET, with SO_SNDBUF set to 16 KiB, so
  *                  that write() meets EAGAIN and short writes
+ *   -DSHORT_READ_WAITS  (edge-triggered) a read shorter than asked ends the reads until
+ *                  the next edge, as nginx takes it with EPOLLRDHUP: bytes the
+ *                  socket held then would never make an edge of their own
+ *   -DREAD_BY_READV readv into eight 4 KiB parts (nginx's upstream reads)
+ *   -DCOUNT_BY_FIONREAD (with SHORT_READ_WAITS) after a full read, FIONREAD says how
+ *                  much more there is, counted down by each read; at zero the loop
+ *                  waits for the next edge (nginx's rev->available)
  *   -DBODY_BY_SENDFILE=1 (with POST_BYTES) the head is written, the body sent from a
  *                  file with sendfile() at an offset the program passes (nginx's
  *                  upstream bodies); =2 at the file's own offset. After a short
@@ -21,6 +28,7 @@
 #include "common.h"
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <time.h>
 
@@ -312,9 +320,47 @@ int main(int argc, char **argv)
 	struct rbuf rb = {0};
 	struct response r;
 	memset(&r, 0, sizeof r);
+#ifdef SHORT_READ_WAITS
+	int short_read = 0;
+#endif
+#ifdef COUNT_BY_FIONREAD
+	long available = -1; /* nginx's rev->available: -1 after an event, unknown */
+#endif
 	while (!try_parse_response(&rb, &r)) {
+#ifdef SHORT_READ_WAITS
+		if (short_read) {
+			eagain_r++;
+			wait_for(ep, fd, EPOLLIN | EPOLLRDHUP, deadline);
+			short_read = 0;
+#ifdef COUNT_BY_FIONREAD
+			available = -1;
+#endif
+		}
+#endif
+#ifdef COUNT_BY_FIONREAD
+		if (available == 0) {
+			short_read = 1;
+			continue;
+		}
+#endif
 		rbuf_reserve(&rb, 16384);
-		ssize_t n = read(fd, rb.data + rb.len, rb.cap - rb.len);
+		size_t asked = rb.cap - rb.len;
+		(void)asked;
+#ifdef READ_BY_READV
+		/* nginx's upstream reads: readv into 4 KiB buffers */
+		struct iovec parts[8];
+		int nparts = 0;
+		for (size_t at = 0; at < asked && nparts < 8; at += 4096, nparts++) {
+			parts[nparts].iov_base = rb.data + rb.len + at;
+			parts[nparts].iov_len = asked - at < 4096 ? asked - at : 4096;
+		}
+		asked = 0;
+		for (int i = 0; i < nparts; i++)
+			asked += parts[i].iov_len;
+		ssize_t n = readv(fd, parts, nparts);
+#else
+		ssize_t n = read(fd, rb.data + rb.len, asked);
+#endif
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -330,6 +376,26 @@ int main(int argc, char **argv)
 		if (n == 0)
 			die("EOF after %zu bytes, before a complete response", rb.len);
 		rb.len += (size_t)n;
+#ifdef SHORT_READ_WAITS
+		/* nginx's rule with EPOLLRDHUP: a read shorter than asked took all there was */
+		short_read = (size_t)n < asked;
+#endif
+#ifdef COUNT_BY_FIONREAD
+		/* and its count (ngx_readv_chain): down by each read from what FIONREAD said
+		 * after a full one; below zero, "bytes came since the event": wait for the next */
+		if (available >= 0) {
+			available -= n;
+			if (available < 0)
+				available = 0;
+		} else if ((size_t)n == asked) {
+			int count = 0;
+			if (ioctl(fd, FIONREAD, &count) < 0)
+				die("ioctl FIONREAD:");
+			available = count;
+		}
+		if ((size_t)n < asked)
+			available = 0;
+#endif
 	}
 	note("write EAGAIN=%d read EAGAIN=%d", eagain_w, eagain_r);
 	if (eagain_r == 0)

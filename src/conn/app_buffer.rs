@@ -84,20 +84,77 @@ impl AppBuffer {
     ///
     /// # Safety
     /// The buffer must be writable memory of the sizes the program gave.
-    pub unsafe fn fill(&self, mut bytes: &[u8]) -> usize {
+    pub unsafe fn fill(&self, bytes: &[u8]) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { self.fill_at(0, bytes) }
+    }
+
+    /// Copies as much of `bytes` as fits after the buffer's first `skip` bytes; returns how
+    /// much did.
+    ///
+    /// # Safety
+    /// As `fill`.
+    pub unsafe fn fill_at(&self, mut skip: usize, mut bytes: &[u8]) -> usize {
         let mut copied = 0;
         for (data, len) in self.parts() {
             if bytes.is_empty() {
                 break;
             }
-            let take = len.min(bytes.len());
-            if take > 0 && !data.is_null() {
-                // SAFETY: the program's buffer has room for `len >= take` bytes.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, take) };
+            if data.is_null() {
+                continue;
+            }
+            let passed = skip.min(len);
+            skip -= passed;
+            let take = (len - passed).min(bytes.len());
+            if take > 0 {
+                // SAFETY: the program's buffer has room for `len >= passed + take` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(passed), take) };
                 copied += take;
                 bytes = &bytes[take..];
             }
         }
         copied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppBuffer;
+    use libc::iovec;
+
+    #[test]
+    fn fill_at_continues_where_the_bytes_before_ended_across_parts() {
+        let (mut a, mut b, mut c) = ([0u8; 3], [0u8; 0], [0u8; 5]);
+        let parts = [
+            iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: a.len(),
+            },
+            iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            },
+            iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 7,
+            },
+            iovec {
+                iov_base: c.as_mut_ptr().cast(),
+                iov_len: c.len(),
+            },
+        ];
+        let buffer = AppBuffer::Scattered {
+            parts: parts.as_ptr(),
+            count: parts.len(),
+        };
+        assert_eq!(buffer.capacity(), 8);
+        // SAFETY: the parts above, alive and writable for their lengths.
+        unsafe {
+            assert_eq!(buffer.fill(b"ab"), 2);
+            assert_eq!(buffer.fill_at(2, b"cdef"), 4);
+            assert_eq!(buffer.fill_at(6, b"ghij"), 2);
+        }
+        assert_eq!((&a, &c), (b"abc", b"defgh"));
+        let _ = &mut b;
     }
 }

@@ -120,6 +120,22 @@ impl Conn {
         !matches!(io, Io::WantRead | Io::WantWrite)
     }
 
+    /// What FIONREAD answers the program on a socket with our session: the plaintext
+    /// waiting in it, the part of a record it read and holds undecrypted, and the bytes in
+    /// the socket (`in_socket`, the kernel's FIONREAD); ciphertext decrypts to fewer bytes,
+    /// never more. An event loop counts its reads down from this (nginx): a figure short
+    /// of what it can read would have it wait for an edge that bytes already here never
+    /// make; one over it ends in a short read, which tells the truth. `None` without a
+    /// session.
+    pub fn bytes_to_read(&self, in_socket: usize) -> Option<usize> {
+        if !self.linked() {
+            return None;
+        }
+        let session = self.link.session.lock();
+        let link = session.as_ref()?;
+        Some(link.plaintext_held() + link.record_body_read() + in_socket)
+    }
+
     /// recv(2) on the connection's wire: through our session when there is one, else the
     /// socket's own. `flags`: MSG_PEEK and MSG_DONTWAIT as for recv.
     pub(super) fn recv_wire(&self, fd: c_int, into: &mut [u8], flags: c_int) -> isize {
@@ -174,16 +190,30 @@ impl Conn {
                 };
                 self.recv_linked(fd, into, flags)
             }
+            // Read a record's worth at a time into a piece of ours, then into the program's
+            // parts; on while the socket holds more and the parts have room, as for a flat
+            // buffer (`read_on`).
             AppBuffer::Scattered { .. } => {
-                let room = buffer.capacity().min(RECORD_PLAINTEXT);
-                let mut bytes = vec![0u8; room];
-                let got = self.recv_linked(fd, &mut bytes, flags)?;
-                if got > 0 {
-                    // SAFETY: the program's read buffers, writable for the sizes it gave;
-                    // `room` fits them.
-                    unsafe { buffer.fill(&bytes[..got as usize]) };
+                let capacity = buffer.capacity();
+                let mut piece = vec![0u8; capacity.min(RECORD_PLAINTEXT)];
+                let got = self.recv_linked(fd, &mut piece, flags)?;
+                if got <= 0 {
+                    return Some(got);
                 }
-                Some(got)
+                let mut filled = got as usize;
+                // SAFETY: the program's read buffers, writable for the sizes they have;
+                // `piece` fits them.
+                unsafe { buffer.fill(&piece[..filled]) };
+                let mut piece_full = filled == piece.len() && flags & libc::MSG_PEEK == 0;
+                while piece_full && filled < capacity {
+                    let want = piece.len().min(capacity - filled);
+                    let more = self.read_on(fd, &mut piece[..want]);
+                    // SAFETY: as above, after the bytes already delivered.
+                    unsafe { buffer.fill_at(filled, &piece[..more]) };
+                    filled += more;
+                    piece_full = more == want;
+                }
+                Some(filled as isize)
             }
         }
     }
@@ -203,6 +233,9 @@ impl Conn {
                 (io, link.inside_record())
             };
             match io {
+                Io::Done(count) if !peek && count < into.len() => {
+                    return Some((count + self.read_on(fd, &mut into[count..])) as isize);
+                }
                 Io::Done(count) => return Some(count as isize),
                 Io::End => return Some(0),
                 // The socket was readable, but with part of a record: its rest is on its
@@ -233,6 +266,36 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// After a record's plaintext that did not fill the program's buffer: the records that
+    /// came with it, read as the kernel's recv would have taken them (all there is, up to
+    /// the buffer's end). An event loop that takes a short read for "nothing more" (nginx,
+    /// edge-triggered) would otherwise wait for an edge that bytes already in the socket
+    /// never make. Stops, keeping what it read, at the first thing that is not plaintext:
+    /// the socket dry, part of a record (its rest makes an edge), an end or an error (the
+    /// program's next read meets it). Returns the bytes added.
+    fn read_on(&self, fd: c_int, into: &mut [u8]) -> usize {
+        let mut filled = 0;
+        while filled < into.len() {
+            let io = {
+                let session = self.link.session.lock();
+                let Some(link) = session.as_ref() else {
+                    break;
+                };
+                if !link.holds_plaintext() && !has_bytes(fd) {
+                    break;
+                }
+                let io = link.read(&mut into[filled..], false);
+                self.link.note_waiting(link.holds_plaintext());
+                io
+            };
+            match io {
+                Io::Done(count) if count > 0 => filled += count,
+                _ => break,
+            }
+        }
+        filled
     }
 
     /// `Some` with send(2)'s result, or `None` without a session. A blocking socket's
@@ -336,6 +399,15 @@ fn wait_readable(fd: c_int, flags: c_int) -> Result<(), c_int> {
         got if got >= 0 => Ok(()),
         _ => Err(sys::errno()),
     }
+}
+
+/// Whether the socket holds bytes to read now (not an end, not an error: those are for
+/// the program's next read to meet).
+fn has_bytes(fd: c_int) -> bool {
+    let mut byte = 0u8;
+    let peek = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: peeks one byte into a local.
+    unsafe { sys::recv(fd, (&mut byte as *mut u8).cast(), 1, peek) > 0 }
 }
 
 fn writable_now(fd: c_int) -> bool {

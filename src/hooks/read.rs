@@ -4,7 +4,7 @@
 use super::{on_tracked, tracked};
 use crate::conn::{self, fdtable, AppBuffer};
 use crate::sys;
-use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// # Safety
 /// As read(2).
@@ -307,4 +307,49 @@ fn message(msg: *mut msghdr) -> AppBuffer {
             count: 0,
         },
     }
+}
+
+/// # Safety
+/// As ioctl(2). glibc declares the third argument `...`; every request this library
+/// answers takes a pointer, and any other is passed on as it came.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    if fdtable::maybe_tracked(fd) {
+        // SAFETY: the caller's contract, forwarded.
+        return unsafe { ioctl_tracked(fd, request, arg) };
+    }
+    // SAFETY: the program's own call.
+    unsafe { sys::ioctl(fd, request, arg) }
+}
+
+/// FIONREAD on a socket whose bytes pass through our TLS session with the proxy counts
+/// what a read can take (`Conn::bytes_to_read`), not the ciphertext in the socket.
+///
+/// # Safety
+/// As `ioctl`.
+#[cold]
+#[inline(never)]
+unsafe fn ioctl_tracked(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    // SAFETY: the program's own call.
+    let result = unsafe { sys::ioctl(fd, request, arg) };
+    if result != 0 || request != libc::FIONREAD || arg.is_null() {
+        return result;
+    }
+    let Some(conn) = tracked(fd) else {
+        return result;
+    };
+    // SAFETY: FIONREAD's argument is the int the kernel just wrote.
+    let count = unsafe { &mut *arg.cast::<c_int>() };
+    let in_socket = (*count).max(0) as usize;
+    let answer = on_tracked(
+        || {
+            conn.bytes_to_read(in_socket)
+                .map_or(-1, |n| n.min(c_int::MAX as usize) as isize)
+        },
+        || -1,
+    );
+    if answer >= 0 {
+        *count = answer as c_int;
+    }
+    result
 }

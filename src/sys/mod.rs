@@ -118,6 +118,7 @@ real! {
     fn closefrom(first: c_int) -> ();
     fn shutdown(fd: c_int, how: c_int) -> c_int;
     fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
+    fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int;
     fn dup(fd: c_int) -> c_int;
     fn dup2(fd: c_int, new_fd: c_int) -> c_int;
     fn dup3(fd: c_int, new_fd: c_int, flags: c_int) -> c_int;

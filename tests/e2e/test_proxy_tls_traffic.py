@@ -496,6 +496,25 @@ def test_c_epoll_download_2mib_over_tls(mark, need_lib, c_bins, tag):  # noqa: F
     assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
 
 
+@pytest.mark.parametrize("prog", ["nonblock_epoll_et_short", "nonblock_epoll_et_short_readv"])
+def test_a_short_read_leaves_nothing_behind_over_tls(prog, mark, need_lib, c_bins, tag):  # noqa: F811
+    """An edge-triggered loop that takes a read shorter than it asked for as "all there
+    is" and waits for the next edge (nginx's rule with EPOLLRDHUP; read, and readv into
+    4 KiB parts as nginx's upstream reads): a read returns every record the socket holds,
+    up to the buffer's end, as the kernel's recv would; one record at a time left the
+    rest in the socket, where no edge ever came (timed out at 20 s). (c-tests'
+    nonblock_epoll_et_fionread also counts its reads down from FIONREAD, as nginx does:
+    it failed every run before the library answered FIONREAD, and still fails now and
+    then; it is left out until that is understood: see the README's limits.)"""
+    lab = mark.lab
+    n = 300000
+    res = run_c(lab, c_bins, prog, "/bytes/%d?%s" % (n, tag[1:]))
+    assert_ok(res)
+    assert sha256(res.out) == sha256(labmod.pattern_bytes(n)), \
+        "download: %d bytes, sha256 %s" % (len(res.out), sha256(res.out))
+    assert_log_over_tls(mark, tag[1:], requests=1, connections=1, res=res)
+
+
 def assert_no_empty_wakeup(res):
     """Every wake-up had bytes for the program: readiness that carried only records for
     the library's session (a session ticket, part of a record) was not shown."""

@@ -190,9 +190,19 @@ impl GnuTlsLink {
     }
 
     pub fn holds_plaintext(&self) -> bool {
+        self.plaintext_held() > 0
+    }
+
+    /// How many decrypted bytes wait in the session (and what a peek took from it).
+    pub fn plaintext_held(&self) -> usize {
         // SAFETY: our live session.
-        !self.peeked.borrow().is_empty()
-            || unsafe { (self.api.gnutls_record_check_pending)(self.session) } > 0
+        self.peeked.borrow().len() + unsafe { (self.api.gnutls_record_check_pending)(self.session) }
+    }
+
+    /// Ciphertext of the current record read from the socket and held undecrypted
+    /// by the TLS library until its rest comes.
+    pub fn record_body_read(&self) -> usize {
+        self.transport.record_body_read()
     }
 
     /// Whether the ciphertext read so far ends inside a record.

@@ -121,6 +121,23 @@ impl Link {
         }
     }
 
+    /// Ciphertext of the current record read from the socket and held undecrypted until
+    /// its rest comes.
+    pub fn record_body_read(&self) -> usize {
+        match self {
+            Link::OpenSsl(link) => link.record_body_read(),
+            Link::GnuTls(link) => link.record_body_read(),
+        }
+    }
+
+    /// How many decrypted bytes wait in the session.
+    pub fn plaintext_held(&self) -> usize {
+        match self {
+            Link::OpenSsl(link) => link.plaintext_held(),
+            Link::GnuTls(link) => link.plaintext_held(),
+        }
+    }
+
     /// Whether the ciphertext read so far ends inside a record: the rest is on its way.
     pub fn inside_record(&self) -> bool {
         match self {

@@ -94,6 +94,12 @@ impl OpenSslLink {
         self.transport.fd
     }
 
+    /// Ciphertext of the current record read from the socket and held undecrypted
+    /// by the TLS library until its rest comes.
+    pub fn record_body_read(&self) -> usize {
+        self.transport.record_body_read()
+    }
+
     /// Whether the ciphertext read so far ends inside a record.
     pub fn inside_record(&self) -> bool {
         self.transport.inside_record()
@@ -181,8 +187,13 @@ impl OpenSslLink {
 
     /// Whether decrypted bytes wait in the session: the socket does not show them.
     pub fn holds_plaintext(&self) -> bool {
+        self.plaintext_held() > 0
+    }
+
+    /// How many decrypted bytes wait in the session.
+    pub fn plaintext_held(&self) -> usize {
         // SAFETY: our live session.
-        unsafe { (self.api.SSL_pending)(self.ssl) > 0 }
+        unsafe { (self.api.SSL_pending)(self.ssl) }.max(0) as usize
     }
 
     fn outcome(&self, call: impl FnOnce(Ssl) -> c_int) -> Io {

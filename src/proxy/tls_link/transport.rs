@@ -58,6 +58,15 @@ impl Transport {
         }
     }
 
+    /// The current record's body bytes read so far: the TLS library holds them, not yet
+    /// decrypted, until the rest comes.
+    pub fn record_body_read(&self) -> usize {
+        match self.body_left.get() {
+            0 => 0,
+            left => (u16::from_be_bytes(self.length.get()) as usize).saturating_sub(left),
+        }
+    }
+
     /// Whether the ciphertext read so far ends inside a record: its rest is on its way.
     pub fn inside_record(&self) -> bool {
         self.header_seen.get() > 0 || self.body_left.get() > 0
@@ -67,6 +76,17 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_the_body_read_of_the_record_it_is_inside() {
+        let transport = Transport::new(-1);
+        transport.read_ciphertext(&[23, 3, 3, 0, 10, b'a', b'b']);
+        assert_eq!(transport.record_body_read(), 2);
+        transport.read_ciphertext(&[b'c'; 8]);
+        assert_eq!(transport.record_body_read(), 0);
+        transport.read_ciphertext(&[23, 3]);
+        assert_eq!(transport.record_body_read(), 0);
+    }
 
     #[test]
     fn follows_records_across_every_split() {
