@@ -345,7 +345,6 @@ int main(int argc, char **argv)
 #endif
 		rbuf_reserve(&rb, 16384);
 		size_t asked = rb.cap - rb.len;
-		(void)asked;
 #ifdef READ_BY_READV
 		/* nginx's upstream reads: readv into 4 KiB buffers */
 		struct iovec parts[8];

@@ -17,6 +17,7 @@ mod hook_marker;
 mod inflight;
 pub mod lang_hook;
 mod link;
+mod link_read;
 mod link_slot;
 mod lunar_headers;
 mod moving;

@@ -286,7 +286,7 @@ pub fn proxy_lost_under_shutdown(conn: &Arc<Conn>, fd: c_int) -> bool {
 pub(super) fn unread_bytes(fd: c_int) -> c_int {
     let mut count: c_int = 0;
     // SAFETY: FIONREAD writes one int.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };
+    let rc = unsafe { sys::ioctl(fd, libc::FIONREAD, (&mut count as *mut c_int).cast()) };
     if rc < 0 {
         -1
     } else {
