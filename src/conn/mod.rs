@@ -9,6 +9,7 @@ mod connect;
 mod connecting;
 mod decide;
 mod decision;
+mod epoll_fdinfo;
 mod fd_hold;
 pub mod fdtable;
 mod hidden_hang_ups;

@@ -5,7 +5,9 @@
 //! returns at once instead: `look` makes the program's wait without a timeout, so the
 //! program also sees whatever else is ready at that moment, and those sockets are shown
 //! readable. Every function answers `None` when there is nothing to add, and the wait is
-//! made as it would be.
+//! made as it would be. epoll reports by the data of a registration: one the program made
+//! before the library tracked the socket (nginx registers before its connect) is learned
+//! from the kernel here, the first time it is needed (`watchers::learn_from_kernel`).
 
 use super::watchers;
 use super::{any_plaintext_waiting, fdtable};
@@ -65,6 +67,7 @@ pub unsafe fn epoll_showing_plaintext(
     if events.is_null() || max <= 0 || !any_plaintext_waiting() {
         return None;
     }
+    watchers::learn_from_kernel(epoll, waiting);
     let owed: Vec<u64> = watchers::watched_for_input(epoll)
         .into_iter()
         .filter(|&(fd, _)| waiting(fd))

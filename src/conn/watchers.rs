@@ -16,7 +16,7 @@
 //! end it is, which `hidden_hang_ups` hides, not as input; an end the program did not ask
 //! for is taken out of what it is shown.
 
-use super::fdtable;
+use super::{epoll_fdinfo, fdtable};
 use crate::sync::SpinLock;
 use libc::c_int;
 
@@ -48,6 +48,9 @@ pub fn events_to_register(events: u32) -> u32 {
 pub(super) struct Registrations {
     first: Option<Registration>,
     others: Vec<Registration>,
+    /// The epoll instances whose registrations were read from the kernel for this socket
+    /// (`learn_from_kernel`): each is read once.
+    asked_kernel: Vec<c_int>,
 }
 
 impl Registrations {
@@ -112,6 +115,68 @@ impl Record {
 fn note(epoll: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
     if let Some(record) = record_for(fd, op) {
         record.note(epoll, op, events, data);
+    }
+}
+
+/// Registrations with `epoll` of the tracked fds it `needed`, made before the library
+/// tracked them (an event loop that registers a socket before its connect, as nginx
+/// does), learned from the kernel (`epoll_fdinfo`): once per socket and epoll instance,
+/// and only when the caller needs them (plaintext waiting in a session, which no event
+/// shows).
+pub fn learn_from_kernel(epoll: c_int, needed: impl Fn(c_int) -> bool) {
+    let mut unasked = Vec::new();
+    fdtable::each_watched(|fd, registrations| {
+        if registrations.of(epoll).is_none() && !registrations.asked_kernel.contains(&epoll) {
+            unasked.push(fd);
+        }
+        false
+    });
+    // `needed` looks at the connection: not under the registrations' lock (fdtable's
+    // lock rules).
+    unasked.retain(|&fd| needed(fd));
+    let unknown: Vec<c_int> = unasked
+        .into_iter()
+        .filter(|&fd| {
+            fdtable::watches_to_note(fd, false).is_some_and(|watches| {
+                let mut watches = watches.lock();
+                let first_time = !watches.asked_kernel.contains(&epoll);
+                if first_time {
+                    watches.asked_kernel.push(epoll);
+                }
+                first_time
+            })
+        })
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let Some(known) = epoll_fdinfo::registrations_of(epoll) else {
+        return;
+    };
+    for fd in unknown {
+        let Some(file) = epoll_fdinfo::FileId::of(fd) else {
+            continue;
+        };
+        // The registration of this very file: the number it was made with may name
+        // another since (closed, a dup kept).
+        let Some(found) = known.iter().find(|r| r.file == file) else {
+            continue;
+        };
+        let Some(watches) = fdtable::watches_to_note(fd, false) else {
+            continue;
+        };
+        let mut watches = watches.lock();
+        // A registration the program made meanwhile is newer than the kernel's answer.
+        if watches.of(epoll).is_none() {
+            // The kernel shows EPOLLERR and EPOLLHUP, which every registration gets, as
+            // asked.
+            let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+            watches.set(Registration {
+                epoll,
+                data: found.data,
+                events: found.events & !always,
+            });
+        }
     }
 }
 
@@ -330,6 +395,49 @@ mod tests {
             libc::EPOLLOUT as u32
         );
         assert_eq!(events_to_register(input | exclusive), input | exclusive);
+    }
+
+    #[test]
+    fn a_registration_made_before_tracking_is_learned_from_the_kernel() {
+        let mut pair = [0; 2];
+        // SAFETY: plain system calls on fds this test owns.
+        let epoll = unsafe {
+            assert_eq!(
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()),
+                0
+            );
+            libc::epoll_create1(libc::EPOLL_CLOEXEC)
+        };
+        let fd = pair[1];
+        let asked = (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLRDHUP) as u32;
+        let mut event = libc::epoll_event {
+            events: asked,
+            u64: 0x5555_dead_beef,
+        };
+        // Registered before the fd is tracked, as nginx does.
+        // SAFETY: as above.
+        let added = unsafe { crate::sys::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+        assert_eq!(added, 0);
+        track(fd);
+        assert!(watched_for_input(epoll).is_empty());
+        learn_from_kernel(epoll, |_| false);
+        assert!(watched_for_input(epoll).is_empty(), "only when needed");
+        learn_from_kernel(epoll, |candidate| candidate == fd);
+        assert_eq!(watched_for_input(epoll), vec![(fd, 0x5555_dead_beef)]);
+        assert_eq!(registered_as(epoll, 0x5555_dead_beef), Some((fd, asked)));
+        // The program's own change afterwards is noted as any other.
+        note(epoll, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        assert!(watched_for_input(epoll).is_empty());
+        // Asked once: the kernel is not read again for this socket and instance.
+        learn_from_kernel(epoll, |_| true);
+        assert!(watched_for_input(epoll).is_empty());
+        fdtable::remove(fd);
+        // SAFETY: closes this test's own fds.
+        unsafe {
+            for fd in [epoll, pair[0], pair[1]] {
+                libc::close(fd);
+            }
+        }
     }
 
     #[test]
