@@ -45,6 +45,10 @@ NODE_FETCH = ("fetch(process.argv[1]).then(r => r.text().then(t => "
               "console.log('node-fetch', r.status, t.length)))")
 PY_URLLIB = ("import sys, urllib.request; r = urllib.request.urlopen(sys.argv[1]); "
              "print('python-urllib', r.status, len(r.read()))")
+RUBY_NETHTTP = ("require 'net/http'; r = Net::HTTP.get_response(URI(ARGV[0])); "
+                "puts \"ruby-net-http #{r.code} #{r.body.bytesize}\"")
+APT_HTTP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
+                        "e2e", "clients", "apt_http.py")
 PERL_TINY = ("use HTTP::Tiny; my $r = HTTP::Tiny->new->get($ARGV[0]); "
              "print \"perl-http-tiny $r->{status} \", length($r->{content}), \"\\n\";")
 
@@ -63,6 +67,8 @@ def clients(javadir):
          ["java", "-Xshare:auto", "-Dhttp.keepAlive=false", "-cp", javadir,
           "JUrlConnection", URL]),
         ("perl HTTP::Tiny", ["perl", "-e", PERL_TINY, URL]),
+        ("ruby Net::HTTP", ["ruby", "-e", RUBY_NETHTTP, URL]),
+        ("apt http method", ["/usr/bin/python3", APT_HTTP, "GET", URL]),
     ]
 
 

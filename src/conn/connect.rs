@@ -6,8 +6,8 @@ use super::{fdtable, Conn, Phase};
 use crate::policy::filter::{Destination, Verdict};
 use crate::runtime::{self, Route, Runtime};
 use crate::sys::socket::{
-    connect_bounded_in_mode, connect_start, disconnect, family_of, is_tcp, mode_of, status_flags,
-    undo_failed_connect, Mode,
+    connect_addr, connect_bounded_in_mode, connect_start, disconnect, family_of, is_tcp, mode_of,
+    status_flags, undo_failed_connect, Mode,
 };
 use crate::{addr, names, sys};
 use libc::{c_int, sockaddr, socklen_t};
@@ -236,7 +236,7 @@ fn repeated_connect(fd: c_int, conn: &Conn, address: *const sockaddr, len: sockl
     let Route::Proxy(proxy) = conn.peer() else {
         return at_origin();
     };
-    let result = connect_raw(fd, conn.family, proxy);
+    let result = connect_addr(fd, conn.family, proxy);
     let errno = sys::errno();
     if result == 0 || matches!(errno, libc::EALREADY | libc::EINPROGRESS | libc::EISCONN) {
         return Connected::Done(result);
@@ -277,12 +277,6 @@ pub(super) fn proxy_connect_timed_out(conn: &Conn, fd: c_int) {
     // A failed move leaves the socket unconnected: the program's wait then reports it as
     // a failed connect to its origin would be.
     let _ = super::recovery::leave_for_origin(conn, fd, runtime, "proxy connect failed");
-}
-
-fn connect_raw(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
-    let (storage, len) = addr::to_c(target, family);
-    // SAFETY: a valid address of the socket's family.
-    unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) }
 }
 
 /// The program reads SO_ERROR and finds `error`. Before it wrote anything, a reset or

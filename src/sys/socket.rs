@@ -267,12 +267,9 @@ pub fn connect_start(
     target: SocketAddr,
     deadline: Instant,
 ) -> Result<bool, i32> {
-    let (storage, len) = addr::to_c(target, family);
     let mut interrupted = false;
     loop {
-        // SAFETY: storage/len form a valid address of the socket's family.
-        let rc =
-            unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+        let rc = connect_addr(fd, family, target);
         if rc == 0 {
             return Ok(true);
         }
@@ -285,6 +282,61 @@ pub fn connect_start(
             errno => return Err(errno),
         }
     }
+}
+
+/// connect(2) of `fd`, a socket of `family`, to `target`: one call, its errno left as
+/// the kernel set it. An IPv4 target on an AF_INET6 socket is reached by its v4-mapped
+/// address, which a socket the program made IPv6-only refuses (ENETUNREACH; Ruby makes
+/// each of its AF_INET6 sockets so): the option is turned off then, as only the library's
+/// own connect needs (an unconnected socket takes the change), and the call made again.
+pub fn connect_addr(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
+    let (storage, len) = addr::to_c(target, family);
+    // SAFETY: storage/len form a valid address of the socket's family.
+    let call =
+        || unsafe { sys::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    let rc = call();
+    let v4_mapped = family == libc::AF_INET6 && target.is_ipv4();
+    if rc == 0 || !v4_mapped || sys::errno() != libc::ENETUNREACH {
+        return rc;
+    }
+    match allow_v4_mapped(fd) {
+        true => call(),
+        false => {
+            sys::set_errno(libc::ENETUNREACH);
+            rc
+        }
+    }
+}
+
+/// Turns IPV6_V6ONLY off on `fd`: true when it was on and now is off.
+fn allow_v4_mapped(fd: c_int) -> bool {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: value/len describe a c_int-sized buffer.
+    let got = unsafe {
+        sys::getsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&mut value as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    if got != 0 || value == 0 {
+        return false;
+    }
+    let off: c_int = 0;
+    // SAFETY: a c_int option value of its own size.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&off as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    set == 0
 }
 
 /// `connect_start` on a socket of either mode: a blocking one is made non-blocking for
@@ -379,6 +431,33 @@ fn kernel_refused_pause() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_only_socket_reaches_an_ipv4_proxy() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = listener.local_addr().unwrap();
+        // SAFETY: plain socket(2) and setsockopt(2) on a socket this test owns.
+        let fd = unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let on: c_int = 1;
+            let size = std::mem::size_of::<c_int>() as libc::socklen_t;
+            let option = (&on as *const c_int).cast();
+            let set = libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, option, size);
+            assert_eq!(set, 0);
+            fd
+        };
+        assert_eq!(
+            connect_addr(fd, libc::AF_INET6, proxy),
+            0,
+            "{}",
+            sys::errno()
+        );
+        let (_accepted, from) = listener.accept().unwrap();
+        assert!(from.ip().is_loopback());
+        // SAFETY: the test's own fd.
+        unsafe { libc::close(fd) };
+    }
 
     #[test]
     fn tcp_streams_are_told_from_their_socket_arguments() {

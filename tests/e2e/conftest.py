@@ -120,7 +120,7 @@ def tag(request):
 # ---- clients -----------------------------------------------------------------------
 
 CLIENTS = ["curl", "wget", "py_httpclient", "py_urllib", "py_asyncio", "node_http",
-           "node_fetch", "java_httpclient", "java_urlconnection", "perl_tiny"]
+           "node_fetch", "java_httpclient", "java_urlconnection", "perl_tiny", "ruby_nethttp"]
 JAVA_OPTS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Xss512k"]
 
 # what a client cannot do at all (scenario -> reason)
@@ -172,6 +172,8 @@ class Client:
             base = ["java"] + JAVA_OPTS + ["-cp", self.java_classes, cls]
         elif n == "perl_tiny":
             base = ["/usr/bin/perl", os.path.join(CLIENT_DIR, "perl_tiny.pl")]
+        elif n == "ruby_nethttp":
+            base = ["/usr/bin/ruby", os.path.join(CLIENT_DIR, "ruby_nethttp.rb")]
         else:
             raise ValueError(n)
         argv = base + [method, url]

@@ -30,7 +30,7 @@ end
 rc = 0
 $stdout.binmode
 begin
-  Net::HTTP.start(uri.host, uri.port, nil, use_ssl: uri.scheme == 'https',
+  Net::HTTP.start(uri.hostname, uri.port, nil, use_ssl: uri.scheme == 'https',
                   verify_mode: OpenSSL::SSL::VERIFY_PEER, open_timeout: 30, read_timeout: 30,
                   # one attempt per request, as the other clients: a retry would hide
                   # the first attempt's error from the tests
