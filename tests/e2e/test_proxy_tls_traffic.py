@@ -69,7 +69,8 @@ BIG = 2 * 1024 * 1024
 # The http clients: the e2e clients (tests/e2e/README.md) and requests (the venv's
 # python); the program each needs.
 HTTP_CLIENTS = {"curl": "curl", "wget": "wget", "py_httpclient": PY, "py_requests": PY,
-                "node_http": "node", "java_httpclient": "java", "perl_tiny": "perl"}
+                "node_http": "node", "java_httpclient": "java", "perl_tiny": "perl",
+                "ruby_nethttp": "ruby"}
 
 
 def tls_env(lab, traffic=TLS_TRAFFIC, ca="lab", extra=None):
