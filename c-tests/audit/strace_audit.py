@@ -49,6 +49,7 @@ RUBY_NETHTTP = ("require 'net/http'; r = Net::HTTP.get_response(URI(ARGV[0])); "
                 "puts \"ruby-net-http #{r.code} #{r.body.bytesize}\"")
 APT_HTTP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
                         "e2e", "clients", "apt_http.py")
+TCL_HTTP = os.path.join(os.path.dirname(APT_HTTP), "tcl_http.tcl")
 PERL_TINY = ("use HTTP::Tiny; my $r = HTTP::Tiny->new->get($ARGV[0]); "
              "print \"perl-http-tiny $r->{status} \", length($r->{content}), \"\\n\";")
 
@@ -69,6 +70,7 @@ def clients(javadir):
         ("perl HTTP::Tiny", ["perl", "-e", PERL_TINY, URL]),
         ("ruby Net::HTTP", ["ruby", "-e", RUBY_NETHTTP, URL]),
         ("apt http method", ["/usr/bin/python3", APT_HTTP, "GET", URL]),
+        ("tcl http", ["tclsh", TCL_HTTP, "GET", URL]),
     ]
 
 

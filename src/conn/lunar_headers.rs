@@ -103,7 +103,17 @@ fn push_lunar_host(
     let port = match host_header.filter(|value| !value.is_empty()) {
         Some(value) => {
             let (host, port) = split_authority(value, original.port());
+            // An IPv6 literal sent without its brackets (Tcl's http package does): a
+            // proxy reads `x-lunar-host` as `host[:port]`, so they are put back.
+            let unbracketed =
+                !host.starts_with('[') && memchr::memchr(b':', host.as_bytes()).is_some();
+            if unbracketed {
+                out.push(b'[');
+            }
             out.extend_from_slice(host.as_bytes());
+            if unbracketed {
+                out.push(b']');
+            }
             port
         }
         None => {
@@ -140,7 +150,9 @@ fn push_decimal(out: &mut Vec<u8>, value: u16) {
     out.extend_from_slice(&digits[start..]);
 }
 
-/// Splits `host[:port]` (IPv6 literals in brackets); a missing port means `default`.
+/// Splits `host[:port]` (IPv6 literals in brackets); a missing port means `default`. A
+/// value with more than one colon and no brackets is an IPv6 literal sent bare (invalid,
+/// but sent: Tcl's http package), all host.
 /// Byte searches, not `char` ones: this runs for every diverted request, and ASCII
 /// delimiters split UTF-8 text only at character boundaries.
 pub fn split_authority(value: &str, default: u16) -> (&str, u16) {
@@ -152,9 +164,11 @@ pub fn split_authority(value: &str, default: u16) -> (&str, u16) {
             None => (value, None),
         }
     } else {
-        match memchr::memrchr(b':', bytes) {
-            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-            None => (value, None),
+        match (memchr::memchr(b':', bytes), memchr::memrchr(b':', bytes)) {
+            (Some(first), Some(colon)) if first == colon => {
+                (&value[..colon], Some(&value[colon + 1..]))
+            }
+            _ => (value, None),
         }
     };
     let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(default);
@@ -216,6 +230,25 @@ mod tests {
             lunar_host(Some("[2001:db8::1]:81"), original, None, Scheme::Http),
             "[2001:db8::1]:81"
         );
+        // Sent without brackets: the whole value is the address.
+        assert_eq!(
+            lunar_host(
+                Some("2001:db8::10"),
+                addr("[2001:db8::10]:80"),
+                None,
+                Scheme::Http
+            ),
+            "[2001:db8::10]"
+        );
+        assert_eq!(
+            lunar_host(
+                Some("2001:db8::10"),
+                addr("[2001:db8::10]:81"),
+                None,
+                Scheme::Http
+            ),
+            "[2001:db8::10]:81"
+        );
     }
 
     #[test]
@@ -257,5 +290,6 @@ mod tests {
     fn host_names() {
         assert_eq!(host_name("API.example.test:80"), "api.example.test");
         assert_eq!(host_name("[2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(host_name("2001:DB8::1"), "2001:db8::1");
     }
 }

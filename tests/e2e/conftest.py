@@ -120,13 +120,15 @@ def tag(request):
 # ---- clients -----------------------------------------------------------------------
 
 CLIENTS = ["curl", "wget", "py_httpclient", "py_urllib", "py_asyncio", "node_http",
-           "node_fetch", "java_httpclient", "java_urlconnection", "perl_tiny", "ruby_nethttp"]
+           "node_fetch", "java_httpclient", "java_urlconnection", "perl_tiny", "ruby_nethttp",
+           "tcl_http"]
 JAVA_OPTS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Xss512k"]
 
 # what a client cannot do at all (scenario -> reason)
 CANNOT = {
     ("wget", "chunked"): "wget cannot send a chunked request body",
     ("py_urllib", "keepalive"): "urllib.request opens a new connection for every request",
+    ("tcl_http", "chunked"): "Tcl's http package sends a body with its length only",
 }
 
 
@@ -174,6 +176,8 @@ class Client:
             base = ["/usr/bin/perl", os.path.join(CLIENT_DIR, "perl_tiny.pl")]
         elif n == "ruby_nethttp":
             base = ["/usr/bin/ruby", os.path.join(CLIENT_DIR, "ruby_nethttp.rb")]
+        elif n == "tcl_http":
+            base = ["/usr/bin/tclsh", os.path.join(CLIENT_DIR, "tcl_http.tcl")]
         else:
             raise ValueError(n)
         argv = base + [method, url]
