@@ -41,6 +41,7 @@ mod spares;
 mod state;
 mod tls_handoff;
 pub mod tls_plain;
+mod told_ready;
 mod wait_deadline;
 mod waiting;
 pub mod watchers;

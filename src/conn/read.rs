@@ -7,6 +7,7 @@ use super::decide::{is_connect_failure, Event};
 use super::next_answer::{check_next, Next};
 use super::recovery::{self, Failure, Started};
 use super::server_first::reads_before_writing;
+use super::told_ready::{nonblocking_by_flag_alone, wait_for_the_head};
 use super::waiting::{wait_for_recovery, Direction};
 use super::{AppBuffer, Conn, Phase};
 use crate::sys;
@@ -107,7 +108,17 @@ pub fn receive(
         };
         let failure = match judged {
             Judged::Return(count) => return count,
-            Judged::HeadInPieces => continue,
+            Judged::HeadInPieces => {
+                // Bytes were there, but not the whole head: a program that was told so
+                // and reads by MSG_DONTWAIT alone gets the rest, not EAGAIN.
+                if nonblocking_by_flag_alone(fd, flags) {
+                    cold_path();
+                    if let Some(count) = wait_for_the_head(conn, fd) {
+                        return count;
+                    }
+                }
+                continue;
+            }
             Judged::Failure(failure) => Some(failure),
             Judged::NotAtHead => match check_next(conn, fd, &|| !nonblocking()) {
                 Next::Deliver => None,
@@ -131,9 +142,17 @@ pub fn receive(
                     continue;
                 }
                 Started::NotPossible => {}
-                Started::InBackground if nonblocking() => {
+                // The failure was in bytes this read found: one by MSG_DONTWAIT alone
+                // waits for the answer to the request sent again (`told_ready`).
+                Started::InBackground if nonblocking() && !nonblocking_by_flag_alone(fd, flags) => {
                     sys::set_errno(libc::EAGAIN);
                     return -1;
+                }
+                Started::InBackground if nonblocking() => {
+                    if let Some(count) = wait_for_the_head(conn, fd) {
+                        return count;
+                    }
+                    continue;
                 }
                 // A blocking read waits for the recovery as for the answer.
                 Started::InBackground => continue,
