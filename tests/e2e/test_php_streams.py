@@ -13,17 +13,24 @@ import pytest
 from conftest import CLIENT_DIR, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
 
 PHP = "/usr/bin/php"
-ORIGIN = "203.0.113.10:80"
+ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
 ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
        "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE),
        "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1000"}
 
 
-def php(lab, tmp_path, method, path, body=None):
+@pytest.fixture(params=["http", "https"])
+def scheme(request):
+    return request.param
+
+
+def php(lab, tmp_path, scheme, method, path, body=None):
+    """https: through PHP's OpenSSL (a virtual session to the proxy, a real one to the
+    origin on a failure), verified with the lab's CA."""
     if not os.path.exists(PHP):
         pytest.skip("php is not installed (make deps installs php-cli)")
     argv = [PHP, os.path.join(CLIENT_DIR, "php_stream.php"), method,
-            "http://api.example.test" + path]
+            "%s://api.example.test%s" % (scheme, path), "--ca-file", lab.ca_file]
     if body is not None:
         data = os.path.join(str(tmp_path), "body.bin")
         with open(data, "wb") as f:
@@ -33,13 +40,15 @@ def php(lab, tmp_path, method, path, body=None):
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_php_stream_goes_through_the_proxy(lab, need_lib, testproxy, tmp_path, tag, method):
+def test_php_stream_goes_through_the_proxy(lab, need_lib, testproxy, tmp_path, tag, scheme,
+                                           method):
     body = random.Random(method).randbytes(50000) if method == "POST" else None
-    res = php(lab, tmp_path, method, tag, body)
+    res = php(lab, tmp_path, scheme, method, tag, body)
     assert_ok(res)
     e = one_echo(res)
     assert hdr(e, "x-via-testproxy") == "1", describe(res)
     assert hdr(e, "x-seen-lunar-host") == "api.example.test", describe(res)
+    assert hdr(e, "x-seen-lunar-scheme") == scheme, describe(res)
     if body is not None:
         assert e["body_sha256"] == sha256(body), describe(res)
 
@@ -48,16 +57,16 @@ def test_php_stream_goes_through_the_proxy(lab, need_lib, testproxy, tmp_path, t
                                   "head-part-close", "head-part-reset"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_php_stream_proxy_fault_ends_at_the_origin(lab, need_lib, testproxy, tmp_path, tag,
-                                                   mode, method):
+                                                   scheme, mode, method):
     """head-part-*: the proxy sends 22 bytes of a head, then closes or resets: PHP's
     MSG_DONTWAIT read after its poll found part of a head, and got EAGAIN (the request
     failed) before the library waited for the rest."""
     testproxy.set_mode(mode)
     body = random.Random(mode).randbytes(50000) if method == "POST" else None
-    res = php(lab, tmp_path, method, tag, body)
+    res = php(lab, tmp_path, scheme, method, tag, body)
     assert_ok(res)
     e = one_echo(res)
-    assert_direct(e, res, origin=ORIGIN, path=tag)
+    assert_direct(e, res, origin=ORIGIN[scheme], path=tag)
     if body is not None:
         assert e["body_sha256"] == sha256(body), describe(res)
     assert len(lab.origin_log(contains=tag)) == 1, describe(res)
