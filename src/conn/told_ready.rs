@@ -11,6 +11,7 @@
 //! loop's own timeout holds), the origin's answer after a failure for `ANSWER_AFTER_FAILURE`.
 
 use super::next_answer::{check_next, Next};
+use super::read::is_nonblocking;
 use super::recovery::{self, Started};
 use super::waiting::{wait_for_input, wait_for_recovery, Direction};
 use super::{Conn, Phase};
@@ -29,12 +30,7 @@ const ANSWER_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// Whether a read with `flags` on `fd` was made non-blocking by `MSG_DONTWAIT` alone (a
 /// peek is not: it takes nothing).
 pub(super) fn nonblocking_by_flag_alone(fd: c_int, flags: c_int) -> bool {
-    if flags & (libc::MSG_DONTWAIT | libc::MSG_PEEK) != libc::MSG_DONTWAIT {
-        return false;
-    }
-    // SAFETY: F_GETFL takes no argument.
-    let status = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
-    status >= 0 && status & libc::O_NONBLOCK == 0
+    flags & (libc::MSG_DONTWAIT | libc::MSG_PEEK) == libc::MSG_DONTWAIT && !is_nonblocking(fd, 0)
 }
 
 /// Waits until the answer's whole head is in the socket or held for the program (after a

@@ -14,10 +14,12 @@
 
 pub mod file;
 mod lazy_imports;
+mod own_socket;
 pub mod poll_one;
 pub mod residency;
 pub mod socket;
 pub mod thread_cancel;
+mod v4_mapped;
 
 use libc::{c_char, c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};

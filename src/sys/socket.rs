@@ -7,80 +7,7 @@ use libc::c_int;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// A socket the library opened for itself (the handshake).
-pub struct OwnSocket(c_int);
-
-impl OwnSocket {
-    pub fn open(target: SocketAddr) -> Result<OwnSocket, i32> {
-        let family = family_of(target);
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe { sys::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(sys::errno());
-        }
-        Ok(OwnSocket(fd))
-    }
-
-    pub fn fd(&self) -> c_int {
-        self.0
-    }
-
-    pub fn send_all(&self, mut bytes: &[u8], deadline: Instant) -> Result<(), i32> {
-        while !bytes.is_empty() {
-            wait_for(self.0, libc::POLLOUT, deadline)?;
-            // SAFETY: sends from a live slice on our own socket.
-            let sent = unsafe {
-                sys::send(
-                    self.0,
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            match sent {
-                n if n >= 0 => bytes = &bytes[n as usize..],
-                _ if retryable(sys::errno()) => {}
-                _ => return Err(sys::errno()),
-            }
-        }
-        Ok(())
-    }
-
-    pub fn read_to_end(&self, limit: usize, deadline: Instant) -> Result<Vec<u8>, i32> {
-        let mut answer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while answer.len() < limit {
-            wait_for(self.0, libc::POLLIN, deadline)?;
-            // SAFETY: reads into a local buffer of the given size.
-            let got = unsafe {
-                sys::recv(
-                    self.0,
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            match got {
-                0 => break,
-                n if n > 0 => answer.extend_from_slice(&chunk[..n as usize]),
-                _ if retryable(sys::errno()) => {}
-                _ => return Err(sys::errno()),
-            }
-        }
-        Ok(answer)
-    }
-}
-
-impl Drop for OwnSocket {
-    fn drop(&mut self) {
-        // SAFETY: we own this fd and close it once.
-        unsafe { sys::close(self.fd()) };
-    }
-}
-
-fn retryable(errno: i32) -> bool {
-    errno == libc::EINTR || errno == libc::EAGAIN
-}
+pub use super::own_socket::OwnSocket;
 
 /// Waits until `fd` is ready for `events`, or fails with ETIMEDOUT at `deadline`.
 pub fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), i32> {
@@ -299,44 +226,13 @@ pub fn connect_addr(fd: c_int, family: c_int, target: SocketAddr) -> c_int {
     if rc == 0 || !v4_mapped || sys::errno() != libc::ENETUNREACH {
         return rc;
     }
-    match allow_v4_mapped(fd) {
+    match super::v4_mapped::allow(fd) {
         true => call(),
         false => {
             sys::set_errno(libc::ENETUNREACH);
             rc
         }
     }
-}
-
-/// Turns IPV6_V6ONLY off on `fd`: true when it was on and now is off.
-fn allow_v4_mapped(fd: c_int) -> bool {
-    let mut value: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: value/len describe a c_int-sized buffer.
-    let got = unsafe {
-        sys::getsockopt(
-            fd,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&mut value as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    if got != 0 || value == 0 {
-        return false;
-    }
-    let off: c_int = 0;
-    // SAFETY: a c_int option value of its own size.
-    let set = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&off as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    set == 0
 }
 
 /// `connect_start` on a socket of either mode: a blocking one is made non-blocking for
@@ -371,18 +267,16 @@ pub fn connect_finish(fd: c_int, deadline: Instant) -> Result<(), i32> {
 /// An integer option of the socket level; `None` when the call fails. Reading SO_ERROR
 /// takes (clears) the pending error.
 pub fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
+    int_option(fd, libc::SOL_SOCKET, name)
+}
+
+/// An integer option of `level`; `None` when the call fails.
+pub fn int_option(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut value: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: value/len describe a c_int-sized buffer.
-    let rc = unsafe {
-        sys::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut value as *mut c_int).cast(),
-            &mut len,
-        )
-    };
+    let rc =
+        unsafe { sys::getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len) };
     (rc == 0).then_some(value)
 }
 
@@ -431,33 +325,6 @@ fn kernel_refused_pause() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_ipv6_only_socket_reaches_an_ipv4_proxy() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy = listener.local_addr().unwrap();
-        // SAFETY: plain socket(2) and setsockopt(2) on a socket this test owns.
-        let fd = unsafe {
-            let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            let on: c_int = 1;
-            let size = std::mem::size_of::<c_int>() as libc::socklen_t;
-            let option = (&on as *const c_int).cast();
-            let set = libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, option, size);
-            assert_eq!(set, 0);
-            fd
-        };
-        assert_eq!(
-            connect_addr(fd, libc::AF_INET6, proxy),
-            0,
-            "{}",
-            sys::errno()
-        );
-        let (_accepted, from) = listener.accept().unwrap();
-        assert!(from.ip().is_loopback());
-        // SAFETY: the test's own fd.
-        unsafe { libc::close(fd) };
-    }
 
     #[test]
     fn tcp_streams_are_told_from_their_socket_arguments() {

@@ -103,6 +103,12 @@ def test_build_lib():
     return os.path.join(target, "release", "liblunar_intercept.so")
 
 
+# The lab's test proxy, with every fault tried (no cooldown within a module).
+TESTPROXY_FAULTS_ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
+                        "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE),
+                        "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1000"}
+
+
 @pytest.fixture
 def need_lib(lab):
     if not os.path.exists(lab.lib):

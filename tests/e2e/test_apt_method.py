@@ -9,13 +9,11 @@ import os
 
 import pytest
 
-from conftest import CLIENT_DIR, PY, assert_direct, assert_ok, describe, echoes, hdr, labmod
+from conftest import TESTPROXY_FAULTS_ENV, CLIENT_DIR, PY, assert_direct, assert_ok, describe, echoes, hdr, labmod
 
 APT_HTTP = "/usr/lib/apt/methods/http"
 ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
-ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
-       "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE),
-       "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1000"}
+ENV = TESTPROXY_FAULTS_ENV
 
 
 @pytest.fixture(params=["http", "https"])

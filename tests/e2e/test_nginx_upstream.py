@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
+from conftest import TESTPROXY_FAULTS_ENV, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
 
 ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -25,10 +25,7 @@ LISTEN = ("127.0.0.5", 8180)
 # The module's nginx (the fixture's, kept until the module ends) listens on LISTEN; one a
 # test starts for itself on this.
 LISTEN_OWN = ("127.0.0.5", 8181)
-# Every fault is tried: no cooldown within the module.
-ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
-       "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE),
-       "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1000"}
+ENV = TESTPROXY_FAULTS_ENV
 
 # The upstream is named as the API is (nginx sends it as Host, which the library sends on
 # as x-lunar-host); one kept connection, so that requests follow one another on it.

@@ -10,13 +10,11 @@ import random
 
 import pytest
 
-from conftest import CLIENT_DIR, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
+from conftest import TESTPROXY_FAULTS_ENV, CLIENT_DIR, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
 
 PHP = "/usr/bin/php"
 ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
-ENV = {"LUNAR_PROXY_HOST": "127.0.0.1:%d" % labmod.TESTPROXY_TRAFFIC,
-       "LUNAR_HANDSHAKE_PORT": str(labmod.TESTPROXY_HANDSHAKE),
-       "LUNAR_ENTER_COOLDOWN_AFTER_ATTEMPTS": "1000"}
+ENV = TESTPROXY_FAULTS_ENV
 
 
 @pytest.fixture(params=["http", "https"])
