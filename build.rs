@@ -21,6 +21,7 @@ const HOOKED: &[&str] = &[
     "sendmsg",
     "sendfile",
     "sendfile64",
+    "splice",
     "ioctl",
     "read",
     "__read_chk",

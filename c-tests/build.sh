@@ -71,6 +71,9 @@ build nonblock_epoll_et_fionread nonblock_epoll.c -DWAIT_EPOLLET -DSHORT_READ_WA
 build nonblock_epoll_et_sendfile nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000 \
 	-DBODY_BY_SENDFILE=1
 build nonblock_poll_sendfile nonblock_epoll.c -DWAIT_POLL -DPOST_BYTES=2000000 -DBODY_BY_SENDFILE=2
+build nonblock_epoll_splice nonblock_epoll.c -DPOST_BYTES=2000000 -DBODY_BY_SPLICE -DANSWER_BY_SPLICE
+build nonblock_epoll_et_splice nonblock_epoll.c -DWAIT_EPOLLET -DPOST_BYTES=2000000 -DBODY_BY_SPLICE \
+	-DANSWER_BY_SPLICE
 build small_reads_poll small_reads.c
 build small_reads_select small_reads.c -DWAIT_SELECT
 build small_reads_epoll small_reads.c -DWAIT_EPOLL

@@ -24,7 +24,14 @@
  *                  file with sendfile() at an offset the program passes (nginx's
  *                  upstream bodies); =2 at the file's own offset. After a short
  *                  sendfile the loop waits for writability, as nginx does: the socket's
- *                  buffer is full, and an edge-triggered wait gets its edge */
+ *                  buffer is full, and an edge-triggered wait gets its edge
+ *   -DBODY_BY_SPLICE (with POST_BYTES) the head is written, the body put in a pipe as far
+ *                  as it takes and spliced from there to the socket (SPLICE_F_MOVE |
+ *                  SPLICE_F_NONBLOCK), HAProxy's `option splice-request`; a short splice
+ *                  waits for writability, as above
+ *   -DANSWER_BY_SPLICE the answer spliced from the socket into a pipe and read from there,
+ *                  HAProxy's `option splice-response`; at most 3000 bytes per read of
+ *                  the pipe, so that it seldom is empty when the next splice comes */
 #include "common.h"
 #include <poll.h>
 #include <sys/epoll.h>
@@ -203,6 +210,83 @@ static void send_file_body(int fd, int ep, int file, long deadline, int *eagain)
 }
 #endif
 
+#ifdef BODY_BY_SPLICE
+/* The body through a pipe to the socket; at the end the pipe must be empty: a splice
+ * takes from it just what the socket took. */
+static void splice_body(int fd, int ep, const char *body, long deadline, int *eagain)
+{
+	int p[2];
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+		die("pipe2:");
+	size_t put = 0, sent = 0;
+	int shorts = 0;
+	while (sent < POST_BYTES) {
+		while (put < POST_BYTES) {
+			ssize_t w = write(p[1], body + put, POST_BYTES - put);
+			if (w < 0) {
+				if (errno == EAGAIN)
+					break;
+				die("write to the pipe:");
+			}
+			put += (size_t)w;
+		}
+		size_t in_pipe = put - sent;
+		ssize_t n = splice(p[0], NULL, fd, NULL, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				(*eagain)++;
+				wait_for(ep, fd, EPOLLOUT, deadline);
+				continue;
+			}
+			die("splice to the socket:");
+		}
+		if (n == 0)
+			die("splice sent nothing at %zu of %d bytes", sent, POST_BYTES);
+		sent += (size_t)n;
+		if ((size_t)n < in_pipe) {
+			shorts++;
+			wait_for(ep, fd, EPOLLOUT, deadline);
+		}
+	}
+	int left = -1;
+	if (ioctl(p[0], FIONREAD, &left) < 0 || left != 0)
+		die("after splicing the body the pipe holds %d bytes", left);
+	note("body by splice: %d short, then waited", shorts);
+	close(p[0]);
+	close(p[1]);
+}
+#endif
+
+#ifdef ANSWER_BY_SPLICE
+static int answer_pipe[2];
+
+/* As read(2) of the socket, through the pipe: a splice into it unless it holds 3000
+ * bytes already, then up to 3000 of its bytes. */
+static ssize_t read_by_splice(int fd, char *buf, size_t asked)
+{
+	int queued = 0;
+	if (ioctl(answer_pipe[0], FIONREAD, &queued) < 0)
+		die("ioctl FIONREAD on the pipe:");
+	if (queued < 3000) {
+		ssize_t n = splice(fd, NULL, answer_pipe[1], NULL, asked,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n <= 0 && queued == 0)
+			return n; /* the end, or EAGAIN/EINTR/an error, as read's */
+		if (ioctl(answer_pipe[0], FIONREAD, &queued) < 0)
+			die("ioctl FIONREAD on the pipe:");
+	}
+	size_t take = queued < 3000 ? (size_t)queued : 3000;
+	if (take > asked)
+		take = asked;
+	ssize_t got = read(answer_pipe[0], buf, take);
+	if (got != (ssize_t)take)
+		die("read of the pipe: %zd of %zu bytes:", got, take);
+	return got;
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	struct args a;
@@ -294,6 +378,8 @@ int main(int argc, char **argv)
 #ifdef BODY_BY_SENDFILE
 	size_t head_len = len - POST_BYTES;
 	int body_file = file_holding(req + head_len, POST_BYTES);
+#elif defined(BODY_BY_SPLICE)
+	size_t head_len = len - POST_BYTES;
 #else
 	size_t head_len = len;
 #endif
@@ -313,6 +399,12 @@ int main(int argc, char **argv)
 	}
 #ifdef BODY_BY_SENDFILE
 	send_file_body(fd, ep, body_file, deadline, &eagain_w);
+#elif defined(BODY_BY_SPLICE)
+	splice_body(fd, ep, req + head_len, deadline, &eagain_w);
+#endif
+#ifdef ANSWER_BY_SPLICE
+	if (pipe2(answer_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		die("pipe2:");
 #endif
 	free(req);
 
@@ -357,6 +449,8 @@ int main(int argc, char **argv)
 		for (int i = 0; i < nparts; i++)
 			asked += parts[i].iov_len;
 		ssize_t n = readv(fd, parts, nparts);
+#elif defined(ANSWER_BY_SPLICE)
+		ssize_t n = read_by_splice(fd, rb.data + rb.len, asked);
 #else
 		ssize_t n = read(fd, rb.data + rb.len, asked);
 #endif

@@ -9,6 +9,7 @@ mod fds;
 mod gnutls;
 mod openssl;
 mod read;
+mod splice;
 mod wait;
 mod write;
 

@@ -260,7 +260,7 @@ unsafe fn recvmsg_tracked(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t 
 
 /// A read on a tracked fd: through `conn::receive` (told whether a TLS handshake of this
 /// thread holds the fd's reads), or `real` when the fd is no longer ours.
-fn receive_on(
+pub(super) fn receive_on(
     fd: c_int,
     flags: c_int,
     buffer: AppBuffer,
@@ -279,7 +279,7 @@ fn receive_on(
     }
 }
 
-fn flat(data: *mut c_void, len: size_t) -> AppBuffer {
+pub(super) fn flat(data: *mut c_void, len: size_t) -> AppBuffer {
     AppBuffer::Flat {
         data: data.cast(),
         len,

@@ -331,7 +331,7 @@ fn send_on(fd: c_int, bytes: &[u8], flags: c_int, real: impl Fn() -> isize + Cop
 /// The program's write of `bytes` on tracked `fd`: a TLS handshake's ClientHello the TLS
 /// layer claims (`tls::claims_write`: reported written and nothing sent, or sent as
 /// written), else `conn::send`. `None`: the program's own call runs unchanged.
-fn tls_then_conn(conn: &Conn, fd: c_int, bytes: &[u8], flags: c_int) -> Option<isize> {
+pub(super) fn tls_then_conn(conn: &Conn, fd: c_int, bytes: &[u8], flags: c_int) -> Option<isize> {
     match crate::tls::claims_write(fd, conn, bytes) {
         crate::tls::Claim::Swallowed => return Some(bytes.len() as isize),
         crate::tls::Claim::AsWritten => return None,

@@ -120,6 +120,7 @@ real! {
     fn closefrom(first: c_int) -> ();
     fn shutdown(fd: c_int, how: c_int) -> c_int;
     fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
+    fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, len: size_t, flags: libc::c_uint) -> ssize_t;
     fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int;
     fn dup(fd: c_int) -> c_int;
     fn dup2(fd: c_int, new_fd: c_int) -> c_int;
@@ -148,6 +149,8 @@ real! {
     fn madvise(address: *mut c_void, len: size_t, advice: c_int) -> c_int;
     fn pread64(fd: c_int, buf: *mut c_void, count: size_t, offset: libc::off64_t) -> ssize_t;
     fn lseek64(fd: c_int, offset: libc::off64_t, whence: c_int) -> libc::off64_t;
+    fn tee(fd_in: c_int, fd_out: c_int, len: size_t, flags: libc::c_uint) -> ssize_t;
+    fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one vDSO call, integer arithmetic after it.

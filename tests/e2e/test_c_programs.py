@@ -72,6 +72,8 @@ PROGRAMS = {
     "nonblock_epoll_et_post": [spec("POST", BIG_POST_BODY)],
     "nonblock_epoll_et_sendfile": [spec("POST", BIG_POST_BODY)],
     "nonblock_poll_sendfile": [spec("POST", BIG_POST_BODY)],
+    "nonblock_epoll_splice": [spec("POST", BIG_POST_BODY)],
+    "nonblock_epoll_et_splice": [spec("POST", BIG_POST_BODY)],
     "fort_read": [spec()],
     "fort_recv": [spec()],
     "fort_recvfrom": [spec()],
@@ -104,7 +106,8 @@ EXTRA_ARGS = {n: [OTHER_HOST, "80"] for n in FD_REUSE}
 BIG_BODY_PROGRAMS = ["readv_iov", "recvmsg_iov", "fort_read", "fort_recv", "nonblock_epoll",
                      "nonblock_epoll_et", "nonblock_poll", "nonblock_select",
                      "nonblock_select_reconnect", "nonblock_poll_write", "msg_peek",
-                     "sendto_null", "send_bytewise"]
+                     "sendto_null", "send_bytewise", "nonblock_epoll_splice",
+                     "nonblock_epoll_et_splice"]
 
 
 # ---- fixtures -----------------------------------------------------------------
@@ -652,7 +655,8 @@ def test_failsafe_traffic_port_refused(c_bins, need_lib, haproxy_down, name):
 
 
 RANDOM_PROGRAMS = ["threads", "pipeline", "keepalive_seq", "nonblock_epoll_et",
-                   "nonblock_epoll_post", "fd_reuse_syscall", "send_bytewise", "msg_peek"]
+                   "nonblock_epoll_post", "fd_reuse_syscall", "send_bytewise", "msg_peek",
+                   "nonblock_epoll_et_splice"]
 
 
 @pytest.mark.parametrize("name", RANDOM_PROGRAMS)
