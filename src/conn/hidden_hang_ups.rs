@@ -190,8 +190,12 @@ pub(super) fn hang_up_hidden(fd: c_int) -> bool {
     };
     // SAFETY: one valid pollfd, no waiting.
     let still = unsafe { sys::poll(&mut now, 1, 0) } == 1 && now.revents & POLL_LOSS != 0;
+    // A recovery under way owns the socket, and the proxy's loss with it: shown to
+    // another thread's wait before the recovery's move, it would end the program's
+    // connection (or, kept by its loop, the answer the recovery brings).
     let hidden = !still
         || conn.moved_since(seen_at)
+        || conn.phase().is_recovering()
         || shielded(|| proxy_lost_under_wait(&conn, fd, seen_at), || false);
     sys::set_errno(saved);
     hidden
@@ -219,7 +223,14 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
         }
         let loss = entry.revents & POLL_LOSS;
         let end_only = loss == libc::POLLRDHUP;
-        if loss == 0 || (end_only && answer_before_end(entry.fd)) || !hang_up_hidden(entry.fd) {
+        if loss == 0 || (end_only && answer_before_end(entry.fd)) {
+            continue;
+        }
+        if !hang_up_hidden(entry.fd) {
+            if loss_left_to_tls_calls(entry.fd) {
+                let asked = entry.events & (libc::POLLIN | libc::POLLOUT);
+                entry.revents = (entry.revents & !POLL_LOSS) | asked;
+            }
             continue;
         }
         let mut fresh = pollfd {
@@ -296,7 +307,29 @@ fn epoll_loss_hidden(epoll: c_int, event: &mut epoll_event) -> Option<c_int> {
     if end_only && ((asked & end == 0 && !end_is_ours(fd)) || answer_before_end(fd)) {
         return None;
     }
-    hang_up_hidden(fd).then_some(fd)
+    if hang_up_hidden(fd) {
+        return Some(fd);
+    }
+    if loss_left_to_tls_calls(fd) {
+        let ready = asked & (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+        event.events = (event.events & !EPOLL_LOSS) | ready;
+    }
+    None
+}
+
+/// A loss on an https virtual session at the proxy before its first request or with an
+/// answer still owed: the program's next TLS call meets it and moves the session to the
+/// origin in its thread,
+/// so the wait shows the readiness the program asked for, not the loss. A loop that keeps
+/// an fd's hang-up would otherwise end the stream early later on: HAProxy takes a read
+/// short of its buffer, after a hang-up was once reported, for the last one, and cut
+/// the origin's answer there, or a later one once the session came back to the proxy.
+fn loss_left_to_tls_calls(fd: c_int) -> bool {
+    fdtable::get(fd).is_some_and(|conn| {
+        let state = conn.state();
+        state.proxy_end_in_tls_calls()
+            && (!state.wrote || conn.responses.lock().tracker.pending_requests() > 0)
+    })
 }
 
 /// A wait reported the peer's end alone (RDHUP, no error or hang-up) on `fd`, and bytes

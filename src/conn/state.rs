@@ -97,6 +97,10 @@ impl Phase {
     }
 
     /// The program's bytes go through the request engine.
+    pub fn is_recovering(self) -> bool {
+        matches!(self, Phase::Recovering(_))
+    }
+
     pub fn follows_requests(self) -> bool {
         matches!(
             self,
@@ -194,6 +198,12 @@ impl State {
     /// whose requests are followed (https recovers inside the program's TLS read).
     pub fn proxy_end_is_ours(&self) -> bool {
         self.phase.proxy().is_some() && self.phase.follows_requests() && !self.https
+    }
+
+    /// An https virtual session at the proxy: its failures are met, and recovered, inside
+    /// the program's own TLS calls, in its thread.
+    pub fn proxy_end_in_tls_calls(&self) -> bool {
+        self.phase.proxy().is_some() && self.phase.follows_requests() && self.https
     }
 
     /// Whether what was met at move count `seen_at` may belong to a peer the socket has
