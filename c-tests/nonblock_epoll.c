@@ -139,6 +139,33 @@ static unsigned wait_for(int ep, int fd, unsigned want, long deadline)
 	}
 }
 
+#if defined(BODY_BY_SENDFILE) || defined(BODY_BY_SPLICE)
+/* What a sendfile or splice of `want` body bytes (`sent` before it) returned: the count it
+ * moved; 0 after EINTR, or after EAGAIN and a wait for writability. A short one waits for
+ * writability too, as nginx and HAProxy do: the socket's buffer is full, and an
+ * edge-triggered wait gets its edge. */
+static size_t body_step(ssize_t n, size_t want, size_t sent, const char *call, int fd, int ep,
+			long deadline, int *eagain, int *shorts)
+{
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			(*eagain)++;
+			wait_for(ep, fd, EPOLLOUT, deadline);
+		} else if (errno != EINTR) {
+			die("%s:", call);
+		}
+		return 0;
+	}
+	if (n == 0)
+		die("%s sent nothing at %zu of %d bytes", call, sent, POST_BYTES);
+	if ((size_t)n < want && sent + (size_t)n < POST_BYTES) {
+		(*shorts)++;
+		wait_for(ep, fd, EPOLLOUT, deadline);
+	}
+	return (size_t)n;
+}
+#endif
+
 #ifdef BODY_BY_SENDFILE
 #include <sys/sendfile.h>
 
@@ -178,23 +205,7 @@ static void send_file_body(int fd, int ep, int file, long deadline, int *eagain)
 #else
 		ssize_t n = sendfile(fd, file, NULL, want);
 #endif
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				(*eagain)++;
-				wait_for(ep, fd, EPOLLOUT, deadline);
-				continue;
-			}
-			die("sendfile:");
-		}
-		if (n == 0)
-			die("sendfile sent nothing at %zu of %d bytes", sent, POST_BYTES);
-		sent += (size_t)n;
-		if ((size_t)n < want && sent < POST_BYTES) {
-			shorts++;
-			wait_for(ep, fd, EPOLLOUT, deadline);
-		}
+		sent += body_step(n, want, sent, "sendfile", fd, ep, deadline, eagain, &shorts);
 	}
 	off_t file_at = lseek(file, 0, SEEK_CUR);
 #if BODY_BY_SENDFILE == 1
@@ -232,23 +243,7 @@ static void splice_body(int fd, int ep, const char *body, long deadline, int *ea
 		}
 		size_t in_pipe = put - sent;
 		ssize_t n = splice(p[0], NULL, fd, NULL, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				(*eagain)++;
-				wait_for(ep, fd, EPOLLOUT, deadline);
-				continue;
-			}
-			die("splice to the socket:");
-		}
-		if (n == 0)
-			die("splice sent nothing at %zu of %d bytes", sent, POST_BYTES);
-		sent += (size_t)n;
-		if ((size_t)n < in_pipe) {
-			shorts++;
-			wait_for(ep, fd, EPOLLOUT, deadline);
-		}
+		sent += body_step(n, in_pipe, sent, "splice", fd, ep, deadline, eagain, &shorts);
 	}
 	int left = -1;
 	if (ioctl(p[0], FIONREAD, &left) < 0 || left != 0)

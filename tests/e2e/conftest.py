@@ -3,6 +3,7 @@
 Run with /usr/bin/python3 -m pytest tests/e2e (scripts/run-e2e.sh). Everything
 runs inside a network namespace made for the session (tests/lab/lab.py).
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -218,6 +219,20 @@ def make_client(name, lab, java_classes, tmpdir):
 
 
 # ---- reading what arrived ---------------------------------------------------------------
+
+@contextlib.contextmanager
+def listening(lab, argv, env, listen, stderr=None):
+    """A server a test runs as the library's client (nginx, HAProxy): started under the
+    library with `env`, debug lines on, until it listens on `listen` (ip, port); stopped
+    by its process group at the end, and its port seen closed."""
+    p = lab.spawn(argv, env=env, debug=True, stderr=stderr)
+    try:
+        lab.wait_listen(listen[0], listen[1], proc=p)
+        yield p
+    finally:
+        lab.stop(p)
+        lab.wait_listen(listen[0], listen[1], up=False)
+
 
 def echoes(res):
     """The origin echo JSON objects in a client's stdout (one per line)."""

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import TESTPROXY_FAULTS_ENV, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
+from conftest import (TESTPROXY_FAULTS_ENV, assert_direct, assert_ok, describe, hdr, labmod,
+                      listening, one_echo, sha256)
 
 ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -72,14 +73,9 @@ def running_haproxy(lab, folder, scheme, env, listen=LISTEN, reuse="always"):
     with open(conf, "w") as f:
         f.write(CONF.format(ip=listen[0], port=listen[1], tls=tls, reuse=reuse,
                             upstream_port=ORIGIN[scheme].split(":")[1]))
-    with open(os.path.join(folder, "stderr.log"), "wb") as err:
-        p = lab.spawn([HAPROXY, "-db", "-f", conf], env=env, debug=True, stderr=err)
-    try:
-        lab.wait_listen(listen[0], listen[1], proc=p)
+    with open(os.path.join(folder, "stderr.log"), "wb") as err, \
+            listening(lab, [HAPROXY, "-db", "-f", conf], env, listen, stderr=err):
         yield Haproxy(scheme, folder, listen)
-    finally:
-        lab.stop(p)
-        lab.wait_listen(listen[0], listen[1], up=False)
 
 
 @pytest.fixture(scope="module", params=["http", "https"])

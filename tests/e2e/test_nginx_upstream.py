@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from conftest import TESTPROXY_FAULTS_ENV, assert_direct, assert_ok, describe, hdr, labmod, one_echo, sha256
+from conftest import (TESTPROXY_FAULTS_ENV, assert_direct, assert_ok, describe, hdr, labmod,
+                      listening, one_echo, sha256)
 
 ORIGIN = {"http": "203.0.113.10:80", "https": "203.0.113.10:443"}
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -84,13 +85,8 @@ def running_nginx(lab, folder, scheme, env, listen=LISTEN):
     with open(conf, "w") as f:
         f.write(CONF.format(dir=folder, ip=listen[0], port=listen[1], scheme=scheme,
                             upstream_port=ORIGIN[scheme].split(":")[1], tls=tls))
-    p = lab.spawn([NGINX, "-c", conf, "-p", folder], env=env, debug=True)
-    try:
-        lab.wait_listen(listen[0], listen[1], proc=p)
+    with listening(lab, [NGINX, "-c", conf, "-p", folder], env, listen):
         yield Nginx(scheme, folder, listen)
-    finally:
-        lab.stop(p)
-        lab.wait_listen(listen[0], listen[1], up=False)
 
 
 @pytest.fixture(scope="module", params=["http", "https"])
