@@ -227,9 +227,9 @@ unsafe fn review_pollfds(fds: *mut pollfd, count: nfds_t, ready: c_int) -> c_int
             continue;
         }
         if !hang_up_hidden(entry.fd) {
-            if loss_left_to_tls_calls(entry.fd) {
-                let asked = entry.events & (libc::POLLIN | libc::POLLOUT);
-                entry.revents = (entry.revents & !POLL_LOSS) | asked;
+            let ready = entry.events & (libc::POLLIN | libc::POLLOUT);
+            if ready != 0 && loss_left_to_tls_calls(entry.fd) {
+                entry.revents = (entry.revents & !POLL_LOSS) | ready;
             }
             continue;
         }
@@ -310,26 +310,23 @@ fn epoll_loss_hidden(epoll: c_int, event: &mut epoll_event) -> Option<c_int> {
     if hang_up_hidden(fd) {
         return Some(fd);
     }
-    if loss_left_to_tls_calls(fd) {
-        let ready = asked & (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+    let ready = asked & (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+    if ready != 0 && loss_left_to_tls_calls(fd) {
         event.events = (event.events & !EPOLL_LOSS) | ready;
     }
     None
 }
 
-/// A loss on an https virtual session at the proxy before its first request or with an
-/// answer still owed: the program's next TLS call meets it and moves the session to the
-/// origin in its thread,
-/// so the wait shows the readiness the program asked for, not the loss. A loop that keeps
-/// an fd's hang-up would otherwise end the stream early later on: HAProxy takes a read
-/// short of its buffer, after a hang-up was once reported, for the last one, and cut
-/// the origin's answer there, or a later one once the session came back to the proxy.
+/// A loss on an https virtual session at the proxy: the program's next TLS call meets it,
+/// and moves the session to the origin in its thread when an answer is owed (an idle
+/// session's end reads as the end). So the wait shows the readiness the program asked
+/// for, not the loss: a loop that keeps an fd's hang-up would otherwise end a stream
+/// early later on. HAProxy takes a read short of its buffer, once a hang-up was reported,
+/// for the last one, and cut the origin's answer there, or a later one once the session
+/// came back to the proxy; and fails a request outright when the hang-up comes while the
+/// request that brought the session back is being written.
 fn loss_left_to_tls_calls(fd: c_int) -> bool {
-    fdtable::get(fd).is_some_and(|conn| {
-        let state = conn.state();
-        state.proxy_end_in_tls_calls()
-            && (!state.wrote || conn.responses.lock().tracker.pending_requests() > 0)
-    })
+    fdtable::get(fd).is_some_and(|conn| conn.state().proxy_end_in_tls_calls())
 }
 
 /// A wait reported the peer's end alone (RDHUP, no error or hang-up) on `fd`, and bytes
