@@ -17,7 +17,7 @@ PKGS=(
     gcc g++ libc6-dev make python3 python3-pytest python3-pytest-xdist perl libhttp-tiny-perl
     procps valgrind libhttp-parser-dev
     openssl gnutls-bin libssl-dev libgnutls28-dev libio-socket-ssl-perl python3-requests python3-venv
-    ruby php-cli php-curl tcl
+    ruby php-cli php-curl tcl aria2
 )
 
 missing=()

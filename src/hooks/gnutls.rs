@@ -182,6 +182,35 @@ pub unsafe extern "C-unwind" fn gnutls_record_set_timeout(session: GnutlsSession
     unsafe { real::gnutls_record_set_timeout(session, ms) }
 }
 
+/// Noted (`tls::gnutls::server_names`): GnuTLS gives a client session's name back to no
+/// one, and a virtual session's certificate must carry it.
+///
+/// # Safety
+/// As gnutls_server_name_set(3).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn gnutls_server_name_set(
+    session: GnutlsSession,
+    kind: c_uint,
+    name: *const c_void,
+    len: size_t,
+) -> c_int {
+    // SAFETY: the program's own arguments.
+    let result = unsafe { real::gnutls_server_name_set(session, kind, name, len) };
+    if result == 0 && kind == GNUTLS_NAME_DNS && !name.is_null() {
+        // SAFETY: gnutls_server_name_set(3)'s contract: `len` readable bytes at `name`.
+        let bytes = unsafe { std::slice::from_raw_parts(name.cast::<u8>(), len) };
+        let noted = || {
+            let text = String::from_utf8_lossy(bytes);
+            tls::server_names::note(session, text.trim_end_matches('\0').to_string());
+        };
+        super::answer_keeping_errno(|| shielded(noted, || ()), |_| false);
+    }
+    result
+}
+
+/// GnuTLS's `GNUTLS_NAME_DNS`.
+const GNUTLS_NAME_DNS: c_uint = 1;
+
 /// # Safety
 /// As gnutls_record_check_pending(3).
 #[no_mangle]
@@ -211,6 +240,7 @@ pub unsafe extern "C-unwind" fn gnutls_deinit(session: GnutlsSession) {
         super::answer_keeping_errno(|| shielded(|| tls::forget(session), || ()), |_| false);
     }
     tls::record_timeout::forget(session);
+    tls::server_names::forget(session);
     // SAFETY: the program's own argument.
     unsafe { real::gnutls_deinit(session) }
 }

@@ -5,8 +5,10 @@
 
 mod fallback;
 mod follow;
+mod noted;
 pub mod real;
 pub mod record_timeout;
+pub mod server_names;
 
 pub use fallback::{fallback, take_over};
 
@@ -81,19 +83,9 @@ pub unsafe fn handshake(session: GnutlsSession, real: impl FnOnce() -> c_int) ->
     0
 }
 
+/// The server name the program asked for (`server_names`); a DNS name only.
 fn server_name(session: GnutlsSession) -> Option<String> {
-    let mut name = [0u8; 256];
-    let mut len: size_t = name.len();
-    let mut kind: c_uint = 0;
-    // SAFETY: `name` is writable for `len` bytes; GnuTLS writes the name and its length.
-    let rc = unsafe {
-        real::gnutls_server_name_get(session, name.as_mut_ptr().cast(), &mut len, &mut kind, 0)
-    };
-    (rc == 0 && kind == GNUTLS_NAME_DNS && len <= name.len()).then(|| {
-        String::from_utf8_lossy(&name[..len])
-            .trim_end_matches('\0')
-            .to_string()
-    })
+    server_names::of(session)
 }
 
 fn transfer_error(errno: c_int, pushing: bool) -> isize {

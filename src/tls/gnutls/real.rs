@@ -17,7 +17,6 @@ real_in! { Library::GnuTls;
     fn gnutls_bye(session: GnutlsSession, how: c_int) -> c_int, else -1;
     fn gnutls_deinit(session: GnutlsSession) -> (), else ();
     fn gnutls_transport_get_int(session: GnutlsSession) -> c_int, else -1;
-    fn gnutls_server_name_get(session: GnutlsSession, data: *mut c_void, len: *mut size_t, kind: *mut c_uint, index: c_uint) -> c_int, else -1;
     fn gnutls_certificate_verify_peers2(session: GnutlsSession, status: *mut c_uint) -> c_int, else -1;
     fn gnutls_certificate_verify_peers3(session: GnutlsSession, host: *const libc::c_char, status: *mut c_uint) -> c_int, else -1;
     fn gnutls_certificate_get_peers(session: GnutlsSession, count: *mut c_uint) -> *const GnutlsDatum, else std::ptr::null();

@@ -1,46 +1,27 @@
-//! `gnutls_record_set_timeout`: GnuTLS keeps a session's receive timeout inside the
-//! session, with no call to read it back, and a program sets it before the handshake
-//! that makes the session virtual. So the hook notes it here by session, as well as
-//! passing it on: a virtual session's reads wait no longer for the proxy's plaintext
-//! (`GNUTLS_E_TIMEDOUT`, as GnuTLS's own), and the real session a fallback makes gets it.
-//! Few programs set one: the list is short, and untouched (one load at `gnutls_deinit`)
-//! in a process that never did.
+//! `gnutls_record_set_timeout`, noted (`noted`): a program sets it before the handshake
+//! that makes the session virtual, whose reads then wait no longer for the proxy's
+//! plaintext (`GNUTLS_E_TIMEDOUT`, as GnuTLS's own); the real session a fallback makes
+//! gets it too.
 
+use super::noted::Noted;
 use super::GnutlsSession;
-use crate::sync::SpinLock;
 use libc::c_uint;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// GnuTLS's "no timeout" beside 0 (`GNUTLS_INDEFINITE_TIMEOUT`).
 const INDEFINITE: c_uint = c_uint::MAX;
 
-static ANY: AtomicBool = AtomicBool::new(false);
-static TIMEOUTS: SpinLock<Vec<(usize, c_uint)>> = SpinLock::new(Vec::new());
+static TIMEOUTS: Noted<c_uint> = Noted::new();
 
 /// The program set `session`'s receive timeout to `ms` (0: none).
 pub fn note(session: GnutlsSession, ms: c_uint) {
-    let key = session as usize;
-    let mut timeouts = TIMEOUTS.lock();
-    timeouts.retain(|&(s, _)| s != key);
-    if ms != 0 {
-        timeouts.push((key, ms));
-        ANY.store(true, Ordering::Release);
-    }
+    TIMEOUTS.set(session, (ms != 0).then_some(ms));
 }
 
 /// The receive timeout the program set on `session`, as GnuTLS takes it (for a session
 /// of ours standing in for it).
 pub fn set_on(session: GnutlsSession) -> Option<c_uint> {
-    if !ANY.load(Ordering::Acquire) {
-        return None;
-    }
-    let key = session as usize;
-    TIMEOUTS
-        .lock()
-        .iter()
-        .find(|&&(s, _)| s == key)
-        .map(|&(_, ms)| ms)
+    TIMEOUTS.get(session)
 }
 
 /// How long a read of `session` may wait for input: `None` for ever.
@@ -52,9 +33,7 @@ pub fn limit(session: GnutlsSession) -> Option<Duration> {
 
 /// `gnutls_deinit` of `session`: its timeout is forgotten.
 pub fn forget(session: GnutlsSession) {
-    if ANY.load(Ordering::Acquire) {
-        note(session, 0);
-    }
+    TIMEOUTS.forget(session);
 }
 
 #[cfg(test)]
