@@ -112,7 +112,8 @@ impl Drop for OwnPipe {
 /// (`tee`, which leaves them in the pipe), written through the connection, and then
 /// taken from the pipe as far as the connection took them, so that what it did not take
 /// stays for the program's next call. `None`: the connection leaves the write alone (the
-/// kernel's splice runs), or no pipe of our own could be made.
+/// kernel's splice runs). Without a pipe of our own (no fd left) the call fails (ENOMEM)
+/// rather than let the kernel move bytes the connection must see.
 fn pipe_to_connection(
     conn: &crate::conn::Conn,
     pipe: c_int,
@@ -120,7 +121,10 @@ fn pipe_to_connection(
     len: size_t,
     flags: c_uint,
 ) -> Option<isize> {
-    let copy = OwnPipe::new()?;
+    let Some(copy) = OwnPipe::new() else {
+        sys::set_errno(libc::ENOMEM);
+        return Some(-1);
+    };
     // SAFETY: two pipes; the program's flags say whether an empty pipe is waited for.
     let copied = unsafe { sys::tee(pipe, copy.write_end, len, flags & libc::SPLICE_F_NONBLOCK) };
     if copied <= 0 {
