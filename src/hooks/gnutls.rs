@@ -196,7 +196,9 @@ pub unsafe extern "C-unwind" fn gnutls_server_name_set(
 ) -> c_int {
     // SAFETY: the program's own arguments.
     let result = unsafe { real::gnutls_server_name_set(session, kind, name, len) };
-    if result == 0 && kind == GNUTLS_NAME_DNS && !name.is_null() {
+    // A process that diverts nothing never makes a session virtual: nothing to note.
+    let diverting = crate::conn::fdtable::any_tracked();
+    if result == 0 && diverting && kind == GNUTLS_NAME_DNS && !name.is_null() {
         // SAFETY: gnutls_server_name_set(3)'s contract: `len` readable bytes at `name`.
         let bytes = unsafe { std::slice::from_raw_parts(name.cast::<u8>(), len) };
         let noted = || {

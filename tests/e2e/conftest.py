@@ -315,6 +315,16 @@ def assert_direct(echo, res, origin=None, path=None):
         assert echo["path"] == path, "path" + ctx
 
 
+def assert_via_testproxy(echo, scheme, body, ctx):
+    """The request came through the test proxy with Lunar's headers for api.example.test
+    over `scheme`, its body whole."""
+    assert hdr(echo, "x-via-testproxy") == "1", ctx
+    assert hdr(echo, "x-seen-lunar-host") == "api.example.test", ctx
+    assert hdr(echo, "x-seen-lunar-scheme") == scheme, ctx
+    assert hdr(echo, "x-seen-lunar-interceptor").startswith("lunar-preload-interceptor/"), ctx
+    assert echo["body_sha256"] == sha256(body), ctx
+
+
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
 
