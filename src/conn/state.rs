@@ -96,11 +96,12 @@ impl Phase {
         matches!(self, Phase::Proxied(_) | Phase::Leaving(_) | Phase::Direct)
     }
 
-    /// The program's bytes go through the request engine.
+    /// A recovery owns the socket (`recovery`): its peer's end is the recovery's to meet.
     pub fn is_recovering(self) -> bool {
         matches!(self, Phase::Recovering(_))
     }
 
+    /// The program's bytes go through the request engine.
     pub fn follows_requests(self) -> bool {
         matches!(
             self,
